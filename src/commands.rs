@@ -1,0 +1,388 @@
+//! Command handlers: parse into typed arguments, validate everything, then act on the keyspace,
+//! update the index, notify and replicate.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use redis_module::{Context, RedisResult, RedisString, RedisValue};
+
+use crate::config;
+use crate::core::entry::{add_names, canonical_names, Entry};
+use crate::core::glob::Glob;
+use crate::core::index::{self, DbIndex, Selector};
+use crate::core::parse::{self, Condition, DebugArgs, Expiry, Strategy};
+use crate::error::{CacheError, Result};
+use crate::server::{self, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
+use crate::state;
+
+type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
+
+/// The command boundary: runs a handler, turns its error or any panic into an error reply.
+pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResult {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let argv: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        handler(ctx, &args, &argv)
+    }));
+    match outcome {
+        Ok(Ok(reply)) => server::reply(ctx, &reply),
+        Ok(Err(e)) => server::reply_error(ctx, &e),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            ctx.log_warning(&format!("tagcache: command failed: {why}"));
+            server::reply_error(ctx, &CacheError::Internal(why));
+        }
+    }
+    Ok(RedisValue::NoReply)
+}
+
+macro_rules! commands {
+    ($($name:ident => $handler:ident),* $(,)?) => {
+        $(pub fn $name(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+            run(ctx, args, $handler)
+        })*
+    };
+}
+
+commands! {
+    set => cache_set,
+    get => cache_get,
+    mget => cache_mget,
+    tag => cache_tag,
+    depend => cache_depend,
+    inspect => cache_inspect,
+    invalidate => cache_invalidate,
+    keys => cache_keys,
+    tags => cache_tags,
+    debug => cache_debug,
+}
+
+fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let now = server::now_ms();
+    let a = parse::parse_set(argv, now)?;
+    let key = Key::write(ctx, &args[1]);
+    let existing = key.entry()?.is_some();
+    match (a.condition, existing) {
+        (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
+        _ => {}
+    }
+    let replayed = server::replayed(ctx);
+    let deadline = match a.expiry {
+        Expiry::At(t) => Some(t),
+        Expiry::Keep => key.deadline().filter(|_| existing),
+        Expiry::Default if replayed => None,
+        Expiry::Default => config::default_ttl_ms().map(|ms| now.saturating_add(ms)),
+    };
+    let db = server::selected_db(ctx);
+    if deadline.is_some_and(|t| t <= now) && !replayed {
+        // Like SET with a past EXAT: the new value is gone at once, and so is the old one.
+        if existing {
+            key.delete();
+            drop(key);
+            server::notify(ctx, NOTIFY_GENERIC, "del", &args[1]);
+            server::replicate(ctx, "DEL", &[argv[1]]);
+        }
+        return Ok(Reply::Ok);
+    }
+    let tags = canonical_names(&a.tags);
+    let deps = canonical_names(&a.deps);
+    let entry = Entry {
+        value: a.value,
+        tags,
+        deps,
+        meta: a.meta,
+        created_ms: now,
+        hits: 0,
+    };
+    let (tags, deps) = (entry.tags.clone(), entry.deps.clone());
+    // Replacing the value runs the type's unlink callback for the old entry, which drops it
+    // from the index; the new one is indexed after.
+    key.set_entry(entry)?;
+    if let Some(t) = deadline {
+        key.set_deadline(t);
+    }
+    drop(key);
+    state::with_db(db, |idx| idx.insert(argv[1], &tags, &deps));
+    server::notify(ctx, NOTIFY_MODULE, "cache.set", &args[1]);
+    replicate_set(ctx, argv, deadline, &tags, &deps);
+    Ok(Reply::Ok)
+}
+
+/// Propagates CACHE.SET in a form whose outcome cannot differ on a replica or on AOF replay:
+/// an absolute deadline (or none), no condition, canonical tags and dependencies.
+fn replicate_set(
+    ctx: &Context,
+    argv: &[&[u8]],
+    deadline: Option<i64>,
+    tags: &[Box<[u8]>],
+    deps: &[Box<[u8]>],
+) {
+    let parsed_meta = argv
+        .iter()
+        .position(|a| a.eq_ignore_ascii_case(b"META"))
+        .and_then(|i| argv.get(i + 1).copied());
+    let mut owned: Vec<Vec<u8>> = Vec::new();
+    if let Some(t) = deadline {
+        owned.push(b"PXAT".to_vec());
+        owned.push(t.to_string().into_bytes());
+    }
+    for (word, list) in [(&b"TAGS"[..], tags), (b"DEPENDS", deps)] {
+        if !list.is_empty() {
+            owned.push(word.to_vec());
+            owned.push(list.len().to_string().into_bytes());
+            owned.extend(list.iter().map(|n| n.to_vec()));
+        }
+    }
+    let mut out: Vec<&[u8]> = vec![argv[1], argv[2]];
+    out.extend(owned.iter().map(|v| v.as_slice()));
+    if let Some(m) = parsed_meta {
+        out.push(b"META");
+        out.push(m);
+    }
+    server::replicate(ctx, "CACHE.SET", &out);
+}
+
+fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    parse::exact(argv, 1, "cache.get")?;
+    let key = Key::read(ctx, &args[1]);
+    match key.entry()? {
+        Some(e) => {
+            e.hits += 1;
+            state::lock().counters.hits += 1;
+            server::reply_bulk(ctx, &e.value);
+            Ok(Reply::Sent)
+        }
+        None => {
+            state::lock().counters.misses += 1;
+            Ok(Reply::Nil)
+        }
+    }
+}
+
+fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    parse::at_least(argv, 1, "cache.mget")?;
+    let mut out = Vec::with_capacity(args.len() - 1);
+    let (mut hits, mut misses) = (0, 0);
+    for name in &args[1..] {
+        let key = Key::read(ctx, name);
+        out.push(match key.held() {
+            server::Held::Entry(e) => {
+                e.hits += 1;
+                hits += 1;
+                Reply::Bulk(e.value.clone())
+            }
+            _ => {
+                misses += 1;
+                Reply::Nil
+            }
+        });
+    }
+    let mut st = state::lock();
+    st.counters.hits += hits;
+    st.counters.misses += misses;
+    Ok(Reply::Array(out))
+}
+
+fn cache_tag(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    add_links(ctx, args, argv, "cache.tag")
+}
+
+fn cache_depend(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    add_links(ctx, args, argv, "cache.depend")
+}
+
+/// CACHE.TAG / CACHE.DEPEND: adds names to an existing entry; replies how many were new.
+fn add_links(
+    ctx: &Context,
+    args: &[RedisString],
+    argv: &[&[u8]],
+    cmd: &'static str,
+) -> Result<Reply> {
+    let (_, names) = parse::parse_key_names(argv, cmd)?;
+    let key = Key::write(ctx, &args[1]);
+    let entry = key.entry()?.ok_or(CacheError::NoSuchKey)?;
+    let list = if cmd == "cache.tag" {
+        &mut entry.tags
+    } else {
+        &mut entry.deps
+    };
+    let added = add_names(list, &names);
+    let (tags, deps) = (entry.tags.clone(), entry.deps.clone());
+    drop(key);
+    if added > 0 {
+        let db = server::selected_db(ctx);
+        state::with_db(db, |idx| idx.insert(argv[1], &tags, &deps));
+        server::notify(ctx, NOTIFY_MODULE, cmd, &args[1]);
+        server::replicate(ctx, cmd, &argv[1..]);
+    }
+    Ok(Reply::Int(added as i64))
+}
+
+fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    parse::exact(argv, 1, "cache.inspect")?;
+    let key = Key::read(ctx, &args[1]);
+    let Some(e) = key.entry()? else {
+        return Ok(Reply::Nil);
+    };
+    let names = |l: &[Box<[u8]>]| Reply::Array(l.iter().map(|n| Reply::Bulk(n.to_vec())).collect());
+    let db = server::selected_db(ctx);
+    let dependents = state::with_db(db, |idx| idx.dependents_of(argv[1]));
+    Ok(Reply::Map(vec![
+        ("tags", names(&e.tags)),
+        ("depends", names(&e.deps)),
+        (
+            "dependents",
+            Reply::Array(dependents.into_iter().map(Reply::Bulk).collect()),
+        ),
+        (
+            "meta",
+            e.meta
+                .as_ref()
+                .map_or(Reply::Nil, |m| Reply::Bulk(m.clone().into_bytes())),
+        ),
+        ("ttl_ms", Reply::Int(key.ttl_ms())),
+        ("created_ms", Reply::Int(e.created_ms)),
+        (
+            "hits",
+            Reply::Int(i64::try_from(e.hits).unwrap_or(i64::MAX)),
+        ),
+        ("size", Reply::Int(e.value.len() as i64)),
+    ]))
+}
+
+/// Keys an invalidation would reach in the selected database.
+fn resolve(ctx: &Context, selector: &Selector, depth: Option<u32>) -> Vec<Vec<u8>> {
+    let depth = depth.unwrap_or_else(config::max_cascade_depth);
+    let db = server::selected_db(ctx);
+    state::with_db(db, |idx| idx.resolve(selector, depth))
+}
+
+/// How many DEL arguments go into one replicated command.
+const DEL_CHUNK: usize = 1024;
+
+fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let a = parse::parse_invalidate(argv, "cache.invalidate", false)?;
+    match a.strategy {
+        Strategy::Immediate => {}
+        Strategy::Lazy => return Err(CacheError::StrategyNotAvailable("LAZY")),
+        Strategy::Batched => return Err(CacheError::StrategyNotAvailable("BATCHED")),
+    }
+    let keys = resolve(ctx, &a.selector, a.depth);
+    let mut deleted: Vec<Vec<u8>> = Vec::new();
+    for name in keys {
+        let rs = server::string(ctx, &name);
+        let key = Key::write(ctx, &rs);
+        // The entry may have expired just now (opening it deleted it): not counted.
+        if matches!(key.held(), server::Held::Entry(_)) {
+            key.delete();
+            drop(key);
+            // An invalidation, not a removal: the `del` notified below is not counted as one.
+            state::lock().last_unlinked = None;
+            server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
+            deleted.push(name);
+        }
+    }
+    {
+        let mut st = state::lock();
+        st.counters.invalidations += 1;
+        st.counters.keys_invalidated += deleted.len() as u64;
+    }
+    for chunk in deleted.chunks(DEL_CHUNK) {
+        let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
+        server::replicate(ctx, "DEL", &refs);
+    }
+    Ok(Reply::Int(deleted.len() as i64))
+}
+
+fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let a = parse::parse_invalidate(argv, "cache.keys", true)?;
+    let mut keys = resolve(ctx, &a.selector, a.depth);
+    // Only entries that are still there (an expired one would not be invalidated).
+    keys.retain(|k| {
+        let key = Key::peek(ctx, &server::string(ctx, k));
+        matches!(key.held(), server::Held::Entry(_))
+    });
+    keys.sort_unstable();
+    Ok(Reply::Array(keys.into_iter().map(Reply::Bulk).collect()))
+}
+
+fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let a = parse::parse_tags(argv)?;
+    let glob = a.pattern.as_deref().map(Glob::new);
+    let db = server::selected_db(ctx);
+    let mut sizes = state::with_db(db, |idx| idx.tag_sizes(glob.as_ref()));
+    if let Some(n) = a.count {
+        sizes.truncate(n);
+    }
+    Ok(Reply::Array(
+        sizes
+            .into_iter()
+            .map(|(t, n)| Reply::Array(vec![Reply::Bulk(t), Reply::Int(n as i64)]))
+            .collect(),
+    ))
+}
+
+fn cache_debug(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    match parse::parse_debug(argv)? {
+        DebugArgs::Help => Ok(Reply::Array(
+            [
+                "CACHE.DEBUG <subcommand>. Subcommands are:",
+                "VERIFY",
+                "    Rebuild every index from the entries and list the differences (empty: consistent).",
+                "HELP",
+                "    Print this help.",
+            ]
+            .iter()
+            .map(|s| Reply::Bulk(s.as_bytes().to_vec()))
+            .collect(),
+        )),
+        DebugArgs::Verify => Ok(Reply::Array(
+            verify(ctx).into_iter().map(|s| Reply::Bulk(s.into_bytes())).collect(),
+        )),
+    }
+}
+
+/// Runs `f` with each database selected in turn, then restores the selection.
+fn for_each_db(ctx: &Context, mut f: impl FnMut(usize)) {
+    let original = server::selected_db(ctx);
+    let mut db = 0;
+    while server::select_db(ctx, db) {
+        f(db);
+        db += 1;
+    }
+    server::select_db(ctx, original);
+}
+
+fn index_of(entries: Vec<index::Facts>) -> DbIndex {
+    let mut idx = DbIndex::new();
+    for (k, t, d) in entries {
+        idx.insert(&k, &t, &d);
+    }
+    idx
+}
+
+/// CACHE.DEBUG VERIFY: every database's index against one rebuilt from its entries.
+fn verify(ctx: &Context) -> Vec<String> {
+    let mut out = Vec::new();
+    for_each_db(ctx, |db| {
+        let expected = index_of(server::scan_entries(ctx));
+        let mut st = state::lock();
+        out.extend(index::diff(db, st.db(db), &expected));
+    });
+    out
+}
+
+/// Rebuilds every index from the entries (after loading).
+pub fn rebuild_all(ctx: &Context) {
+    let mut rebuilt = Vec::new();
+    for_each_db(ctx, |db| {
+        rebuilt.push((db, index_of(server::scan_entries(ctx))))
+    });
+    let mut st = state::lock();
+    st.clear_all();
+    for (db, idx) in rebuilt {
+        *st.db(db) = idx;
+    }
+}

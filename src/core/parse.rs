@@ -1,0 +1,596 @@
+//! Argument parsing: each command's arguments become a typed struct, fully validated before
+//! anything is changed. `args[0]` is the command name.
+
+use crate::core::index::Selector;
+use crate::error::{CacheError, Result};
+
+pub type Bytes = Vec<u8>;
+
+fn eq(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// Parses an integer the way Redis's `string2ll` does: optional minus, digits, no spaces or `+`.
+pub fn parse_i64(arg: &[u8]) -> Result<i64> {
+    let s = std::str::from_utf8(arg).map_err(|_| CacheError::NotInteger)?;
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CacheError::NotInteger);
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return Err(CacheError::NotInteger);
+    }
+    s.parse::<i64>().map_err(|_| CacheError::NotInteger)
+}
+
+/// A user-supplied word for an error message: lossy UTF-8, no line breaks, bounded length.
+fn word(arg: &[u8]) -> String {
+    let s: String = String::from_utf8_lossy(arg)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(64)
+        .collect();
+    s
+}
+
+/// When an entry stops being valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No option given: `cache.default-ttl-seconds` applies.
+    Default,
+    /// KEEPTTL: keep the deadline of the entry being replaced (none for a new entry).
+    Keep,
+    /// An absolute deadline in Unix milliseconds.
+    At(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Always,
+    IfMissing,
+    IfExists,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetArgs {
+    pub key: Bytes,
+    pub value: Bytes,
+    pub expiry: Expiry,
+    pub condition: Condition,
+    pub tags: Vec<Bytes>,
+    pub deps: Vec<Bytes>,
+    pub meta: Option<String>,
+}
+
+const SET: &str = "cache.set";
+
+/// `CACHE.SET key value [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] [NX|XX] [TAGS n t..] [DEPENDS n r..]
+/// [META json]`; `now_ms` turns relative times into deadlines.
+pub fn parse_set(args: &[&[u8]], now_ms: i64) -> Result<SetArgs> {
+    if args.len() < 3 {
+        return Err(CacheError::WrongArity(SET));
+    }
+    let mut out = SetArgs {
+        key: args[1].to_vec(),
+        value: args[2].to_vec(),
+        expiry: Expiry::Default,
+        condition: Condition::Always,
+        tags: Vec::new(),
+        deps: Vec::new(),
+        meta: None,
+    };
+    let (mut have_ttl, mut have_cond, mut have_tags, mut have_deps) = (false, false, false, false);
+    let mut i = 3;
+    while i < args.len() {
+        let opt = args[i];
+        let next = args.get(i + 1).copied();
+        if ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| eq(opt, w)) {
+            let n = next.ok_or(CacheError::Syntax)?;
+            if have_ttl {
+                return Err(CacheError::Syntax);
+            }
+            have_ttl = true;
+            out.expiry = Expiry::At(deadline(opt, n, now_ms)?);
+            i += 2;
+        } else if eq(opt, "KEEPTTL") {
+            if have_ttl {
+                return Err(CacheError::Syntax);
+            }
+            have_ttl = true;
+            out.expiry = Expiry::Keep;
+            i += 1;
+        } else if eq(opt, "NX") || eq(opt, "XX") {
+            if have_cond {
+                return Err(CacheError::Syntax);
+            }
+            have_cond = true;
+            out.condition = if eq(opt, "NX") {
+                Condition::IfMissing
+            } else {
+                Condition::IfExists
+            };
+            i += 1;
+        } else if eq(opt, "TAGS") || eq(opt, "DEPENDS") {
+            let is_tags = eq(opt, "TAGS");
+            let seen = if is_tags {
+                &mut have_tags
+            } else {
+                &mut have_deps
+            };
+            if *seen {
+                return Err(CacheError::Syntax);
+            }
+            *seen = true;
+            let (names, used) = counted(&args[i + 1..])?;
+            if is_tags {
+                out.tags = names;
+            } else {
+                out.deps = names;
+            }
+            i += 1 + used;
+        } else if eq(opt, "META") {
+            let json = next.ok_or(CacheError::Syntax)?;
+            if out.meta.is_some() {
+                return Err(CacheError::Syntax);
+            }
+            out.meta = Some(parse_meta(json)?);
+            i += 2;
+        } else {
+            return Err(CacheError::Syntax);
+        }
+    }
+    Ok(out)
+}
+
+/// The deadline an EX/PX/EXAT/PXAT option sets, with Redis's checks and wording.
+fn deadline(unit: &[u8], arg: &[u8], now_ms: i64) -> Result<i64> {
+    let n = parse_i64(arg)?;
+    let bad = CacheError::InvalidExpire(SET);
+    if n <= 0 {
+        return Err(bad);
+    }
+    let seconds = eq(unit, "EX") || eq(unit, "EXAT");
+    let ms = if seconds {
+        n.checked_mul(1000).ok_or(bad.clone())?
+    } else {
+        n
+    };
+    if eq(unit, "EX") || eq(unit, "PX") {
+        ms.checked_add(now_ms).ok_or(bad)
+    } else {
+        Ok(ms)
+    }
+}
+
+/// `count name [name ...]`: returns the names and how many arguments were used.
+fn counted(rest: &[&[u8]]) -> Result<(Vec<Bytes>, usize)> {
+    let count = rest.first().ok_or(CacheError::Syntax)?;
+    let n = parse_i64(count)?;
+    if n < 0 || n as u64 > (rest.len() - 1) as u64 {
+        return Err(CacheError::Syntax);
+    }
+    let n = n as usize;
+    Ok((rest[1..=n].iter().map(|s| s.to_vec()).collect(), n + 1))
+}
+
+/// META must be a JSON object; it is stored as sent.
+pub fn parse_meta(json: &[u8]) -> Result<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| CacheError::MetaNotJson(e.to_string()))?;
+    if !v.is_object() {
+        return Err(CacheError::MetaNotObject);
+    }
+    // from_slice succeeded, so the bytes are UTF-8.
+    String::from_utf8(json.to_vec()).map_err(|e| CacheError::MetaNotJson(e.to_string()))
+}
+
+/// `CACHE.TAG key tag [tag ...]` and `CACHE.DEPEND key resource [resource ...]`.
+pub fn parse_key_names(args: &[&[u8]], cmd: &'static str) -> Result<(Bytes, Vec<Bytes>)> {
+    if args.len() < 3 {
+        return Err(CacheError::WrongArity(cmd));
+    }
+    Ok((
+        args[1].to_vec(),
+        args[2..].iter().map(|a| a.to_vec()).collect(),
+    ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Immediate,
+    Lazy,
+    Batched,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Immediate => "immediate",
+            Strategy::Lazy => "lazy",
+            Strategy::Batched => "batched",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidateArgs {
+    /// None: `cache.max-cascade-depth`.
+    pub depth: Option<u32>,
+    pub context: Option<Bytes>,
+    pub strategy: Strategy,
+    pub selector: Selector,
+}
+
+/// `CACHE.INVALIDATE [DEPTH n] [CONTEXT text] [STRATEGY s] <selector>`, or with `dry_run` the
+/// options CACHE.KEYS takes (`[DEPTH n] <selector>`).
+pub fn parse_invalidate(
+    args: &[&[u8]],
+    cmd: &'static str,
+    dry_run: bool,
+) -> Result<InvalidateArgs> {
+    if args.len() < 2 {
+        return Err(CacheError::WrongArity(cmd));
+    }
+    let mut out = InvalidateArgs {
+        depth: None,
+        context: None,
+        strategy: Strategy::Immediate,
+        selector: Selector::All,
+    };
+    let mut have_strategy = false;
+    let mut i = 1;
+    loop {
+        let Some(&opt) = args.get(i) else {
+            return Err(CacheError::Syntax);
+        };
+        let next = args.get(i + 1).copied();
+        if eq(opt, "DEPTH") {
+            let n = parse_i64(next.ok_or(CacheError::Syntax)?)?;
+            if out.depth.is_some() {
+                return Err(CacheError::Syntax);
+            }
+            if n < 0 {
+                return Err(CacheError::NegativeDepth);
+            }
+            out.depth = Some(u32::try_from(n).unwrap_or(u32::MAX));
+        } else if eq(opt, "CONTEXT") && !dry_run {
+            let text = next.ok_or(CacheError::Syntax)?;
+            if out.context.is_some() {
+                return Err(CacheError::Syntax);
+            }
+            out.context = Some(text.to_vec());
+        } else if eq(opt, "STRATEGY") && !dry_run {
+            let s = next.ok_or(CacheError::Syntax)?;
+            if have_strategy {
+                return Err(CacheError::Syntax);
+            }
+            have_strategy = true;
+            out.strategy = if eq(s, "IMMEDIATE") {
+                Strategy::Immediate
+            } else if eq(s, "LAZY") {
+                Strategy::Lazy
+            } else if eq(s, "BATCHED") {
+                Strategy::Batched
+            } else {
+                return Err(CacheError::UnknownStrategy(word(s)));
+            };
+        } else {
+            out.selector = parse_selector(&args[i..])?;
+            return Ok(out);
+        }
+        i += 2;
+    }
+}
+
+/// `KEY k..`, `TAG t..`, `PATTERN glob`, `NAMESPACE ns`, `ALL`, `DEPENDENTS r..`.
+fn parse_selector(args: &[&[u8]]) -> Result<Selector> {
+    let kind = args[0];
+    let rest: Vec<Bytes> = args[1..].iter().map(|a| a.to_vec()).collect();
+    let one = |rest: Vec<Bytes>| -> Result<Bytes> {
+        match <[Bytes; 1]>::try_from(rest) {
+            Ok([x]) => Ok(x),
+            Err(_) => Err(CacheError::Syntax),
+        }
+    };
+    let some = |rest: Vec<Bytes>| -> Result<Vec<Bytes>> {
+        if rest.is_empty() {
+            Err(CacheError::Syntax)
+        } else {
+            Ok(rest)
+        }
+    };
+    if eq(kind, "KEY") {
+        Ok(Selector::Keys(some(rest)?))
+    } else if eq(kind, "TAG") {
+        Ok(Selector::Tags(some(rest)?))
+    } else if eq(kind, "DEPENDENTS") {
+        Ok(Selector::Dependents(some(rest)?))
+    } else if eq(kind, "PATTERN") {
+        Ok(Selector::Pattern(one(rest)?))
+    } else if eq(kind, "NAMESPACE") {
+        Ok(Selector::Namespace(one(rest)?))
+    } else if eq(kind, "ALL") {
+        if rest.is_empty() {
+            Ok(Selector::All)
+        } else {
+            Err(CacheError::Syntax)
+        }
+    } else {
+        Err(CacheError::UnknownSelector(word(kind)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagsArgs {
+    pub pattern: Option<Bytes>,
+    pub count: Option<usize>,
+}
+
+/// `CACHE.TAGS [MATCH glob] [COUNT n]`.
+pub fn parse_tags(args: &[&[u8]]) -> Result<TagsArgs> {
+    let mut out = TagsArgs {
+        pattern: None,
+        count: None,
+    };
+    let mut i = 1;
+    while i < args.len() {
+        let next = args.get(i + 1).ok_or(CacheError::Syntax)?;
+        if eq(args[i], "MATCH") && out.pattern.is_none() {
+            out.pattern = Some(next.to_vec());
+        } else if eq(args[i], "COUNT") && out.count.is_none() {
+            let n = parse_i64(next)?;
+            if n <= 0 {
+                return Err(CacheError::NotPositive);
+            }
+            out.count = Some(usize::try_from(n).unwrap_or(usize::MAX));
+        } else {
+            return Err(CacheError::Syntax);
+        }
+        i += 2;
+    }
+    Ok(out)
+}
+
+/// Exactly `n` arguments after the command name.
+pub fn exact(args: &[&[u8]], n: usize, cmd: &'static str) -> Result<()> {
+    if args.len() == n + 1 {
+        Ok(())
+    } else {
+        Err(CacheError::WrongArity(cmd))
+    }
+}
+
+/// At least `n` arguments after the command name.
+pub fn at_least(args: &[&[u8]], n: usize, cmd: &'static str) -> Result<()> {
+    if args.len() > n {
+        Ok(())
+    } else {
+        Err(CacheError::WrongArity(cmd))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebugArgs {
+    Verify,
+    Help,
+}
+
+pub fn parse_debug(args: &[&[u8]]) -> Result<DebugArgs> {
+    const CMD: &str = "cache.debug";
+    at_least(args, 1, CMD)?;
+    let sub = args[1];
+    let which = if eq(sub, "VERIFY") {
+        DebugArgs::Verify
+    } else if eq(sub, "HELP") {
+        DebugArgs::Help
+    } else {
+        return Err(CacheError::UnknownSubcommand(word(sub), "CACHE.DEBUG"));
+    };
+    exact(args, 1, CMD)?;
+    Ok(which)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    fn a(s: &str) -> Vec<&[u8]> {
+        s.split(' ').map(str::as_bytes).collect()
+    }
+
+    fn set(s: &str) -> Result<SetArgs> {
+        parse_set(&a(s), NOW)
+    }
+
+    #[test]
+    fn integers_follow_redis() {
+        assert_eq!(parse_i64(b"42"), Ok(42));
+        assert_eq!(parse_i64(b"-7"), Ok(-7));
+        for bad in [
+            "",
+            "-",
+            "+1",
+            " 1",
+            "1 ",
+            "01",
+            "1.5",
+            "abc",
+            "99999999999999999999",
+        ] {
+            assert_eq!(
+                parse_i64(bad.as_bytes()),
+                Err(CacheError::NotInteger),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn set_minimal_and_full() {
+        let s = set("cache.set k v").unwrap();
+        assert_eq!(
+            (s.expiry, s.condition),
+            (Expiry::Default, Condition::Always)
+        );
+        let s = set("CACHE.SET k v ex 10 nx TAGS 2 a b DEPENDS 1 r META {\"a\":1}").unwrap();
+        assert_eq!(s.expiry, Expiry::At(NOW + 10_000));
+        assert_eq!(s.condition, Condition::IfMissing);
+        assert_eq!(s.tags, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(s.deps, vec![b"r".to_vec()]);
+        assert_eq!(s.meta.as_deref(), Some("{\"a\":1}"));
+        assert_eq!(
+            set("cache.set k v PX 5").unwrap().expiry,
+            Expiry::At(NOW + 5)
+        );
+        assert_eq!(
+            set("cache.set k v EXAT 5").unwrap().expiry,
+            Expiry::At(5000)
+        );
+        assert_eq!(set("cache.set k v PXAT 5").unwrap().expiry, Expiry::At(5));
+        assert_eq!(
+            set("cache.set k v KEEPTTL xx").unwrap().expiry,
+            Expiry::Keep
+        );
+        assert_eq!(
+            set("cache.set k v TAGS 0").unwrap().tags,
+            Vec::<Bytes>::new()
+        );
+    }
+
+    #[test]
+    fn set_rejects_bad_input() {
+        let arity = Err(CacheError::WrongArity("cache.set"));
+        assert_eq!(set("cache.set k"), arity);
+        let syntax = Err(CacheError::Syntax);
+        for s in [
+            "cache.set k v EX 1 PX 1",
+            "cache.set k v EX 1 KEEPTTL",
+            "cache.set k v NX XX",
+            "cache.set k v TAGS 3 a b",
+            "cache.set k v TAGS -1",
+            "cache.set k v TAGS",
+            "cache.set k v TAGS 1 a TAGS 1 b",
+            "cache.set k v DEPENDS 2 a",
+            "cache.set k v EX",
+            "cache.set k v META",
+            "cache.set k v BOGUS",
+            "cache.set k v META {} META {}",
+        ] {
+            assert_eq!(set(s), syntax, "{s}");
+        }
+        let expire = Err(CacheError::InvalidExpire("cache.set"));
+        for s in [
+            "cache.set k v EX 0",
+            "cache.set k v PX -5",
+            "cache.set k v EXAT 0",
+            "cache.set k v EX 9223372036854775807",
+            "cache.set k v PX 9223372036854775807",
+        ] {
+            assert_eq!(set(s), expire, "{s}");
+        }
+        assert_eq!(set("cache.set k v EX ten"), Err(CacheError::NotInteger));
+        assert_eq!(set("cache.set k v TAGS x a"), Err(CacheError::NotInteger));
+        assert_eq!(
+            set("cache.set k v META [1]"),
+            Err(CacheError::MetaNotObject)
+        );
+        assert!(matches!(
+            set("cache.set k v META {"),
+            Err(CacheError::MetaNotJson(_))
+        ));
+    }
+
+    fn inv(s: &str) -> Result<InvalidateArgs> {
+        parse_invalidate(&a(s), "cache.invalidate", false)
+    }
+
+    #[test]
+    fn invalidate_selectors_and_options() {
+        let i = inv("cache.invalidate DEPTH 2 CONTEXT ctx STRATEGY immediate TAG a b").unwrap();
+        assert_eq!(i.depth, Some(2));
+        assert_eq!(i.context, Some(b"ctx".to_vec()));
+        assert_eq!(
+            i.selector,
+            Selector::Tags(vec![b"a".to_vec(), b"b".to_vec()])
+        );
+        assert_eq!(inv("x all").unwrap().selector, Selector::All);
+        assert_eq!(
+            inv("x KEY DEPTH").unwrap().selector,
+            Selector::Keys(vec![b"DEPTH".to_vec()])
+        );
+        assert_eq!(
+            inv("x PATTERN u:*").unwrap().selector,
+            Selector::Pattern(b"u:*".to_vec())
+        );
+        assert_eq!(
+            inv("x NAMESPACE u").unwrap().selector,
+            Selector::Namespace(b"u".to_vec())
+        );
+        assert_eq!(
+            inv("x DEPENDENTS r").unwrap().selector,
+            Selector::Dependents(vec![b"r".to_vec()])
+        );
+        assert_eq!(inv("x STRATEGY lazy ALL").unwrap().strategy, Strategy::Lazy);
+        assert_eq!(inv("x DEPTH 0 KEY k").unwrap().depth, Some(0));
+    }
+
+    #[test]
+    fn invalidate_rejects_bad_input() {
+        assert_eq!(inv("x"), Err(CacheError::WrongArity("cache.invalidate")));
+        for s in [
+            "x DEPTH 1",
+            "x TAG",
+            "x ALL extra",
+            "x PATTERN a b",
+            "x NAMESPACE",
+            "x KEY",
+            "x DEPTH 1 DEPTH 2 ALL",
+            "x STRATEGY lazy STRATEGY lazy ALL",
+        ] {
+            assert_eq!(inv(s), Err(CacheError::Syntax), "{s}");
+        }
+        assert_eq!(inv("x DEPTH -1 ALL"), Err(CacheError::NegativeDepth));
+        assert_eq!(inv("x DEPTH one ALL"), Err(CacheError::NotInteger));
+        assert_eq!(
+            inv("x EVERYTHING"),
+            Err(CacheError::UnknownSelector("EVERYTHING".into()))
+        );
+        assert_eq!(
+            inv("x STRATEGY soon ALL"),
+            Err(CacheError::UnknownStrategy("soon".into()))
+        );
+        // CACHE.KEYS takes DEPTH only.
+        assert!(parse_invalidate(&a("k DEPTH 1 ALL"), "cache.keys", true).is_ok());
+        assert_eq!(
+            parse_invalidate(&a("k CONTEXT c ALL"), "cache.keys", true),
+            Err(CacheError::UnknownSelector("CONTEXT".into()))
+        );
+    }
+
+    #[test]
+    fn tags_and_debug() {
+        assert_eq!(
+            parse_tags(&a("t")).unwrap(),
+            TagsArgs {
+                pattern: None,
+                count: None
+            }
+        );
+        let t = parse_tags(&a("t COUNT 3 MATCH u*")).unwrap();
+        assert_eq!((t.pattern, t.count), (Some(b"u*".to_vec()), Some(3)));
+        assert_eq!(parse_tags(&a("t COUNT 0")), Err(CacheError::NotPositive));
+        assert_eq!(parse_tags(&a("t COUNT")), Err(CacheError::Syntax));
+        assert_eq!(parse_tags(&a("t MATCH a MATCH b")), Err(CacheError::Syntax));
+        assert_eq!(parse_debug(&a("d verify")), Ok(DebugArgs::Verify));
+        assert_eq!(
+            parse_debug(&a("d verify x")),
+            Err(CacheError::WrongArity("cache.debug"))
+        );
+        assert!(matches!(
+            parse_debug(&a("d nope")),
+            Err(CacheError::UnknownSubcommand(..))
+        ));
+    }
+}

@@ -1,0 +1,64 @@
+//! The one error type of the module, worded as core Redis words its errors.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheError {
+    WrongArity(&'static str),
+    Syntax,
+    NotInteger,
+    InvalidExpire(&'static str),
+    WrongType,
+    NoSuchKey,
+    MetaNotJson(String),
+    MetaNotObject,
+    NegativeDepth,
+    NotPositive,
+    UnknownSelector(String),
+    UnknownStrategy(String),
+    StrategyNotAvailable(&'static str),
+    UnknownSubcommand(String, &'static str),
+    Internal(String),
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::WrongArity(cmd) => {
+                write!(f, "ERR wrong number of arguments for '{cmd}' command")
+            }
+            CacheError::Syntax => write!(f, "ERR syntax error"),
+            CacheError::NotInteger => write!(f, "ERR value is not an integer or out of range"),
+            CacheError::InvalidExpire(cmd) => write!(f, "ERR invalid expire time in '{cmd}' command"),
+            CacheError::WrongType => write!(
+                f,
+                "WRONGTYPE Operation against a key holding the wrong kind of value"
+            ),
+            CacheError::NoSuchKey => write!(f, "ERR no such key"),
+            CacheError::MetaNotJson(why) => write!(f, "ERR META is not valid JSON: {why}"),
+            CacheError::MetaNotObject => write!(f, "ERR META must be a JSON object"),
+            CacheError::NegativeDepth => write!(f, "ERR DEPTH can't be negative"),
+            CacheError::NotPositive => write!(f, "ERR value is out of range, must be positive"),
+            CacheError::UnknownSelector(s) => write!(
+                f,
+                "ERR unknown selector '{s}', expected KEY, TAG, PATTERN, NAMESPACE, ALL or DEPENDENTS"
+            ),
+            CacheError::UnknownStrategy(s) => write!(
+                f,
+                "ERR unknown strategy '{s}', expected IMMEDIATE, LAZY or BATCHED"
+            ),
+            CacheError::StrategyNotAvailable(s) => {
+                write!(f, "ERR strategy {s} is not available yet, use IMMEDIATE")
+            }
+            CacheError::UnknownSubcommand(s, cmd) => write!(
+                f,
+                "ERR unknown subcommand '{s}'. Try {cmd} HELP."
+            ),
+            CacheError::Internal(why) => write!(f, "ERR tagcache internal error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+pub type Result<T> = std::result::Result<T, CacheError>;

@@ -1,0 +1,368 @@
+//! Every callback the server calls into: the data type's methods, server events and keyspace
+//! notifications. Nothing here may panic across the boundary or touch shared state from a
+//! background thread (`free` may run on the lazy-free thread).
+
+use std::os::raw::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use redis_module::{raw, Context, RedisString};
+
+use crate::core::entry::{Entry, ENCODING_VERSION};
+use crate::server;
+use crate::state;
+
+/// The module data type of cache entries. The name is 9 characters, as the server requires.
+pub static CACHE_TYPE: redis_module::native_types::RedisType =
+    redis_module::native_types::RedisType::new(
+        "tagcache0",
+        ENCODING_VERSION as i32,
+        raw::RedisModuleTypeMethods {
+            version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
+            rdb_load: Some(rdb_load),
+            rdb_save: Some(rdb_save),
+            aof_rewrite: Some(aof_rewrite),
+            mem_usage: Some(mem_usage),
+            digest: Some(digest),
+            free: Some(free),
+            aux_load: None,
+            aux_save: None,
+            aux_save2: None,
+            aux_save_triggers: 0,
+            free_effort: Some(free_effort),
+            unlink: None,
+            copy: Some(copy),
+            defrag: None,
+            mem_usage2: None,
+            free_effort2: None,
+            unlink2: Some(unlink2),
+            copy2: None,
+        },
+    );
+
+fn guard<R>(default: R, f: impl FnOnce() -> R) -> R {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
+}
+
+unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    guard(std::ptr::null_mut(), || {
+        if encver > ENCODING_VERSION as c_int {
+            log_io(
+                io,
+                &format!(
+                    "tagcache: cache entry encoding version {encver} is newer than this module supports ({ENCODING_VERSION}); upgrade the module"
+                ),
+            );
+            return std::ptr::null_mut();
+        }
+        let Ok(buf) = raw::load_string_buffer(io) else {
+            return std::ptr::null_mut();
+        };
+        match Entry::decode(buf.as_ref()) {
+            Ok(e) => Box::into_raw(Box::new(e)).cast(),
+            Err(e) => {
+                log_io(io, &format!("tagcache: {e}"));
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+fn log_io(io: *mut raw::RedisModuleIO, msg: &str) {
+    let Ok(msg) = std::ffi::CString::new(msg) else {
+        return;
+    };
+    unsafe {
+        if let Some(f) = raw::RedisModule_LogIOError {
+            f(io, c"warning".as_ptr(), c"%s".as_ptr(), msg.as_ptr());
+        }
+    }
+}
+
+unsafe extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
+    guard((), || {
+        let e = &*value.cast::<Entry>();
+        raw::save_slice(io, &e.encode());
+    })
+}
+
+/// Rewrites an entry as one CACHE.SET; the server appends the key's PEXPIREAT itself.
+/// Counters (created time, hits) are not carried by the AOF without an RDB preamble.
+unsafe extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    guard((), || {
+        let e = &*value.cast::<Entry>();
+        let mut args: Vec<*mut raw::RedisModuleString> = Vec::new();
+        let mut push = |b: &[u8]| {
+            if let Some(f) = raw::RedisModule_CreateString {
+                args.push(f(std::ptr::null_mut(), b.as_ptr().cast(), b.len()));
+            }
+        };
+        push(RedisString::string_as_slice(key));
+        push(&e.value);
+        for (word, list) in [("TAGS", &e.tags), ("DEPENDS", &e.deps)] {
+            if !list.is_empty() {
+                push(word.as_bytes());
+                push(list.len().to_string().as_bytes());
+                for n in list.iter() {
+                    push(n);
+                }
+            }
+        }
+        if let Some(m) = &e.meta {
+            push(b"META");
+            push(m.as_bytes());
+        }
+        if let Some(f) = raw::RedisModule_EmitAOF {
+            f(
+                aof,
+                c"CACHE.SET".as_ptr(),
+                c"v".as_ptr(),
+                args.as_mut_ptr(),
+                args.len(),
+            );
+        }
+        if let Some(free) = raw::RedisModule_FreeString {
+            for s in args {
+                free(std::ptr::null_mut(), s);
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    guard(0, || (*value.cast::<Entry>()).heap_size())
+}
+
+/// DEBUG DIGEST: value, tags and dependencies in canonical (sorted) order.
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    guard((), || {
+        let e = &*value.cast::<Entry>();
+        let (Some(add), Some(end)) = (
+            raw::RedisModule_DigestAddStringBuffer,
+            raw::RedisModule_DigestEndSequence,
+        ) else {
+            return;
+        };
+        add(md, e.value.as_ptr() as *const c_char, e.value.len());
+        end(md);
+        for list in [&e.tags, &e.deps] {
+            for n in list.iter() {
+                add(md, n.as_ptr() as *const c_char, n.len());
+            }
+            end(md);
+        }
+    })
+}
+
+/// May run on the lazy-free thread: frees the entry's own memory and nothing else.
+unsafe extern "C" fn free(value: *mut c_void) {
+    if !value.is_null() {
+        drop(Box::from_raw(value.cast::<Entry>()));
+    }
+}
+
+/// How much work freeing takes (allocations): large ones go to the lazy-free thread.
+unsafe extern "C" fn free_effort(_key: *mut raw::RedisModuleString, value: *const c_void) -> usize {
+    guard(1, || {
+        let e = &*value.cast::<Entry>();
+        1 + e.tags.len() + e.deps.len()
+    })
+}
+
+/// COPY: a full copy of the entry; the `copy_to` notification indexes the new key.
+unsafe extern "C" fn copy(
+    _from: *mut raw::RedisModuleString,
+    _to: *mut raw::RedisModuleString,
+    value: *const c_void,
+) -> *mut c_void {
+    guard(std::ptr::null_mut(), || {
+        let e = (*value.cast::<Entry>()).clone();
+        Box::into_raw(Box::new(e)).cast()
+    })
+}
+
+/// The server removed the key from its database (DEL, UNLINK, expiry, eviction, overwrite,
+/// RENAME's source, MOVE's source...): drop it from that database's index. Main thread.
+unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+    guard((), || {
+        let (Some(name), Some(dbid)) = (
+            raw::RedisModule_GetKeyNameFromOptCtx,
+            raw::RedisModule_GetDbIdFromOptCtx,
+        ) else {
+            return;
+        };
+        let key = RedisString::string_as_slice(name(ctx) as *mut _);
+        let Ok(db) = usize::try_from(dbid(ctx)) else {
+            return;
+        };
+        let mut st = state::lock();
+        if st.db(db).remove(key) {
+            st.last_unlinked = Some((db, key.to_vec()));
+        }
+    })
+}
+
+/// Subscribes to the server events and keyspace notifications the index follows.
+pub fn subscribe(ctx: &Context) -> bool {
+    let events: [(u64, raw::RedisModuleEventCallback); 3] = [
+        (raw::REDISMODULE_EVENT_FLUSHDB, Some(on_flush)),
+        (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb)),
+        (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
+    ];
+    for (id, cb) in events {
+        let ev = raw::RedisModuleEvent { id, dataver: 1 };
+        if raw::subscribe_to_server_event(ctx.ctx, ev, cb) != raw::Status::Ok {
+            return false;
+        }
+    }
+    let Some(sub) = (unsafe { raw::RedisModule_SubscribeToKeyspaceEvents }) else {
+        return false;
+    };
+    let classes = raw::REDISMODULE_NOTIFY_GENERIC
+        | raw::REDISMODULE_NOTIFY_EXPIRED as c_int
+        | raw::REDISMODULE_NOTIFY_EVICTED as c_int;
+    unsafe { sub(ctx.ctx, classes, Some(on_keyspace)) == raw::REDISMODULE_OK as c_int }
+}
+
+unsafe extern "C" fn on_flush(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    data: *mut c_void,
+) {
+    guard((), || {
+        if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
+            return;
+        }
+        let info = &*data.cast::<raw::RedisModuleFlushInfoV1>();
+        let mut st = state::lock();
+        match usize::try_from(info.dbnum) {
+            Ok(db) => st.db(db).clear(),
+            Err(_) => st.clear_all(),
+        }
+    })
+}
+
+unsafe extern "C" fn on_swapdb(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    _sub: u64,
+    data: *mut c_void,
+) {
+    guard((), || {
+        let info = &*data.cast::<raw::RedisModuleSwapDbInfoV1>();
+        if let (Ok(a), Ok(b)) = (
+            usize::try_from(info.dbnum_first),
+            usize::try_from(info.dbnum_second),
+        ) {
+            state::lock().swap(a, b);
+        }
+    })
+}
+
+/// Loading (restart, DEBUG RELOAD, replica full sync) puts keys in place without any callback
+/// that names them: rebuild every index from the entries once it ends.
+unsafe extern "C" fn on_loading(
+    ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    _data: *mut c_void,
+) {
+    guard((), || {
+        let ctx = Context::new(ctx);
+        if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+            crate::commands::rebuild_all(&ctx);
+        } else if sub != raw::REDISMODULE_SUBEVENT_LOADING_FAILED {
+            state::lock().clear_all();
+        }
+    })
+}
+
+/// Keys that arrive under a new name or in a new database carry their facts with them: index
+/// them from the entry. (Their old name left through `unlink2`.) Read-only: never writes keys.
+unsafe extern "C" fn on_keyspace(
+    ctx: *mut raw::RedisModuleCtx,
+    _ty: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    guard((), || {
+        let event = std::ffi::CStr::from_ptr(event).to_bytes();
+        let ctx = Context::new(ctx);
+        let db = server::selected_db(&ctx);
+        let name = RedisString::string_as_slice(key);
+        if matches!(event, b"expired" | b"evicted" | b"del") {
+            count_removal(db, name, event);
+            return;
+        }
+        if !matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore") {
+            return;
+        }
+        let name = name.to_vec();
+        let handle = server::Key::peek(&ctx, &RedisString::create_from_slice(ctx.ctx, &name));
+        let facts = match handle.held() {
+            server::Held::Entry(e) => Some((e.tags.clone(), e.deps.clone())),
+            _ => None,
+        };
+        drop(handle);
+        if let Some((tags, deps)) = facts {
+            state::with_db(db, |idx| idx.insert(&name, &tags, &deps));
+        }
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+/// An entry that the server just unlinked is counted by the notification that follows it.
+/// (Invalidations clear `last_unlinked` before they notify, so they are not counted here.)
+fn count_removal(db: usize, name: &[u8], event: &[u8]) {
+    let mut st = state::lock();
+    if st
+        .last_unlinked
+        .as_ref()
+        .is_some_and(|(d, k)| *d == db && k == name)
+    {
+        st.last_unlinked = None;
+        let r = &mut st.counters.removals;
+        match event {
+            b"expired" => r.expired += 1,
+            b"evicted" => r.evicted += 1,
+            _ => r.deleted += 1,
+        }
+    }
+}
+
+/// INFO cache.
+///
+/// # Safety
+/// Called by the server with a valid info context.
+pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    guard((), || {
+        let (c, (entries, tags)) = {
+            let st = state::lock();
+            (st.counters, st.totals())
+        };
+        let (Some(section), Some(field)) = (
+            raw::RedisModule_InfoAddSection,
+            raw::RedisModule_InfoAddFieldULongLong,
+        ) else {
+            return;
+        };
+        section(ctx, c"".as_ptr() as *mut c_char);
+        for (name, v) in [
+            (c"entries", entries as u64),
+            (c"tags", tags as u64),
+            (c"hits", c.hits),
+            (c"misses", c.misses),
+            (c"invalidations", c.invalidations),
+            (c"keys_invalidated", c.keys_invalidated),
+            (c"removed_expired", c.removals.expired),
+            (c"removed_evicted", c.removals.evicted),
+            (c"removed_deleted", c.removals.deleted),
+        ] {
+            field(ctx, name.as_ptr() as *mut c_char, v);
+        }
+    })
+}

@@ -1,0 +1,338 @@
+//! Thin safe wrappers over the server's module API: keys holding cache entries, replies,
+//! replication, notifications, scans. The command handlers use these and nothing rawer.
+
+use std::ffi::CString;
+use std::os::raw::{c_int, c_void};
+use std::ptr;
+
+use redis_module::{raw, Context, RedisString};
+
+use crate::core::entry::Entry;
+use crate::core::index::Facts;
+use crate::error::{CacheError, Result};
+use crate::ffi::CACHE_TYPE;
+
+/// The server's clock in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
+}
+
+pub fn selected_db(ctx: &Context) -> usize {
+    let db = unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.ctx)) };
+    usize::try_from(db).unwrap_or(0)
+}
+
+/// Selects a database; false when it does not exist.
+pub fn select_db(ctx: &Context, db: usize) -> bool {
+    let Ok(id) = c_int::try_from(db) else {
+        return false;
+    };
+    unsafe {
+        raw::RedisModule_SelectDb.is_some_and(|f| f(ctx.ctx, id) == raw::REDISMODULE_OK as c_int)
+    }
+}
+
+/// The command came from our master or from the AOF: its outcome was decided elsewhere, so
+/// local defaults (such as the default TTL) must not apply.
+pub fn replayed(ctx: &Context) -> bool {
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
+    flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+}
+
+/// What a key holds, as far as the cache is concerned.
+pub enum Held<'a> {
+    Nothing,
+    Entry(&'a mut Entry),
+    Other,
+}
+
+/// An open key, closed when dropped.
+pub struct Key {
+    ctx: *mut raw::RedisModuleCtx,
+    key: *mut raw::RedisModuleKey,
+}
+
+impl Key {
+    pub fn read(ctx: &Context, name: &RedisString) -> Key {
+        Self::open(ctx, name, raw::REDISMODULE_READ)
+    }
+
+    /// Opens for reading without touching the LRU/LFU clock (dry runs, scans).
+    pub fn peek(ctx: &Context, name: &RedisString) -> Key {
+        Self::open(
+            ctx,
+            name,
+            raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH,
+        )
+    }
+
+    pub fn write(ctx: &Context, name: &RedisString) -> Key {
+        Self::open(ctx, name, raw::REDISMODULE_READ | raw::REDISMODULE_WRITE)
+    }
+
+    fn open(ctx: &Context, name: &RedisString, mode: u32) -> Key {
+        let key = unsafe {
+            raw::RedisModule_OpenKey
+                .map_or(ptr::null_mut(), |f| f(ctx.ctx, name.inner, mode as c_int))
+        };
+        Key { ctx: ctx.ctx, key }
+    }
+
+    pub fn held(&self) -> Held<'_> {
+        // The handle is open (or null) for as long as `self` lives.
+        unsafe { held_by(self.key) }
+    }
+
+    /// The entry at this key; WRONGTYPE for any other kind of value.
+    pub fn entry(&self) -> Result<Option<&mut Entry>> {
+        match self.held() {
+            Held::Nothing => Ok(None),
+            Held::Entry(e) => Ok(Some(e)),
+            Held::Other => Err(CacheError::WrongType),
+        }
+    }
+
+    /// Stores an entry, replacing whatever cache entry was there (deadline included).
+    pub fn set_entry(&self, entry: Entry) -> Result<()> {
+        let value = Box::into_raw(Box::new(entry)).cast::<c_void>();
+        let status = unsafe {
+            raw::RedisModule_ModuleTypeSetValue.map_or(raw::REDISMODULE_ERR as c_int, |f| {
+                f(self.key, *CACHE_TYPE.raw_type.borrow(), value)
+            })
+        };
+        if status == raw::REDISMODULE_OK as c_int {
+            Ok(())
+        } else {
+            drop(unsafe { Box::from_raw(value.cast::<Entry>()) });
+            Err(CacheError::Internal("could not store the entry".into()))
+        }
+    }
+
+    pub fn delete(&self) {
+        unsafe {
+            if let Some(f) = raw::RedisModule_DeleteKey {
+                f(self.key);
+            }
+        }
+    }
+
+    /// The absolute deadline in Unix ms, if the key has one.
+    pub fn deadline(&self) -> Option<i64> {
+        let ttl = unsafe { raw::RedisModule_GetExpire.map_or(-1, |f| f(self.key)) };
+        (ttl >= 0).then(|| now_ms() + ttl)
+    }
+
+    /// Remaining time to live in ms, -1 when none.
+    pub fn ttl_ms(&self) -> i64 {
+        let ttl = unsafe { raw::RedisModule_GetExpire.map_or(-1, |f| f(self.key)) };
+        if ttl < 0 {
+            -1
+        } else {
+            ttl
+        }
+    }
+
+    pub fn set_deadline(&self, at_ms: i64) {
+        unsafe {
+            match raw::RedisModule_SetAbsExpire {
+                Some(f) => f(self.key, at_ms),
+                None => {
+                    raw::RedisModule_SetExpire.map_or(0, |f| f(self.key, (at_ms - now_ms()).max(1)))
+                }
+            };
+        }
+    }
+}
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        if !self.key.is_null() {
+            unsafe {
+                if let Some(f) = raw::RedisModule_CloseKey {
+                    f(self.key);
+                }
+            }
+        }
+        let _ = self.ctx;
+    }
+}
+
+/// Classifies what an open key handle holds.
+///
+/// # Safety
+/// `key` is null or a key handle that stays open for `'a`.
+unsafe fn held_by<'a>(key: *mut raw::RedisModuleKey) -> Held<'a> {
+    if key.is_null() {
+        return Held::Nothing;
+    }
+    unsafe {
+        let kind = raw::RedisModule_KeyType.map_or(0, |f| f(key)) as isize;
+        if kind == raw::REDISMODULE_KEYTYPE_EMPTY {
+            return Held::Nothing;
+        }
+        if kind != raw::REDISMODULE_KEYTYPE_MODULE {
+            return Held::Other;
+        }
+        let ty = raw::RedisModule_ModuleTypeGetType.map_or(ptr::null_mut(), |f| f(key));
+        if ty != *CACHE_TYPE.raw_type.borrow() {
+            return Held::Other;
+        }
+        let value = raw::RedisModule_ModuleTypeGetValue.map_or(ptr::null_mut(), |f| f(key));
+        match (value as *mut Entry).as_mut() {
+            Some(e) => Held::Entry(e),
+            None => Held::Nothing,
+        }
+    }
+}
+
+pub fn string(ctx: &Context, bytes: &[u8]) -> RedisString {
+    ctx.create_string(bytes)
+}
+
+/// Propagates a command to replicas and the AOF (wrapped in MULTI/EXEC with the others this
+/// command propagates).
+pub fn replicate(ctx: &Context, cmd: &str, args: &[&[u8]]) {
+    ctx.replicate(cmd, args);
+}
+
+pub const NOTIFY_GENERIC: c_int = raw::REDISMODULE_NOTIFY_GENERIC;
+pub const NOTIFY_MODULE: c_int = raw::REDISMODULE_NOTIFY_MODULE as c_int;
+
+pub fn notify(ctx: &Context, class: c_int, event: &str, key: &RedisString) {
+    let Ok(event) = CString::new(event) else {
+        return;
+    };
+    unsafe {
+        if let Some(f) = raw::RedisModule_NotifyKeyspaceEvent {
+            f(ctx.ctx, class, event.as_ptr(), key.inner);
+        }
+    }
+}
+
+/// A reply, written with the server's own reply calls so maps are RESP3 maps (flat arrays under
+/// RESP2) and order is kept.
+pub enum Reply {
+    Ok,
+    Nil,
+    Int(i64),
+    Bulk(Vec<u8>),
+    Array(Vec<Reply>),
+    Map(Vec<(&'static str, Reply)>),
+    /// The handler already replied.
+    Sent,
+}
+
+pub fn reply(ctx: &Context, r: &Reply) {
+    let c = ctx.ctx;
+    unsafe {
+        match r {
+            Reply::Ok => {
+                if let Some(f) = raw::RedisModule_ReplyWithSimpleString {
+                    f(c, c"OK".as_ptr());
+                }
+            }
+            Reply::Nil => {
+                if let Some(f) = raw::RedisModule_ReplyWithNull {
+                    f(c);
+                }
+            }
+            Reply::Int(n) => {
+                if let Some(f) = raw::RedisModule_ReplyWithLongLong {
+                    f(c, *n);
+                }
+            }
+            Reply::Bulk(b) => reply_bulk(ctx, b),
+            Reply::Array(items) => {
+                if let Some(f) = raw::RedisModule_ReplyWithArray {
+                    f(c, items.len() as _);
+                }
+                for i in items {
+                    reply(ctx, i);
+                }
+            }
+            Reply::Map(pairs) => {
+                match raw::RedisModule_ReplyWithMap {
+                    Some(f) => f(c, pairs.len() as _),
+                    None => {
+                        raw::RedisModule_ReplyWithArray.map_or(0, |f| f(c, (pairs.len() * 2) as _))
+                    }
+                };
+                for (k, v) in pairs {
+                    reply_bulk(ctx, k.as_bytes());
+                    reply(ctx, v);
+                }
+            }
+            Reply::Sent => {}
+        }
+    }
+}
+
+pub fn reply_bulk(ctx: &Context, b: &[u8]) {
+    unsafe {
+        if let Some(f) = raw::RedisModule_ReplyWithStringBuffer {
+            f(ctx.ctx, b.as_ptr().cast(), b.len());
+        }
+    }
+}
+
+pub fn reply_error(ctx: &Context, e: &CacheError) {
+    // Error replies are one line.
+    let text: String = e.to_string().replace(['\r', '\n'], " ");
+    let Ok(text) = CString::new(text.replace('\0', " ")) else {
+        return;
+    };
+    unsafe {
+        if let Some(f) = raw::RedisModule_ReplyWithError {
+            f(ctx.ctx, text.as_ptr());
+        }
+    }
+}
+
+/// Every cache entry of the selected database: `(key, tags, deps)`.
+pub fn scan_entries(ctx: &Context) -> Vec<Facts> {
+    let mut out: Vec<Facts> = Vec::new();
+    unsafe {
+        let (Some(create), Some(scan), Some(destroy)) = (
+            raw::RedisModule_ScanCursorCreate,
+            raw::RedisModule_Scan,
+            raw::RedisModule_ScanCursorDestroy,
+        ) else {
+            return out;
+        };
+        let cursor = create();
+        while scan(
+            ctx.ctx,
+            cursor,
+            Some(scan_one),
+            (&mut out as *mut Vec<_>).cast(),
+        ) != 0
+        {}
+        destroy(cursor);
+    }
+    out
+}
+
+extern "C" fn scan_one(
+    ctx: *mut raw::RedisModuleCtx,
+    name: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    out: *mut c_void,
+) {
+    let out = unsafe { &mut *out.cast::<Vec<Facts>>() };
+    let name_bytes = RedisString::string_as_slice(name).to_vec();
+    let mut record = |k: *mut raw::RedisModuleKey| {
+        // The handle is open for the duration of this callback.
+        if let Held::Entry(e) = unsafe { held_by(k) } {
+            let names = |l: &[Box<[u8]>]| l.iter().map(|n| n.to_vec()).collect();
+            out.push((name_bytes.clone(), names(&e.tags), names(&e.deps)));
+        }
+    };
+    if key.is_null() {
+        let ctx = Context::new(ctx);
+        let s = RedisString::create_from_slice(ctx.ctx, &name_bytes);
+        let k = Key::peek(&ctx, &s);
+        record(k.key);
+    } else {
+        record(key);
+    }
+}

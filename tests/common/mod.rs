@@ -1,0 +1,281 @@
+//! Integration harness: a real server per test, on a free port, in its own temporary directory,
+//! with the module loaded. The server binary comes from `TAGCACHE_SERVER` (default
+//! `redis-server` on PATH), the module from `TAGCACHE_MODULE` (default the debug build).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use redis::{Connection, Value};
+
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+    module_args: Vec<String>,
+    extra: Vec<String>,
+}
+
+pub fn server_binary() -> String {
+    std::env::var("TAGCACHE_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+pub fn module_path() -> PathBuf {
+    let p = std::env::var("TAGCACHE_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/libtagcache.so")
+        });
+    assert!(
+        p.exists(),
+        "module {} not found: run `cargo build` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Server {
+    /// A server with the module and default settings.
+    pub fn start() -> Server {
+        Server::with(&[], &[])
+    }
+
+    /// `module_args` go after the module path on `--loadmodule`; `extra` are server options
+    /// such as `["--maxmemory", "1mb"]`.
+    pub fn with(module_args: &[&str], extra: &[&str]) -> Server {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("tagcache-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut s = Server {
+            child: None,
+            port: 0,
+            dir,
+            module_args: module_args.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.launch();
+        s
+    }
+
+    fn launch(&mut self) {
+        for _attempt in 0..5 {
+            self.port = free_port();
+            let mut load = vec![module_path().display().to_string()];
+            load.extend(self.module_args.iter().cloned());
+            let mut cmd = Command::new(server_binary());
+            cmd.current_dir(&self.dir)
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--dir", &self.dir.display().to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--enable-debug-command", "yes"])
+                .args(["--logfile", "server.log"])
+                .arg("--loadmodule")
+                .args(&load)
+                .args(&self.extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary()));
+            self.child = Some(child);
+            if self.wait_ready() {
+                return;
+            }
+            self.kill();
+        }
+        panic!("server did not start; log:\n{}", self.log());
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if let Ok(mut c) = self.try_conn() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn try_conn(&self) -> redis::RedisResult<Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()
+    }
+
+    pub fn conn(&self) -> Connection {
+        self.try_conn().expect("connect")
+    }
+
+    /// A RESP3 connection.
+    pub fn conn3(&self) -> Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", self.port))
+            .and_then(|c| c.get_connection())
+            .expect("connect resp3")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the server (SHUTDOWN with the given mode, e.g. "NOSAVE" or "SAVE") and starts it
+    /// again in the same directory, same port if possible.
+    pub fn restart(&mut self, shutdown: &str) {
+        let mut c = self.conn();
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg(shutdown).query(&mut c);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        self.launch();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("server dir kept: {}", self.dir.display());
+        }
+    }
+}
+
+/// Runs a command given as string-ish parts.
+pub fn cmd<A: redis::ToRedisArgs>(c: &mut Connection, parts: &[A]) -> redis::RedisResult<Value> {
+    let mut k =
+        redis::cmd(std::str::from_utf8(&parts[0].to_redis_args()[0]).expect("command name"));
+    for p in &parts[1..] {
+        k.arg(p);
+    }
+    k.query(c)
+}
+
+/// Runs a command that must succeed.
+pub fn ok<A: redis::ToRedisArgs>(c: &mut Connection, parts: &[A]) -> Value {
+    cmd(c, parts).unwrap_or_else(|e| panic!("command failed: {e}"))
+}
+
+/// Runs a command that must fail; returns the error text as the server sent it
+/// (e.g. "ERR syntax error", "WRONGTYPE Operation ...").
+pub fn err<A: redis::ToRedisArgs>(c: &mut Connection, parts: &[A]) -> String {
+    match cmd(c, parts) {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => {
+            let code = e.code().unwrap_or("");
+            let detail = e.detail().unwrap_or("");
+            format!("{code} {detail}").trim().to_string()
+        }
+    }
+}
+
+pub fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+pub fn bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::Nil => None,
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        other => panic!("expected a bulk string or nil, got {other:?}"),
+    }
+}
+
+pub fn list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) | Value::Set(a) => a.clone(),
+        Value::Nil => vec![],
+        other => panic!("expected an array, got {other:?}"),
+    }
+}
+
+/// An array of bulk strings as UTF-8 (lossy) strings.
+pub fn strings(v: &Value) -> Vec<String> {
+    list(v)
+        .iter()
+        .map(|x| String::from_utf8_lossy(&bytes(x).unwrap_or_default()).into_owned())
+        .collect()
+}
+
+/// A map reply (RESP3 map or RESP2 flat array) as (field, value) pairs in order.
+pub fn map(v: &Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Map(m) => m
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&bytes(k).unwrap_or_default()).into_owned(),
+                    v.clone(),
+                )
+            })
+            .collect(),
+        Value::Array(a) => a
+            .chunks(2)
+            .map(|p| {
+                (
+                    String::from_utf8_lossy(&bytes(&p[0]).unwrap_or_default()).into_owned(),
+                    p[1].clone(),
+                )
+            })
+            .collect(),
+        other => panic!("expected a map, got {other:?}"),
+    }
+}
+
+/// One field of a map reply.
+pub fn field(v: &Value, name: &str) -> Value {
+    map(v)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no field {name} in {v:?}"))
+}
+
+/// CACHE.KEYS <selector...> as strings.
+pub fn keys(c: &mut Connection, selector: &[&str]) -> Vec<String> {
+    let mut parts = vec!["CACHE.KEYS"];
+    parts.extend_from_slice(selector);
+    strings(&ok(c, &parts))
+}
+
+/// Asserts CACHE.DEBUG VERIFY reports no difference.
+pub fn verify(c: &mut Connection) {
+    let diffs = strings(&ok(c, &["CACHE.DEBUG", "VERIFY"]));
+    assert!(diffs.is_empty(), "CACHE.DEBUG VERIFY: {diffs:#?}");
+}
+
+/// A fingerprint of the whole dataset, to check that a rejected command changed nothing.
+pub fn digest(c: &mut Connection) -> String {
+    let d: String = redis::cmd("DEBUG")
+        .arg("DIGEST")
+        .query(c)
+        .expect("DEBUG DIGEST");
+    d
+}
