@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use crate::config;
-use crate::core::entry::{add_names, canonical_names, Entry};
+use crate::core::entry::{add_names, canonical_names, Entry, Names};
 use crate::core::glob::Glob;
 use crate::core::index::{self, DbIndex, Selector};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, Strategy};
@@ -96,7 +96,11 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         created_ms: now,
         hits: 0,
     };
-    let (tags, deps) = (entry.tags.clone(), entry.deps.clone());
+    let facts = EntryFacts {
+        tags: entry.tags.clone(),
+        deps: entry.deps.clone(),
+        meta: entry.meta.clone(),
+    };
     // Replacing the value runs the type's unlink callback for the old entry, which drops it
     // from the index; the new one is indexed after.
     key.set_entry(entry)?;
@@ -104,44 +108,41 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         key.set_deadline(t);
     }
     drop(key);
-    state::with_db(db, |idx| idx.insert(argv[1], &tags, &deps));
+    state::with_db(db, |idx| idx.insert(argv[1], &facts.tags, &facts.deps));
     server::notify(ctx, NOTIFY_MODULE, "cache.set", &args[1]);
-    replicate_set(ctx, argv, deadline, &tags, &deps);
+    replicate_set(ctx, argv, deadline, &facts);
     Ok(Reply::Ok)
 }
 
 /// Propagates CACHE.SET in a form whose outcome cannot differ on a replica or on AOF replay:
 /// an absolute deadline (or none), no condition, canonical tags and dependencies.
-fn replicate_set(
-    ctx: &Context,
-    argv: &[&[u8]],
-    deadline: Option<i64>,
-    tags: &[Box<[u8]>],
-    deps: &[Box<[u8]>],
-) {
-    let parsed_meta = argv
-        .iter()
-        .position(|a| a.eq_ignore_ascii_case(b"META"))
-        .and_then(|i| argv.get(i + 1).copied());
+fn replicate_set(ctx: &Context, argv: &[&[u8]], deadline: Option<i64>, entry: &EntryFacts) {
     let mut owned: Vec<Vec<u8>> = Vec::new();
     if let Some(t) = deadline {
         owned.push(b"PXAT".to_vec());
         owned.push(t.to_string().into_bytes());
     }
-    for (word, list) in [(&b"TAGS"[..], tags), (b"DEPENDS", deps)] {
+    for (word, list) in [(&b"TAGS"[..], &entry.tags), (b"DEPENDS", &entry.deps)] {
         if !list.is_empty() {
             owned.push(word.to_vec());
             owned.push(list.len().to_string().into_bytes());
             owned.extend(list.iter().map(|n| n.to_vec()));
         }
     }
+    if let Some(m) = &entry.meta {
+        owned.push(b"META".to_vec());
+        owned.push(m.clone().into_bytes());
+    }
     let mut out: Vec<&[u8]> = vec![argv[1], argv[2]];
     out.extend(owned.iter().map(|v| v.as_slice()));
-    if let Some(m) = parsed_meta {
-        out.push(b"META");
-        out.push(m);
-    }
     server::replicate(ctx, "CACHE.SET", &out);
+}
+
+/// What the index and replication need of an entry once the entry itself is in the keyspace.
+struct EntryFacts {
+    tags: Names,
+    deps: Names,
+    meta: Option<String>,
 }
 
 fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
