@@ -71,7 +71,8 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     let replayed = server::replayed(ctx);
     let deadline = match a.expiry {
         Expiry::At(t) => Some(t),
-        Expiry::Keep => key.deadline().filter(|_| existing),
+        Expiry::Keep if existing => key.deadline(),
+        Expiry::Keep => None,
         Expiry::Default if replayed => None,
         Expiry::Default => config::default_ttl_ms().map(|ms| now.saturating_add(ms)),
     };
@@ -81,6 +82,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         if existing {
             key.delete();
             drop(key);
+            server::signal_modified(ctx, &args[1]);
             server::notify(ctx, NOTIFY_GENERIC, "del", &args[1]);
             server::replicate(ctx, "DEL", &[argv[1]]);
         }
@@ -109,6 +111,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     }
     drop(key);
     state::with_db(db, |idx| idx.insert(argv[1], &facts.tags, &facts.deps));
+    server::signal_modified(ctx, &args[1]);
     server::notify(ctx, NOTIFY_MODULE, "cache.set", &args[1]);
     replicate_set(ctx, argv, deadline, &facts);
     Ok(Reply::Ok)
@@ -215,6 +218,7 @@ fn add_links(
     if added > 0 {
         let db = server::selected_db(ctx);
         state::with_db(db, |idx| idx.insert(argv[1], &tags, &deps));
+        server::signal_modified(ctx, &args[1]);
         server::notify(ctx, NOTIFY_MODULE, cmd, &args[1]);
         server::replicate(ctx, cmd, &argv[1..]);
     }
@@ -253,11 +257,27 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
     ]))
 }
 
-/// Keys an invalidation would reach in the selected database.
-fn resolve(ctx: &Context, selector: &Selector, depth: Option<u32>) -> Vec<Vec<u8>> {
-    let depth = depth.unwrap_or_else(config::max_cascade_depth);
+/// Walks what a selector reaches in the selected database: the selected entries, then the
+/// cascade. `visit` opens each candidate and says whether it is a live entry (it may act on it);
+/// the index is only locked between visits, never while the server runs a callback.
+fn reach(
+    ctx: &Context,
+    selector: &Selector,
+    depth: Option<u32>,
+    visit: impl FnMut(&[u8]) -> bool,
+) -> Vec<Vec<u8>> {
     let db = server::selected_db(ctx);
-    state::with_db(db, |idx| idx.resolve(selector, depth))
+    let depth = match selector {
+        Selector::All => 0,
+        _ => depth.unwrap_or_else(config::max_cascade_depth),
+    };
+    let seeds = state::with_db(db, |idx| idx.select(selector));
+    index::cascade(
+        seeds,
+        depth,
+        |keys| state::with_db(db, |idx| idx.dependents_of_all(keys)),
+        visit,
+    )
 }
 
 /// How many DEL arguments go into one replicated command.
@@ -270,21 +290,21 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         Strategy::Lazy => return Err(CacheError::StrategyNotAvailable("LAZY")),
         Strategy::Batched => return Err(CacheError::StrategyNotAvailable("BATCHED")),
     }
-    let keys = resolve(ctx, &a.selector, a.depth);
-    let mut deleted: Vec<Vec<u8>> = Vec::new();
-    for name in keys {
-        let rs = server::string(ctx, &name);
+    let deleted = reach(ctx, &a.selector, a.depth, |name| {
+        let rs = server::string(ctx, name);
         let key = Key::write(ctx, &rs);
-        // The entry may have expired just now (opening it deleted it): not counted.
-        if matches!(key.held(), server::Held::Entry(_)) {
-            key.delete();
-            drop(key);
-            // An invalidation, not a removal: the `del` notified below is not counted as one.
-            state::lock().last_unlinked = None;
-            server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
-            deleted.push(name);
+        // Opening it may have found it expired (and removed it): then it is not invalidated.
+        if !matches!(key.held(), server::Held::Entry(_)) {
+            return false;
         }
-    }
+        key.delete();
+        drop(key);
+        // An invalidation, not a removal: the `del` notified below is not counted as one.
+        state::lock().last_unlinked = None;
+        server::signal_modified(ctx, &rs);
+        server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
+        true
+    });
     {
         let mut st = state::lock();
         st.counters.invalidations += 1;
@@ -299,10 +319,9 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
 
 fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.keys", true)?;
-    let mut keys = resolve(ctx, &a.selector, a.depth);
-    // Only entries that are still there (an expired one would not be invalidated).
-    keys.retain(|k| {
-        let key = Key::peek(ctx, &server::string(ctx, k));
+    // Only live entries (one that expired would not be invalidated, nor cascade).
+    let mut keys = reach(ctx, &a.selector, a.depth, |name| {
+        let key = Key::peek(ctx, &server::string(ctx, name));
         matches!(key.held(), server::Held::Entry(_))
     });
     keys.sort_unstable();

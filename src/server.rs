@@ -185,8 +185,31 @@ unsafe fn held_by<'a>(key: *mut raw::RedisModuleKey) -> Held<'a> {
     }
 }
 
+/// A server string with these bytes (binary-safe).
 pub fn string(ctx: &Context, bytes: &[u8]) -> RedisString {
-    ctx.create_string(bytes)
+    RedisString::create_from_slice(ctx.ctx, bytes)
+}
+
+/// Tells the server a key changed (WATCH, client-side caching). The module signals only real
+/// changes: implicit signalling on closing a key opened for writing is turned off at load.
+pub fn signal_modified(ctx: &Context, key: &RedisString) {
+    unsafe {
+        if let Some(f) = raw::RedisModule_SignalModifiedKey {
+            f(ctx.ctx, key.inner);
+        }
+    }
+}
+
+/// Turns off the implicit "modified" signal on closing keys opened for writing.
+pub fn explicit_signals(ctx: &Context) {
+    unsafe {
+        if let Some(f) = raw::RedisModule_SetModuleOptions {
+            f(
+                ctx.ctx,
+                raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int,
+            );
+        }
+    }
 }
 
 /// Propagates a command to replicas and the AOF (wrapped in MULTI/EXEC with the others this

@@ -270,13 +270,16 @@ impl DbIndex {
             .map(|(k, &id)| (&k[..], id))
     }
 
-    /// The entries a selector picks, before any cascade.
-    fn select(&self, sel: &Selector) -> Vec<KeyId> {
-        match sel {
-            Selector::Keys(keys) => keys
-                .iter()
-                .filter_map(|k| self.keys.get(&k[..]).copied())
-                .collect(),
+    /// The keys of the entries a selector picks, before any cascade (each once).
+    pub fn select(&self, sel: &Selector) -> Vec<Vec<u8>> {
+        let ids: Vec<KeyId> = match sel {
+            Selector::Keys(keys) => {
+                let mut seen = AHashSet::new();
+                keys.iter()
+                    .filter_map(|k| self.keys.get(&k[..]).copied())
+                    .filter(|id| seen.insert(*id))
+                    .collect()
+            }
             Selector::Tags(names) => self.union(&self.tags, names),
             Selector::Dependents(names) => self.union(&self.resources, names),
             Selector::All => self.keys.values().copied().collect(),
@@ -288,19 +291,20 @@ impl DbIndex {
             Selector::Pattern(p) => {
                 let glob = Glob::new(p);
                 if glob.is_literal() {
-                    return self
-                        .keys
+                    self.keys
                         .get(glob.literal_prefix())
                         .copied()
                         .into_iter()
-                        .collect();
+                        .collect()
+                } else {
+                    self.prefix_ids(glob.literal_prefix())
+                        .filter(|(k, _)| glob.matches(k))
+                        .map(|(_, id)| id)
+                        .collect()
                 }
-                self.prefix_ids(glob.literal_prefix())
-                    .filter(|(k, _)| glob.matches(k))
-                    .map(|(_, id)| id)
-                    .collect()
             }
-        }
+        };
+        self.names_of(ids.into_iter())
     }
 
     fn union(&self, groups: &Groups, names: &[Vec<u8>]) -> Vec<KeyId> {
@@ -316,43 +320,25 @@ impl DbIndex {
         out
     }
 
-    /// Every entry the selector reaches, following dependencies up to `depth` hops: an entry
-    /// whose key is a resource of other entries takes them along. Each entry appears once,
-    /// whatever cycles or diamonds the graph has.
-    pub fn resolve(&self, sel: &Selector, depth: u32) -> Vec<Vec<u8>> {
-        let seeds = self.select(sel);
-        if matches!(sel, Selector::All) {
-            return self.names_of(seeds.into_iter());
-        }
-        let ids = self.cascade(seeds, depth);
+    /// Keys of the entries that depend on any of `resources` (each once).
+    pub fn dependents_of_all(&self, resources: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let ids = self.union(&self.resources, resources);
         self.names_of(ids.into_iter())
     }
 
-    fn cascade(&self, seeds: Vec<KeyId>, depth: u32) -> Vec<KeyId> {
-        let mut seen: AHashSet<KeyId> = seeds.iter().copied().collect();
-        let mut order = seeds;
-        let mut start = 0;
-        for _ in 0..depth {
-            let end = order.len();
-            if start == end {
-                break;
-            }
-            for i in start..end {
-                let Some(slot) = self.slot(order[i]) else {
-                    continue;
-                };
-                let Some(members) = self.resources.members(&slot.name) else {
-                    continue;
-                };
-                for &m in members {
-                    if seen.insert(m) {
-                        order.push(m);
-                    }
-                }
-            }
-            start = end;
-        }
-        order
+    /// Every entry the selector reaches with the cascade, when every entry counts as live.
+    pub fn resolve(&self, sel: &Selector, depth: u32) -> Vec<Vec<u8>> {
+        let depth = if matches!(sel, Selector::All) {
+            0
+        } else {
+            depth
+        };
+        cascade(
+            self.select(sel),
+            depth,
+            |keys| self.dependents_of_all(keys),
+            |_| true,
+        )
     }
 
     /// `(tag, entries)` for tags matching the glob, largest first, then by name.
@@ -442,6 +428,44 @@ impl DbIndex {
         }
         out
     }
+}
+
+/// The cascade, breadth first: the seeds, then up to `depth` hops of dependents (`expand` gives
+/// the entries that depend on a batch of keys). `visit` is asked once per candidate, in order,
+/// and says whether it is a live entry: only live entries count and pass the cascade on (an
+/// entry that expired on the way neither counts nor takes its dependents along). Each key is
+/// considered once, whatever cycles or diamonds the graph has.
+pub fn cascade(
+    seeds: Vec<Vec<u8>>,
+    depth: u32,
+    mut expand: impl FnMut(&[Vec<u8>]) -> Vec<Vec<u8>>,
+    mut visit: impl FnMut(&[u8]) -> bool,
+) -> Vec<Vec<u8>> {
+    let mut seen: AHashSet<Vec<u8>> = AHashSet::with_capacity(seeds.len());
+    let mut take = |candidates: Vec<Vec<u8>>, out: &mut Vec<Vec<u8>>| -> usize {
+        let before = out.len();
+        for k in candidates {
+            if !seen.contains(&k) {
+                seen.insert(k.clone());
+                if visit(&k) {
+                    out.push(k);
+                }
+            }
+        }
+        out.len() - before
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut added = take(seeds, &mut out);
+    for _ in 0..depth {
+        if added == 0 {
+            break;
+        }
+        let next = expand(&out[start..]);
+        start = out.len();
+        added = take(next, &mut out);
+    }
+    out
 }
 
 /// Differences between the live index and one rebuilt from the entries (`expected`).

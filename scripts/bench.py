@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""tagcache benchmark: the module against the client-side schemes it replaces, side by side in
+one run on one server. Prints one line per figure and a final JSON summary (ratios).
+
+Run through scripts/bench.sh, which builds the release module first.
+Environment: TAGCACHE_SERVER (server binary), TAGCACHE_MODULE (module .so), BENCH_SCALE (1.0
+default; 0.1 for a quick run: every entry count is scaled).
+"""
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
+SERVER = os.environ.get("TAGCACHE_SERVER", "/usr/bin/redis-server")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULE = os.environ.get("TAGCACHE_MODULE", os.path.join(ROOT, "target/release/libtagcache.so"))
+VALUE = b"x" * 100
+
+
+def n(count):
+    return max(100, int(count * SCALE))
+
+
+class Resp:
+    """A minimal RESP2 client with pipelining."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    @staticmethod
+    def encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, int):
+                a = str(a).encode()
+            elif isinstance(a, str):
+                a = a.encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, size):
+        while len(self.buf) < size + 2:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:size], self.buf[size + 2:]
+        return data
+
+    def read(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RuntimeError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else self._exact(size)
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [self.read() for _ in range(size)]
+        raise RuntimeError("unexpected reply %r" % line)
+
+    def call(self, *args):
+        self.sock.sendall(self.encode(args))
+        return self.read()
+
+    def pipeline(self, commands, batch=2000):
+        """Sends commands in batches; raises on the first error reply."""
+        for i in range(0, len(commands), batch):
+            part = commands[i:i + batch]
+            self.sock.sendall(b"".join(self.encode(c) for c in part))
+            for _ in part:
+                self.read()
+
+    def info(self, section):
+        text = self.call("INFO", section).decode()
+        out = {}
+        for line in text.splitlines():
+            if ":" in line and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                out[k] = v
+        return out
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="tagcache-bench-")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--save", "", "--appendonly", "no", "--logfile", "server.log",
+             "--enable-debug-command", "yes", "--loadmodule", MODULE],
+            cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            try:
+                self.conn = Resp(self.port)
+                self.conn.call("PING")
+                break
+            except (ConnectionError, OSError, RuntimeError):
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("server did not start (%s)" % SERVER)
+                time.sleep(0.05)
+
+    def stop(self):
+        try:
+            self.conn.call("SHUTDOWN", "NOSAVE")
+        except (ConnectionError, OSError, RuntimeError):
+            pass
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+RESULTS = {}
+
+
+def report(name, value, unit, note=""):
+    RESULTS[name] = value
+    print("%-44s %14.3f %-8s %s" % (name, value, unit, note), flush=True)
+
+
+def used_memory(c):
+    return int(c.info("memory")["used_memory"])
+
+
+def flush(c):
+    c.call("FLUSHALL")
+    c.call("CACHE.DEBUG", "VERIFY")
+
+
+def timed(c, *args):
+    """Wall time of one command in ms (client side, loopback) and its reply."""
+    t = time.perf_counter()
+    reply = c.call(*args)
+    return (time.perf_counter() - t) * 1000.0, reply
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Throughput with redis-benchmark.
+
+def benchmark_rps(port, command, requests):
+    out = subprocess.run(
+        ["redis-benchmark", "-p", str(port), "-P", "16", "-c", "50", "-n", str(requests),
+         "-r", "100000", "--csv"] + command,
+        check=True, capture_output=True, text=True).stdout
+    rows = [line for line in out.splitlines() if line and not line.startswith('"test"')]
+    return float(rows[-1].split(",")[1].strip('"'))
+
+
+def throughput(srv):
+    c = srv.conn
+    flush(c)
+    requests = n(300_000)
+    value = "x" * 100
+    tags = ["TAGS", "3", "tag:a", "tag:b", "item:__rand_int__"]
+    # Populate both keyspaces so GET and CACHE.GET hit.
+    c.pipeline([["SET", "p:%012d" % i, VALUE] for i in range(100_000)])
+    c.pipeline([["CACHE.SET", "c:%012d" % i, VALUE] + tags[:4] + ["item:%d" % i]
+                for i in range(100_000)])
+    cmds = {
+        "SET": ["SET", "p:__rand_int__", value],
+        "CACHE.SET": ["CACHE.SET", "c:__rand_int__", value] + tags,
+        "GET": ["GET", "p:__rand_int__"],
+        "CACHE.GET": ["CACHE.GET", "c:__rand_int__"],
+    }
+    runs = {k: [] for k in cmds}
+    for _ in range(5):  # interleaved rounds
+        for k, cmd in cmds.items():
+            runs[k].append(benchmark_rps(srv.port, cmd, requests))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    for k in cmds:
+        report("rps %s" % k, med[k], "ops/s", "median of 5, -P 16 -c 50")
+    report("ratio CACHE.SET/SET (goal >= 0.85)", med["CACHE.SET"] / med["SET"], "x")
+    report("ratio CACHE.GET/GET (goal >= 0.90)", med["CACHE.GET"] / med["GET"], "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Memory per entry with 3 tags.
+
+def memory(srv):
+    c = srv.conn
+    count = n(200_000)
+    keys = ["k:%012d" % i for i in range(count)]
+    tags = lambda i: ["t10:%d" % (i % 10), "t100:%d" % (i % 100), "t1000:%d" % (i % 1000)]
+
+    flush(c)
+    base = used_memory(c)
+    c.pipeline([["SET", k, VALUE] for k in keys])
+    plain = used_memory(c) - base
+
+    flush(c)
+    base = used_memory(c)
+    c.pipeline([["SET", k, VALUE] for k in keys])
+    c.pipeline([["SADD", "tagset:" + t, k] for i, k in enumerate(keys) for t in tags(i)])
+    tagset = used_memory(c) - base
+
+    flush(c)
+    base = used_memory(c)
+    c.pipeline([["CACHE.SET", k, VALUE, "TAGS", "3"] + tags(i) for i, k in enumerate(keys)])
+    cache = used_memory(c) - base
+    flush(c)
+
+    ours = (cache - plain) / count
+    theirs = (tagset - plain) / count
+    report("bytes/entry plain string", plain / count, "B")
+    report("extra bytes/entry tag-set scheme (3 tags)", theirs, "B")
+    report("extra bytes/entry tagcache (3 tags)", ours, "B")
+    report("ratio memory tagcache/tag-set (goal <= 0.5)", ours / theirs, "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Tag invalidation of 100 000 entries.
+
+LUA_TAG_INVALIDATE = """
+local members = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #members, 1000 do
+  redis.call('UNLINK', unpack(members, i, math.min(i + 999, #members)))
+end
+redis.call('DEL', KEYS[1])
+return #members
+"""
+
+
+def tag_invalidation(srv):
+    c = srv.conn
+    count = n(100_000)
+    keys = ["e:%012d" % i for i in range(count)]
+
+    flush(c)
+    c.pipeline([["CACHE.SET", k, VALUE, "TAGS", "2", "bulk", "item:%d" % i]
+                for i, k in enumerate(keys)])
+    ms_cache, removed = timed(c, "CACHE.INVALIDATE", "TAG", "bulk")
+    assert removed == count, removed
+
+    flush(c)
+    c.pipeline([["SET", k, VALUE] for k in keys])
+    c.pipeline([["SADD", "tagset:bulk", k] for k in keys])
+    ms_lua, removed = timed(c, "EVAL", LUA_TAG_INVALIDATE, "1", "tagset:bulk")
+    assert removed == count, removed
+
+    flush(c)
+    c.pipeline([["SET", k, VALUE] for k in keys])
+    ms_unlink, removed = timed(c, "UNLINK", *keys)
+    assert removed == count, removed
+    flush(c)
+
+    report("ms tag invalidation tagcache (%d)" % count, ms_cache, "ms")
+    report("ms tag invalidation Lua tag-set", ms_lua, "ms")
+    report("ms single UNLINK of the plain keys", ms_unlink, "ms")
+    report("speedup vs Lua tag-set (goal >= 3)", ms_lua / ms_cache, "x")
+    report("ratio vs single UNLINK (goal <= 1.5)", ms_cache / ms_unlink, "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Pattern invalidation of a 1% prefix among 1 000 000 entries.
+
+def pattern_invalidation(srv):
+    c = srv.conn
+    count = n(1_000_000)
+    hot = count // 100
+    keys = ["hot:%d" % i for i in range(hot)] + ["cold:%d" % i for i in range(count - hot)]
+
+    flush(c)
+    c.pipeline([["CACHE.SET", k, VALUE] for k in keys])
+    ms_cache, removed = timed(c, "CACHE.INVALIDATE", "PATTERN", "hot:*")
+    assert removed == hot, removed
+
+    flush(c)
+    c.pipeline([["SET", k, VALUE] for k in keys])
+    t = time.perf_counter()
+    cursor, removed = b"0", 0
+    while True:
+        cursor, batch = c.call("SCAN", cursor, "MATCH", "hot:*", "COUNT", "1000")
+        if batch:
+            removed += c.call("UNLINK", *batch)
+        if cursor == b"0":
+            break
+    ms_scan = (time.perf_counter() - t) * 1000.0
+    assert removed == hot, removed
+    flush(c)
+
+    report("ms pattern hot:* tagcache (%d of %d)" % (hot, count), ms_cache, "ms")
+    report("ms pattern hot:* SCAN MATCH + UNLINK", ms_scan, "ms")
+    report("speedup vs SCAN + UNLINK (goal >= 50)", ms_scan / ms_cache, "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Cascade through a 100 000-entry dependency tree.
+
+def cascade(srv):
+    c = srv.conn
+    count = n(100_000)
+    flush(c)
+    cmds = [["CACHE.SET", "node:0", VALUE]]
+    cmds += [["CACHE.SET", "node:%d" % i, VALUE, "DEPENDS", "1", "node:%d" % ((i - 1) // 10)]
+             for i in range(1, count)]
+    c.pipeline(cmds)
+    ms, removed = timed(c, "CACHE.INVALIDATE", "DEPTH", "100", "KEY", "node:0")
+    assert removed == count, removed
+    report("ms cascade from the root (%d, 10-ary)" % count, ms, "ms")
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Longest main-thread stall while invalidating 1 000 000 entries.
+
+def stall(srv):
+    c = srv.conn
+    count = n(1_000_000)
+    flush(c)
+    c.pipeline([["CACHE.SET", "s:%d" % i, VALUE, "TAGS", "1", "everything"] for i in range(count)])
+    c.call("CONFIG", "SET", "latency-monitor-threshold", "1")
+    c.call("LATENCY", "RESET")
+    c.call("SLOWLOG", "RESET")
+    c.call("CONFIG", "SET", "slowlog-log-slower-than", "0")
+    ms, removed = timed(c, "CACHE.INVALIDATE", "TAG", "everything")
+    assert removed == count, removed
+    longest_us = max((entry[2] for entry in c.call("SLOWLOG", "GET", "128")), default=0)
+    c.call("CONFIG", "SET", "slowlog-log-slower-than", "10000")
+    flush(c)
+    report("ms invalidating %d entries (client wall)" % count, ms, "ms")
+    report("ms longest command (SLOWLOG) (goal <= 50)", longest_us / 1000.0, "ms")
+
+
+def main():
+    if not os.path.exists(MODULE):
+        raise SystemExit("module not found: %s (run scripts/bench.sh)" % MODULE)
+    version = subprocess.run([SERVER, "--version"], capture_output=True, text=True).stdout.strip()
+    print("server: %s\nmodule: %s\nscale: %s" % (version, MODULE, SCALE), flush=True)
+    only = set(sys.argv[1:])
+    figures = [("throughput", throughput), ("memory", memory), ("tag", tag_invalidation),
+               ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall)]
+    srv = Server()
+    try:
+        for name, fn in figures:
+            if not only or name in only:
+                fn(srv)
+    finally:
+        srv.stop()
+    print("SUMMARY " + json.dumps({"server": version, "scale": SCALE, **RESULTS}, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Benchmark tagcache against the schemes it replaces, in one run on one server.
+#   scripts/bench.sh                      # everything, full size (a few minutes)
+#   BENCH_SCALE=0.1 scripts/bench.sh      # every entry count x0.1
+#   scripts/bench.sh memory tag           # only some figures: throughput memory tag pattern cascade stall
+#   TAGCACHE_SERVER=/path/to/valkey-server scripts/bench.sh
+set -euo pipefail
+# shellcheck source=scripts/servers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/servers.sh"
+cd "$TC_ROOT"
+tc_ensure_apt_packages
+cargo build --release
+exec python3 scripts/bench.py "$@"
