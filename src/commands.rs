@@ -6,11 +6,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use crate::config;
-use crate::core::entry::{add_names, canonical_names, Entry, Names};
+use crate::core::entry::{Entry, NameIter};
 use crate::core::glob::Glob;
 use crate::core::index::{self, DbIndex, Selector};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, Strategy};
 use crate::error::{CacheError, Result};
+use crate::ffi;
 use crate::server::{self, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
 use crate::state;
 
@@ -82,70 +83,67 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         if existing {
             key.delete();
             drop(key);
+            ffi::forget_unlinked();
             server::signal_modified(ctx, &args[1]);
             server::notify(ctx, NOTIFY_GENERIC, "del", &args[1]);
             server::replicate(ctx, "DEL", &[argv[1]]);
         }
         return Ok(Reply::Ok);
     }
-    let tags = canonical_names(&a.tags);
-    let deps = canonical_names(&a.deps);
-    let entry = Entry {
-        value: a.value,
-        tags,
-        deps,
-        meta: a.meta,
-        created_ms: now,
-        hits: 0,
-    };
-    let facts = EntryFacts {
-        tags: entry.tags.clone(),
-        deps: entry.deps.clone(),
-        meta: entry.meta.clone(),
-    };
+    let entry = Entry::new(
+        &a.value,
+        a.tags.iter().map(Vec::as_slice),
+        a.deps.iter().map(Vec::as_slice),
+        a.meta.as_deref(),
+        now,
+    )
+    .ok_or(CacheError::TooLarge)?;
     // Replacing the value runs the type's unlink callback for the old entry, which drops it
     // from the index; the new one is indexed after.
     key.set_entry(entry)?;
     if let Some(t) = deadline {
         key.set_deadline(t);
     }
+    let stored = key
+        .entry()?
+        .ok_or_else(|| CacheError::Internal("entry vanished".into()))?;
+    state::with_db(db, |idx| idx.insert(argv[1], stored.tags(), stored.deps()));
+    // The command as sent is deterministic unless it had a relative TTL or took the default:
+    // then it propagates with the absolute deadline it resolved to.
+    if a.relative_ttl || (a.expiry == Expiry::Default && deadline.is_some()) {
+        replicate_set(ctx, argv, deadline, stored);
+    } else {
+        ctx.replicate_verbatim();
+    }
     drop(key);
-    state::with_db(db, |idx| idx.insert(argv[1], &facts.tags, &facts.deps));
     server::signal_modified(ctx, &args[1]);
     server::notify(ctx, NOTIFY_MODULE, "cache.set", &args[1]);
-    replicate_set(ctx, argv, deadline, &facts);
     Ok(Reply::Ok)
 }
 
-/// Propagates CACHE.SET in a form whose outcome cannot differ on a replica or on AOF replay:
-/// an absolute deadline (or none), no condition, canonical tags and dependencies.
-fn replicate_set(ctx: &Context, argv: &[&[u8]], deadline: Option<i64>, entry: &EntryFacts) {
+/// Propagates CACHE.SET with an absolute deadline (or none), no condition, canonical tags and
+/// dependencies: its outcome cannot differ on a replica or on AOF replay.
+fn replicate_set(ctx: &Context, argv: &[&[u8]], deadline: Option<i64>, entry: &Entry) {
     let mut owned: Vec<Vec<u8>> = Vec::new();
     if let Some(t) = deadline {
         owned.push(b"PXAT".to_vec());
         owned.push(t.to_string().into_bytes());
     }
-    for (word, list) in [(&b"TAGS"[..], &entry.tags), (b"DEPENDS", &entry.deps)] {
-        if !list.is_empty() {
+    for (word, list) in [(&b"TAGS"[..], entry.tags()), (b"DEPENDS", entry.deps())] {
+        let names: Vec<&[u8]> = list.collect();
+        if !names.is_empty() {
             owned.push(word.to_vec());
-            owned.push(list.len().to_string().into_bytes());
-            owned.extend(list.iter().map(|n| n.to_vec()));
+            owned.push(names.len().to_string().into_bytes());
+            owned.extend(names.iter().map(|n| n.to_vec()));
         }
     }
-    if let Some(m) = &entry.meta {
+    if let Some(m) = entry.meta() {
         owned.push(b"META".to_vec());
-        owned.push(m.clone().into_bytes());
+        owned.push(m.as_bytes().to_vec());
     }
     let mut out: Vec<&[u8]> = vec![argv[1], argv[2]];
     out.extend(owned.iter().map(|v| v.as_slice()));
     server::replicate(ctx, "CACHE.SET", &out);
-}
-
-/// What the index and replication need of an entry once the entry itself is in the keyspace.
-struct EntryFacts {
-    tags: Names,
-    deps: Names,
-    meta: Option<String>,
 }
 
 fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
@@ -155,7 +153,7 @@ fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         Some(e) => {
             e.hits += 1;
             state::lock().counters.hits += 1;
-            server::reply_bulk(ctx, &e.value);
+            server::reply_bulk(ctx, e.value());
             Ok(Reply::Sent)
         }
         None => {
@@ -175,7 +173,7 @@ fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Rep
             server::Held::Entry(e) => {
                 e.hits += 1;
                 hits += 1;
-                Reply::Bulk(e.value.clone())
+                Reply::Bulk(e.value().to_vec())
             }
             _ => {
                 misses += 1;
@@ -207,22 +205,26 @@ fn add_links(
     let (_, names) = parse::parse_key_names(argv, cmd)?;
     let key = Key::write(ctx, &args[1]);
     let entry = key.entry()?.ok_or(CacheError::NoSuchKey)?;
-    let list = if cmd == "cache.tag" {
-        &mut entry.tags
-    } else {
-        &mut entry.deps
-    };
-    let added = add_names(list, &names);
-    let (tags, deps) = (entry.tags.clone(), entry.deps.clone());
-    drop(key);
-    if added > 0 {
-        let db = server::selected_db(ctx);
-        state::with_db(db, |idx| idx.insert(argv[1], &tags, &deps));
-        server::signal_modified(ctx, &args[1]);
-        server::notify(ctx, NOTIFY_MODULE, cmd, &args[1]);
-        server::replicate(ctx, cmd, &argv[1..]);
+    let to_deps = cmd == "cache.depend";
+    let added = entry.add(to_deps, names.iter().map(Vec::as_slice));
+    if added.is_empty() {
+        return Ok(Reply::Int(0));
     }
-    Ok(Reply::Int(added as i64))
+    let db = server::selected_db(ctx);
+    let new = added.iter().map(Vec::as_slice);
+    let none = std::iter::empty();
+    state::with_db(db, |idx| {
+        if to_deps {
+            idx.add_links(argv[1], none, new)
+        } else {
+            idx.add_links(argv[1], new, none)
+        }
+    });
+    drop(key);
+    server::signal_modified(ctx, &args[1]);
+    server::notify(ctx, NOTIFY_MODULE, cmd, &args[1]);
+    ctx.replicate_verbatim();
+    Ok(Reply::Int(added.len() as i64))
 }
 
 fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
@@ -231,21 +233,20 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
     let Some(e) = key.entry()? else {
         return Ok(Reply::Nil);
     };
-    let names = |l: &[Box<[u8]>]| Reply::Array(l.iter().map(|n| Reply::Bulk(n.to_vec())).collect());
+    let names = |l: NameIter| Reply::Array(l.map(|n| Reply::Bulk(n.to_vec())).collect());
     let db = server::selected_db(ctx);
     let dependents = state::with_db(db, |idx| idx.dependents_of(argv[1]));
     Ok(Reply::Map(vec![
-        ("tags", names(&e.tags)),
-        ("depends", names(&e.deps)),
+        ("tags", names(e.tags())),
+        ("depends", names(e.deps())),
         (
             "dependents",
             Reply::Array(dependents.into_iter().map(Reply::Bulk).collect()),
         ),
         (
             "meta",
-            e.meta
-                .as_ref()
-                .map_or(Reply::Nil, |m| Reply::Bulk(m.clone().into_bytes())),
+            e.meta()
+                .map_or(Reply::Nil, |m| Reply::Bulk(m.as_bytes().to_vec())),
         ),
         ("ttl_ms", Reply::Int(key.ttl_ms())),
         ("created_ms", Reply::Int(e.created_ms)),
@@ -253,7 +254,7 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
             "hits",
             Reply::Int(i64::try_from(e.hits).unwrap_or(i64::MAX)),
         ),
-        ("size", Reply::Int(e.value.len() as i64)),
+        ("size", Reply::Int(e.value().len() as i64)),
     ]))
 }
 
@@ -300,7 +301,7 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         key.delete();
         drop(key);
         // An invalidation, not a removal: the `del` notified below is not counted as one.
-        state::lock().last_unlinked = None;
+        ffi::forget_unlinked();
         server::signal_modified(ctx, &rs);
         server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
         true
@@ -378,7 +379,7 @@ fn for_each_db(ctx: &Context, mut f: impl FnMut(usize)) {
 fn index_of(entries: Vec<index::Facts>) -> DbIndex {
     let mut idx = DbIndex::new();
     for (k, t, d) in entries {
-        idx.insert(&k, &t, &d);
+        idx.insert(&k, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice));
     }
     idx
 }

@@ -18,6 +18,7 @@ pub enum CacheError {
     UnknownStrategy(String),
     StrategyNotAvailable(&'static str),
     UnknownSubcommand(String, &'static str),
+    TooLarge,
     Internal(String),
 }
 
@@ -54,6 +55,7 @@ impl fmt::Display for CacheError {
                 f,
                 "ERR unknown subcommand '{s}'. Try {cmd} HELP."
             ),
+            CacheError::TooLarge => write!(f, "ERR cache entry too large"),
             CacheError::Internal(why) => write!(f, "ERR tagcache internal error: {why}"),
         }
     }

@@ -4,6 +4,7 @@
 
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use redis_module::{raw, Context, RedisString};
 
@@ -30,12 +31,12 @@ pub static CACHE_TYPE: redis_module::native_types::RedisType =
             aux_save_triggers: 0,
             free_effort: Some(free_effort),
             unlink: None,
-            copy: Some(copy),
+            copy: None,
             defrag: None,
             mem_usage2: None,
             free_effort2: None,
             unlink2: Some(unlink2),
-            copy2: None,
+            copy2: Some(copy2),
         },
     );
 
@@ -101,17 +102,18 @@ unsafe extern "C" fn aof_rewrite(
             }
         };
         push(RedisString::string_as_slice(key));
-        push(&e.value);
-        for (word, list) in [("TAGS", &e.tags), ("DEPENDS", &e.deps)] {
-            if !list.is_empty() {
+        push(e.value());
+        for (word, list) in [("TAGS", e.tags()), ("DEPENDS", e.deps())] {
+            let names: Vec<&[u8]> = list.collect();
+            if !names.is_empty() {
                 push(word.as_bytes());
-                push(list.len().to_string().as_bytes());
-                for n in list.iter() {
+                push(names.len().to_string().as_bytes());
+                for n in names {
                     push(n);
                 }
             }
         }
-        if let Some(m) = &e.meta {
+        if let Some(m) = e.meta() {
             push(b"META");
             push(m.as_bytes());
         }
@@ -136,7 +138,10 @@ unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
     guard(0, || (*value.cast::<Entry>()).heap_size())
 }
 
-/// DEBUG DIGEST: value, tags and dependencies in canonical (sorted) order.
+/// DEBUG DIGEST: value, tags and dependencies in canonical (sorted) order, as one ordered
+/// sequence with the list sizes in it, so a name as a tag, as a dependency or as the value
+/// digests differently (the server XORs separate sequences, which would lose that). Counters and
+/// meta are not part of it.
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     guard((), || {
         let e = &*value.cast::<Entry>();
@@ -146,14 +151,15 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
         ) else {
             return;
         };
-        add(md, e.value.as_ptr() as *const c_char, e.value.len());
-        end(md);
-        for list in [&e.tags, &e.deps] {
-            for n in list.iter() {
-                add(md, n.as_ptr() as *const c_char, n.len());
+        let put = |b: &[u8]| add(md, b.as_ptr() as *const c_char, b.len());
+        put(e.value());
+        for list in [e.tags(), e.deps()] {
+            put(list.clone().count().to_string().as_bytes());
+            for n in list {
+                put(n);
             }
-            end(md);
         }
+        end(md);
     })
 }
 
@@ -164,29 +170,47 @@ unsafe extern "C" fn free(value: *mut c_void) {
     }
 }
 
-/// How much work freeing takes (allocations): large ones go to the lazy-free thread.
-unsafe extern "C" fn free_effort(_key: *mut raw::RedisModuleString, value: *const c_void) -> usize {
-    guard(1, || {
-        let e = &*value.cast::<Entry>();
-        1 + e.tags.len() + e.deps.len()
-    })
+/// How much work freeing takes: an entry is two allocations, whatever its size.
+unsafe extern "C" fn free_effort(
+    _key: *mut raw::RedisModuleString,
+    _value: *const c_void,
+) -> usize {
+    2
 }
 
-/// COPY: a full copy of the entry; the `copy_to` notification indexes the new key.
-unsafe extern "C" fn copy(
-    _from: *mut raw::RedisModuleString,
-    _to: *mut raw::RedisModuleString,
+/// COPY: a full copy of the entry; the `copy_to` notification indexes the new key. Records the
+/// source database (see `restore_client_db`).
+unsafe extern "C" fn copy2(
+    ctx: *mut raw::RedisModuleKeyOptCtx,
     value: *const c_void,
 ) -> *mut c_void {
     guard(std::ptr::null_mut(), || {
+        if let Some(f) = raw::RedisModule_GetDbIdFromOptCtx {
+            SOURCE_DB.store(i64::from(f(ctx)), Ordering::Relaxed);
+        }
         let e = (*value.cast::<Entry>()).clone();
         Box::into_raw(Box::new(e)).cast()
     })
 }
 
+/// The database a MOVE or COPY started from, until its `move_to`/`copy_to` notification.
+static SOURCE_DB: AtomicI64 = AtomicI64::new(-1);
+
+/// Valkey 8.1 runs keyspace callbacks on the executing client and leaves it on the database of
+/// the notification (valkey-io/valkey#4024): after MOVE or COPY ... DB the client would stay on
+/// the destination database, and the command would propagate under it. Selecting the source
+/// database again at the end of `move_to`/`copy_to` undoes that; elsewhere the callback runs on
+/// a temporary client and this changes nothing.
+fn restore_client_db(ctx: &Context) {
+    let db = SOURCE_DB.swap(-1, Ordering::Relaxed);
+    if let Ok(db) = usize::try_from(db) {
+        server::select_db(ctx, db);
+    }
+}
+
 /// The server removed the key from its database (DEL, UNLINK, expiry, eviction, overwrite,
 /// RENAME's source, MOVE's source...): drop it from that database's index. Main thread.
-unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guard((), || {
         let (Some(name), Some(dbid)) = (
             raw::RedisModule_GetKeyNameFromOptCtx,
@@ -198,9 +222,13 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const
         let Ok(db) = usize::try_from(dbid(ctx)) else {
             return;
         };
+        let Some(e) = value.cast::<Entry>().as_ref() else {
+            return;
+        };
         let mut st = state::lock();
-        if st.db(db).remove(key) {
+        if st.db(db).remove(key, e.tags(), e.deps()) {
             st.last_unlinked = Some((db, key.to_vec()));
+            UNLINK_PENDING.store(true, Ordering::Relaxed);
         }
     })
 }
@@ -221,7 +249,11 @@ pub fn subscribe(ctx: &Context) -> bool {
     let Some(sub) = (unsafe { raw::RedisModule_SubscribeToKeyspaceEvents }) else {
         return false;
     };
+    // STRING and OVERWRITTEN (where the server has it) only serve to close the removal window
+    // on overwrites; the callback returns at once for them unless an entry was just unlinked.
     let classes = raw::REDISMODULE_NOTIFY_GENERIC
+        | raw::REDISMODULE_NOTIFY_STRING as c_int
+        | raw::REDISMODULE_NOTIFY_OVERWRITTEN
         | raw::REDISMODULE_NOTIFY_EXPIRED as c_int
         | raw::REDISMODULE_NOTIFY_EVICTED as c_int;
     unsafe { sub(ctx.ctx, classes, Some(on_keyspace)) == raw::REDISMODULE_OK as c_int }
@@ -298,33 +330,51 @@ unsafe extern "C" fn on_keyspace(
             count_removal(db, name, event);
             return;
         }
+        // Any other event ends the window in which an unlinked entry's removal is classified
+        // (RENAME's rename_from, an overwrite's set/overwritten...).
+        forget_unlinked();
+        if event == b"move_from" {
+            SOURCE_DB.store(db as i64, Ordering::Relaxed);
+            return;
+        }
         if !matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore") {
             return;
         }
         let name = name.to_vec();
         let handle = server::Key::peek(&ctx, &RedisString::create_from_slice(ctx.ctx, &name));
-        let facts = match handle.held() {
-            server::Held::Entry(e) => Some((e.tags.clone(), e.deps.clone())),
-            _ => None,
-        };
+        if let server::Held::Entry(e) = handle.held() {
+            state::with_db(db, |idx| idx.insert(&name, e.tags(), e.deps()));
+        }
         drop(handle);
-        if let Some((tags, deps)) = facts {
-            state::with_db(db, |idx| idx.insert(&name, &tags, &deps));
+        if matches!(event, b"move_to" | b"copy_to") {
+            restore_client_db(&ctx);
         }
     });
     raw::REDISMODULE_OK as c_int
 }
 
+/// Set while `last_unlinked` holds an entry whose removal is not classified yet.
+static UNLINK_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Called by a command that removed an entry itself (an invalidation): its `del` is not a
+/// removal to count.
+pub fn forget_unlinked() {
+    if UNLINK_PENDING.swap(false, Ordering::Relaxed) {
+        state::lock().last_unlinked = None;
+    }
+}
+
 /// An entry that the server just unlinked is counted by the notification that follows it.
-/// (Invalidations clear `last_unlinked` before they notify, so they are not counted here.)
 fn count_removal(db: usize, name: &[u8], event: &[u8]) {
+    if !UNLINK_PENDING.swap(false, Ordering::Relaxed) {
+        return;
+    }
     let mut st = state::lock();
     if st
         .last_unlinked
-        .as_ref()
-        .is_some_and(|(d, k)| *d == db && k == name)
+        .take()
+        .is_some_and(|(d, k)| d == db && k == name)
     {
-        st.last_unlinked = None;
         let r = &mut st.counters.removals;
         match event {
             b"expired" => r.expired += 1,

@@ -24,7 +24,7 @@ mod module {
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         // Replaces the crate's default INFO handler (the last registration wins).
         redis_module::raw::register_info_function(ctx.ctx, Some(ffi::info));
-        crate::server::explicit_signals(ctx);
+        crate::server::set_module_options(ctx);
         if ffi::subscribe(ctx) {
             Status::Ok
         } else {

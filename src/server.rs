@@ -200,14 +200,15 @@ pub fn signal_modified(ctx: &Context, key: &RedisString) {
     }
 }
 
-/// Turns off the implicit "modified" signal on closing keys opened for writing.
-pub fn explicit_signals(ctx: &Context) {
+/// Module options: no implicit "modified" signal on closing keys opened for writing (the module
+/// signals real changes itself), and RDB read errors handled by the module (a corrupt RESTORE
+/// payload is refused instead of stopping the server; replicas may load diskless).
+pub fn set_module_options(ctx: &Context) {
+    let options = raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED
+        | raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS;
     unsafe {
         if let Some(f) = raw::RedisModule_SetModuleOptions {
-            f(
-                ctx.ctx,
-                raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int,
-            );
+            f(ctx.ctx, options as c_int);
         }
     }
 }
@@ -346,8 +347,8 @@ extern "C" fn scan_one(
     let mut record = |k: *mut raw::RedisModuleKey| {
         // The handle is open for the duration of this callback.
         if let Held::Entry(e) = unsafe { held_by(k) } {
-            let names = |l: &[Box<[u8]>]| l.iter().map(|n| n.to_vec()).collect();
-            out.push((name_bytes.clone(), names(&e.tags), names(&e.deps)));
+            let names = |l: crate::core::entry::NameIter| l.map(<[u8]>::to_vec).collect();
+            out.push((name_bytes.clone(), names(e.tags()), names(e.deps())));
         }
     };
     if key.is_null() {

@@ -4,64 +4,207 @@
 /// Encoding version written in front of every serialised entry (RDB, DUMP).
 pub const ENCODING_VERSION: u8 = 1;
 
-/// Names (tags or resources) of one entry: sorted, without duplicates.
-pub type Names = Vec<Box<[u8]>>;
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A cache entry in one allocation: `data` holds the value, then the tags and the
+/// dependencies (each sorted, without duplicates, as varint-prefixed names), then the meta JSON.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Entry {
-    pub value: Vec<u8>,
-    pub tags: Names,
-    pub deps: Names,
-    /// A JSON object, validated when it was set.
-    pub meta: Option<String>,
+    data: Box<[u8]>,
+    value_end: u32,
+    tags_end: u32,
+    deps_end: u32,
+    has_meta: bool,
     pub created_ms: i64,
     pub hits: u64,
 }
 
-/// Turns a list of names into the canonical form: sorted, deduplicated.
-pub fn canonical_names<I, T>(names: I) -> Names
-where
-    I: IntoIterator<Item = T>,
-    T: AsRef<[u8]>,
-{
-    let mut v: Names = names.into_iter().map(|n| n.as_ref().into()).collect();
+/// The largest entry (value, names and meta together) one key can hold.
+pub const MAX_ENTRY_BYTES: usize = u32::MAX as usize;
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("value", &self.value())
+            .field("tags", &self.tags().collect::<Vec<_>>())
+            .field("deps", &self.deps().collect::<Vec<_>>())
+            .field("meta", &self.meta())
+            .field("created_ms", &self.created_ms)
+            .field("hits", &self.hits)
+            .finish()
+    }
+}
+
+/// Iterates the names of a packed list.
+#[derive(Clone)]
+pub struct NameIter<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Iterator for NameIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let mut r = Reader {
+            buf: self.buf,
+            pos: 0,
+        };
+        // Packed by this module, so well formed; a malformed tail just ends the iteration.
+        let name = r.bytes().ok()?;
+        self.buf = &self.buf[r.pos..];
+        Some(name)
+    }
+}
+
+/// Sorts and deduplicates names.
+pub fn canonical<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
+    let mut v: Vec<&[u8]> = names.into_iter().collect();
     v.sort_unstable();
     v.dedup();
     v
 }
 
-/// Adds names to a canonical list; returns how many were new.
-pub fn add_names<T: AsRef<[u8]>>(list: &mut Names, names: &[T]) -> usize {
-    let mut added = 0;
+fn pack(out: &mut Vec<u8>, names: &[&[u8]]) {
     for n in names {
-        let n = n.as_ref();
-        if let Err(pos) = list.binary_search_by(|x| x.as_ref().cmp(n)) {
-            list.insert(pos, n.into());
-            added += 1;
-        }
+        put_bytes(out, n);
     }
-    added
 }
 
 impl Entry {
+    /// Builds an entry; names are sorted and deduplicated. None when it would exceed
+    /// `MAX_ENTRY_BYTES`.
+    pub fn new<'a>(
+        value: &[u8],
+        tags: impl IntoIterator<Item = &'a [u8]>,
+        deps: impl IntoIterator<Item = &'a [u8]>,
+        meta: Option<&str>,
+        created_ms: i64,
+    ) -> Option<Entry> {
+        let tags = canonical(tags);
+        let deps = canonical(deps);
+        Self::build(value, &tags, &deps, meta, created_ms, 0)
+    }
+
+    fn build(
+        value: &[u8],
+        tags: &[&[u8]],
+        deps: &[&[u8]],
+        meta: Option<&str>,
+        created_ms: i64,
+        hits: u64,
+    ) -> Option<Entry> {
+        let names: usize = tags.iter().chain(deps).map(|n| n.len() + 5).sum();
+        let mut data = Vec::with_capacity(value.len() + names + meta.map_or(0, str::len));
+        data.extend_from_slice(value);
+        let value_end = data.len();
+        pack(&mut data, tags);
+        let tags_end = data.len();
+        pack(&mut data, deps);
+        let deps_end = data.len();
+        if let Some(m) = meta {
+            data.extend_from_slice(m.as_bytes());
+        }
+        if data.len() > MAX_ENTRY_BYTES {
+            return None;
+        }
+        Some(Entry {
+            data: data.into_boxed_slice(),
+            value_end: value_end as u32,
+            tags_end: tags_end as u32,
+            deps_end: deps_end as u32,
+            has_meta: meta.is_some(),
+            created_ms,
+            hits,
+        })
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.data[..self.value_end as usize]
+    }
+
+    pub fn tags(&self) -> NameIter<'_> {
+        NameIter {
+            buf: &self.data[self.value_end as usize..self.tags_end as usize],
+        }
+    }
+
+    pub fn deps(&self) -> NameIter<'_> {
+        NameIter {
+            buf: &self.data[self.tags_end as usize..self.deps_end as usize],
+        }
+    }
+
+    pub fn meta(&self) -> Option<&str> {
+        if !self.has_meta {
+            return None;
+        }
+        std::str::from_utf8(&self.data[self.deps_end as usize..]).ok()
+    }
+
+    /// Adds tags (or dependencies); returns the names that were new (sorted).
+    pub fn add<'a>(
+        &mut self,
+        to_deps: bool,
+        names: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<Vec<u8>> {
+        let current: Vec<&[u8]> = if to_deps {
+            self.deps().collect()
+        } else {
+            self.tags().collect()
+        };
+        let added: Vec<Vec<u8>> = canonical(names)
+            .into_iter()
+            .filter(|n| current.binary_search(n).is_err())
+            .map(<[u8]>::to_vec)
+            .collect();
+        if added.is_empty() {
+            return added;
+        }
+        let merged = canonical(current.into_iter().chain(added.iter().map(Vec::as_slice)));
+        let rebuilt = {
+            let tags: Vec<&[u8]> = if to_deps {
+                self.tags().collect()
+            } else {
+                merged.clone()
+            };
+            let deps: Vec<&[u8]> = if to_deps {
+                merged
+            } else {
+                self.deps().collect()
+            };
+            Self::build(
+                self.value(),
+                &tags,
+                &deps,
+                self.meta(),
+                self.created_ms,
+                self.hits,
+            )
+        };
+        if let Some(e) = rebuilt {
+            *self = e;
+        }
+        added
+    }
+
     /// Bytes this entry holds on the heap (an estimate for MEMORY USAGE).
     pub fn heap_size(&self) -> usize {
-        let names = |l: &Names| l.iter().map(|n| n.len() + 16).sum::<usize>();
-        std::mem::size_of::<Self>()
-            + self.value.capacity()
-            + names(&self.tags)
-            + names(&self.deps)
-            + self.meta.as_ref().map_or(0, |m| m.capacity())
+        std::mem::size_of::<Self>() + self.data.len()
     }
 
     /// Serialises the entry (version byte, then length-prefixed fields).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.value.len() + 32);
+        let mut out = Vec::with_capacity(self.data.len() + 32);
         out.push(ENCODING_VERSION);
-        put_bytes(&mut out, &self.value);
-        put_names(&mut out, &self.tags);
-        put_names(&mut out, &self.deps);
-        match &self.meta {
+        put_bytes(&mut out, self.value());
+        for list in [self.tags(), self.deps()] {
+            put_varint(&mut out, list.clone().count() as u64);
+            for n in list {
+                put_bytes(&mut out, n);
+            }
+        }
+        match self.meta() {
             None => out.push(0),
             Some(m) => {
                 out.push(1);
@@ -83,13 +226,13 @@ impl Entry {
         if version == 0 {
             return Err(DecodeError::Corrupt("version 0"));
         }
-        let value = r.bytes()?.to_vec();
+        let value = r.bytes()?;
         let tags = r.names()?;
         let deps = r.names()?;
         let meta = match r.byte()? {
             0 => None,
             1 => Some(
-                String::from_utf8(r.bytes()?.to_vec())
+                std::str::from_utf8(r.bytes()?)
                     .map_err(|_| DecodeError::Corrupt("meta is not UTF-8"))?,
             ),
             _ => return Err(DecodeError::Corrupt("meta flag")),
@@ -99,14 +242,8 @@ impl Entry {
         if r.pos != buf.len() {
             return Err(DecodeError::Corrupt("trailing bytes"));
         }
-        Ok(Entry {
-            value,
-            tags,
-            deps,
-            meta,
-            created_ms,
-            hits,
-        })
+        Entry::build(value, &tags, &deps, meta, created_ms, hits)
+            .ok_or(DecodeError::Corrupt("too large"))
     }
 }
 
@@ -141,13 +278,6 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
-}
-
-fn put_names(out: &mut Vec<u8>, names: &Names) {
-    put_varint(out, names.len() as u64);
-    for n in names {
-        put_bytes(out, n);
-    }
 }
 
 struct Reader<'a> {
@@ -190,12 +320,12 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
-    fn names(&mut self) -> Result<Names, DecodeError> {
+    fn names(&mut self) -> Result<Vec<&'a [u8]>, DecodeError> {
         // Each name takes at least one byte, so the count is bounded by the remaining input.
         let n = self.len()?;
-        let mut v: Names = Vec::with_capacity(n);
+        let mut v: Vec<&'a [u8]> = Vec::with_capacity(n);
         for _ in 0..n {
-            let name: Box<[u8]> = self.bytes()?.into();
+            let name = self.bytes()?;
             if v.last().is_some_and(|last| *last >= name) {
                 return Err(DecodeError::Corrupt("names not sorted"));
             }
@@ -211,27 +341,47 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> Entry {
-        Entry {
-            value: vec![0, 255, 1],
-            tags: canonical_names([&b"b"[..], b"a", b"b"]),
-            deps: canonical_names([b"\x00r"]),
-            meta: Some("{\"x\":1}".into()),
-            created_ms: 1_700_000_000_000,
-            hits: 7,
-        }
+        let mut e = Entry::new(
+            &[0, 255, 1],
+            [&b"b"[..], b"a", b"b"],
+            [&b"\x00r"[..]],
+            Some("{\"x\":1}"),
+            1_700_000_000_000,
+        )
+        .unwrap();
+        e.hits = 7;
+        e
     }
 
     #[test]
-    fn canonical_names_sorts_and_dedups() {
-        let n = canonical_names(["z", "a", "z"]);
-        assert_eq!(n, vec![b"a"[..].into(), b"z"[..].into()] as Names);
+    fn accessors_give_canonical_names() {
+        let e = sample();
+        assert_eq!(e.value(), &[0, 255, 1]);
+        assert_eq!(e.tags().collect::<Vec<_>>(), vec![&b"a"[..], b"b"]);
+        assert_eq!(e.deps().collect::<Vec<_>>(), vec![&b"\x00r"[..]]);
+        assert_eq!(e.meta(), Some("{\"x\":1}"));
+        let bare = Entry::new(b"v", [], [], None, 0).unwrap();
+        assert_eq!(bare.tags().count(), 0);
+        assert_eq!(bare.meta(), None);
     }
 
     #[test]
-    fn add_names_counts_new_only() {
-        let mut n = canonical_names(["b"]);
-        assert_eq!(add_names(&mut n, &["a", "b", "c", "a"]), 2);
-        assert_eq!(n, canonical_names(["a", "b", "c"]));
+    fn add_counts_new_names_only() {
+        let mut e = sample();
+        let added = e.add(false, [&b"c"[..], b"a", b"c", b"0"]);
+        assert_eq!(added, vec![b"0".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            e.tags().collect::<Vec<_>>(),
+            vec![&b"0"[..], b"a", b"b", b"c"]
+        );
+        assert_eq!(e.deps().count(), 1);
+        assert_eq!(e.add(true, [&b"r2"[..]]), vec![b"r2".to_vec()]);
+        assert_eq!(e.deps().count(), 2);
+        assert_eq!(
+            (e.value(), e.hits, e.meta()),
+            (&[0u8, 255, 1][..], 7, Some("{\"x\":1}"))
+        );
+        assert!(e.add(true, [&b"r2"[..]]).is_empty());
     }
 
     #[test]
@@ -281,8 +431,13 @@ mod tests {
             created in 0i64..i64::MAX,
             hits in any::<u64>(),
         ) {
-            let e = Entry { value, tags: canonical_names(tags), deps: canonical_names(deps),
-                meta: meta.map(|m| format!("{{\"k\":\"{m}\"}}")), created_ms: created, hits };
+            let meta = meta.map(|m| format!("{{\"k\":\"{m}\"}}"));
+            let mut e = Entry::new(&value, tags.iter().map(Vec::as_slice), deps.iter().map(Vec::as_slice), meta.as_deref(), created).unwrap();
+            e.hits = hits;
+            let mut sorted_tags: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
+            sorted_tags.sort();
+            sorted_tags.dedup();
+            prop_assert_eq!(e.tags().collect::<Vec<_>>(), sorted_tags);
             prop_assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
         }
     }

@@ -1,19 +1,21 @@
 //! The derived per-database index: tag -> entries, resource -> dependent entries, and the ordered
-//! set of entry keys for prefix and pattern lookups. Names are interned; entries are linked by
-//! small integer ids. Everything here can be rebuilt from the entries themselves.
+//! set of entry keys for prefix and pattern lookups. Entries are linked by small integer ids;
+//! the index keeps no per-entry copy of the links: removing an entry takes its names from the
+//! entry itself (the server hands the value to the unlink callback). Everything here can be
+//! rebuilt from the entries.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasherDefault;
 use std::ops::Bound;
+use std::sync::Arc;
 
-use ahash::{AHashMap, AHashSet};
+use ahash::{AHashMap, AHashSet, AHasher};
 use smallvec::SmallVec;
 
 use super::glob::Glob;
 use super::show;
 
 pub type KeyId = u32;
-type NameId = u32;
-type Links = SmallVec<[NameId; 4]>;
 
 /// What an invalidation (or its dry run) selects before the cascade.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,92 +42,111 @@ impl Selector {
     }
 }
 
-/// Interned names (tags or resources), each with the set of entries linked to it. A name lives
-/// exactly as long as at least one entry links to it.
-#[derive(Default, Debug)]
-struct Groups {
-    ids: AHashMap<Box<[u8]>, NameId>,
-    slots: Vec<Option<Group>>,
-    free: Vec<NameId>,
+type IdSet = std::collections::HashSet<KeyId, BuildHasherDefault<AHasher>>;
+
+/// The entries linked to one name: inline while few, a hash set when many.
+#[derive(Debug, Clone)]
+enum Members {
+    Few(SmallVec<[KeyId; 4]>),
+    Many(IdSet),
 }
 
-#[derive(Debug)]
-struct Group {
-    name: Box<[u8]>,
-    members: AHashSet<KeyId>,
-}
+const FEW: usize = 8;
 
-impl Groups {
-    fn link(&mut self, name: &[u8], key: KeyId) -> NameId {
-        let id = match self.ids.get(name) {
-            Some(&id) => id,
-            None => {
-                let group = Group {
-                    name: name.into(),
-                    members: AHashSet::new(),
-                };
-                let id = match self.free.pop() {
-                    Some(id) => {
-                        self.slots[id as usize] = Some(group);
-                        id
-                    }
-                    None => {
-                        self.slots.push(Some(group));
-                        (self.slots.len() - 1) as NameId
-                    }
-                };
-                self.ids.insert(name.into(), id);
-                id
+impl Members {
+    fn one(id: KeyId) -> Members {
+        let mut v = SmallVec::new();
+        v.push(id);
+        Members::Few(v)
+    }
+
+    fn insert(&mut self, id: KeyId) {
+        match self {
+            Members::Few(v) => {
+                if v.contains(&id) {
+                    return;
+                }
+                if v.len() < FEW {
+                    v.push(id);
+                } else {
+                    let mut set: IdSet = v.iter().copied().collect();
+                    set.insert(id);
+                    *self = Members::Many(set);
+                }
             }
-        };
-        if let Some(g) = self.slots[id as usize].as_mut() {
-            g.members.insert(key);
-        }
-        id
-    }
-
-    fn unlink(&mut self, id: NameId, key: KeyId) {
-        let Some(g) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        g.members.remove(&key);
-        if g.members.is_empty() {
-            self.ids.remove(&g.name);
-            self.slots[id as usize] = None;
-            self.free.push(id);
+            Members::Many(s) => {
+                s.insert(id);
+            }
         }
     }
 
-    fn members(&self, name: &[u8]) -> Option<&AHashSet<KeyId>> {
-        let id = *self.ids.get(name)?;
-        self.slots[id as usize].as_ref().map(|g| &g.members)
+    /// Removes `id`; true when the set is now empty.
+    fn remove(&mut self, id: KeyId) -> bool {
+        match self {
+            Members::Few(v) => {
+                if let Some(i) = v.iter().position(|&x| x == id) {
+                    v.swap_remove(i);
+                }
+                v.is_empty()
+            }
+            Members::Many(s) => {
+                s.remove(&id);
+                if s.len() <= FEW / 2 {
+                    *self = Members::Few(s.iter().copied().collect());
+                }
+                self.len() == 0
+            }
+        }
     }
 
-    fn name(&self, id: NameId) -> &[u8] {
-        self.slots[id as usize].as_ref().map_or(&[], |g| &g.name)
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &Group> {
-        self.slots.iter().flatten()
+    fn contains(&self, id: KeyId) -> bool {
+        match self {
+            Members::Few(v) => v.contains(&id),
+            Members::Many(s) => s.contains(&id),
+        }
     }
 
     fn len(&self) -> usize {
-        self.ids.len()
+        match self {
+            Members::Few(v) => v.len(),
+            Members::Many(s) => s.len(),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = KeyId> + '_> {
+        match self {
+            Members::Few(v) => Box::new(v.iter().copied()),
+            Members::Many(s) => Box::new(s.iter().copied()),
+        }
     }
 }
 
-#[derive(Debug)]
-struct KeySlot {
-    name: Box<[u8]>,
-    tags: Links,
-    deps: Links,
+/// Names (tags or resources) with the entries linked to each. A name lives exactly as long as
+/// at least one entry links to it.
+type Groups = AHashMap<Box<[u8]>, Members>;
+
+fn link(groups: &mut Groups, name: &[u8], id: KeyId) {
+    match groups.get_mut(name) {
+        Some(m) => m.insert(id),
+        None => {
+            groups.insert(name.into(), Members::one(id));
+        }
+    }
+}
+
+fn unlink(groups: &mut Groups, name: &[u8], id: KeyId) {
+    if let Some(m) = groups.get_mut(name) {
+        if m.remove(id) {
+            groups.remove(name);
+        }
+    }
 }
 
 /// The index of one database.
 #[derive(Default, Debug)]
 pub struct DbIndex {
-    keys: BTreeMap<Box<[u8]>, KeyId>,
-    slots: Vec<Option<KeySlot>>,
+    keys: BTreeMap<Arc<[u8]>, KeyId>,
+    names: Vec<Option<Arc<[u8]>>>,
     free: Vec<KeyId>,
     tags: Groups,
     resources: Groups,
@@ -165,61 +186,105 @@ impl DbIndex {
         self.keys.contains_key(key)
     }
 
-    /// Adds (or replaces) an entry with its tags and dependencies.
-    pub fn insert<T: AsRef<[u8]>, D: AsRef<[u8]>>(&mut self, key: &[u8], tags: &[T], deps: &[D]) {
-        self.remove(key);
+    /// Adds an entry with its tags and dependencies. An entry already indexed under this key is
+    /// dropped first (slowly: that only happens if the server replaced a value without telling).
+    pub fn insert<'a>(
+        &mut self,
+        key: &[u8],
+        tags: impl IntoIterator<Item = &'a [u8]>,
+        deps: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        if let Some(&old) = self.keys.get(key) {
+            self.purge(old);
+        }
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
-                self.slots.push(None);
-                (self.slots.len() - 1) as KeyId
+                self.names.push(None);
+                (self.names.len() - 1) as KeyId
             }
         };
-        let mut slot = KeySlot {
-            name: key.into(),
-            tags: Links::new(),
-            deps: Links::new(),
-        };
-        for t in tags {
-            let tid = self.tags.link(t.as_ref(), id);
-            if !slot.tags.contains(&tid) {
-                slot.tags.push(tid);
-            }
-        }
-        for d in deps {
-            let rid = self.resources.link(d.as_ref(), id);
-            if !slot.deps.contains(&rid) {
-                slot.deps.push(rid);
-            }
-        }
-        self.slots[id as usize] = Some(slot);
-        self.keys.insert(key.into(), id);
+        let name: Arc<[u8]> = key.into();
+        self.names[id as usize] = Some(name.clone());
+        self.keys.insert(name, id);
+        self.add(id, tags, deps);
     }
 
-    /// Drops an entry and every link it had. Returns whether it was there.
-    pub fn remove(&mut self, key: &[u8]) -> bool {
+    fn add<'a>(
+        &mut self,
+        id: KeyId,
+        tags: impl IntoIterator<Item = &'a [u8]>,
+        deps: impl IntoIterator<Item = &'a [u8]>,
+    ) {
+        for t in tags {
+            link(&mut self.tags, t, id);
+        }
+        for d in deps {
+            link(&mut self.resources, d, id);
+        }
+    }
+
+    /// Links more names to an indexed entry (CACHE.TAG, CACHE.DEPEND).
+    pub fn add_links<'a>(
+        &mut self,
+        key: &[u8],
+        tags: impl IntoIterator<Item = &'a [u8]>,
+        deps: impl IntoIterator<Item = &'a [u8]>,
+    ) -> bool {
+        match self.keys.get(key) {
+            Some(&id) => {
+                self.add(id, tags, deps);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops an entry and the links it has (its tags and dependencies, from the entry).
+    /// Returns whether it was indexed.
+    pub fn remove<'a>(
+        &mut self,
+        key: &[u8],
+        tags: impl IntoIterator<Item = &'a [u8]>,
+        deps: impl IntoIterator<Item = &'a [u8]>,
+    ) -> bool {
         let Some(id) = self.keys.remove(key) else {
             return false;
         };
-        if let Some(slot) = self.slots[id as usize].take() {
-            for t in slot.tags {
-                self.tags.unlink(t, id);
-            }
-            for d in slot.deps {
-                self.resources.unlink(d, id);
-            }
+        for t in tags {
+            unlink(&mut self.tags, t, id);
         }
+        for d in deps {
+            unlink(&mut self.resources, d, id);
+        }
+        self.names[id as usize] = None;
         self.free.push(id);
         true
     }
 
-    /// Moves an entry's links to a new key name (replacing whatever the new name had).
-    pub fn rename(&mut self, from: &[u8], to: &[u8]) -> bool {
-        let Some((tags, deps)) = self.links_of(from) else {
+    /// Drops an entry without knowing its links: visits every name.
+    fn purge(&mut self, id: KeyId) {
+        for groups in [&mut self.tags, &mut self.resources] {
+            groups.retain(|_, m| !m.remove(id));
+        }
+        if let Some(name) = self.names[id as usize].take() {
+            self.keys.remove(&name);
+        }
+        self.free.push(id);
+    }
+
+    /// Moves an entry to a new key name (replacing whatever the new name had).
+    pub fn rename<'a>(
+        &mut self,
+        from: &[u8],
+        to: &[u8],
+        tags: impl IntoIterator<Item = &'a [u8]> + Clone,
+        deps: impl IntoIterator<Item = &'a [u8]> + Clone,
+    ) -> bool {
+        if !self.remove(from, tags.clone(), deps.clone()) {
             return false;
-        };
-        self.remove(from);
-        self.insert(to, &tags, &deps);
+        }
+        self.insert(to, tags, deps);
         true
     }
 
@@ -227,40 +292,23 @@ impl DbIndex {
         *self = DbIndex::default();
     }
 
-    fn slot(&self, id: KeyId) -> Option<&KeySlot> {
-        self.slots.get(id as usize).and_then(Option::as_ref)
+    fn name(&self, id: KeyId) -> Option<&Arc<[u8]>> {
+        self.names.get(id as usize).and_then(Option::as_ref)
     }
 
-    /// Tags and dependencies of an indexed entry, sorted.
-    pub fn links_of(&self, key: &[u8]) -> Option<(NameList, NameList)> {
-        let slot = self.slot(*self.keys.get(key)?)?;
-        let names = |g: &Groups, l: &Links| {
-            let mut v: Vec<Vec<u8>> = l.iter().map(|&i| g.name(i).to_vec()).collect();
-            v.sort();
-            v
-        };
-        Some((
-            names(&self.tags, &slot.tags),
-            names(&self.resources, &slot.deps),
-        ))
+    fn names_of(&self, ids: impl Iterator<Item = KeyId>) -> Vec<Vec<u8>> {
+        ids.filter_map(|id| self.name(id).map(|n| n.to_vec()))
+            .collect()
     }
 
     /// Keys of the entries that depend on `resource`, sorted.
     pub fn dependents_of(&self, resource: &[u8]) -> Vec<Vec<u8>> {
-        let mut v = self.names_of(
-            self.resources
-                .members(resource)
-                .into_iter()
-                .flatten()
-                .copied(),
-        );
+        let mut v = match self.resources.get(resource) {
+            Some(m) => self.names_of(m.iter()),
+            None => Vec::new(),
+        };
         v.sort();
         v
-    }
-
-    fn names_of(&self, ids: impl Iterator<Item = KeyId>) -> Vec<Vec<u8>> {
-        ids.filter_map(|id| self.slot(id).map(|s| s.name.to_vec()))
-            .collect()
     }
 
     fn prefix_ids<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a [u8], KeyId)> + 'a {
@@ -272,58 +320,65 @@ impl DbIndex {
 
     /// The keys of the entries a selector picks, before any cascade (each once).
     pub fn select(&self, sel: &Selector) -> Vec<Vec<u8>> {
-        let ids: Vec<KeyId> = match sel {
+        match sel {
             Selector::Keys(keys) => {
-                let mut seen = AHashSet::new();
-                keys.iter()
-                    .filter_map(|k| self.keys.get(&k[..]).copied())
-                    .filter(|id| seen.insert(*id))
-                    .collect()
+                let mut out: Vec<Vec<u8>> = keys
+                    .iter()
+                    .filter(|k| self.keys.contains_key(&k[..]))
+                    .cloned()
+                    .collect();
+                out.sort_unstable();
+                out.dedup();
+                out
             }
             Selector::Tags(names) => self.union(&self.tags, names),
             Selector::Dependents(names) => self.union(&self.resources, names),
-            Selector::All => self.keys.values().copied().collect(),
+            Selector::All => self.keys.keys().map(|k| k.to_vec()).collect(),
             Selector::Namespace(ns) => {
                 let mut prefix = ns.clone();
                 prefix.push(b':');
-                self.prefix_ids(&prefix).map(|(_, id)| id).collect()
+                self.prefix_ids(&prefix).map(|(k, _)| k.to_vec()).collect()
             }
             Selector::Pattern(p) => {
                 let glob = Glob::new(p);
                 if glob.is_literal() {
-                    self.keys
-                        .get(glob.literal_prefix())
-                        .copied()
-                        .into_iter()
-                        .collect()
+                    let k = glob.literal_prefix();
+                    if self.keys.contains_key(k) {
+                        vec![k.to_vec()]
+                    } else {
+                        Vec::new()
+                    }
                 } else {
                     self.prefix_ids(glob.literal_prefix())
                         .filter(|(k, _)| glob.matches(k))
-                        .map(|(_, id)| id)
+                        .map(|(k, _)| k.to_vec())
                         .collect()
                 }
             }
-        };
-        self.names_of(ids.into_iter())
+        }
     }
 
-    fn union(&self, groups: &Groups, names: &[Vec<u8>]) -> Vec<KeyId> {
-        let mut seen = AHashSet::new();
-        let mut out = Vec::new();
-        for n in names {
-            for &id in groups.members(n).into_iter().flatten() {
+    fn union(&self, groups: &Groups, names: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut found: Vec<&Members> = names.iter().filter_map(|n| groups.get(&n[..])).collect();
+        if found.len() == 1 {
+            return self.names_of(found[0].iter());
+        }
+        found.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        let mut seen = IdSet::default();
+        let mut ids = Vec::new();
+        for m in found {
+            for id in m.iter() {
                 if seen.insert(id) {
-                    out.push(id);
+                    ids.push(id);
                 }
             }
         }
-        out
+        self.names_of(ids.into_iter())
     }
 
     /// Keys of the entries that depend on any of `resources` (each once).
     pub fn dependents_of_all(&self, resources: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        let ids = self.union(&self.resources, resources);
-        self.names_of(ids.into_iter())
+        self.union(&self.resources, resources)
     }
 
     /// Every entry the selector reaches with the cascade, when every entry counts as live.
@@ -346,8 +401,8 @@ impl DbIndex {
         let mut v: Vec<(Vec<u8>, usize)> = self
             .tags
             .iter()
-            .filter(|g| pattern.is_none_or(|p| p.matches(&g.name)))
-            .map(|g| (g.name.to_vec(), g.members.len()))
+            .filter(|(name, _)| pattern.is_none_or(|p| p.matches(name)))
+            .map(|(name, m)| (name.to_vec(), m.len()))
             .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v
@@ -355,74 +410,76 @@ impl DbIndex {
 
     /// Number of entries with at least one tag.
     pub fn tagged_entries(&self) -> usize {
-        self.slots
-            .iter()
-            .flatten()
-            .filter(|s| !s.tags.is_empty())
-            .count()
+        let mut seen = IdSet::default();
+        for m in self.tags.values() {
+            seen.extend(m.iter());
+        }
+        seen.len()
     }
 
     /// Number of (entry, resource) dependency links.
     pub fn dependency_edges(&self) -> usize {
-        self.slots.iter().flatten().map(|s| s.deps.len()).sum()
+        self.resources.values().map(Members::len).sum()
     }
 
     /// All entries with their sorted tags and dependencies, sorted by key.
     pub fn facts(&self) -> Vec<Facts> {
+        let mut per_id: AHashMap<KeyId, (NameList, NameList)> = AHashMap::new();
+        for (name, m) in &self.tags {
+            for id in m.iter() {
+                per_id.entry(id).or_default().0.push(name.to_vec());
+            }
+        }
+        for (name, m) in &self.resources {
+            for id in m.iter() {
+                per_id.entry(id).or_default().1.push(name.to_vec());
+            }
+        }
         self.keys
-            .keys()
-            .filter_map(|k| self.links_of(k).map(|(t, d)| (k.to_vec(), t, d)))
+            .iter()
+            .map(|(k, id)| {
+                let (mut t, mut d) = per_id.remove(id).unwrap_or_default();
+                t.sort();
+                d.sort();
+                (k.to_vec(), t, d)
+            })
             .collect()
     }
 
-    /// Checks the index against itself: every link is mirrored both ways, no name outlives its
-    /// last entry, and the key map agrees with the slots.
+    /// Checks the index against itself: the key map and the id table agree, every linked id is
+    /// a live entry, no name outlives its last entry.
     pub fn check_internal(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (k, &id) in &self.keys {
-            match self.slot(id) {
-                Some(s) if s.name == *k => {}
-                _ => out.push(format!("key {} points to a wrong slot", show(k))),
+            if self.name(id).is_none_or(|n| n != k) {
+                out.push(format!("key {} points to a wrong slot", show(k)));
             }
         }
-        let live = self.slots.iter().flatten().count();
+        let live = self.names.iter().flatten().count();
         if live != self.keys.len() {
             out.push(format!("{live} key slots but {} keys", self.keys.len()));
         }
-        for (what, groups, pick) in [
-            (
-                "tag",
-                &self.tags,
-                (|s: &KeySlot| &s.tags) as fn(&KeySlot) -> &Links,
-            ),
-            ("resource", &self.resources, |s: &KeySlot| &s.deps),
-        ] {
-            for (gid, g) in groups.slots.iter().enumerate() {
-                let Some(g) = g else { continue };
-                if g.members.is_empty() {
-                    out.push(format!("{what} {} has no entries", show(&g.name)));
+        for (what, groups) in [("tag", &self.tags), ("resource", &self.resources)] {
+            for (name, m) in groups {
+                if m.len() == 0 {
+                    out.push(format!("{what} {} has no entries", show(name)));
                 }
-                if groups.ids.get(&g.name) != Some(&(gid as NameId)) {
-                    out.push(format!("{what} {} is not interned", show(&g.name)));
-                }
-                for &m in &g.members {
-                    match self.slot(m) {
-                        Some(s) if pick(s).contains(&(gid as NameId)) => {}
-                        Some(s) => out.push(format!(
-                            "{what} {} lists {}, which does not carry it",
-                            show(&g.name),
-                            show(&s.name)
-                        )),
-                        None => out.push(format!("{what} {} lists a missing entry", show(&g.name))),
+                for id in m.iter() {
+                    if self.name(id).is_none() {
+                        out.push(format!("{what} {} lists a missing entry", show(name)));
                     }
                 }
-            }
-            for s in self.slots.iter().flatten() {
-                for &gid in pick(s) {
-                    let listed = groups.slots.get(gid as usize).and_then(Option::as_ref);
-                    if !listed.is_some_and(|g| g.members.contains(&self.keys[&s.name])) {
-                        out.push(format!("{} is not listed under its {what}", show(&s.name)));
+                if let Members::Many(s) = m {
+                    if s.len() <= FEW / 2 {
+                        out.push(format!(
+                            "{what} {} kept a hash set for {} entries",
+                            show(name),
+                            s.len()
+                        ));
                     }
+                }
+                if m.iter().any(|id| !m.contains(id)) {
+                    out.push(format!("{what} {} is inconsistent", show(name)));
                 }
             }
         }
@@ -534,6 +591,18 @@ mod tests {
         s.as_bytes().to_vec()
     }
 
+    fn bs<'a>(v: &'a [&'a str]) -> impl Iterator<Item = &'a [u8]> + Clone {
+        v.iter().map(|s| s.as_bytes())
+    }
+
+    fn ins(idx: &mut DbIndex, key: &str, tags: &[&str], deps: &[&str]) {
+        idx.insert(key.as_bytes(), bs(tags), bs(deps));
+    }
+
+    fn rm(idx: &mut DbIndex, key: &str, tags: &[&str], deps: &[&str]) -> bool {
+        idx.remove(key.as_bytes(), bs(tags), bs(deps))
+    }
+
     fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
         v.sort();
         v
@@ -546,31 +615,29 @@ mod tests {
             .collect()
     }
 
-    const NONE: [&str; 0] = [];
-
     #[test]
     fn insert_remove_leaves_nothing_behind() {
         let mut idx = DbIndex::new();
-        idx.insert(b"k1", &["t1", "t2"], &["r1"]);
-        idx.insert(b"k2", &["t2"], &NONE);
-        assert_eq!(idx.len(), 2);
-        assert_eq!(idx.tag_count(), 2);
-        assert_eq!(idx.resource_count(), 1);
-        assert!(idx.remove(b"k1"));
-        assert!(!idx.remove(b"k1"));
-        assert_eq!(idx.tag_count(), 1);
-        assert_eq!(idx.resource_count(), 0);
-        assert!(idx.remove(b"k2"));
+        ins(&mut idx, "k1", &["t1", "t2"], &["r1"]);
+        ins(&mut idx, "k2", &["t2"], &[]);
+        assert_eq!(
+            (idx.len(), idx.tag_count(), idx.resource_count()),
+            (2, 2, 1)
+        );
+        assert!(rm(&mut idx, "k1", &["t1", "t2"], &["r1"]));
+        assert!(!rm(&mut idx, "k1", &["t1", "t2"], &["r1"]));
+        assert_eq!((idx.tag_count(), idx.resource_count()), (1, 0));
+        assert!(rm(&mut idx, "k2", &["t2"], &[]));
         assert_eq!(idx.tag_count(), 0);
         assert!(idx.is_empty());
         assert!(idx.check_internal().is_empty());
     }
 
     #[test]
-    fn insert_replaces_links() {
+    fn insert_over_an_indexed_key_replaces_its_links() {
         let mut idx = DbIndex::new();
-        idx.insert(b"k", &["old"], &["r"]);
-        idx.insert(b"k", &["new"], &NONE);
+        ins(&mut idx, "k", &["old"], &["r"]);
+        ins(&mut idx, "k", &["new"], &[]);
         assert_eq!(
             keys(&idx, Selector::Tags(vec![b("old")]), 0),
             Vec::<String>::new()
@@ -581,24 +648,49 @@ mod tests {
     }
 
     #[test]
-    fn rename_moves_links() {
+    fn add_links_and_rename() {
         let mut idx = DbIndex::new();
-        idx.insert(b"a", &["t"], &["r"]);
-        idx.insert(b"b", &["u"], &NONE);
-        assert!(idx.rename(b"a", b"b"));
+        ins(&mut idx, "a", &["t"], &["r"]);
+        ins(&mut idx, "b", &["u"], &[]);
+        assert!(idx.add_links(b"a", bs(&["t2"]), bs(&[])));
+        assert!(!idx.add_links(b"missing", bs(&["t2"]), bs(&[])));
+        assert!(idx.rename(b"a", b"c", bs(&["t", "t2"]), bs(&["r"])));
         assert!(!idx.contains(b"a"));
-        assert_eq!(idx.links_of(b"b"), Some((vec![b("t")], vec![b("r")])));
-        assert_eq!(idx.tag_count(), 1);
-        assert!(!idx.rename(b"missing", b"x"));
+        assert_eq!(
+            idx.facts(),
+            vec![
+                (b("b"), vec![b("u")], vec![]),
+                (b("c"), vec![b("t"), b("t2")], vec![b("r")])
+            ]
+        );
+        assert!(!idx.rename(b"missing", b"x", bs(&[]), bs(&[])));
+        assert!(idx.check_internal().is_empty());
+    }
+
+    #[test]
+    fn members_grow_into_a_set_and_shrink_back() {
+        let mut idx = DbIndex::new();
+        let names: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+        for n in &names {
+            ins(&mut idx, n, &["big"], &[]);
+        }
+        assert_eq!(idx.tag_sizes(None), vec![(b("big"), 50)]);
+        for n in &names[..48] {
+            assert!(rm(&mut idx, n, &["big"], &[]));
+        }
+        assert_eq!(
+            keys(&idx, Selector::Tags(vec![b("big")]), 0),
+            vec!["k48", "k49"]
+        );
         assert!(idx.check_internal().is_empty());
     }
 
     #[test]
     fn tags_are_exact_and_union_counts_once() {
         let mut idx = DbIndex::new();
-        idx.insert(b"1", &["get_track"], &NONE);
-        idx.insert(b"2", &["get_all_tracks"], &NONE);
-        idx.insert(b"3", &["get_track", "get_all_tracks"], &NONE);
+        ins(&mut idx, "1", &["get_track"], &[]);
+        ins(&mut idx, "2", &["get_all_tracks"], &[]);
+        ins(&mut idx, "3", &["get_track", "get_all_tracks"], &[]);
         assert_eq!(
             keys(&idx, Selector::Tags(vec![b("get_track")]), 0),
             vec!["1", "3"]
@@ -611,13 +703,21 @@ mod tests {
             ),
             vec!["1", "2", "3"]
         );
+        assert_eq!(
+            idx.resolve(
+                &Selector::Tags(vec![b("get_track"), b("get_all_tracks")]),
+                0
+            )
+            .len(),
+            3
+        );
     }
 
     #[test]
     fn pattern_namespace_and_all() {
         let mut idx = DbIndex::new();
         for k in ["user:1", "user:2", "user:10", "users", "post:1", "a*b"] {
-            idx.insert(k.as_bytes(), &NONE, &NONE);
+            ins(&mut idx, k, &[], &[]);
         }
         assert_eq!(
             keys(&idx, Selector::Pattern(b("user:?")), 0),
@@ -637,14 +737,23 @@ mod tests {
             vec!["user:1", "user:10", "user:2"]
         );
         assert_eq!(idx.resolve(&Selector::All, 0).len(), 6);
+        assert_eq!(
+            keys(
+                &idx,
+                Selector::Keys(vec![b("users"), b("users"), b("nope")]),
+                0
+            ),
+            vec!["users"]
+        );
     }
 
     fn chain(n: usize) -> DbIndex {
         // c0 <- c1 <- c2 ...: c(i+1) depends on c(i)
         let mut idx = DbIndex::new();
-        idx.insert(b"c0", &NONE, &NONE);
+        ins(&mut idx, "c0", &[], &[]);
         for i in 1..n {
-            idx.insert(format!("c{i}").as_bytes(), &NONE, &[format!("c{}", i - 1)]);
+            let dep = format!("c{}", i - 1);
+            ins(&mut idx, &format!("c{i}"), &[], &[&dep]);
         }
         idx
     }
@@ -668,31 +777,44 @@ mod tests {
     }
 
     #[test]
+    fn cascade_skips_dead_entries_and_their_dependents() {
+        let idx = chain(5);
+        let got = cascade(
+            vec![b("c0")],
+            16,
+            |k| idx.dependents_of_all(k),
+            |k| k != b"c2",
+        );
+        assert_eq!(got, vec![b("c0"), b("c1")]);
+    }
+
+    #[test]
     fn cycles_and_diamonds_terminate_and_count_once() {
         let mut idx = DbIndex::new();
-        idx.insert(b"a", &NONE, &["c"]);
-        idx.insert(b"b", &NONE, &["a"]);
-        idx.insert(b"c", &NONE, &["b"]);
+        ins(&mut idx, "a", &[], &["c"]);
+        ins(&mut idx, "b", &[], &["a"]);
+        ins(&mut idx, "c", &[], &["b"]);
         assert_eq!(
             keys(&idx, Selector::Keys(vec![b("a")]), 100),
             vec!["a", "b", "c"]
         );
         let mut d = DbIndex::new();
-        d.insert(b"top", &NONE, &NONE);
-        d.insert(b"l", &NONE, &["top"]);
-        d.insert(b"r", &NONE, &["top"]);
-        d.insert(b"bottom", &NONE, &["l", "r"]);
+        ins(&mut d, "top", &[], &[]);
+        ins(&mut d, "l", &[], &["top"]);
+        ins(&mut d, "r", &[], &["top"]);
+        ins(&mut d, "bottom", &[], &["l", "r"]);
         assert_eq!(d.resolve(&Selector::Keys(vec![b("top")]), 16).len(), 4);
         // A self-dependency is harmless.
-        d.insert(b"self", &NONE, &["self"]);
+        ins(&mut d, "self", &[], &["self"]);
         assert_eq!(d.resolve(&Selector::Keys(vec![b("self")]), 16).len(), 1);
     }
 
     #[test]
     fn dependents_and_tag_sizes() {
         let mut idx = DbIndex::new();
-        idx.insert(b"x", &["big", "small"], &["r"]);
-        idx.insert(b"y", &["big"], &["r"]);
+        ins(&mut idx, "x", &["big", "small"], &["r"]);
+        ins(&mut idx, "y", &["big"], &["r"]);
+        ins(&mut idx, "z", &[], &[]);
         assert_eq!(idx.dependents_of(b"r"), vec![b("x"), b("y")]);
         let g = Glob::new(b"b*");
         assert_eq!(idx.tag_sizes(None), vec![(b("big"), 2), (b("small"), 1)]);
@@ -704,11 +826,11 @@ mod tests {
     #[test]
     fn diff_reports_both_directions() {
         let mut live = DbIndex::new();
-        live.insert(b"a", &["t"], &NONE);
-        live.insert(b"ghost", &NONE, &NONE);
+        ins(&mut live, "a", &["t"], &[]);
+        ins(&mut live, "ghost", &[], &[]);
         let mut exp = DbIndex::new();
-        exp.insert(b"a", &["u"], &NONE);
-        exp.insert(b"missing", &NONE, &NONE);
+        ins(&mut exp, "a", &["u"], &[]);
+        ins(&mut exp, "missing", &[], &[]);
         let d = diff(0, &live, &exp);
         assert_eq!(d.len(), 3, "{d:?}");
         assert!(diff(0, &exp, &exp).is_empty());
@@ -724,14 +846,26 @@ mod tests {
             let mut model: BTreeMap<Vec<u8>, (NameList, NameList)> = BTreeMap::new();
             for (op, k, tags, deps) in ops {
                 let key = format!("k{k}").into_bytes();
-                let tags: Vec<Vec<u8>> = sorted(tags.iter().map(|t| format!("t{t}").into_bytes()).collect());
-                let deps: Vec<Vec<u8>> = sorted(deps.iter().map(|d| format!("k{d}").into_bytes()).collect());
-                let (mut tags, mut deps) = (tags, deps);
+                let mut tags: NameList = sorted(tags.iter().map(|t| format!("t{t}").into_bytes()).collect());
+                let mut deps: NameList = sorted(deps.iter().map(|d| format!("k{d}").into_bytes()).collect());
                 tags.dedup();
                 deps.dedup();
                 match op {
-                    0 | 1 => { idx.insert(&key, &tags, &deps); model.insert(key, (tags, deps)); }
-                    _ => { prop_assert_eq!(idx.remove(&key), model.remove(&key).is_some()); }
+                    0 | 1 => {
+                        if let Some((t, d)) = model.remove(&key) {
+                            idx.remove(&key, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice));
+                        }
+                        idx.insert(&key, tags.iter().map(Vec::as_slice), deps.iter().map(Vec::as_slice));
+                        model.insert(key, (tags, deps));
+                    }
+                    _ => {
+                        let had = model.remove(&key);
+                        let removed = match &had {
+                            Some((t, d)) => idx.remove(&key, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice)),
+                            None => idx.remove(&key, std::iter::empty(), std::iter::empty()),
+                        };
+                        prop_assert_eq!(removed, had.is_some());
+                    }
                 }
             }
             prop_assert!(idx.check_internal().is_empty());

@@ -56,6 +56,8 @@ pub struct SetArgs {
     pub key: Bytes,
     pub value: Bytes,
     pub expiry: Expiry,
+    /// The deadline came from EX or PX (relative to the server's clock).
+    pub relative_ttl: bool,
     pub condition: Condition,
     pub tags: Vec<Bytes>,
     pub deps: Vec<Bytes>,
@@ -74,6 +76,7 @@ pub fn parse_set(args: &[&[u8]], now_ms: i64) -> Result<SetArgs> {
         key: args[1].to_vec(),
         value: args[2].to_vec(),
         expiry: Expiry::Default,
+        relative_ttl: false,
         condition: Condition::Always,
         tags: Vec::new(),
         deps: Vec::new(),
@@ -91,6 +94,7 @@ pub fn parse_set(args: &[&[u8]], now_ms: i64) -> Result<SetArgs> {
             }
             have_ttl = true;
             out.expiry = Expiry::At(deadline(opt, n, now_ms)?);
+            out.relative_ttl = eq(opt, "EX") || eq(opt, "PX");
             i += 2;
         } else if eq(opt, "KEEPTTL") {
             if have_ttl {
