@@ -91,10 +91,10 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         return Ok(Reply::Ok);
     }
     let entry = Entry::new(
-        &a.value,
-        a.tags.iter().map(Vec::as_slice),
-        a.deps.iter().map(Vec::as_slice),
-        a.meta.as_deref(),
+        a.value,
+        a.tags.iter().copied(),
+        a.deps.iter().copied(),
+        a.meta,
         now,
     )
     .ok_or(CacheError::TooLarge)?;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use redis_module::{raw, Context, RedisString};
 
 use crate::core::entry::{Entry, ENCODING_VERSION};
+use crate::core::index::hash_key;
 use crate::server;
 use crate::state;
 
@@ -227,7 +228,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         };
         let mut st = state::lock();
         if st.db(db).remove(key, e.tags(), e.deps()) {
-            st.last_unlinked = Some((db, key.to_vec()));
+            st.last_unlinked = Some((db, hash_key(key)));
             UNLINK_PENDING.store(true, Ordering::Relaxed);
         }
     })
@@ -370,11 +371,7 @@ fn count_removal(db: usize, name: &[u8], event: &[u8]) {
         return;
     }
     let mut st = state::lock();
-    if st
-        .last_unlinked
-        .take()
-        .is_some_and(|(d, k)| d == db && k == name)
-    {
+    if st.last_unlinked.take() == Some((db, hash_key(name))) {
         let r = &mut st.counters.removals;
         match event {
             b"expired" => r.expired += 1,

@@ -30,8 +30,9 @@ pub struct Counters {
 pub struct State {
     dbs: Vec<DbIndex>,
     pub counters: Counters,
-    /// The entry the server unlinked last, until the notification that says why arrives.
-    pub last_unlinked: Option<(usize, Vec<u8>)>,
+    /// The entry the server unlinked last (database, key hash), until the notification that
+    /// says why arrives.
+    pub last_unlinked: Option<(usize, u64)>,
 }
 
 impl State {

@@ -1,15 +1,13 @@
-//! The derived per-database index: tag -> entries, resource -> dependent entries, and the ordered
-//! set of entry keys for prefix and pattern lookups. Entries are linked by small integer ids;
+//! The derived per-database index: tag -> entries, resource -> dependent entries, and namespace
+//! (the key up to its first `:`) -> entries for prefix and pattern lookups. Entries are linked by small integer ids;
 //! the index keeps no per-entry copy of the links: removing an entry takes its names from the
 //! entry itself (the server hands the value to the unlink callback). Everything here can be
 //! rebuilt from the entries.
 
-use std::collections::BTreeMap;
-use std::hash::BuildHasherDefault;
-use std::ops::Bound;
-use std::sync::Arc;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use ahash::{AHashMap, AHashSet, AHasher};
+use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use super::glob::Glob;
@@ -142,14 +140,41 @@ fn unlink(groups: &mut Groups, name: &[u8], id: KeyId) {
     }
 }
 
-/// The index of one database.
-#[derive(Default, Debug)]
+/// Where a key is filed for prefix lookups: its namespace, the part before the first `:`.
+/// Keys without `:` are filed under `:`, which no namespace can be.
+fn namespace_of(key: &[u8]) -> &[u8] {
+    match key.iter().position(|&b| b == b':') {
+        Some(i) => &key[..i],
+        None => b":",
+    }
+}
+
+/// A 64-bit hash of a key name (fixed keys: stable within the process).
+pub fn hash_key(key: &[u8]) -> u64 {
+    let mut h = AHasher::default();
+    h.write(key);
+    h.finish()
+}
+
+/// The index of one database. Every key name is stored once (`names`, by id); the lookup table
+/// holds only ids and hashes the names it points to.
+#[derive(Default)]
 pub struct DbIndex {
-    keys: BTreeMap<Arc<[u8]>, KeyId>,
-    names: Vec<Option<Arc<[u8]>>>,
+    names: Vec<Option<Box<[u8]>>>,
     free: Vec<KeyId>,
+    lookup: HashTable<KeyId>,
+    namespaces: Groups,
     tags: Groups,
     resources: Groups,
+}
+
+impl std::fmt::Debug for DbIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbIndex")
+            .field("entries", &self.len())
+            .field("tags", &self.tags.len())
+            .finish()
+    }
 }
 
 /// Sorted names (tags or resources).
@@ -165,11 +190,11 @@ impl DbIndex {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.lookup.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.lookup.is_empty()
     }
 
     /// Number of distinct tags in use.
@@ -182,8 +207,17 @@ impl DbIndex {
         self.resources.len()
     }
 
+    fn id_of(&self, key: &[u8]) -> Option<KeyId> {
+        let names = &self.names;
+        self.lookup
+            .find(hash_key(key), |&id| {
+                names[id as usize].as_deref() == Some(key)
+            })
+            .copied()
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
-        self.keys.contains_key(key)
+        self.id_of(key).is_some()
     }
 
     /// Adds an entry with its tags and dependencies. An entry already indexed under this key is
@@ -194,7 +228,7 @@ impl DbIndex {
         tags: impl IntoIterator<Item = &'a [u8]>,
         deps: impl IntoIterator<Item = &'a [u8]>,
     ) {
-        if let Some(&old) = self.keys.get(key) {
+        if let Some(old) = self.id_of(key) {
             self.purge(old);
         }
         let id = match self.free.pop() {
@@ -204,9 +238,12 @@ impl DbIndex {
                 (self.names.len() - 1) as KeyId
             }
         };
-        let name: Arc<[u8]> = key.into();
-        self.names[id as usize] = Some(name.clone());
-        self.keys.insert(name, id);
+        self.names[id as usize] = Some(key.into());
+        let names = &self.names;
+        self.lookup.insert_unique(hash_key(key), id, |&i| {
+            hash_key(names[i as usize].as_deref().unwrap_or_default())
+        });
+        link(&mut self.namespaces, namespace_of(key), id);
         self.add(id, tags, deps);
     }
 
@@ -231,13 +268,29 @@ impl DbIndex {
         tags: impl IntoIterator<Item = &'a [u8]>,
         deps: impl IntoIterator<Item = &'a [u8]>,
     ) -> bool {
-        match self.keys.get(key) {
-            Some(&id) => {
+        match self.id_of(key) {
+            Some(id) => {
                 self.add(id, tags, deps);
                 true
             }
             None => false,
         }
+    }
+
+    /// Takes a key out of the lookup table and the id table; returns its id.
+    fn detach(&mut self, key: &[u8]) -> Option<KeyId> {
+        let names = &self.names;
+        let found = self
+            .lookup
+            .find_entry(hash_key(key), |&id| {
+                names[id as usize].as_deref() == Some(key)
+            })
+            .ok()?;
+        let (id, _) = found.remove();
+        unlink(&mut self.namespaces, namespace_of(key), id);
+        self.names[id as usize] = None;
+        self.free.push(id);
+        Some(id)
     }
 
     /// Drops an entry and the links it has (its tags and dependencies, from the entry).
@@ -248,7 +301,7 @@ impl DbIndex {
         tags: impl IntoIterator<Item = &'a [u8]>,
         deps: impl IntoIterator<Item = &'a [u8]>,
     ) -> bool {
-        let Some(id) = self.keys.remove(key) else {
+        let Some(id) = self.detach(key) else {
             return false;
         };
         for t in tags {
@@ -257,8 +310,6 @@ impl DbIndex {
         for d in deps {
             unlink(&mut self.resources, d, id);
         }
-        self.names[id as usize] = None;
-        self.free.push(id);
         true
     }
 
@@ -267,10 +318,9 @@ impl DbIndex {
         for groups in [&mut self.tags, &mut self.resources] {
             groups.retain(|_, m| !m.remove(id));
         }
-        if let Some(name) = self.names[id as usize].take() {
-            self.keys.remove(&name);
+        if let Some(name) = self.names[id as usize].clone() {
+            self.detach(&name);
         }
-        self.free.push(id);
     }
 
     /// Moves an entry to a new key name (replacing whatever the new name had).
@@ -292,13 +342,17 @@ impl DbIndex {
         *self = DbIndex::default();
     }
 
-    fn name(&self, id: KeyId) -> Option<&Arc<[u8]>> {
-        self.names.get(id as usize).and_then(Option::as_ref)
+    fn name(&self, id: KeyId) -> Option<&[u8]> {
+        self.names.get(id as usize).and_then(Option::as_deref)
     }
 
     fn names_of(&self, ids: impl Iterator<Item = KeyId>) -> Vec<Vec<u8>> {
-        ids.filter_map(|id| self.name(id).map(|n| n.to_vec()))
+        ids.filter_map(|id| self.name(id).map(<[u8]>::to_vec))
             .collect()
+    }
+
+    fn all_names(&self) -> impl Iterator<Item = &[u8]> {
+        self.names.iter().filter_map(Option::as_deref)
     }
 
     /// Keys of the entries that depend on `resource`, sorted.
@@ -311,47 +365,54 @@ impl DbIndex {
         v
     }
 
-    fn prefix_ids<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = (&'a [u8], KeyId)> + 'a {
-        self.keys
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(prefix))
-            .map(|(k, &id)| (&k[..], id))
+    /// Keys starting with `prefix`, from its namespace when it has one (cost proportional to
+    /// that namespace), else from every key.
+    fn with_prefix<'a>(&'a self, prefix: &'a [u8]) -> Box<dyn Iterator<Item = &'a [u8]> + 'a> {
+        if prefix.contains(&b':') {
+            match self.namespaces.get(namespace_of(prefix)) {
+                Some(m) => Box::new(
+                    m.iter()
+                        .filter_map(|id| self.name(id))
+                        .filter(move |k| k.starts_with(prefix)),
+                ),
+                None => Box::new(std::iter::empty()),
+            }
+        } else {
+            Box::new(self.all_names().filter(move |k| k.starts_with(prefix)))
+        }
     }
 
     /// The keys of the entries a selector picks, before any cascade (each once).
     pub fn select(&self, sel: &Selector) -> Vec<Vec<u8>> {
         match sel {
             Selector::Keys(keys) => {
-                let mut out: Vec<Vec<u8>> = keys
-                    .iter()
-                    .filter(|k| self.keys.contains_key(&k[..]))
-                    .cloned()
-                    .collect();
+                let mut out: Vec<Vec<u8>> =
+                    keys.iter().filter(|k| self.contains(k)).cloned().collect();
                 out.sort_unstable();
                 out.dedup();
                 out
             }
             Selector::Tags(names) => self.union(&self.tags, names),
             Selector::Dependents(names) => self.union(&self.resources, names),
-            Selector::All => self.keys.keys().map(|k| k.to_vec()).collect(),
+            Selector::All => self.all_names().map(<[u8]>::to_vec).collect(),
             Selector::Namespace(ns) => {
                 let mut prefix = ns.clone();
                 prefix.push(b':');
-                self.prefix_ids(&prefix).map(|(k, _)| k.to_vec()).collect()
+                self.with_prefix(&prefix).map(<[u8]>::to_vec).collect()
             }
             Selector::Pattern(p) => {
                 let glob = Glob::new(p);
                 if glob.is_literal() {
                     let k = glob.literal_prefix();
-                    if self.keys.contains_key(k) {
+                    if self.contains(k) {
                         vec![k.to_vec()]
                     } else {
                         Vec::new()
                     }
                 } else {
-                    self.prefix_ids(glob.literal_prefix())
-                        .filter(|(k, _)| glob.matches(k))
-                        .map(|(k, _)| k.to_vec())
+                    self.with_prefix(glob.literal_prefix())
+                        .filter(|k| glob.matches(k))
+                        .map(<[u8]>::to_vec)
                         .collect()
                 }
             }
@@ -435,31 +496,58 @@ impl DbIndex {
                 per_id.entry(id).or_default().1.push(name.to_vec());
             }
         }
-        self.keys
+        let mut out: Vec<Facts> = self
+            .names
             .iter()
-            .map(|(k, id)| {
-                let (mut t, mut d) = per_id.remove(id).unwrap_or_default();
+            .enumerate()
+            .filter_map(|(id, k)| {
+                let k = k.as_deref()?;
+                let (mut t, mut d) = per_id.remove(&(id as KeyId)).unwrap_or_default();
                 t.sort();
                 d.sort();
-                (k.to_vec(), t, d)
+                Some((k.to_vec(), t, d))
             })
-            .collect()
+            .collect();
+        out.sort();
+        out
     }
 
-    /// Checks the index against itself: the key map and the id table agree, every linked id is
-    /// a live entry, no name outlives its last entry.
+    /// Checks the index against itself: the lookup table and the id table agree, every key is
+    /// filed under its namespace, every linked id is a live entry, no name outlives its last
+    /// entry.
     pub fn check_internal(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (k, &id) in &self.keys {
-            if self.name(id).is_none_or(|n| n != k) {
-                out.push(format!("key {} points to a wrong slot", show(k)));
+        let live = self.names.iter().flatten().count();
+        if live != self.lookup.len() {
+            out.push(format!(
+                "{live} key slots but {} keys in the lookup table",
+                self.lookup.len()
+            ));
+        }
+        for (id, k) in self.names.iter().enumerate() {
+            let Some(k) = k.as_deref() else { continue };
+            if self.id_of(k) != Some(id as KeyId) {
+                out.push(format!("key {} cannot be looked up", show(k)));
+            }
+            if !self
+                .namespaces
+                .get(namespace_of(k))
+                .is_some_and(|m| m.contains(id as KeyId))
+            {
+                out.push(format!("key {} is not filed under its namespace", show(k)));
             }
         }
-        let live = self.names.iter().flatten().count();
-        if live != self.keys.len() {
-            out.push(format!("{live} key slots but {} keys", self.keys.len()));
+        let filed: usize = self.namespaces.values().map(Members::len).sum();
+        if filed != live {
+            out.push(format!(
+                "{filed} keys filed under namespaces but {live} keys"
+            ));
         }
-        for (what, groups) in [("tag", &self.tags), ("resource", &self.resources)] {
+        for (what, groups) in [
+            ("tag", &self.tags),
+            ("resource", &self.resources),
+            ("namespace", &self.namespaces),
+        ] {
             for (name, m) in groups {
                 if m.len() == 0 {
                     out.push(format!("{what} {} has no entries", show(name)));
@@ -477,9 +565,6 @@ impl DbIndex {
                             s.len()
                         ));
                     }
-                }
-                if m.iter().any(|id| !m.contains(id)) {
-                    out.push(format!("{what} {} is inconsistent", show(name)));
                 }
             }
         }
@@ -586,6 +671,7 @@ fn show_list(l: &[Vec<u8>]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     fn b(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()
@@ -745,6 +831,33 @@ mod tests {
             ),
             vec!["users"]
         );
+    }
+
+    #[test]
+    fn prefixes_inside_and_across_namespaces() {
+        let mut idx = DbIndex::new();
+        for k in ["a:b:c", "a:bc", "a:b", "ab", "a", ":x", "b:1"] {
+            ins(&mut idx, k, &[], &[]);
+        }
+        assert_eq!(keys(&idx, Selector::Namespace(b("a:b")), 0), vec!["a:b:c"]);
+        assert_eq!(
+            keys(&idx, Selector::Namespace(b("a")), 0),
+            vec!["a:b", "a:b:c", "a:bc"]
+        );
+        assert_eq!(keys(&idx, Selector::Namespace(b("")), 0), vec![":x"]);
+        assert_eq!(
+            keys(&idx, Selector::Pattern(b("a*")), 0),
+            vec!["a", "a:b", "a:b:c", "a:bc", "ab"]
+        );
+        assert_eq!(
+            keys(&idx, Selector::Pattern(b("a:b*")), 0),
+            vec!["a:b", "a:b:c", "a:bc"]
+        );
+        assert_eq!(
+            keys(&idx, Selector::Pattern(b("?:*")), 0),
+            vec!["a:b", "a:b:c", "a:bc", "b:1"]
+        );
+        assert!(idx.check_internal().is_empty());
     }
 
     fn chain(n: usize) -> DbIndex {

@@ -52,29 +52,29 @@ pub enum Condition {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetArgs {
-    pub key: Bytes,
-    pub value: Bytes,
+pub struct SetArgs<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
     pub expiry: Expiry,
     /// The deadline came from EX or PX (relative to the server's clock).
     pub relative_ttl: bool,
     pub condition: Condition,
-    pub tags: Vec<Bytes>,
-    pub deps: Vec<Bytes>,
-    pub meta: Option<String>,
+    pub tags: Vec<&'a [u8]>,
+    pub deps: Vec<&'a [u8]>,
+    pub meta: Option<&'a str>,
 }
 
 const SET: &str = "cache.set";
 
 /// `CACHE.SET key value [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] [NX|XX] [TAGS n t..] [DEPENDS n r..]
 /// [META json]`; `now_ms` turns relative times into deadlines.
-pub fn parse_set(args: &[&[u8]], now_ms: i64) -> Result<SetArgs> {
+pub fn parse_set<'a>(args: &[&'a [u8]], now_ms: i64) -> Result<SetArgs<'a>> {
     if args.len() < 3 {
         return Err(CacheError::WrongArity(SET));
     }
     let mut out = SetArgs {
-        key: args[1].to_vec(),
-        value: args[2].to_vec(),
+        key: args[1],
+        value: args[2],
         expiry: Expiry::Default,
         relative_ttl: false,
         condition: Condition::Always,
@@ -167,25 +167,25 @@ fn deadline(unit: &[u8], arg: &[u8], now_ms: i64) -> Result<i64> {
 }
 
 /// `count name [name ...]`: returns the names and how many arguments were used.
-fn counted(rest: &[&[u8]]) -> Result<(Vec<Bytes>, usize)> {
+fn counted<'a>(rest: &[&'a [u8]]) -> Result<(Vec<&'a [u8]>, usize)> {
     let count = rest.first().ok_or(CacheError::Syntax)?;
     let n = parse_i64(count)?;
     if n < 0 || n as u64 > (rest.len() - 1) as u64 {
         return Err(CacheError::Syntax);
     }
     let n = n as usize;
-    Ok((rest[1..=n].iter().map(|s| s.to_vec()).collect(), n + 1))
+    Ok((rest[1..=n].to_vec(), n + 1))
 }
 
-/// META must be a JSON object; it is stored as sent.
-pub fn parse_meta(json: &[u8]) -> Result<String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| CacheError::MetaNotJson(e.to_string()))?;
-    if !v.is_object() {
+/// META must be a JSON object; it is stored as sent. Validated without building a tree.
+pub fn parse_meta(json: &[u8]) -> Result<&str> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(json)
+        .map_err(|e| CacheError::MetaNotJson(e.to_string()))?;
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(CacheError::MetaNotObject);
     }
-    // from_slice succeeded, so the bytes are UTF-8.
-    String::from_utf8(json.to_vec()).map_err(|e| CacheError::MetaNotJson(e.to_string()))
+    // Valid JSON is UTF-8.
+    std::str::from_utf8(json).map_err(|e| CacheError::MetaNotJson(e.to_string()))
 }
 
 /// `CACHE.TAG key tag [tag ...]` and `CACHE.DEPEND key resource [resource ...]`.
@@ -404,8 +404,9 @@ mod tests {
         s.split(' ').map(str::as_bytes).collect()
     }
 
-    fn set(s: &str) -> Result<SetArgs> {
-        parse_set(&a(s), NOW)
+    fn set(s: &'static str) -> Result<SetArgs<'static>> {
+        let args: Vec<&'static [u8]> = s.split(' ').map(str::as_bytes).collect();
+        parse_set(&args, NOW)
     }
 
     #[test]
@@ -441,9 +442,9 @@ mod tests {
         let s = set("CACHE.SET k v ex 10 nx TAGS 2 a b DEPENDS 1 r META {\"a\":1}").unwrap();
         assert_eq!(s.expiry, Expiry::At(NOW + 10_000));
         assert_eq!(s.condition, Condition::IfMissing);
-        assert_eq!(s.tags, vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(s.deps, vec![b"r".to_vec()]);
-        assert_eq!(s.meta.as_deref(), Some("{\"a\":1}"));
+        assert_eq!(s.tags, vec![&b"a"[..], b"b"]);
+        assert_eq!(s.deps, vec![&b"r"[..]]);
+        assert_eq!(s.meta, Some("{\"a\":1}"));
         assert_eq!(
             set("cache.set k v PX 5").unwrap().expiry,
             Expiry::At(NOW + 5)
@@ -457,9 +458,18 @@ mod tests {
             set("cache.set k v KEEPTTL xx").unwrap().expiry,
             Expiry::Keep
         );
+        assert!(set("cache.set k v TAGS 0").unwrap().tags.is_empty());
+        assert!(matches!(
+            set("cache.set k v META  {}"),
+            Err(CacheError::MetaNotJson(_))
+        ));
         assert_eq!(
-            set("cache.set k v TAGS 0").unwrap().tags,
-            Vec::<Bytes>::new()
+            set("cache.set k v META {\"a\":[1,{}]}").unwrap().meta,
+            Some("{\"a\":[1,{}]}")
+        );
+        assert_eq!(
+            set("cache.set k v META \"{}\""),
+            Err(CacheError::MetaNotObject)
         );
     }
 
