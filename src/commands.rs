@@ -6,8 +6,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use crate::config;
-use crate::core::entry::{Entry, NameIter};
+use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
+use crate::core::index::hash_key;
 use crate::core::index::{self, DbIndex, Selector};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, Strategy};
 use crate::error::{CacheError, Result};
@@ -98,16 +99,27 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         now,
     )
     .ok_or(CacheError::TooLarge)?;
-    // Replacing the value runs the type's unlink callback for the old entry, which drops it
-    // from the index; the new one is indexed after.
-    key.set_entry(entry)?;
+    // Replacing a value runs the type's unlink callback for the old entry. When an entry is
+    // replaced, only the links that differ change: the callback is told to leave the index
+    // alone and the difference is applied after.
+    let change = key.entry()?.map(|old| LinkChange::between(old, &entry));
+    if change.is_some() {
+        state::lock().replacing = Some((db, hash_key(argv[1])));
+    }
+    let stored = key.set_entry(entry);
+    state::lock().replacing = None;
+    stored?;
     if let Some(t) = deadline {
         key.set_deadline(t);
     }
     let stored = key
         .entry()?
         .ok_or_else(|| CacheError::Internal("entry vanished".into()))?;
-    state::with_db(db, |idx| idx.insert(argv[1], stored.tags(), stored.deps()));
+    state::with_db(db, |idx| {
+        if !change.is_some_and(|c| idx.relink(argv[1], &c)) {
+            idx.insert(argv[1], stored.tags(), stored.deps());
+        }
+    });
     // The command as sent is deterministic unless it had a relative TTL or took the default:
     // then it propagates with the absolute deadline it resolved to.
     if a.relative_ttl || (a.expiry == Expiry::Default && deadline.is_some()) {

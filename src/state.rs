@@ -33,6 +33,9 @@ pub struct State {
     /// The entry the server unlinked last (database, key hash), until the notification that
     /// says why arrives.
     pub last_unlinked: Option<(usize, u64)>,
+    /// A CACHE.SET replacing this entry (database, key hash) updates the index itself: the
+    /// unlink callback of the old value leaves the index alone.
+    pub replacing: Option<(usize, u64)>,
 }
 
 impl State {
@@ -75,6 +78,7 @@ static STATE: Mutex<State> = Mutex::new(State {
         },
     },
     last_unlinked: None,
+    replacing: None,
 });
 
 pub fn lock() -> MutexGuard<'static, State> {

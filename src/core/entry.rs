@@ -57,6 +57,63 @@ impl<'a> Iterator for NameIter<'a> {
     }
 }
 
+/// What changes between two sorted name lists: (names only in `old`, names only in `new`).
+pub fn diff_names<'a, 'b>(
+    old: impl Iterator<Item = &'a [u8]>,
+    new: impl Iterator<Item = &'b [u8]>,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let mut old = old.peekable();
+    let mut new = new.peekable();
+    loop {
+        match (old.peek(), new.peek()) {
+            (Some(a), Some(b)) if a == b => {
+                old.next();
+                new.next();
+            }
+            (Some(a), Some(b)) if a < b => {
+                gone.push(a.to_vec());
+                old.next();
+            }
+            (Some(_), Some(b)) => {
+                came.push(b.to_vec());
+                new.next();
+            }
+            (Some(a), None) => {
+                gone.push(a.to_vec());
+                old.next();
+            }
+            (None, Some(b)) => {
+                came.push(b.to_vec());
+                new.next();
+            }
+            (None, None) => return (gone, came),
+        }
+    }
+}
+
+/// How the links of an entry change when it is replaced.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LinkChange {
+    pub tags_gone: Vec<Vec<u8>>,
+    pub tags_new: Vec<Vec<u8>>,
+    pub deps_gone: Vec<Vec<u8>>,
+    pub deps_new: Vec<Vec<u8>>,
+}
+
+impl LinkChange {
+    pub fn between(old: &Entry, new: &Entry) -> LinkChange {
+        let (tags_gone, tags_new) = diff_names(old.tags(), new.tags());
+        let (deps_gone, deps_new) = diff_names(old.deps(), new.deps());
+        LinkChange {
+            tags_gone,
+            tags_new,
+            deps_gone,
+            deps_new,
+        }
+    }
+}
+
 /// Sorts and deduplicates names.
 pub fn canonical<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
     let mut v: Vec<&[u8]> = names.into_iter().collect();
@@ -382,6 +439,27 @@ mod tests {
             (&[0u8, 255, 1][..], 7, Some("{\"x\":1}"))
         );
         assert!(e.add(true, [&b"r2"[..]]).is_empty());
+    }
+
+    #[test]
+    fn diff_of_sorted_lists() {
+        let v = |x: &[&'static str]| x.iter().map(|s| s.as_bytes()).collect::<Vec<&[u8]>>();
+        let (gone, came) = diff_names(
+            v(&["a", "c", "d"]).into_iter(),
+            v(&["b", "c", "e"]).into_iter(),
+        );
+        assert_eq!(gone, vec![b"a".to_vec(), b"d".to_vec()]);
+        assert_eq!(came, vec![b"b".to_vec(), b"e".to_vec()]);
+        let (gone, came) = diff_names(v(&["x"]).into_iter(), v(&["x"]).into_iter());
+        assert!(gone.is_empty() && came.is_empty());
+        let old = sample();
+        let new = Entry::new(b"v", [&b"a"[..], b"z"], [], None, 0).unwrap();
+        let c = LinkChange::between(&old, &new);
+        assert_eq!(
+            (c.tags_gone, c.tags_new),
+            (vec![b"b".to_vec()], vec![b"z".to_vec()])
+        );
+        assert_eq!((c.deps_gone, c.deps_new), (vec![b"\x00r".to_vec()], vec![]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use ahash::{AHashMap, AHashSet, AHasher};
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
+use super::entry::LinkChange;
 use super::glob::Glob;
 use super::show;
 
@@ -275,6 +276,23 @@ impl DbIndex {
             }
             None => false,
         }
+    }
+
+    /// Applies the link changes of an entry replaced under the same key; false (and nothing
+    /// changed) when the key is not indexed.
+    pub fn relink(&mut self, key: &[u8], change: &LinkChange) -> bool {
+        let Some(id) = self.id_of(key) else {
+            return false;
+        };
+        for t in &change.tags_gone {
+            unlink(&mut self.tags, t, id);
+        }
+        for d in &change.deps_gone {
+            unlink(&mut self.resources, d, id);
+        }
+        let (t, d) = (&change.tags_new, &change.deps_new);
+        self.add(id, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice));
+        true
     }
 
     /// Takes a key out of the lookup table and the id table; returns its id.
@@ -750,6 +768,25 @@ mod tests {
             ]
         );
         assert!(!idx.rename(b"missing", b"x", bs(&[]), bs(&[])));
+        assert!(idx.check_internal().is_empty());
+    }
+
+    #[test]
+    fn relink_applies_a_change() {
+        let mut idx = DbIndex::new();
+        ins(&mut idx, "k", &["a", "b"], &["r"]);
+        let change = LinkChange {
+            tags_gone: vec![b("a")],
+            tags_new: vec![b("c")],
+            deps_gone: vec![b("r")],
+            deps_new: vec![b("s")],
+        };
+        assert!(idx.relink(b"k", &change));
+        assert_eq!(
+            idx.facts(),
+            vec![(b("k"), vec![b("b"), b("c")], vec![b("s")])]
+        );
+        assert!(!idx.relink(b"other", &change));
         assert!(idx.check_internal().is_empty());
     }
 
