@@ -116,10 +116,23 @@ impl Key {
         }
     }
 
-    /// The absolute deadline in Unix ms, if the key has one.
+    /// The absolute deadline in Unix ms, if the key has one (as the server stores it, so
+    /// KEEPTTL keeps it to the millisecond).
     pub fn deadline(&self) -> Option<i64> {
-        let ttl = unsafe { raw::RedisModule_GetExpire.map_or(-1, |f| f(self.key)) };
-        (ttl >= 0).then(|| now_ms() + ttl)
+        let at = unsafe {
+            match raw::RedisModule_GetAbsExpire {
+                Some(f) => f(self.key),
+                None => raw::RedisModule_GetExpire.map_or(-1, |f| {
+                    let ttl = f(self.key);
+                    if ttl < 0 {
+                        -1
+                    } else {
+                        now_ms() + ttl
+                    }
+                }),
+            }
+        };
+        (at >= 0).then_some(at)
     }
 
     /// Remaining time to live in ms, -1 when none.

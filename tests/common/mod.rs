@@ -279,3 +279,23 @@ pub fn digest(c: &mut Connection) -> String {
         .expect("DEBUG DIGEST");
     d
 }
+
+/// The server's flavour and version, e.g. ("valkey", 8, 1) or ("redis", 7, 0).
+pub fn server_version(c: &mut Connection) -> (String, u32, u32) {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(c)
+        .expect("INFO server");
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+    };
+    let (flavour, version) = match field("valkey_version:") {
+        Some(v) => ("valkey", v),
+        None => ("redis", field("redis_version:").unwrap_or_default()),
+    };
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (flavour.to_string(), major, minor)
+}
