@@ -2,6 +2,7 @@
 //! update the index, notify and replicate.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
 
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
@@ -9,7 +10,8 @@ use crate::config;
 use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
 use crate::core::index::hash_key;
-use crate::core::index::{self, DbIndex, Selector};
+use crate::core::index::{self, DbIndex, Reach, Selector};
+use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, Strategy};
 use crate::error::{CacheError, Result};
 use crate::ffi;
@@ -18,12 +20,21 @@ use crate::state;
 
 type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
 
-/// The command boundary: runs a handler, turns its error or any panic into an error reply.
-pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResult {
+/// The command boundary: runs a handler, turns its error or any panic into an error reply, and
+/// records the latency of the timed operations (get, set, invalidate) when they succeed.
+pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler, op: Option<Op>) -> RedisResult {
+    let started = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let argv: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
         handler(ctx, &args, &argv)
     }));
+    if let (Some(op), Ok(Ok(_))) = (op, &outcome) {
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let th = config::thresholds();
+        state::lock()
+            .metrics(server::now_ms())
+            .record_op(op, us, &th);
+    }
     match outcome {
         Ok(Ok(reply)) => server::reply(ctx, &reply),
         Ok(Err(e)) => server::reply_error(ctx, &e),
@@ -41,23 +52,31 @@ pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResu
 }
 
 macro_rules! commands {
-    ($($name:ident => $handler:ident),* $(,)?) => {
+    ($($name:ident => $handler:ident $(as $op:ident)?),* $(,)?) => {
         $(pub fn $name(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-            run(ctx, args, $handler)
+            #[allow(unused_mut, unused_assignments)]
+            let mut op = None;
+            $(op = Some(Op::$op);)?
+            run(ctx, args, $handler, op)
         })*
     };
 }
 
 commands! {
-    set => cache_set,
-    get => cache_get,
-    mget => cache_mget,
+    set => cache_set as Set,
+    get => cache_get as Get,
+    mget => cache_mget as Get,
     tag => cache_tag,
     depend => cache_depend,
     inspect => cache_inspect,
-    invalidate => cache_invalidate,
+    invalidate => cache_invalidate as Invalidate,
     keys => cache_keys,
     tags => cache_tags,
+    stats => cache_stats,
+    recommend => cache_recommend,
+    events => cache_events,
+    hotkeys => cache_hotkeys,
+    reset => cache_reset,
     debug => cache_debug,
 }
 
@@ -116,8 +135,9 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         .entry()?
         .ok_or_else(|| CacheError::Internal("entry vanished".into()))?;
     state::with_db(db, |idx| {
-        if !change.is_some_and(|c| idx.relink(argv[1], &c)) {
-            idx.insert(argv[1], stored.tags(), stored.deps());
+        let size = stored.value().len() as u64;
+        if !change.is_some_and(|c| idx.relink(argv[1], &c, size)) {
+            idx.insert(argv[1], stored.tags(), stored.deps(), size);
         }
     });
     // The command as sent is deterministic unless it had a relative TTL or took the default:
@@ -164,12 +184,14 @@ fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     match key.entry()? {
         Some(e) => {
             e.hits += 1;
-            state::lock().counters.hits += 1;
+            let now = server::now_ms();
+            state::lock().metrics(now).record_hit(argv[1], now);
             server::reply_bulk(ctx, e.value());
             Ok(Reply::Sent)
         }
         None => {
-            state::lock().counters.misses += 1;
+            let now = server::now_ms();
+            state::lock().metrics(now).record_miss(now);
             Ok(Reply::Nil)
         }
     }
@@ -178,24 +200,29 @@ fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
 fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     parse::at_least(argv, 1, "cache.mget")?;
     let mut out = Vec::with_capacity(args.len() - 1);
-    let (mut hits, mut misses) = (0, 0);
+    let mut hit = Vec::with_capacity(args.len() - 1);
     for name in &args[1..] {
         let key = Key::read(ctx, name);
-        out.push(match key.held() {
+        let found = match key.held() {
             server::Held::Entry(e) => {
                 e.hits += 1;
-                hits += 1;
-                Reply::Bulk(e.value().to_vec())
+                Some(e.value().to_vec())
             }
-            _ => {
-                misses += 1;
-                Reply::Nil
-            }
-        });
+            _ => None,
+        };
+        hit.push(found.is_some());
+        out.push(found.map_or(Reply::Nil, Reply::Bulk));
     }
+    let now = server::now_ms();
     let mut st = state::lock();
-    st.counters.hits += hits;
-    st.counters.misses += misses;
+    let m = st.metrics(now);
+    for (name, hit) in argv[1..].iter().zip(hit) {
+        if hit {
+            m.record_hit(name, now);
+        } else {
+            m.record_miss(now);
+        }
+    }
     Ok(Reply::Array(out))
 }
 
@@ -248,7 +275,7 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
     let names = |l: NameIter| Reply::Array(l.map(|n| Reply::Bulk(n.to_vec())).collect());
     let db = server::selected_db(ctx);
     let dependents = state::with_db(db, |idx| idx.dependents_of(argv[1]));
-    Ok(Reply::Map(vec![
+    Ok(Reply::fields(vec![
         ("tags", names(e.tags())),
         ("depends", names(e.deps())),
         (
@@ -278,7 +305,7 @@ fn reach(
     selector: &Selector,
     depth: Option<u32>,
     visit: impl FnMut(&[u8]) -> bool,
-) -> Vec<Vec<u8>> {
+) -> Reach {
     let db = server::selected_db(ctx);
     let depth = match selector {
         Selector::All => 0,
@@ -303,12 +330,17 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         Strategy::Lazy => return Err(CacheError::StrategyNotAvailable("LAZY")),
         Strategy::Batched => return Err(CacheError::StrategyNotAvailable("BATCHED")),
     }
-    let deleted = reach(ctx, &a.selector, a.depth, |name| {
+    let started = Instant::now();
+    let mut unread = 0u64;
+    let reached = reach(ctx, &a.selector, a.depth, |name| {
         let rs = server::string(ctx, name);
         let key = Key::write(ctx, &rs);
         // Opening it may have found it expired (and removed it): then it is not invalidated.
-        if !matches!(key.held(), server::Held::Entry(_)) {
+        let server::Held::Entry(e) = key.held() else {
             return false;
+        };
+        if e.hits == 0 {
+            unread += 1;
         }
         key.delete();
         drop(key);
@@ -318,15 +350,37 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
         true
     });
-    {
-        let mut st = state::lock();
-        st.counters.invalidations += 1;
-        st.counters.keys_invalidated += deleted.len() as u64;
-    }
+    let deleted = &reached.keys;
     for chunk in deleted.chunks(DEL_CHUNK) {
         let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
         server::replicate(ctx, "DEL", &refs);
     }
+    let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let context = a
+        .context
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let pattern = a.selector.arguments();
+    let record = InvalidationRecord {
+        kind: a.selector.kind(),
+        pattern: &pattern,
+        keys: deleted.len() as u64,
+        cascaded: (deleted.len() - reached.selected) as u64,
+        depth_reached: reached.depth,
+        duration_us,
+        context: &context,
+        strategy: a.strategy.name(),
+    };
+    let now = server::now_ms();
+    let th = config::thresholds();
+    let alert = state::lock()
+        .metrics(now)
+        .record_invalidation(&record, unread, &th, now);
+    if let Some(line) = alert {
+        ctx.log_warning(&line);
+    }
+    server::latency_sample("cache-invalidate", duration_us / 1000);
     Ok(Reply::Int(deleted.len() as i64))
 }
 
@@ -336,7 +390,8 @@ fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
     let mut keys = reach(ctx, &a.selector, a.depth, |name| {
         let key = Key::peek(ctx, &server::string(ctx, name));
         matches!(key.held(), server::Held::Entry(_))
-    });
+    })
+    .keys;
     keys.sort_unstable();
     Ok(Reply::Array(keys.into_iter().map(Reply::Bulk).collect()))
 }
@@ -355,6 +410,80 @@ fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
             .map(|(t, n)| Reply::Array(vec![Reply::Bulk(t), Reply::Int(n as i64)]))
             .collect(),
     ))
+}
+
+fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let json = parse::parse_json_flag(argv, "cache.stats")?;
+    let _ = ctx;
+    let now = server::now_ms();
+    let th = config::thresholds();
+    let mut st = state::lock();
+    let figures = st.figures(true);
+    let stats = st.metrics(now).stats(&figures, &th, now);
+    Ok(if json {
+        Reply::Bulk(metrics::to_json(&stats).into_bytes())
+    } else {
+        fields(stats.to_fields())
+    })
+}
+
+fn cache_recommend(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let json = parse::parse_json_flag(argv, "cache.recommend")?;
+    let now = server::now_ms();
+    let th = config::thresholds();
+    let mut st = state::lock();
+    let figures = st.figures(true);
+    let advice = st.metrics(now).recommend(&figures, &th, now);
+    Ok(if json {
+        Reply::Bulk(metrics::to_json(&advice).into_bytes())
+    } else {
+        Reply::Array(advice.iter().map(|r| fields(r.to_fields())).collect())
+    })
+}
+
+fn cache_events(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let count = parse::parse_count(argv, "cache.events")?;
+    let now = server::now_ms();
+    let th = config::thresholds();
+    let events = state::lock()
+        .metrics(now)
+        .events(count.unwrap_or(usize::MAX), &th, now);
+    Ok(Reply::Array(
+        events.iter().map(|e| fields(e.to_fields())).collect(),
+    ))
+}
+
+fn cache_hotkeys(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let count = parse::parse_count(argv, "cache.hotkeys")?;
+    let now = server::now_ms();
+    let hot = state::lock().metrics(now).hotkeys(count.unwrap_or(10));
+    Ok(Reply::Array(
+        hot.into_iter()
+            .map(|(k, n)| {
+                Reply::Array(vec![
+                    Reply::Bulk(k),
+                    Reply::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+                ])
+            })
+            .collect(),
+    ))
+}
+
+fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    parse::exact(argv, 0, "cache.reset")?;
+    let now = server::now_ms();
+    state::lock().metrics(now).reset(now);
+    Ok(Reply::Ok)
+}
+
+/// A map reply from metric fields.
+fn fields(pairs: Vec<(&'static str, Field)>) -> Reply {
+    Reply::Map(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect(),
+    )
 }
 
 fn cache_debug(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
@@ -388,10 +517,15 @@ fn for_each_db(ctx: &Context, mut f: impl FnMut(usize)) {
     server::select_db(ctx, original);
 }
 
-fn index_of(entries: Vec<index::Facts>) -> DbIndex {
+fn index_of(entries: Vec<(index::Facts, u64)>) -> DbIndex {
     let mut idx = DbIndex::new();
-    for (k, t, d) in entries {
-        idx.insert(&k, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice));
+    for ((k, t, d), size) in entries {
+        idx.insert(
+            &k,
+            t.iter().map(Vec::as_slice),
+            d.iter().map(Vec::as_slice),
+            size,
+        );
     }
     idx
 }
@@ -403,6 +537,12 @@ fn verify(ctx: &Context) -> Vec<String> {
         let expected = index_of(server::scan_entries(ctx));
         let mut st = state::lock();
         out.extend(index::diff(db, st.db(db), &expected));
+        let (live, entries) = (st.db(db).value_bytes(), expected.value_bytes());
+        if live != entries {
+            out.push(format!(
+                "db{db}: the index counts {live} value bytes, the entries hold {entries}"
+            ));
+        }
     });
     out
 }

@@ -1,38 +1,73 @@
 //! Module configs: names, defaults and ranges in one place. Registered as `cache.<name>` (the
 //! module is named `cache`), settable with CONFIG SET, in redis.conf, or as `loadmodule`
-//! arguments (`loadmodule libtagcache.so max-cascade-depth 20`).
+//! arguments (`loadmodule libtagcache.so max-cascade-depth 20`). The server refuses a value out
+//! of range and keeps the old one.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::core::metrics::Thresholds;
+
+/// One integer config: its name (without the `cache.` prefix), default, range and value.
 pub struct IntConfig {
     pub name: &'static str,
     pub default: i64,
     pub min: i64,
     pub max: i64,
+    pub value: AtomicI64,
 }
 
-pub const MAX_CASCADE_DEPTH: IntConfig = IntConfig {
-    name: "max-cascade-depth",
-    default: 16,
-    min: 0,
-    max: 1_000_000,
-};
+impl IntConfig {
+    const fn new(name: &'static str, default: i64, min: i64, max: i64) -> IntConfig {
+        IntConfig {
+            name,
+            default,
+            min,
+            max,
+            value: AtomicI64::new(default),
+        }
+    }
 
-pub const DEFAULT_TTL_SECONDS: IntConfig = IntConfig {
-    name: "default-ttl-seconds",
-    default: 0,
-    min: 0,
-    max: i32::MAX as i64,
-};
+    pub fn get(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
 
-pub static MAX_CASCADE_DEPTH_VALUE: AtomicI64 = AtomicI64::new(MAX_CASCADE_DEPTH.default);
-pub static DEFAULT_TTL_SECONDS_VALUE: AtomicI64 = AtomicI64::new(DEFAULT_TTL_SECONDS.default);
+/// Cascade hops when CACHE.INVALIDATE has no DEPTH.
+pub static MAX_CASCADE_DEPTH: IntConfig = IntConfig::new("max-cascade-depth", 16, 0, 1_000_000);
+/// TTL of entries set without a TTL option (0: none).
+pub static DEFAULT_TTL_SECONDS: IntConfig =
+    IntConfig::new("default-ttl-seconds", 0, 0, i32::MAX as i64);
+/// Invalidations in the last hour from which the alert level is `warning`.
+pub static WARNING_PER_HOUR: IntConfig = IntConfig::new("warning-per-hour", 50, 0, i32::MAX as i64);
+/// Invalidations in the last hour from which the alert level is `critical`.
+pub static CRITICAL_PER_HOUR: IntConfig =
+    IntConfig::new("critical-per-hour", 100, 0, i32::MAX as i64);
+/// Events older than this are dropped from CACHE.EVENTS.
+pub static EVENT_RETENTION_SECONDS: IntConfig =
+    IntConfig::new("event-retention-seconds", 3600, 1, 30 * 86_400);
+/// CACHE.EVENTS keeps at most this many events.
+pub static MAX_EVENTS: IntConfig = IntConfig::new("max-events", 10_000, 1, 1_000_000);
+/// The delay of the BATCHED strategy (used once BATCHED exists).
+pub static BATCH_DELAY_MS: IntConfig = IntConfig::new("batch-delay-ms", 100, 10, 5_000);
+/// An operation taking this many microseconds or more counts as slow (0: every one).
+pub static SLOW_OP_US: IntConfig = IntConfig::new("slow-op-us", 10_000, 0, i32::MAX as i64);
 
 pub fn max_cascade_depth() -> u32 {
-    u32::try_from(MAX_CASCADE_DEPTH_VALUE.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
+    u32::try_from(MAX_CASCADE_DEPTH.get()).unwrap_or(u32::MAX)
 }
 
 pub fn default_ttl_ms() -> Option<i64> {
-    let s = DEFAULT_TTL_SECONDS_VALUE.load(Ordering::Relaxed);
+    let s = DEFAULT_TTL_SECONDS.get();
     (s > 0).then(|| s * 1000)
+}
+
+pub fn thresholds() -> Thresholds {
+    let u = |c: &IntConfig| u64::try_from(c.get()).unwrap_or(0);
+    Thresholds {
+        warning_per_hour: u(&WARNING_PER_HOUR),
+        critical_per_hour: u(&CRITICAL_PER_HOUR),
+        slow_op_us: u(&SLOW_OP_US),
+        max_events: usize::try_from(MAX_EVENTS.get()).unwrap_or(1),
+        event_retention_seconds: EVENT_RETENTION_SECONDS.get(),
+    }
 }

@@ -10,6 +10,7 @@ use redis_module::{raw, Context, RedisString};
 
 use crate::core::entry::{Entry, ENCODING_VERSION};
 use crate::core::index::hash_key;
+use crate::core::metrics::{Field, Removal};
 use crate::server;
 use crate::state;
 
@@ -228,7 +229,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         };
         let mut st = state::lock();
         if st.db(db).remove(key, e.tags(), e.deps()) {
-            st.last_unlinked = Some((db, hash_key(key)));
+            st.last_unlinked = Some((db, hash_key(key), e.hits));
             UNLINK_PENDING.store(true, Ordering::Relaxed);
         }
     })
@@ -344,7 +345,8 @@ unsafe extern "C" fn on_keyspace(
         let name = name.to_vec();
         let handle = server::Key::peek(&ctx, &RedisString::create_from_slice(ctx.ctx, &name));
         if let server::Held::Entry(e) = handle.held() {
-            state::with_db(db, |idx| idx.insert(&name, e.tags(), e.deps()));
+            let size = e.value().len() as u64;
+            state::with_db(db, |idx| idx.insert(&name, e.tags(), e.deps(), size));
         }
         drop(handle);
         if matches!(event, b"move_to" | b"copy_to") {
@@ -371,45 +373,70 @@ fn count_removal(db: usize, name: &[u8], event: &[u8]) {
         return;
     }
     let mut st = state::lock();
-    if st.last_unlinked.take() == Some((db, hash_key(name))) {
-        let r = &mut st.counters.removals;
-        match event {
-            b"expired" => r.expired += 1,
-            b"evicted" => r.evicted += 1,
-            _ => r.deleted += 1,
-        }
+    let Some((d, h, hits)) = st.last_unlinked.take() else {
+        return;
+    };
+    if (d, h) != (db, hash_key(name)) {
+        return;
     }
+    let kind = match event {
+        b"expired" => Removal::Expired { hits },
+        b"evicted" => Removal::Evicted { hits },
+        _ => Removal::Deleted { hits },
+    };
+    let now = server::now_ms();
+    st.metrics(now).record_removal(kind, now);
 }
 
-/// INFO cache.
+/// INFO cache: the metrics' fields (the server prefixes each with the module name, `cache_`)
+/// and the removals that were not invalidations.
 ///
 /// # Safety
 /// Called by the server with a valid info context.
 pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
     guard((), || {
-        let (c, (entries, tags)) = {
-            let st = state::lock();
-            (st.counters, st.totals())
+        let now = server::now_ms();
+        let th = crate::config::thresholds();
+        let (fields, (expired, evicted, deleted)) = {
+            let mut st = state::lock();
+            let figures = st.figures(false);
+            let m = st.metrics(now);
+            (m.info(&figures, &th, now), m.removal_counts())
         };
-        let (Some(section), Some(field)) = (
+        let (Some(section), Some(add_u), Some(add_s), Some(add_d)) = (
             raw::RedisModule_InfoAddSection,
             raw::RedisModule_InfoAddFieldULongLong,
+            raw::RedisModule_InfoAddFieldCString,
+            raw::RedisModule_InfoAddFieldDouble,
         ) else {
             return;
         };
         section(ctx, c"".as_ptr() as *mut c_char);
-        for (name, v) in [
-            (c"entries", entries as u64),
-            (c"tags", tags as u64),
-            (c"hits", c.hits),
-            (c"misses", c.misses),
-            (c"invalidations", c.invalidations),
-            (c"keys_invalidated", c.keys_invalidated),
-            (c"removed_expired", c.removals.expired),
-            (c"removed_evicted", c.removals.evicted),
-            (c"removed_deleted", c.removals.deleted),
+        let name = |n: &str| std::ffi::CString::new(n.strip_prefix("cache_").unwrap_or(n)).ok();
+        for (n, v) in fields {
+            let Some(n) = name(n) else { continue };
+            let n = n.as_ptr() as *mut c_char;
+            match v {
+                Field::Int(i) => {
+                    add_u(ctx, n, u64::try_from(i).unwrap_or(0));
+                }
+                Field::Float(x) => {
+                    add_d(ctx, n, x);
+                }
+                Field::Str(s) => {
+                    if let Ok(s) = std::ffi::CString::new(s) {
+                        add_s(ctx, n, s.as_ptr() as *mut c_char);
+                    }
+                }
+                Field::Map(_) | Field::List(_) => {}
+            }
+        }
+        for (n, v) in [
+            (c"removed_expired", expired),
+            (c"removed_evicted", evicted),
+            (c"removed_deleted", deleted),
         ] {
-            field(ctx, name.as_ptr() as *mut c_char, v);
+            add_u(ctx, n.as_ptr() as *mut c_char, v);
         }
     })
 }

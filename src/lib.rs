@@ -17,7 +17,8 @@ mod module {
 
     use crate::commands;
     use crate::config::{
-        DEFAULT_TTL_SECONDS, DEFAULT_TTL_SECONDS_VALUE, MAX_CASCADE_DEPTH, MAX_CASCADE_DEPTH_VALUE,
+        BATCH_DELAY_MS, CRITICAL_PER_HOUR, DEFAULT_TTL_SECONDS, EVENT_RETENTION_SECONDS,
+        MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US, WARNING_PER_HOUR,
     };
     use crate::ffi::{self, CACHE_TYPE};
 
@@ -49,12 +50,23 @@ mod module {
             ["cache.invalidate", commands::invalidate, "write", 0, 0, 0, ""],
             ["cache.keys", commands::keys, "readonly", 0, 0, 0, ""],
             ["cache.tags", commands::tags, "readonly", 0, 0, 0, ""],
+            ["cache.stats", commands::stats, "readonly", 0, 0, 0, ""],
+            ["cache.recommend", commands::recommend, "readonly", 0, 0, 0, ""],
+            ["cache.events", commands::events, "readonly", 0, 0, 0, ""],
+            ["cache.hotkeys", commands::hotkeys, "readonly", 0, 0, 0, ""],
+            ["cache.reset", commands::reset, "admin", 0, 0, 0, ""],
             ["cache.debug", commands::debug, "admin", 0, 0, 0, ""],
         ],
         configurations: [
             i64: [
-                [MAX_CASCADE_DEPTH.name, &MAX_CASCADE_DEPTH_VALUE, MAX_CASCADE_DEPTH.default, MAX_CASCADE_DEPTH.min, MAX_CASCADE_DEPTH.max, ConfigurationFlags::DEFAULT, None],
-                [DEFAULT_TTL_SECONDS.name, &DEFAULT_TTL_SECONDS_VALUE, DEFAULT_TTL_SECONDS.default, DEFAULT_TTL_SECONDS.min, DEFAULT_TTL_SECONDS.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_CASCADE_DEPTH.name, &MAX_CASCADE_DEPTH.value, MAX_CASCADE_DEPTH.default, MAX_CASCADE_DEPTH.min, MAX_CASCADE_DEPTH.max, ConfigurationFlags::DEFAULT, None],
+                [DEFAULT_TTL_SECONDS.name, &DEFAULT_TTL_SECONDS.value, DEFAULT_TTL_SECONDS.default, DEFAULT_TTL_SECONDS.min, DEFAULT_TTL_SECONDS.max, ConfigurationFlags::DEFAULT, None],
+                [WARNING_PER_HOUR.name, &WARNING_PER_HOUR.value, WARNING_PER_HOUR.default, WARNING_PER_HOUR.min, WARNING_PER_HOUR.max, ConfigurationFlags::DEFAULT, None],
+                [CRITICAL_PER_HOUR.name, &CRITICAL_PER_HOUR.value, CRITICAL_PER_HOUR.default, CRITICAL_PER_HOUR.min, CRITICAL_PER_HOUR.max, ConfigurationFlags::DEFAULT, None],
+                [EVENT_RETENTION_SECONDS.name, &EVENT_RETENTION_SECONDS.value, EVENT_RETENTION_SECONDS.default, EVENT_RETENTION_SECONDS.min, EVENT_RETENTION_SECONDS.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_EVENTS.name, &MAX_EVENTS.value, MAX_EVENTS.default, MAX_EVENTS.min, MAX_EVENTS.max, ConfigurationFlags::DEFAULT, None],
+                [BATCH_DELAY_MS.name, &BATCH_DELAY_MS.value, BATCH_DELAY_MS.default, BATCH_DELAY_MS.min, BATCH_DELAY_MS.max, ConfigurationFlags::DEFAULT, None],
+                [SLOW_OP_US.name, &SLOW_OP_US.value, SLOW_OP_US.default, SLOW_OP_US.min, SLOW_OP_US.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [],
             bool: [],

@@ -9,6 +9,7 @@ use redis_module::{raw, Context, RedisString};
 
 use crate::core::entry::Entry;
 use crate::core::index::Facts;
+use crate::core::metrics::Field;
 use crate::error::{CacheError, Result};
 use crate::ffi::CACHE_TYPE;
 
@@ -253,10 +254,32 @@ pub enum Reply {
     Nil,
     Int(i64),
     Bulk(Vec<u8>),
+    Double(f64),
     Array(Vec<Reply>),
-    Map(Vec<(&'static str, Reply)>),
+    Map(Vec<(String, Reply)>),
     /// The handler already replied.
     Sent,
+}
+
+impl Reply {
+    /// A map with fixed field names.
+    pub fn fields(pairs: Vec<(&'static str, Reply)>) -> Reply {
+        Reply::Map(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+}
+
+impl From<Field> for Reply {
+    fn from(f: Field) -> Reply {
+        match f {
+            Field::Int(n) => Reply::Int(n),
+            Field::Float(x) => Reply::Double(x),
+            Field::Str(s) => Reply::Bulk(s.into_bytes()),
+            Field::Map(pairs) => {
+                Reply::Map(pairs.into_iter().map(|(k, v)| (k, v.into())).collect())
+            }
+            Field::List(items) => Reply::Array(items.into_iter().map(Reply::from).collect()),
+        }
+    }
 }
 
 pub fn reply(ctx: &Context, r: &Reply) {
@@ -279,6 +302,11 @@ pub fn reply(ctx: &Context, r: &Reply) {
                 }
             }
             Reply::Bulk(b) => reply_bulk(ctx, b),
+            Reply::Double(x) => {
+                if let Some(f) = raw::RedisModule_ReplyWithDouble {
+                    f(c, *x);
+                }
+            }
             Reply::Array(items) => {
                 if let Some(f) = raw::RedisModule_ReplyWithArray {
                     f(c, items.len() as _);
@@ -325,9 +353,9 @@ pub fn reply_error(ctx: &Context, e: &CacheError) {
     }
 }
 
-/// Every cache entry of the selected database: `(key, tags, deps)`.
-pub fn scan_entries(ctx: &Context) -> Vec<Facts> {
-    let mut out: Vec<Facts> = Vec::new();
+/// Every cache entry of the selected database: `((key, tags, deps), value bytes)`.
+pub fn scan_entries(ctx: &Context) -> Vec<(Facts, u64)> {
+    let mut out: Vec<(Facts, u64)> = Vec::new();
     unsafe {
         let (Some(create), Some(scan), Some(destroy)) = (
             raw::RedisModule_ScanCursorCreate,
@@ -355,13 +383,14 @@ extern "C" fn scan_one(
     key: *mut raw::RedisModuleKey,
     out: *mut c_void,
 ) {
-    let out = unsafe { &mut *out.cast::<Vec<Facts>>() };
+    let out = unsafe { &mut *out.cast::<Vec<(Facts, u64)>>() };
     let name_bytes = RedisString::string_as_slice(name).to_vec();
     let mut record = |k: *mut raw::RedisModuleKey| {
         // The handle is open for the duration of this callback.
         if let Held::Entry(e) = unsafe { held_by(k) } {
             let names = |l: crate::core::entry::NameIter| l.map(<[u8]>::to_vec).collect();
-            out.push((name_bytes.clone(), names(e.tags()), names(e.deps())));
+            let facts = (name_bytes.clone(), names(e.tags()), names(e.deps()));
+            out.push((facts, e.value().len() as u64));
         }
     };
     if key.is_null() {
@@ -371,5 +400,18 @@ extern "C" fn scan_one(
         record(k.key);
     } else {
         record(key);
+    }
+}
+
+/// Adds a latency-monitor sample (the server keeps it when it is at least
+/// `latency-monitor-threshold`).
+pub fn latency_sample(event: &str, ms: u64) {
+    let Ok(event) = CString::new(event) else {
+        return;
+    };
+    unsafe {
+        if let Some(f) = raw::RedisModule_LatencyAddSample {
+            f(event.as_ptr(), i64::try_from(ms).unwrap_or(i64::MAX));
+        }
     }
 }

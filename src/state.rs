@@ -1,5 +1,5 @@
-//! Module-wide state: the per-database indexes. Touched on the main thread only (commands,
-//! keyspace callbacks, server events), never from the type's `free` callback.
+//! Module-wide state: the per-database indexes and the metrics. Touched on the main thread only
+//! (commands, keyspace callbacks, server events, INFO), never from the type's `free` callback.
 //!
 //! Rule: never call into the server while holding the lock, since the server may call back
 //! (a key deletion runs the type's `unlink` callback, which takes the lock).
@@ -7,32 +7,15 @@
 use std::sync::{Mutex, MutexGuard};
 
 use crate::core::index::DbIndex;
-
-/// Why entries left the keyspace without an invalidation.
-#[derive(Default, Debug, Clone, Copy)]
-pub struct Removals {
-    pub expired: u64,
-    pub evicted: u64,
-    pub deleted: u64,
-}
-
-/// Module-wide counters.
-#[derive(Default, Debug, Clone, Copy)]
-pub struct Counters {
-    pub hits: u64,
-    pub misses: u64,
-    pub invalidations: u64,
-    pub keys_invalidated: u64,
-    pub removals: Removals,
-}
+use crate::core::metrics::{IndexFigures, Metrics};
 
 #[derive(Default)]
 pub struct State {
     dbs: Vec<DbIndex>,
-    pub counters: Counters,
-    /// The entry the server unlinked last (database, key hash), until the notification that
-    /// says why arrives.
-    pub last_unlinked: Option<(usize, u64)>,
+    metrics: Option<Metrics>,
+    /// The entry the server unlinked last (database, key hash, its hits), until the
+    /// notification that says why arrives.
+    pub last_unlinked: Option<(usize, u64, u64)>,
     /// A CACHE.SET replacing this entry (database, key hash) updates the index itself: the
     /// unlink callback of the old value leaves the index alone.
     pub replacing: Option<(usize, u64)>,
@@ -50,33 +33,45 @@ impl State {
         self.dbs.clear();
     }
 
-    /// Totals over every database: (entries, tags).
-    pub fn totals(&self) -> (usize, usize) {
-        self.dbs
-            .iter()
-            .fold((0, 0), |(e, t), d| (e + d.len(), t + d.tag_count()))
-    }
-
     pub fn swap(&mut self, a: usize, b: usize) {
         let n = a.max(b);
         self.db(n);
         self.dbs.swap(a, b);
     }
+
+    /// The metrics, started at `now_ms` on first use.
+    pub fn metrics(&mut self, now_ms: i64) -> &mut Metrics {
+        self.metrics.get_or_insert_with(|| Metrics::new(now_ms))
+    }
+
+    /// Index figures over every database. `full` adds those that visit every tag and resource
+    /// (tagged entries, dependency links, the largest tag, the index size estimate).
+    pub fn figures(&self, full: bool) -> IndexFigures {
+        let mut f = IndexFigures::default();
+        let mut largest: Option<(Vec<u8>, u64)> = None;
+        for d in &self.dbs {
+            f.entries += d.len() as u64;
+            f.tags += d.tag_count() as u64;
+            f.resources += d.resource_count() as u64;
+            f.value_bytes += d.value_bytes();
+            if full {
+                let (tagged, edges, big) = d.link_figures();
+                f.tagged_entries += tagged;
+                f.dependency_edges += edges;
+                f.index_bytes += d.heap_bytes();
+                if big.as_ref().map(|b| b.1) > largest.as_ref().map(|l| l.1) {
+                    largest = big;
+                }
+            }
+        }
+        f.largest_tag = largest.map(|(name, n)| (String::from_utf8_lossy(&name).into_owned(), n));
+        f
+    }
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     dbs: Vec::new(),
-    counters: Counters {
-        hits: 0,
-        misses: 0,
-        invalidations: 0,
-        keys_invalidated: 0,
-        removals: Removals {
-            expired: 0,
-            evicted: 0,
-            deleted: 0,
-        },
-    },
+    metrics: None,
     last_unlinked: None,
     replacing: None,
 });

@@ -39,6 +39,21 @@ impl Selector {
             Selector::Dependents(_) => "dependents",
         }
     }
+
+    /// The selector's arguments joined by spaces (lossy UTF-8), as events and statistics show
+    /// them: `user:1`, `user:*`, `""` for ALL.
+    pub fn arguments(&self) -> String {
+        let parts: &[Vec<u8>] = match self {
+            Selector::Keys(v) | Selector::Tags(v) | Selector::Dependents(v) => v,
+            Selector::Pattern(p) | Selector::Namespace(p) => std::slice::from_ref(p),
+            Selector::All => &[],
+        };
+        let words: Vec<String> = parts
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        words.join(" ")
+    }
 }
 
 type IdSet = std::collections::HashSet<KeyId, BuildHasherDefault<AHasher>>;
@@ -162,6 +177,10 @@ pub fn hash_key(key: &[u8]) -> u64 {
 #[derive(Default)]
 pub struct DbIndex {
     names: Vec<Option<Box<[u8]>>>,
+    /// Value bytes of each entry, by id (for `value_bytes` without visiting the keyspace).
+    sizes: Vec<u64>,
+    value_bytes: u64,
+    key_bytes: u64,
     free: Vec<KeyId>,
     lookup: HashTable<KeyId>,
     namespaces: Groups,
@@ -208,6 +227,58 @@ impl DbIndex {
         self.resources.len()
     }
 
+    /// Bytes of the values of every entry.
+    pub fn value_bytes(&self) -> u64 {
+        self.value_bytes
+    }
+
+    /// An estimate of the heap the index takes: tables by capacity, names by length, member
+    /// sets by size (allocator rounding left out).
+    pub fn heap_bytes(&self) -> u64 {
+        let table = |len: usize, per: usize| (len * per) as u64;
+        let groups = |g: &Groups| -> u64 {
+            let members: u64 = g
+                .iter()
+                .map(|(name, m)| {
+                    let set = match m {
+                        Members::Few(v) if v.spilled() => v.capacity() * 4,
+                        Members::Few(_) => 0,
+                        Members::Many(s) => s.capacity() * 5,
+                    };
+                    (name.len() + set) as u64
+                })
+                .sum();
+            members
+                + table(
+                    g.capacity(),
+                    std::mem::size_of::<(Box<[u8]>, Members)>() + 1,
+                )
+        };
+        table(self.names.capacity(), 16)
+            + table(self.sizes.capacity(), 8)
+            + table(self.free.capacity(), 4)
+            + table(self.lookup.capacity(), 5)
+            + self.key_bytes
+            + groups(&self.namespaces)
+            + groups(&self.tags)
+            + groups(&self.resources)
+    }
+
+    /// Figures for statistics: (entries with at least one tag, dependency links, the largest
+    /// tag and its size). Visits every tag and resource.
+    pub fn link_figures(&self) -> (u64, u64, Option<(Vec<u8>, u64)>) {
+        let largest = self
+            .tags
+            .iter()
+            .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| b.0.cmp(a.0)))
+            .map(|(name, m)| (name.to_vec(), m.len() as u64));
+        (
+            self.tagged_entries() as u64,
+            self.dependency_edges() as u64,
+            largest,
+        )
+    }
+
     fn id_of(&self, key: &[u8]) -> Option<KeyId> {
         let names = &self.names;
         self.lookup
@@ -228,6 +299,7 @@ impl DbIndex {
         key: &[u8],
         tags: impl IntoIterator<Item = &'a [u8]>,
         deps: impl IntoIterator<Item = &'a [u8]>,
+        value_size: u64,
     ) {
         if let Some(old) = self.id_of(key) {
             self.purge(old);
@@ -236,10 +308,14 @@ impl DbIndex {
             Some(id) => id,
             None => {
                 self.names.push(None);
+                self.sizes.push(0);
                 (self.names.len() - 1) as KeyId
             }
         };
         self.names[id as usize] = Some(key.into());
+        self.sizes[id as usize] = value_size;
+        self.value_bytes += value_size;
+        self.key_bytes += key.len() as u64;
         let names = &self.names;
         self.lookup.insert_unique(hash_key(key), id, |&i| {
             hash_key(names[i as usize].as_deref().unwrap_or_default())
@@ -280,10 +356,13 @@ impl DbIndex {
 
     /// Applies the link changes of an entry replaced under the same key; false (and nothing
     /// changed) when the key is not indexed.
-    pub fn relink(&mut self, key: &[u8], change: &LinkChange) -> bool {
+    pub fn relink(&mut self, key: &[u8], change: &LinkChange, value_size: u64) -> bool {
         let Some(id) = self.id_of(key) else {
             return false;
         };
+        let size = &mut self.sizes[id as usize];
+        self.value_bytes = self.value_bytes - *size + value_size;
+        *size = value_size;
         for t in &change.tags_gone {
             unlink(&mut self.tags, t, id);
         }
@@ -307,6 +386,8 @@ impl DbIndex {
         let (id, _) = found.remove();
         unlink(&mut self.namespaces, namespace_of(key), id);
         self.names[id as usize] = None;
+        self.value_bytes -= std::mem::take(&mut self.sizes[id as usize]);
+        self.key_bytes -= key.len() as u64;
         self.free.push(id);
         Some(id)
     }
@@ -349,10 +430,11 @@ impl DbIndex {
         tags: impl IntoIterator<Item = &'a [u8]> + Clone,
         deps: impl IntoIterator<Item = &'a [u8]> + Clone,
     ) -> bool {
-        if !self.remove(from, tags.clone(), deps.clone()) {
+        let Some(size) = self.id_of(from).map(|id| self.sizes[id as usize]) else {
             return false;
-        }
-        self.insert(to, tags, deps);
+        };
+        self.remove(from, tags.clone(), deps.clone());
+        self.insert(to, tags, deps, size);
         true
     }
 
@@ -473,6 +555,7 @@ impl DbIndex {
             |keys| self.dependents_of_all(keys),
             |_| true,
         )
+        .keys
     }
 
     /// `(tag, entries)` for tags matching the glob, largest first, then by name.
@@ -555,6 +638,16 @@ impl DbIndex {
                 out.push(format!("key {} is not filed under its namespace", show(k)));
             }
         }
+        let sized: u64 = (0..self.names.len())
+            .filter(|&i| self.names[i].is_some())
+            .map(|i| self.sizes[i])
+            .sum();
+        if sized != self.value_bytes {
+            out.push(format!(
+                "value bytes {} but entries hold {sized}",
+                self.value_bytes
+            ));
+        }
         let filed: usize = self.namespaces.values().map(Members::len).sum();
         if filed != live {
             out.push(format!(
@@ -590,6 +683,15 @@ impl DbIndex {
     }
 }
 
+/// What a cascade reached: the live entries in visiting order, how many of them the selector
+/// picked (the rest came through dependencies) and the deepest hop that found one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reach {
+    pub keys: Vec<Vec<u8>>,
+    pub selected: usize,
+    pub depth: u32,
+}
+
 /// The cascade, breadth first: the seeds, then up to `depth` hops of dependents (`expand` gives
 /// the entries that depend on a batch of keys). `visit` is asked once per candidate, in order,
 /// and says whether it is a live entry: only live entries count and pass the cascade on (an
@@ -600,7 +702,18 @@ pub fn cascade(
     depth: u32,
     mut expand: impl FnMut(&[Vec<u8>]) -> Vec<Vec<u8>>,
     mut visit: impl FnMut(&[u8]) -> bool,
-) -> Vec<Vec<u8>> {
+) -> Reach {
+    let mut out = Vec::new();
+    if depth == 0 {
+        // Seeds are distinct (selectors deduplicate): no need to remember what was seen.
+        out.extend(seeds.into_iter().filter(|k| visit(k)));
+        let selected = out.len();
+        return Reach {
+            keys: out,
+            selected,
+            depth: 0,
+        };
+    }
     let mut seen: AHashSet<Vec<u8>> = AHashSet::with_capacity(seeds.len());
     let mut take = |candidates: Vec<Vec<u8>>, out: &mut Vec<Vec<u8>>| -> usize {
         let before = out.len();
@@ -614,18 +727,26 @@ pub fn cascade(
         }
         out.len() - before
     };
-    let mut out = Vec::new();
     let mut start = 0;
     let mut added = take(seeds, &mut out);
-    for _ in 0..depth {
+    let selected = added;
+    let mut reached = 0;
+    for hop in 1..=depth {
         if added == 0 {
             break;
         }
         let next = expand(&out[start..]);
         start = out.len();
         added = take(next, &mut out);
+        if added > 0 {
+            reached = hop;
+        }
     }
-    out
+    Reach {
+        keys: out,
+        selected,
+        depth: reached,
+    }
 }
 
 /// Differences between the live index and one rebuilt from the entries (`expected`).
@@ -700,7 +821,7 @@ mod tests {
     }
 
     fn ins(idx: &mut DbIndex, key: &str, tags: &[&str], deps: &[&str]) {
-        idx.insert(key.as_bytes(), bs(tags), bs(deps));
+        idx.insert(key.as_bytes(), bs(tags), bs(deps), key.len() as u64);
     }
 
     fn rm(idx: &mut DbIndex, key: &str, tags: &[&str], deps: &[&str]) -> bool {
@@ -781,12 +902,13 @@ mod tests {
             deps_gone: vec![b("r")],
             deps_new: vec![b("s")],
         };
-        assert!(idx.relink(b"k", &change));
+        assert!(idx.relink(b"k", &change, 7));
+        assert_eq!(idx.value_bytes(), 7);
         assert_eq!(
             idx.facts(),
             vec![(b("k"), vec![b("b"), b("c")], vec![b("s")])]
         );
-        assert!(!idx.relink(b"other", &change));
+        assert!(!idx.relink(b"other", &change, 1));
         assert!(idx.check_internal().is_empty());
     }
 
@@ -935,7 +1057,23 @@ mod tests {
             |k| idx.dependents_of_all(k),
             |k| k != b"c2",
         );
-        assert_eq!(got, vec![b("c0"), b("c1")]);
+        assert_eq!(
+            got,
+            Reach {
+                keys: vec![b("c0"), b("c1")],
+                selected: 1,
+                depth: 1
+            }
+        );
+        let all = cascade(
+            vec![b("c0"), b("c1")],
+            16,
+            |k| idx.dependents_of_all(k),
+            |_| true,
+        );
+        assert_eq!((all.keys.len(), all.selected, all.depth), (5, 2, 3));
+        let flat = cascade(vec![b("c3")], 0, |k| idx.dependents_of_all(k), |_| true);
+        assert_eq!((flat.keys.len(), flat.selected, flat.depth), (1, 1, 0));
     }
 
     #[test]
@@ -1005,7 +1143,7 @@ mod tests {
                         if let Some((t, d)) = model.remove(&key) {
                             idx.remove(&key, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice));
                         }
-                        idx.insert(&key, tags.iter().map(Vec::as_slice), deps.iter().map(Vec::as_slice));
+                        idx.insert(&key, tags.iter().map(Vec::as_slice), deps.iter().map(Vec::as_slice), tags.len() as u64);
                         model.insert(key, (tags, deps));
                     }
                     _ => {

@@ -3,6 +3,7 @@
 pub mod entry;
 pub mod glob;
 pub mod index;
+pub mod metrics;
 pub mod parse;
 
 /// Renders bytes the way redis-cli does: printable ASCII as is, the rest as `\xNN`, quoted.

@@ -373,6 +373,32 @@ pub fn at_least(args: &[&[u8]], n: usize, cmd: &'static str) -> Result<()> {
     }
 }
 
+/// `[JSON]` (CACHE.STATS, CACHE.RECOMMEND): whether the JSON form was asked for.
+pub fn parse_json_flag(args: &[&[u8]], cmd: &'static str) -> Result<bool> {
+    match args.len() {
+        1 => Ok(false),
+        2 if eq(args[1], "JSON") => Ok(true),
+        2 => Err(CacheError::Syntax),
+        _ => Err(CacheError::WrongArity(cmd)),
+    }
+}
+
+/// `[COUNT n]` (CACHE.EVENTS, CACHE.HOTKEYS), n >= 1.
+pub fn parse_count(args: &[&[u8]], cmd: &'static str) -> Result<Option<usize>> {
+    match args.len() {
+        1 => Ok(None),
+        3 if eq(args[1], "COUNT") => {
+            let n = parse_i64(args[2])?;
+            if n <= 0 {
+                return Err(CacheError::NotPositive);
+            }
+            Ok(Some(usize::try_from(n).unwrap_or(usize::MAX)))
+        }
+        2 | 3 => Err(CacheError::Syntax),
+        _ => Err(CacheError::WrongArity(cmd)),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DebugArgs {
     Verify,
@@ -580,6 +606,42 @@ mod tests {
         assert_eq!(
             parse_invalidate(&a("k CONTEXT c ALL"), "cache.keys", true),
             Err(CacheError::UnknownSelector("CONTEXT".into()))
+        );
+    }
+
+    #[test]
+    fn json_flag_and_count() {
+        assert_eq!(parse_json_flag(&a("s"), "cache.stats"), Ok(false));
+        assert_eq!(parse_json_flag(&a("s json"), "cache.stats"), Ok(true));
+        assert_eq!(
+            parse_json_flag(&a("s xml"), "cache.stats"),
+            Err(CacheError::Syntax)
+        );
+        assert_eq!(
+            parse_json_flag(&a("s json x"), "cache.stats"),
+            Err(CacheError::WrongArity("cache.stats"))
+        );
+        assert_eq!(parse_count(&a("e"), "cache.events"), Ok(None));
+        assert_eq!(parse_count(&a("e count 5"), "cache.events"), Ok(Some(5)));
+        assert_eq!(
+            parse_count(&a("e COUNT 0"), "cache.events"),
+            Err(CacheError::NotPositive)
+        );
+        assert_eq!(
+            parse_count(&a("e COUNT x"), "cache.events"),
+            Err(CacheError::NotInteger)
+        );
+        assert_eq!(
+            parse_count(&a("e LIMIT 5"), "cache.events"),
+            Err(CacheError::Syntax)
+        );
+        assert_eq!(
+            parse_count(&a("e COUNT"), "cache.events"),
+            Err(CacheError::Syntax)
+        );
+        assert_eq!(
+            parse_count(&a("e COUNT 1 2"), "cache.events"),
+            Err(CacheError::WrongArity("cache.events"))
         );
     }
 
