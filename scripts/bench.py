@@ -351,6 +351,39 @@ def stall(srv):
     report("ms longest command (SLOWLOG) (goal <= 50)", longest_us / 1000.0, "ms")
 
 
+# ---------------------------------------------------------------------------------------------
+# 7. Cost of CACHE.STATS and CACHE.RECOMMEND after 100 and after 100 000 invalidations.
+
+def stats_cost(srv):
+    c = srv.conn
+    flush(c)
+    c.call("CACHE.RESET")
+    c.pipeline([["CACHE.SET", "s:%d" % i, VALUE, "TAGS", "1", "t%d" % (i % 50)] for i in range(1000)])
+
+    def median_us(cmd):
+        times = []
+        for _ in range(200):
+            t = time.perf_counter()
+            c.call(*cmd)
+            times.append((time.perf_counter() - t) * 1e6)
+        return statistics.median(times)
+
+    def invalidations(count, start):
+        c.pipeline([["CACHE.INVALIDATE", "CONTEXT", "bench %d" % (i % 40), "KEY", "missing:%d" % (start + i)]
+                    for i in range(count)])
+
+    invalidations(100, 0)
+    few = (median_us(["CACHE.STATS"]), median_us(["CACHE.RECOMMEND"]))
+    invalidations(n(100_000) - 100, 100)
+    many = (median_us(["CACHE.STATS"]), median_us(["CACHE.RECOMMEND"]))
+    flush(c)
+    report("us CACHE.STATS after 100 invalidations", few[0], "us", "median of 200, client side")
+    report("us CACHE.STATS after %d invalidations" % n(100_000), many[0], "us")
+    report("us CACHE.RECOMMEND after 100", few[1], "us")
+    report("us CACHE.RECOMMEND after %d" % n(100_000), many[1], "us")
+    report("ratio STATS cost many/few (flat: ~1)", many[0] / few[0], "x")
+
+
 def main():
     if not os.path.exists(MODULE):
         raise SystemExit("module not found: %s (run scripts/bench.sh)" % MODULE)
@@ -358,7 +391,8 @@ def main():
     print("server: %s\nmodule: %s\nscale: %s" % (version, MODULE, SCALE), flush=True)
     only = set(sys.argv[1:])
     figures = [("throughput", throughput), ("memory", memory), ("tag", tag_invalidation),
-               ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall)]
+               ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall),
+               ("stats", stats_cost)]
     srv = Server()
     try:
         for name, fn in figures:
