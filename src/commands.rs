@@ -380,7 +380,7 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     if let Some(line) = alert {
         ctx.log_warning(&line);
     }
-    server::latency_sample("cache-invalidate", duration_us / 1000);
+    server::latency_sample(ctx, "cache-invalidate", duration_us / 1000);
     Ok(Reply::Int(deleted.len() as i64))
 }
 

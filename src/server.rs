@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::ptr;
 
-use redis_module::{raw, Context, RedisString};
+use redis_module::{raw, Context, RedisString, RedisValue};
 
 use crate::core::entry::Entry;
 use crate::core::index::Facts;
@@ -403,9 +403,26 @@ extern "C" fn scan_one(
     }
 }
 
-/// Adds a latency-monitor sample (the server keeps it when it is at least
-/// `latency-monitor-threshold`).
-pub fn latency_sample(event: &str, ms: u64) {
+/// Adds a latency-monitor sample as the server's own events are added: only when the monitor
+/// is on (`latency-monitor-threshold` > 0) and the sample reaches the threshold. (Some servers'
+/// module call adds every sample while the monitor is off.) The threshold is only looked up for
+/// samples of 1 ms or more.
+pub fn latency_sample(ctx: &Context, event: &str, ms: u64) {
+    if ms == 0 {
+        return;
+    }
+    let threshold = match ctx.call("CONFIG", &["GET", "latency-monitor-threshold"]) {
+        Ok(RedisValue::Array(v)) => match v.get(1) {
+            Some(RedisValue::SimpleString(s)) => s.parse::<u64>().unwrap_or(0),
+            Some(RedisValue::BulkString(s)) => s.parse::<u64>().unwrap_or(0),
+            Some(RedisValue::BulkRedisString(s)) => s.to_string_lossy().parse::<u64>().unwrap_or(0),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    if threshold == 0 || ms < threshold {
+        return;
+    }
     let Ok(event) = CString::new(event) else {
         return;
     };
