@@ -2,7 +2,7 @@
 //! update the index, notify and replicate.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
@@ -21,7 +21,8 @@ use crate::state;
 type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
 
 /// The command boundary: runs a handler, turns its error or any panic into an error reply, and
-/// records the latency of the timed operations (get, set, invalidate) when they succeed.
+/// records the latency of `op` when the command succeeds (CACHE.GET and CACHE.MGET record
+/// theirs with their hits and misses).
 pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler, op: Option<Op>) -> RedisResult {
     let started = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -64,13 +65,14 @@ macro_rules! commands {
 
 commands! {
     set => cache_set as Set,
-    get => cache_get as Get,
-    mget => cache_mget as Get,
+    get => cache_get,
+    mget => cache_mget,
     tag => cache_tag,
     depend => cache_depend,
     inspect => cache_inspect,
     invalidate => cache_invalidate as Invalidate,
     keys => cache_keys,
+    pending => cache_pending,
     tags => cache_tags,
     stats => cache_stats,
     recommend => cache_recommend,
@@ -179,28 +181,24 @@ fn replicate_set(ctx: &Context, argv: &[&[u8]], deadline: Option<i64>, entry: &E
 }
 
 fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let started = Instant::now();
     parse::exact(argv, 1, "cache.get")?;
     let key = Key::read(ctx, &args[1]);
-    match key.entry()? {
-        Some(e) => {
-            e.hits += 1;
-            let now = server::now_ms();
-            state::lock().metrics(now).record_hit(argv[1], now);
-            server::reply_bulk(ctx, e.value());
-            Ok(Reply::Sent)
-        }
-        None => {
-            let now = server::now_ms();
-            state::lock().metrics(now).record_miss(now);
-            Ok(Reply::Nil)
-        }
+    let found = key.entry()?;
+    match &found {
+        Some(e) => server::reply_bulk(ctx, e.value()),
+        None => server::reply(ctx, &Reply::Nil),
     }
+    let hit = found.map(|e| e.hits += 1).is_some();
+    record_lookups(argv, &[hit], started);
+    Ok(Reply::Sent)
 }
 
 fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let started = Instant::now();
     parse::at_least(argv, 1, "cache.mget")?;
     let mut out = Vec::with_capacity(args.len() - 1);
-    let mut hit = Vec::with_capacity(args.len() - 1);
+    let mut hits = Vec::with_capacity(args.len() - 1);
     for name in &args[1..] {
         let key = Key::read(ctx, name);
         let found = match key.held() {
@@ -210,20 +208,30 @@ fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Rep
             }
             _ => None,
         };
-        hit.push(found.is_some());
+        hits.push(found.is_some());
         out.push(found.map_or(Reply::Nil, Reply::Bulk));
     }
+    server::reply(ctx, &Reply::Array(out));
+    record_lookups(argv, &hits, started);
+    Ok(Reply::Sent)
+}
+
+/// Records the hits and misses of CACHE.GET/MGET (`hits[i]` for key `argv[i + 1]`) and the
+/// command's latency, under one lock.
+fn record_lookups(argv: &[&[u8]], hits: &[bool], started: Instant) {
     let now = server::now_ms();
+    let th = config::thresholds();
     let mut st = state::lock();
     let m = st.metrics(now);
-    for (name, hit) in argv[1..].iter().zip(hit) {
+    for (name, &hit) in argv[1..].iter().zip(hits) {
         if hit {
             m.record_hit(name, now);
         } else {
             m.record_miss(now);
         }
     }
-    Ok(Reply::Array(out))
+    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    m.record_op(Op::Get, us, &th);
 }
 
 fn cache_tag(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
@@ -325,14 +333,50 @@ const DEL_CHUNK: usize = 1024;
 
 fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.invalidate", false)?;
+    let db = server::selected_db(ctx);
     match a.strategy {
-        Strategy::Immediate => {}
-        Strategy::Lazy => return Err(CacheError::StrategyNotAvailable("LAZY")),
-        Strategy::Batched => return Err(CacheError::StrategyNotAvailable("BATCHED")),
+        Strategy::Immediate => {
+            let n = apply(
+                ctx,
+                db,
+                &a.selector,
+                a.depth,
+                a.context.as_deref(),
+                Strategy::Immediate,
+            );
+            Ok(Reply::Int(n as i64))
+        }
+        Strategy::Lazy => Err(CacheError::StrategyNotAvailable("LAZY")),
+        Strategy::Batched => {
+            // Queued on this node; its effects replicate when it is applied.
+            let now = server::now_ms();
+            let delay = config::BATCH_DELAY_MS.get();
+            state::lock()
+                .batch
+                .push(db, a.selector, a.depth, a.context, now, delay);
+            arm_batch_timer(ctx);
+            Ok(Reply::Int(0))
+        }
+    }
+}
+
+/// Invalidates what a selector reaches in database `db`, now: deletes the entries like DEL,
+/// replicates the deletes, records the invalidation. Returns how many entries it removed.
+fn apply(
+    ctx: &Context,
+    db: usize,
+    selector: &Selector,
+    depth: Option<u32>,
+    context: Option<&[u8]>,
+    strategy: Strategy,
+) -> u64 {
+    let original = server::selected_db(ctx);
+    if db != original {
+        server::select_db(ctx, db);
     }
     let started = Instant::now();
     let mut unread = 0u64;
-    let reached = reach(ctx, &a.selector, a.depth, |name| {
+    let reached = reach(ctx, selector, depth, |name| {
         let rs = server::string(ctx, name);
         let key = Key::write(ctx, &rs);
         // Opening it may have found it expired (and removed it): then it is not invalidated.
@@ -355,22 +399,21 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
         server::replicate(ctx, "DEL", &refs);
     }
+    if db != original {
+        server::select_db(ctx, original);
+    }
     let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let context = a
-        .context
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default();
-    let pattern = a.selector.arguments();
+    let context = context.map(String::from_utf8_lossy).unwrap_or_default();
+    let pattern = selector.arguments();
     let record = InvalidationRecord {
-        kind: a.selector.kind(),
+        kind: selector.kind(),
         pattern: &pattern,
         keys: deleted.len() as u64,
         cascaded: (deleted.len() - reached.selected) as u64,
         depth_reached: reached.depth,
         duration_us,
         context: &context,
-        strategy: a.strategy.name(),
+        strategy: strategy.name(),
     };
     let now = server::now_ms();
     let th = config::thresholds();
@@ -381,7 +424,98 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         ctx.log_warning(&line);
     }
     server::latency_sample(ctx, "cache-invalidate", duration_us / 1000);
-    Ok(Reply::Int(deleted.len() as i64))
+    deleted.len() as u64
+}
+
+/// Sets a timer for the next BATCHED request, unless one is set or nothing waits.
+pub fn arm_batch_timer(ctx: &Context) {
+    let delay = {
+        let mut st = state::lock();
+        match st.batch.next_due() {
+            Some(due) if !st.batch_timer => {
+                st.batch_timer = true;
+                (due - server::now_ms()).max(0)
+            }
+            _ => return,
+        }
+    };
+    ctx.create_timer(Duration::from_millis(delay as u64), on_batch_timer, ());
+}
+
+fn on_batch_timer(ctx: &Context, _: ()) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        state::lock().batch_timer = false;
+        apply_batch(ctx, false);
+        arm_batch_timer(ctx);
+    }));
+    if outcome.is_err() {
+        ctx.log_warning("tagcache: applying the BATCHED queue failed");
+    }
+}
+
+/// Applies the due BATCHED requests (all of them with `everything`). A replica applies
+/// nothing: its master replicates the effects; a queue it loaded is dropped.
+fn apply_batch(ctx: &Context, everything: bool) -> u64 {
+    let now = server::now_ms();
+    let replica = server::is_replica(ctx);
+    let due = {
+        let mut st = state::lock();
+        if everything || replica {
+            st.batch.take_all()
+        } else {
+            st.batch.take_due(now)
+        }
+    };
+    if replica {
+        if !due.is_empty() {
+            ctx.log_notice(&format!(
+                "tagcache: dropped {} BATCHED invalidations on a replica (the master applies them)",
+                due.len()
+            ));
+        }
+        return 0;
+    }
+    due.iter()
+        .map(|p| {
+            apply(
+                ctx,
+                p.db,
+                &p.selector,
+                p.depth,
+                p.context.as_deref(),
+                Strategy::Batched,
+            )
+        })
+        .sum()
+}
+
+/// `CACHE.PENDING [FLUSH]`: the queued BATCHED requests, or apply them now.
+fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    if parse::parse_pending(argv)? {
+        return Ok(Reply::Int(apply_batch(ctx, true) as i64));
+    }
+    let st = state::lock();
+    let rows = st
+        .batch
+        .items()
+        .iter()
+        .map(|p| {
+            Reply::fields(vec![
+                ("db", Reply::Int(p.db as i64)),
+                ("type", Reply::Bulk(p.selector.kind().as_bytes().to_vec())),
+                ("pattern", Reply::Bulk(p.selector.arguments().into_bytes())),
+                ("depth", Reply::Int(p.depth.map_or(-1, i64::from))),
+                ("context", p.context.clone().map_or(Reply::Nil, Reply::Bulk)),
+                ("queued_ms", Reply::Int(p.queued_ms)),
+                ("due_ms", Reply::Int(p.due_ms)),
+                (
+                    "coalesced",
+                    Reply::Int(i64::try_from(p.coalesced).unwrap_or(i64::MAX)),
+                ),
+            ])
+        })
+        .collect();
+    Ok(Reply::Array(rows))
 }
 
 fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use redis_module::{raw, Context, RedisString};
 
+use crate::core::batch::Batch;
 use crate::core::entry::{Entry, ENCODING_VERSION};
 use crate::core::index::hash_key;
 use crate::core::metrics::{Field, Removal};
@@ -27,10 +28,10 @@ pub static CACHE_TYPE: redis_module::native_types::RedisType =
             mem_usage: Some(mem_usage),
             digest: Some(digest),
             free: Some(free),
-            aux_load: None,
-            aux_save: None,
-            aux_save2: None,
-            aux_save_triggers: 0,
+            aux_load: Some(aux_load),
+            aux_save: Some(aux_save),
+            aux_save2: Some(aux_save2),
+            aux_save_triggers: raw::REDISMODULE_AUX_AFTER_RDB as i32,
             free_effort: Some(free_effort),
             unlink: None,
             copy: None,
@@ -138,6 +139,53 @@ unsafe extern "C" fn aof_rewrite(
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
     guard(0, || (*value.cast::<Entry>()).heap_size())
+}
+
+/// Module-wide state saved after the keys of an RDB (and DUMP-free): the BATCHED queue.
+unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    guard((), || {
+        if when != raw::REDISMODULE_AUX_AFTER_RDB as c_int {
+            return;
+        }
+        let bytes = state::lock().batch.encode();
+        raw::save_slice(rdb, &bytes);
+    })
+}
+
+/// As `aux_save`, for servers that skip the aux field when nothing is saved: saves only when
+/// there is a queue, so an RDB without cache state loads without the module.
+unsafe extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    if !state::lock().batch.is_empty() {
+        aux_save(rdb, when);
+    }
+}
+
+unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int) -> c_int {
+    guard(raw::REDISMODULE_ERR as c_int, || {
+        if when != raw::REDISMODULE_AUX_AFTER_RDB as c_int {
+            return raw::REDISMODULE_OK as c_int;
+        }
+        if encver > ENCODING_VERSION as c_int {
+            log_io(
+                rdb,
+                &format!("tagcache: aux data version {encver} is newer than this module supports"),
+            );
+            return raw::REDISMODULE_ERR as c_int;
+        }
+        let Ok(buf) = raw::load_string_buffer(rdb) else {
+            return raw::REDISMODULE_ERR as c_int;
+        };
+        match Batch::decode(buf.as_ref()) {
+            Ok(b) => {
+                state::lock().batch = b;
+                raw::REDISMODULE_OK as c_int
+            }
+            Err(e) => {
+                log_io(rdb, &format!("tagcache: BATCHED queue in aux data: {e}"));
+                raw::REDISMODULE_ERR as c_int
+            }
+        }
+    })
 }
 
 /// DEBUG DIGEST: value, tags and dependencies in canonical (sorted) order, as one ordered
@@ -309,6 +357,7 @@ unsafe extern "C" fn on_loading(
         let ctx = Context::new(ctx);
         if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
             crate::commands::rebuild_all(&ctx);
+            crate::commands::arm_batch_timer(&ctx);
         } else if sub != raw::REDISMODULE_SUBEVENT_LOADING_FAILED {
             state::lock().clear_all();
         }

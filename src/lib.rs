@@ -49,6 +49,7 @@ mod module {
             ["cache.inspect", commands::inspect, "readonly fast", 1, 1, 1, ""],
             ["cache.invalidate", commands::invalidate, "write", 0, 0, 0, ""],
             ["cache.keys", commands::keys, "readonly", 0, 0, 0, ""],
+            ["cache.pending", commands::pending, "write", 0, 0, 0, ""],
             ["cache.tags", commands::tags, "readonly", 0, 0, 0, ""],
             ["cache.stats", commands::stats, "readonly", 0, 0, 0, ""],
             ["cache.recommend", commands::recommend, "readonly", 0, 0, 0, ""],

@@ -33,6 +33,12 @@ pub fn select_db(ctx: &Context, db: usize) -> bool {
     }
 }
 
+/// This server is a replica.
+pub fn is_replica(ctx: &Context) -> bool {
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
+    flags & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0
+}
+
 /// The command came from our master or from the AOF: its outcome was decided elsewhere, so
 /// local defaults (such as the default TTL) must not apply.
 pub fn replayed(ctx: &Context) -> bool {

@@ -6,6 +6,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use crate::core::batch::Batch;
 use crate::core::index::DbIndex;
 use crate::core::metrics::{IndexFigures, Metrics};
 
@@ -19,6 +20,10 @@ pub struct State {
     /// A CACHE.SET replacing this entry (database, key hash) updates the index itself: the
     /// unlink callback of the old value leaves the index alone.
     pub replacing: Option<(usize, u64)>,
+    /// BATCHED invalidations waiting for their delay.
+    pub batch: Batch,
+    /// A timer is set to apply the batch.
+    pub batch_timer: bool,
 }
 
 impl State {
@@ -74,6 +79,8 @@ static STATE: Mutex<State> = Mutex::new(State {
     metrics: None,
     last_unlinked: None,
     replacing: None,
+    batch: Batch::new(),
+    batch_timer: false,
 });
 
 pub fn lock() -> MutexGuard<'static, State> {

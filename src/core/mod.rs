@@ -1,5 +1,6 @@
 //! The pure core: no `redis_module` imports, fully unit-tested.
 
+pub mod batch;
 pub mod entry;
 pub mod glob;
 pub mod index;

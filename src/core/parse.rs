@@ -399,6 +399,19 @@ pub fn parse_count(args: &[&[u8]], cmd: &'static str) -> Result<Option<usize>> {
     }
 }
 
+/// `CACHE.PENDING [FLUSH]`: whether FLUSH was asked for.
+pub fn parse_pending(args: &[&[u8]]) -> Result<bool> {
+    match args.len() {
+        1 => Ok(false),
+        2 if eq(args[1], "FLUSH") => Ok(true),
+        2 => Err(CacheError::UnknownSubcommand(
+            word(args[1]),
+            "CACHE.PENDING",
+        )),
+        _ => Err(CacheError::WrongArity("cache.pending")),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DebugArgs {
     Verify,

@@ -1,0 +1,273 @@
+//! The BATCHED strategy's queue: invalidation requests wait `cache.batch-delay-ms`, identical
+//! requests queued in the same window are coalesced, and the queue survives a save and reload
+//! (it is written into the RDB's module aux data).
+
+use super::entry::{put_bytes, put_varint, DecodeError, Reader};
+use super::index::Selector;
+
+/// One queued invalidation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub db: usize,
+    pub selector: Selector,
+    /// None: `cache.max-cascade-depth` when it is applied.
+    pub depth: Option<u32>,
+    pub context: Option<Vec<u8>>,
+    pub queued_ms: i64,
+    pub due_ms: i64,
+    /// How many identical requests were folded into this one.
+    pub coalesced: u64,
+}
+
+/// The queue, oldest first.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    items: Vec<Pending>,
+}
+
+/// Encoding version of the queue in aux data.
+const BATCH_VERSION: u8 = 1;
+
+impl Batch {
+    pub const fn new() -> Batch {
+        Batch { items: Vec::new() }
+    }
+
+    /// Queues a request due at `now_ms + delay_ms`; an identical request (same database,
+    /// selector and depth) already waiting absorbs it. Returns whether it was new.
+    pub fn push(
+        &mut self,
+        db: usize,
+        selector: Selector,
+        depth: Option<u32>,
+        context: Option<Vec<u8>>,
+        now_ms: i64,
+        delay_ms: i64,
+    ) -> bool {
+        if let Some(p) = self
+            .items
+            .iter_mut()
+            .find(|p| p.db == db && p.selector == selector && p.depth == depth)
+        {
+            p.coalesced += 1;
+            return false;
+        }
+        self.items.push(Pending {
+            db,
+            selector,
+            depth,
+            context,
+            queued_ms: now_ms,
+            due_ms: now_ms.saturating_add(delay_ms),
+            coalesced: 0,
+        });
+        true
+    }
+
+    /// Removes and returns the requests due at `now_ms`, oldest first.
+    pub fn take_due(&mut self, now_ms: i64) -> Vec<Pending> {
+        let (due, wait): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.items)
+            .into_iter()
+            .partition(|p| p.due_ms <= now_ms);
+        self.items = wait;
+        due
+    }
+
+    /// Removes and returns every request.
+    pub fn take_all(&mut self) -> Vec<Pending> {
+        std::mem::take(&mut self.items)
+    }
+
+    /// When the next request is due.
+    pub fn next_due(&self) -> Option<i64> {
+        self.items.iter().map(|p| p.due_ms).min()
+    }
+
+    pub fn items(&self) -> &[Pending] {
+        &self.items
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![BATCH_VERSION];
+        put_varint(&mut out, self.items.len() as u64);
+        for p in &self.items {
+            put_varint(&mut out, p.db as u64);
+            let (kind, args): (u8, Vec<&[u8]>) = match &p.selector {
+                Selector::Keys(v) => (0, v.iter().map(Vec::as_slice).collect()),
+                Selector::Tags(v) => (1, v.iter().map(Vec::as_slice).collect()),
+                Selector::Pattern(x) => (2, vec![x.as_slice()]),
+                Selector::Namespace(x) => (3, vec![x.as_slice()]),
+                Selector::All => (4, vec![]),
+                Selector::Dependents(v) => (5, v.iter().map(Vec::as_slice).collect()),
+            };
+            out.push(kind);
+            put_varint(&mut out, args.len() as u64);
+            for a in args {
+                put_bytes(&mut out, a);
+            }
+            put_varint(&mut out, p.depth.map_or(0, |d| u64::from(d) + 1));
+            match &p.context {
+                None => out.push(0),
+                Some(c) => {
+                    out.push(1);
+                    put_bytes(&mut out, c);
+                }
+            }
+            put_varint(&mut out, p.queued_ms as u64);
+            put_varint(&mut out, p.due_ms as u64);
+            put_varint(&mut out, p.coalesced);
+        }
+        out
+    }
+
+    /// Parses what `encode` wrote; never panics, checks lengths before allocating.
+    pub fn decode(buf: &[u8]) -> Result<Batch, DecodeError> {
+        let mut r = Reader { buf, pos: 0 };
+        let version = r.byte()?;
+        if version != BATCH_VERSION {
+            return Err(DecodeError::NewerVersion(version));
+        }
+        let n = r.len()?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            let db = usize::try_from(r.varint()?).map_err(|_| DecodeError::Corrupt("db"))?;
+            let kind = r.byte()?;
+            let count = r.len()?;
+            let mut args = Vec::with_capacity(count);
+            for _ in 0..count {
+                args.push(r.bytes()?.to_vec());
+            }
+            let one = |mut args: Vec<Vec<u8>>| args.pop().ok_or(DecodeError::Corrupt("selector"));
+            let selector = match kind {
+                0 => Selector::Keys(args),
+                1 => Selector::Tags(args),
+                2 => Selector::Pattern(one(args)?),
+                3 => Selector::Namespace(one(args)?),
+                4 => Selector::All,
+                5 => Selector::Dependents(args),
+                _ => return Err(DecodeError::Corrupt("selector kind")),
+            };
+            let depth = match r.varint()? {
+                0 => None,
+                d => Some(u32::try_from(d - 1).map_err(|_| DecodeError::Corrupt("depth"))?),
+            };
+            let context = match r.byte()? {
+                0 => None,
+                1 => Some(r.bytes()?.to_vec()),
+                _ => return Err(DecodeError::Corrupt("context flag")),
+            };
+            let queued_ms = r.varint()? as i64;
+            let due_ms = r.varint()? as i64;
+            let coalesced = r.varint()?;
+            items.push(Pending {
+                db,
+                selector,
+                depth,
+                context,
+                queued_ms,
+                due_ms,
+                coalesced,
+            });
+        }
+        if r.pos != buf.len() {
+            return Err(DecodeError::Corrupt("trailing bytes"));
+        }
+        Ok(Batch { items })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tag(t: &str) -> Selector {
+        Selector::Tags(vec![t.as_bytes().to_vec()])
+    }
+
+    #[test]
+    fn identical_requests_coalesce_until_applied() {
+        let mut b = Batch::default();
+        assert!(b.push(0, tag("a"), None, None, 1000, 100));
+        assert!(!b.push(0, tag("a"), None, Some(b"later".to_vec()), 1050, 100));
+        assert!(
+            b.push(1, tag("a"), None, None, 1050, 100),
+            "another database"
+        );
+        assert!(
+            b.push(0, tag("a"), Some(0), None, 1050, 100),
+            "another depth"
+        );
+        assert!(b.push(0, tag("b"), None, None, 1060, 100));
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.items()[0].coalesced, 1);
+        assert_eq!(b.next_due(), Some(1100));
+        assert!(b.take_due(1099).is_empty());
+        let due = b.take_due(1150);
+        assert_eq!(due.len(), 3);
+        assert_eq!(due[0].context, None, "the first request's context is kept");
+        assert_eq!(b.next_due(), Some(1160));
+        assert!(
+            b.push(0, tag("a"), None, None, 1200, 100),
+            "a new window after applying"
+        );
+        assert_eq!(b.take_all().len(), 2);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn encode_round_trip_and_truncation() {
+        let mut b = Batch::default();
+        b.push(0, Selector::All, None, None, 5, 10);
+        b.push(
+            3,
+            Selector::Pattern(b"u:*".to_vec()),
+            Some(2),
+            Some(b"ctx".to_vec()),
+            6,
+            10,
+        );
+        b.push(
+            1,
+            Selector::Keys(vec![b"\x00k".to_vec(), b"k2".to_vec()]),
+            Some(0),
+            None,
+            7,
+            10,
+        );
+        b.push(
+            1,
+            Selector::Dependents(vec![b"r".to_vec()]),
+            None,
+            None,
+            7,
+            10,
+        );
+        b.push(1, Selector::Namespace(b"n".to_vec()), None, None, 7, 10);
+        b.push(1, tag("t"), None, None, 7, 10);
+        let bytes = b.encode();
+        assert_eq!(Batch::decode(&bytes), Ok(b.clone()));
+        for cut in 0..bytes.len() {
+            assert!(Batch::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+        assert_eq!(
+            Batch::decode(&Batch::default().encode()),
+            Ok(Batch::default())
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Batch::decode(&bytes);
+        }
+    }
+}
