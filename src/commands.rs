@@ -12,7 +12,7 @@ use crate::core::glob::Glob;
 use crate::core::index::hash_key;
 use crate::core::index::{self, DbIndex, Reach, Selector};
 use crate::core::metrics::{self, Field, InvalidationRecord, Op};
-use crate::core::parse::{self, Condition, DebugArgs, Expiry, Strategy};
+use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::error::{CacheError, Result};
 use crate::ffi;
 use crate::server::{self, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
@@ -491,8 +491,20 @@ fn apply_batch(ctx: &Context, everything: bool) -> u64 {
 
 /// `CACHE.PENDING [FLUSH]`: the queued BATCHED requests, or apply them now.
 fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    if parse::parse_pending(argv)? {
-        return Ok(Reply::Int(apply_batch(ctx, true) as i64));
+    match parse::parse_pending(argv)? {
+        PendingArgs::Flush => return Ok(Reply::Int(apply_batch(ctx, true) as i64)),
+        PendingArgs::Help => {
+            return Ok(help(&[
+                "CACHE.PENDING [<subcommand>]. Subcommands are:",
+                "(none)",
+                "    List the queued BATCHED invalidations.",
+                "FLUSH",
+                "    Apply them all now; reply the number of entries invalidated.",
+                "HELP",
+                "    Print this help.",
+            ]))
+        }
+        PendingArgs::List => {}
     }
     let st = state::lock();
     let rows = st
@@ -610,6 +622,16 @@ fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<
     Ok(Reply::Ok)
 }
 
+/// A HELP reply: one bulk string per line.
+fn help(lines: &[&str]) -> Reply {
+    Reply::Array(
+        lines
+            .iter()
+            .map(|s| Reply::Bulk(s.as_bytes().to_vec()))
+            .collect(),
+    )
+}
+
 /// A map reply from metric fields.
 fn fields(pairs: Vec<(&'static str, Field)>) -> Reply {
     Reply::Map(
@@ -622,18 +644,13 @@ fn fields(pairs: Vec<(&'static str, Field)>) -> Reply {
 
 fn cache_debug(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     match parse::parse_debug(argv)? {
-        DebugArgs::Help => Ok(Reply::Array(
-            [
-                "CACHE.DEBUG <subcommand>. Subcommands are:",
-                "VERIFY",
-                "    Rebuild every index from the entries and list the differences (empty: consistent).",
-                "HELP",
-                "    Print this help.",
-            ]
-            .iter()
-            .map(|s| Reply::Bulk(s.as_bytes().to_vec()))
-            .collect(),
-        )),
+        DebugArgs::Help => Ok(help(&[
+            "CACHE.DEBUG <subcommand>. Subcommands are:",
+            "VERIFY",
+            "    Rebuild every index from the entries and list the differences (empty: consistent).",
+            "HELP",
+            "    Print this help.",
+        ])),
         DebugArgs::Verify => Ok(Reply::Array(
             verify(ctx).into_iter().map(|s| Reply::Bulk(s.into_bytes())).collect(),
         )),

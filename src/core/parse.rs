@@ -399,11 +399,19 @@ pub fn parse_count(args: &[&[u8]], cmd: &'static str) -> Result<Option<usize>> {
     }
 }
 
-/// `CACHE.PENDING [FLUSH]`: whether FLUSH was asked for.
-pub fn parse_pending(args: &[&[u8]]) -> Result<bool> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingArgs {
+    List,
+    Flush,
+    Help,
+}
+
+/// `CACHE.PENDING [FLUSH | HELP]`.
+pub fn parse_pending(args: &[&[u8]]) -> Result<PendingArgs> {
     match args.len() {
-        1 => Ok(false),
-        2 if eq(args[1], "FLUSH") => Ok(true),
+        1 => Ok(PendingArgs::List),
+        2 if eq(args[1], "FLUSH") => Ok(PendingArgs::Flush),
+        2 if eq(args[1], "HELP") => Ok(PendingArgs::Help),
         2 => Err(CacheError::UnknownSubcommand(
             word(args[1]),
             "CACHE.PENDING",
