@@ -13,6 +13,7 @@ use crate::core::index::hash_key;
 use crate::core::index::{self, DbIndex, Reach, Selector};
 use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
+use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
 use crate::error::{CacheError, Result};
 use crate::ffi;
 use crate::server::{self, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
@@ -73,6 +74,12 @@ commands! {
     invalidate => cache_invalidate as Invalidate,
     keys => cache_keys,
     pending => cache_pending,
+    rule_set => cache_rule,
+    rule_del => cache_rule,
+    rule_list => cache_rule,
+    rule_help => cache_rule,
+    relate => cache_relate,
+    write => cache_write,
     tags => cache_tags,
     stats => cache_stats,
     recommend => cache_recommend,
@@ -620,6 +627,108 @@ fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<
     let now = server::now_ms();
     state::lock().metrics(now).reset(now);
     Ok(Reply::Ok)
+}
+
+/// `CACHE.RULE SET|DEL|LIST|HELP` (registered as subcommands: SET and DEL write, LIST and
+/// HELP read). Definitions replicate as sent; the counters are this node's.
+fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let cmd = Rules::parse_rule_command(argv).map_err(CacheError::Message)?;
+    if let RuleCommand::Set(rule) = &cmd {
+        if rule.strategy == RuleStrategy::Lazy {
+            return Err(CacheError::StrategyNotAvailable("LAZY"));
+        }
+    }
+    let writes = matches!(cmd, RuleCommand::Set(_) | RuleCommand::Del(_));
+    let reply = state::lock().rules().apply_rule(cmd);
+    rule_reply(ctx, reply, writes)
+}
+
+/// `CACHE.RELATE source target [target ...] [DEPTH n] [BIDIRECTIONAL]`, `DEL`, `LIST`, `HELP`.
+fn cache_relate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let cmd = Rules::parse_relate_command(argv).map_err(CacheError::Message)?;
+    let writes = matches!(cmd, RelateCommand::Set(_) | RelateCommand::Del { .. });
+    let reply = state::lock().rules().apply_relate(cmd);
+    rule_reply(ctx, reply, writes)
+}
+
+/// Renders a rules reply; a change that succeeded replicates as sent.
+fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool) -> Result<Reply> {
+    let out = match reply {
+        RuleReply::Error(text) => return Err(CacheError::Message(text)),
+        RuleReply::Ok => Reply::Ok,
+        RuleReply::Int(n) => Reply::Int(n),
+        RuleReply::Help(lines) => help(lines),
+        RuleReply::Rows(rows) => Reply::Array(
+            rows.into_iter()
+                .map(|row| {
+                    Reply::fields(
+                        row.into_iter()
+                            .map(|(k, v)| {
+                                let v = match v {
+                                    RowValue::Bytes(b) => Reply::Bulk(b),
+                                    RowValue::Int(n) => Reply::Int(n),
+                                    RowValue::Nil => Reply::Nil,
+                                    RowValue::List(l) => {
+                                        Reply::Array(l.into_iter().map(Reply::Bulk).collect())
+                                    }
+                                };
+                                (k, v)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+        ),
+    };
+    if writes && !matches!(out, Reply::Int(0)) {
+        ctx.replicate_verbatim();
+    }
+    Ok(out)
+}
+
+/// `CACHE.WRITE type id [OP op] [CONTEXT text]`: a write on `type` id `id` was made; invalidate
+/// the tag `type:id` (and that of every related type), then what the matching rules name, by
+/// priority. Replies the number of entries invalidated now (BATCHED steps count when applied).
+fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let w = Rules::parse_write(argv).map_err(CacheError::Message)?;
+    let plan = state::lock().rules().plan(&w);
+    let db = server::selected_db(ctx);
+    let mut total = 0u64;
+    for step in plan {
+        let context = match (&w.context, &step.rule) {
+            (Some(c), Some(r)) => Some([&c[..], b" rule:", r].concat()),
+            (None, Some(r)) => Some([&b"rule:"[..], r].concat()),
+            (c, None) => c.clone(),
+        };
+        let selector = Selector::Tags(step.tags);
+        let n = match step.strategy {
+            RuleStrategy::Batched => {
+                let now = server::now_ms();
+                let delay = config::BATCH_DELAY_MS.get();
+                state::lock()
+                    .batch
+                    .push(db, selector, None, context, now, delay);
+                arm_batch_timer(ctx);
+                0
+            }
+            // LAZY rules are refused when they are set; a LAZY rule loaded from elsewhere runs
+            // as IMMEDIATE until LAZY exists.
+            RuleStrategy::Immediate | RuleStrategy::Lazy => apply(
+                ctx,
+                db,
+                &selector,
+                None,
+                context.as_deref(),
+                Strategy::Immediate,
+            ),
+        };
+        total += n;
+        if let Some(rule) = &step.rule {
+            let now = server::now_ms();
+            state::lock().rules().record(rule, n, now);
+        }
+    }
+    Ok(Reply::Int(i64::try_from(total).unwrap_or(i64::MAX)))
 }
 
 /// A HELP reply: one bulk string per line.

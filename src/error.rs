@@ -19,6 +19,8 @@ pub enum CacheError {
     StrategyNotAvailable(&'static str),
     UnknownSubcommand(String, &'static str),
     TooLarge,
+    /// A full error text made by the core (it starts with the error code).
+    Message(String),
     Internal(String),
 }
 
@@ -56,6 +58,7 @@ impl fmt::Display for CacheError {
                 "ERR unknown subcommand '{s}'. Try {cmd} HELP."
             ),
             CacheError::TooLarge => write!(f, "ERR cache entry too large"),
+            CacheError::Message(text) => write!(f, "{text}"),
             CacheError::Internal(why) => write!(f, "ERR tagcache internal error: {why}"),
         }
     }

@@ -12,6 +12,7 @@ use crate::core::batch::Batch;
 use crate::core::entry::{Entry, ENCODING_VERSION};
 use crate::core::index::hash_key;
 use crate::core::metrics::{Field, Removal};
+use crate::core::rules::Rules;
 use crate::server;
 use crate::state;
 
@@ -147,15 +148,23 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
         if when != raw::REDISMODULE_AUX_AFTER_RDB as c_int {
             return;
         }
-        let bytes = state::lock().batch.encode();
-        raw::save_slice(rdb, &bytes);
+        let (batch, rules) = {
+            let mut st = state::lock();
+            (st.batch.encode(), st.rules().encode())
+        };
+        raw::save_slice(rdb, &batch);
+        raw::save_slice(rdb, &rules);
     })
 }
 
 /// As `aux_save`, for servers that skip the aux field when nothing is saved: saves only when
 /// there is a queue, so an RDB without cache state loads without the module.
 unsafe extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
-    if !state::lock().batch.is_empty() {
+    let empty = {
+        let mut st = state::lock();
+        st.batch.is_empty() && st.rules().is_empty()
+    };
+    if !empty {
         aux_save(rdb, when);
     }
 }
@@ -172,19 +181,28 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
             );
             return raw::REDISMODULE_ERR as c_int;
         }
-        let Ok(buf) = raw::load_string_buffer(rdb) else {
+        let (Ok(batch), Ok(rules)) = (raw::load_string_buffer(rdb), raw::load_string_buffer(rdb))
+        else {
             return raw::REDISMODULE_ERR as c_int;
         };
-        match Batch::decode(buf.as_ref()) {
-            Ok(b) => {
-                state::lock().batch = b;
-                raw::REDISMODULE_OK as c_int
-            }
+        let batch = match Batch::decode(batch.as_ref()) {
+            Ok(b) => b,
             Err(e) => {
                 log_io(rdb, &format!("tagcache: BATCHED queue in aux data: {e}"));
-                raw::REDISMODULE_ERR as c_int
+                return raw::REDISMODULE_ERR as c_int;
             }
-        }
+        };
+        let rules = match Rules::decode(rules.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                log_io(rdb, &format!("tagcache: rules in aux data: {e}"));
+                return raw::REDISMODULE_ERR as c_int;
+            }
+        };
+        let mut st = state::lock();
+        st.batch = batch;
+        *st.rules() = rules;
+        raw::REDISMODULE_OK as c_int
     })
 }
 
@@ -488,4 +506,64 @@ pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_repo
             add_u(ctx, n.as_ptr() as *mut c_char, v);
         }
     })
+}
+
+/// A command the server calls with its raw arguments: wraps them for a handler of `commands`.
+macro_rules! command_fn {
+    ($name:ident, $handler:path) => {
+        unsafe extern "C" fn $name(
+            ctx: *mut raw::RedisModuleCtx,
+            argv: *mut *mut raw::RedisModuleString,
+            argc: c_int,
+        ) -> c_int {
+            let context = Context::new(ctx);
+            let args = redis_module::decode_args(ctx, argv, argc);
+            let _ = $handler(&context, args);
+            raw::REDISMODULE_OK as c_int
+        }
+    };
+}
+
+command_fn!(rule_set, crate::commands::rule_set);
+command_fn!(rule_del, crate::commands::rule_del);
+command_fn!(rule_list, crate::commands::rule_list);
+command_fn!(rule_help, crate::commands::rule_help);
+
+/// CACHE.RULE as a container command whose subcommands have their own flags (LIST is a read a
+/// replica answers; SET is a write it refuses). Redis 7.0 subcommands.
+pub fn register_subcommands(ctx: &Context) -> bool {
+    type Cmd = unsafe extern "C" fn(
+        *mut raw::RedisModuleCtx,
+        *mut *mut raw::RedisModuleString,
+        c_int,
+    ) -> c_int;
+    let subs: [(&std::ffi::CStr, Cmd, &std::ffi::CStr); 4] = [
+        (c"set", rule_set, c"write"),
+        (c"del", rule_del, c"write"),
+        (c"list", rule_list, c"readonly"),
+        (c"help", rule_help, c"readonly"),
+    ];
+    unsafe {
+        let (Some(create), Some(get), Some(sub)) = (
+            raw::RedisModule_CreateCommand,
+            raw::RedisModule_GetCommand,
+            raw::RedisModule_CreateSubcommand,
+        ) else {
+            return false;
+        };
+        let parent = c"cache.rule";
+        if create(ctx.ctx, parent.as_ptr(), None, c"".as_ptr(), 0, 0, 0)
+            != raw::REDISMODULE_OK as c_int
+        {
+            return false;
+        }
+        let cmd = get(ctx.ctx, parent.as_ptr());
+        if cmd.is_null() {
+            return false;
+        }
+        subs.into_iter().all(|(name, f, flags)| {
+            sub(cmd, name.as_ptr(), Some(f), flags.as_ptr(), 0, 0, 0)
+                == raw::REDISMODULE_OK as c_int
+        })
+    }
 }

@@ -26,6 +26,10 @@ mod module {
         // Replaces the crate's default INFO handler (the last registration wins).
         redis_module::raw::register_info_function(ctx.ctx, Some(ffi::info));
         crate::server::set_module_options(ctx);
+        if !ffi::register_subcommands(ctx) {
+            ctx.log_warning("tagcache: could not register CACHE.RULE");
+            return Status::Err;
+        }
         if ffi::subscribe(ctx) {
             Status::Ok
         } else {
@@ -50,6 +54,8 @@ mod module {
             ["cache.invalidate", commands::invalidate, "write", 0, 0, 0, ""],
             ["cache.keys", commands::keys, "readonly", 0, 0, 0, ""],
             ["cache.pending", commands::pending, "write", 0, 0, 0, ""],
+            ["cache.relate", commands::relate, "write", 0, 0, 0, ""],
+            ["cache.write", commands::write, "write", 0, 0, 0, ""],
             ["cache.tags", commands::tags, "readonly", 0, 0, 0, ""],
             ["cache.stats", commands::stats, "readonly", 0, 0, 0, ""],
             ["cache.recommend", commands::recommend, "readonly", 0, 0, 0, ""],

@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use crate::core::batch::Batch;
 use crate::core::index::DbIndex;
 use crate::core::metrics::{IndexFigures, Metrics};
+use crate::core::rules::Rules;
 
 #[derive(Default)]
 pub struct State {
@@ -24,6 +25,7 @@ pub struct State {
     pub batch: Batch,
     /// A timer is set to apply the batch.
     pub batch_timer: bool,
+    rules: Option<Rules>,
 }
 
 impl State {
@@ -42,6 +44,11 @@ impl State {
         let n = a.max(b);
         self.db(n);
         self.dbs.swap(a, b);
+    }
+
+    /// The invalidation rules and type relationships (server-wide, not per database).
+    pub fn rules(&mut self) -> &mut Rules {
+        self.rules.get_or_insert_with(Rules::default)
     }
 
     /// The metrics, started at `now_ms` on first use.
@@ -81,6 +88,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     replacing: None,
     batch: Batch::new(),
     batch_timer: false,
+    rules: None,
 });
 
 pub fn lock() -> MutexGuard<'static, State> {

@@ -410,7 +410,6 @@ fn no_notifications_for_reads_or_rejected_commands() {
         (&["CACHE.GET", "plain"], WRONGTYPE),
         (&["CACHE.INSPECT", "plain"], WRONGTYPE),
         (&["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t1"], "ERR strategy LAZY is not available yet, use IMMEDIATE"),
-        (&["CACHE.INVALIDATE", "STRATEGY", "BATCHED", "ALL"], "ERR strategy BATCHED is not available yet, use IMMEDIATE"),
         (&["CACHE.INVALIDATE", "BOGUS"], "ERR unknown selector 'BOGUS', expected KEY, TAG, PATTERN, NAMESPACE, ALL or DEPENDENTS"),
         (&["CACHE.INVALIDATE", "DEPTH", "x", "ALL"], "ERR value is not an integer or out of range"),
     ];

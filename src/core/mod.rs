@@ -6,6 +6,7 @@ pub mod glob;
 pub mod index;
 pub mod metrics;
 pub mod parse;
+pub mod rules;
 
 /// Renders bytes the way redis-cli does: printable ASCII as is, the rest as `\xNN`, quoted.
 pub fn show(bytes: &[u8]) -> String {
