@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use crate::config;
+use crate::core::batch::{decode_item, encode_item, Queued};
 use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
 use crate::core::index::hash_key;
@@ -355,13 +356,7 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         }
         Strategy::Lazy => Err(CacheError::StrategyNotAvailable("LAZY")),
         Strategy::Batched => {
-            // Queued on this node; its effects replicate when it is applied.
-            let now = server::now_ms();
-            let delay = config::BATCH_DELAY_MS.get();
-            state::lock()
-                .batch
-                .push(db, a.selector, a.depth, a.context, now, delay);
-            arm_batch_timer(ctx);
+            enqueue(ctx, db, a.selector, a.depth, a.context);
             Ok(Reply::Int(0))
         }
     }
@@ -434,24 +429,78 @@ fn apply(
     deleted.len() as u64
 }
 
-/// Sets a timer for the next BATCHED request, unless one is set or nothing waits.
-pub fn arm_batch_timer(ctx: &Context) {
-    let delay = {
+/// Queues a BATCHED request. The queue itself replicates (to replicas and the AOF) as
+/// `CACHE.PENDING ADD`/`COALESCE`, and each applied request as its deletes plus
+/// `CACHE.PENDING DONE`: replicas list the same queue, and a restart from the AOF finds the
+/// requests that were still waiting.
+fn enqueue(
+    ctx: &Context,
+    db: usize,
+    selector: Selector,
+    depth: Option<u32>,
+    context: Option<Vec<u8>>,
+) {
+    let now = server::now_ms();
+    let delay = config::BATCH_DELAY_MS.get();
+    let (queued, item) = {
         let mut st = state::lock();
-        match st.batch.next_due() {
-            Some(due) if !st.batch_timer => {
-                st.batch_timer = true;
-                (due - server::now_ms()).max(0)
-            }
-            _ => return,
+        let queued = st.batch.push(db, selector, depth, context, now, delay);
+        let item = match queued {
+            Queued::New(id) => st
+                .batch
+                .items()
+                .iter()
+                .find(|p| p.id == id)
+                .map(encode_item),
+            Queued::Coalesced(_) => None,
+        };
+        (queued, item)
+    };
+    match (queued, item) {
+        (Queued::New(_), Some(bytes)) => server::replicate(ctx, "CACHE.PENDING", &[b"ADD", &bytes]),
+        (Queued::Coalesced(id), _) => server::replicate(
+            ctx,
+            "CACHE.PENDING",
+            &[b"COALESCE", id.to_string().as_bytes()],
+        ),
+        _ => {}
+    }
+    arm_batch_timer(ctx);
+}
+
+/// Sets the timer for the next BATCHED request: none when nothing waits, and a timer set for a
+/// later request is replaced when an earlier one arrives (the delay may have been lowered).
+pub fn arm_batch_timer(ctx: &Context) {
+    if server::is_replica(ctx) {
+        return;
+    }
+    let (delay, stale) = {
+        let mut st = state::lock();
+        let Some(due) = st.batch.next_due() else {
+            return;
+        };
+        match st.batch_timer {
+            Some((_, armed)) if armed <= due => return,
+            previous => (
+                (due - server::now_ms()).max(0),
+                previous
+                    .map(|(id, _)| id)
+                    .inspect(|_| st.batch_timer = None),
+            ),
         }
     };
-    ctx.create_timer(Duration::from_millis(delay as u64), on_batch_timer, ());
+    if let Some(id) = stale {
+        // It may have fired already (then it is gone): nothing to stop.
+        let _ = ctx.stop_timer::<()>(id);
+    }
+    let id = ctx.create_timer(Duration::from_millis(delay as u64), on_batch_timer, ());
+    let due = server::now_ms() + delay;
+    state::lock().batch_timer = Some((id, due));
 }
 
 fn on_batch_timer(ctx: &Context, _: ()) {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        state::lock().batch_timer = false;
+        state::lock().batch_timer = None;
         apply_batch(ctx, false);
         arm_batch_timer(ctx);
     }));
@@ -460,46 +509,66 @@ fn on_batch_timer(ctx: &Context, _: ()) {
     }
 }
 
-/// Applies the due BATCHED requests (all of them with `everything`). A replica applies
-/// nothing: its master replicates the effects; a queue it loaded is dropped.
+/// Applies the due BATCHED requests (all of them with `everything`), on a master: each
+/// replicates as its deletes and `CACHE.PENDING DONE`. A replica keeps its copy of the queue
+/// and applies nothing (its master sends the effects).
 fn apply_batch(ctx: &Context, everything: bool) -> u64 {
+    if server::is_replica(ctx) {
+        return 0;
+    }
     let now = server::now_ms();
-    let replica = server::is_replica(ctx);
     let due = {
         let mut st = state::lock();
-        if everything || replica {
+        if everything {
             st.batch.take_all()
         } else {
             st.batch.take_due(now)
         }
     };
-    if replica {
-        if !due.is_empty() {
-            ctx.log_notice(&format!(
-                "tagcache: dropped {} BATCHED invalidations on a replica (the master applies them)",
-                due.len()
-            ));
-        }
-        return 0;
+    let mut total = 0;
+    for p in due {
+        let strategy = Strategy::Batched;
+        total += apply(
+            ctx,
+            p.db,
+            &p.selector,
+            p.depth,
+            p.context.as_deref(),
+            strategy,
+        );
+        server::replicate(
+            ctx,
+            "CACHE.PENDING",
+            &[b"DONE", p.id.to_string().as_bytes()],
+        );
     }
-    due.iter()
-        .map(|p| {
-            apply(
-                ctx,
-                p.db,
-                &p.selector,
-                p.depth,
-                p.context.as_deref(),
-                Strategy::Batched,
-            )
-        })
-        .sum()
+    total
 }
 
 /// `CACHE.PENDING [FLUSH]`: the queued BATCHED requests, or apply them now.
 fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    match parse::parse_pending(argv)? {
-        PendingArgs::Flush => return Ok(Reply::Int(apply_batch(ctx, true) as i64)),
+    match parse::parse_pending(argv, server::replayed(ctx))? {
+        PendingArgs::Add(bytes) => {
+            let item = decode_item(&bytes).map_err(|e| CacheError::Message(format!("ERR {e}")))?;
+            state::lock().batch.insert(item);
+            return Ok(Reply::Ok);
+        }
+        PendingArgs::Coalesce(id) => {
+            state::lock().batch.coalesce(id);
+            return Ok(Reply::Ok);
+        }
+        PendingArgs::Done(id) => {
+            let removed = state::lock().batch.remove(id);
+            return Ok(Reply::Int(i64::from(removed)));
+        }
+        PendingArgs::Flush => {
+            // CACHE.PENDING is not flagged `write` so that a replica lists its queue; FLUSH is
+            // refused there as a write would be.
+            if server::is_replica(ctx) && !server::replayed(ctx) {
+                return Err(CacheError::ReadOnly);
+            }
+            return Ok(Reply::Int(apply_batch(ctx, true) as i64));
+        }
         PendingArgs::Help => {
             return Ok(help(&[
                 "CACHE.PENDING [<subcommand>]. Subcommands are:",
@@ -703,12 +772,7 @@ fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
         let selector = Selector::Tags(step.tags);
         let n = match step.strategy {
             RuleStrategy::Batched => {
-                let now = server::now_ms();
-                let delay = config::BATCH_DELAY_MS.get();
-                state::lock()
-                    .batch
-                    .push(db, selector, None, context, now, delay);
-                arm_batch_timer(ctx);
+                enqueue(ctx, db, selector, None, context);
                 0
             }
             // LAZY rules are refused when they are set; a LAZY rule loaded from elsewhere runs

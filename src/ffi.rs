@@ -303,7 +303,11 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
 
 /// Subscribes to the server events and keyspace notifications the index follows.
 pub fn subscribe(ctx: &Context) -> bool {
-    let events: [(u64, raw::RedisModuleEventCallback); 3] = [
+    let events: [(u64, raw::RedisModuleEventCallback); 4] = [
+        (
+            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+            Some(on_role_change),
+        ),
         (raw::REDISMODULE_EVENT_FLUSHDB, Some(on_flush)),
         (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb)),
         (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
@@ -361,6 +365,16 @@ unsafe extern "C" fn on_swapdb(
             state::lock().swap(a, b);
         }
     })
+}
+
+/// A replica promoted to master starts applying the BATCHED queue it mirrored.
+unsafe extern "C" fn on_role_change(
+    ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    _sub: u64,
+    _data: *mut c_void,
+) {
+    guard((), || crate::commands::arm_batch_timer(&Context::new(ctx)))
 }
 
 /// Loading (restart, DEBUG RELOAD, replica full sync) puts keys in place without any callback

@@ -23,8 +23,8 @@ pub struct State {
     pub replacing: Option<(usize, u64)>,
     /// BATCHED invalidations waiting for their delay.
     pub batch: Batch,
-    /// A timer is set to apply the batch.
-    pub batch_timer: bool,
+    /// The timer set to apply the batch, and when it fires.
+    pub batch_timer: Option<(u64, i64)>,
     rules: Option<Rules>,
 }
 
@@ -87,7 +87,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     last_unlinked: None,
     replacing: None,
     batch: Batch::new(),
-    batch_timer: false,
+    batch_timer: None,
     rules: None,
 });
 

@@ -8,6 +8,8 @@ use super::index::Selector;
 /// One queued invalidation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
+    /// Given by the master; replicas and the AOF name it in `CACHE.PENDING DONE`.
+    pub id: u64,
     pub db: usize,
     pub selector: Selector,
     /// None: `cache.max-cascade-depth` when it is applied.
@@ -23,14 +25,25 @@ pub struct Pending {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
     items: Vec<Pending>,
+    next_id: u64,
+}
+
+/// What `push` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    New(u64),
+    Coalesced(u64),
 }
 
 /// Encoding version of the queue in aux data.
-const BATCH_VERSION: u8 = 1;
+const BATCH_VERSION: u8 = 2;
 
 impl Batch {
     pub const fn new() -> Batch {
-        Batch { items: Vec::new() }
+        Batch {
+            items: Vec::new(),
+            next_id: 1,
+        }
     }
 
     /// Queues a request due at `now_ms + delay_ms`; an identical request (same database,
@@ -43,16 +56,19 @@ impl Batch {
         context: Option<Vec<u8>>,
         now_ms: i64,
         delay_ms: i64,
-    ) -> bool {
+    ) -> Queued {
         if let Some(p) = self
             .items
             .iter_mut()
             .find(|p| p.db == db && p.selector == selector && p.depth == depth)
         {
             p.coalesced += 1;
-            return false;
+            return Queued::Coalesced(p.id);
         }
+        let id = self.next_id.max(1);
+        self.next_id = id + 1;
         self.items.push(Pending {
+            id,
             db,
             selector,
             depth,
@@ -61,7 +77,28 @@ impl Batch {
             due_ms: now_ms.saturating_add(delay_ms),
             coalesced: 0,
         });
-        true
+        Queued::New(id)
+    }
+
+    /// Adds a request exactly as the master queued it (replication, AOF replay).
+    pub fn insert(&mut self, item: Pending) {
+        self.next_id = self.next_id.max(item.id + 1);
+        self.items.retain(|p| p.id != item.id);
+        self.items.push(item);
+    }
+
+    /// Counts one more identical request folded into `id`.
+    pub fn coalesce(&mut self, id: u64) {
+        if let Some(p) = self.items.iter_mut().find(|p| p.id == id) {
+            p.coalesced += 1;
+        }
+    }
+
+    /// Drops a request the master applied; whether it was there.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let before = self.items.len();
+        self.items.retain(|p| p.id != id);
+        self.items.len() != before
     }
 
     /// Removes and returns the requests due at `now_ms`, oldest first.
@@ -97,33 +134,10 @@ impl Batch {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![BATCH_VERSION];
+        put_varint(&mut out, self.next_id);
         put_varint(&mut out, self.items.len() as u64);
         for p in &self.items {
-            put_varint(&mut out, p.db as u64);
-            let (kind, args): (u8, Vec<&[u8]>) = match &p.selector {
-                Selector::Keys(v) => (0, v.iter().map(Vec::as_slice).collect()),
-                Selector::Tags(v) => (1, v.iter().map(Vec::as_slice).collect()),
-                Selector::Pattern(x) => (2, vec![x.as_slice()]),
-                Selector::Namespace(x) => (3, vec![x.as_slice()]),
-                Selector::All => (4, vec![]),
-                Selector::Dependents(v) => (5, v.iter().map(Vec::as_slice).collect()),
-            };
-            out.push(kind);
-            put_varint(&mut out, args.len() as u64);
-            for a in args {
-                put_bytes(&mut out, a);
-            }
-            put_varint(&mut out, p.depth.map_or(0, |d| u64::from(d) + 1));
-            match &p.context {
-                None => out.push(0),
-                Some(c) => {
-                    out.push(1);
-                    put_bytes(&mut out, c);
-                }
-            }
-            put_varint(&mut out, p.queued_ms as u64);
-            put_varint(&mut out, p.due_ms as u64);
-            put_varint(&mut out, p.coalesced);
+            put_item(&mut out, p);
         }
         out
     }
@@ -135,53 +149,108 @@ impl Batch {
         if version != BATCH_VERSION {
             return Err(DecodeError::NewerVersion(version));
         }
+        let next_id = r.varint()?;
         let n = r.len()?;
         let mut items = Vec::with_capacity(n);
         for _ in 0..n {
-            let db = usize::try_from(r.varint()?).map_err(|_| DecodeError::Corrupt("db"))?;
-            let kind = r.byte()?;
-            let count = r.len()?;
-            let mut args = Vec::with_capacity(count);
-            for _ in 0..count {
-                args.push(r.bytes()?.to_vec());
-            }
-            let one = |mut args: Vec<Vec<u8>>| args.pop().ok_or(DecodeError::Corrupt("selector"));
-            let selector = match kind {
-                0 => Selector::Keys(args),
-                1 => Selector::Tags(args),
-                2 => Selector::Pattern(one(args)?),
-                3 => Selector::Namespace(one(args)?),
-                4 => Selector::All,
-                5 => Selector::Dependents(args),
-                _ => return Err(DecodeError::Corrupt("selector kind")),
-            };
-            let depth = match r.varint()? {
-                0 => None,
-                d => Some(u32::try_from(d - 1).map_err(|_| DecodeError::Corrupt("depth"))?),
-            };
-            let context = match r.byte()? {
-                0 => None,
-                1 => Some(r.bytes()?.to_vec()),
-                _ => return Err(DecodeError::Corrupt("context flag")),
-            };
-            let queued_ms = r.varint()? as i64;
-            let due_ms = r.varint()? as i64;
-            let coalesced = r.varint()?;
-            items.push(Pending {
-                db,
-                selector,
-                depth,
-                context,
-                queued_ms,
-                due_ms,
-                coalesced,
-            });
+            items.push(read_item(&mut r)?);
         }
         if r.pos != buf.len() {
             return Err(DecodeError::Corrupt("trailing bytes"));
         }
-        Ok(Batch { items })
+        Ok(Batch { items, next_id })
     }
+}
+
+/// One request on its own (the argument of `CACHE.PENDING ADD`).
+pub fn encode_item(p: &Pending) -> Vec<u8> {
+    let mut out = vec![BATCH_VERSION];
+    put_item(&mut out, p);
+    out
+}
+
+pub fn decode_item(buf: &[u8]) -> Result<Pending, DecodeError> {
+    let mut r = Reader { buf, pos: 0 };
+    if r.byte()? != BATCH_VERSION {
+        return Err(DecodeError::Corrupt("version"));
+    }
+    let p = read_item(&mut r)?;
+    if r.pos != buf.len() {
+        return Err(DecodeError::Corrupt("trailing bytes"));
+    }
+    Ok(p)
+}
+
+fn put_item(out: &mut Vec<u8>, p: &Pending) {
+    put_varint(out, p.id);
+    put_varint(out, p.db as u64);
+    let (kind, args): (u8, Vec<&[u8]>) = match &p.selector {
+        Selector::Keys(v) => (0, v.iter().map(Vec::as_slice).collect()),
+        Selector::Tags(v) => (1, v.iter().map(Vec::as_slice).collect()),
+        Selector::Pattern(x) => (2, vec![x.as_slice()]),
+        Selector::Namespace(x) => (3, vec![x.as_slice()]),
+        Selector::All => (4, vec![]),
+        Selector::Dependents(v) => (5, v.iter().map(Vec::as_slice).collect()),
+    };
+    out.push(kind);
+    put_varint(out, args.len() as u64);
+    for a in args {
+        put_bytes(out, a);
+    }
+    put_varint(out, p.depth.map_or(0, |d| u64::from(d) + 1));
+    match &p.context {
+        None => out.push(0),
+        Some(c) => {
+            out.push(1);
+            put_bytes(out, c);
+        }
+    }
+    put_varint(out, p.queued_ms as u64);
+    put_varint(out, p.due_ms as u64);
+    put_varint(out, p.coalesced);
+}
+
+fn read_item(r: &mut Reader) -> Result<Pending, DecodeError> {
+    let id = r.varint()?;
+    let db = usize::try_from(r.varint()?).map_err(|_| DecodeError::Corrupt("db"))?;
+    let kind = r.byte()?;
+    let count = r.len()?;
+    let mut args = Vec::with_capacity(count);
+    for _ in 0..count {
+        args.push(r.bytes()?.to_vec());
+    }
+    let one = |mut args: Vec<Vec<u8>>| args.pop().ok_or(DecodeError::Corrupt("selector"));
+    let selector = match kind {
+        0 => Selector::Keys(args),
+        1 => Selector::Tags(args),
+        2 => Selector::Pattern(one(args)?),
+        3 => Selector::Namespace(one(args)?),
+        4 => Selector::All,
+        5 => Selector::Dependents(args),
+        _ => return Err(DecodeError::Corrupt("selector kind")),
+    };
+    let depth = match r.varint()? {
+        0 => None,
+        d => Some(u32::try_from(d - 1).map_err(|_| DecodeError::Corrupt("depth"))?),
+    };
+    let context = match r.byte()? {
+        0 => None,
+        1 => Some(r.bytes()?.to_vec()),
+        _ => return Err(DecodeError::Corrupt("context flag")),
+    };
+    let queued_ms = r.varint()? as i64;
+    let due_ms = r.varint()? as i64;
+    let coalesced = r.varint()?;
+    Ok(Pending {
+        id,
+        db,
+        selector,
+        depth,
+        context,
+        queued_ms,
+        due_ms,
+        coalesced,
+    })
 }
 
 #[cfg(test)]
@@ -195,18 +264,15 @@ mod tests {
 
     #[test]
     fn identical_requests_coalesce_until_applied() {
-        let mut b = Batch::default();
-        assert!(b.push(0, tag("a"), None, None, 1000, 100));
-        assert!(!b.push(0, tag("a"), None, Some(b"later".to_vec()), 1050, 100));
-        assert!(
-            b.push(1, tag("a"), None, None, 1050, 100),
-            "another database"
-        );
-        assert!(
-            b.push(0, tag("a"), Some(0), None, 1050, 100),
-            "another depth"
-        );
-        assert!(b.push(0, tag("b"), None, None, 1060, 100));
+        let mut b = Batch::new();
+        assert_eq!(b.push(0, tag("a"), None, None, 1000, 100), Queued::New(1));
+        let again = b.push(0, tag("a"), None, Some(b"later".to_vec()), 1050, 100);
+        assert_eq!(again, Queued::Coalesced(1));
+        let other_db = b.push(1, tag("a"), None, None, 1050, 100);
+        assert_eq!(other_db, Queued::New(2));
+        let other_depth = b.push(0, tag("a"), Some(0), None, 1050, 100);
+        assert_eq!(other_depth, Queued::New(3));
+        assert_eq!(b.push(0, tag("b"), None, None, 1060, 100), Queued::New(4));
         assert_eq!(b.len(), 4);
         assert_eq!(b.items()[0].coalesced, 1);
         assert_eq!(b.next_due(), Some(1100));
@@ -215,17 +281,39 @@ mod tests {
         assert_eq!(due.len(), 3);
         assert_eq!(due[0].context, None, "the first request's context is kept");
         assert_eq!(b.next_due(), Some(1160));
-        assert!(
-            b.push(0, tag("a"), None, None, 1200, 100),
-            "a new window after applying"
-        );
+        let new_window = b.push(0, tag("a"), None, None, 1200, 100);
+        assert_eq!(new_window, Queued::New(5), "a new window after applying");
         assert_eq!(b.take_all().len(), 2);
         assert!(b.is_empty());
     }
 
     #[test]
+    fn a_mirror_follows_the_master() {
+        let mut master = Batch::new();
+        let mut mirror = Batch::new();
+        let Queued::New(id) = master.push(0, tag("a"), None, None, 10, 5) else {
+            panic!()
+        };
+        mirror.insert(decode_item(&encode_item(&master.items()[0])).unwrap());
+        master.push(0, tag("a"), None, None, 11, 5);
+        mirror.coalesce(id);
+        assert_eq!(mirror.items(), master.items());
+        assert!(mirror.remove(id));
+        assert!(!mirror.remove(id));
+        assert!(mirror.is_empty());
+        // Ids given after a replayed one do not collide with it.
+        let mut replayed = Batch::new();
+        replayed.insert(master.items()[0].clone());
+        assert_eq!(
+            replayed.push(0, tag("z"), None, None, 12, 5),
+            Queued::New(id + 1)
+        );
+        assert!(decode_item(&[BATCH_VERSION]).is_err());
+    }
+
+    #[test]
     fn encode_round_trip_and_truncation() {
-        let mut b = Batch::default();
+        let mut b = Batch::new();
         b.push(0, Selector::All, None, None, 5, 10);
         b.push(
             3,
@@ -268,6 +356,7 @@ mod tests {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Batch::decode(&bytes);
+            let _ = decode_item(&bytes);
         }
     }
 }

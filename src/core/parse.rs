@@ -399,19 +399,30 @@ pub fn parse_count(args: &[&[u8]], cmd: &'static str) -> Result<Option<usize>> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingArgs {
     List,
     Flush,
     Help,
+    /// Replication of the queue (from a master or the AOF only).
+    Add(Vec<u8>),
+    Coalesce(u64),
+    Done(u64),
 }
 
-/// `CACHE.PENDING [FLUSH | HELP]`.
-pub fn parse_pending(args: &[&[u8]]) -> Result<PendingArgs> {
+/// `CACHE.PENDING [FLUSH | HELP]`; with `replayed` (the command came from the master or the
+/// AOF) also `ADD <request>`, `COALESCE <id>` and `DONE <id>`, which clients cannot send.
+pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
+    let id = |a: &[u8]| -> Result<u64> {
+        u64::try_from(parse_i64(a)?).map_err(|_| CacheError::NotInteger)
+    };
     match args.len() {
         1 => Ok(PendingArgs::List),
         2 if eq(args[1], "FLUSH") => Ok(PendingArgs::Flush),
         2 if eq(args[1], "HELP") => Ok(PendingArgs::Help),
+        3 if replayed && eq(args[1], "ADD") => Ok(PendingArgs::Add(args[2].to_vec())),
+        3 if replayed && eq(args[1], "COALESCE") => Ok(PendingArgs::Coalesce(id(args[2])?)),
+        3 if replayed && eq(args[1], "DONE") => Ok(PendingArgs::Done(id(args[2])?)),
         2 => Err(CacheError::UnknownSubcommand(
             word(args[1]),
             "CACHE.PENDING",
@@ -663,6 +674,40 @@ mod tests {
         assert_eq!(
             parse_count(&a("e COUNT 1 2"), "cache.events"),
             Err(CacheError::WrongArity("cache.events"))
+        );
+    }
+
+    #[test]
+    fn pending_replication_forms_only_when_replayed() {
+        assert_eq!(parse_pending(&a("p"), false), Ok(PendingArgs::List));
+        assert_eq!(parse_pending(&a("p flush"), false), Ok(PendingArgs::Flush));
+        assert_eq!(
+            parse_pending(&a("p DONE 3"), true),
+            Ok(PendingArgs::Done(3))
+        );
+        assert_eq!(
+            parse_pending(&a("p COALESCE 4"), true),
+            Ok(PendingArgs::Coalesce(4))
+        );
+        assert_eq!(
+            parse_pending(&a("p ADD xyz"), true),
+            Ok(PendingArgs::Add(b"xyz".to_vec()))
+        );
+        assert_eq!(
+            parse_pending(&a("p DONE 3"), false),
+            Err(CacheError::WrongArity("cache.pending"))
+        );
+        assert_eq!(
+            parse_pending(&a("p DONE -3"), true),
+            Err(CacheError::NotInteger)
+        );
+        assert!(matches!(
+            parse_pending(&a("p nope"), false),
+            Err(CacheError::UnknownSubcommand(..))
+        ));
+        assert_eq!(
+            parse_pending(&a("p FLUSH x"), false),
+            Err(CacheError::WrongArity("cache.pending"))
         );
     }
 
