@@ -227,15 +227,14 @@ fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Rep
 /// Records the hits and misses of CACHE.GET/MGET (`hits[i]` for key `argv[i + 1]`) and the
 /// command's latency, under one lock.
 fn record_lookups(argv: &[&[u8]], hits: &[bool], started: Instant) {
-    let now = server::now_ms();
     let th = config::thresholds();
     let mut st = state::lock();
-    let m = st.metrics(now);
+    let m = st.metrics_started();
     for (name, &hit) in argv[1..].iter().zip(hits) {
         if hit {
-            m.record_hit(name, now);
+            m.record_hit(name);
         } else {
-            m.record_miss(now);
+            m.record_miss();
         }
     }
     let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);

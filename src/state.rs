@@ -56,6 +56,12 @@ impl State {
         self.metrics.get_or_insert_with(|| Metrics::new(now_ms))
     }
 
+    /// The metrics, reading the clock only if they start now (the hot read path).
+    pub fn metrics_started(&mut self) -> &mut Metrics {
+        self.metrics
+            .get_or_insert_with(|| Metrics::new(crate::server::now_ms()))
+    }
+
     /// Index figures over every database. `full` adds those that visit every tag and resource
     /// (tagged entries, dependency links, the largest tag, the index size estimate).
     pub fn figures(&self, full: bool) -> IndexFigures {

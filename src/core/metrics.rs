@@ -1199,7 +1199,7 @@ impl Metrics {
     /// A lookup that found an entry. `now_ms` is accepted for a uniform API; hits are counted
     /// since the metrics started. Keys longer than [`MAX_TRACKED_KEY_LEN`] are not tracked as
     /// hot keys.
-    pub fn record_hit(&mut self, key: &[u8], _now_ms: i64) {
+    pub fn record_hit(&mut self, key: &[u8]) {
         self.hits = self.hits.saturating_add(1);
         if key.len() <= MAX_TRACKED_KEY_LEN {
             self.hot.add(key, 1);
@@ -1207,7 +1207,7 @@ impl Metrics {
     }
 
     /// A lookup that found nothing.
-    pub fn record_miss(&mut self, _now_ms: i64) {
+    pub fn record_miss(&mut self) {
         self.misses = self.misses.saturating_add(1);
     }
 
@@ -1936,10 +1936,10 @@ mod tests {
         let th = th();
         let mut m = Metrics::new(T0);
         for k in [&b"a"[..], b"a", b"b", b"a"] {
-            m.record_hit(k, T0);
+            m.record_hit(k);
         }
-        m.record_miss(T0);
-        m.record_miss(T0);
+        m.record_miss();
+        m.record_miss();
         m.record_op(Op::Get, 100, &th);
         m.record_op(Op::Get, 200, &th);
         m.record_op(Op::Set, 50, &th);
@@ -2356,10 +2356,10 @@ mod tests {
         let th = th();
         let mut m = Metrics::new(T0);
         for _ in 0..30 {
-            m.record_hit(b"k", T0);
+            m.record_hit(b"k");
         }
         for _ in 0..70 {
-            m.record_miss(T0);
+            m.record_miss();
         }
         m.record_removal(Removal::Evicted { hits: 0 }, T0);
         let recs = m.recommend(&idx(), &th, T0);
@@ -2376,10 +2376,10 @@ mod tests {
             .any(|s| s.contains("1 entries were evicted")));
         // Too few lookups, or a good hit rate: absent.
         let mut few = Metrics::new(T0);
-        few.record_miss(T0);
+        few.record_miss();
         assert!(few.recommend(&idx(), &th, T0).is_empty());
         for _ in 0..50 {
-            m.record_hit(b"k", T0);
+            m.record_hit(b"k");
         }
         assert!(find(&m.recommend(&idx(), &th, T0), ISSUE_LOW_HIT_RATE).is_none());
     }
@@ -2677,13 +2677,13 @@ mod tests {
     fn hotkeys_are_bounded_and_ordered() {
         let mut m = Metrics::new(T0);
         for _ in 0..200 {
-            m.record_hit(b"hot", T0);
+            m.record_hit(b"hot");
         }
         for _ in 0..100 {
-            m.record_hit(b"warm", T0);
+            m.record_hit(b"warm");
         }
         for i in 0..10_000u32 {
-            m.record_hit(format!("cold:{i}").as_bytes(), T0);
+            m.record_hit(format!("cold:{i}").as_bytes());
         }
         assert_eq!(m.hot.len(), HOTKEY_SLOTS);
         assert_eq!(m.hot.pos.len(), HOTKEY_SLOTS);
@@ -2693,7 +2693,7 @@ mod tests {
         assert_eq!(m.hotkeys(10_000).len(), HOTKEY_SLOTS);
         assert_eq!(m.hits(), 10_300);
         // Over-long keys count as hits but are not tracked.
-        m.record_hit(&vec![b'k'; MAX_TRACKED_KEY_LEN + 1], T0);
+        m.record_hit(&vec![b'k'; MAX_TRACKED_KEY_LEN + 1]);
         assert_eq!(m.hits(), 10_301);
         assert!(m
             .hotkeys(10_000)
@@ -2859,8 +2859,8 @@ mod tests {
     fn reset_zeroes_metrics() {
         let th = th();
         let mut m = Metrics::new(T0);
-        m.record_hit(b"a", T0);
-        m.record_miss(T0);
+        m.record_hit(b"a");
+        m.record_miss();
         m.record_op(Op::Get, 10, &th);
         m.record_removal(Removal::Expired { hits: 0 }, T0);
         m.record_invalidation(&inv("tag", "t", 3), 1, &th, T0);
@@ -2887,7 +2887,7 @@ mod tests {
     fn stats_json_has_the_contract_fields() {
         let th = th();
         let mut m = Metrics::new(T0);
-        m.record_hit(b"a", T0);
+        m.record_hit(b"a");
         m.record_invalidation(
             &InvalidationRecord {
                 context: "deploy",
