@@ -355,7 +355,7 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         }
         Strategy::Lazy => Err(CacheError::StrategyNotAvailable("LAZY")),
         Strategy::Batched => {
-            enqueue(ctx, db, a.selector, a.depth, a.context);
+            enqueue(ctx, db, a.selector, a.depth, a.context, None);
             Ok(Reply::Int(0))
         }
     }
@@ -438,12 +438,16 @@ fn enqueue(
     selector: Selector,
     depth: Option<u32>,
     context: Option<Vec<u8>>,
+    rule: Option<&[u8]>,
 ) {
     let now = server::now_ms();
     let delay = config::BATCH_DELAY_MS.get();
     let (queued, item) = {
         let mut st = state::lock();
         let queued = st.batch.push(db, selector, depth, context, now, delay);
+        if let (Queued::New(id), Some(rule)) = (queued, rule) {
+            st.batch.attribute(id, rule);
+        }
         let item = match queued {
             Queued::New(id) => st
                 .batch
@@ -527,7 +531,7 @@ fn apply_batch(ctx: &Context, everything: bool) -> u64 {
     let mut total = 0;
     for p in due {
         let strategy = Strategy::Batched;
-        total += apply(
+        let n = apply(
             ctx,
             p.db,
             &p.selector,
@@ -535,6 +539,11 @@ fn apply_batch(ctx: &Context, everything: bool) -> u64 {
             p.context.as_deref(),
             strategy,
         );
+        total += n;
+        if let Some(rule) = &p.rule {
+            // The rule's execution was counted when CACHE.WRITE queued it; its entries now.
+            state::lock().rules().record_entries(rule, n);
+        }
         server::replicate(
             ctx,
             "CACHE.PENDING",
@@ -771,7 +780,7 @@ fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
         let selector = Selector::Tags(step.tags);
         let n = match step.strategy {
             RuleStrategy::Batched => {
-                enqueue(ctx, db, selector, None, context);
+                enqueue(ctx, db, selector, None, context, step.rule.as_deref());
                 0
             }
             // LAZY rules are refused when they are set; a LAZY rule loaded from elsewhere runs

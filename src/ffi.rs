@@ -391,7 +391,12 @@ unsafe extern "C" fn on_loading(
             crate::commands::rebuild_all(&ctx);
             crate::commands::arm_batch_timer(&ctx);
         } else if sub != raw::REDISMODULE_SUBEVENT_LOADING_FAILED {
-            state::lock().clear_all();
+            // What is loaded replaces the module's state: an RDB without aux data (no rules,
+            // no queue) leaves none.
+            let mut st = state::lock();
+            st.clear_all();
+            st.batch = Batch::new();
+            *st.rules() = Rules::default();
         }
     })
 }

@@ -15,6 +15,8 @@ pub struct Pending {
     /// None: `cache.max-cascade-depth` when it is applied.
     pub depth: Option<u32>,
     pub context: Option<Vec<u8>>,
+    /// The CACHE.RULE whose step queued it, credited with its entries when applied.
+    pub rule: Option<Vec<u8>>,
     pub queued_ms: i64,
     pub due_ms: i64,
     /// How many identical requests were folded into this one.
@@ -73,11 +75,19 @@ impl Batch {
             selector,
             depth,
             context,
+            rule: None,
             queued_ms: now_ms,
             due_ms: now_ms.saturating_add(delay_ms),
             coalesced: 0,
         });
         Queued::New(id)
+    }
+
+    /// Credits a new request to the rule that queued it.
+    pub fn attribute(&mut self, id: u64, rule: &[u8]) {
+        if let Some(p) = self.items.iter_mut().find(|p| p.id == id) {
+            p.rule = Some(rule.to_vec());
+        }
     }
 
     /// Adds a request exactly as the master queued it (replication, AOF replay).
@@ -198,11 +208,13 @@ fn put_item(out: &mut Vec<u8>, p: &Pending) {
         put_bytes(out, a);
     }
     put_varint(out, p.depth.map_or(0, |d| u64::from(d) + 1));
-    match &p.context {
-        None => out.push(0),
-        Some(c) => {
-            out.push(1);
-            put_bytes(out, c);
+    for field in [&p.context, &p.rule] {
+        match field {
+            None => out.push(0),
+            Some(c) => {
+                out.push(1);
+                put_bytes(out, c);
+            }
         }
     }
     put_varint(out, p.queued_ms as u64);
@@ -233,11 +245,15 @@ fn read_item(r: &mut Reader) -> Result<Pending, DecodeError> {
         0 => None,
         d => Some(u32::try_from(d - 1).map_err(|_| DecodeError::Corrupt("depth"))?),
     };
-    let context = match r.byte()? {
-        0 => None,
-        1 => Some(r.bytes()?.to_vec()),
-        _ => return Err(DecodeError::Corrupt("context flag")),
+    let mut optional = || -> Result<Option<Vec<u8>>, DecodeError> {
+        match r.byte()? {
+            0 => Ok(None),
+            1 => Ok(Some(r.bytes()?.to_vec())),
+            _ => Err(DecodeError::Corrupt("optional field flag")),
+        }
     };
+    let context = optional()?;
+    let rule = optional()?;
     let queued_ms = r.varint()? as i64;
     let due_ms = r.varint()? as i64;
     let coalesced = r.varint()?;
@@ -247,6 +263,7 @@ fn read_item(r: &mut Reader) -> Result<Pending, DecodeError> {
         selector,
         depth,
         context,
+        rule,
         queued_ms,
         due_ms,
         coalesced,
@@ -341,6 +358,8 @@ mod tests {
         );
         b.push(1, Selector::Namespace(b"n".to_vec()), None, None, 7, 10);
         b.push(1, tag("t"), None, None, 7, 10);
+        let last = b.items().last().map(|p| p.id).unwrap();
+        b.attribute(last, b"rule-1");
         let bytes = b.encode();
         assert_eq!(Batch::decode(&bytes), Ok(b.clone()));
         for cut in 0..bytes.len() {

@@ -1059,6 +1059,14 @@ impl Rules {
         }
     }
 
+    /// Adds entries to a rule's count without counting an execution (a BATCHED step applied
+    /// after the CACHE.WRITE that queued it was recorded).
+    pub fn record_entries(&mut self, rule: &[u8], entries: u64) {
+        if let Some(rule) = self.rules.get_mut(rule) {
+            rule.stats.entries_invalidated = rule.stats.entries_invalidated.saturating_add(entries);
+        }
+    }
+
     /// The versioned binary form (RDB aux data, replication snapshot), counters included.
     ///
     /// Layout (integers little-endian, `bytes` = u32 length + data): magic `TCRL`, version u8,
