@@ -16,9 +16,8 @@ use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
 use crate::error::{CacheError, Result};
-use crate::ffi;
 use crate::server::{self, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
-use crate::state;
+use crate::state::{self, Quiet};
 
 type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
 
@@ -111,9 +110,9 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     if deadline.is_some_and(|t| t <= now) && !replayed {
         // Like SET with a past EXAT: the new value is gone at once, and so is the old one.
         if existing {
+            quiet(db, argv[1], Quiet::Delete);
             key.delete();
             drop(key);
-            ffi::forget_unlinked();
             server::signal_modified(ctx, &args[1]);
             server::notify(ctx, NOTIFY_GENERIC, "del", &args[1]);
             server::replicate(ctx, "DEL", &[argv[1]]);
@@ -133,10 +132,10 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     // alone and the difference is applied after.
     let change = key.entry()?.map(|old| LinkChange::between(old, &entry));
     if change.is_some() {
-        state::lock().replacing = Some((db, hash_key(argv[1])));
+        quiet(db, argv[1], Quiet::Replace);
     }
     let stored = key.set_entry(entry);
-    state::lock().replacing = None;
+    state::lock().quiet = None;
     stored?;
     if let Some(t) = deadline {
         key.set_deadline(t);
@@ -312,6 +311,11 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
     ]))
 }
 
+/// Tells the unlink callback that the module itself removes this entry next.
+fn quiet(db: usize, key: &[u8], why: Quiet) {
+    state::lock().quiet = Some((db, hash_key(key), why));
+}
+
 /// Walks what a selector reaches in the selected database: the selected entries, then the
 /// cascade. `visit` opens each candidate and says whether it is a live entry (it may act on it);
 /// the index is only locked between visits, never while the server runs a callback.
@@ -387,10 +391,10 @@ fn apply(
         if e.hits == 0 {
             unread += 1;
         }
+        // An invalidation, not a removal: not counted as one.
+        quiet(db, name, Quiet::Delete);
         key.delete();
         drop(key);
-        // An invalidation, not a removal: the `del` notified below is not counted as one.
-        ffi::forget_unlinked();
         server::signal_modified(ctx, &rs);
         server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
         true
@@ -569,14 +573,7 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
             let removed = state::lock().batch.remove(id);
             return Ok(Reply::Int(i64::from(removed)));
         }
-        PendingArgs::Flush => {
-            // CACHE.PENDING is not flagged `write` so that a replica lists its queue; FLUSH is
-            // refused there as a write would be.
-            if server::is_replica(ctx) && !server::replayed(ctx) {
-                return Err(CacheError::ReadOnly);
-            }
-            return Ok(Reply::Int(apply_batch(ctx, true) as i64));
-        }
+        PendingArgs::Flush => return Ok(Reply::Int(apply_batch(ctx, true) as i64)),
         PendingArgs::Help => {
             return Ok(help(&[
                 "CACHE.PENDING [<subcommand>]. Subcommands are:",
@@ -648,6 +645,7 @@ fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
     let now = server::now_ms();
     let th = config::thresholds();
     let mut st = state::lock();
+    st.settle_removal();
     let figures = st.figures(true);
     let stats = st.metrics(now).stats(&figures, &th, now);
     Ok(if json {
@@ -662,6 +660,7 @@ fn cache_recommend(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     let now = server::now_ms();
     let th = config::thresholds();
     let mut st = state::lock();
+    st.settle_removal();
     let figures = st.figures(true);
     let advice = st.metrics(now).recommend(&figures, &th, now);
     Ok(if json {

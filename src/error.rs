@@ -19,7 +19,6 @@ pub enum CacheError {
     StrategyNotAvailable(&'static str),
     UnknownSubcommand(String, &'static str),
     TooLarge,
-    ReadOnly,
     /// A full error text made by the core (it starts with the error code).
     Message(String),
     Internal(String),
@@ -59,9 +58,6 @@ impl fmt::Display for CacheError {
                 "ERR unknown subcommand '{s}'. Try {cmd} HELP."
             ),
             CacheError::TooLarge => write!(f, "ERR cache entry too large"),
-            CacheError::ReadOnly => {
-                write!(f, "READONLY You can't write against a read only replica.")
-            }
             CacheError::Message(text) => write!(f, "{text}"),
             CacheError::Internal(why) => write!(f, "ERR tagcache internal error: {why}"),
         }

@@ -4,7 +4,7 @@
 
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use redis_module::{raw, Context, RedisString};
 
@@ -14,7 +14,7 @@ use crate::core::index::hash_key;
 use crate::core::metrics::{Field, Removal};
 use crate::core::rules::Rules;
 use crate::server;
-use crate::state;
+use crate::state::{self, Quiet};
 
 /// The module data type of cache entries. The name is 9 characters, as the server requires.
 pub static CACHE_TYPE: redis_module::native_types::RedisType =
@@ -277,7 +277,8 @@ fn restore_client_db(ctx: &Context) {
 }
 
 /// The server removed the key from its database (DEL, UNLINK, expiry, eviction, overwrite,
-/// RENAME's source, MOVE's source...): drop it from that database's index. Main thread.
+/// RENAME's source, MOVE's source...): drop it from that database's index, and hold it as the
+/// removal to classify. Main thread.
 unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guard((), || {
         let (Some(name), Some(dbid)) = (
@@ -293,10 +294,21 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         let Some(e) = value.cast::<Entry>().as_ref() else {
             return;
         };
+        let hash = hash_key(key);
         let mut st = state::lock();
-        if st.db(db).remove(key, e.tags(), e.deps()) {
-            st.last_unlinked = Some((db, hash_key(key), e.hits));
-            UNLINK_PENDING.store(true, Ordering::Relaxed);
+        let quiet = match st.quiet {
+            Some((d, h, q)) if (d, h) == (db, hash) => {
+                st.quiet = None;
+                Some(q)
+            }
+            _ => None,
+        };
+        if quiet == Some(Quiet::Replace) {
+            return;
+        }
+        if st.db(db).remove(key, e.tags(), e.deps()) && quiet.is_none() {
+            st.settle_removal();
+            st.last_unlinked = Some((db, hash, e.hits));
         }
     })
 }
@@ -321,11 +333,9 @@ pub fn subscribe(ctx: &Context) -> bool {
     let Some(sub) = (unsafe { raw::RedisModule_SubscribeToKeyspaceEvents }) else {
         return false;
     };
-    // STRING and OVERWRITTEN (where the server has it) only serve to close the removal window
-    // on overwrites; the callback returns at once for them unless an entry was just unlinked.
+    // Only generic, expiry and eviction events: subscribing to a class makes every command of
+    // that class on the server call the module.
     let classes = raw::REDISMODULE_NOTIFY_GENERIC
-        | raw::REDISMODULE_NOTIFY_STRING as c_int
-        | raw::REDISMODULE_NOTIFY_OVERWRITTEN
         | raw::REDISMODULE_NOTIFY_EXPIRED as c_int
         | raw::REDISMODULE_NOTIFY_EVICTED as c_int;
     unsafe { sub(ctx.ctx, classes, Some(on_keyspace)) == raw::REDISMODULE_OK as c_int }
@@ -402,7 +412,8 @@ unsafe extern "C" fn on_loading(
 }
 
 /// Keys that arrive under a new name or in a new database carry their facts with them: index
-/// them from the entry. (Their old name left through `unlink2`.) Read-only: never writes keys.
+/// them from the entry (their old name left through `unlink2`). The other events classify the
+/// removal `unlink2` just held. Read-only: never writes keys.
 unsafe extern "C" fn on_keyspace(
     ctx: *mut raw::RedisModuleCtx,
     _ty: c_int,
@@ -411,21 +422,27 @@ unsafe extern "C" fn on_keyspace(
 ) -> c_int {
     guard((), || {
         let event = std::ffi::CStr::from_ptr(event).to_bytes();
+        let arrives = matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore");
+        let classifies = matches!(
+            event,
+            b"expired" | b"evicted" | b"rename_from" | b"move_from"
+        );
+        if !arrives && !classifies && event != b"del" {
+            // Whatever happened, the entry held (if any) was removed for good.
+            let mut st = state::lock();
+            if st.last_unlinked.is_some() {
+                st.settle_removal();
+            }
+            return;
+        }
         let ctx = Context::new(ctx);
         let db = server::selected_db(&ctx);
         let name = RedisString::string_as_slice(key);
-        if matches!(event, b"expired" | b"evicted" | b"del") {
-            count_removal(db, name, event);
-            return;
-        }
-        // Any other event ends the window in which an unlinked entry's removal is classified
-        // (RENAME's rename_from, an overwrite's set/overwritten...).
-        forget_unlinked();
+        classify_removal(db, name, event);
         if event == b"move_from" {
             SOURCE_DB.store(db as i64, Ordering::Relaxed);
-            return;
         }
-        if !matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore") {
+        if !arrives {
             return;
         }
         let name = name.to_vec();
@@ -442,32 +459,22 @@ unsafe extern "C" fn on_keyspace(
     raw::REDISMODULE_OK as c_int
 }
 
-/// Set while `last_unlinked` holds an entry whose removal is not classified yet.
-static UNLINK_PENDING: AtomicBool = AtomicBool::new(false);
-
-/// Called by a command that removed an entry itself (an invalidation): its `del` is not a
-/// removal to count.
-pub fn forget_unlinked() {
-    if UNLINK_PENDING.swap(false, Ordering::Relaxed) {
-        state::lock().last_unlinked = None;
-    }
-}
-
-/// An entry that the server just unlinked is counted by the notification that follows it.
-fn count_removal(db: usize, name: &[u8], event: &[u8]) {
-    if !UNLINK_PENDING.swap(false, Ordering::Relaxed) {
-        return;
-    }
+/// Classifies the entry `unlink2` held by the notification that follows: expired, evicted, not
+/// a removal at all (RENAME/MOVE moved it), or deleted.
+fn classify_removal(db: usize, name: &[u8], event: &[u8]) {
     let mut st = state::lock();
-    let Some((d, h, hits)) = st.last_unlinked.take() else {
+    let Some((d, h, hits)) = st.last_unlinked else {
         return;
     };
     if (d, h) != (db, hash_key(name)) {
+        st.settle_removal();
         return;
     }
+    st.last_unlinked = None;
     let kind = match event {
         b"expired" => Removal::Expired { hits },
         b"evicted" => Removal::Evicted { hits },
+        b"rename_from" | b"move_from" => return,
         _ => Removal::Deleted { hits },
     };
     let now = server::now_ms();
@@ -485,6 +492,7 @@ pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_repo
         let th = crate::config::thresholds();
         let (fields, (expired, evicted, deleted)) = {
             let mut st = state::lock();
+            st.settle_removal();
             let figures = st.figures(false);
             let m = st.metrics(now);
             (m.info(&figures, &th, now), m.removal_counts())

@@ -53,7 +53,7 @@ mod module {
             ["cache.inspect", commands::inspect, "readonly fast", 1, 1, 1, ""],
             ["cache.invalidate", commands::invalidate, "write", 0, 0, 0, ""],
             ["cache.keys", commands::keys, "readonly", 0, 0, 0, ""],
-            ["cache.pending", commands::pending, "", 0, 0, 0, ""],
+            ["cache.pending", commands::pending, "write", 0, 0, 0, ""],
             ["cache.relate", commands::relate, "write", 0, 0, 0, ""],
             ["cache.write", commands::write, "write", 0, 0, 0, ""],
             ["cache.tags", commands::tags, "readonly", 0, 0, 0, ""],

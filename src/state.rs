@@ -8,19 +8,29 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::core::batch::Batch;
 use crate::core::index::DbIndex;
-use crate::core::metrics::{IndexFigures, Metrics};
+use crate::core::metrics::{IndexFigures, Metrics, Removal};
 use crate::core::rules::Rules;
+
+/// Why the module removes an entry itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quiet {
+    /// CACHE.SET replaces it: the command updates the index with only the links that change.
+    Replace,
+    /// An invalidation (or a past deadline) deletes it: the index drops it as usual.
+    Delete,
+}
 
 #[derive(Default)]
 pub struct State {
     dbs: Vec<DbIndex>,
     metrics: Option<Metrics>,
-    /// The entry the server unlinked last (database, key hash, its hits), until the
-    /// notification that says why arrives.
+    /// The entry the server unlinked last (database, key hash, its hits) whose removal is not
+    /// classified yet: the notification that follows says expired or evicted, RENAME/MOVE say
+    /// it was no removal, anything else makes it a deletion.
     pub last_unlinked: Option<(usize, u64, u64)>,
-    /// A CACHE.SET replacing this entry (database, key hash) updates the index itself: the
-    /// unlink callback of the old value leaves the index alone.
-    pub replacing: Option<(usize, u64)>,
+    /// The module itself is about to remove this entry (database, key hash): its unlink is not
+    /// a removal to count, and for a replacing CACHE.SET the index is left to the command.
+    pub quiet: Option<(usize, u64, Quiet)>,
     /// BATCHED invalidations waiting for their delay.
     pub batch: Batch,
     /// The timer set to apply the batch, and when it fires.
@@ -49,6 +59,15 @@ impl State {
     /// The invalidation rules and type relationships (server-wide, not per database).
     pub fn rules(&mut self) -> &mut Rules {
         self.rules.get_or_insert_with(Rules::default)
+    }
+
+    /// Records the pending unlinked entry (if any) as a deletion.
+    pub fn settle_removal(&mut self) {
+        if let Some((_, _, hits)) = self.last_unlinked.take() {
+            let now = crate::server::now_ms();
+            self.metrics(now)
+                .record_removal(Removal::Deleted { hits }, now);
+        }
     }
 
     /// The metrics, started at `now_ms` on first use.
@@ -91,7 +110,7 @@ static STATE: Mutex<State> = Mutex::new(State {
     dbs: Vec::new(),
     metrics: None,
     last_unlinked: None,
-    replacing: None,
+    quiet: None,
     batch: Batch::new(),
     batch_timer: None,
     rules: None,

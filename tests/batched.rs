@@ -1142,7 +1142,6 @@ fn batched_requests_apply_on_the_master_and_replicate_as_deletes() {
     assert_eq!(pending(&mut mc).len(), 2);
     assert!(repl_offset(&mut mc) > off0, "the queue entries replicate");
     assert_eq!(int(&ok(&mut mc, &["WAIT", "1", "5000"])), 1);
-    assert_eq!(pending(&mut rc), pending(&mut mc));
     assert_eq!(digest(&mut rc), d0);
     assert_eq!(all_keys(&mut rc), mid);
     assert_eq!(get(&mut rc, "a").as_deref(), Some("v-a"));
@@ -1165,10 +1164,11 @@ fn batched_requests_apply_on_the_master_and_replicate_as_deletes() {
     verify(&mut rc);
 }
 
-/// CACHE.PENDING without FLUSH only reads: a replica answers it with its copy of the master's
-/// queue (it never applies it), and refuses FLUSH.
+/// A replica keeps a copy of the master's queue (CACHE.PENDING ADD/COALESCE/DONE replicate) but
+/// never applies it, and refuses CACHE.PENDING (a write-flagged command: FLUSH deletes keys).
+/// Promoted, it lists the same queue and applies it.
 #[test]
-fn a_replica_lists_the_masters_queue() {
+fn a_promoted_replica_takes_over_the_masters_queue() {
     let m = master();
     let r = replica_of(&m);
     let mut mc = m.conn();
@@ -1176,27 +1176,33 @@ fn a_replica_lists_the_masters_queue() {
     wait_link(&mut rc);
     config_set(&mut mc, "cache.batch-delay-ms", "5000");
     entry(&mut mc, "a", &["t"], &[]);
+    entry(&mut mc, "b", &["u"], &[]);
     sync(&mut mc, &mut rc);
     batched(&mut mc, "TAG t");
-    assert_eq!(int(&ok(&mut mc, &["WAIT", "1", "5000"])), 1);
-    assert_eq!(pending(&mut mc).len(), 1);
-    assert_eq!(
-        pending(&mut rc),
-        pending(&mut mc),
-        "the replica lists the master's queue"
-    );
     batched(&mut mc, "TAG t");
+    batched(&mut mc, "TAG u");
     assert_eq!(int(&ok(&mut mc, &["WAIT", "1", "5000"])), 1);
     assert_eq!(
-        pending(&mut rc),
-        pending(&mut mc),
-        "coalescing replicates too"
+        err(&mut rc, &["CACHE.PENDING"]),
+        "READONLY You can't write against a read only replica."
     );
-    assert_eq!(keys(&mut rc, &["ALL"]), sv(&["a"]));
-    assert_eq!(flush(&mut mc), 1);
-    sync(&mut mc, &mut rc);
-    assert!(pending(&mut rc).is_empty());
+    let on_master = pending(&mut mc);
+    assert_eq!(on_master.len(), 2);
+    assert_eq!(on_master[0].coalesced, 1);
+    assert_eq!(
+        keys(&mut rc, &["ALL"]),
+        sv(&["a", "b"]),
+        "the replica applies nothing"
+    );
+    ok(&mut rc, &["REPLICAOF", "NO", "ONE"]);
+    assert_eq!(
+        pending(&mut rc),
+        on_master,
+        "the promoted replica has the master's queue"
+    );
+    assert_eq!(flush(&mut rc), 2);
     assert!(keys(&mut rc, &["ALL"]).is_empty());
+    assert!(pending(&mut rc).is_empty());
     verify(&mut mc);
     verify(&mut rc);
 }

@@ -37,8 +37,9 @@ pub enum Queued {
     Coalesced(u64),
 }
 
-/// Encoding version of the queue in aux data.
-const BATCH_VERSION: u8 = 2;
+/// Encoding version of the queue in aux data and `CACHE.PENDING ADD`. Version 2 (no rule
+/// field) is still read.
+const BATCH_VERSION: u8 = 3;
 
 impl Batch {
     pub const fn new() -> Batch {
@@ -68,7 +69,7 @@ impl Batch {
             return Queued::Coalesced(p.id);
         }
         let id = self.next_id.max(1);
-        self.next_id = id + 1;
+        self.next_id = id.saturating_add(1);
         self.items.push(Pending {
             id,
             db,
@@ -92,7 +93,7 @@ impl Batch {
 
     /// Adds a request exactly as the master queued it (replication, AOF replay).
     pub fn insert(&mut self, item: Pending) {
-        self.next_id = self.next_id.max(item.id + 1);
+        self.next_id = self.next_id.max(item.id.saturating_add(1));
         self.items.retain(|p| p.id != item.id);
         self.items.push(item);
     }
@@ -155,15 +156,13 @@ impl Batch {
     /// Parses what `encode` wrote; never panics, checks lengths before allocating.
     pub fn decode(buf: &[u8]) -> Result<Batch, DecodeError> {
         let mut r = Reader { buf, pos: 0 };
-        let version = r.byte()?;
-        if version != BATCH_VERSION {
-            return Err(DecodeError::NewerVersion(version));
-        }
+        let version = read_version(&mut r)?;
         let next_id = r.varint()?;
         let n = r.len()?;
-        let mut items = Vec::with_capacity(n);
+        // Each item takes at least 9 bytes: never reserve more than the input can hold.
+        let mut items = Vec::with_capacity(n.min(buf.len() / 9));
         for _ in 0..n {
-            items.push(read_item(&mut r)?);
+            items.push(read_item(&mut r, version)?);
         }
         if r.pos != buf.len() {
             return Err(DecodeError::Corrupt("trailing bytes"));
@@ -181,10 +180,8 @@ pub fn encode_item(p: &Pending) -> Vec<u8> {
 
 pub fn decode_item(buf: &[u8]) -> Result<Pending, DecodeError> {
     let mut r = Reader { buf, pos: 0 };
-    if r.byte()? != BATCH_VERSION {
-        return Err(DecodeError::Corrupt("version"));
-    }
-    let p = read_item(&mut r)?;
+    let version = read_version(&mut r)?;
+    let p = read_item(&mut r, version)?;
     if r.pos != buf.len() {
         return Err(DecodeError::Corrupt("trailing bytes"));
     }
@@ -222,12 +219,20 @@ fn put_item(out: &mut Vec<u8>, p: &Pending) {
     put_varint(out, p.coalesced);
 }
 
-fn read_item(r: &mut Reader) -> Result<Pending, DecodeError> {
+fn read_version(r: &mut Reader) -> Result<u8, DecodeError> {
+    match r.byte()? {
+        v @ (2 | BATCH_VERSION) => Ok(v),
+        v if v > BATCH_VERSION => Err(DecodeError::NewerVersion(v)),
+        _ => Err(DecodeError::Corrupt("version")),
+    }
+}
+
+fn read_item(r: &mut Reader, version: u8) -> Result<Pending, DecodeError> {
     let id = r.varint()?;
     let db = usize::try_from(r.varint()?).map_err(|_| DecodeError::Corrupt("db"))?;
     let kind = r.byte()?;
     let count = r.len()?;
-    let mut args = Vec::with_capacity(count);
+    let mut args = Vec::with_capacity(count.min(64));
     for _ in 0..count {
         args.push(r.bytes()?.to_vec());
     }
@@ -253,7 +258,7 @@ fn read_item(r: &mut Reader) -> Result<Pending, DecodeError> {
         }
     };
     let context = optional()?;
-    let rule = optional()?;
+    let rule = if version >= 3 { optional()? } else { None };
     let queued_ms = r.varint()? as i64;
     let due_ms = r.varint()? as i64;
     let coalesced = r.varint()?;
@@ -326,6 +331,35 @@ mod tests {
             Queued::New(id + 1)
         );
         assert!(decode_item(&[BATCH_VERSION]).is_err());
+    }
+
+    #[test]
+    fn version_2_queues_still_load() {
+        // A version-2 queue (written before requests carried their rule): one TAG request.
+        let mut v2 = vec![2u8];
+        put_varint(&mut v2, 8); // next id
+        put_varint(&mut v2, 1); // one item
+        put_varint(&mut v2, 7); // id
+        put_varint(&mut v2, 0); // db
+        v2.push(1); // TAG
+        put_varint(&mut v2, 1);
+        put_bytes(&mut v2, b"t");
+        put_varint(&mut v2, 0); // default depth
+        v2.push(1); // context
+        put_bytes(&mut v2, b"ctx");
+        put_varint(&mut v2, 100);
+        put_varint(&mut v2, 200);
+        put_varint(&mut v2, 0);
+        let b = Batch::decode(&v2).unwrap();
+        assert_eq!(b.items().len(), 1);
+        let p = &b.items()[0];
+        assert_eq!(
+            (p.id, p.rule.clone(), p.context.clone()),
+            (7, None, Some(b"ctx".to_vec()))
+        );
+        assert_eq!((p.queued_ms, p.due_ms), (100, 200));
+        assert_eq!(Batch::decode(&b.encode()).unwrap(), b);
+        assert_eq!(Batch::decode(&[9]), Err(DecodeError::NewerVersion(9)));
     }
 
     #[test]
