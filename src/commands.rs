@@ -376,8 +376,12 @@ fn apply(
     strategy: Strategy,
 ) -> u64 {
     let original = server::selected_db(ctx);
-    if db != original {
-        server::select_db(ctx, db);
+    if db != original && !server::select_db(ctx, db) {
+        // A request for a database this server does not have (queued with other settings).
+        ctx.log_warning(&format!(
+            "tagcache: skipped an invalidation for database {db}, which does not exist"
+        ));
+        return 0;
     }
     let started = Instant::now();
     let mut unread = 0u64;
@@ -489,7 +493,7 @@ pub fn arm_batch_timer(ctx: &Context) {
         match st.batch_timer {
             Some((_, armed)) if armed <= due => return,
             previous => (
-                (due - server::now_ms()).max(0),
+                due.saturating_sub(server::now_ms()).max(0),
                 previous
                     .map(|(id, _)| id)
                     .inspect(|_| st.batch_timer = None),

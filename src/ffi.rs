@@ -400,7 +400,10 @@ unsafe extern "C" fn on_loading(
         if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
             crate::commands::rebuild_all(&ctx);
             crate::commands::arm_batch_timer(&ctx);
-        } else if sub != raw::REDISMODULE_SUBEVENT_LOADING_FAILED {
+        } else if sub == raw::REDISMODULE_SUBEVENT_LOADING_FAILED {
+            // What was loaded before the failure stays in the keyspace: index it.
+            crate::commands::rebuild_all(&ctx);
+        } else {
             // What is loaded replaces the module's state: an RDB without aux data (no rules,
             // no queue) leaves none.
             let mut st = state::lock();
@@ -486,12 +489,20 @@ fn classify_removal(db: usize, name: &[u8], event: &[u8]) {
 ///
 /// # Safety
 /// Called by the server with a valid info context.
-pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
     guard((), || {
         let now = server::now_ms();
         let th = crate::config::thresholds();
         let (fields, (expired, evicted, deleted)) = {
-            let mut st = state::lock();
+            // A crash report must not wait for a lock the crashing code may hold.
+            let mut st = if for_crash_report != 0 {
+                match state::try_lock() {
+                    Some(st) => st,
+                    None => return,
+                }
+            } else {
+                state::lock()
+            };
             st.settle_removal();
             let figures = st.figures(false);
             let m = st.metrics(now);

@@ -122,6 +122,15 @@ pub fn lock() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The state if it is free now (crash reports).
+pub fn try_lock() -> Option<MutexGuard<'static, State>> {
+    match STATE.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 pub fn with_db<R>(db: usize, f: impl FnOnce(&mut DbIndex) -> R) -> R {
     f(lock().db(db))
 }

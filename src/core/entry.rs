@@ -239,10 +239,14 @@ impl Entry {
                 self.hits,
             )
         };
-        if let Some(e) = rebuilt {
-            *self = e;
+        match rebuilt {
+            Some(e) => {
+                *self = e;
+                added
+            }
+            // Over the size limit: nothing was added.
+            None => Vec::new(),
         }
-        added
     }
 
     /// Bytes this entry holds on the heap (an estimate for MEMORY USAGE).
@@ -273,7 +277,8 @@ impl Entry {
         out
     }
 
-    /// Parses what `encode` wrote. Never panics and never allocates more than the input holds.
+    /// Parses what `encode` wrote. Never panics; every declared length is checked against the
+    /// input before anything is reserved.
     pub fn decode(buf: &[u8]) -> Result<Entry, DecodeError> {
         let mut r = Reader { buf, pos: 0 };
         let version = r.byte()?;
@@ -381,7 +386,8 @@ impl<'a> Reader<'a> {
     fn names(&mut self) -> Result<Vec<&'a [u8]>, DecodeError> {
         // Each name takes at least one byte, so the count is bounded by the remaining input.
         let n = self.len()?;
-        let mut v: Vec<&'a [u8]> = Vec::with_capacity(n);
+        // A name slice takes 16 bytes here for at least 1 byte of input: reserve modestly.
+        let mut v: Vec<&'a [u8]> = Vec::with_capacity(n.min(64));
         for _ in 0..n {
             let name = self.bytes()?;
             if v.last().is_some_and(|last| *last >= name) {
