@@ -457,12 +457,7 @@ fn enqueue(
             st.batch.attribute(id, rule);
         }
         let item = match queued {
-            Queued::New(id) => st
-                .batch
-                .items()
-                .iter()
-                .find(|p| p.id == id)
-                .map(encode_item),
+            Queued::New(id) => st.batch.get(id).map(encode_item),
             Queued::Coalesced(_) => None,
         };
         (queued, item)
@@ -595,7 +590,6 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
     let rows = st
         .batch
         .items()
-        .iter()
         .map(|p| {
             Reply::fields(vec![
                 ("db", Reply::Int(p.db as i64)),

@@ -2,6 +2,11 @@
 //! requests queued in the same window are coalesced, and the queue survives a save and reload
 //! (it is written into the RDB's module aux data).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
+
+use ahash::AHasher;
+
 use super::entry::{put_bytes, put_varint, DecodeError, Reader};
 use super::index::Selector;
 
@@ -23,10 +28,16 @@ pub struct Pending {
     pub coalesced: u64,
 }
 
-/// The queue, oldest first.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Identical requests (same database, selector and depth) are one.
+type RequestKey = (usize, Selector, Option<u32>);
+
+/// The queue, oldest first (by id), with indexes by request (coalescing) and by due time: every
+/// operation is O(log n).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
-    items: Vec<Pending>,
+    items: BTreeMap<u64, Pending>,
+    by_request: HashMap<RequestKey, u64, BuildHasherDefault<AHasher>>,
+    due: BTreeSet<(i64, u64)>,
     next_id: u64,
 }
 
@@ -41,16 +52,28 @@ pub enum Queued {
 /// field) is still read.
 const BATCH_VERSION: u8 = 3;
 
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch::new()
+    }
+}
+
+fn request_key(p: &Pending) -> RequestKey {
+    (p.db, p.selector.clone(), p.depth)
+}
+
 impl Batch {
     pub const fn new() -> Batch {
         Batch {
-            items: Vec::new(),
+            items: BTreeMap::new(),
+            by_request: HashMap::with_hasher(BuildHasherDefault::new()),
+            due: BTreeSet::new(),
             next_id: 1,
         }
     }
 
     /// Queues a request due at `now_ms + delay_ms`; an identical request (same database,
-    /// selector and depth) already waiting absorbs it. Returns whether it was new.
+    /// selector and depth) already waiting absorbs it.
     pub fn push(
         &mut self,
         db: usize,
@@ -60,17 +83,16 @@ impl Batch {
         now_ms: i64,
         delay_ms: i64,
     ) -> Queued {
-        if let Some(p) = self
-            .items
-            .iter_mut()
-            .find(|p| p.db == db && p.selector == selector && p.depth == depth)
-        {
-            p.coalesced += 1;
-            return Queued::Coalesced(p.id);
+        let key = (db, selector, depth);
+        if let Some(&id) = self.by_request.get(&key) {
+            if let Some(p) = self.items.get_mut(&id) {
+                p.coalesced += 1;
+            }
+            return Queued::Coalesced(id);
         }
         let id = self.next_id.max(1);
-        self.next_id = id.saturating_add(1);
-        self.items.push(Pending {
+        let (db, selector, depth) = key;
+        self.add(Pending {
             id,
             db,
             selector,
@@ -84,55 +106,82 @@ impl Batch {
         Queued::New(id)
     }
 
+    fn add(&mut self, item: Pending) {
+        self.next_id = self.next_id.max(item.id.saturating_add(1));
+        self.by_request.insert(request_key(&item), item.id);
+        self.due.insert((item.due_ms, item.id));
+        self.items.insert(item.id, item);
+    }
+
     /// Credits a new request to the rule that queued it.
     pub fn attribute(&mut self, id: u64, rule: &[u8]) {
-        if let Some(p) = self.items.iter_mut().find(|p| p.id == id) {
+        if let Some(p) = self.items.get_mut(&id) {
             p.rule = Some(rule.to_vec());
         }
     }
 
     /// Adds a request exactly as the master queued it (replication, AOF replay).
     pub fn insert(&mut self, item: Pending) {
-        self.next_id = self.next_id.max(item.id.saturating_add(1));
-        self.items.retain(|p| p.id != item.id);
-        self.items.push(item);
+        self.remove(item.id);
+        self.add(item);
     }
 
     /// Counts one more identical request folded into `id`.
     pub fn coalesce(&mut self, id: u64) {
-        if let Some(p) = self.items.iter_mut().find(|p| p.id == id) {
+        if let Some(p) = self.items.get_mut(&id) {
             p.coalesced += 1;
         }
     }
 
-    /// Drops a request the master applied; whether it was there.
+    /// Drops a request (applied by the master); whether it was there.
     pub fn remove(&mut self, id: u64) -> bool {
-        let before = self.items.len();
-        self.items.retain(|p| p.id != id);
-        self.items.len() != before
+        let Some(p) = self.items.remove(&id) else {
+            return false;
+        };
+        let key = request_key(&p);
+        if self.by_request.get(&key) == Some(&id) {
+            self.by_request.remove(&key);
+        }
+        self.due.remove(&(p.due_ms, id));
+        true
     }
 
     /// Removes and returns the requests due at `now_ms`, oldest first.
     pub fn take_due(&mut self, now_ms: i64) -> Vec<Pending> {
-        let (due, wait): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.items)
-            .into_iter()
-            .partition(|p| p.due_ms <= now_ms);
-        self.items = wait;
-        due
+        let mut ids: Vec<u64> = self
+            .due
+            .range(..=(now_ms, u64::MAX))
+            .map(|&(_, id)| id)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| {
+                let p = self.items.get(&id).cloned();
+                self.remove(id);
+                p
+            })
+            .collect()
     }
 
     /// Removes and returns every request.
     pub fn take_all(&mut self) -> Vec<Pending> {
-        std::mem::take(&mut self.items)
+        self.by_request.clear();
+        self.due.clear();
+        std::mem::take(&mut self.items).into_values().collect()
     }
 
     /// When the next request is due.
     pub fn next_due(&self) -> Option<i64> {
-        self.items.iter().map(|p| p.due_ms).min()
+        self.due.first().map(|&(due, _)| due)
     }
 
-    pub fn items(&self) -> &[Pending] {
-        &self.items
+    /// The requests, oldest first.
+    pub fn items(&self) -> impl Iterator<Item = &Pending> {
+        self.items.values()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Pending> {
+        self.items.get(&id)
     }
 
     pub fn len(&self) -> usize {
@@ -147,7 +196,7 @@ impl Batch {
         let mut out = vec![BATCH_VERSION];
         put_varint(&mut out, self.next_id);
         put_varint(&mut out, self.items.len() as u64);
-        for p in &self.items {
+        for p in self.items.values() {
             put_item(&mut out, p);
         }
         out
@@ -160,14 +209,15 @@ impl Batch {
         let next_id = r.varint()?;
         let n = r.len()?;
         // Each item takes at least 9 bytes: never reserve more than the input can hold.
-        let mut items = Vec::with_capacity(n.min(buf.len() / 9));
+        let mut batch = Batch::new();
         for _ in 0..n {
-            items.push(read_item(&mut r, version)?);
+            batch.insert(read_item(&mut r, version)?);
         }
         if r.pos != buf.len() {
             return Err(DecodeError::Corrupt("trailing bytes"));
         }
-        Ok(Batch { items, next_id })
+        batch.next_id = batch.next_id.max(next_id);
+        Ok(batch)
     }
 }
 
@@ -296,7 +346,7 @@ mod tests {
         assert_eq!(other_depth, Queued::New(3));
         assert_eq!(b.push(0, tag("b"), None, None, 1060, 100), Queued::New(4));
         assert_eq!(b.len(), 4);
-        assert_eq!(b.items()[0].coalesced, 1);
+        assert_eq!(b.get(1).map(|p| p.coalesced), Some(1));
         assert_eq!(b.next_due(), Some(1100));
         assert!(b.take_due(1099).is_empty());
         let due = b.take_due(1150);
@@ -316,16 +366,19 @@ mod tests {
         let Queued::New(id) = master.push(0, tag("a"), None, None, 10, 5) else {
             panic!()
         };
-        mirror.insert(decode_item(&encode_item(&master.items()[0])).unwrap());
+        mirror.insert(decode_item(&encode_item(master.get(id).unwrap())).unwrap());
         master.push(0, tag("a"), None, None, 11, 5);
         mirror.coalesce(id);
-        assert_eq!(mirror.items(), master.items());
+        assert_eq!(
+            mirror.items().collect::<Vec<_>>(),
+            master.items().collect::<Vec<_>>()
+        );
         assert!(mirror.remove(id));
         assert!(!mirror.remove(id));
         assert!(mirror.is_empty());
         // Ids given after a replayed one do not collide with it.
         let mut replayed = Batch::new();
-        replayed.insert(master.items()[0].clone());
+        replayed.insert(master.get(id).unwrap().clone());
         assert_eq!(
             replayed.push(0, tag("z"), None, None, 12, 5),
             Queued::New(id + 1)
@@ -351,8 +404,8 @@ mod tests {
         put_varint(&mut v2, 200);
         put_varint(&mut v2, 0);
         let b = Batch::decode(&v2).unwrap();
-        assert_eq!(b.items().len(), 1);
-        let p = &b.items()[0];
+        assert_eq!(b.len(), 1);
+        let p = b.get(7).unwrap();
         assert_eq!(
             (p.id, p.rule.clone(), p.context.clone()),
             (7, None, Some(b"ctx".to_vec()))

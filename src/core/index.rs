@@ -17,7 +17,7 @@ use super::show;
 pub type KeyId = u32;
 
 /// What an invalidation (or its dry run) selects before the cascade.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Selector {
     Keys(Vec<Vec<u8>>),
     Tags(Vec<Vec<u8>>),
