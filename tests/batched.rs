@@ -1029,54 +1029,6 @@ fn pending_work_is_not_lost_on_shutdown_with_aof() {
 // 7. Replication
 // ---------------------------------------------------------------------------------------------
 
-/// A master that starts a full sync at once and does not ping its replicas (the periodic PING
-/// would move `master_repl_offset`).
-fn master() -> Server {
-    Server::with(
-        &[],
-        &[
-            "--repl-diskless-sync-delay",
-            "0",
-            "--repl-ping-replica-period",
-            "3600",
-        ],
-    )
-}
-
-fn replica_of(m: &Server) -> Server {
-    let port = m.port.to_string();
-    Server::with(&[], &["--replicaof", "127.0.0.1", &port])
-}
-
-fn info(c: &mut Connection, section: &str) -> String {
-    redis::cmd("INFO")
-        .arg(section)
-        .query::<String>(c)
-        .expect("INFO")
-}
-
-fn repl_offset(c: &mut Connection) -> i64 {
-    let text = info(c, "replication");
-    text.lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .expect("master_repl_offset")
-        .trim()
-        .parse()
-        .expect("offset")
-}
-
-fn wait_link(r: &mut Connection) {
-    eventually("replica link up", || {
-        info(r, "replication").contains("master_link_status:up")
-    });
-}
-
-/// Waits until the replica acknowledged everything, then until both digests agree.
-fn sync(m: &mut Connection, r: &mut Connection) {
-    assert_eq!(int(&ok(m, &["WAIT", "1", "5000"])), 1, "WAIT 1 5000");
-    eventually("replica converged", || digest(m) == digest(r));
-}
-
 /// Keys of every database 0..=2 (CACHE.KEYS ALL), leaving the client on database 0.
 fn all_keys(c: &mut Connection) -> Vec<Vec<String>> {
     let out = (0..3)

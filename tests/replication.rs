@@ -7,81 +7,8 @@ use common::*;
 
 use std::time::{Duration, Instant};
 
-/// A master that starts a full sync at once and does not ping its replicas during a test (the
-/// periodic PING would move `master_repl_offset`).
-fn master() -> Server {
-    Server::with(
-        &[],
-        &[
-            "--repl-diskless-sync-delay",
-            "0",
-            "--repl-ping-replica-period",
-            "3600",
-        ],
-    )
-}
-
-/// A replica of `m`, attached from its start.
-fn replica_of(m: &Server) -> Server {
-    let port = m.port.to_string();
-    Server::with(&[], &["--replicaof", "127.0.0.1", &port])
-}
-
-fn info(c: &mut Connection, section: &str) -> String {
-    redis::cmd("INFO")
-        .arg(section)
-        .query::<String>(c)
-        .expect("INFO")
-}
-
-fn info_field(c: &mut Connection, section: &str, name: &str) -> String {
-    let text = info(c, section);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no {name} in INFO {section}:\n{text}"))
-}
-
-fn repl_offset(c: &mut Connection) -> i64 {
-    info_field(c, "replication", "master_repl_offset")
-        .parse()
-        .expect("offset")
-}
-
 fn select(c: &mut Connection, db: u32) {
     assert_eq!(ok(c, &["SELECT", &db.to_string()]), Value::Okay);
-}
-
-/// Waits (bounded) until the replica's link to its master is up.
-fn wait_link(r: &mut Connection) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if info(r, "replication").contains("master_link_status:up") {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replica link never came up:\n{}",
-            info(r, "replication")
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Waits until the replica acknowledged everything the master propagated, then (bounded) until
-/// both datasets have the same digest.
-fn sync(m: &mut Connection, r: &mut Connection) {
-    assert_eq!(int(&ok(m, &["WAIT", "1", "5000"])), 1, "WAIT 1 5000");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while digest(m) != digest(r) {
-        assert!(
-            Instant::now() < deadline,
-            "replica never converged: master {} replica {}",
-            digest(m),
-            digest(r)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Everything the cache exposes about a database that master and replica must agree on:

@@ -109,21 +109,6 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn info(c: &mut Connection, section: &str) -> String {
-    redis::cmd("INFO")
-        .arg(section)
-        .query::<String>(c)
-        .expect("INFO")
-}
-
-fn info_field(c: &mut Connection, section: &str, name: &str) -> String {
-    let t = info(c, section);
-    t.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no {name} in INFO {section}:\n{t}"))
-}
-
 /// The fields of a `CACHE.RULE LIST` row, in reply order.
 const RULE_FIELDS: [&str; 10] = [
     "name",
@@ -1844,43 +1829,6 @@ fn without_an_rdb_preamble_rules_survive_a_restart_but_not_a_rewrite() {
 // ---------------------------------------------------------------------------------------------
 // Replication
 // ---------------------------------------------------------------------------------------------
-
-/// A master that starts a full sync at once and does not ping its replicas during a test (the
-/// periodic PING would move `master_repl_offset`).
-fn master() -> Server {
-    Server::with(
-        &[],
-        &[
-            "--repl-diskless-sync-delay",
-            "0",
-            "--repl-ping-replica-period",
-            "3600",
-        ],
-    )
-}
-
-fn replica_of(m: &Server) -> Server {
-    let port = m.port.to_string();
-    Server::with(&[], &["--replicaof", "127.0.0.1", &port])
-}
-
-fn repl_offset(c: &mut Connection) -> i64 {
-    info_field(c, "replication", "master_repl_offset")
-        .parse()
-        .expect("offset")
-}
-
-fn wait_link(r: &mut Connection) {
-    eventually("replica link up", || {
-        info(r, "replication").contains("master_link_status:up")
-    });
-}
-
-/// Waits until the replica acknowledged everything, then until both digests agree.
-fn sync(m: &mut Connection, r: &mut Connection) {
-    assert_eq!(int(&ok(m, &["WAIT", "1", "5000"])), 1, "WAIT 1 5000");
-    eventually("replica converged", || digest(m) == digest(r));
-}
 
 /// Makes a replica a master again (to read what only a master answers: CACHE.RELATE LIST).
 fn promote(r: &mut Connection) {

@@ -299,3 +299,73 @@ pub fn server_version(c: &mut Connection) -> (String, u32, u32) {
     let minor = parts.next().unwrap_or(0);
     (flavour.to_string(), major, minor)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Replication helpers (a master and its replica, each a real server).
+// ---------------------------------------------------------------------------------------------
+
+/// A master that starts a full sync at once and does not ping its replicas during a test (the
+/// periodic PING would move `master_repl_offset`).
+pub fn master() -> Server {
+    Server::with(
+        &[],
+        &[
+            "--repl-diskless-sync-delay",
+            "0",
+            "--repl-ping-replica-period",
+            "3600",
+        ],
+    )
+}
+
+/// A replica of `m`, attached from its start.
+pub fn replica_of(m: &Server) -> Server {
+    let port = m.port.to_string();
+    Server::with(&[], &["--replicaof", "127.0.0.1", &port])
+}
+
+/// One `INFO` section as text.
+pub fn info(c: &mut Connection, section: &str) -> String {
+    redis::cmd("INFO")
+        .arg(section)
+        .query::<String>(c)
+        .expect("INFO")
+}
+
+/// One field of an `INFO` section.
+pub fn info_field(c: &mut Connection, section: &str, name: &str) -> String {
+    let text = info(c, section);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {name} in INFO {section}:\n{text}"))
+}
+
+pub fn repl_offset(c: &mut Connection) -> i64 {
+    info_field(c, "replication", "master_repl_offset")
+        .parse()
+        .expect("offset")
+}
+
+/// Polls `cond` every 10 ms until it holds; fails after 20 s.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits (bounded) until the replica's link to its master is up.
+pub fn wait_link(r: &mut Connection) {
+    wait_until("replica link up", || {
+        info(r, "replication").contains("master_link_status:up")
+    });
+}
+
+/// Waits until the replica acknowledged everything the master propagated, then (bounded) until
+/// both datasets have the same digest.
+pub fn sync(m: &mut Connection, r: &mut Connection) {
+    assert_eq!(int(&ok(m, &["WAIT", "1", "5000"])), 1, "WAIT 1 5000");
+    wait_until("replica converged", || digest(m) == digest(r));
+}
