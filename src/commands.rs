@@ -326,11 +326,15 @@ fn reach(
     visit: impl FnMut(&[u8]) -> bool,
 ) -> Reach {
     let db = server::selected_db(ctx);
+    let (seeds, any_dependency) =
+        state::with_db(db, |idx| (idx.select(selector), idx.resource_count() > 0));
+    // Nothing depends on anything in this database: no cascade to follow (and no need to
+    // remember which keys were seen).
     let depth = match selector {
         Selector::All => 0,
+        _ if !any_dependency => 0,
         _ => depth.unwrap_or_else(config::max_cascade_depth),
     };
-    let seeds = state::with_db(db, |idx| idx.select(selector));
     index::cascade(
         seeds,
         depth,
