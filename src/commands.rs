@@ -16,7 +16,7 @@ use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
 use crate::error::{CacheError, Result};
-use crate::server::{self, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
+use crate::server::{self, Access, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
 use crate::state::{self, Quiet};
 
 type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
@@ -288,7 +288,11 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
     };
     let names = |l: NameIter| Reply::Array(l.map(|n| Reply::Bulk(n.to_vec())).collect());
     let db = server::selected_db(ctx);
-    let dependents = state::with_db(db, |idx| idx.dependents_of(argv[1]));
+    let mut dependents = state::with_db(db, |idx| idx.dependents_of(argv[1]));
+    if let Some(a) = Access::of_caller(ctx) {
+        // Never reveal a key the user may not read.
+        dependents.retain(|k| a.allows(&server::string(ctx, k), false));
+    }
     Ok(Reply::fields(vec![
         ("tags", names(e.tags())),
         ("depends", names(e.deps())),
@@ -351,6 +355,7 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     let db = server::selected_db(ctx);
     match a.strategy {
         Strategy::Immediate => {
+            let access = Access::of_caller(ctx);
             let n = apply(
                 ctx,
                 db,
@@ -358,6 +363,7 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
                 a.depth,
                 a.context.as_deref(),
                 Strategy::Immediate,
+                access.as_ref(),
             );
             Ok(Reply::Int(n as i64))
         }
@@ -378,6 +384,7 @@ fn apply(
     depth: Option<u32>,
     context: Option<&[u8]>,
     strategy: Strategy,
+    access: Option<&Access>,
 ) -> u64 {
     let original = server::selected_db(ctx);
     if db != original && !server::select_db(ctx, db) {
@@ -389,8 +396,20 @@ fn apply(
     }
     let started = Instant::now();
     let mut unread = 0u64;
+    let mut denied = 0u64;
     let reached = reach(ctx, selector, depth, |name| {
         let rs = server::string(ctx, name);
+        // A key the user may not delete is skipped: not removed, not counted, and the cascade
+        // does not pass through it (ACL LOG records the first one).
+        if let Some(a) = access {
+            if !a.allows(&rs, true) {
+                if denied == 0 {
+                    a.log_denied(&rs);
+                }
+                denied += 1;
+                return false;
+            }
+        }
         let key = Key::write(ctx, &rs);
         // Opening it may have found it expired (and removed it): then it is not invalidated.
         let server::Held::Entry(e) = key.held() else {
@@ -414,6 +433,11 @@ fn apply(
     }
     if db != original {
         server::select_db(ctx, original);
+    }
+    if denied > 0 {
+        ctx.log_notice(&format!(
+            "tagcache: an invalidation skipped {denied} entries its user may not delete (see ACL LOG)"
+        ));
     }
     let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let context = context.map(String::from_utf8_lossy).unwrap_or_default();
@@ -454,11 +478,13 @@ fn enqueue(
 ) {
     let now = server::now_ms();
     let delay = config::BATCH_DELAY_MS.get();
+    // Applied later with this user's key permissions.
+    let user = server::caller_name(ctx);
     let (queued, item) = {
         let mut st = state::lock();
         let queued = st.batch.push(db, selector, depth, context, now, delay);
-        if let (Queued::New(id), Some(rule)) = (queued, rule) {
-            st.batch.attribute(id, rule);
+        if let Queued::New(id) = queued {
+            st.batch.attribute(id, rule, user.as_deref());
         }
         let item = match queued {
             Queued::New(id) => st.batch.get(id).map(encode_item),
@@ -538,6 +564,24 @@ fn apply_batch(ctx: &Context, everything: bool) -> u64 {
     let mut total = 0;
     for p in due {
         let strategy = Strategy::Batched;
+        // Applied with the permissions of the user who queued it.
+        let access = match &p.user {
+            None => None,
+            Some(name) => match Access::of_user(ctx, name) {
+                Some(a) => Some(a),
+                None => {
+                    ctx.log_warning(
+                        "tagcache: dropped a BATCHED invalidation whose user no longer exists",
+                    );
+                    server::replicate(
+                        ctx,
+                        "CACHE.PENDING",
+                        &[b"DONE", p.id.to_string().as_bytes()],
+                    );
+                    continue;
+                }
+            },
+        };
         let n = apply(
             ctx,
             p.db,
@@ -545,6 +589,7 @@ fn apply_batch(ctx: &Context, everything: bool) -> u64 {
             p.depth,
             p.context.as_deref(),
             strategy,
+            access.as_ref(),
         );
         total += n;
         if let Some(rule) = &p.rule {
@@ -615,9 +660,15 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
 
 fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.keys", true)?;
-    // Only live entries (one that expired would not be invalidated, nor cascade).
+    // Exactly what CACHE.INVALIDATE would remove: live entries (one that expired would not be
+    // invalidated, nor cascade) that the user may delete.
+    let access = Access::of_caller(ctx);
     let mut keys = reach(ctx, &a.selector, a.depth, |name| {
-        let key = Key::peek(ctx, &server::string(ctx, name));
+        let rs = server::string(ctx, name);
+        if access.as_ref().is_some_and(|a| !a.allows(&rs, true)) {
+            return false;
+        }
+        let key = Key::peek(ctx, &rs);
         matches!(key.held(), server::Held::Entry(_))
     })
     .keys;
@@ -684,10 +735,15 @@ fn cache_events(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
     ))
 }
 
-fn cache_hotkeys(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    let count = parse::parse_count(argv, "cache.hotkeys")?;
+fn cache_hotkeys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let count = parse::parse_count(argv, "cache.hotkeys")?.unwrap_or(10);
     let now = server::now_ms();
-    let hot = state::lock().metrics(now).hotkeys(count.unwrap_or(10));
+    let mut hot = state::lock().metrics(now).hotkeys(usize::MAX);
+    if let Some(a) = Access::of_caller(ctx) {
+        // Never reveal a key the user may not read.
+        hot.retain(|(k, _)| a.allows(&server::string(ctx, k), false));
+    }
+    hot.truncate(count);
     Ok(Reply::Array(
         hot.into_iter()
             .map(|(k, n)| {
@@ -771,6 +827,7 @@ fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
     let w = Rules::parse_write(argv).map_err(CacheError::Message)?;
     let plan = state::lock().rules().plan(&w);
     let db = server::selected_db(ctx);
+    let access = Access::of_caller(ctx);
     let mut total = 0u64;
     for step in plan {
         let context = match (&w.context, &step.rule) {
@@ -793,6 +850,7 @@ fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
                 None,
                 context.as_deref(),
                 Strategy::Immediate,
+                access.as_ref(),
             ),
         };
         total += n;

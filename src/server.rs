@@ -438,3 +438,98 @@ pub fn latency_sample(ctx: &Context, event: &str, ms: u64) {
         }
     }
 }
+
+/// The key permissions of the user running the command. None when no client user runs it (a
+/// timer, the master's stream, the AOF): then everything is allowed, as for the server itself.
+pub struct Access {
+    user: *mut raw::RedisModuleUser,
+    ctx: *mut raw::RedisModuleCtx,
+}
+
+/// The name of the user running the command; None without a client user.
+pub fn caller_name(ctx: &Context) -> Option<Vec<u8>> {
+    unsafe {
+        let (Some(name_of), Some(free_string)) = (
+            raw::RedisModule_GetCurrentUserName,
+            raw::RedisModule_FreeString,
+        ) else {
+            return None;
+        };
+        let name = name_of(ctx.ctx);
+        if name.is_null() {
+            return None;
+        }
+        let bytes = RedisString::string_as_slice(name).to_vec();
+        free_string(ctx.ctx, name);
+        Some(bytes)
+    }
+}
+
+impl Access {
+    /// The permissions of a user by name; None when there is no such user.
+    pub fn of_user(ctx: &Context, name: &[u8]) -> Option<Access> {
+        let name = string(ctx, name);
+        let user = unsafe {
+            raw::RedisModule_GetModuleUserFromUserName.map_or(ptr::null_mut(), |f| f(name.inner))
+        };
+        (!user.is_null()).then_some(Access { user, ctx: ctx.ctx })
+    }
+
+    pub fn of_caller(ctx: &Context) -> Option<Access> {
+        unsafe {
+            let (Some(name_of), Some(user_of), Some(free_string)) = (
+                raw::RedisModule_GetCurrentUserName,
+                raw::RedisModule_GetModuleUserFromUserName,
+                raw::RedisModule_FreeString,
+            ) else {
+                return None;
+            };
+            let name = name_of(ctx.ctx);
+            if name.is_null() {
+                return None;
+            }
+            let user = user_of(name);
+            free_string(ctx.ctx, name);
+            (!user.is_null()).then_some(Access { user, ctx: ctx.ctx })
+        }
+    }
+
+    /// Whether the user may read (`write` false) or delete (`write` true) this key.
+    pub fn allows(&self, key: &RedisString, write: bool) -> bool {
+        // The server takes the logical key-spec flags here: ACCESS (read), DELETE (write).
+        let flags = if write {
+            raw::REDISMODULE_CMD_KEY_DELETE
+        } else {
+            raw::REDISMODULE_CMD_KEY_ACCESS
+        };
+        unsafe {
+            raw::RedisModule_ACLCheckKeyPermissions.is_none_or(|f| {
+                f(self.user, key.inner, flags as c_int) == raw::REDISMODULE_OK as c_int
+            })
+        }
+    }
+
+    /// Adds an `ACL LOG` entry: the user was kept from this key.
+    pub fn log_denied(&self, key: &RedisString) {
+        unsafe {
+            if let Some(f) = raw::RedisModule_ACLAddLogEntry {
+                f(
+                    self.ctx,
+                    self.user,
+                    key.inner,
+                    raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Access {
+    fn drop(&mut self) {
+        unsafe {
+            if let Some(f) = raw::RedisModule_FreeModuleUser {
+                f(self.user);
+            }
+        }
+    }
+}

@@ -22,6 +22,8 @@ pub struct Pending {
     pub context: Option<Vec<u8>>,
     /// The CACHE.RULE whose step queued it, credited with its entries when applied.
     pub rule: Option<Vec<u8>>,
+    /// The ACL user who queued it: applied with that user's key permissions.
+    pub user: Option<Vec<u8>>,
     pub queued_ms: i64,
     pub due_ms: i64,
     /// How many identical requests were folded into this one.
@@ -48,9 +50,9 @@ pub enum Queued {
     Coalesced(u64),
 }
 
-/// Encoding version of the queue in aux data and `CACHE.PENDING ADD`. Version 2 (no rule
-/// field) is still read.
-const BATCH_VERSION: u8 = 3;
+/// Encoding version of the queue in aux data and `CACHE.PENDING ADD`. Versions 2 (no rule) and
+/// 3 (no user) are still read.
+const BATCH_VERSION: u8 = 4;
 
 impl Default for Batch {
     fn default() -> Batch {
@@ -99,6 +101,7 @@ impl Batch {
             depth,
             context,
             rule: None,
+            user: None,
             queued_ms: now_ms,
             due_ms: now_ms.saturating_add(delay_ms),
             coalesced: 0,
@@ -113,10 +116,12 @@ impl Batch {
         self.items.insert(item.id, item);
     }
 
-    /// Credits a new request to the rule that queued it.
-    pub fn attribute(&mut self, id: u64, rule: &[u8]) {
+    /// Records who queued a new request: the rule it is credited to, the user whose
+    /// permissions apply.
+    pub fn attribute(&mut self, id: u64, rule: Option<&[u8]>, user: Option<&[u8]>) {
         if let Some(p) = self.items.get_mut(&id) {
-            p.rule = Some(rule.to_vec());
+            p.rule = rule.map(<[u8]>::to_vec);
+            p.user = user.map(<[u8]>::to_vec);
         }
     }
 
@@ -255,7 +260,7 @@ fn put_item(out: &mut Vec<u8>, p: &Pending) {
         put_bytes(out, a);
     }
     put_varint(out, p.depth.map_or(0, |d| u64::from(d) + 1));
-    for field in [&p.context, &p.rule] {
+    for field in [&p.context, &p.rule, &p.user] {
         match field {
             None => out.push(0),
             Some(c) => {
@@ -271,7 +276,7 @@ fn put_item(out: &mut Vec<u8>, p: &Pending) {
 
 fn read_version(r: &mut Reader) -> Result<u8, DecodeError> {
     match r.byte()? {
-        v @ (2 | BATCH_VERSION) => Ok(v),
+        v @ 2..=BATCH_VERSION => Ok(v),
         v if v > BATCH_VERSION => Err(DecodeError::NewerVersion(v)),
         _ => Err(DecodeError::Corrupt("version")),
     }
@@ -309,6 +314,7 @@ fn read_item(r: &mut Reader, version: u8) -> Result<Pending, DecodeError> {
     };
     let context = optional()?;
     let rule = if version >= 3 { optional()? } else { None };
+    let user = if version >= 4 { optional()? } else { None };
     let queued_ms = r.varint()? as i64;
     let due_ms = r.varint()? as i64;
     let coalesced = r.varint()?;
@@ -319,6 +325,7 @@ fn read_item(r: &mut Reader, version: u8) -> Result<Pending, DecodeError> {
         depth,
         context,
         rule,
+        user,
         queued_ms,
         due_ms,
         coalesced,
@@ -446,7 +453,7 @@ mod tests {
         b.push(1, Selector::Namespace(b"n".to_vec()), None, None, 7, 10);
         b.push(1, tag("t"), None, None, 7, 10);
         let last = b.items().last().map(|p| p.id).unwrap();
-        b.attribute(last, b"rule-1");
+        b.attribute(last, Some(b"rule-1"), Some(b"alice"));
         let bytes = b.encode();
         assert_eq!(Batch::decode(&bytes), Ok(b.clone()));
         for cut in 0..bytes.len() {
