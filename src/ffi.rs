@@ -605,3 +605,86 @@ pub fn register_subcommands(ctx: &Context) -> bool {
         })
     }
 }
+
+/// Key specs for the keyed commands (Redis 7.0 command info): reads are read-only access, so an
+/// ACL user with `%R~` patterns may CACHE.GET what it may read, and writes need write access.
+/// Without key specs the server treats the legacy key positions as read-write.
+pub fn set_key_specs(ctx: &Context) -> bool {
+    use raw::{
+        RedisModuleCommandKeySpec as Spec, RedisModuleCommandKeySpec__bindgen_ty_1 as Begin,
+        RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 as Index,
+        RedisModuleCommandKeySpec__bindgen_ty_2 as Find,
+        RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 as Range,
+    };
+    let read = u64::from(raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS);
+    let write = u64::from(raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE);
+    let spec = |flags: u64, lastkey: c_int| Spec {
+        notes: std::ptr::null(),
+        flags,
+        begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
+        bs: Begin {
+            index: Index { pos: 1 },
+        },
+        find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
+        fk: Find {
+            range: Range {
+                lastkey,
+                keystep: 1,
+                limit: 0,
+            },
+        },
+    };
+    // The array ends with a zeroed spec (begin search type INVALID).
+    let end = Spec {
+        notes: std::ptr::null(),
+        flags: 0,
+        begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INVALID,
+        bs: Begin {
+            index: Index { pos: 0 },
+        },
+        find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_OMITTED,
+        fk: Find {
+            range: Range {
+                lastkey: 0,
+                keystep: 0,
+                limit: 0,
+            },
+        },
+    };
+    let version = raw::RedisModuleCommandInfoVersion {
+        version: 1,
+        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: std::mem::size_of::<Spec>(),
+        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+    };
+    let commands: [(&std::ffi::CStr, u64, c_int); 6] = [
+        (c"cache.get", read, 0),
+        (c"cache.mget", read, -1),
+        (c"cache.inspect", read, 0),
+        (c"cache.set", write, 0),
+        (c"cache.tag", write, 0),
+        (c"cache.depend", write, 0),
+    ];
+    unsafe {
+        let (Some(get), Some(set_info)) =
+            (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo)
+        else {
+            // An older server: the legacy key positions stay.
+            return true;
+        };
+        for (name, flags, lastkey) in commands {
+            let cmd = get(ctx.ctx, name.as_ptr());
+            if cmd.is_null() {
+                return false;
+            }
+            let mut specs = [spec(flags, lastkey), end];
+            let mut info: raw::RedisModuleCommandInfo = std::mem::zeroed();
+            info.version = &version;
+            info.key_specs = specs.as_mut_ptr();
+            if set_info(cmd, &info) != raw::REDISMODULE_OK as c_int {
+                return false;
+            }
+        }
+    }
+    true
+}

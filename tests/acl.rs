@@ -147,3 +147,44 @@ fn batched_and_write_invalidations_use_the_callers_permissions() {
     assert_eq!(keys(&mut admin, &["TAG", "user:9"]), vec!["secret:9"]);
     verify(&mut admin);
 }
+
+/// Key specs: reads declare read-only access, writes read-write, so a user with `%R~` key
+/// patterns reads entries and cannot change them.
+#[test]
+fn a_read_only_user_reads_entries_and_cannot_write_them() {
+    let s = Server::start();
+    let mut admin = setup(&s);
+    let mut reader = user(&s, "reader");
+    assert_eq!(
+        bytes(&ok(&mut reader, &["CACHE.GET", "secret:1"])),
+        Some(b"b".to_vec())
+    );
+    assert_eq!(
+        strings(&ok(&mut reader, &["CACHE.MGET", "secret:1", "public:1"])),
+        vec!["b", "a"]
+    );
+    assert_eq!(
+        strings(&field(
+            &ok(&mut reader, &["CACHE.INSPECT", "secret:1"]),
+            "tags"
+        )),
+        vec!["t"]
+    );
+    let d = digest(&mut admin);
+    for cmd in [
+        &["CACHE.SET", "secret:1", "x"][..],
+        &["CACHE.TAG", "secret:1", "u"],
+        &["CACHE.DEPEND", "secret:1", "r"],
+    ] {
+        assert!(err(&mut reader, cmd).starts_with("NOPERM"), "{cmd:?}");
+    }
+    assert_eq!(digest(&mut admin), d);
+    assert_eq!(
+        strings(&ok(
+            &mut admin,
+            &["COMMAND", "GETKEYS", "CACHE.MGET", "a", "b"]
+        )),
+        vec!["a", "b"]
+    );
+    verify(&mut admin);
+}
