@@ -1701,7 +1701,7 @@ impl Metrics {
             suggestions: vec![
                 format!("Split '{tag}' into narrower tags (per tenant, per record, per page) and invalidate only the part that changed"),
                 "If the tag marks a whole data set or version, invalidate that set with NAMESPACE or PATTERN over its keys, or drop the tag".into(),
-                format!("When '{tag}' must be invalidated, use STRATEGY LAZY so its {n} entries are reclaimed in the background"),
+                format!("When '{tag}' must be invalidated, queue it with STRATEGY BATCHED so repeated requests for its {n} entries are applied once"),
                 "CACHE.TAGS COUNT 10 lists the next largest tags".into(),
             ],
         })
@@ -1803,7 +1803,7 @@ impl Metrics {
                     "Bound cascades with DEPTH n on CACHE.INVALIDATE or with cache.max-cascade-depth (deepest seen: {} hops)",
                     self.max_depth
                 ),
-                "Run widely cascading invalidations with STRATEGY LAZY so they do not block the server".into(),
+                "Bound widely cascading invalidations with DEPTH (or cache.max-cascade-depth), and check them first with CACHE.KEYS".into(),
                 "CACHE.KEYS DEPTH n <selector> lists what a cascade would remove without removing it".into(),
             ],
         })
@@ -1845,7 +1845,7 @@ impl Metrics {
             message: parts.join("; "),
             suggestions: vec![
                 "Look for large values with CACHE.INSPECT (size): copying big payloads dominates GET and SET time".into(),
-                "Run invalidations that remove many entries with STRATEGY LAZY or BATCHED".into(),
+                "Coalesce invalidations that remove many entries with STRATEGY BATCHED".into(),
                 "Check the server as a whole with LATENCY DOCTOR and SLOWLOG GET".into(),
                 format!(
                     "If the threshold is too strict for this workload, raise cache.slow-op-us (now {} us)",
