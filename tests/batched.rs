@@ -12,7 +12,6 @@ mod common;
 use common::*;
 
 use serde_json::Value as J;
-use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -21,22 +20,6 @@ use std::time::{Duration, Instant};
 /// Splits a command line on spaces.
 fn a(s: &str) -> Vec<&str> {
     s.split_whitespace().collect()
-}
-
-/// An entry `key` with value `v-<key>`, tags and dependencies; must reply OK.
-fn entry(c: &mut Connection, key: &str, tags: &[&str], deps: &[&str]) {
-    let mut p: Vec<String> = vec!["CACHE.SET".into(), key.into(), format!("v-{key}")];
-    if !tags.is_empty() {
-        p.push("TAGS".into());
-        p.push(tags.len().to_string());
-        p.extend(tags.iter().map(|s| s.to_string()));
-    }
-    if !deps.is_empty() {
-        p.push("DEPENDS".into());
-        p.push(deps.len().to_string());
-        p.extend(deps.iter().map(|s| s.to_string()));
-    }
-    assert_eq!(ok(c, &p), Value::Okay, "{p:?}");
 }
 
 /// `CACHE.INVALIDATE <args>` (split on spaces) -> its integer reply.
@@ -67,39 +50,10 @@ fn exists(c: &mut Connection, key: &str) -> i64 {
     int(&ok(c, &["EXISTS", key]))
 }
 
-fn select(c: &mut Connection, db: u32) {
-    assert_eq!(ok(c, &["SELECT", &db.to_string()]), Value::Okay);
-}
-
-fn config_set(c: &mut Connection, name: &str, value: &str) {
-    assert_eq!(
-        ok(c, &["CONFIG", "SET", name, value]),
-        Value::Okay,
-        "CONFIG SET {name} {value}"
-    );
-}
-
 fn config_get(c: &mut Connection, name: &str) -> String {
     let v = strings(&ok(c, &["CONFIG", "GET", name]));
     assert_eq!(v.len(), 2, "CONFIG GET {name}: {v:?}");
     v[1].clone()
-}
-
-/// The server's clock (TIME) in milliseconds.
-fn server_ms(c: &mut Connection) -> i64 {
-    let t = strings(&ok(c, &["TIME"]));
-    let secs: i64 = t[0].parse().expect("seconds");
-    let us: i64 = t[1].parse().expect("microseconds");
-    secs * 1000 + us / 1000
-}
-
-/// Polls every 10 ms until `done`, for at most 10 s.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn sv(v: &[&str]) -> Vec<String> {

@@ -4,7 +4,6 @@
 mod common;
 use common::*;
 
-use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
 // Local helpers
@@ -103,15 +102,6 @@ fn rejected(c: &mut Connection, parts: &[&str], expected: &str) {
     assert_eq!(err(c, parts), expected, "{parts:?}");
     assert_eq!(digest(c), digest_before, "{parts:?} changed the dataset");
     assert_eq!(cache_state(c), before, "{parts:?} changed the cache");
-}
-
-/// Polls `done` every 10 ms until it holds, at most 5 s.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";

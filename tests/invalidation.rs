@@ -61,10 +61,6 @@ fn dbsize(c: &mut Connection) -> i64 {
     int(&ok(c, &["DBSIZE"]))
 }
 
-fn select(c: &mut Connection, db: u32) {
-    assert_eq!(ok(c, &["SELECT", &db.to_string()]), Value::Okay);
-}
-
 fn invalidate(c: &mut Connection, args: &[&str]) -> i64 {
     let mut parts = vec!["CACHE.INVALIDATE"];
     parts.extend_from_slice(args);

@@ -77,14 +77,6 @@ fn inv(c: &mut Connection, args: &[&str]) -> i64 {
     int(&ok(c, &parts))
 }
 
-fn config_set(c: &mut Connection, name: &str, value: &str) {
-    assert_eq!(
-        ok(c, &["CONFIG", "SET", name, value]),
-        Value::Okay,
-        "CONFIG SET {name} {value}"
-    );
-}
-
 fn config_get(c: &mut Connection, name: &str) -> String {
     let v = strings(&ok(c, &["CONFIG", "GET", name]));
     assert_eq!(v.len(), 2, "CONFIG GET {name}: {v:?}");

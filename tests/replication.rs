@@ -7,10 +7,6 @@ use common::*;
 
 use std::time::{Duration, Instant};
 
-fn select(c: &mut Connection, db: u32) {
-    assert_eq!(ok(c, &["SELECT", &db.to_string()]), Value::Okay);
-}
-
 /// Everything the cache exposes about a database that master and replica must agree on:
 /// entry keys, tag sizes, keys per tag, and per entry its tags, dependencies, dependents,
 /// metadata and absolute deadline.

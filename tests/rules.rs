@@ -30,7 +30,6 @@
 mod common;
 use common::*;
 
-use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -56,22 +55,6 @@ fn write(c: &mut Connection, args: &str) -> i64 {
     num(c, &format!("CACHE.WRITE {args}"))
 }
 
-/// An entry `key` (value `v-<key>`) with tags and dependencies; must reply OK.
-fn entry(c: &mut Connection, key: &str, tags: &[&str], deps: &[&str]) {
-    let mut p: Vec<String> = vec!["CACHE.SET".into(), key.into(), format!("v-{key}")];
-    if !tags.is_empty() {
-        p.push("TAGS".into());
-        p.push(tags.len().to_string());
-        p.extend(tags.iter().map(|s| s.to_string()));
-    }
-    if !deps.is_empty() {
-        p.push("DEPENDS".into());
-        p.push(deps.len().to_string());
-        p.extend(deps.iter().map(|s| s.to_string()));
-    }
-    assert_eq!(ok(c, &p), Value::Okay, "{p:?}");
-}
-
 fn all(c: &mut Connection) -> Vec<String> {
     keys(c, &["ALL"])
 }
@@ -82,31 +65,6 @@ fn sv(v: &[&str]) -> Vec<String> {
 
 fn text(v: &Value) -> String {
     String::from_utf8(bytes(v).expect("a string, not nil")).expect("utf-8")
-}
-
-fn select(c: &mut Connection, db: u32) {
-    assert_eq!(ok(c, &["SELECT", &db.to_string()]), Value::Okay);
-}
-
-fn config_set(c: &mut Connection, name: &str, value: &str) {
-    assert_eq!(ok(c, &["CONFIG", "SET", name, value]), Value::Okay);
-}
-
-/// The server's clock (TIME) in milliseconds.
-fn server_ms(c: &mut Connection) -> i64 {
-    let t = strings(&ok(c, &["TIME"]));
-    let secs: i64 = t[0].parse().expect("seconds");
-    let us: i64 = t[1].parse().expect("microseconds");
-    secs * 1000 + us / 1000
-}
-
-/// Polls every 10 ms until `done`, for at most 10 s.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The fields of a `CACHE.RULE LIST` row, in reply order.

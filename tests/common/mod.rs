@@ -348,7 +348,7 @@ pub fn repl_offset(c: &mut Connection) -> i64 {
 }
 
 /// Polls `cond` every 10 ms until it holds; fails after 20 s.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
@@ -358,7 +358,7 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// Waits (bounded) until the replica's link to its master is up.
 pub fn wait_link(r: &mut Connection) {
-    wait_until("replica link up", || {
+    eventually("replica link up", || {
         info(r, "replication").contains("master_link_status:up")
     });
 }
@@ -367,5 +367,42 @@ pub fn wait_link(r: &mut Connection) {
 /// both datasets have the same digest.
 pub fn sync(m: &mut Connection, r: &mut Connection) {
     assert_eq!(int(&ok(m, &["WAIT", "1", "5000"])), 1, "WAIT 1 5000");
-    wait_until("replica converged", || digest(m) == digest(r));
+    eventually("replica converged", || digest(m) == digest(r));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small command helpers shared by the suites.
+// ---------------------------------------------------------------------------------------------
+
+/// An entry `key` with value `v-<key>`, tags and dependencies; must reply OK.
+pub fn entry(c: &mut Connection, key: &str, tags: &[&str], deps: &[&str]) {
+    let mut p: Vec<String> = vec!["CACHE.SET".into(), key.into(), format!("v-{key}")];
+    for (word, names) in [("TAGS", tags), ("DEPENDS", deps)] {
+        if !names.is_empty() {
+            p.push(word.into());
+            p.push(names.len().to_string());
+            p.extend(names.iter().map(|s| s.to_string()));
+        }
+    }
+    assert_eq!(ok(c, &p), Value::Okay, "{p:?}");
+}
+
+pub fn select(c: &mut Connection, db: u32) {
+    assert_eq!(ok(c, &["SELECT", &db.to_string()]), Value::Okay);
+}
+
+pub fn config_set(c: &mut Connection, name: &str, value: &str) {
+    assert_eq!(
+        ok(c, &["CONFIG", "SET", name, value]),
+        Value::Okay,
+        "CONFIG SET {name} {value}"
+    );
+}
+
+/// The server's clock (TIME) in milliseconds.
+pub fn server_ms(c: &mut Connection) -> i64 {
+    let t = strings(&ok(c, &["TIME"]));
+    let secs: i64 = t[0].parse().expect("seconds");
+    let us: i64 = t[1].parse().expect("microseconds");
+    secs * 1000 + us / 1000
 }
