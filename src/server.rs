@@ -476,22 +476,7 @@ impl Access {
     }
 
     pub fn of_caller(ctx: &Context) -> Option<Access> {
-        unsafe {
-            let (Some(name_of), Some(user_of), Some(free_string)) = (
-                raw::RedisModule_GetCurrentUserName,
-                raw::RedisModule_GetModuleUserFromUserName,
-                raw::RedisModule_FreeString,
-            ) else {
-                return None;
-            };
-            let name = name_of(ctx.ctx);
-            if name.is_null() {
-                return None;
-            }
-            let user = user_of(name);
-            free_string(ctx.ctx, name);
-            (!user.is_null()).then_some(Access { user, ctx: ctx.ctx })
-        }
+        Access::of_user(ctx, &caller_name(ctx)?)
     }
 
     /// Whether the user may read (`write` false) or delete (`write` true) this key.
