@@ -135,7 +135,10 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         quiet(db, argv[1], Quiet::Replace);
     }
     let stored = key.set_entry(entry);
-    state::lock().quiet = None;
+    if change.is_some() {
+        // Normally consumed by the unlink callback; cleared in case the server did not call it.
+        state::lock().quiet = None;
+    }
     stored?;
     if let Some(t) = deadline {
         key.set_deadline(t);
