@@ -246,19 +246,7 @@ pub fn decode_item(buf: &[u8]) -> Result<Pending, DecodeError> {
 fn put_item(out: &mut Vec<u8>, p: &Pending) {
     put_varint(out, p.id);
     put_varint(out, p.db as u64);
-    let (kind, args): (u8, Vec<&[u8]>) = match &p.selector {
-        Selector::Keys(v) => (0, v.iter().map(Vec::as_slice).collect()),
-        Selector::Tags(v) => (1, v.iter().map(Vec::as_slice).collect()),
-        Selector::Pattern(x) => (2, vec![x.as_slice()]),
-        Selector::Namespace(x) => (3, vec![x.as_slice()]),
-        Selector::All => (4, vec![]),
-        Selector::Dependents(v) => (5, v.iter().map(Vec::as_slice).collect()),
-    };
-    out.push(kind);
-    put_varint(out, args.len() as u64);
-    for a in args {
-        put_bytes(out, a);
-    }
+    put_selector(out, &p.selector);
     put_varint(out, p.depth.map_or(0, |d| u64::from(d) + 1));
     for field in [&p.context, &p.rule, &p.user] {
         match field {
@@ -274,6 +262,43 @@ fn put_item(out: &mut Vec<u8>, p: &Pending) {
     put_varint(out, p.coalesced);
 }
 
+/// Writes a selector: its kind, then its arguments (shared with the LAZY marks).
+pub(crate) fn put_selector(out: &mut Vec<u8>, selector: &Selector) {
+    let (kind, args): (u8, Vec<&[u8]>) = match selector {
+        Selector::Keys(v) => (0, v.iter().map(Vec::as_slice).collect()),
+        Selector::Tags(v) => (1, v.iter().map(Vec::as_slice).collect()),
+        Selector::Pattern(x) => (2, vec![x.as_slice()]),
+        Selector::Namespace(x) => (3, vec![x.as_slice()]),
+        Selector::All => (4, vec![]),
+        Selector::Dependents(v) => (5, v.iter().map(Vec::as_slice).collect()),
+    };
+    out.push(kind);
+    put_varint(out, args.len() as u64);
+    for a in args {
+        put_bytes(out, a);
+    }
+}
+
+/// Reads what `put_selector` wrote.
+pub(crate) fn read_selector(r: &mut Reader) -> Result<Selector, DecodeError> {
+    let kind = r.byte()?;
+    let count = r.len()?;
+    let mut args = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        args.push(r.bytes()?.to_vec());
+    }
+    let one = |mut args: Vec<Vec<u8>>| args.pop().ok_or(DecodeError::Corrupt("selector"));
+    Ok(match kind {
+        0 => Selector::Keys(args),
+        1 => Selector::Tags(args),
+        2 => Selector::Pattern(one(args)?),
+        3 => Selector::Namespace(one(args)?),
+        4 => Selector::All,
+        5 => Selector::Dependents(args),
+        _ => return Err(DecodeError::Corrupt("selector kind")),
+    })
+}
+
 fn read_version(r: &mut Reader) -> Result<u8, DecodeError> {
     match r.byte()? {
         v @ 2..=BATCH_VERSION => Ok(v),
@@ -285,22 +310,7 @@ fn read_version(r: &mut Reader) -> Result<u8, DecodeError> {
 fn read_item(r: &mut Reader, version: u8) -> Result<Pending, DecodeError> {
     let id = r.varint()?;
     let db = usize::try_from(r.varint()?).map_err(|_| DecodeError::Corrupt("db"))?;
-    let kind = r.byte()?;
-    let count = r.len()?;
-    let mut args = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
-        args.push(r.bytes()?.to_vec());
-    }
-    let one = |mut args: Vec<Vec<u8>>| args.pop().ok_or(DecodeError::Corrupt("selector"));
-    let selector = match kind {
-        0 => Selector::Keys(args),
-        1 => Selector::Tags(args),
-        2 => Selector::Pattern(one(args)?),
-        3 => Selector::Namespace(one(args)?),
-        4 => Selector::All,
-        5 => Selector::Dependents(args),
-        _ => return Err(DecodeError::Corrupt("selector kind")),
-    };
+    let selector = read_selector(r)?;
     let depth = match r.varint()? {
         0 => None,
         d => Some(u32::try_from(d - 1).map_err(|_| DecodeError::Corrupt("depth"))?),

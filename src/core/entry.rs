@@ -2,7 +2,7 @@
 //! Plain Rust: the server shell wraps it in the module data type.
 
 /// Encoding version written in front of every serialised entry (RDB, DUMP).
-pub const ENCODING_VERSION: u8 = 1;
+pub const ENCODING_VERSION: u8 = 2;
 
 /// A cache entry in one allocation: `data` holds the value, then the tags and the
 /// dependencies (each sorted, without duplicates, as varint-prefixed names), then the meta JSON.
@@ -15,6 +15,9 @@ pub struct Entry {
     has_meta: bool,
     pub created_ms: i64,
     pub hits: u64,
+    /// The module's generation when the entry was written: LAZY invalidations newer than this
+    /// cover it (see `core::lazy`). Version 1 encodings load as 0.
+    pub born: u64,
 }
 
 /// The largest entry (value, names and meta together) one key can hold.
@@ -29,6 +32,7 @@ impl std::fmt::Debug for Entry {
             .field("meta", &self.meta())
             .field("created_ms", &self.created_ms)
             .field("hits", &self.hits)
+            .field("born", &self.born)
             .finish()
     }
 }
@@ -173,6 +177,7 @@ impl Entry {
             has_meta: meta.is_some(),
             created_ms,
             hits,
+            born: 0,
         })
     }
 
@@ -241,12 +246,29 @@ impl Entry {
         };
         match rebuilt {
             Some(e) => {
-                *self = e;
+                *self = Entry {
+                    born: self.born,
+                    ..e
+                };
                 added
             }
             // Over the size limit: nothing was added.
             None => Vec::new(),
         }
+    }
+
+    /// The entry without its value, meta and counters: what coverage needs of it.
+    pub fn skeleton(&self) -> Option<Entry> {
+        let mut s = Entry::build(
+            b"",
+            &self.tags().collect::<Vec<_>>(),
+            &self.deps().collect::<Vec<_>>(),
+            None,
+            0,
+            0,
+        )?;
+        s.born = self.born;
+        Some(s)
     }
 
     /// Bytes this entry holds on the heap (an estimate for MEMORY USAGE).
@@ -274,6 +296,7 @@ impl Entry {
         }
         put_varint(&mut out, self.created_ms as u64);
         put_varint(&mut out, self.hits);
+        put_varint(&mut out, self.born);
         out
     }
 
@@ -301,11 +324,13 @@ impl Entry {
         };
         let created_ms = r.varint()? as i64;
         let hits = r.varint()?;
+        let born = if version >= 2 { r.varint()? } else { 0 };
         if r.pos != buf.len() {
             return Err(DecodeError::Corrupt("trailing bytes"));
         }
-        Entry::build(value, &tags, &deps, meta, created_ms, hits)
-            .ok_or(DecodeError::Corrupt("too large"))
+        let e = Entry::build(value, &tags, &deps, meta, created_ms, hits)
+            .ok_or(DecodeError::Corrupt("too large"))?;
+        Ok(Entry { born, ..e })
     }
 }
 
@@ -414,6 +439,7 @@ mod tests {
         )
         .unwrap();
         e.hits = 7;
+        e.born = 42;
         e
     }
 
@@ -475,6 +501,20 @@ mod tests {
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
         let empty = Entry::default();
         assert_eq!(Entry::decode(&empty.encode()).unwrap(), empty);
+    }
+
+    #[test]
+    fn version_1_loads_with_generation_0() {
+        let e = sample();
+        let mut b = e.encode();
+        // Version 1 had no generation at the end (42 is one varint byte).
+        b.pop();
+        b[0] = 1;
+        let old = Entry::decode(&b).unwrap();
+        assert_eq!((old.born, old.value(), old.hits), (0, e.value(), 7));
+        let mut e2 = e.clone();
+        e2.add(false, [&b"new"[..]]);
+        assert_eq!(e2.born, 42, "adding names keeps the generation");
     }
 
     #[test]

@@ -537,6 +537,43 @@ impl DbIndex {
         self.names_of(ids.into_iter())
     }
 
+    /// How many entries a selector picks (before any cascade), from the index: without a walk
+    /// for ALL, one TAG, one DEPENDENTS resource and a NAMESPACE (their groups keep sizes);
+    /// the other selectors count what `select` finds.
+    pub fn count(&self, sel: &Selector) -> u64 {
+        let size = |g: &Groups, name: &[u8]| g.get(name).map_or(0, Members::len) as u64;
+        match sel {
+            Selector::All => self.len() as u64,
+            Selector::Tags(names) if names.len() == 1 => size(&self.tags, &names[0]),
+            Selector::Dependents(names) if names.len() == 1 => size(&self.resources, &names[0]),
+            // Keys starting with `ns:` are exactly those filed under namespace `ns`.
+            Selector::Namespace(ns) if !ns.contains(&b':') => size(&self.namespaces, ns),
+            _ => self.select(sel).len() as u64,
+        }
+    }
+
+    /// Whether some entry depends on `name`.
+    pub fn is_resource(&self, name: &[u8]) -> bool {
+        self.resources.contains_key(name)
+    }
+
+    /// Up to `n` keys in id order from id `from`, and the id to go on from (None at the end).
+    /// Ids are stable while an entry lives, so a walk in steps sees every entry that stays.
+    pub fn keys_from(&self, from: KeyId, n: usize) -> (Vec<Vec<u8>>, Option<KeyId>) {
+        let mut out = Vec::with_capacity(n);
+        let mut id = from as usize;
+        while id < self.names.len() {
+            if out.len() == n {
+                return (out, Some(id as KeyId));
+            }
+            if let Some(k) = self.names[id].as_deref() {
+                out.push(k.to_vec());
+            }
+            id += 1;
+        }
+        (out, None)
+    }
+
     /// Keys of the entries that depend on any of `resources` (each once).
     pub fn dependents_of_all(&self, resources: &[Vec<u8>]) -> Vec<Vec<u8>> {
         self.union(&self.resources, resources)
