@@ -12,10 +12,12 @@ use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
 use crate::core::index::hash_key;
 use crate::core::index::{self, DbIndex, Reach, Selector};
+use crate::core::lazy::decode_mark;
 use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
 use crate::error::{CacheError, Result};
+use crate::reclaim;
 use crate::server::{self, Access, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
 use crate::state::{self, Quiet};
 
@@ -93,7 +95,11 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     let now = server::now_ms();
     let a = parse::parse_set(argv, now)?;
     let key = Key::write(ctx, &args[1]);
-    let existing = key.entry()?.is_some();
+    let db = server::selected_db(ctx);
+    // An entry a LAZY invalidation covers is gone as far as the command can tell.
+    let existing = key
+        .entry()?
+        .is_some_and(|e| !reclaim::gone(ctx, db, argv[1], e));
     match (a.condition, existing) {
         (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
         _ => {}
@@ -106,7 +112,6 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         Expiry::Default if replayed => None,
         Expiry::Default => config::default_ttl_ms().map(|ms| now.saturating_add(ms)),
     };
-    let db = server::selected_db(ctx);
     if deadline.is_some_and(|t| t <= now) && !replayed {
         // Like SET with a past EXAT: the new value is gone at once, and so is the old one.
         if existing {
@@ -119,7 +124,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         }
         return Ok(Reply::Ok);
     }
-    let entry = Entry::new(
+    let mut entry = Entry::new(
         a.value,
         a.tags.iter().copied(),
         a.deps.iter().copied(),
@@ -127,10 +132,17 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         now,
     )
     .ok_or(CacheError::TooLarge)?;
+    entry.born = state::generation();
     // Replacing a value runs the type's unlink callback for the old entry. When an entry is
     // replaced, only the links that differ change: the callback is told to leave the index
     // alone and the difference is applied after.
-    let change = key.entry()?.map(|old| LinkChange::between(old, &entry));
+    let change = key.entry()?.map(|old| {
+        if state::lazy_active() {
+            // Its dependents stay covered through it if a LAZY invalidation covers it.
+            reclaim::retire(&mut state::lock(), db, argv[1], old);
+        }
+        LinkChange::between(old, &entry)
+    });
     if change.is_some() {
         quiet(db, argv[1], Quiet::Replace);
     }
@@ -194,7 +206,8 @@ fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     let started = Instant::now();
     parse::exact(argv, 1, "cache.get")?;
     let key = Key::read(ctx, &args[1]);
-    let found = key.entry()?;
+    let db = server::selected_db(ctx);
+    let found = key.entry()?.filter(|e| !reclaim::gone(ctx, db, argv[1], e));
     match &found {
         Some(e) => server::reply_bulk(ctx, e.value()),
         None => server::reply(ctx, &Reply::Nil),
@@ -209,10 +222,11 @@ fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Rep
     parse::at_least(argv, 1, "cache.mget")?;
     let mut out = Vec::with_capacity(args.len() - 1);
     let mut hits = Vec::with_capacity(args.len() - 1);
-    for name in &args[1..] {
+    let db = server::selected_db(ctx);
+    for (name, raw) in args[1..].iter().zip(&argv[1..]) {
         let key = Key::read(ctx, name);
         let found = match key.held() {
-            server::Held::Entry(e) => {
+            server::Held::Entry(e) if !reclaim::gone(ctx, db, raw, e) => {
                 e.hits += 1;
                 Some(e.value().to_vec())
             }
@@ -260,13 +274,19 @@ fn add_links(
 ) -> Result<Reply> {
     let (_, names) = parse::parse_key_names(argv, cmd)?;
     let key = Key::write(ctx, &args[1]);
-    let entry = key.entry()?.ok_or(CacheError::NoSuchKey)?;
+    let db = server::selected_db(ctx);
+    let entry = key
+        .entry()?
+        .filter(|e| !reclaim::gone(ctx, db, argv[1], e))
+        .ok_or(CacheError::NoSuchKey)?;
     let to_deps = cmd == "cache.depend";
     let added = entry.add(to_deps, names.iter().map(Vec::as_slice));
     if added.is_empty() {
         return Ok(Reply::Int(0));
     }
-    let db = server::selected_db(ctx);
+    // Not covered by any LAZY invalidation now, and new names must not make it covered by
+    // one made before: it counts as written now.
+    entry.born = state::generation();
     let new = added.iter().map(Vec::as_slice);
     let none = std::iter::empty();
     state::with_db(db, |idx| {
@@ -286,11 +306,11 @@ fn add_links(
 fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     parse::exact(argv, 1, "cache.inspect")?;
     let key = Key::read(ctx, &args[1]);
-    let Some(e) = key.entry()? else {
+    let db = server::selected_db(ctx);
+    let Some(e) = key.entry()?.filter(|e| !reclaim::gone(ctx, db, argv[1], e)) else {
         return Ok(Reply::Nil);
     };
     let names = |l: NameIter| Reply::Array(l.map(|n| Reply::Bulk(n.to_vec())).collect());
-    let db = server::selected_db(ctx);
     let mut dependents = state::with_db(db, |idx| idx.dependents_of(argv[1]));
     if let Some(a) = Access::of_caller(ctx) {
         // Never reveal a key the user may not read.
@@ -319,7 +339,7 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
 }
 
 /// Tells the unlink callback that the module itself removes this entry next.
-fn quiet(db: usize, key: &[u8], why: Quiet) {
+pub fn quiet(db: usize, key: &[u8], why: Quiet) {
     state::lock().quiet = Some((db, hash_key(key), why));
 }
 
@@ -351,7 +371,7 @@ fn reach(
 }
 
 /// How many DEL arguments go into one replicated command.
-const DEL_CHUNK: usize = 1024;
+pub const DEL_CHUNK: usize = 1024;
 
 fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.invalidate", false)?;
@@ -370,7 +390,11 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
             );
             Ok(Reply::Int(n as i64))
         }
-        Strategy::Lazy => Err(CacheError::StrategyNotAvailable("LAZY")),
+        Strategy::Lazy => {
+            let user = server::caller_name(ctx);
+            let n = reclaim::invalidate(ctx, db, a.selector, a.depth, a.context, user);
+            Ok(Reply::Int(n as i64))
+        }
         Strategy::Batched => {
             enqueue(ctx, db, a.selector, a.depth, a.context, None);
             Ok(Reply::Int(0))
@@ -418,6 +442,10 @@ fn apply(
         let server::Held::Entry(e) = key.held() else {
             return false;
         };
+        // Already invalidated by LAZY: the reclaimer removes it.
+        if reclaim::gone(ctx, db, name, e) {
+            return false;
+        }
         if e.hits == 0 {
             unread += 1;
         }
@@ -442,17 +470,45 @@ fn apply(
             "tagcache: an invalidation skipped {denied} entries its user may not delete (see ACL LOG)"
         ));
     }
-    let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let context = context.map(String::from_utf8_lossy).unwrap_or_default();
-    let pattern = selector.arguments();
+    record(
+        ctx,
+        selector.kind(),
+        &selector.arguments(),
+        deleted.len() as u64,
+        (deleted.len() - reached.selected) as u64,
+        reached.depth,
+        started,
+        &context,
+        strategy,
+        unread,
+    );
+    deleted.len() as u64
+}
+
+/// Records an invalidation in the metrics (and the latency monitor); logs a crossed alert level.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    ctx: &Context,
+    kind: &'static str,
+    pattern: &str,
+    keys: u64,
+    cascaded: u64,
+    depth_reached: u32,
+    started: Instant,
+    context: &str,
+    strategy: Strategy,
+    unread: u64,
+) {
+    let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let record = InvalidationRecord {
-        kind: selector.kind(),
-        pattern: &pattern,
-        keys: deleted.len() as u64,
-        cascaded: (deleted.len() - reached.selected) as u64,
-        depth_reached: reached.depth,
+        kind,
+        pattern,
+        keys,
+        cascaded,
+        depth_reached,
         duration_us,
-        context: &context,
+        context,
         strategy: strategy.name(),
     };
     let now = server::now_ms();
@@ -464,7 +520,6 @@ fn apply(
         ctx.log_warning(&line);
     }
     server::latency_sample(ctx, "cache-invalidate", duration_us / 1000);
-    deleted.len() as u64
 }
 
 /// Queues a BATCHED request. The queue itself replicates (to replicas and the AOF) as
@@ -624,6 +679,16 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
             let removed = state::lock().batch.remove(id);
             return Ok(Reply::Int(i64::from(removed)));
         }
+        PendingArgs::Mark(db, bytes) => {
+            let mark = decode_mark(&bytes).map_err(|e| CacheError::Message(format!("ERR {e}")))?;
+            reclaim::add_replayed(db, mark);
+            reclaim::arm(ctx);
+            return Ok(Reply::Ok);
+        }
+        PendingArgs::Reclaimed(db, upto) => {
+            return Ok(Reply::Int(reclaim::finish_replayed(db, upto) as i64));
+        }
+        PendingArgs::Lazy => return Ok(lazy_marks()),
         PendingArgs::Flush => return Ok(Reply::Int(apply_batch(ctx, true) as i64)),
         PendingArgs::Help => {
             return Ok(help(&[
@@ -632,6 +697,8 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
                 "    List the queued BATCHED invalidations.",
                 "FLUSH",
                 "    Apply them all now; reply the number of entries invalidated.",
+                "LAZY",
+                "    List the LAZY invalidations whose entries are not all reclaimed yet.",
                 "HELP",
                 "    Print this help.",
             ]))
@@ -661,8 +728,42 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
     Ok(Reply::Array(rows))
 }
 
+/// `CACHE.PENDING LAZY`: the LAZY marks of every database, oldest first.
+fn lazy_marks() -> Reply {
+    let st = state::lock();
+    let rows = st
+        .lazy()
+        .busy()
+        .flat_map(|(db, d)| {
+            d.marks()
+                .iter()
+                .map(|m| {
+                    Reply::fields(vec![
+                        ("db", Reply::Int(db as i64)),
+                        ("type", Reply::Bulk(m.selector.kind().as_bytes().to_vec())),
+                        ("pattern", Reply::Bulk(m.selector.arguments().into_bytes())),
+                        ("depth", Reply::Int(i64::from(m.depth))),
+                        ("context", m.context.clone().map_or(Reply::Nil, Reply::Bulk)),
+                        ("created_ms", Reply::Int(m.created_ms)),
+                        (
+                            "selected",
+                            Reply::Int(i64::try_from(m.selected).unwrap_or(i64::MAX)),
+                        ),
+                        (
+                            "generation",
+                            Reply::Int(i64::try_from(m.gen).unwrap_or(i64::MAX)),
+                        ),
+                    ])
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Reply::Array(rows)
+}
+
 fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.keys", true)?;
+    let db = server::selected_db(ctx);
     // Exactly what CACHE.INVALIDATE would remove: live entries (one that expired would not be
     // invalidated, nor cascade) that the user may delete.
     let access = Access::of_caller(ctx);
@@ -672,7 +773,7 @@ fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
             return false;
         }
         let key = Key::peek(ctx, &rs);
-        matches!(key.held(), server::Held::Entry(_))
+        matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, db, name, e))
     })
     .keys;
     keys.sort_unstable();
@@ -770,11 +871,6 @@ fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<
 /// HELP read). Definitions replicate as sent; the counters are this node's.
 fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let cmd = Rules::parse_rule_command(argv).map_err(CacheError::Message)?;
-    if let RuleCommand::Set(rule) = &cmd {
-        if rule.strategy == RuleStrategy::Lazy {
-            return Err(CacheError::StrategyNotAvailable("LAZY"));
-        }
-    }
     let writes = matches!(cmd, RuleCommand::Set(_) | RuleCommand::Del(_));
     let reply = state::lock().rules().apply_rule(cmd);
     rule_reply(ctx, reply, writes)
@@ -831,6 +927,7 @@ fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
     let plan = state::lock().rules().plan(&w);
     let db = server::selected_db(ctx);
     let access = Access::of_caller(ctx);
+    let user = server::caller_name(ctx);
     let mut total = 0u64;
     for step in plan {
         let context = match (&w.context, &step.rule) {
@@ -844,9 +941,10 @@ fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
                 enqueue(ctx, db, selector, None, context, step.rule.as_deref());
                 0
             }
-            // LAZY rules are refused when they are set; a LAZY rule loaded from elsewhere runs
-            // as IMMEDIATE until LAZY exists.
-            RuleStrategy::Immediate | RuleStrategy::Lazy => apply(
+            RuleStrategy::Lazy => {
+                reclaim::invalidate(ctx, db, selector, None, context, user.clone())
+            }
+            RuleStrategy::Immediate => apply(
                 ctx,
                 db,
                 &selector,
@@ -911,9 +1009,9 @@ fn for_each_db(ctx: &Context, mut f: impl FnMut(usize)) {
     server::select_db(ctx, original);
 }
 
-fn index_of(entries: Vec<(index::Facts, u64)>) -> DbIndex {
+fn index_of(entries: Vec<server::Scanned>) -> DbIndex {
     let mut idx = DbIndex::new();
-    for ((k, t, d), size) in entries {
+    for ((k, t, d), size, _) in entries {
         idx.insert(
             &k,
             t.iter().map(Vec::as_slice),
@@ -944,9 +1042,15 @@ fn verify(ctx: &Context) -> Vec<String> {
 /// Rebuilds every index from the entries (after loading).
 pub fn rebuild_all(ctx: &Context) {
     let mut rebuilt = Vec::new();
+    let mut newest = 0;
     for_each_db(ctx, |db| {
-        rebuilt.push((db, index_of(server::scan_entries(ctx))))
+        let entries = server::scan_entries(ctx);
+        newest = entries.iter().map(|e| e.2).fold(newest, u64::max);
+        rebuilt.push((db, index_of(entries)))
     });
+    // Entries written later must be born after every loaded one (an RDB saved without LAZY
+    // marks has no generation in it).
+    state::raise_generation(newest);
     let mut st = state::lock();
     st.clear_all();
     for (db, idx) in rebuilt {

@@ -52,6 +52,9 @@ pub static BATCH_DELAY_MS: IntConfig = IntConfig::new("batch-delay-ms", 100, 10,
 /// An operation taking this many microseconds or more counts as slow (0: every one).
 pub static SLOW_OP_US: IntConfig = IntConfig::new("slow-op-us", 10_000, 0, i32::MAX as i64);
 
+/// How long one step of the LAZY reclaimer may work, in microseconds.
+pub static LAZY_STEP_US: IntConfig = IntConfig::new("lazy-step-us", 1_000, 50, 100_000);
+
 pub fn max_cascade_depth() -> u32 {
     u32::try_from(MAX_CASCADE_DEPTH.get()).unwrap_or(u32::MAX)
 }

@@ -16,7 +16,6 @@ pub enum CacheError {
     NotPositive,
     UnknownSelector(String),
     UnknownStrategy(String),
-    StrategyNotAvailable(&'static str),
     UnknownSubcommand(String, &'static str),
     TooLarge,
     /// A full error text made by the core (it starts with the error code).
@@ -50,9 +49,6 @@ impl fmt::Display for CacheError {
                 f,
                 "ERR unknown strategy '{s}', expected IMMEDIATE, LAZY or BATCHED"
             ),
-            CacheError::StrategyNotAvailable(s) => {
-                write!(f, "ERR strategy {s} is not available yet, use IMMEDIATE")
-            }
             CacheError::UnknownSubcommand(s, cmd) => write!(
                 f,
                 "ERR unknown subcommand '{s}'. Try {cmd} HELP."

@@ -11,6 +11,7 @@ use redis_module::{raw, Context, RedisString};
 use crate::core::batch::Batch;
 use crate::core::entry::{Entry, ENCODING_VERSION};
 use crate::core::index::hash_key;
+use crate::core::lazy::Lazy;
 use crate::core::metrics::{Field, Removal};
 use crate::core::rules::Rules;
 use crate::server;
@@ -148,12 +149,14 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
         if when != raw::REDISMODULE_AUX_AFTER_RDB as c_int {
             return;
         }
-        let (batch, rules) = {
+        let (batch, rules, lazy) = {
             let mut st = state::lock();
-            (st.batch.encode(), st.rules().encode())
+            let lazy = st.lazy().encode(state::generation());
+            (st.batch.encode(), st.rules().encode(), lazy)
         };
         raw::save_slice(rdb, &batch);
         raw::save_slice(rdb, &rules);
+        raw::save_slice(rdb, &lazy);
     })
 }
 
@@ -162,7 +165,7 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
 unsafe extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
     let empty = {
         let mut st = state::lock();
-        st.batch.is_empty() && st.rules().is_empty()
+        st.batch.is_empty() && st.rules().is_empty() && st.lazy().is_empty()
     };
     if !empty {
         aux_save(rdb, when);
@@ -199,9 +202,29 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
                 return raw::REDISMODULE_ERR as c_int;
             }
         };
+        // Version 1 aux data had no LAZY state.
+        let lazy = if encver >= 2 {
+            let loaded = raw::load_string_buffer(rdb)
+                .ok()
+                .map(|b| Lazy::decode(b.as_ref()));
+            match loaded {
+                Some(Ok(l)) => Some(l),
+                Some(Err(e)) => {
+                    log_io(rdb, &format!("tagcache: LAZY marks in aux data: {e}"));
+                    return raw::REDISMODULE_ERR as c_int;
+                }
+                None => return raw::REDISMODULE_ERR as c_int,
+            }
+        } else {
+            None
+        };
         let mut st = state::lock();
         st.batch = batch;
         *st.rules() = rules;
+        if let Some((lazy, generation)) = lazy {
+            state::raise_generation(generation);
+            st.lazy_mut(|l| *l = lazy);
+        }
         raw::REDISMODULE_OK as c_int
     })
 }
@@ -255,6 +278,14 @@ unsafe extern "C" fn copy2(
     guard(std::ptr::null_mut(), || {
         if let Some(f) = raw::RedisModule_GetDbIdFromOptCtx {
             SOURCE_DB.store(i64::from(f(ctx)), Ordering::Relaxed);
+            if let (true, Some(name)) =
+                (state::lazy_active(), raw::RedisModule_GetKeyNameFromOptCtx)
+            {
+                let from = RedisString::string_as_slice(name(ctx) as *mut _).to_vec();
+                if let Ok(db) = usize::try_from(f(ctx)) {
+                    state::lock().departed = Some((db, from));
+                }
+            }
         }
         let e = (*value.cast::<Entry>()).clone();
         Box::into_raw(Box::new(e)).cast()
@@ -306,6 +337,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         if quiet == Some(Quiet::Replace) {
             return;
         }
+        crate::reclaim::retire(&mut st, db, key, e);
         if st.db(db).remove(key, e.tags(), e.deps()) && quiet.is_none() {
             st.settle_removal();
             st.last_unlinked = Some((db, hash, e.hits));
@@ -353,10 +385,12 @@ unsafe extern "C" fn on_flush(
         }
         let info = &*data.cast::<raw::RedisModuleFlushInfoV1>();
         let mut st = state::lock();
-        match usize::try_from(info.dbnum) {
-            Ok(db) => st.db(db).clear(),
-            Err(_) => st.clear_all(),
+        let db = usize::try_from(info.dbnum).ok();
+        match db {
+            Some(db) => st.db(db).clear(),
+            None => st.clear_all(),
         }
+        st.lazy_mut(|l| l.clear(db));
     })
 }
 
@@ -372,7 +406,9 @@ unsafe extern "C" fn on_swapdb(
             usize::try_from(info.dbnum_first),
             usize::try_from(info.dbnum_second),
         ) {
-            state::lock().swap(a, b);
+            let mut st = state::lock();
+            st.swap(a, b);
+            st.lazy_mut(|l| l.swap(a, b));
         }
     })
 }
@@ -384,7 +420,11 @@ unsafe extern "C" fn on_role_change(
     _sub: u64,
     _data: *mut c_void,
 ) {
-    guard((), || crate::commands::arm_batch_timer(&Context::new(ctx)))
+    guard((), || {
+        let ctx = Context::new(ctx);
+        crate::commands::arm_batch_timer(&ctx);
+        crate::reclaim::arm(&ctx);
+    })
 }
 
 /// Loading (restart, DEBUG RELOAD, replica full sync) puts keys in place without any callback
@@ -400,6 +440,7 @@ unsafe extern "C" fn on_loading(
         if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
             crate::commands::rebuild_all(&ctx);
             crate::commands::arm_batch_timer(&ctx);
+            crate::reclaim::arm(&ctx);
         } else if sub == raw::REDISMODULE_SUBEVENT_LOADING_FAILED {
             // What was loaded before the failure stays in the keyspace: index it.
             crate::commands::rebuild_all(&ctx);
@@ -410,6 +451,7 @@ unsafe extern "C" fn on_loading(
             st.clear_all();
             st.batch = Batch::new();
             *st.rules() = Rules::default();
+            st.lazy_mut(|l| *l = Lazy::new());
         }
     })
 }
@@ -445,14 +487,42 @@ unsafe extern "C" fn on_keyspace(
         if event == b"move_from" {
             SOURCE_DB.store(db as i64, Ordering::Relaxed);
         }
+        if matches!(event, b"rename_from" | b"move_from") && state::lazy_active() {
+            state::lock().departed = Some((db, name.to_vec()));
+        }
         if !arrives {
             return;
         }
         let name = name.to_vec();
         let handle = server::Key::peek(&ctx, &RedisString::create_from_slice(ctx.ctx, &name));
         if let server::Held::Entry(e) = handle.held() {
+            if event == b"restore" {
+                // A new entry here, whatever generation it had where it was dumped.
+                e.born = state::generation();
+            }
             let size = e.value().len() as u64;
-            state::with_db(db, |idx| idx.insert(&name, e.tags(), e.deps(), size));
+            let mut st = state::lock();
+            st.db(db).insert(&name, e.tags(), e.deps(), size);
+            let departed = st.departed.take();
+            if state::lazy_active() && event != b"restore" {
+                // It keeps its generation, and what covered it under its old name still does.
+                let aliases = match &departed {
+                    Some((from, old)) => st
+                        .lazy()
+                        .marks(*from)
+                        .map(|marks| {
+                            marks
+                                .iter()
+                                .filter(|m| m.gen > e.born && m.picks(old, e))
+                                .filter(|m| *from != db || !m.picks(&name, e))
+                                .map(|m| m.alias(&name))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                st.lazy_mut(|l| l.db(db).arrived(&name, e.born, aliases));
+            }
         }
         drop(handle);
         if matches!(event, b"move_to" | b"copy_to") {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod ffi;
+pub mod reclaim;
 pub mod server;
 pub mod state;
 
@@ -18,7 +19,7 @@ mod module {
     use crate::commands;
     use crate::config::{
         BATCH_DELAY_MS, CRITICAL_PER_HOUR, DEFAULT_TTL_SECONDS, EVENT_RETENTION_SECONDS,
-        MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US, WARNING_PER_HOUR,
+        LAZY_STEP_US, MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US, WARNING_PER_HOUR,
     };
     use crate::ffi::{self, CACHE_TYPE};
 
@@ -78,6 +79,7 @@ mod module {
                 [MAX_EVENTS.name, &MAX_EVENTS.value, MAX_EVENTS.default, MAX_EVENTS.min, MAX_EVENTS.max, ConfigurationFlags::DEFAULT, None],
                 [BATCH_DELAY_MS.name, &BATCH_DELAY_MS.value, BATCH_DELAY_MS.default, BATCH_DELAY_MS.min, BATCH_DELAY_MS.max, ConfigurationFlags::DEFAULT, None],
                 [SLOW_OP_US.name, &SLOW_OP_US.value, SLOW_OP_US.default, SLOW_OP_US.min, SLOW_OP_US.max, ConfigurationFlags::DEFAULT, None],
+                [LAZY_STEP_US.name, &LAZY_STEP_US.value, LAZY_STEP_US.default, LAZY_STEP_US.min, LAZY_STEP_US.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [],
             bool: [],

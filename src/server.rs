@@ -359,9 +359,12 @@ pub fn reply_error(ctx: &Context, e: &CacheError) {
     }
 }
 
-/// Every cache entry of the selected database: `((key, tags, deps), value bytes)`.
-pub fn scan_entries(ctx: &Context) -> Vec<(Facts, u64)> {
-    let mut out: Vec<(Facts, u64)> = Vec::new();
+/// A cache entry as a scan finds it: `(key, tags, deps)`, value bytes, generation.
+pub type Scanned = (Facts, u64, u64);
+
+/// Every cache entry of the selected database.
+pub fn scan_entries(ctx: &Context) -> Vec<Scanned> {
+    let mut out: Vec<Scanned> = Vec::new();
     unsafe {
         let (Some(create), Some(scan), Some(destroy)) = (
             raw::RedisModule_ScanCursorCreate,
@@ -389,14 +392,14 @@ extern "C" fn scan_one(
     key: *mut raw::RedisModuleKey,
     out: *mut c_void,
 ) {
-    let out = unsafe { &mut *out.cast::<Vec<(Facts, u64)>>() };
+    let out = unsafe { &mut *out.cast::<Vec<Scanned>>() };
     let name_bytes = RedisString::string_as_slice(name).to_vec();
     let mut record = |k: *mut raw::RedisModuleKey| {
         // The handle is open for the duration of this callback.
         if let Held::Entry(e) = unsafe { held_by(k) } {
             let names = |l: crate::core::entry::NameIter| l.map(<[u8]>::to_vec).collect();
             let facts = (name_bytes.clone(), names(e.tags()), names(e.deps()));
-            out.push((facts, e.value().len() as u64));
+            out.push((facts, e.value().len() as u64, e.born));
         }
     };
     if key.is_null() {

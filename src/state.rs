@@ -4,11 +4,13 @@
 //! Rule: never call into the server while holding the lock, since the server may call back
 //! (a key deletion runs the type's `unlink` callback, which takes the lock).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::core::batch::Batch;
 use crate::core::index::DbIndex;
-use crate::core::metrics::{IndexFigures, Metrics, Removal};
+use crate::core::lazy::Lazy;
+use crate::core::metrics::{IndexFigures, LazyFigures, Metrics, Removal};
 use crate::core::rules::Rules;
 
 /// Why the module removes an entry itself.
@@ -36,6 +38,38 @@ pub struct State {
     /// The timer set to apply the batch, and when it fires.
     pub batch_timer: Option<(u64, i64)>,
     rules: Option<Rules>,
+    /// LAZY marks and tombstones per database. Change them through `lazy_mut`, which keeps
+    /// `lazy_active` in step.
+    lazy: Lazy,
+    /// The reclaimer's timer is set.
+    pub reclaim_timer: bool,
+    /// Where the entry of a RENAME, MOVE or COPY under way came from (database, key), while
+    /// LAZY marks exist: its arrival keeps what picked it under the old name.
+    pub departed: Option<(usize, Vec<u8>)>,
+}
+
+/// The generation new entries are born at; each LAZY invalidation advances it. Read without
+/// the lock on every CACHE.SET; written on the main thread only.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Some database has LAZY marks: reads check coverage only then (read without the lock).
+static LAZY_ACTIVE: AtomicBool = AtomicBool::new(false);
+
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Relaxed)
+}
+
+/// Moves the generation forward to at least `g`.
+pub fn raise_generation(g: u64) {
+    GENERATION.fetch_max(g, Ordering::Relaxed);
+}
+
+/// The next generation (a new LAZY mark's).
+pub fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+pub fn lazy_active() -> bool {
+    LAZY_ACTIVE.load(Ordering::Relaxed)
 }
 
 impl State {
@@ -59,6 +93,17 @@ impl State {
     /// The invalidation rules and type relationships (server-wide, not per database).
     pub fn rules(&mut self) -> &mut Rules {
         self.rules.get_or_insert_with(Rules::default)
+    }
+
+    pub fn lazy(&self) -> &Lazy {
+        &self.lazy
+    }
+
+    /// Changes the LAZY state; afterwards the readers' flag says whether marks exist.
+    pub fn lazy_mut<R>(&mut self, f: impl FnOnce(&mut Lazy) -> R) -> R {
+        let r = f(&mut self.lazy);
+        LAZY_ACTIVE.store(self.lazy.any(), Ordering::Relaxed);
+        r
     }
 
     /// Records the pending unlinked entry (if any) as a deletion.
@@ -101,6 +146,16 @@ impl State {
                 }
             }
         }
+        let (marks, tombstones) = self.lazy.totals();
+        let st = self.lazy.stats;
+        f.lazy = LazyFigures {
+            marks: marks as u64,
+            tombstones: tombstones as u64,
+            reclaimed: st.reclaimed,
+            walks: st.walks,
+            steps: st.steps,
+            max_step_us: st.max_step_us,
+        };
         f.largest_tag = largest.map(|(name, n)| (String::from_utf8_lossy(&name).into_owned(), n));
         f
     }
@@ -114,6 +169,9 @@ static STATE: Mutex<State> = Mutex::new(State {
     batch: Batch::new(),
     batch_timer: None,
     rules: None,
+    lazy: Lazy::new(),
+    reclaim_timer: false,
+    departed: None,
 });
 
 pub fn lock() -> MutexGuard<'static, State> {

@@ -849,38 +849,6 @@ fn context_and_immediate_strategy_are_accepted() {
 }
 
 #[test]
-fn lazy_strategy_is_rejected_and_changes_nothing() {
-    let s = Server::start();
-    let mut c = s.conn();
-    entry(&mut c, "a", &["t"], &[]);
-    entry(&mut c, "b", &["t"], &["a"]);
-    plain(&mut c, "p", "plain");
-    let d = digest(&mut c);
-    for (strategy, name) in [("LAZY", "LAZY"), ("lazy", "LAZY")] {
-        for selector in [
-            &["TAG", "t"][..],
-            &["KEY", "a"],
-            &["ALL"],
-            &["PATTERN", "*"],
-        ] {
-            let mut parts = vec!["CACHE.INVALIDATE", "CONTEXT", "ctx", "STRATEGY", strategy];
-            parts.extend_from_slice(selector);
-            assert_eq!(
-                err(&mut c, &parts),
-                format!("ERR strategy {name} is not available yet, use IMMEDIATE")
-            );
-            assert_eq!(digest(&mut c), d);
-            assert_eq!(keys(&mut c, &["ALL"]), vec!["a", "b"]);
-            assert_eq!(keys(&mut c, &["TAG", "t"]), vec!["a", "b"]);
-        }
-    }
-    assert_eq!(cache_get(&mut c, "a"), Some(val("a")));
-    assert_eq!(cache_get(&mut c, "b"), Some(val("b")));
-    assert_eq!(dependents(&mut c, "a"), vec!["b"]);
-    verify(&mut c);
-}
-
-#[test]
 fn malformed_invalidate_and_keys_are_rejected_and_change_nothing() {
     let s = Server::start();
     let mut c = s.conn();

@@ -1262,14 +1262,6 @@ fn rule_set_bad_input_is_rejected_and_changes_nothing() {
         ("CACHE.RULE SET keep ON user INVALIDATE 1 x PRIORITY high", notint),
         // Strategy.
         (
-            "CACHE.RULE SET keep ON user INVALIDATE 1 x STRATEGY LAZY",
-            "ERR strategy LAZY is not available yet, use IMMEDIATE",
-        ),
-        (
-            "CACHE.RULE SET new ON user INVALIDATE 1 x STRATEGY lazy",
-            "ERR strategy LAZY is not available yet, use IMMEDIATE",
-        ),
-        (
             "CACHE.RULE SET keep ON user INVALIDATE 1 x STRATEGY soon",
             "ERR unknown strategy 'soon', expected IMMEDIATE, LAZY or BATCHED",
         ),

@@ -76,6 +76,20 @@ impl Mark {
         }
     }
 
+    /// The same mark for one key: an entry it picked under another name (RENAME, MOVE, COPY)
+    /// stays covered under its new one.
+    pub fn alias(&self, name: &[u8]) -> Mark {
+        Mark::new(
+            self.gen,
+            Selector::Keys(vec![name.to_vec()]),
+            self.depth,
+            self.user.clone(),
+            self.context.clone(),
+            self.created_ms,
+            0,
+        )
+    }
+
     /// Whether the selector itself picks the entry `name`.
     pub fn picks(&self, name: &[u8], e: &Entry) -> bool {
         let has = |list: &[Vec<u8>], n: &[u8]| list.binary_search_by(|x| x[..].cmp(n)).is_ok();
@@ -147,9 +161,7 @@ fn within(
         seen.insert(dep.to_vec(), budget);
         for n in graph.nodes(dep) {
             let visible = n.entry.born < m.gen && m.gen <= n.until;
-            if visible
-                && within(m, dep, &n.entry, budget - 1, graph, seen)
-                && graph.allowed(m, dep)
+            if visible && within(m, dep, &n.entry, budget - 1, graph, seen) && graph.allowed(m, dep)
             {
                 return true;
             }
@@ -223,8 +235,12 @@ impl LazyDb {
     }
 
     /// An entry arrived under `name` keeping its generation (RENAME, MOVE, COPY): a walk under
-    /// way looks at it again before it ends.
-    pub fn arrived(&mut self, name: &[u8], born: u64) {
+    /// way looks at it again before it ends. `aliases` are the marks that picked it under its
+    /// old name (see `Mark::alias`).
+    pub fn arrived(&mut self, name: &[u8], born: u64, aliases: Vec<Mark>) {
+        for m in aliases {
+            self.add(m);
+        }
         if born < self.newest() {
             if let Some(w) = &mut self.walk {
                 w.recheck.push(name.to_vec());
@@ -249,7 +265,11 @@ impl LazyDb {
         Arc::make_mut(&mut self.marks).retain(|m| m.gen > upto);
         let marks = &self.marks;
         self.tombstones.retain(|_, nodes| {
-            nodes.retain(|n| marks.iter().any(|m| n.entry.born < m.gen && m.gen <= n.until));
+            nodes.retain(|n| {
+                marks
+                    .iter()
+                    .any(|m| n.entry.born < m.gen && m.gen <= n.until)
+            });
             !nodes.is_empty()
         });
         if self.walk.as_ref().is_some_and(|w| w.upto <= upto) {
@@ -365,15 +385,43 @@ fn read_version(r: &mut Reader) -> Result<(), DecodeError> {
     }
 }
 
-/// The LAZY state of the server: the generation and each database's marks.
+/// The LAZY state of the server: each database's marks, and the reclaimer's counters.
 #[derive(Debug, Default, Clone)]
 pub struct Lazy {
     dbs: Vec<LazyDb>,
+    pub stats: LazyStats,
+}
+
+/// What the reclaimer did since the server started (node-local, not persisted).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LazyStats {
+    /// Entries it deleted.
+    pub reclaimed: u64,
+    /// Walks it finished.
+    pub walks: u64,
+    /// Steps it ran, and the longest one.
+    pub steps: u64,
+    pub max_step_us: u64,
 }
 
 impl Lazy {
     pub const fn new() -> Lazy {
-        Lazy { dbs: Vec::new() }
+        Lazy {
+            dbs: Vec::new(),
+            stats: LazyStats {
+                reclaimed: 0,
+                walks: 0,
+                steps: 0,
+                max_step_us: 0,
+            },
+        }
+    }
+
+    /// Marks and tombstones over every database.
+    pub fn totals(&self) -> (usize, usize) {
+        self.dbs.iter().fold((0, 0), |(m, t), d| {
+            (m + d.marks.len(), t + d.tombstone_count())
+        })
     }
 
     pub fn db(&mut self, db: usize) -> &mut LazyDb {
@@ -383,9 +431,16 @@ impl Lazy {
         &mut self.dbs[db]
     }
 
+    pub fn get(&self, db: usize) -> Option<&LazyDb> {
+        self.dbs.get(db)
+    }
+
     /// The database's marks, without creating its state.
     pub fn marks(&self, db: usize) -> Option<Arc<Vec<Mark>>> {
-        self.dbs.get(db).filter(|d| !d.is_empty()).map(LazyDb::marks)
+        self.dbs
+            .get(db)
+            .filter(|d| !d.is_empty())
+            .map(LazyDb::marks)
     }
 
     /// Whether any database has marks.
@@ -418,9 +473,10 @@ impl Lazy {
         !self.any()
     }
 
-    /// The aux-data form: every database with marks.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The aux-data form: the generation, then every database with marks.
+    pub fn encode(&self, generation: u64) -> Vec<u8> {
         let mut out = vec![LAZY_VERSION];
+        put_varint(&mut out, generation);
         let busy: Vec<(usize, &LazyDb)> = self.busy().collect();
         put_varint(&mut out, busy.len() as u64);
         for (db, d) in busy {
@@ -430,9 +486,11 @@ impl Lazy {
         out
     }
 
-    pub fn decode(buf: &[u8]) -> Result<Lazy, DecodeError> {
+    /// Reads what `encode` wrote: the state and the generation.
+    pub fn decode(buf: &[u8]) -> Result<(Lazy, u64), DecodeError> {
         let mut r = Reader { buf, pos: 0 };
         read_version(&mut r)?;
+        let generation = r.varint()?;
         let mut lazy = Lazy::new();
         let n = r.len()?;
         for _ in 0..n {
@@ -445,7 +503,7 @@ impl Lazy {
         if r.pos != buf.len() {
             return Err(DecodeError::Corrupt("trailing bytes"));
         }
-        Ok(lazy)
+        Ok((lazy, generation))
     }
 }
 
@@ -532,7 +590,10 @@ mod tests {
             (Selector::Tags(vec![b("u")]), vec!["user:1"]),
             (Selector::Namespace(b("user")), vec!["user:1"]),
             (Selector::Pattern(b("user*")), vec!["user:1", "userx"]),
-            (Selector::Keys(vec![b("post:1"), b("user:2")]), vec!["post:1"]),
+            (
+                Selector::Keys(vec![b("post:1"), b("user:2")]),
+                vec!["post:1"],
+            ),
             (Selector::All, vec!["post:1", "user:1", "userx"]),
             (Selector::Dependents(vec![b("db:users")]), vec!["userx"]),
         ];
@@ -638,6 +699,20 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_covers_the_new_name() {
+        let e = entry(&[], &[], 1);
+        let m = mark(2, Selector::Pattern(b("old:*")), 3);
+        assert!(m.picks(b"old:1", &e) && !m.picks(b"new:1", &e));
+        let a = m.alias(b"new:1");
+        assert!(a.picks(b"new:1", &e) && !a.picks(b"new:2", &e));
+        assert_eq!((a.gen, a.depth), (2, 3));
+        let mut lazy = LazyDb::default();
+        lazy.add(m);
+        lazy.arrived(b"new:1", 1, vec![a]);
+        assert_eq!(lazy.marks().len(), 2);
+    }
+
+    #[test]
     fn walks_and_finish() {
         let mut lazy = LazyDb::default();
         lazy.add(mark(3, Selector::All, 0));
@@ -645,8 +720,8 @@ mod tests {
         assert_eq!(lazy.newest(), 3);
         assert_eq!(lazy.walk().upto, 3);
         lazy.add(mark(4, Selector::All, 0));
-        lazy.arrived(b"k", 2);
-        lazy.arrived(b"fresh", 4);
+        lazy.arrived(b"k", 2, Vec::new());
+        lazy.arrived(b"fresh", 4, Vec::new());
         assert_eq!(lazy.walk().recheck, vec![b("k")]);
         assert_eq!(lazy.walk().upto, 3, "a walk under way keeps its end");
         assert_eq!(lazy.finish(3), 2);
@@ -670,10 +745,12 @@ mod tests {
         );
         assert_eq!(decode_mark(&encode_mark(&m)).unwrap().selector, m.selector);
         lazy.db(2).add(m);
-        lazy.db(2).retire(b"gone", &entry(&["a"], &["r"], 3), true, 7);
-        let bytes = lazy.encode();
-        let back = Lazy::decode(&bytes).unwrap();
-        assert_eq!(back.encode(), bytes);
+        lazy.db(2)
+            .retire(b"gone", &entry(&["a"], &["r"], 3), true, 7);
+        let bytes = lazy.encode(9);
+        let (back, generation) = Lazy::decode(&bytes).unwrap();
+        assert_eq!(generation, 9);
+        assert_eq!(back.encode(9), bytes);
         let marks = back.marks(2).unwrap();
         assert_eq!(
             (marks[0].gen, marks[0].depth, marks[0].selected),

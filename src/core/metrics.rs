@@ -243,6 +243,34 @@ pub struct IndexFigures {
     pub value_bytes: u64,
     /// The tag with the most entries, and that number (for the "Oversized tag" rule).
     pub largest_tag: Option<(String, u64)>,
+    pub lazy: LazyFigures,
+}
+
+/// The LAZY strategy's state: marks waiting for the reclaimer and what it did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct LazyFigures {
+    /// LAZY invalidations whose entries are not all reclaimed yet.
+    pub marks: u64,
+    /// Removed entries kept so that their dependents stay covered.
+    pub tombstones: u64,
+    /// Entries the reclaimer deleted, walks and steps it finished, its longest step.
+    pub reclaimed: u64,
+    pub walks: u64,
+    pub steps: u64,
+    pub max_step_us: u64,
+}
+
+impl LazyFigures {
+    fn to_fields(&self) -> Vec<(&'static str, Field)> {
+        vec![
+            ("marks", Field::uint(self.marks)),
+            ("tombstones", Field::uint(self.tombstones)),
+            ("reclaimed", Field::uint(self.reclaimed)),
+            ("walks", Field::uint(self.walks)),
+            ("steps", Field::uint(self.steps)),
+            ("max_step_us", Field::uint(self.max_step_us)),
+        ]
+    }
 }
 
 /// The invalidation-rate alert level, from the number of invalidations in the last hour.
@@ -388,6 +416,8 @@ pub struct Stats {
     pub removals: RemovalStats,
     pub operations: Operations,
     pub memory: MemoryStats,
+    /// *Extra*: the LAZY strategy's marks and reclaimer.
+    pub lazy: LazyFigures,
     /// *Extra*: when the metrics started (module load or the last `CACHE.RESET`), Unix ms.
     pub metrics_since_ms: i64,
 }
@@ -519,6 +549,7 @@ impl Stats {
             ("removals", Field::map(self.removals.to_fields())),
             ("operations", Field::map(self.operations.to_fields())),
             ("memory", Field::map(self.memory.to_fields())),
+            ("lazy", Field::map(self.lazy.to_fields())),
             ("metrics_since_ms", Field::Int(self.metrics_since_ms)),
         ]
     }
@@ -1472,6 +1503,7 @@ impl Metrics {
                 index_bytes: idx.index_bytes,
                 value_bytes: idx.value_bytes,
             },
+            lazy: idx.lazy.clone(),
             metrics_since_ms: self.since_ms,
         }
     }
@@ -1701,7 +1733,7 @@ impl Metrics {
             suggestions: vec![
                 format!("Split '{tag}' into narrower tags (per tenant, per record, per page) and invalidate only the part that changed"),
                 "If the tag marks a whole data set or version, invalidate that set with NAMESPACE or PATTERN over its keys, or drop the tag".into(),
-                format!("When '{tag}' must be invalidated, queue it with STRATEGY BATCHED so repeated requests for its {n} entries are applied once"),
+                format!("When '{tag}' must be invalidated, use STRATEGY LAZY so its {n} entries are reclaimed in the background"),
                 "CACHE.TAGS COUNT 10 lists the next largest tags".into(),
             ],
         })
@@ -1803,7 +1835,7 @@ impl Metrics {
                     "Bound cascades with DEPTH n on CACHE.INVALIDATE or with cache.max-cascade-depth (deepest seen: {} hops)",
                     self.max_depth
                 ),
-                "Bound widely cascading invalidations with DEPTH (or cache.max-cascade-depth), and check them first with CACHE.KEYS".into(),
+                "Run widely cascading invalidations with STRATEGY LAZY so they do not block the server".into(),
                 "CACHE.KEYS DEPTH n <selector> lists what a cascade would remove without removing it".into(),
             ],
         })
@@ -1845,7 +1877,7 @@ impl Metrics {
             message: parts.join("; "),
             suggestions: vec![
                 "Look for large values with CACHE.INSPECT (size): copying big payloads dominates GET and SET time".into(),
-                "Coalesce invalidations that remove many entries with STRATEGY BATCHED".into(),
+                "Run invalidations that remove many entries with STRATEGY LAZY or BATCHED".into(),
                 "Check the server as a whole with LATENCY DOCTOR and SLOWLOG GET".into(),
                 format!(
                     "If the threshold is too strict for this workload, raise cache.slow-op-us (now {} us)",
@@ -2006,6 +2038,7 @@ mod tests {
             index_bytes: 1_000,
             value_bytes: 2_000,
             largest_tag: Some(("user:1".into(), 2)),
+            ..IndexFigures::default()
         };
         let s = m.stats(&figures, &th, T0 + 5_000);
         assert_eq!(

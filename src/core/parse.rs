@@ -408,13 +408,23 @@ pub enum PendingArgs {
     Add(Vec<u8>),
     Coalesce(u64),
     Done(u64),
+    /// `LAZY`: list the LAZY marks.
+    Lazy,
+    /// A LAZY mark for a database (replication only).
+    Mark(usize, Vec<u8>),
+    /// The master reclaimed a database's marks up to a generation (replication only).
+    Reclaimed(usize, u64),
 }
 
-/// `CACHE.PENDING [FLUSH | HELP]`; with `replayed` (the command came from the master or the
-/// AOF) also `ADD <request>`, `COALESCE <id>` and `DONE <id>`, which clients cannot send.
+/// `CACHE.PENDING [FLUSH | LAZY | HELP]`; with `replayed` (the command came from the master or
+/// the AOF) also `ADD <request>`, `COALESCE <id>`, `DONE <id>`, `MARK <db> <mark>` and
+/// `RECLAIMED <db> <generation>`, which clients cannot send.
 pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
     let id = |a: &[u8]| -> Result<u64> {
         u64::try_from(parse_i64(a)?).map_err(|_| CacheError::NotInteger)
+    };
+    let db = |a: &[u8]| -> Result<usize> {
+        usize::try_from(parse_i64(a)?).map_err(|_| CacheError::NotInteger)
     };
     match args.len() {
         1 => Ok(PendingArgs::List),
@@ -423,6 +433,13 @@ pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
         3 if replayed && eq(args[1], "ADD") => Ok(PendingArgs::Add(args[2].to_vec())),
         3 if replayed && eq(args[1], "COALESCE") => Ok(PendingArgs::Coalesce(id(args[2])?)),
         3 if replayed && eq(args[1], "DONE") => Ok(PendingArgs::Done(id(args[2])?)),
+        2 if eq(args[1], "LAZY") => Ok(PendingArgs::Lazy),
+        4 if replayed && eq(args[1], "MARK") => {
+            Ok(PendingArgs::Mark(db(args[2])?, args[3].to_vec()))
+        }
+        4 if replayed && eq(args[1], "RECLAIMED") => {
+            Ok(PendingArgs::Reclaimed(db(args[2])?, id(args[3])?))
+        }
         2 => Err(CacheError::UnknownSubcommand(
             word(args[1]),
             "CACHE.PENDING",

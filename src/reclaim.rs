@@ -1,0 +1,328 @@
+//! The LAZY strategy in the server: making marks, telling readers which entries they cover, and
+//! the reclaimer that deletes those entries in small timed steps (see `core::lazy`).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis_module::Context;
+use smallvec::SmallVec;
+
+use crate::config;
+use crate::core::entry::Entry;
+use crate::core::index::Selector;
+use crate::core::lazy::{self, encode_mark, Graph, Mark, Node};
+use crate::core::parse::Strategy;
+use crate::server::{self, Access, Held, Key, NOTIFY_GENERIC};
+use crate::state::{self, Quiet};
+
+/// The keyspace of one database as coverage sees it: entries opened read-only (without touching
+/// their LRU clock), tombstones from the state, and the marks' users' permissions.
+struct ServerGraph<'a> {
+    ctx: &'a Context,
+    db: usize,
+    users: Vec<(Vec<u8>, Option<Access>)>,
+}
+
+impl<'a> ServerGraph<'a> {
+    fn new(ctx: &'a Context, db: usize) -> Self {
+        ServerGraph {
+            ctx,
+            db,
+            users: Vec::new(),
+        }
+    }
+}
+
+impl Graph for ServerGraph<'_> {
+    fn nodes(&mut self, name: &[u8]) -> SmallVec<[Node; 2]> {
+        let (indexed, tombstones): (bool, SmallVec<[Node; 2]>) = {
+            let mut st = state::lock();
+            let indexed = st.db(self.db).contains(name);
+            let t = st
+                .lazy()
+                .get(self.db)
+                .map(|d| d.tombstones(name).cloned().collect())
+                .unwrap_or_default();
+            (indexed, t)
+        };
+        let mut out = SmallVec::new();
+        if indexed {
+            // The state is not held here: opening may expire the key, which calls back.
+            let key = Key::peek(self.ctx, &server::string(self.ctx, name));
+            if let Held::Entry(e) = key.held() {
+                if let Some(entry) = e.skeleton() {
+                    out.push(Node {
+                        entry,
+                        until: u64::MAX,
+                    });
+                }
+            }
+        }
+        out.extend(tombstones);
+        out
+    }
+
+    fn allowed(&mut self, mark: &Mark, name: &[u8]) -> bool {
+        let Some(user) = &mark.user else {
+            return true;
+        };
+        let i = match self.users.iter().position(|(u, _)| u == user) {
+            Some(i) => i,
+            None => {
+                self.users
+                    .push((user.clone(), Access::of_user(self.ctx, user)));
+                self.users.len() - 1
+            }
+        };
+        // A user deleted since the mark was made covers nothing.
+        self.users[i]
+            .1
+            .as_ref()
+            .is_some_and(|a| a.allows(&server::string(self.ctx, name), true))
+    }
+}
+
+/// The marks of `db` that may cover an entry born at `born` (None: none can).
+fn marks_for(db: usize, born: u64) -> Option<Arc<Vec<Mark>>> {
+    if !state::lazy_active() {
+        return None;
+    }
+    state::lock()
+        .lazy()
+        .marks(db)
+        .filter(|m| m.last().is_some_and(|newest| newest.gen > born))
+}
+
+/// Whether a LAZY invalidation covers the entry `e` under `name` in the selected database `db`:
+/// then it reads as missing. Costs one flag check while no marks exist.
+pub fn gone(ctx: &Context, db: usize, name: &[u8], e: &Entry) -> bool {
+    let Some(marks) = marks_for(db, e.born) else {
+        return false;
+    };
+    lazy::covering(&marks, name, e, &mut ServerGraph::new(ctx, db)).is_some()
+}
+
+/// An entry under `name` in `db` is removed or replaced: keep a tombstone if marks may need it.
+/// Called with the state held (the unlink callback, CACHE.SET replacing).
+pub fn retire(st: &mut state::State, db: usize, name: &[u8], e: &Entry) {
+    if !state::lazy_active() {
+        return;
+    }
+    let depended_on = st.db(db).is_resource(name);
+    let now = state::generation();
+    st.lazy_mut(|l| l.db(db).retire(name, e, depended_on, now));
+}
+
+/// `CACHE.INVALIDATE STRATEGY LAZY`: marks what the selector covers in `db` (no entry is
+/// visited), replicates the mark, and sets the reclaimer going. Returns the number of entries
+/// the selector picks now (counted from the index; the cascade is found by the reclaimer).
+pub fn invalidate(
+    ctx: &Context,
+    db: usize,
+    selector: Selector,
+    depth: Option<u32>,
+    context: Option<Vec<u8>>,
+    user: Option<Vec<u8>>,
+) -> u64 {
+    let started = Instant::now();
+    let now = server::now_ms();
+    let (selected, any_dependency) =
+        state::with_db(db, |idx| (idx.count(&selector), idx.resource_count() > 0));
+    // Entries that depend on nothing now can only gain dependencies by being written again
+    // (a new generation): without any, there is no cascade to follow.
+    let depth = if any_dependency {
+        depth.unwrap_or_else(config::max_cascade_depth)
+    } else {
+        0
+    };
+    let gen = state::next_generation();
+    let (kind, pattern) = (selector.kind(), selector.arguments());
+    let context_text = context
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default()
+        .into_owned();
+    let mark = Mark::new(gen, selector, depth, user, context, now, selected);
+    let bytes = encode_mark(&mark);
+    state::lock().lazy_mut(|l| l.db(db).add(mark));
+    server::replicate(
+        ctx,
+        "CACHE.PENDING",
+        &[b"MARK", db.to_string().as_bytes(), &bytes],
+    );
+    arm(ctx);
+    crate::commands::record(
+        ctx,
+        kind,
+        &pattern,
+        selected,
+        0,
+        0,
+        started,
+        &context_text,
+        Strategy::Lazy,
+        0,
+    );
+    selected
+}
+
+/// A mark from the master or the AOF (`CACHE.PENDING MARK`).
+pub fn add_replayed(db: usize, mark: Mark) {
+    state::raise_generation(mark.gen);
+    state::lock().lazy_mut(|l| l.db(db).add(mark));
+}
+
+/// The master finished the marks of `db` up to `upto` (`CACHE.PENDING RECLAIMED`).
+pub fn finish_replayed(db: usize, upto: u64) -> usize {
+    state::lock().lazy_mut(|l| l.db(db).finish(upto))
+}
+
+/// Sets the reclaimer's timer when there is work, on a master.
+pub fn arm(ctx: &Context) {
+    if !state::lazy_active() || server::is_replica(ctx) {
+        return;
+    }
+    {
+        let mut st = state::lock();
+        if st.reclaim_timer {
+            return;
+        }
+        st.reclaim_timer = true;
+    }
+    ctx.create_timer(Duration::from_millis(1), on_timer, ());
+}
+
+fn on_timer(ctx: &Context, _: ()) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        state::lock().reclaim_timer = false;
+        step(ctx);
+        arm(ctx);
+    }));
+    if outcome.is_err() {
+        state::lock().reclaim_timer = false;
+        ctx.log_warning("tagcache: a LAZY reclaimer step failed");
+    }
+}
+
+/// How many keys a step takes from the index at a time.
+const CHUNK: usize = 64;
+
+/// One reclaimer step: goes on with the walk of the first database that has marks for about
+/// `cache.lazy-step-us`, deleting what the marks cover like DEL would; at the end of a walk its
+/// marks are done.
+fn step(ctx: &Context) {
+    if server::is_replica(ctx) {
+        return;
+    }
+    let started = Instant::now();
+    let budget = Duration::from_micros(config::LAZY_STEP_US.get().max(1) as u64);
+    let Some((db, upto, mut cursor)) = ({
+        let mut st = state::lock();
+        let db = st.lazy().busy().map(|(db, _)| db).next();
+        db.map(|db| {
+            st.lazy_mut(|l| {
+                let w = l.db(db).walk();
+                (db, w.upto, w.cursor)
+            })
+        })
+    }) else {
+        return;
+    };
+    let original = server::selected_db(ctx);
+    if !server::select_db(ctx, db) {
+        // A database this server does not have (marks loaded with other settings).
+        state::lock().lazy_mut(|l| l.clear(Some(db)));
+        return;
+    }
+    let marks = state::lock().lazy().marks(db).unwrap_or_default();
+    let mut graph = ServerGraph::new(ctx, db);
+    let mut deleted: Vec<Vec<u8>> = Vec::new();
+    let mut done = false;
+    while started.elapsed() < budget {
+        let names = match cursor {
+            Some(c) => {
+                let (names, next) = state::with_db(db, |idx| idx.keys_from(c, CHUNK));
+                cursor = next;
+                names
+            }
+            None => {
+                let recheck = state::lock().lazy_mut(|l| {
+                    l.db(db)
+                        .walk
+                        .as_mut()
+                        .map(|w| std::mem::take(&mut w.recheck))
+                        .unwrap_or_default()
+                });
+                if recheck.is_empty() {
+                    done = true;
+                    break;
+                }
+                recheck
+            }
+        };
+        for name in names {
+            if reclaim_one(ctx, db, &name, &marks, &mut graph) {
+                deleted.push(name);
+            }
+        }
+    }
+    for chunk in deleted.chunks(crate::commands::DEL_CHUNK) {
+        let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
+        server::replicate(ctx, "DEL", &refs);
+    }
+    if done {
+        state::lock().lazy_mut(|l| l.db(db).finish(upto));
+        server::replicate(
+            ctx,
+            "CACHE.PENDING",
+            &[
+                b"RECLAIMED",
+                db.to_string().as_bytes(),
+                upto.to_string().as_bytes(),
+            ],
+        );
+    }
+    server::select_db(ctx, original);
+    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    state::lock().lazy_mut(|l| {
+        if !done {
+            if let Some(w) = &mut l.db(db).walk {
+                w.cursor = cursor;
+            }
+        }
+        l.stats.reclaimed += deleted.len() as u64;
+        l.stats.steps += 1;
+        l.stats.walks += u64::from(done);
+        l.stats.max_step_us = l.stats.max_step_us.max(us);
+    });
+    server::latency_sample(ctx, "cache-reclaim", us / 1000);
+}
+
+/// Deletes the entry `name` if a mark covers it; says whether it did.
+fn reclaim_one(
+    ctx: &Context,
+    db: usize,
+    name: &[u8],
+    marks: &[Mark],
+    graph: &mut ServerGraph,
+) -> bool {
+    let rs = server::string(ctx, name);
+    let key = Key::write(ctx, &rs);
+    let covered = match key.held() {
+        Held::Entry(e) => {
+            marks.last().is_some_and(|m| m.gen > e.born)
+                && lazy::covering(marks, name, e, graph).is_some()
+        }
+        _ => false,
+    };
+    if !covered {
+        return false;
+    }
+    crate::commands::quiet(db, name, Quiet::Delete);
+    key.delete();
+    drop(key);
+    server::signal_modified(ctx, &rs);
+    server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
+    true
+}
