@@ -383,6 +383,58 @@ def stats_cost(srv):
     report("us CACHE.RECOMMEND after %d" % n(100_000), many[1], "us")
     report("ratio STATS cost many/few (flat: ~1)", many[0] / few[0], "x")
 
+# ---------------------------------------------------------------------------------------------
+# 8. LAZY: the command's time for 1 000 and for 1 000 000 covered entries (flat), and the
+#    reclaimer's longest step (the module's own timing, CACHE.STATS lazy.max_step_us).
+
+def lazy_stats(c):
+    stats = c.call("CACHE.STATS")
+    lazy = stats[stats.index(b"lazy") + 1]
+    return {lazy[i].decode(): lazy[i + 1] for i in range(0, len(lazy), 2)}
+
+
+def last_event_us(c):
+    event = c.call("CACHE.EVENTS", "COUNT", "1")[0]
+    return event[event.index(b"duration_us") + 1]
+
+
+def wait_reclaimed(c):
+    t = time.perf_counter()
+    while c.call("CACHE.PENDING", "LAZY"):
+        time.sleep(0.01)
+    return (time.perf_counter() - t) * 1000.0
+
+
+def lazy(srv):
+    c = srv.conn
+    count = n(1_000_000)
+    groups = max(1, count // 1000)
+    flush(c)
+    c.pipeline([["CACHE.SET", "z:%d" % i, VALUE, "TAGS", "2", "all", "g:%d" % (i % groups)]
+                for i in range(count)])
+    small = []
+    for g in range(20):
+        wall, covered = timed(c, "CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "g:%d" % g)
+        assert covered == count // groups, covered
+        small.append((wall, last_event_us(c)))
+        wait_reclaimed(c)
+    before = lazy_stats(c)
+    wall_big, covered = timed(c, "CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "all")
+    assert covered == count - 20 * (count // groups), covered
+    big_us = last_event_us(c)
+    drain_ms = wait_reclaimed(c)
+    after = lazy_stats(c)
+    assert c.call("DBSIZE") == 0
+    flush(c)
+    small_us = statistics.median(u for _, u in small)
+    report("us LAZY TAG covering %d (module, median of 20)" % (count // groups), small_us, "us")
+    report("us LAZY TAG covering %d (module)" % covered, big_us, "us")
+    report("ms LAZY TAG covering %d (client wall)" % covered, wall_big, "ms")
+    report("ratio LAZY time big/small (flat: ~1)", big_us / max(small_us, 1), "x")
+    report("ms reclaiming %d entries in the background" % covered, drain_ms, "ms")
+    report("reclaimer steps for them", after["steps"] - before["steps"], "steps")
+    report("us longest reclaimer step (goal ~1000)", after["max_step_us"], "us")
+
 
 def main():
     if not os.path.exists(MODULE):
@@ -392,7 +444,7 @@ def main():
     only = set(sys.argv[1:])
     figures = [("throughput", throughput), ("memory", memory), ("tag", tag_invalidation),
                ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall),
-               ("stats", stats_cost)]
+               ("stats", stats_cost), ("lazy", lazy)]
     srv = Server()
     try:
         for name, fn in figures:

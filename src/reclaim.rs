@@ -206,7 +206,7 @@ fn on_timer(ctx: &Context, _: ()) {
 }
 
 /// How many keys a step takes from the index at a time.
-const CHUNK: usize = 64;
+const CHUNK: usize = 16;
 
 /// One reclaimer step: goes on with the walk of the first database that has marks for about
 /// `cache.lazy-step-us`, deleting what the marks cover like DEL would; at the end of a walk its
