@@ -619,6 +619,8 @@ fn pending_help_lists_the_subcommands() {
             "    List the queued BATCHED invalidations.",
             "FLUSH",
             "    Apply them all now; reply the number of entries invalidated.",
+            "LAZY",
+            "    List the LAZY invalidations whose entries are not all reclaimed yet.",
             "HELP",
             "    Print this help.",
         ])

@@ -646,6 +646,7 @@ fn stats_are_exact_after_a_scripted_sequence() {
         "removals": {"expired": 0, "evicted": 0, "deleted": 0, "expired_unread": 0, "expired_read_once": 0},
         "operations": {"get": op(5), "set": op(11), "invalidate": op(8)},
         "memory": {"index_bytes": null, "value_bytes": 5},
+        "lazy": {"marks": 0, "tombstones": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
         "metrics_since_ms": null
     });
     assert_json(&j, &expected, "CACHE.STATS JSON");
@@ -871,6 +872,7 @@ fn a_fresh_server_has_no_advice_and_empty_metrics() {
         "removals": {"expired": 0, "evicted": 0, "deleted": 0, "expired_unread": 0, "expired_read_once": 0},
         "operations": {"get": op(0), "set": op(0), "invalidate": op(0)},
         "memory": {"index_bytes": null, "value_bytes": 0},
+        "lazy": {"marks": 0, "tombstones": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
         "metrics_since_ms": null
     });
     assert_json(&j, &expected, "fresh CACHE.STATS");
@@ -1336,7 +1338,7 @@ fn alert_level_follows_the_thresholds_and_logs_once_per_level() {
 // 5. Reply shapes: RESP2, RESP3, JSON
 // ---------------------------------------------------------------------------------------------
 
-const STATS_FIELDS: [&str; 18] = [
+const STATS_FIELDS: [&str; 19] = [
     "entries",
     "tags",
     "tagged_entries",
@@ -1354,6 +1356,7 @@ const STATS_FIELDS: [&str; 18] = [
     "removals",
     "operations",
     "memory",
+    "lazy",
     "metrics_since_ms",
 ];
 
@@ -1410,6 +1413,17 @@ fn nested_fields() -> Vec<(&'static str, Vec<&'static str>)> {
         ("operations.set", op.clone()),
         ("operations.invalidate", op),
         ("memory", vec!["index_bytes", "value_bytes"]),
+        (
+            "lazy",
+            vec![
+                "marks",
+                "tombstones",
+                "reclaimed",
+                "walks",
+                "steps",
+                "max_step_us",
+            ],
+        ),
     ]
 }
 
@@ -1827,6 +1841,7 @@ fn reset_zeroes_metrics_but_not_the_index() {
         "removals": {"expired": 0, "evicted": 0, "deleted": 0, "expired_unread": 0, "expired_read_once": 0},
         "operations": {"get": op(0), "set": op(0), "invalidate": op(0)},
         "memory": {"index_bytes": null, "value_bytes": 6},
+        "lazy": {"marks": 0, "tombstones": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
         "metrics_since_ms": null
     });
     assert_json(&j, &expected, "CACHE.STATS after CACHE.RESET");
