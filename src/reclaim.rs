@@ -75,11 +75,13 @@ impl Graph for ServerGraph<'_> {
                 self.users.len() - 1
             }
         };
-        // A user deleted since the mark was made covers nothing.
-        self.users[i]
-            .1
-            .as_ref()
-            .is_some_and(|a| a.allows(&server::string(self.ctx, name), true))
+        match &self.users[i].1 {
+            Some(a) => a.allows(&server::string(self.ctx, name), true),
+            // A user this node does not know (deleted since, or not defined on this replica):
+            // a master deletes nothing for it; a replica, which deletes nothing itself, reads
+            // the entry as a miss rather than serve what its master may have invalidated.
+            None => server::is_replica(self.ctx),
+        }
     }
 }
 
