@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use crate::config;
+use crate::core::batch::Batch;
 use crate::core::batch::{decode_item, encode_item, Queued};
 use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
 use crate::core::index::hash_key;
 use crate::core::index::{self, DbIndex, Reach, Selector};
-use crate::core::lazy::decode_mark;
+use crate::core::lazy::{decode_mark, Lazy};
 use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
@@ -595,6 +596,12 @@ pub fn arm_batch_timer(ctx: &Context) {
 fn on_batch_timer(ctx: &Context, _: ()) {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         state::lock().batch_timer = None;
+        if server::writes_paused() {
+            // Nothing may be written or propagated now: look again shortly.
+            let id = ctx.create_timer(Duration::from_millis(10), on_batch_timer, ());
+            state::lock().batch_timer = Some((id, server::now_ms() + 10));
+            return;
+        }
         apply_batch(ctx, false);
         arm_batch_timer(ctx);
     }));
@@ -689,6 +696,27 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
             return Ok(Reply::Int(reclaim::finish_replayed(db, upto) as i64));
         }
         PendingArgs::Lazy => return Ok(lazy_marks()),
+        PendingArgs::Born(key, gen) => {
+            let key = Key::write(ctx, &server::string(ctx, &key));
+            if let Some(e) = key.entry()? {
+                e.born = gen;
+            }
+            return Ok(Reply::Ok);
+        }
+        PendingArgs::State(batch, rules, lazy) => {
+            let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+                CacheError::Message(format!("ERR {what}: {e}"))
+            };
+            let batch = Batch::decode(&batch).map_err(|e| corrupt("BATCHED queue", &e))?;
+            let rules = Rules::decode(&rules).map_err(|e| corrupt("rules", &e))?;
+            let (lazy, generation) = Lazy::decode(&lazy).map_err(|e| corrupt("LAZY marks", &e))?;
+            state::raise_generation(generation);
+            let mut st = state::lock();
+            st.batch = batch;
+            *st.rules() = rules;
+            st.lazy_mut(|l| *l = lazy);
+            return Ok(Reply::Ok);
+        }
         PendingArgs::Flush => return Ok(Reply::Int(apply_batch(ctx, true) as i64)),
         PendingArgs::Help => {
             return Ok(help(&[

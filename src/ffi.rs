@@ -4,7 +4,7 @@
 
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use redis_module::{raw, Context, RedisString};
 
@@ -122,13 +122,28 @@ unsafe extern "C" fn aof_rewrite(
             push(b"META");
             push(m.as_bytes());
         }
-        if let Some(f) = raw::RedisModule_EmitAOF {
-            f(
+        let Some(emit) = raw::RedisModule_EmitAOF else {
+            return;
+        };
+        let newest = emit_state_once(aof);
+        emit(
+            aof,
+            c"CACHE.SET".as_ptr(),
+            c"v".as_ptr(),
+            args.as_mut_ptr(),
+            args.len(),
+        );
+        if e.born < newest {
+            // A LAZY mark may cover it: it keeps its generation (CACHE.SET gives a new one).
+            let born = e.born.to_string();
+            emit(
                 aof,
-                c"CACHE.SET".as_ptr(),
-                c"v".as_ptr(),
-                args.as_mut_ptr(),
-                args.len(),
+                c"CACHE.PENDING".as_ptr(),
+                c"csb".as_ptr(),
+                c"BORN".as_ptr(),
+                args[0],
+                born.as_ptr(),
+                born.len(),
             );
         }
         if let Some(free) = raw::RedisModule_FreeString {
@@ -137,6 +152,46 @@ unsafe extern "C" fn aof_rewrite(
             }
         }
     })
+}
+
+/// Whether this process emitted the module-wide state into the AOF it rewrites. The rewrite
+/// runs in a forked child, which starts from the parent's `false` (the parent never rewrites).
+static AOF_STATE_EMITTED: AtomicBool = AtomicBool::new(false);
+/// The newest LAZY generation of the state emitted (entries born before it keep theirs).
+static AOF_NEWEST: AtomicU64 = AtomicU64::new(0);
+
+/// An AOF rewritten without an RDB preamble has no aux data: the first entry written carries the
+/// BATCHED queue, the rules and the LAZY marks as one `CACHE.PENDING STATE` (replayed only).
+/// Returns the newest LAZY generation.
+unsafe fn emit_state_once(aof: *mut raw::RedisModuleIO) -> u64 {
+    if AOF_STATE_EMITTED.swap(true, Ordering::Relaxed) {
+        return AOF_NEWEST.load(Ordering::Relaxed);
+    }
+    let (batch, rules, lazy, newest, empty) = {
+        let mut st = state::lock();
+        let newest = st.lazy().busy().map(|(_, d)| d.newest()).max().unwrap_or(0);
+        let empty = st.batch.is_empty() && st.rules().is_empty() && st.lazy().is_empty();
+        let lazy = st.lazy().encode(state::generation());
+        (st.batch.encode(), st.rules().encode(), lazy, newest, empty)
+    };
+    AOF_NEWEST.store(newest, Ordering::Relaxed);
+    if !empty {
+        if let Some(emit) = raw::RedisModule_EmitAOF {
+            emit(
+                aof,
+                c"CACHE.PENDING".as_ptr(),
+                c"cbbb".as_ptr(),
+                c"STATE".as_ptr(),
+                batch.as_ptr(),
+                batch.len(),
+                rules.as_ptr(),
+                rules.len(),
+                lazy.as_ptr(),
+                lazy.len(),
+            );
+        }
+    }
+    newest
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {

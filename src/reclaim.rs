@@ -192,7 +192,9 @@ pub fn arm(ctx: &Context) {
         }
         st.reclaim_timer = true;
     }
-    ctx.create_timer(Duration::from_millis(1), on_timer, ());
+    // While writes are paused the step does nothing: look again less often.
+    let ms = if server::writes_paused() { 10 } else { 1 };
+    ctx.create_timer(Duration::from_millis(ms), on_timer, ());
 }
 
 fn on_timer(ctx: &Context, _: ()) {
@@ -208,13 +210,13 @@ fn on_timer(ctx: &Context, _: ()) {
 }
 
 /// How many keys a step takes from the index at a time.
-const CHUNK: usize = 16;
+const CHUNK: usize = 4;
 
 /// One reclaimer step: goes on with the walk of the first database that has marks for about
 /// `cache.lazy-step-us`, deleting what the marks cover like DEL would; at the end of a walk its
 /// marks are done.
 fn step(ctx: &Context) {
-    if server::is_replica(ctx) {
+    if server::is_replica(ctx) || server::writes_paused() {
         return;
     }
     let started = Instant::now();

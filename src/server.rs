@@ -39,6 +39,12 @@ pub fn is_replica(ctx: &Context) -> bool {
     flags & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0
 }
 
+/// Writes are paused (`CLIENT PAUSE`, a failover): work the module starts by itself (timers)
+/// must neither write nor propagate until the pause ends.
+pub fn writes_paused() -> bool {
+    unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
+}
+
 /// The command came from our master or from the AOF: its outcome was decided elsewhere, so
 /// local defaults (such as the default TTL) must not apply.
 pub fn replayed(ctx: &Context) -> bool {

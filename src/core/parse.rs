@@ -414,11 +414,16 @@ pub enum PendingArgs {
     Mark(usize, Vec<u8>),
     /// The master reclaimed a database's marks up to a generation (replication only).
     Reclaimed(usize, u64),
+    /// An entry's generation (AOF rewrite only).
+    Born(Vec<u8>, u64),
+    /// The module-wide state: BATCHED queue, rules, LAZY marks (AOF rewrite only).
+    State(Vec<u8>, Vec<u8>, Vec<u8>),
 }
 
 /// `CACHE.PENDING [FLUSH | LAZY | HELP]`; with `replayed` (the command came from the master or
 /// the AOF) also `ADD <request>`, `COALESCE <id>`, `DONE <id>`, `MARK <db> <mark>` and
-/// `RECLAIMED <db> <generation>`, which clients cannot send.
+/// `RECLAIMED <db> <generation>`, and from an AOF rewrite `BORN <key> <generation>` and
+/// `STATE <queue> <rules> <marks>`, which clients cannot send.
 pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
     let id = |a: &[u8]| -> Result<u64> {
         u64::try_from(parse_i64(a)?).map_err(|_| CacheError::NotInteger)
@@ -440,6 +445,14 @@ pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
         4 if replayed && eq(args[1], "RECLAIMED") => {
             Ok(PendingArgs::Reclaimed(db(args[2])?, id(args[3])?))
         }
+        4 if replayed && eq(args[1], "BORN") => {
+            Ok(PendingArgs::Born(args[2].to_vec(), id(args[3])?))
+        }
+        5 if replayed && eq(args[1], "STATE") => Ok(PendingArgs::State(
+            args[2].to_vec(),
+            args[3].to_vec(),
+            args[4].to_vec(),
+        )),
         2 => Err(CacheError::UnknownSubcommand(
             word(args[1]),
             "CACHE.PENDING",
