@@ -122,14 +122,32 @@ unsafe extern "C" fn aof_rewrite(
             push(b"META");
             push(m.as_bytes());
         }
+        let at = e.stale_until.to_string();
+        if e.is_stale() {
+            // The stale mark follows as its own command (replay only).
+            push(b"STALE");
+            push(at.as_bytes());
+            push(RedisString::string_as_slice(key));
+        }
+        let marks = if e.is_stale() { 3 } else { 0 };
+        let set = args.len() - marks;
         if let Some(f) = raw::RedisModule_EmitAOF {
             f(
                 aof,
                 c"CACHE.SET".as_ptr(),
                 c"v".as_ptr(),
                 args.as_mut_ptr(),
-                args.len(),
+                set,
             );
+            if marks > 0 {
+                f(
+                    aof,
+                    c"CACHE.PENDING".as_ptr(),
+                    c"v".as_ptr(),
+                    args[set..].as_mut_ptr(),
+                    marks,
+                );
+            }
         }
         if let Some(free) = raw::RedisModule_FreeString {
             for s in args {
@@ -249,6 +267,11 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
             for n in list {
                 put(n);
             }
+        }
+        if e.is_stale() {
+            // Fresh entries digest as before; a stale mark and its deadline are part of it.
+            put(b"stale");
+            put(e.stale_until.to_string().as_bytes());
         }
         end(md);
     })
@@ -391,6 +414,8 @@ unsafe extern "C" fn on_flush(
             None => st.clear_all(),
         }
         st.lazy_mut(|l| l.clear(db));
+        drop(st);
+        crate::fetch::forget(db);
     })
 }
 
@@ -409,6 +434,10 @@ unsafe extern "C" fn on_swapdb(
             let mut st = state::lock();
             st.swap(a, b);
             st.lazy_mut(|l| l.swap(a, b));
+            drop(st);
+            // A lease is for the value its holder is computing for this database's key.
+            crate::fetch::forget(Some(a));
+            crate::fetch::forget(Some(b));
         }
     })
 }
@@ -424,6 +453,8 @@ unsafe extern "C" fn on_role_change(
         let ctx = Context::new(ctx);
         crate::commands::arm_batch_timer(&ctx);
         crate::reclaim::arm(&ctx);
+        // A replica hands out no leases; a new master starts with none.
+        crate::fetch::forget(None);
     })
 }
 
@@ -452,6 +483,8 @@ unsafe extern "C" fn on_loading(
             st.batch = Batch::new();
             *st.rules() = Rules::default();
             st.lazy_mut(|l| *l = Lazy::new());
+            drop(st);
+            crate::fetch::forget(None);
         }
     })
 }
@@ -727,8 +760,9 @@ pub fn set_key_specs(ctx: &Context) -> bool {
         sizeof_keyspec: std::mem::size_of::<Spec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
     };
-    let commands: [(&std::ffi::CStr, u64, c_int); 6] = [
+    let commands: [(&std::ffi::CStr, u64, c_int); 7] = [
         (c"cache.get", read, 0),
+        (c"cache.fetch", read, 0),
         (c"cache.mget", read, -1),
         (c"cache.inspect", read, 0),
         (c"cache.set", write, 0),
