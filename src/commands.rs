@@ -320,7 +320,7 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
         // Never reveal a key the user may not read.
         dependents.retain(|k| a.allows(&server::string(ctx, k), false));
     }
-    Ok(Reply::fields(vec![
+    let mut fields = vec![
         ("tags", names(e.tags())),
         ("depends", names(e.deps())),
         (
@@ -339,15 +339,13 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
             Reply::Int(i64::try_from(e.hits).unwrap_or(i64::MAX)),
         ),
         ("size", Reply::Int(e.value().len() as i64)),
-        (
-            "stale_ms",
-            Reply::Int(if e.is_stale() {
-                e.stale_until.saturating_sub(server::now_ms()).max(0)
-            } else {
-                -1
-            }),
-        ),
-    ]))
+    ];
+    if e.is_stale() {
+        // Ours, only while a SOFT invalidation covers the entry: the ms left of its grace.
+        let left = e.stale_until.saturating_sub(server::now_ms()).max(0);
+        fields.push(("stale_ms", Reply::Int(left)));
+    }
+    Ok(Reply::fields(fields))
 }
 
 /// Tells the unlink callback that the module itself removes this entry next.

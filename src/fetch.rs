@@ -174,16 +174,23 @@ pub fn stats_json(stats: &metrics::Stats) -> String {
     out
 }
 
-fn field_json(f: Field) -> serde_json::Value {
-    use serde_json::Value as J;
+/// A field as JSON text, map keys in reply order (as `metrics::to_json` keeps them).
+fn field_json(f: Field) -> String {
     match f {
-        Field::Int(n) => J::from(n),
-        Field::Float(x) => J::from(x),
-        Field::Str(s) => J::from(s),
+        Field::Int(n) => n.to_string(),
+        Field::Float(x) => serde_json::Value::from(x).to_string(),
+        Field::Str(s) => serde_json::Value::from(s).to_string(),
         Field::Map(pairs) => {
-            J::Object(pairs.into_iter().map(|(k, v)| (k, field_json(v))).collect())
+            let items: Vec<String> = pairs
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k), field_json(v)))
+                .collect();
+            format!("{{{}}}", items.join(","))
         }
-        Field::List(items) => J::Array(items.into_iter().map(field_json).collect()),
+        Field::List(items) => {
+            let items: Vec<String> = items.into_iter().map(field_json).collect();
+            format!("[{}]", items.join(","))
+        }
     }
 }
 

@@ -46,8 +46,12 @@ fn pttl(c: &mut Connection, key: &str) -> i64 {
     int(&ok(c, &["PTTL", key]))
 }
 
+/// INSPECT's `stale_ms` (-1 here when the field is absent: the entry is fresh).
 fn stale_ms(c: &mut Connection, key: &str) -> i64 {
-    int(&field(&ok(c, &["CACHE.INSPECT", key]), "stale_ms"))
+    map(&ok(c, &["CACHE.INSPECT", key]))
+        .into_iter()
+        .find(|(k, _)| k == "stale_ms")
+        .map_or(-1, |(_, v)| int(&v))
 }
 
 fn stats(c: &mut Connection) -> J {
