@@ -435,6 +435,93 @@ def lazy(srv):
     report("reclaimer steps for them", after["steps"] - before["steps"], "steps")
     report("us longest reclaimer step (goal ~1000)", after["max_step_us"], "us")
 
+# ---------------------------------------------------------------------------------------------
+# 9. Thundering herd: N clients read a key at the same moment right after it was invalidated,
+#    and each one that finds no value recomputes it (a 20 ms "database query") and writes it.
+#    Plain CACHE.GET after an IMMEDIATE invalidation: every client recomputes. CACHE.FETCH
+#    after a SOFT invalidation: one caller gets the lease (`refresh`), the others are served the
+#    stale value at once; after an IMMEDIATE one: one `miss`, the others `wait` and retry.
+#    Recomputes are counted as CACHE.SET calls (INFO commandstats).
+
+HERD_CLIENTS = 50
+HERD_ROUNDS = 5
+RECOMPUTE_S = 0.02
+
+
+def set_calls(c):
+    line = c.info("commandstats").get("cmdstat_cache.set", "calls=0")
+    return int(line.split(",")[0].split("=")[1])
+
+
+def herd_round(port, key, use_fetch):
+    """One herd on `key`; returns (recomputes counted by the clients, per-client latency ms)."""
+    import threading
+    conns = [Resp(port) for _ in range(HERD_CLIENTS)]
+    start = threading.Barrier(HERD_CLIENTS)
+    recomputes = [0] * HERD_CLIENTS
+    latency = [0.0] * HERD_CLIENTS
+
+    def client(i):
+        c = conns[i]
+        start.wait()
+        t = time.perf_counter()
+        while True:
+            if use_fetch:
+                value, state = c.call("CACHE.FETCH", key)
+                if state == b"wait":
+                    time.sleep(0.002)
+                    continue
+                must = state in (b"miss", b"refresh")
+            else:
+                value = c.call("CACHE.GET", key)
+                must = value is None
+            if must:
+                time.sleep(RECOMPUTE_S)
+                c.call("CACHE.SET", key, VALUE, "EX", "3600", "TAGS", "1", "herd")
+                recomputes[i] += 1
+            break
+        latency[i] = (time.perf_counter() - t) * 1000.0
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(HERD_CLIENTS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for c in conns:
+        c.sock.close()
+    return sum(recomputes), latency
+
+
+def herd(srv):
+    c = srv.conn
+    flush(c)
+    schemes = [("CACHE.GET after IMMEDIATE", "IMMEDIATE", False),
+               ("CACHE.FETCH after IMMEDIATE", "IMMEDIATE", True),
+               ("CACHE.FETCH after SOFT", "SOFT", True)]
+    out = {}
+    for label, strategy, use_fetch in schemes:
+        sets, lat = 0, []
+        for r in range(HERD_ROUNDS):
+            key = "herd:%s:%d" % (strategy, r)
+            c.call("CACHE.SET", key, VALUE, "EX", "3600", "TAGS", "1", "herd")
+            c.call("CACHE.INVALIDATE", "STRATEGY", strategy, "KEY", key)
+            before = set_calls(c)
+            counted, latency = herd_round(srv.port, key, use_fetch)
+            server_sets = set_calls(c) - before
+            assert server_sets == counted, (server_sets, counted)
+            sets += server_sets
+            lat += latency
+        lat.sort()
+        out[label] = sets / HERD_ROUNDS
+        report("recomputes per herd of %d, %s" % (HERD_CLIENTS, label), sets / HERD_ROUNDS,
+               "SETs", "mean of %d herds" % HERD_ROUNDS)
+        report("ms client p50 latency, %s" % label, statistics.median(lat), "ms")
+        report("ms client max latency, %s" % label, lat[-1], "ms")
+    assert c.call("CACHE.DEBUG", "VERIFY") == []
+    flush(c)
+    report("ratio recomputes GET/FETCH after SOFT",
+           out["CACHE.GET after IMMEDIATE"] / max(out["CACHE.FETCH after SOFT"], 1e-9), "x")
+
 
 def main():
     if not os.path.exists(MODULE):
@@ -444,7 +531,7 @@ def main():
     only = set(sys.argv[1:])
     figures = [("throughput", throughput), ("memory", memory), ("tag", tag_invalidation),
                ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall),
-               ("stats", stats_cost), ("lazy", lazy)]
+               ("stats", stats_cost), ("lazy", lazy), ("herd", herd)]
     srv = Server()
     try:
         for name, fn in figures:

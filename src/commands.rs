@@ -97,14 +97,16 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     let a = parse::parse_set(argv, now)?;
     let key = Key::write(ctx, &args[1]);
     let db = server::selected_db(ctx);
-    // An entry a LAZY invalidation covers is gone as far as the command can tell.
+    // An entry a LAZY invalidation covers is gone as far as the command can tell, and so is a
+    // stale one (SOFT): NX fills it, XX and KEEPTTL find nothing.
     let existing = key
         .entry()?
-        .is_some_and(|e| !reclaim::gone(ctx, db, argv[1], e));
+        .is_some_and(|e| !e.is_stale() && !reclaim::gone(ctx, db, argv[1], e));
     match (a.condition, existing) {
         (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
         _ => {}
     }
+    crate::fetch::end_lease(db, argv[1]);
     let replayed = server::replayed(ctx);
     let deadline = match a.expiry {
         Expiry::At(t) => Some(t),
@@ -208,7 +210,9 @@ fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     parse::exact(argv, 1, "cache.get")?;
     let key = Key::read(ctx, &args[1]);
     let db = server::selected_db(ctx);
-    let found = key.entry()?.filter(|e| !reclaim::gone(ctx, db, argv[1], e));
+    let found = key
+        .entry()?
+        .filter(|e| !e.is_stale() && !reclaim::gone(ctx, db, argv[1], e));
     match &found {
         Some(e) => server::reply_bulk(ctx, e.value()),
         None => server::reply(ctx, &Reply::Nil),
@@ -227,7 +231,7 @@ fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Rep
     for (name, raw) in args[1..].iter().zip(&argv[1..]) {
         let key = Key::read(ctx, name);
         let found = match key.held() {
-            server::Held::Entry(e) if !reclaim::gone(ctx, db, raw, e) => {
+            server::Held::Entry(e) if !e.is_stale() && !reclaim::gone(ctx, db, raw, e) => {
                 e.hits += 1;
                 Some(e.value().to_vec())
             }
@@ -278,7 +282,7 @@ fn add_links(
     let db = server::selected_db(ctx);
     let entry = key
         .entry()?
-        .filter(|e| !reclaim::gone(ctx, db, argv[1], e))
+        .filter(|e| !e.is_stale() && !reclaim::gone(ctx, db, argv[1], e))
         .ok_or(CacheError::NoSuchKey)?;
     let to_deps = cmd == "cache.depend";
     let added = entry.add(to_deps, names.iter().map(Vec::as_slice));
@@ -317,7 +321,7 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
         // Never reveal a key the user may not read.
         dependents.retain(|k| a.allows(&server::string(ctx, k), false));
     }
-    Ok(Reply::fields(vec![
+    let mut fields = vec![
         ("tags", names(e.tags())),
         ("depends", names(e.deps())),
         (
@@ -336,7 +340,13 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
             Reply::Int(i64::try_from(e.hits).unwrap_or(i64::MAX)),
         ),
         ("size", Reply::Int(e.value().len() as i64)),
-    ]))
+    ];
+    if e.is_stale() {
+        // Ours, only while a SOFT invalidation covers the entry: the ms left of its grace.
+        let left = e.stale_until.saturating_sub(server::now_ms()).max(0);
+        fields.push(("stale_ms", Reply::Int(left)));
+    }
+    Ok(Reply::fields(fields))
 }
 
 /// Tells the unlink callback that the module itself removes this entry next.
@@ -347,7 +357,7 @@ pub fn quiet(db: usize, key: &[u8], why: Quiet) {
 /// Walks what a selector reaches in the selected database: the selected entries, then the
 /// cascade. `visit` opens each candidate and says whether it is a live entry (it may act on it);
 /// the index is only locked between visits, never while the server runs a callback.
-fn reach(
+pub(crate) fn reach(
     ctx: &Context,
     selector: &Selector,
     depth: Option<u32>,
@@ -399,6 +409,12 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         Strategy::Batched => {
             enqueue(ctx, db, a.selector, a.depth, a.context, None);
             Ok(Reply::Int(0))
+        }
+        Strategy::Soft(grace) => {
+            let access = Access::of_caller(ctx);
+            let (sel, ctx_text) = (&a.selector, a.context.as_deref());
+            let n = crate::fetch::soft(ctx, db, sel, a.depth, ctx_text, grace, access.as_ref());
+            Ok(Reply::Int(n as i64))
         }
     }
 }
@@ -695,6 +711,9 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
         PendingArgs::Reclaimed(db, upto) => {
             return Ok(Reply::Int(reclaim::finish_replayed(db, upto) as i64));
         }
+        PendingArgs::Stale(deadline, keys) => {
+            return Ok(Reply::Int(crate::fetch::replay_stale(ctx, deadline, &keys)));
+        }
         PendingArgs::Lazy => return Ok(lazy_marks()),
         PendingArgs::Born(key, gen) => {
             let key = Key::write(ctx, &server::string(ctx, &key));
@@ -833,10 +852,13 @@ fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
     st.settle_removal();
     let figures = st.figures(true);
     let stats = st.metrics(now).stats(&figures, &th, now);
+    drop(st);
     Ok(if json {
-        Reply::Bulk(metrics::to_json(&stats).into_bytes())
+        Reply::Bulk(crate::fetch::stats_json(&stats).into_bytes())
     } else {
-        fields(stats.to_fields())
+        let mut f = stats.to_fields();
+        f.push(crate::fetch::stats_section());
+        fields(f)
     })
 }
 
@@ -847,7 +869,10 @@ fn cache_recommend(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     let mut st = state::lock();
     st.settle_removal();
     let figures = st.figures(true);
-    let advice = st.metrics(now).recommend(&figures, &th, now);
+    let mut advice = st.metrics(now).recommend(&figures, &th, now);
+    drop(st);
+    advice.extend(crate::fetch::advice());
+    advice.sort_by_key(|r| std::cmp::Reverse(r.severity));
     Ok(if json {
         Reply::Bulk(metrics::to_json(&advice).into_bytes())
     } else {
@@ -892,6 +917,7 @@ fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<
     parse::exact(argv, 0, "cache.reset")?;
     let now = server::now_ms();
     state::lock().metrics(now).reset(now);
+    crate::fetch::reset();
     Ok(Reply::Ok)
 }
 

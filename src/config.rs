@@ -55,6 +55,17 @@ pub static SLOW_OP_US: IntConfig = IntConfig::new("slow-op-us", 10_000, 0, i32::
 /// How long one step of the LAZY reclaimer may work, in microseconds.
 pub static LAZY_STEP_US: IntConfig = IntConfig::new("lazy-step-us", 1_000, 50, 100_000);
 
+/// How long entries stay stale after `CACHE.INVALIDATE STRATEGY SOFT` without GRACE.
+pub static SOFT_GRACE_SECONDS: IntConfig =
+    IntConfig::new("soft-grace-seconds", 60, 1, i32::MAX as i64);
+/// How long a `CACHE.FETCH` lease lasts without LEASE.
+pub static LEASE_MS: IntConfig = IntConfig::new("lease-ms", 5_000, 1, i32::MAX as i64);
+/// Refresh-ahead: a hot entry with less than this percent of its original TTL left is handed
+/// to one fetching caller to recompute (0: off).
+pub static REFRESH_AHEAD_PERCENT: IntConfig = IntConfig::new("refresh-ahead-percent", 0, 0, 100);
+/// Reads from which an entry counts as hot for refresh-ahead.
+pub static HOT_THRESHOLD: IntConfig = IntConfig::new("hot-threshold", 10, 0, i32::MAX as i64);
+
 pub fn max_cascade_depth() -> u32 {
     u32::try_from(MAX_CASCADE_DEPTH.get()).unwrap_or(u32::MAX)
 }

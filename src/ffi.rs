@@ -122,29 +122,46 @@ unsafe extern "C" fn aof_rewrite(
             push(b"META");
             push(m.as_bytes());
         }
-        let Some(emit) = raw::RedisModule_EmitAOF else {
-            return;
-        };
-        let newest = emit_state_once(aof);
-        emit(
-            aof,
-            c"CACHE.SET".as_ptr(),
-            c"v".as_ptr(),
-            args.as_mut_ptr(),
-            args.len(),
-        );
-        if e.born < newest {
-            // A LAZY mark may cover it: it keeps its generation (CACHE.SET gives a new one).
-            let born = e.born.to_string();
+        let at = e.stale_until.to_string();
+        if e.is_stale() {
+            // The stale mark follows as its own command (replay only).
+            push(b"STALE");
+            push(at.as_bytes());
+            push(RedisString::string_as_slice(key));
+        }
+        let marks = if e.is_stale() { 3 } else { 0 };
+        let set = args.len() - marks;
+        if let Some(emit) = raw::RedisModule_EmitAOF {
+            let newest = emit_state_once(aof);
             emit(
                 aof,
-                c"CACHE.PENDING".as_ptr(),
-                c"csb".as_ptr(),
-                c"BORN".as_ptr(),
-                args[0],
-                born.as_ptr(),
-                born.len(),
+                c"CACHE.SET".as_ptr(),
+                c"v".as_ptr(),
+                args.as_mut_ptr(),
+                set,
             );
+            if marks > 0 {
+                emit(
+                    aof,
+                    c"CACHE.PENDING".as_ptr(),
+                    c"v".as_ptr(),
+                    args[set..].as_mut_ptr(),
+                    marks,
+                );
+            }
+            if e.born < newest {
+                // A LAZY mark may cover it: it keeps its generation (CACHE.SET gives a new one).
+                let born = e.born.to_string();
+                emit(
+                    aof,
+                    c"CACHE.PENDING".as_ptr(),
+                    c"csb".as_ptr(),
+                    c"BORN".as_ptr(),
+                    args[0],
+                    born.as_ptr(),
+                    born.len(),
+                );
+            }
         }
         if let Some(free) = raw::RedisModule_FreeString {
             for s in args {
@@ -305,6 +322,11 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
                 put(n);
             }
         }
+        if e.is_stale() {
+            // Fresh entries digest as before; a stale mark and its deadline are part of it.
+            put(b"stale");
+            put(e.stale_until.to_string().as_bytes());
+        }
         end(md);
     })
 }
@@ -446,6 +468,8 @@ unsafe extern "C" fn on_flush(
             None => st.clear_all(),
         }
         st.lazy_mut(|l| l.clear(db));
+        drop(st);
+        crate::fetch::forget(db);
     })
 }
 
@@ -464,6 +488,10 @@ unsafe extern "C" fn on_swapdb(
             let mut st = state::lock();
             st.swap(a, b);
             st.lazy_mut(|l| l.swap(a, b));
+            drop(st);
+            // A lease is for the value its holder is computing for this database's key.
+            crate::fetch::forget(Some(a));
+            crate::fetch::forget(Some(b));
         }
     })
 }
@@ -479,6 +507,8 @@ unsafe extern "C" fn on_role_change(
         let ctx = Context::new(ctx);
         crate::commands::arm_batch_timer(&ctx);
         crate::reclaim::arm(&ctx);
+        // A replica hands out no leases; a new master starts with none.
+        crate::fetch::forget(None);
     })
 }
 
@@ -507,6 +537,8 @@ unsafe extern "C" fn on_loading(
             st.batch = Batch::new();
             *st.rules() = Rules::default();
             st.lazy_mut(|l| *l = Lazy::new());
+            drop(st);
+            crate::fetch::forget(None);
         }
     })
 }
@@ -782,8 +814,9 @@ pub fn set_key_specs(ctx: &Context) -> bool {
         sizeof_keyspec: std::mem::size_of::<Spec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
     };
-    let commands: [(&std::ffi::CStr, u64, c_int); 6] = [
+    let commands: [(&std::ffi::CStr, u64, c_int); 7] = [
         (c"cache.get", read, 0),
+        (c"cache.fetch", read, 0),
         (c"cache.mget", read, -1),
         (c"cache.inspect", read, 0),
         (c"cache.set", write, 0),

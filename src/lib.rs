@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod fetch;
 pub mod ffi;
 pub mod reclaim;
 pub mod server;
@@ -21,6 +22,7 @@ mod module {
         BATCH_DELAY_MS, CRITICAL_PER_HOUR, DEFAULT_TTL_SECONDS, EVENT_RETENTION_SECONDS,
         LAZY_STEP_US, MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US, WARNING_PER_HOUR,
     };
+    use crate::config::{HOT_THRESHOLD, LEASE_MS, REFRESH_AHEAD_PERCENT, SOFT_GRACE_SECONDS};
     use crate::ffi::{self, CACHE_TYPE};
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
@@ -52,6 +54,7 @@ mod module {
         commands: [
             ["cache.set", commands::set, "write deny-oom", 1, 1, 1, ""],
             ["cache.get", commands::get, "readonly fast", 1, 1, 1, ""],
+            ["cache.fetch", crate::fetch::fetch, "readonly fast", 1, 1, 1, ""],
             ["cache.mget", commands::mget, "readonly fast", 1, -1, 1, ""],
             ["cache.tag", commands::tag, "write deny-oom", 1, 1, 1, ""],
             ["cache.depend", commands::depend, "write deny-oom", 1, 1, 1, ""],
@@ -80,6 +83,10 @@ mod module {
                 [BATCH_DELAY_MS.name, &BATCH_DELAY_MS.value, BATCH_DELAY_MS.default, BATCH_DELAY_MS.min, BATCH_DELAY_MS.max, ConfigurationFlags::DEFAULT, None],
                 [SLOW_OP_US.name, &SLOW_OP_US.value, SLOW_OP_US.default, SLOW_OP_US.min, SLOW_OP_US.max, ConfigurationFlags::DEFAULT, None],
                 [LAZY_STEP_US.name, &LAZY_STEP_US.value, LAZY_STEP_US.default, LAZY_STEP_US.min, LAZY_STEP_US.max, ConfigurationFlags::DEFAULT, None],
+                [SOFT_GRACE_SECONDS.name, &SOFT_GRACE_SECONDS.value, SOFT_GRACE_SECONDS.default, SOFT_GRACE_SECONDS.min, SOFT_GRACE_SECONDS.max, ConfigurationFlags::DEFAULT, None],
+                [LEASE_MS.name, &LEASE_MS.value, LEASE_MS.default, LEASE_MS.min, LEASE_MS.max, ConfigurationFlags::DEFAULT, None],
+                [REFRESH_AHEAD_PERCENT.name, &REFRESH_AHEAD_PERCENT.value, REFRESH_AHEAD_PERCENT.default, REFRESH_AHEAD_PERCENT.min, REFRESH_AHEAD_PERCENT.max, ConfigurationFlags::DEFAULT, None],
+                [HOT_THRESHOLD.name, &HOT_THRESHOLD.value, HOT_THRESHOLD.default, HOT_THRESHOLD.min, HOT_THRESHOLD.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [],
             bool: [],

@@ -1113,7 +1113,7 @@ fn corruptible_payload(c: &mut Connection) -> (B, usize) {
         .position(|w| w == b"VALUEMARK")
         .expect("value inside the payload");
     // Layout: ... [module string length][encoding version][value length]VALUEMARK[tags]...
-    assert_eq!(payload[p - 2], 2, "encoding version byte");
+    assert_eq!(payload[p - 2], 3, "encoding version byte");
     assert_eq!(payload[p - 1], 9, "value length byte");
     (payload, p)
 }

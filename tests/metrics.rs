@@ -647,7 +647,8 @@ fn stats_are_exact_after_a_scripted_sequence() {
         "operations": {"get": op(5), "set": op(11), "invalidate": op(8)},
         "memory": {"index_bytes": null, "value_bytes": 5},
         "lazy": {"marks": 0, "tombstones": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
-        "metrics_since_ms": null
+        "metrics_since_ms": null,
+        "soft": SOFT_NONE.clone()
     });
     assert_json(&j, &expected, "CACHE.STATS JSON");
 
@@ -873,7 +874,8 @@ fn a_fresh_server_has_no_advice_and_empty_metrics() {
         "operations": {"get": op(0), "set": op(0), "invalidate": op(0)},
         "memory": {"index_bytes": null, "value_bytes": 0},
         "lazy": {"marks": 0, "tombstones": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
-        "metrics_since_ms": null
+        "metrics_since_ms": null,
+        "soft": SOFT_NONE.clone()
     });
     assert_json(&j, &expected, "fresh CACHE.STATS");
     assert_eq!(info_get(&mut c, "cache_alert_level"), "normal");
@@ -1338,7 +1340,7 @@ fn alert_level_follows_the_thresholds_and_logs_once_per_level() {
 // 5. Reply shapes: RESP2, RESP3, JSON
 // ---------------------------------------------------------------------------------------------
 
-const STATS_FIELDS: [&str; 19] = [
+const STATS_FIELDS: [&str; 20] = [
     "entries",
     "tags",
     "tagged_entries",
@@ -1358,7 +1360,18 @@ const STATS_FIELDS: [&str; 19] = [
     "memory",
     "lazy",
     "metrics_since_ms",
+    "soft",
 ];
+
+/// The `soft` section (issue 8) of a server that had no SOFT invalidation, fetch or lease.
+static SOFT_NONE: std::sync::LazyLock<J> = std::sync::LazyLock::new(|| {
+    serde_json::json!({
+        "invalidations": 0, "entries_made_stale": 0, "stale_serves": 0,
+        "fetches": {"hit": 0, "miss": 0, "wait": 0, "refresh": 0, "stale": 0},
+        "leases_granted": 0, "leases_completed": 0, "leases_expired": 0, "leases_active": 0,
+        "refresh_ahead": 0
+    })
+});
 
 /// The nested field names of CACHE.STATS (the contract's, then the module's extras).
 fn nested_fields() -> Vec<(&'static str, Vec<&'static str>)> {
@@ -1423,6 +1436,24 @@ fn nested_fields() -> Vec<(&'static str, Vec<&'static str>)> {
                 "steps",
                 "max_step_us",
             ],
+        ),
+        (
+            "soft",
+            vec![
+                "invalidations",
+                "entries_made_stale",
+                "stale_serves",
+                "fetches",
+                "leases_granted",
+                "leases_completed",
+                "leases_expired",
+                "leases_active",
+                "refresh_ahead",
+            ],
+        ),
+        (
+            "soft.fetches",
+            vec!["hit", "miss", "wait", "refresh", "stale"],
         ),
     ]
 }
@@ -1842,7 +1873,8 @@ fn reset_zeroes_metrics_but_not_the_index() {
         "operations": {"get": op(0), "set": op(0), "invalidate": op(0)},
         "memory": {"index_bytes": null, "value_bytes": 6},
         "lazy": {"marks": 0, "tombstones": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
-        "metrics_since_ms": null
+        "metrics_since_ms": null,
+        "soft": SOFT_NONE.clone()
     });
     assert_json(&j, &expected, "CACHE.STATS after CACHE.RESET");
     assert!(events(&mut c, &[]).is_empty());

@@ -2,7 +2,7 @@
 //! Plain Rust: the server shell wraps it in the module data type.
 
 /// Encoding version written in front of every serialised entry (RDB, DUMP).
-pub const ENCODING_VERSION: u8 = 2;
+pub const ENCODING_VERSION: u8 = 3;
 
 /// A cache entry in one allocation: `data` holds the value, then the tags and the
 /// dependencies (each sorted, without duplicates, as varint-prefixed names), then the meta JSON.
@@ -18,6 +18,10 @@ pub struct Entry {
     /// The module's generation when the entry was written: LAZY invalidations newer than this
     /// cover it (see `core::lazy`). Version 1 encodings load as 0.
     pub born: u64,
+    /// A SOFT invalidation made the entry stale until this Unix ms (0: fresh). The key's own
+    /// deadline is never later, so a stale entry that still exists is within its grace.
+    /// Versions 1 and 2 load as 0.
+    pub stale_until: i64,
 }
 
 /// The largest entry (value, names and meta together) one key can hold.
@@ -33,6 +37,7 @@ impl std::fmt::Debug for Entry {
             .field("created_ms", &self.created_ms)
             .field("hits", &self.hits)
             .field("born", &self.born)
+            .field("stale_until", &self.stale_until)
             .finish()
     }
 }
@@ -178,7 +183,21 @@ impl Entry {
             created_ms,
             hits,
             born: 0,
+            stale_until: 0,
         })
+    }
+
+    /// A SOFT invalidation covers it: plain reads see it as missing, CACHE.FETCH serves it as
+    /// stale.
+    pub fn is_stale(&self) -> bool {
+        self.stale_until != 0
+    }
+
+    /// Marks the entry stale until `deadline`, never later than an earlier mark; returns the
+    /// deadline in force.
+    pub fn mark_stale(&mut self, deadline: i64) -> i64 {
+        self.stale_until = crate::core::lease::stale_deadline(self.stale_until, deadline);
+        self.stale_until
     }
 
     pub fn value(&self) -> &[u8] {
@@ -248,6 +267,7 @@ impl Entry {
             Some(e) => {
                 *self = Entry {
                     born: self.born,
+                    stale_until: self.stale_until,
                     ..e
                 };
                 added
@@ -297,6 +317,7 @@ impl Entry {
         put_varint(&mut out, self.created_ms as u64);
         put_varint(&mut out, self.hits);
         put_varint(&mut out, self.born);
+        put_varint(&mut out, self.stale_until.max(0) as u64);
         out
     }
 
@@ -325,12 +346,21 @@ impl Entry {
         let created_ms = r.varint()? as i64;
         let hits = r.varint()?;
         let born = if version >= 2 { r.varint()? } else { 0 };
+        let stale_until = if version >= 3 {
+            i64::try_from(r.varint()?).map_err(|_| DecodeError::Corrupt("stale deadline"))?
+        } else {
+            0
+        };
         if r.pos != buf.len() {
             return Err(DecodeError::Corrupt("trailing bytes"));
         }
         let e = Entry::build(value, &tags, &deps, meta, created_ms, hits)
             .ok_or(DecodeError::Corrupt("too large"))?;
-        Ok(Entry { born, ..e })
+        Ok(Entry {
+            born,
+            stale_until,
+            ..e
+        })
     }
 }
 
@@ -440,6 +470,7 @@ mod tests {
         .unwrap();
         e.hits = 7;
         e.born = 42;
+        e.stale_until = 1_700_000_060_000;
         e
     }
 
@@ -503,15 +534,48 @@ mod tests {
         assert_eq!(Entry::decode(&empty.encode()).unwrap(), empty);
     }
 
+    /// The encoding of `e` as `version` wrote it: version 2 had no stale deadline, version 1
+    /// no generation either.
+    fn older(e: &Entry, version: u8) -> Vec<u8> {
+        let mut trimmed = e.clone();
+        trimmed.stale_until = 0;
+        let mut b = trimmed.encode();
+        // A stale deadline of 0 is one varint byte, a generation of 42 too.
+        b.pop();
+        if version == 1 {
+            b.pop();
+        }
+        b[0] = version;
+        b
+    }
+
+    #[test]
+    fn version_2_loads_fresh() {
+        let e = sample();
+        let old = Entry::decode(&older(&e, 2)).unwrap();
+        assert_eq!((old.born, old.stale_until, old.hits), (42, 0, 7));
+        assert!(!old.is_stale());
+        assert!(e.is_stale());
+    }
+
+    #[test]
+    fn stale_marks_keep_the_earlier_deadline_and_survive_adding_names() {
+        let mut e = Entry::new(b"v", [], [], None, 0).unwrap();
+        assert_eq!(e.mark_stale(500), 500);
+        assert_eq!(e.mark_stale(900), 500, "a later deadline never extends");
+        assert_eq!(e.mark_stale(300), 300);
+        e.add(false, [&b"t"[..]]);
+        assert_eq!(e.stale_until, 300);
+        assert_eq!(Entry::decode(&e.encode()).unwrap().stale_until, 300);
+    }
+
     #[test]
     fn version_1_loads_with_generation_0() {
         let e = sample();
-        let mut b = e.encode();
-        // Version 1 had no generation at the end (42 is one varint byte).
-        b.pop();
-        b[0] = 1;
+        let b = older(&e, 1);
         let old = Entry::decode(&b).unwrap();
         assert_eq!((old.born, old.value(), old.hits), (0, e.value(), 7));
+        assert_eq!(old.stale_until, 0);
         let mut e2 = e.clone();
         e2.add(false, [&b"new"[..]]);
         assert_eq!(e2.born, 42, "adding names keeps the generation");

@@ -5,6 +5,7 @@ pub mod entry;
 pub mod glob;
 pub mod index;
 pub mod lazy;
+pub mod lease;
 pub mod metrics;
 pub mod parse;
 pub mod rules;

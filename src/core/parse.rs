@@ -204,6 +204,8 @@ pub enum Strategy {
     Immediate,
     Lazy,
     Batched,
+    /// Covered entries become stale for GRACE seconds (None: `cache.soft-grace-seconds`).
+    Soft(Option<i64>),
 }
 
 impl Strategy {
@@ -212,6 +214,7 @@ impl Strategy {
             Strategy::Immediate => "immediate",
             Strategy::Lazy => "lazy",
             Strategy::Batched => "batched",
+            Strategy::Soft(_) => "soft",
         }
     }
 }
@@ -242,6 +245,7 @@ pub fn parse_invalidate(
         selector: Selector::All,
     };
     let mut have_strategy = false;
+    let mut grace: Option<i64> = None;
     let mut i = 1;
     loop {
         let Some(&opt) = args.get(i) else {
@@ -275,14 +279,72 @@ pub fn parse_invalidate(
                 Strategy::Lazy
             } else if eq(s, "BATCHED") {
                 Strategy::Batched
+            } else if eq(s, "SOFT") {
+                Strategy::Soft(None)
             } else {
                 return Err(CacheError::UnknownStrategy(word(s)));
             };
+        } else if eq(opt, "GRACE") && !dry_run {
+            if grace.is_some() {
+                return Err(CacheError::Syntax);
+            }
+            grace = Some(parse_grace(next.ok_or(CacheError::Syntax)?)?);
         } else {
             out.selector = parse_selector(&args[i..])?;
+            match (out.strategy, grace) {
+                (Strategy::Soft(_), g) => out.strategy = Strategy::Soft(g),
+                // GRACE belongs to STRATEGY SOFT.
+                (_, Some(_)) => return Err(CacheError::Syntax),
+                (_, None) => {}
+            }
             return Ok(out);
         }
         i += 2;
+    }
+}
+
+/// The GRACE of a SOFT invalidation: whole seconds, 1 up to `i32::MAX` (the range of
+/// `cache.soft-grace-seconds`).
+fn parse_grace(arg: &[u8]) -> Result<i64> {
+    let n = parse_i64(arg)?;
+    if n <= 0 {
+        return Err(CacheError::NotPositive);
+    }
+    if n > i64::from(i32::MAX) {
+        return Err(CacheError::NotInteger);
+    }
+    Ok(n)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchArgs<'a> {
+    pub key: &'a [u8],
+    /// LEASE in ms (None: `cache.lease-ms`).
+    pub lease_ms: Option<i64>,
+}
+
+/// `CACHE.FETCH key [LEASE ms]`, ms from 1 up to `i32::MAX` (the range of `cache.lease-ms`).
+pub fn parse_fetch<'a>(args: &[&'a [u8]]) -> Result<FetchArgs<'a>> {
+    match args.len() {
+        2 => Ok(FetchArgs {
+            key: args[1],
+            lease_ms: None,
+        }),
+        4 if eq(args[2], "LEASE") => {
+            let n = parse_i64(args[3])?;
+            if n <= 0 {
+                return Err(CacheError::NotPositive);
+            }
+            if n > i64::from(i32::MAX) {
+                return Err(CacheError::NotInteger);
+            }
+            Ok(FetchArgs {
+                key: args[1],
+                lease_ms: Some(n),
+            })
+        }
+        3 | 4 => Err(CacheError::Syntax),
+        _ => Err(CacheError::WrongArity("cache.fetch")),
     }
 }
 
@@ -418,6 +480,9 @@ pub enum PendingArgs {
     Born(Vec<u8>, u64),
     /// The module-wide state: BATCHED queue, rules, LAZY marks (AOF rewrite only).
     State(Vec<u8>, Vec<u8>, Vec<u8>),
+    /// `STALE <deadline-ms> <key> [key ...]`: a SOFT invalidation marked these entries of the
+    /// selected database stale until the deadline (replication only).
+    Stale(i64, Vec<Vec<u8>>),
 }
 
 /// `CACHE.PENDING [FLUSH | LAZY | HELP]`; with `replayed` (the command came from the master or
@@ -452,6 +517,10 @@ pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
             args[2].to_vec(),
             args[3].to_vec(),
             args[4].to_vec(),
+        )),
+        n if n >= 4 && replayed && eq(args[1], "STALE") => Ok(PendingArgs::Stale(
+            parse_i64(args[2])?,
+            args[3..].iter().map(|k| k.to_vec()).collect(),
         )),
         2 => Err(CacheError::UnknownSubcommand(
             word(args[1]),
@@ -636,6 +705,85 @@ mod tests {
         );
         assert_eq!(inv("x STRATEGY lazy ALL").unwrap().strategy, Strategy::Lazy);
         assert_eq!(inv("x DEPTH 0 KEY k").unwrap().depth, Some(0));
+        assert_eq!(
+            inv("x STRATEGY soft TAG t").unwrap().strategy,
+            Strategy::Soft(None)
+        );
+        assert_eq!(
+            inv("x GRACE 5 STRATEGY SOFT TAG t").unwrap().strategy,
+            Strategy::Soft(Some(5))
+        );
+        assert_eq!(
+            inv("x STRATEGY SOFT grace 7 DEPTH 1 ALL").unwrap().strategy,
+            Strategy::Soft(Some(7))
+        );
+        assert_eq!(Strategy::Soft(None).name(), "soft");
+    }
+
+    #[test]
+    fn grace_belongs_to_soft_and_is_positive() {
+        assert_eq!(inv("x GRACE 5 TAG t"), Err(CacheError::Syntax));
+        assert_eq!(
+            inv("x STRATEGY LAZY GRACE 5 TAG t"),
+            Err(CacheError::Syntax)
+        );
+        assert_eq!(
+            inv("x STRATEGY SOFT GRACE 1 GRACE 2 TAG t"),
+            Err(CacheError::Syntax)
+        );
+        assert_eq!(
+            inv("x STRATEGY SOFT GRACE 0 TAG t"),
+            Err(CacheError::NotPositive)
+        );
+        assert_eq!(
+            inv("x STRATEGY SOFT GRACE -1 TAG t"),
+            Err(CacheError::NotPositive)
+        );
+        assert_eq!(
+            inv("x STRATEGY SOFT GRACE x TAG t"),
+            Err(CacheError::NotInteger)
+        );
+        assert_eq!(
+            inv("x STRATEGY SOFT GRACE 2147483648 TAG t"),
+            Err(CacheError::NotInteger)
+        );
+        assert_eq!(inv("x STRATEGY SOFT GRACE"), Err(CacheError::Syntax));
+        // CACHE.KEYS takes no GRACE.
+        assert_eq!(
+            parse_invalidate(&a("k GRACE 1 ALL"), "cache.keys", true),
+            Err(CacheError::UnknownSelector("GRACE".into()))
+        );
+    }
+
+    #[test]
+    fn fetch_arguments() {
+        assert_eq!(
+            parse_fetch(&a("f k")),
+            Ok(FetchArgs {
+                key: b"k",
+                lease_ms: None
+            })
+        );
+        assert_eq!(
+            parse_fetch(&a("f k lease 250")).unwrap().lease_ms,
+            Some(250)
+        );
+        assert_eq!(
+            parse_fetch(&a("f")),
+            Err(CacheError::WrongArity("cache.fetch"))
+        );
+        assert_eq!(
+            parse_fetch(&a("f k LEASE 1 x")),
+            Err(CacheError::WrongArity("cache.fetch"))
+        );
+        assert_eq!(parse_fetch(&a("f k LEASE")), Err(CacheError::Syntax));
+        assert_eq!(parse_fetch(&a("f k TTL 5")), Err(CacheError::Syntax));
+        assert_eq!(parse_fetch(&a("f k LEASE 0")), Err(CacheError::NotPositive));
+        assert_eq!(parse_fetch(&a("f k LEASE ms")), Err(CacheError::NotInteger));
+        assert_eq!(
+            parse_fetch(&a("f k LEASE 2147483648")),
+            Err(CacheError::NotInteger)
+        );
     }
 
     #[test]
@@ -730,6 +878,14 @@ mod tests {
         assert_eq!(
             parse_pending(&a("p DONE -3"), true),
             Err(CacheError::NotInteger)
+        );
+        assert_eq!(
+            parse_pending(&a("p STALE 100 a b"), true),
+            Ok(PendingArgs::Stale(100, vec![b"a".to_vec(), b"b".to_vec()]))
+        );
+        assert_eq!(
+            parse_pending(&a("p STALE 100 a"), false),
+            Err(CacheError::WrongArity("cache.pending"))
         );
         assert!(matches!(
             parse_pending(&a("p nope"), false),
