@@ -16,6 +16,7 @@ use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
 use crate::error::{CacheError, Result};
+use crate::guard;
 use crate::server::{self, Access, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
 use crate::state::{self, Quiet};
 
@@ -92,6 +93,7 @@ commands! {
 fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let now = server::now_ms();
     let a = parse::parse_set(argv, now)?;
+    guard::limits(ctx).check_set(&a)?;
     let key = Key::write(ctx, &args[1]);
     let existing = key.entry()?.is_some();
     match (a.condition, existing) {
@@ -262,6 +264,7 @@ fn add_links(
     let key = Key::write(ctx, &args[1]);
     let entry = key.entry()?.ok_or(CacheError::NoSuchKey)?;
     let to_deps = cmd == "cache.depend";
+    guard::limits(ctx).check_add(entry, to_deps, &names)?;
     let added = entry.add(to_deps, names.iter().map(Vec::as_slice));
     if added.is_empty() {
         return Ok(Reply::Int(0));
@@ -355,6 +358,7 @@ const DEL_CHUNK: usize = 1024;
 
 fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.invalidate", false)?;
+    guard::check_reach(ctx, &a.selector, a.depth)?;
     let db = server::selected_db(ctx);
     match a.strategy {
         Strategy::Immediate => {
@@ -663,6 +667,7 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
 
 fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.keys", true)?;
+    guard::check_reach(ctx, &a.selector, a.depth)?;
     // Exactly what CACHE.INVALIDATE would remove: live entries (one that expired would not be
     // invalidated, nor cascade) that the user may delete.
     let access = Access::of_caller(ctx);
@@ -681,6 +686,7 @@ fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
 
 fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_tags(argv)?;
+    guard::limits(ctx).check_pattern(a.pattern.as_deref().unwrap_or_default())?;
     let glob = a.pattern.as_deref().map(Glob::new);
     let db = server::selected_db(ctx);
     let mut sizes = state::with_db(db, |idx| idx.tag_sizes(glob.as_ref()));
@@ -829,6 +835,9 @@ fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool) -> Result<Reply> {
 fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let w = Rules::parse_write(argv).map_err(CacheError::Message)?;
     let plan = state::lock().rules().plan(&w);
+    for step in &plan {
+        guard::check_reach(ctx, &Selector::Tags(step.tags.clone()), None)?;
+    }
     let db = server::selected_db(ctx);
     let access = Access::of_caller(ctx);
     let mut total = 0u64;

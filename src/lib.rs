@@ -2,11 +2,13 @@
 //! invalidation. This file only registers; see `commands` (handlers), `core` (pure logic),
 //! `ffi` (callbacks), `server` (module API wrappers).
 
+pub mod acl;
 pub mod commands;
 pub mod config;
 pub mod core;
 pub mod error;
 pub mod ffi;
+pub mod guard;
 pub mod server;
 pub mod state;
 
@@ -19,6 +21,10 @@ mod module {
     use crate::config::{
         BATCH_DELAY_MS, CRITICAL_PER_HOUR, DEFAULT_TTL_SECONDS, EVENT_RETENTION_SECONDS,
         MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US, WARNING_PER_HOUR,
+    };
+    use crate::config::{
+        MAX_CASCADE_ENTRIES, MAX_DEPENDS_PER_ENTRY, MAX_META_BYTES, MAX_NAME_BYTES,
+        MAX_PATTERN_BYTES, MAX_TAGS_PER_ENTRY,
     };
     use crate::ffi::{self, CACHE_TYPE};
 
@@ -33,6 +39,10 @@ mod module {
         if !ffi::register_subcommands(ctx) {
             ctx.log_warning("tagcache: could not register CACHE.RULE");
             return Status::Err;
+        }
+        if let Err(why) = crate::acl::register(ctx) {
+            // The commands work without their category: load anyway, and say so.
+            ctx.log_warning(&format!("tagcache: {why}"));
         }
         if ffi::subscribe(ctx) {
             Status::Ok
@@ -78,6 +88,12 @@ mod module {
                 [MAX_EVENTS.name, &MAX_EVENTS.value, MAX_EVENTS.default, MAX_EVENTS.min, MAX_EVENTS.max, ConfigurationFlags::DEFAULT, None],
                 [BATCH_DELAY_MS.name, &BATCH_DELAY_MS.value, BATCH_DELAY_MS.default, BATCH_DELAY_MS.min, BATCH_DELAY_MS.max, ConfigurationFlags::DEFAULT, None],
                 [SLOW_OP_US.name, &SLOW_OP_US.value, SLOW_OP_US.default, SLOW_OP_US.min, SLOW_OP_US.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_TAGS_PER_ENTRY.name, &MAX_TAGS_PER_ENTRY.value, MAX_TAGS_PER_ENTRY.default, MAX_TAGS_PER_ENTRY.min, MAX_TAGS_PER_ENTRY.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_DEPENDS_PER_ENTRY.name, &MAX_DEPENDS_PER_ENTRY.value, MAX_DEPENDS_PER_ENTRY.default, MAX_DEPENDS_PER_ENTRY.min, MAX_DEPENDS_PER_ENTRY.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_NAME_BYTES.name, &MAX_NAME_BYTES.value, MAX_NAME_BYTES.default, MAX_NAME_BYTES.min, MAX_NAME_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_META_BYTES.name, &MAX_META_BYTES.value, MAX_META_BYTES.default, MAX_META_BYTES.min, MAX_META_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_PATTERN_BYTES.name, &MAX_PATTERN_BYTES.value, MAX_PATTERN_BYTES.default, MAX_PATTERN_BYTES.min, MAX_PATTERN_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_CASCADE_ENTRIES.name, &MAX_CASCADE_ENTRIES.value, MAX_CASCADE_ENTRIES.default, MAX_CASCADE_ENTRIES.min, MAX_CASCADE_ENTRIES.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [],
             bool: [],

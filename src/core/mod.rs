@@ -4,6 +4,7 @@ pub mod batch;
 pub mod entry;
 pub mod glob;
 pub mod index;
+pub mod limits;
 pub mod metrics;
 pub mod parse;
 pub mod rules;
