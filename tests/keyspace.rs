@@ -1050,30 +1050,6 @@ fn dump_restore_carries_tags_deps_and_meta() {
     verify(&mut c);
 }
 
-/// Redis's CRC-64 (Jones polynomial, reflected, as DUMP payloads carry it).
-fn crc64(data: &[u8]) -> u64 {
-    let mut crc = 0u64;
-    for &byte in data {
-        crc ^= u64::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
-/// Recomputes the checksum in a payload's footer, so the server hands the bytes to the module.
-fn reseal(mut v: B) -> B {
-    let n = v.len() - 8;
-    let crc = crc64(&v[..n]);
-    v[n..].copy_from_slice(&crc.to_le_bytes());
-    v
-}
-
 /// A server with one entry whose DUMP payload shows the entry encoding uncompressed, and
 /// where "VALUEMARK" (the value) sits in it.
 fn corruptible_payload(c: &mut Connection) -> (B, usize) {
