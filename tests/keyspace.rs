@@ -1191,7 +1191,11 @@ fn restore_of_payload_cut_inside_the_module_value_replies_an_error() {
 
 #[test]
 fn lazyfree_del_and_unlink_of_entries_with_many_tags_clean_the_index() {
-    let s = Server::with(&[], &["--lazyfree-lazy-user-del", "yes"]);
+    // 2001 tags per entry: over the default cache.max-tags-per-entry (1024).
+    let s = Server::with(
+        &["max-tags-per-entry", "4096"],
+        &["--lazyfree-lazy-user-del", "yes"],
+    );
     let mut c = s.conn();
     let cfg = strings(&ok(&mut c, &["CONFIG", "GET", "lazyfree-lazy-user-del"]));
     assert_eq!(cfg, sl(&["lazyfree-lazy-user-del", "yes"]));
