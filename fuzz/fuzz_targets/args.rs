@@ -63,10 +63,31 @@ fuzz_target!(|data: &[u8]| {
             now,
         ) {
             assert_eq!(Entry::decode(&e.encode()).as_ref(), Ok(&e));
+            // The limits count exactly what the entry ends up with: distinct names on SET...
+            let exact = |tags: usize, deps: usize| Limits {
+                tags_per_entry: tags,
+                depends_per_entry: deps,
+                ..Limits::NONE
+            };
+            let (nt, nd) = (e.tags().count(), e.deps().count());
+            assert!(exact(nt, nd).check_set(&a).is_ok());
+            if nt > 0 {
+                assert!(exact(nt - 1, nd).check_set(&a).is_err());
+            }
+            if nd > 0 {
+                assert!(exact(nt, nd - 1).check_set(&a).is_err());
+            }
+            // ...and the entry's list with the new names on CACHE.TAG / CACHE.DEPEND (here the
+            // SET's tags added as dependencies).
+            let names: Vec<Vec<u8>> = a.tags.iter().map(|n| n.to_vec()).collect();
             let mut grown = e.clone();
-            let added = grown.add(false, a.deps.iter().copied());
-            assert!(added.len() <= a.deps.len());
-            let _ = LIMITS.check_add(&e, true, &added);
+            let added = grown.add(true, a.tags.iter().copied());
+            let total = grown.deps().count();
+            assert_eq!(total, nd + added.len());
+            assert!(exact(0, total).check_add(&e, true, &names).is_ok());
+            if total > 0 {
+                assert!(exact(0, total - 1).check_add(&e, true, &names).is_err());
+            }
         }
     }
     for (cmd, dry) in [("cache.invalidate", false), ("cache.keys", true)] {
