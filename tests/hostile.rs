@@ -1004,3 +1004,114 @@ fn random_bit_flips_and_truncations_of_restore_payloads_never_crash() {
     assert_eq!(keys(&mut c, &["TAG", "t1"]), vec!["copy", "keep", "src"]);
     verify(&mut c);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Command flags
+
+fn flags_of(c: &mut Connection, name: &str) -> Vec<String> {
+    let info = list(&ok(c, &["COMMAND", "INFO", name]));
+    assert_eq!(info.len(), 1, "{name}");
+    let doc = list(&info[0]);
+    list(&doc[2])
+        .iter()
+        .map(|f| match f {
+            Value::SimpleString(s) => s.clone(),
+            Value::Okay => "OK".into(),
+            Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("flag {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn command_flags_keep_invalidation_possible_under_oom_and_admin_commands_for_admins() {
+    let s = Server::start();
+    let mut c = s.conn();
+    // (command, flags it must have, flags it must not have)
+    let write_oom: &[&str] = &["write", "denyoom"];
+    let cases: Vec<(&str, &[&str], &[&str])> = vec![
+        ("cache.set", write_oom, &["readonly"]),
+        ("cache.tag", write_oom, &["readonly"]),
+        ("cache.depend", write_oom, &["readonly"]),
+        ("cache.get", &["readonly", "fast"], &["write"]),
+        ("cache.mget", &["readonly", "fast"], &["write"]),
+        ("cache.inspect", &["readonly", "fast"], &["write"]),
+        ("cache.keys", &["readonly"], &["write"]),
+        ("cache.tags", &["readonly"], &["write"]),
+        ("cache.stats", &["readonly"], &["write"]),
+        ("cache.recommend", &["readonly"], &["write"]),
+        ("cache.events", &["readonly"], &["write"]),
+        ("cache.hotkeys", &["readonly"], &["write"]),
+        ("cache.invalidate", &["write"], &["denyoom"]),
+        ("cache.write", &["write"], &["denyoom"]),
+        ("cache.relate", &["write"], &["denyoom"]),
+        ("cache.pending", &["write"], &["denyoom"]),
+        ("cache.rule|set", &["write"], &["denyoom"]),
+        ("cache.rule|del", &["write"], &["denyoom"]),
+        ("cache.rule|list", &["readonly"], &["write"]),
+        ("cache.reset", &["admin"], &[]),
+        ("cache.debug", &["admin"], &[]),
+    ];
+    for &(name, must, must_not) in &cases {
+        let flags = flags_of(&mut c, name);
+        for f in must {
+            assert!(flags.iter().any(|x| x == f), "{name} lacks {f}: {flags:?}");
+        }
+        for f in must_not {
+            assert!(!flags.iter().any(|x| x == f), "{name} has {f}: {flags:?}");
+        }
+    }
+    if !category_supported(&mut c) {
+        // Redis 7.0 puts module commands in no ACL category, whatever their flags, and has no
+        // call to set one: -@admin does not take CACHE.RESET away there (README).
+        let admin = strings(&ok(&mut c, &["ACL", "CAT", "admin"]));
+        assert!(!admin.iter().any(|n| n.starts_with("cache.")), "{admin:?}");
+        eprintln!("skipped the category checks: this server has no module ACL categories");
+        return;
+    }
+    // The standard categories follow the flags.
+    for (category, flag) in [("write", "write"), ("read", "readonly"), ("admin", "admin")] {
+        let mut listed: Vec<String> = strings(&ok(&mut c, &["ACL", "CAT", category]))
+            .into_iter()
+            .filter(|n| n.starts_with("cache."))
+            .collect();
+        listed.sort();
+        let mut expected: Vec<String> = cases
+            .iter()
+            .filter(|(_, must, _)| must.contains(&flag))
+            .map(|(name, _, _)| name.to_string())
+            .collect();
+        expected.sort();
+        assert_eq!(listed, expected, "ACL CAT {category}");
+    }
+    // Admin commands need @admin.
+    ok(
+        &mut c,
+        &[
+            "ACL", "SETUSER", "ops", "on", ">pw", "~*", "+@all", "-@admin",
+        ],
+    );
+    let mut ops = s.conn();
+    ok(&mut ops, &["AUTH", "ops", "pw"]);
+    assert!(err(&mut ops, &["CACHE.RESET"]).starts_with("NOPERM"));
+    assert!(err(&mut ops, &["CACHE.DEBUG", "VERIFY"]).starts_with("NOPERM"));
+    ok(&mut ops, &["CACHE.SET", "k", "v"]);
+    ok(&mut ops, &["CACHE.STATS"]);
+    // A read-only role by category: reads yes, writes no.
+    ok(
+        &mut c,
+        &[
+            "ACL", "SETUSER", "viewer", "on", ">pw", "~*", "-@all", "+@read",
+        ],
+    );
+    let mut viewer = s.conn();
+    ok(&mut viewer, &["AUTH", "viewer", "pw"]);
+    assert_eq!(
+        bytes(&ok(&mut viewer, &["CACHE.GET", "k"])),
+        Some(b"v".to_vec())
+    );
+    ok(&mut viewer, &["CACHE.STATS"]);
+    assert!(err(&mut viewer, &["CACHE.SET", "k", "w"]).starts_with("NOPERM"));
+    assert!(err(&mut viewer, &["CACHE.INVALIDATE", "ALL"]).starts_with("NOPERM"));
+    verify(&mut c);
+}
