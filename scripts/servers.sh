@@ -211,3 +211,17 @@ tc_server_list() {
     )
     [ "$absent" -eq 0 ] || tc_die "server binaries missing under CI=true (see above)"
 }
+
+# cargo-fuzz (the fuzz targets in fuzz/, scripts/fuzz.sh). Built from crates.io once
+# (a few minutes); it runs on the stable toolchain (the targets build without a sanitizer;
+# RUSTC_BOOTSTRAP=1 is set by scripts/fuzz.sh only for --sanitizer address).
+TC_CARGO_FUZZ_VERSION=0.13.2
+tc_ensure_cargo_fuzz() {
+    if cargo fuzz --version 2>/dev/null | grep -q "$TC_CARGO_FUZZ_VERSION"; then
+        return 0
+    fi
+    command -v c++ >/dev/null 2>&1 || tc_apt_install g++
+    tc_log "installing cargo-fuzz $TC_CARGO_FUZZ_VERSION (cargo install, takes a few minutes)"
+    cargo install --locked cargo-fuzz --version "$TC_CARGO_FUZZ_VERSION" \
+        || tc_die "cargo install cargo-fuzz failed"
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Full check: formatting, clippy, unit tests, debug build of the module, then
-# the integration suite (tests/*.rs) once per server binary.
+# Full check: formatting, clippy, unit tests, a short fuzzing run (scripts/fuzz.sh), debug
+# build of the module, then the integration suite (tests/*.rs) once per server binary.
 #
 #   scripts/test.sh                    # everything
 #   scripts/test.sh some_test_name     # filter passed to the test binaries
@@ -119,6 +119,23 @@ header "unit tests: cargo test --lib"
 if ! run_counted "unit" "$LOGDIR/unit.log" cargo test --lib -- "${FILTER[@]}"; then
     tc_log "unit tests failed"
     finish 1
+fi
+
+# ---------------------------------------------------------------- fuzzing (short)
+# A short coverage-guided run of each fuzz target (scripts/fuzz.sh; FUZZ_SECONDS per target,
+# default 10; FUZZ_SECONDS=0 skips). Longer runs: see scripts/fuzz.sh.
+if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
+    header "fuzzing: scripts/fuzz.sh (${FUZZ_SECONDS:-10} s per target)"
+    set +e
+    FUZZ_SECONDS="${FUZZ_SECONDS:-10}" "$TC_ROOT/scripts/fuzz.sh" 2>&1 | tee "$LOGDIR/fuzz.log"
+    set -e
+    read -r fp ff < <(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$LOGDIR/fuzz.log" | tail -n1) || true
+    # No closing line: the build or the set-up failed.
+    if [ -z "${fp:-}" ]; then fp=0; ff=1; fi
+    TOTAL_PASSED=$((TOTAL_PASSED + fp))
+    TOTAL_FAILED=$((TOTAL_FAILED + ff))
+    if [ "$ff" -eq 0 ]; then fstatus=ok; else fstatus=FAILED; fi
+    SUMMARY+=("$(printf '  %-12s %-28s passed=%-5s failed=%s' "fuzz" "$fstatus" "$fp" "$ff")")
 fi
 
 # ---------------------------------------------------------------- module build

@@ -18,6 +18,7 @@ use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
 use crate::error::{CacheError, Result};
+use crate::guard;
 use crate::reclaim;
 use crate::server::{self, Access, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
 use crate::state::{self, Quiet};
@@ -95,6 +96,7 @@ commands! {
 fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let now = server::now_ms();
     let a = parse::parse_set(argv, now)?;
+    guard::limits(ctx).check_set(&a)?;
     let key = Key::write(ctx, &args[1]);
     let db = server::selected_db(ctx);
     // An entry a LAZY invalidation covers is gone as far as the command can tell, and so is a
@@ -285,6 +287,7 @@ fn add_links(
         .filter(|e| !e.is_stale() && !reclaim::gone(ctx, db, argv[1], e))
         .ok_or(CacheError::NoSuchKey)?;
     let to_deps = cmd == "cache.depend";
+    guard::limits(ctx).check_add(entry, to_deps, &names)?;
     let added = entry.add(to_deps, names.iter().map(Vec::as_slice));
     if added.is_empty() {
         return Ok(Reply::Int(0));
@@ -386,6 +389,13 @@ pub const DEL_CHUNK: usize = 1024;
 
 fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.invalidate", false)?;
+    if a.strategy == Strategy::Lazy {
+        // LAZY visits nothing now and its reclaimer works in bounded steps: only the selector
+        // itself is limited (measuring the cascade would be the walk LAZY avoids).
+        guard::limits(ctx).check_selector(&a.selector)?;
+    } else {
+        guard::check_reach(ctx, &a.selector, a.depth)?;
+    }
     let db = server::selected_db(ctx);
     match a.strategy {
         Strategy::Immediate => {
@@ -811,6 +821,7 @@ fn lazy_marks() -> Reply {
 fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.keys", true)?;
     let db = server::selected_db(ctx);
+    guard::check_reach(ctx, &a.selector, a.depth)?;
     // Exactly what CACHE.INVALIDATE would remove: live entries (one that expired would not be
     // invalidated, nor cascade) that the user may delete.
     let access = Access::of_caller(ctx);
@@ -829,6 +840,7 @@ fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
 
 fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_tags(argv)?;
+    guard::limits(ctx).check_pattern(a.pattern.as_deref().unwrap_or_default())?;
     let glob = a.pattern.as_deref().map(Glob::new);
     let db = server::selected_db(ctx);
     let mut sizes = state::with_db(db, |idx| idx.tag_sizes(glob.as_ref()));
@@ -979,6 +991,14 @@ fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool) -> Result<Reply> {
 fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let w = Rules::parse_write(argv).map_err(CacheError::Message)?;
     let plan = state::lock().rules().plan(&w);
+    for step in &plan {
+        let tags = Selector::Tags(step.tags.clone());
+        if step.strategy == RuleStrategy::Lazy {
+            guard::limits(ctx).check_selector(&tags)?;
+        } else {
+            guard::check_reach(ctx, &tags, None)?;
+        }
+    }
     let db = server::selected_db(ctx);
     let access = Access::of_caller(ctx);
     let user = server::caller_name(ctx);

@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use crate::core::limits::Limits;
 use crate::core::metrics::Thresholds;
 
 /// One integer config: its name (without the `cache.` prefix), default, range and value.
@@ -65,6 +66,34 @@ pub static LEASE_MS: IntConfig = IntConfig::new("lease-ms", 5_000, 1, i32::MAX a
 pub static REFRESH_AHEAD_PERCENT: IntConfig = IntConfig::new("refresh-ahead-percent", 0, 0, 100);
 /// Reads from which an entry counts as hot for refresh-ahead.
 pub static HOT_THRESHOLD: IntConfig = IntConfig::new("hot-threshold", 10, 0, i32::MAX as i64);
+/// Distinct tags one entry may carry (CACHE.SET, CACHE.TAG).
+pub static MAX_TAGS_PER_ENTRY: IntConfig = IntConfig::new("max-tags-per-entry", 1024, 0, 1_000_000);
+/// Distinct dependencies one entry may carry (CACHE.SET, CACHE.DEPEND).
+pub static MAX_DEPENDS_PER_ENTRY: IntConfig =
+    IntConfig::new("max-depends-per-entry", 1024, 0, 1_000_000);
+/// Bytes of one tag or resource name.
+pub static MAX_NAME_BYTES: IntConfig = IntConfig::new("max-name-bytes", 4096, 1, 512 << 20);
+/// Bytes of an entry's META.
+pub static MAX_META_BYTES: IntConfig = IntConfig::new("max-meta-bytes", 65_536, 0, 512 << 20);
+/// Bytes of a glob pattern (PATTERN selector, CACHE.TAGS MATCH).
+pub static MAX_PATTERN_BYTES: IntConfig = IntConfig::new("max-pattern-bytes", 4096, 1, 512 << 20);
+/// Entries one invalidation may reach through its cascade (beyond those it selects); more is
+/// refused before anything is deleted. 0: no limit.
+pub static MAX_CASCADE_ENTRIES: IntConfig =
+    IntConfig::new("max-cascade-entries", 1_000_000, 0, i32::MAX as i64);
+
+/// The limits in force for commands from clients.
+pub fn limits() -> Limits {
+    let u = |c: &IntConfig| usize::try_from(c.get()).unwrap_or(0);
+    Limits {
+        tags_per_entry: u(&MAX_TAGS_PER_ENTRY),
+        depends_per_entry: u(&MAX_DEPENDS_PER_ENTRY),
+        name_bytes: u(&MAX_NAME_BYTES),
+        meta_bytes: u(&MAX_META_BYTES),
+        pattern_bytes: u(&MAX_PATTERN_BYTES),
+        cascade_entries: u(&MAX_CASCADE_ENTRIES),
+    }
+}
 
 pub fn max_cascade_depth() -> u32 {
     u32::try_from(MAX_CASCADE_DEPTH.get()).unwrap_or(u32::MAX)

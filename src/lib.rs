@@ -2,12 +2,14 @@
 //! invalidation. This file only registers; see `commands` (handlers), `core` (pure logic),
 //! `ffi` (callbacks), `server` (module API wrappers).
 
+pub mod acl;
 pub mod commands;
 pub mod config;
 pub mod core;
 pub mod error;
 pub mod fetch;
 pub mod ffi;
+pub mod guard;
 pub mod reclaim;
 pub mod server;
 pub mod state;
@@ -23,6 +25,10 @@ mod module {
         LAZY_STEP_US, MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US, WARNING_PER_HOUR,
     };
     use crate::config::{HOT_THRESHOLD, LEASE_MS, REFRESH_AHEAD_PERCENT, SOFT_GRACE_SECONDS};
+    use crate::config::{
+        MAX_CASCADE_ENTRIES, MAX_DEPENDS_PER_ENTRY, MAX_META_BYTES, MAX_NAME_BYTES,
+        MAX_PATTERN_BYTES, MAX_TAGS_PER_ENTRY,
+    };
     use crate::ffi::{self, CACHE_TYPE};
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
@@ -36,6 +42,10 @@ mod module {
         if !ffi::register_subcommands(ctx) {
             ctx.log_warning("tagcache: could not register CACHE.RULE");
             return Status::Err;
+        }
+        if let Err(why) = crate::acl::register(ctx) {
+            // The commands work without their category: load anyway, and say so.
+            ctx.log_warning(&format!("tagcache: {why}"));
         }
         if ffi::subscribe(ctx) {
             Status::Ok
@@ -87,6 +97,12 @@ mod module {
                 [LEASE_MS.name, &LEASE_MS.value, LEASE_MS.default, LEASE_MS.min, LEASE_MS.max, ConfigurationFlags::DEFAULT, None],
                 [REFRESH_AHEAD_PERCENT.name, &REFRESH_AHEAD_PERCENT.value, REFRESH_AHEAD_PERCENT.default, REFRESH_AHEAD_PERCENT.min, REFRESH_AHEAD_PERCENT.max, ConfigurationFlags::DEFAULT, None],
                 [HOT_THRESHOLD.name, &HOT_THRESHOLD.value, HOT_THRESHOLD.default, HOT_THRESHOLD.min, HOT_THRESHOLD.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_TAGS_PER_ENTRY.name, &MAX_TAGS_PER_ENTRY.value, MAX_TAGS_PER_ENTRY.default, MAX_TAGS_PER_ENTRY.min, MAX_TAGS_PER_ENTRY.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_DEPENDS_PER_ENTRY.name, &MAX_DEPENDS_PER_ENTRY.value, MAX_DEPENDS_PER_ENTRY.default, MAX_DEPENDS_PER_ENTRY.min, MAX_DEPENDS_PER_ENTRY.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_NAME_BYTES.name, &MAX_NAME_BYTES.value, MAX_NAME_BYTES.default, MAX_NAME_BYTES.min, MAX_NAME_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_META_BYTES.name, &MAX_META_BYTES.value, MAX_META_BYTES.default, MAX_META_BYTES.min, MAX_META_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_PATTERN_BYTES.name, &MAX_PATTERN_BYTES.value, MAX_PATTERN_BYTES.default, MAX_PATTERN_BYTES.min, MAX_PATTERN_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_CASCADE_ENTRIES.name, &MAX_CASCADE_ENTRIES.value, MAX_CASCADE_ENTRIES.default, MAX_CASCADE_ENTRIES.min, MAX_CASCADE_ENTRIES.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [],
             bool: [],

@@ -188,3 +188,174 @@ fn a_read_only_user_reads_entries_and_cannot_write_them() {
     );
     verify(&mut admin);
 }
+
+/// app:1 and other:1 carry tag t; app:2 and other:2 depend on app:1; app:3 depends on other:2
+/// (so it is reached only through a key the `~app:*` user may not touch).
+fn app_setup(admin: &mut Connection) {
+    ok(admin, &["FLUSHALL"]);
+    ok(admin, &["ACL", "LOG", "RESET"]);
+    entry(admin, "app:1", &["t"], &[]);
+    entry(admin, "other:1", &["t"], &[]);
+    entry(admin, "app:2", &[], &["app:1"]);
+    entry(admin, "other:2", &[], &["app:1"]);
+    entry(admin, "app:3", &[], &["other:2"]);
+}
+
+#[test]
+fn a_user_limited_to_app_keys_invalidates_by_tag_pattern_all_and_key_cascade() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "app", "on", ">pw", "~app:*", "+@all"],
+    );
+    let mut app = user(&s, "app");
+    // (selector, what the app user removes, what stays)
+    let cases: [(&[&str], &[&str], &[&str]); 5] = [
+        (
+            &["TAG", "t"],
+            &["app:1", "app:2"],
+            &["app:3", "other:1", "other:2"],
+        ),
+        (
+            &["PATTERN", "*:1"],
+            &["app:1", "app:2"],
+            &["app:3", "other:1", "other:2"],
+        ),
+        (
+            &["ALL"],
+            &["app:1", "app:2", "app:3"],
+            &["other:1", "other:2"],
+        ),
+        // The cascade reaches other:2, which is skipped, and does not pass through it: app:3
+        // stays.
+        (
+            &["KEY", "app:1"],
+            &["app:1", "app:2"],
+            &["app:3", "other:1", "other:2"],
+        ),
+        (
+            &["KEY", "other:1"],
+            &[],
+            &["app:1", "app:2", "app:3", "other:1", "other:2"],
+        ),
+    ];
+    for (selector, removed, stays) in cases {
+        app_setup(&mut admin);
+        let d = digest(&mut admin);
+        assert_eq!(keys(&mut app, selector), removed.to_vec(), "{selector:?}");
+        assert_eq!(digest(&mut admin), d, "the dry run changes nothing");
+        let mut line = vec!["CACHE.INVALIDATE"];
+        line.extend_from_slice(selector);
+        assert_eq!(
+            int(&ok(&mut app, &line)),
+            removed.len() as i64,
+            "{selector:?}"
+        );
+        assert_eq!(keys(&mut admin, &["ALL"]), stays.to_vec(), "{selector:?}");
+        // The first key it was kept from is in ACL LOG.
+        let logged = acl_log_objects(&mut admin);
+        assert_eq!(logged.len(), 1, "{selector:?}: {logged:?}");
+        assert!(logged[0].starts_with("other:"), "{selector:?}: {logged:?}");
+        verify(&mut admin);
+    }
+}
+
+#[test]
+fn listings_leave_out_keys_the_app_user_may_not_read() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "app", "on", ">pw", "~app:*", "+@all"],
+    );
+    let mut app = user(&s, "app");
+    app_setup(&mut admin);
+    for k in ["other:1", "other:2", "app:1"] {
+        ok(&mut admin, &["CACHE.GET", k]);
+    }
+    assert_eq!(keys(&mut app, &["ALL"]), vec!["app:1", "app:2", "app:3"]);
+    assert_eq!(keys(&mut app, &["DEPENDENTS", "app:1"]), vec!["app:2"]);
+    let dependents =
+        |c: &mut Connection| strings(&field(&ok(c, &["CACHE.INSPECT", "app:1"]), "dependents"));
+    assert_eq!(dependents(&mut admin), vec!["app:2", "other:2"]);
+    assert_eq!(dependents(&mut app), vec!["app:2"]);
+    let hot = |c: &mut Connection| -> Vec<String> {
+        let mut v: Vec<String> = list(&ok(c, &["CACHE.HOTKEYS"]))
+            .iter()
+            .map(|p| String::from_utf8_lossy(&bytes(&list(p)[0]).unwrap_or_default()).into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(hot(&mut admin), vec!["app:1", "other:1", "other:2"]);
+    assert_eq!(hot(&mut app), vec!["app:1"]);
+    // The user may not open other:* at all.
+    assert!(err(&mut app, &["CACHE.INSPECT", "other:1"]).starts_with("NOPERM"));
+    assert!(err(&mut app, &["CACHE.GET", "other:1"]).starts_with("NOPERM"));
+    verify(&mut admin);
+}
+
+#[test]
+fn a_user_with_only_cache_get_and_cache_stats_is_refused_every_write() {
+    let s = Server::start();
+    let mut admin = setup(&s);
+    ok(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "ro",
+            "on",
+            ">pw",
+            "~*",
+            "-@all",
+            "+cache.get",
+            "+cache.stats",
+        ],
+    );
+    let mut ro = user(&s, "ro");
+    assert_eq!(
+        bytes(&ok(&mut ro, &["CACHE.GET", "public:1"])),
+        Some(b"a".to_vec())
+    );
+    assert_eq!(int(&field(&ok(&mut ro, &["CACHE.STATS"]), "entries")), 4);
+    let d = digest(&mut admin);
+    for line in [
+        &["CACHE.SET", "public:1", "x"][..],
+        &["CACHE.SET", "new", "x"],
+        &["CACHE.TAG", "public:1", "u"],
+        &["CACHE.DEPEND", "public:1", "r"],
+        &["CACHE.INVALIDATE", "ALL"],
+        &["CACHE.INVALIDATE", "STRATEGY", "BATCHED", "TAG", "t"],
+        &["CACHE.WRITE", "user", "1"],
+        &[
+            "CACHE.RULE",
+            "SET",
+            "r",
+            "ON",
+            "user",
+            "INVALIDATE",
+            "1",
+            "t",
+        ],
+        &["CACHE.RELATE", "user", "post"],
+        &["CACHE.PENDING", "FLUSH"],
+        &["CACHE.RESET"],
+        &["CACHE.DEBUG", "VERIFY"],
+        &["CACHE.KEYS", "ALL"],
+        &["CACHE.MGET", "public:1"],
+        &["CACHE.INSPECT", "public:1"],
+        &["DEL", "public:1"],
+    ] {
+        let e = err(&mut ro, line);
+        assert!(e.starts_with("NOPERM"), "{line:?}: {e}");
+    }
+    assert_eq!(digest(&mut admin), d, "a refused command changed something");
+    assert!(list(&ok(&mut admin, &["CACHE.PENDING"])).is_empty());
+    assert!(list(&ok(&mut admin, &["CACHE.RULE", "LIST"])).is_empty());
+    let stats = ok(&mut admin, &["CACHE.STATS"]);
+    assert_eq!(int(&field(&stats, "total_invalidations")), 0);
+    assert_eq!(int(&field(&stats, "hits")), 1, "the one CACHE.GET");
+    verify(&mut admin);
+}

@@ -1050,30 +1050,6 @@ fn dump_restore_carries_tags_deps_and_meta() {
     verify(&mut c);
 }
 
-/// Redis's CRC-64 (Jones polynomial, reflected, as DUMP payloads carry it).
-fn crc64(data: &[u8]) -> u64 {
-    let mut crc = 0u64;
-    for &byte in data {
-        crc ^= u64::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
-/// Recomputes the checksum in a payload's footer, so the server hands the bytes to the module.
-fn reseal(mut v: B) -> B {
-    let n = v.len() - 8;
-    let crc = crc64(&v[..n]);
-    v[n..].copy_from_slice(&crc.to_le_bytes());
-    v
-}
-
 /// A server with one entry whose DUMP payload shows the entry encoding uncompressed, and
 /// where "VALUEMARK" (the value) sits in it.
 fn corruptible_payload(c: &mut Connection) -> (B, usize) {
@@ -1215,7 +1191,11 @@ fn restore_of_payload_cut_inside_the_module_value_replies_an_error() {
 
 #[test]
 fn lazyfree_del_and_unlink_of_entries_with_many_tags_clean_the_index() {
-    let s = Server::with(&[], &["--lazyfree-lazy-user-del", "yes"]);
+    // 2001 tags per entry: over the default cache.max-tags-per-entry (1024).
+    let s = Server::with(
+        &["max-tags-per-entry", "4096"],
+        &["--lazyfree-lazy-user-del", "yes"],
+    );
     let mut c = s.conn();
     let cfg = strings(&ok(&mut c, &["CONFIG", "GET", "lazyfree-lazy-user-del"]));
     assert_eq!(cfg, sl(&["lazyfree-lazy-user-del", "yes"]));

@@ -6,6 +6,7 @@ pub mod glob;
 pub mod index;
 pub mod lazy;
 pub mod lease;
+pub mod limits;
 pub mod metrics;
 pub mod parse;
 pub mod rules;

@@ -406,3 +406,31 @@ pub fn server_ms(c: &mut Connection) -> i64 {
     let us: i64 = t[1].parse().expect("microseconds");
     secs * 1000 + us / 1000
 }
+
+// ---------------------------------------------------------------------------------------------
+// DUMP payloads.
+// ---------------------------------------------------------------------------------------------
+
+/// Redis's CRC-64 (Jones polynomial, reflected, as DUMP payloads carry it).
+pub fn crc64(data: &[u8]) -> u64 {
+    let mut crc = 0u64;
+    for &byte in data {
+        crc ^= u64::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x95ac_9329_ac4b_c9b5
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// Recomputes the checksum in a payload's footer, so the server hands the bytes to the module.
+pub fn reseal(mut v: Vec<u8>) -> Vec<u8> {
+    let n = v.len() - 8;
+    let crc = crc64(&v[..n]);
+    v[n..].copy_from_slice(&crc.to_le_bytes());
+    v
+}
