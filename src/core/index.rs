@@ -154,8 +154,11 @@ fn union_count(groups: &Groups, names: &[Vec<u8>]) -> usize {
     let mut found: Vec<&Members> = names.iter().filter_map(|n| groups.get(&n[..])).collect();
     found.sort_by_key(|m| std::cmp::Reverse(m.len()));
     found.dedup_by(|a, b| std::ptr::eq(*a, *b));
-    let mut total = 0;
-    for (i, m) in found.iter().enumerate() {
+    let Some(largest) = found.first() else {
+        return 0;
+    };
+    let mut total = largest.len();
+    for (i, m) in found.iter().enumerate().skip(1) {
         total += m
             .iter()
             .filter(|&id| !found[..i].iter().any(|earlier| earlier.contains(id)))
