@@ -429,6 +429,21 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     }
 }
 
+/// Whether the user (if any) may delete `key`; a refusal is counted in `denied`, and the first
+/// one goes to ACL LOG.
+pub fn may_delete(access: Option<&Access>, key: &RedisString, denied: &mut u64) -> bool {
+    match access {
+        Some(a) if !a.allows(key, true) => {
+            if *denied == 0 {
+                a.log_denied(key);
+            }
+            *denied += 1;
+            false
+        }
+        _ => true,
+    }
+}
+
 /// Invalidates what a selector reaches in database `db`, now: deletes the entries like DEL,
 /// replicates the deletes, records the invalidation. Returns how many entries it removed.
 fn apply(
@@ -455,14 +470,8 @@ fn apply(
         let rs = server::string(ctx, name);
         // A key the user may not delete is skipped: not removed, not counted, and the cascade
         // does not pass through it (ACL LOG records the first one).
-        if let Some(a) = access {
-            if !a.allows(&rs, true) {
-                if denied == 0 {
-                    a.log_denied(&rs);
-                }
-                denied += 1;
-                return false;
-            }
+        if !may_delete(access, &rs, &mut denied) {
+            return false;
         }
         let key = Key::write(ctx, &rs);
         // Opening it may have found it expired (and removed it): then it is not invalidated.

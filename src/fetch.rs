@@ -222,14 +222,8 @@ pub fn soft(
     let mut marked: Vec<(i64, Vec<u8>)> = Vec::new();
     let reached = commands::reach(ctx, selector, depth, |name| {
         let rs = server::string(ctx, name);
-        if let Some(a) = access {
-            if !a.allows(&rs, true) {
-                if denied == 0 {
-                    a.log_denied(&rs);
-                }
-                denied += 1;
-                return false;
-            }
+        if !commands::may_delete(access, &rs, &mut denied) {
+            return false;
         }
         let key = Key::write(ctx, &rs);
         let Held::Entry(e) = key.held() else {
