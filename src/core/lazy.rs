@@ -212,7 +212,7 @@ impl LazyDb {
 
     pub fn add(&mut self, mark: Mark) {
         let marks = Arc::make_mut(&mut self.marks);
-        let at = marks.partition_point(|m| m.gen < mark.gen);
+        let at = marks.partition_point(|m| m.gen <= mark.gen);
         marks.insert(at, mark);
     }
 
