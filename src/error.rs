@@ -16,6 +16,8 @@ pub enum CacheError {
     NotPositive,
     UnknownSelector(String),
     UnknownStrategy(String),
+    /// A CACHE.RULE strategy (rules have no SOFT).
+    UnknownRuleStrategy(String),
     UnknownSubcommand(String, &'static str),
     TooLarge,
     /// A full error text made by the core (it starts with the error code).
@@ -46,6 +48,10 @@ impl fmt::Display for CacheError {
                 "ERR unknown selector '{s}', expected KEY, TAG, PATTERN, NAMESPACE, ALL or DEPENDENTS"
             ),
             CacheError::UnknownStrategy(s) => write!(
+                f,
+                "ERR unknown strategy '{s}', expected IMMEDIATE, LAZY, BATCHED or SOFT"
+            ),
+            CacheError::UnknownRuleStrategy(s) => write!(
                 f,
                 "ERR unknown strategy '{s}', expected IMMEDIATE, LAZY or BATCHED"
             ),

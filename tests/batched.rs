@@ -566,7 +566,7 @@ fn check_pending(resp3: bool) {
         ),
         (
             &["CACHE.INVALIDATE", "STRATEGY", "BATCH", "ALL"],
-            "ERR unknown strategy 'BATCH', expected IMMEDIATE, LAZY or BATCHED",
+            "ERR unknown strategy 'BATCH', expected IMMEDIATE, LAZY, BATCHED or SOFT",
         ),
         (
             &["CACHE.INVALIDATE", "STRATEGY", "BATCHED", "EVERYTHING"],

@@ -409,7 +409,7 @@ fn no_notifications_for_reads_or_rejected_commands() {
         (&["CACHE.DEPEND", "plain", "r"], WRONGTYPE),
         (&["CACHE.GET", "plain"], WRONGTYPE),
         (&["CACHE.INSPECT", "plain"], WRONGTYPE),
-        (&["CACHE.INVALIDATE", "STRATEGY", "SOON", "TAG", "t1"], "ERR unknown strategy 'SOON', expected IMMEDIATE, LAZY or BATCHED"),
+        (&["CACHE.INVALIDATE", "STRATEGY", "SOON", "TAG", "t1"], "ERR unknown strategy 'SOON', expected IMMEDIATE, LAZY, BATCHED or SOFT"),
         (&["CACHE.INVALIDATE", "BOGUS"], "ERR unknown selector 'BOGUS', expected KEY, TAG, PATTERN, NAMESPACE, ALL or DEPENDENTS"),
         (&["CACHE.INVALIDATE", "DEPTH", "x", "ALL"], "ERR value is not an integer or out of range"),
     ];

@@ -1203,7 +1203,7 @@ fn invalidate_and_keys_reject_bad_options_and_change_nothing() {
             rejected(&mut c, &parts, &expected);
         }
     }
-    let strategy = "ERR unknown strategy 'soon', expected IMMEDIATE, LAZY or BATCHED";
+    let strategy = "ERR unknown strategy 'soon', expected IMMEDIATE, LAZY, BATCHED or SOFT";
     rejected(&mut c, &a("CACHE.INVALIDATE STRATEGY soon ALL"), strategy);
     rejected(&mut c, &a("CACHE.INVALIDATE STRATEGY soon TAG a"), strategy);
     rejected(

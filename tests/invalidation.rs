@@ -917,7 +917,7 @@ fn malformed_invalidate_and_keys_are_rejected_and_change_nothing() {
         ),
         (
             vec!["CACHE.INVALIDATE", "STRATEGY", "soon", "ALL"],
-            "ERR unknown strategy 'soon', expected IMMEDIATE, LAZY or BATCHED".into(),
+            "ERR unknown strategy 'soon', expected IMMEDIATE, LAZY, BATCHED or SOFT".into(),
         ),
         (
             vec!["CACHE.KEYS", "CONTEXT", "c", "ALL"],

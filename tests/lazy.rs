@@ -585,7 +585,7 @@ fn check_pending_lazy(resp3: bool) {
         ),
         (
             a("CACHE.INVALIDATE STRATEGY LAZIER ALL"),
-            "ERR unknown strategy 'LAZIER', expected IMMEDIATE, LAZY or BATCHED",
+            "ERR unknown strategy 'LAZIER', expected IMMEDIATE, LAZY, BATCHED or SOFT",
         ),
         (
             a("CACHE.INVALIDATE STRATEGY LAZY EVERYTHING"),

@@ -462,7 +462,7 @@ fn reads_and_rejected_writes_are_not_propagated() {
         (&["CACHE.TAG", "nope", "t"], "ERR no such key"),
         (&["CACHE.TAG", "plain", "t"], "WRONGTYPE Operation against a key holding the wrong kind of value"),
         (&["CACHE.DEPEND", "nope", "r"], "ERR no such key"),
-        (&["CACHE.INVALIDATE", "STRATEGY", "SOON", "TAG", "t1"], "ERR unknown strategy 'SOON', expected IMMEDIATE, LAZY or BATCHED"),
+        (&["CACHE.INVALIDATE", "STRATEGY", "SOON", "TAG", "t1"], "ERR unknown strategy 'SOON', expected IMMEDIATE, LAZY, BATCHED or SOFT"),
         (&["CACHE.INVALIDATE", "DEPTH", "-1", "ALL"], "ERR DEPTH can't be negative"),
         (&["CACHE.INVALIDATE", "EVERYTHING"], "ERR unknown selector 'EVERYTHING', expected KEY, TAG, PATTERN, NAMESPACE, ALL or DEPENDENTS"),
         (&["CACHE.INVALIDATE", "TAG"], "ERR syntax error"),

@@ -213,7 +213,7 @@ impl RuleStrategy {
         ]
         .into_iter()
         .find(|s| eq(arg, s.name()))
-        .ok_or_else(|| CacheError::UnknownStrategy(word(arg)).to_string())
+        .ok_or_else(|| CacheError::UnknownRuleStrategy(word(arg)).to_string())
     }
 
     /// Lowercase, as CACHE.EVENTS shows strategies.
