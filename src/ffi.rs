@@ -582,6 +582,9 @@ unsafe extern "C" fn on_keyspace(
         }
         let name = name.to_vec();
         let handle = server::Key::peek(&ctx, &RedisString::create_from_slice(ctx.ctx, &name));
+        // The database the key is in: Valkey 9.1 reports the transaction's database as the
+        // selected one for a MOVE inside MULTI/EXEC, while the key opens in the destination.
+        let db = handle.db().unwrap_or(db);
         if let server::Held::Entry(e) = handle.held() {
             if event == b"restore" {
                 // A new entry here, whatever generation it had where it was dumped.

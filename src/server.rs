@@ -91,6 +91,16 @@ impl Key {
         Key { ctx: ctx.ctx, key }
     }
 
+    /// The database the key was opened in (which a keyspace callback may not report right: see
+    /// README, Known server issues).
+    pub fn db(&self) -> Option<usize> {
+        if self.key.is_null() {
+            return None;
+        }
+        let id = unsafe { raw::RedisModule_GetDbIdFromModuleKey.map(|f| f(self.key))? };
+        usize::try_from(id).ok()
+    }
+
     pub fn held(&self) -> Held<'_> {
         // The handle is open (or null) for as long as `self` lives.
         unsafe { held_by(self.key) }

@@ -1996,3 +1996,33 @@ fn debug_digest_value_tells_value_tags_and_dependencies_apart() {
     assert_ne!(de, df, "TAGS 1 n vs DEPENDS 1 n");
     assert_ne!(de, dg, "value v TAGS 1 n vs value n TAGS 1 v");
 }
+
+/// MOVE and COPY ... DB inside MULTI/EXEC: the entries are indexed in their destination (Valkey
+/// 9.1 reports the transaction's database to the callback; README, Known server issues).
+#[test]
+fn move_and_copy_to_another_database_inside_multi_keep_every_index_exact() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &["CACHE.SET", "m", "vm", "TAGS", "1", "t"]);
+    ok(&mut c, &["CACHE.SET", "k", "vk", "TAGS", "1", "t"]);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("MOVE")
+        .arg("m")
+        .arg(3)
+        .cmd("COPY")
+        .arg("k")
+        .arg("k2")
+        .arg("DB")
+        .arg(4);
+    let replies: Vec<i64> = pipe.query(&mut c).expect("MULTI");
+    assert_eq!(replies, vec![1, 1]);
+    assert_eq!(direct(&mut c, &["ALL"]), sl(&["k"]));
+    verify(&mut c);
+    for (db, key, value) in [(3, "m", "vm"), (4, "k2", "vk")] {
+        let mut d = conn_db(&s, db);
+        assert_eq!(direct(&mut d, &["TAG", "t"]), sl(&[key]), "db {db}");
+        assert_eq!(get(&mut d, key), Some(b(value)));
+        verify(&mut d);
+    }
+}
