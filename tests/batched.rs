@@ -46,18 +46,10 @@ fn get(c: &mut Connection, key: &str) -> Option<String> {
     bytes(&ok(c, &["CACHE.GET", key])).map(|b| String::from_utf8(b).expect("utf-8"))
 }
 
-fn exists(c: &mut Connection, key: &str) -> i64 {
-    int(&ok(c, &["EXISTS", key]))
-}
-
 fn config_get(c: &mut Connection, name: &str) -> String {
     let v = strings(&ok(c, &["CONFIG", "GET", name]));
     assert_eq!(v.len(), 2, "CONFIG GET {name}: {v:?}");
     v[1].clone()
-}
-
-fn sv(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
 }
 
 /// The fields of a CACHE.PENDING row, in reply order.
@@ -83,10 +75,6 @@ struct Row {
     queued_ms: i64,
     due_ms: i64,
     coalesced: i64,
-}
-
-fn text(v: &Value) -> String {
-    String::from_utf8(bytes(v).expect("a string, not nil")).expect("utf-8")
 }
 
 fn rows_of(v: &Value) -> Vec<Row> {
@@ -177,35 +165,6 @@ fn info_cache(c: &mut Connection, name: &str) -> u64 {
         .trim()
         .parse()
         .expect("a number")
-}
-
-/// One CACHE.EVENTS item: (type, pattern, keys_invalidated, context, strategy).
-type Ev = (String, String, i64, String, String);
-
-/// CACHE.EVENTS, newest first.
-fn events(c: &mut Connection) -> Vec<Ev> {
-    list(&ok(c, &["CACHE.EVENTS"]))
-        .iter()
-        .map(|e| {
-            (
-                text(&field(e, "type")),
-                text(&field(e, "pattern")),
-                int(&field(e, "keys_invalidated")),
-                text(&field(e, "context")),
-                text(&field(e, "strategy")),
-            )
-        })
-        .collect()
-}
-
-fn ev(kind: &str, pattern: &str, keys: i64, ctx: &str, strategy: &str) -> Ev {
-    (
-        kind.into(),
-        pattern.into(),
-        keys,
-        ctx.into(),
-        strategy.into(),
-    )
 }
 
 // ---------------------------------------------------------------------------------------------

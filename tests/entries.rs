@@ -39,10 +39,6 @@ fn names(v: &Value, name: &str) -> Vec<String> {
     strings(&field(v, name))
 }
 
-fn exists(c: &mut Connection, key: &str) -> i64 {
-    int(&ok(c, &["EXISTS", key]))
-}
-
 fn pttl(c: &mut Connection, key: &str) -> i64 {
     int(&ok(c, &["PTTL", key]))
 }

@@ -53,10 +53,6 @@ fn plain_get(c: &mut Connection, key: &str) -> Option<String> {
     bytes(&ok(c, &["GET", key])).map(|b| String::from_utf8(b).expect("utf-8 value"))
 }
 
-fn exists(c: &mut Connection, key: &str) -> i64 {
-    int(&ok(c, &["EXISTS", key]))
-}
-
 fn dbsize(c: &mut Connection) -> i64 {
     int(&ok(c, &["DBSIZE"]))
 }

@@ -30,14 +30,6 @@ fn a(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
 }
 
-fn sv(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn text(v: &Value) -> String {
-    String::from_utf8(bytes(v).expect("a string, not nil")).expect("utf-8")
-}
-
 /// `CACHE.INVALIDATE STRATEGY LAZY <args>` -> its integer reply.
 fn lazy(c: &mut Connection, args: &str) -> i64 {
     let mut parts = a("CACHE.INVALIDATE STRATEGY LAZY");
@@ -47,10 +39,6 @@ fn lazy(c: &mut Connection, args: &str) -> i64 {
 
 fn get(c: &mut Connection, key: &str) -> Option<String> {
     bytes(&ok(c, &["CACHE.GET", key])).map(|b| String::from_utf8(b).expect("utf-8"))
-}
-
-fn exists(c: &mut Connection, key: &str) -> i64 {
-    int(&ok(c, &["EXISTS", key]))
 }
 
 fn dbsize(c: &mut Connection) -> i64 {
@@ -235,35 +223,6 @@ fn by_strategy(c: &mut Connection, name: &str) -> u64 {
 /// A numeric field of `INFO cache`.
 fn info_cache(c: &mut Connection, name: &str) -> u64 {
     info_field(c, "cache", name).parse().expect("a number")
-}
-
-/// One CACHE.EVENTS item: (type, pattern, keys_invalidated, context, strategy).
-type Ev = (String, String, i64, String, String);
-
-/// CACHE.EVENTS, newest first.
-fn events(c: &mut Connection) -> Vec<Ev> {
-    list(&ok(c, &["CACHE.EVENTS"]))
-        .iter()
-        .map(|e| {
-            (
-                text(&field(e, "type")),
-                text(&field(e, "pattern")),
-                int(&field(e, "keys_invalidated")),
-                text(&field(e, "context")),
-                text(&field(e, "strategy")),
-            )
-        })
-        .collect()
-}
-
-fn ev(kind: &str, pattern: &str, keys: i64, ctx: &str, strategy: &str) -> Ev {
-    (
-        kind.into(),
-        pattern.into(),
-        keys,
-        ctx.into(),
-        strategy.into(),
-    )
 }
 
 /// Entries in database 0 that hold the reclaimer there: `n` filler entries, and steps of

@@ -84,10 +84,6 @@ fn config_get(c: &mut Connection, name: &str) -> String {
     v[1].clone()
 }
 
-fn text(v: &Value) -> String {
-    String::from_utf8(bytes(v).expect("a string, not nil")).expect("utf-8")
-}
-
 fn get(c: &mut Connection, key: &str) -> Option<String> {
     bytes(&ok(c, &["CACHE.GET", key])).map(|b| String::from_utf8(b).expect("utf-8"))
 }

@@ -58,14 +58,6 @@ fn all(c: &mut Connection) -> Vec<String> {
     keys(c, &["ALL"])
 }
 
-fn sv(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn text(v: &Value) -> String {
-    String::from_utf8(bytes(v).expect("a string, not nil")).expect("utf-8")
-}
-
 /// The fields of a `CACHE.RULE LIST` row, in reply order.
 const RULE_FIELDS: [&str; 10] = [
     "name",

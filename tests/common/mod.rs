@@ -434,3 +434,45 @@ pub fn reseal(mut v: Vec<u8>) -> Vec<u8> {
     v[n..].copy_from_slice(&crc.to_le_bytes());
     v
 }
+
+/// A string reply as text (nil is a test failure).
+pub fn text(v: &Value) -> String {
+    String::from_utf8(bytes(v).expect("a string, not nil")).expect("utf-8")
+}
+
+pub fn sv(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+pub fn exists(c: &mut Connection, key: &str) -> i64 {
+    int(&ok(c, &["EXISTS", key]))
+}
+
+/// One CACHE.EVENTS row: type, pattern, keys_invalidated, context, strategy.
+pub type Ev = (String, String, i64, String, String);
+
+/// CACHE.EVENTS, newest first.
+pub fn events(c: &mut Connection) -> Vec<Ev> {
+    list(&ok(c, &["CACHE.EVENTS"]))
+        .iter()
+        .map(|e| {
+            (
+                text(&field(e, "type")),
+                text(&field(e, "pattern")),
+                int(&field(e, "keys_invalidated")),
+                text(&field(e, "context")),
+                text(&field(e, "strategy")),
+            )
+        })
+        .collect()
+}
+
+pub fn ev(kind: &str, pattern: &str, keys: i64, ctx: &str, strategy: &str) -> Ev {
+    (
+        kind.into(),
+        pattern.into(),
+        keys,
+        ctx.into(),
+        strategy.into(),
+    )
+}
