@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use crate::config;
-use crate::core::batch::Batch;
 use crate::core::batch::{decode_item, encode_item, Queued};
 use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
 use crate::core::index::hash_key;
 use crate::core::index::{self, DbIndex, Reach, Selector};
-use crate::core::lazy::{decode_mark, Lazy};
+use crate::core::lazy::decode_mark;
 use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
@@ -742,17 +741,9 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
             return Ok(Reply::Ok);
         }
         PendingArgs::State(batch, rules, lazy) => {
-            let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-                CacheError::Message(format!("ERR {what}: {e}"))
-            };
-            let batch = Batch::decode(&batch).map_err(|e| corrupt("BATCHED queue", &e))?;
-            let rules = Rules::decode(&rules).map_err(|e| corrupt("rules", &e))?;
-            let (lazy, generation) = Lazy::decode(&lazy).map_err(|e| corrupt("LAZY marks", &e))?;
-            state::raise_generation(generation);
-            let mut st = state::lock();
-            st.batch = batch;
-            *st.rules() = rules;
-            st.lazy_mut(|l| *l = lazy);
+            state::lock()
+                .restore_state(&batch, &rules, Some(&lazy))
+                .map_err(|e| CacheError::Message(format!("ERR {e}")))?;
             return Ok(Reply::Ok);
         }
         PendingArgs::Flush => return Ok(Reply::Int(apply_batch(ctx, true) as i64)),

@@ -184,16 +184,15 @@ unsafe fn emit_state_once(aof: *mut raw::RedisModuleIO) -> u64 {
     if AOF_STATE_EMITTED.swap(true, Ordering::Relaxed) {
         return AOF_NEWEST.load(Ordering::Relaxed);
     }
-    let (batch, rules, lazy, newest, empty) = {
+    let (saved, newest, any) = {
         let mut st = state::lock();
         let newest = st.lazy().busy().map(|(_, d)| d.newest()).max().unwrap_or(0);
-        let empty = st.batch.is_empty() && st.rules().is_empty() && st.lazy().is_empty();
-        let lazy = st.lazy().encode(state::generation());
-        (st.batch.encode(), st.rules().encode(), lazy, newest, empty)
+        (st.saved_state(), newest, st.has_saved_state())
     };
     AOF_NEWEST.store(newest, Ordering::Relaxed);
-    if !empty {
+    if any {
         if let Some(emit) = raw::RedisModule_EmitAOF {
+            let [batch, rules, lazy] = &saved;
             emit(
                 aof,
                 c"CACHE.PENDING".as_ptr(),
@@ -221,25 +220,17 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
         if when != raw::REDISMODULE_AUX_AFTER_RDB as c_int {
             return;
         }
-        let (batch, rules, lazy) = {
-            let mut st = state::lock();
-            let lazy = st.lazy().encode(state::generation());
-            (st.batch.encode(), st.rules().encode(), lazy)
-        };
-        raw::save_slice(rdb, &batch);
-        raw::save_slice(rdb, &rules);
-        raw::save_slice(rdb, &lazy);
+        let saved = state::lock().saved_state();
+        for part in &saved {
+            raw::save_slice(rdb, part);
+        }
     })
 }
 
 /// As `aux_save`, for servers that skip the aux field when nothing is saved: saves only when
 /// there is a queue, so an RDB without cache state loads without the module.
 unsafe extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
-    let empty = {
-        let mut st = state::lock();
-        st.batch.is_empty() && st.rules().is_empty() && st.lazy().is_empty()
-    };
-    if !empty {
+    if state::lock().has_saved_state() {
         aux_save(rdb, when);
     }
 }
@@ -260,42 +251,23 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
         else {
             return raw::REDISMODULE_ERR as c_int;
         };
-        let batch = match Batch::decode(batch.as_ref()) {
-            Ok(b) => b,
-            Err(e) => {
-                log_io(rdb, &format!("tagcache: BATCHED queue in aux data: {e}"));
-                return raw::REDISMODULE_ERR as c_int;
-            }
-        };
-        let rules = match Rules::decode(rules.as_ref()) {
-            Ok(r) => r,
-            Err(e) => {
-                log_io(rdb, &format!("tagcache: rules in aux data: {e}"));
-                return raw::REDISMODULE_ERR as c_int;
-            }
-        };
         // Version 1 aux data had no LAZY state.
         let lazy = if encver >= 2 {
-            let loaded = raw::load_string_buffer(rdb)
-                .ok()
-                .map(|b| Lazy::decode(b.as_ref()));
-            match loaded {
-                Some(Ok(l)) => Some(l),
-                Some(Err(e)) => {
-                    log_io(rdb, &format!("tagcache: LAZY marks in aux data: {e}"));
-                    return raw::REDISMODULE_ERR as c_int;
-                }
-                None => return raw::REDISMODULE_ERR as c_int,
+            match raw::load_string_buffer(rdb) {
+                Ok(b) => Some(b),
+                Err(_) => return raw::REDISMODULE_ERR as c_int,
             }
         } else {
             None
         };
-        let mut st = state::lock();
-        st.batch = batch;
-        *st.rules() = rules;
-        if let Some((lazy, generation)) = lazy {
-            state::raise_generation(generation);
-            st.lazy_mut(|l| *l = lazy);
+        let restored = state::lock().restore_state(
+            batch.as_ref(),
+            rules.as_ref(),
+            lazy.as_ref().map(|b| b.as_ref()),
+        );
+        if let Err(e) = restored {
+            log_io(rdb, &format!("tagcache: aux data: {e}"));
+            return raw::REDISMODULE_ERR as c_int;
         }
         raw::REDISMODULE_OK as c_int
     })

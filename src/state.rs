@@ -106,6 +106,41 @@ impl State {
         r
     }
 
+    /// The module-wide state as it is saved (RDB aux data, an AOF rewrite): the BATCHED queue,
+    /// the rules and the LAZY marks with the generation.
+    pub fn saved_state(&mut self) -> [Vec<u8>; 3] {
+        let lazy = self.lazy.encode(generation());
+        [self.batch.encode(), self.rules().encode(), lazy]
+    }
+
+    /// Whether there is any module-wide state to save.
+    pub fn has_saved_state(&mut self) -> bool {
+        !(self.batch.is_empty() && self.rules().is_empty() && self.lazy.is_empty())
+    }
+
+    /// Puts back what `saved_state` wrote (`lazy` None: data from before LAZY existed). All of
+    /// it is decoded before anything changes; the error names the part that is corrupt.
+    pub fn restore_state(
+        &mut self,
+        batch: &[u8],
+        rules: &[u8],
+        lazy: Option<&[u8]>,
+    ) -> Result<(), String> {
+        let batch = Batch::decode(batch).map_err(|e| format!("BATCHED queue: {e}"))?;
+        let rules = Rules::decode(rules).map_err(|e| format!("rules: {e}"))?;
+        let lazy = lazy
+            .map(Lazy::decode)
+            .transpose()
+            .map_err(|e| format!("LAZY marks: {e}"))?;
+        self.batch = batch;
+        *self.rules() = rules;
+        if let Some((lazy, g)) = lazy {
+            raise_generation(g);
+            self.lazy_mut(|l| *l = lazy);
+        }
+        Ok(())
+    }
+
     /// Records the pending unlinked entry (if any) as a deletion.
     pub fn settle_removal(&mut self) {
         if let Some((_, _, hits)) = self.last_unlinked.take() {
