@@ -100,9 +100,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     let db = server::selected_db(ctx);
     // An entry a LAZY invalidation covers is gone as far as the command can tell, and so is a
     // stale one (SOFT): NX fills it, XX and KEEPTTL find nothing.
-    let existing = key
-        .entry()?
-        .is_some_and(|e| !e.is_stale() && !reclaim::gone(ctx, db, argv[1], e));
+    let existing = key.entry()?.is_some_and(|e| reclaim::live(ctx, argv[1], e));
     match (a.condition, existing) {
         (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
         _ => {}
@@ -210,10 +208,7 @@ fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     let started = Instant::now();
     parse::exact(argv, 1, "cache.get")?;
     let key = Key::read(ctx, &args[1]);
-    let db = server::selected_db(ctx);
-    let found = key
-        .entry()?
-        .filter(|e| !e.is_stale() && !reclaim::gone(ctx, db, argv[1], e));
+    let found = key.entry()?.filter(|e| reclaim::live(ctx, argv[1], e));
     match &found {
         Some(e) => server::reply_bulk(ctx, e.value()),
         None => server::reply(ctx, &Reply::Nil),
@@ -228,11 +223,10 @@ fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Rep
     parse::at_least(argv, 1, "cache.mget")?;
     let mut out = Vec::with_capacity(args.len() - 1);
     let mut hits = Vec::with_capacity(args.len() - 1);
-    let db = server::selected_db(ctx);
     for (name, raw) in args[1..].iter().zip(&argv[1..]) {
         let key = Key::read(ctx, name);
         let found = match key.held() {
-            server::Held::Entry(e) if !e.is_stale() && !reclaim::gone(ctx, db, raw, e) => {
+            server::Held::Entry(e) if reclaim::live(ctx, raw, e) => {
                 e.hits += 1;
                 Some(e.value().to_vec())
             }
@@ -283,7 +277,7 @@ fn add_links(
     let db = server::selected_db(ctx);
     let entry = key
         .entry()?
-        .filter(|e| !e.is_stale() && !reclaim::gone(ctx, db, argv[1], e))
+        .filter(|e| reclaim::live(ctx, argv[1], e))
         .ok_or(CacheError::NoSuchKey)?;
     let to_deps = cmd == "cache.depend";
     guard::limits(ctx).check_add(entry, to_deps, &names)?;
@@ -314,7 +308,7 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
     parse::exact(argv, 1, "cache.inspect")?;
     let key = Key::read(ctx, &args[1]);
     let db = server::selected_db(ctx);
-    let Some(e) = key.entry()?.filter(|e| !reclaim::gone(ctx, db, argv[1], e)) else {
+    let Some(e) = key.entry()?.filter(|e| !reclaim::gone(ctx, argv[1], e)) else {
         return Ok(Reply::Nil);
     };
     let names = |l: NameIter| Reply::Array(l.map(|n| Reply::Bulk(n.to_vec())).collect());
@@ -422,7 +416,7 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
         Strategy::Soft(grace) => {
             let access = Access::of_caller(ctx);
             let (sel, ctx_text) = (&a.selector, a.context.as_deref());
-            let n = crate::fetch::soft(ctx, db, sel, a.depth, ctx_text, grace, access.as_ref());
+            let n = crate::fetch::soft(ctx, sel, a.depth, ctx_text, grace, access.as_ref());
             Ok(Reply::Int(n as i64))
         }
     }
@@ -478,7 +472,7 @@ fn apply(
             return false;
         };
         // Already invalidated by LAZY: the reclaimer removes it.
-        if reclaim::gone(ctx, db, name, e) {
+        if reclaim::gone(ctx, name, e) {
             return false;
         }
         if e.hits == 0 {
@@ -820,7 +814,6 @@ fn lazy_marks() -> Reply {
 
 fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let a = parse::parse_invalidate(argv, "cache.keys", true)?;
-    let db = server::selected_db(ctx);
     guard::check_reach(ctx, &a.selector, a.depth)?;
     // Exactly what CACHE.INVALIDATE would remove: live entries (one that expired would not be
     // invalidated, nor cascade) that the user may delete.
@@ -831,7 +824,7 @@ fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
             return false;
         }
         let key = Key::peek(ctx, &rs);
-        matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, db, name, e))
+        matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, name, e))
     })
     .keys;
     keys.sort_unstable();

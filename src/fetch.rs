@@ -61,7 +61,7 @@ fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Re
     let may_grant = !server::is_replica(ctx);
     let db = server::selected_db(ctx);
     let key = Key::read(ctx, &args[1]);
-    let entry = key.entry()?.filter(|e| !reclaim::gone(ctx, db, a.key, e));
+    let entry = key.entry()?.filter(|e| !reclaim::gone(ctx, a.key, e));
     let found = match &entry {
         None => Found::Missing,
         Some(e) if e.is_stale() => Found::Stale,
@@ -199,14 +199,13 @@ pub fn advice() -> Vec<Recommendation> {
     leases().get().stats.advice()
 }
 
-/// `CACHE.INVALIDATE STRATEGY SOFT [GRACE s] <selector>` in database `db` (selected): every
+/// `CACHE.INVALIDATE STRATEGY SOFT [GRACE s] <selector>` in the selected database: every
 /// entry the selector reaches (with the cascade and the user's permissions, as IMMEDIATE)
 /// becomes stale until now + grace, never later than it already was, and its key's deadline
 /// is moved no later than that. Replicates the marks; records the invalidation. Returns how
 /// many entries are stale by it.
 pub fn soft(
     ctx: &Context,
-    db: usize,
     selector: &Selector,
     depth: Option<u32>,
     context: Option<&[u8]>,
@@ -229,7 +228,7 @@ pub fn soft(
         let Held::Entry(e) = key.held() else {
             return false;
         };
-        if reclaim::gone(ctx, db, name, e) {
+        if reclaim::gone(ctx, name, e) {
             return false;
         }
         if e.hits == 0 {

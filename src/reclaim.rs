@@ -2,7 +2,6 @@
 //! the reclaimer that deletes those entries in small timed steps (see `core::lazy`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis_module::Context;
@@ -85,24 +84,25 @@ impl Graph for ServerGraph<'_> {
     }
 }
 
-/// The marks of `db` that may cover an entry born at `born` (None: none can).
-fn marks_for(db: usize, born: u64) -> Option<Arc<Vec<Mark>>> {
+/// Whether a LAZY invalidation covers the entry `e` under `name` in the selected database: then
+/// it reads as missing. Costs one flag check while no marks exist (the hot read path).
+pub fn gone(ctx: &Context, name: &[u8], e: &Entry) -> bool {
     if !state::lazy_active() {
-        return None;
+        return false;
     }
-    state::lock()
-        .lazy()
-        .marks(db)
-        .filter(|m| m.last().is_some_and(|newest| newest.gen > born))
+    let db = server::selected_db(ctx);
+    let marks = state::lock().lazy().marks(db);
+    match marks {
+        Some(m) if m.last().is_some_and(|newest| newest.gen > e.born) => {
+            lazy::covering(&m, name, e, &mut ServerGraph::new(ctx, db)).is_some()
+        }
+        _ => false,
+    }
 }
 
-/// Whether a LAZY invalidation covers the entry `e` under `name` in the selected database `db`:
-/// then it reads as missing. Costs one flag check while no marks exist.
-pub fn gone(ctx: &Context, db: usize, name: &[u8], e: &Entry) -> bool {
-    let Some(marks) = marks_for(db, e.born) else {
-        return false;
-    };
-    lazy::covering(&marks, name, e, &mut ServerGraph::new(ctx, db)).is_some()
+/// Whether cache commands see the entry: neither stale (SOFT) nor covered by LAZY.
+pub fn live(ctx: &Context, name: &[u8], e: &Entry) -> bool {
+    !e.is_stale() && !gone(ctx, name, e)
 }
 
 /// An entry under `name` in `db` is removed or replaced: keep a tombstone if marks may need it.
