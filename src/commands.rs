@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
+use crate::cluster::{self, Cascade, Job};
 use crate::config;
+use crate::core::wire::Merge;
 use crate::core::batch::{decode_item, encode_item, Queued};
 use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
@@ -381,7 +383,8 @@ pub(crate) fn reach(
 pub const DEL_CHUNK: usize = 1024;
 
 fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    let a = parse::parse_invalidate(argv, "cache.invalidate", false)?;
+    let (local, argv) = cluster::strip_local(argv);
+    let a = parse::parse_invalidate(&argv, "cache.invalidate", false)?;
     if a.strategy == Strategy::Lazy {
         // LAZY visits nothing now and its reclaimer works in bounded steps: only the selector
         // itself is limited (measuring the cascade would be the walk LAZY avoids).
@@ -389,6 +392,38 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     } else {
         guard::check_reach(ctx, &a.selector, a.depth)?;
     }
+    let fan = cluster::fans_out(ctx, local, "cache.invalidate")?;
+    let immediate = a.strategy == Strategy::Immediate;
+    if fan && immediate {
+        cluster::start_capture();
+    }
+    let context = a.context.clone();
+    let depth = a.depth;
+    let reply = invalidate_here(ctx, a);
+    if !fan {
+        return reply;
+    }
+    // Every master runs the same command with the same depth (this node's default).
+    let mut others = cluster::owned(&argv);
+    if depth.is_none() {
+        let d = config::max_cascade_depth().to_string().into_bytes();
+        others.splice(1..1, [b"DEPTH".to_vec(), d]);
+    }
+    let job = Job {
+        name: "CACHE.INVALIDATE",
+        argv: others,
+        merge: Merge::Sum,
+        json: false,
+        cascade: immediate.then_some(Cascade {
+            dry_run: false,
+            context,
+        }),
+    };
+    cluster::fan_out(ctx, job, cluster::to_value(reply))
+}
+
+/// CACHE.INVALIDATE on this node only.
+fn invalidate_here(ctx: &Context, a: parse::InvalidateArgs) -> Result<Reply> {
     let db = server::selected_db(ctx);
     match a.strategy {
         Strategy::Immediate => {
@@ -420,6 +455,21 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
             Ok(Reply::Int(n as i64))
         }
     }
+}
+
+/// The handlers another cluster master may run here (its cluster-wide commands).
+pub fn cluster_handler(name: &[u8]) -> Option<Handler> {
+    let name = name.to_ascii_lowercase();
+    Some(match &name[..] {
+        b"cache.invalidate" => cache_invalidate,
+        b"cache.write" => cache_write,
+        b"cache.keys" => cache_keys,
+        b"cache.tags" => cache_tags,
+        b"cache.stats" => cache_stats,
+        b"cache.rule" => cache_rule,
+        b"cache.relate" => cache_relate,
+        _ => return None,
+    })
 }
 
 /// Whether the user (if any) may delete `key`; a refusal is counted in `denied`, and the first
@@ -486,6 +536,9 @@ fn apply(
         server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
         true
     });
+    if !matches!(selector, Selector::All) {
+        cluster::capture(&reached, depth.unwrap_or_else(config::max_cascade_depth));
+    }
     let deleted = &reached.keys;
     for chunk in deleted.chunks(DEL_CHUNK) {
         let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
@@ -813,44 +866,90 @@ fn lazy_marks() -> Reply {
 }
 
 fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    let a = parse::parse_invalidate(argv, "cache.keys", true)?;
+    let (local, argv) = cluster::strip_local(argv);
+    let a = parse::parse_invalidate(&argv, "cache.keys", true)?;
     guard::check_reach(ctx, &a.selector, a.depth)?;
+    let fan = cluster::fans_out(ctx, local, "cache.keys")?;
     // Exactly what CACHE.INVALIDATE would remove: live entries (one that expired would not be
     // invalidated, nor cascade) that the user may delete.
     let access = Access::of_caller(ctx);
-    let mut keys = reach(ctx, &a.selector, a.depth, |name| {
+    let reached = reach(ctx, &a.selector, a.depth, |name| {
         let rs = server::string(ctx, name);
         if access.as_ref().is_some_and(|a| !a.allows(&rs, true)) {
             return false;
         }
         let key = Key::peek(ctx, &rs);
         matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, name, e))
-    })
-    .keys;
+    });
+    let depth = a.depth.unwrap_or_else(config::max_cascade_depth);
+    if fan {
+        cluster::start_capture();
+    }
+    if !matches!(a.selector, Selector::All) {
+        cluster::capture(&reached, depth);
+    }
+    let mut keys = reached.keys;
     keys.sort_unstable();
-    Ok(Reply::Array(keys.into_iter().map(Reply::Bulk).collect()))
+    let reply = Reply::Array(keys.into_iter().map(Reply::Bulk).collect());
+    if !fan {
+        return Ok(reply);
+    }
+    let mut others = cluster::owned(&argv);
+    if a.depth.is_none() {
+        others.splice(1..1, [b"DEPTH".to_vec(), depth.to_string().into_bytes()]);
+    }
+    let job = Job {
+        name: "CACHE.KEYS",
+        argv: others,
+        merge: Merge::Keys,
+        json: false,
+        cascade: Some(Cascade {
+            dry_run: true,
+            context: None,
+        }),
+    };
+    cluster::fan_out(ctx, job, cluster::to_value(Ok(reply)))
 }
 
 fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    let a = parse::parse_tags(argv)?;
+    let (local, argv) = cluster::strip_local(argv);
+    let a = parse::parse_tags(&argv)?;
     guard::limits(ctx).check_pattern(a.pattern.as_deref().unwrap_or_default())?;
+    let fan = cluster::fans_out(ctx, local, "cache.tags")?;
     let glob = a.pattern.as_deref().map(Glob::new);
     let db = server::selected_db(ctx);
     let mut sizes = state::with_db(db, |idx| idx.tag_sizes(glob.as_ref()));
-    if let Some(n) = a.count {
+    if let (Some(n), false) = (a.count, fan) {
         sizes.truncate(n);
     }
-    Ok(Reply::Array(
+    let reply = Reply::Array(
         sizes
             .into_iter()
             .map(|(t, n)| Reply::Array(vec![Reply::Bulk(t), Reply::Int(n as i64)]))
             .collect(),
-    ))
+    );
+    if !fan {
+        return Ok(reply);
+    }
+    // The others list every matching tag: the largest over the cluster may be small on each.
+    let mut others = vec![b"CACHE.TAGS".to_vec()];
+    if let Some(p) = &a.pattern {
+        others.extend([b"MATCH".to_vec(), p.to_vec()]);
+    }
+    let job = Job {
+        name: "CACHE.TAGS",
+        argv: others,
+        merge: Merge::Tags(a.count),
+        json: false,
+        cascade: None,
+    };
+    cluster::fan_out(ctx, job, cluster::to_value(Ok(reply)))
 }
 
 fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    let json = parse::parse_json_flag(argv, "cache.stats")?;
-    let _ = ctx;
+    let (local, argv) = cluster::strip_local(argv);
+    let json = parse::parse_json_flag(&argv, "cache.stats")?;
+    let fan = cluster::fans_out(ctx, local, "cache.stats")?;
     let now = server::now_ms();
     let th = config::thresholds();
     let mut st = state::lock();
@@ -858,13 +957,23 @@ fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
     let figures = st.figures(true);
     let stats = st.metrics(now).stats(&figures, &th, now);
     drop(st);
-    Ok(if json {
-        Reply::Bulk(crate::fetch::stats_json(&stats).into_bytes())
-    } else {
-        let mut f = stats.to_fields();
-        f.push(crate::fetch::stats_section());
-        fields(f)
-    })
+    if json && !fan {
+        return Ok(Reply::Bulk(crate::fetch::stats_json(&stats).into_bytes()));
+    }
+    let mut f = stats.to_fields();
+    f.push(crate::fetch::stats_section());
+    let reply = fields(f);
+    if !fan {
+        return Ok(reply);
+    }
+    let job = Job {
+        name: "CACHE.STATS",
+        argv: vec![b"CACHE.STATS".to_vec()],
+        merge: Merge::Stats,
+        json,
+        cascade: None,
+    };
+    cluster::fan_out(ctx, job, cluster::to_value(Ok(reply)))
 }
 
 fn cache_recommend(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
@@ -931,20 +1040,43 @@ fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<
 fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let cmd = Rules::parse_rule_command(argv).map_err(CacheError::Message)?;
     let writes = matches!(cmd, RuleCommand::Set(_) | RuleCommand::Del(_));
+    let fan = writes && cluster::fans_out(ctx, false, "cache.rule")?;
     let reply = state::lock().rules().apply_rule(cmd);
-    rule_reply(ctx, reply, writes)
+    everywhere(ctx, rule_reply(ctx, reply, writes, argv), fan, "CACHE.RULE", argv)
 }
 
 /// `CACHE.RELATE source target [target ...] [DEPTH n] [BIDIRECTIONAL]`, `DEL`, `LIST`, `HELP`.
 fn cache_relate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let cmd = Rules::parse_relate_command(argv).map_err(CacheError::Message)?;
     let writes = matches!(cmd, RelateCommand::Set(_) | RelateCommand::Del { .. });
+    let fan = writes && cluster::fans_out(ctx, false, "cache.relate")?;
     let reply = state::lock().rules().apply_relate(cmd);
-    rule_reply(ctx, reply, writes)
+    everywhere(ctx, rule_reply(ctx, reply, writes, argv), fan, "CACHE.RELATE", argv)
+}
+
+/// A rules change made here goes to every other master too (rules are the cluster's).
+fn everywhere(
+    ctx: &Context,
+    reply: Result<Reply>,
+    fan: bool,
+    name: &'static str,
+    argv: &[&[u8]],
+) -> Result<Reply> {
+    if !fan || reply.is_err() {
+        return reply;
+    }
+    let job = Job {
+        name,
+        argv: cluster::owned(argv),
+        merge: Merge::First,
+        json: false,
+        cascade: None,
+    };
+    cluster::fan_out(ctx, job, cluster::to_value(reply))
 }
 
 /// Renders a rules reply; a change that succeeded replicates as sent.
-fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool) -> Result<Reply> {
+fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool, argv: &[&[u8]]) -> Result<Reply> {
     let out = match reply {
         RuleReply::Error(text) => return Err(CacheError::Message(text)),
         RuleReply::Ok => Reply::Ok,
@@ -973,7 +1105,9 @@ fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool) -> Result<Reply> {
         ),
     };
     if writes && !matches!(out, Reply::Int(0)) {
-        ctx.replicate_verbatim();
+        // Not verbatim: another master's request runs from a timer, which has no command.
+        let name = String::from_utf8_lossy(argv[0]).to_ascii_uppercase();
+        server::replicate(ctx, &name, &argv[1..]);
     }
     Ok(out)
 }
@@ -982,7 +1116,8 @@ fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool) -> Result<Reply> {
 /// the tag `type:id` (and that of every related type), then what the matching rules name, by
 /// priority. Replies the number of entries invalidated now (BATCHED steps count when applied).
 fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    let w = Rules::parse_write(argv).map_err(CacheError::Message)?;
+    let (local, argv) = cluster::strip_local(argv);
+    let w = Rules::parse_write(&argv).map_err(CacheError::Message)?;
     let plan = state::lock().rules().plan(&w);
     for step in &plan {
         let tags = Selector::Tags(step.tags.clone());
@@ -991,6 +1126,10 @@ fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
         } else {
             guard::check_reach(ctx, &tags, None)?;
         }
+    }
+    let fan = cluster::fans_out(ctx, local, "cache.write")?;
+    if fan {
+        cluster::start_capture();
     }
     let db = server::selected_db(ctx);
     let access = Access::of_caller(ctx);
@@ -1027,7 +1166,21 @@ fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
             state::lock().rules().record(rule, n, now);
         }
     }
-    Ok(Reply::Int(i64::try_from(total).unwrap_or(i64::MAX)))
+    let reply = Reply::Int(i64::try_from(total).unwrap_or(i64::MAX));
+    if !fan {
+        return Ok(reply);
+    }
+    let job = Job {
+        name: "CACHE.WRITE",
+        argv: cluster::owned(&argv),
+        merge: Merge::Sum,
+        json: false,
+        cascade: Some(Cascade {
+            dry_run: false,
+            context: w.context.clone(),
+        }),
+    };
+    cluster::fan_out(ctx, job, cluster::to_value(Ok(reply)))
 }
 
 /// A HELP reply: one bulk string per line.

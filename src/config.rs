@@ -82,6 +82,9 @@ pub static MAX_PATTERN_BYTES: IntConfig = IntConfig::new("max-pattern-bytes", 40
 pub static MAX_CASCADE_ENTRIES: IntConfig =
     IntConfig::new("max-cascade-entries", 1_000_000, 0, i32::MAX as i64);
 
+/// How long a cluster-wide command waits for the other masters' answers.
+pub static CLUSTER_TIMEOUT_MS: IntConfig = IntConfig::new("cluster-timeout-ms", 5_000, 10, 600_000);
+
 /// The limits in force for commands from clients.
 pub fn limits() -> Limits {
     let u = |c: &IntConfig| usize::try_from(c.get()).unwrap_or(0);

@@ -20,6 +20,8 @@ pub enum CacheError {
     UnknownRuleStrategy(String),
     UnknownSubcommand(String, &'static str),
     TooLarge,
+    /// A cluster-wide command where the client cannot wait (MULTI, a script, a module's call).
+    CannotWait(&'static str),
     /// A full error text made by the core (it starts with the error code).
     Message(String),
     Internal(String),
@@ -60,6 +62,10 @@ impl fmt::Display for CacheError {
                 "ERR unknown subcommand '{s}'. Try {cmd} HELP."
             ),
             CacheError::TooLarge => write!(f, "ERR cache entry too large"),
+            CacheError::CannotWait(cmd) => write!(
+                f,
+                "ERR '{cmd}' reaches every master and cannot wait for them inside MULTI, a script or a module's call: send it alone, or add LOCAL as first argument for this node only"
+            ),
             CacheError::Message(text) => write!(f, "{text}"),
             CacheError::Internal(why) => write!(f, "ERR tagcache internal error: {why}"),
         }

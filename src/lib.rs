@@ -3,6 +3,7 @@
 //! `ffi` (callbacks), `server` (module API wrappers).
 
 pub mod acl;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod core;
@@ -22,7 +23,7 @@ mod module {
     use crate::commands;
     use crate::config::{
         BATCH_DELAY_MS, CRITICAL_PER_HOUR, DEFAULT_TTL_SECONDS, EVENT_RETENTION_SECONDS,
-        LAZY_STEP_US, MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US, WARNING_PER_HOUR,
+        CLUSTER_TIMEOUT_MS, LAZY_STEP_US, MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US, WARNING_PER_HOUR,
     };
     use crate::config::{HOT_THRESHOLD, LEASE_MS, REFRESH_AHEAD_PERCENT, SOFT_GRACE_SECONDS};
     use crate::config::{
@@ -43,6 +44,7 @@ mod module {
             ctx.log_warning("tagcache: could not register CACHE.RULE");
             return Status::Err;
         }
+        crate::cluster::register(ctx);
         if let Err(why) = crate::acl::register(ctx) {
             // The commands work without their category: load anyway, and say so.
             ctx.log_warning(&format!("tagcache: {why}"));
@@ -102,6 +104,7 @@ mod module {
                 [MAX_NAME_BYTES.name, &MAX_NAME_BYTES.value, MAX_NAME_BYTES.default, MAX_NAME_BYTES.min, MAX_NAME_BYTES.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_META_BYTES.name, &MAX_META_BYTES.value, MAX_META_BYTES.default, MAX_META_BYTES.min, MAX_META_BYTES.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_PATTERN_BYTES.name, &MAX_PATTERN_BYTES.value, MAX_PATTERN_BYTES.default, MAX_PATTERN_BYTES.min, MAX_PATTERN_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [CLUSTER_TIMEOUT_MS.name, &CLUSTER_TIMEOUT_MS.value, CLUSTER_TIMEOUT_MS.default, CLUSTER_TIMEOUT_MS.min, CLUSTER_TIMEOUT_MS.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_CASCADE_ENTRIES.name, &MAX_CASCADE_ENTRIES.value, MAX_CASCADE_ENTRIES.default, MAX_CASCADE_ENTRIES.min, MAX_CASCADE_ENTRIES.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [],

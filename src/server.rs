@@ -467,6 +467,10 @@ pub struct Access {
 
 /// The name of the user running the command; None without a client user.
 pub fn caller_name(ctx: &Context) -> Option<Vec<u8>> {
+    // A request from another cluster master runs as the user who sent it there.
+    if let Some(user) = crate::cluster::acting_user() {
+        return user;
+    }
     unsafe {
         let (Some(name_of), Some(free_string)) = (
             raw::RedisModule_GetCurrentUserName,

@@ -763,6 +763,24 @@ pub struct Reach {
     pub keys: Vec<Vec<u8>>,
     pub selected: usize,
     pub depth: u32,
+    /// Where each hop starts in `keys` (hop 0, the selected entries, starts at 0).
+    pub hops: Vec<usize>,
+}
+
+impl Reach {
+    /// The keys reached with fewer than `depth` hops, each with the hops left after it: the
+    /// resources whose dependents elsewhere (on another shard) the cascade still reaches.
+    pub fn frontier(&self, depth: u32) -> Vec<(Vec<u8>, u32)> {
+        let mut out = Vec::new();
+        for (hop, &start) in self.hops.iter().enumerate() {
+            let end = self.hops.get(hop + 1).copied().unwrap_or(self.keys.len());
+            let Some(left) = depth.checked_sub(hop as u32).filter(|&l| l > 0) else {
+                break;
+            };
+            out.extend(self.keys[start..end].iter().map(|k| (k.clone(), left)));
+        }
+        out
+    }
 }
 
 /// The cascade, breadth first: the seeds, then up to `depth` hops of dependents (`expand` gives
@@ -785,6 +803,7 @@ pub fn cascade(
             keys: out,
             selected,
             depth: 0,
+            hops: vec![0],
         };
     }
     let mut seen: AHashSet<Vec<u8>> = AHashSet::with_capacity(seeds.len());
@@ -804,6 +823,7 @@ pub fn cascade(
     let mut added = take(seeds, &mut out);
     let selected = added;
     let mut reached = 0;
+    let mut hops = vec![0];
     for hop in 1..=depth {
         if added == 0 {
             break;
@@ -813,12 +833,14 @@ pub fn cascade(
         added = take(next, &mut out);
         if added > 0 {
             reached = hop;
+            hops.push(start);
         }
     }
     Reach {
         keys: out,
         selected,
         depth: reached,
+        hops,
     }
 }
 
@@ -1135,7 +1157,8 @@ mod tests {
             Reach {
                 keys: vec![b("c0"), b("c1")],
                 selected: 1,
-                depth: 1
+                depth: 1,
+                hops: vec![0, 1],
             }
         );
         let all = cascade(
@@ -1147,6 +1170,22 @@ mod tests {
         assert_eq!((all.keys.len(), all.selected, all.depth), (5, 2, 3));
         let flat = cascade(vec![b("c3")], 0, |k| idx.dependents_of_all(k), |_| true);
         assert_eq!((flat.keys.len(), flat.selected, flat.depth), (1, 1, 0));
+    }
+
+    #[test]
+    fn frontier_gives_the_hops_left_after_each_key() {
+        let idx = chain(5);
+        let got = cascade(vec![b("c0")], 3, |k| idx.dependents_of_all(k), |_| true);
+        assert_eq!(got.hops, vec![0, 1, 2, 3]);
+        // c3 is at the last allowed hop: its dependents are out of reach anywhere.
+        assert_eq!(
+            got.frontier(3),
+            vec![(b("c0"), 3), (b("c1"), 2), (b("c2"), 1)]
+        );
+        assert!(got.frontier(0).is_empty());
+        // Without a local cascade every selected key keeps the whole depth.
+        let flat = cascade(vec![b("c3"), b("c4")], 0, |k| idx.dependents_of_all(k), |_| true);
+        assert_eq!(flat.frontier(2), vec![(b("c3"), 2), (b("c4"), 2)]);
     }
 
     #[test]

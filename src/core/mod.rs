@@ -10,6 +10,7 @@ pub mod limits;
 pub mod metrics;
 pub mod parse;
 pub mod rules;
+pub mod wire;
 
 /// Renders bytes the way redis-cli does: printable ASCII as is, the rest as `\xNN`, quoted.
 pub fn show(bytes: &[u8]) -> String {

@@ -1,0 +1,651 @@
+//! Cluster-wide commands over the server's own cluster bus for modules.
+//!
+//! A keyless CACHE command sent to a cluster master (`CACHE.INVALIDATE`, `CACHE.WRITE`,
+//! `CACHE.KEYS`, `CACHE.TAGS`, `CACHE.STATS`, and the changes of `CACHE.RULE`/`CACHE.RELATE`)
+//! first does its own part, then blocks the client, sends the command to every other master
+//! (`RedisModule_SendClusterMessage`), and replies once all answered, combining the replies
+//! (`core::wire`). An IMMEDIATE invalidation (and CACHE.KEYS) also follows the cascade across
+//! shards: every master answers with the keys it reached that still have hops left, and the next
+//! round asks the masters that have dependencies to invalidate their dependents
+//! (`DEPENDENTS ... DEPTH`), until no new key comes back. A master that does not answer within
+//! `cache.cluster-timeout-ms` makes the command fail with an error that says how many answered;
+//! the others keep what they did.
+//!
+//! Everything here runs on the server's main thread (commands, the bus receiver, timers): the
+//! state lives in thread-locals. Requests from other masters are run from a timer, like the
+//! module's other background work, never inside the bus callback.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::ffi::CString;
+use std::os::raw::{c_char, c_int, c_uchar, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use ahash::AHashSet;
+use redis_module::{raw, Context, RedisModuleTimerID, RedisValue};
+
+use crate::config;
+use crate::core::index::Reach;
+use crate::core::wire::{self, Answer, Master, Merge, Request, Value};
+use crate::error::{CacheError, Result};
+use crate::server::{self, Access, Reply};
+use crate::state;
+
+const REQUEST: u8 = 1;
+const ANSWER: u8 = 2;
+const NODE_ID_LEN: usize = raw::REDISMODULE_NODE_ID_LEN as usize;
+
+/// What one cluster-wide command sends to the other masters, and how their replies combine.
+pub struct Job {
+    /// For error messages.
+    pub name: &'static str,
+    /// The command the other masters run (without LOCAL).
+    pub argv: Vec<Vec<u8>>,
+    pub merge: Merge,
+    /// Render the combined reply as one JSON document (CACHE.STATS JSON).
+    pub json: bool,
+    /// Follow the cascade across shards (IMMEDIATE invalidations; CACHE.KEYS as a dry run).
+    pub cascade: Option<Cascade>,
+}
+
+pub struct Cascade {
+    /// CACHE.KEYS: list the dependents instead of invalidating them.
+    pub dry_run: bool,
+    pub context: Option<Vec<u8>>,
+}
+
+struct Capture {
+    frontier: Vec<(Vec<u8>, u32)>,
+}
+
+/// One cluster-wide command waiting for answers.
+struct Op {
+    bc: *mut raw::RedisModuleBlockedClient,
+    job: Job,
+    db: u32,
+    user: Option<Vec<u8>>,
+    me: String,
+    masters: usize,
+    replies: Vec<Value>,
+    /// Requests sent to each master and not answered yet.
+    waiting: HashMap<String, usize>,
+    failed: Vec<String>,
+    /// Masters whose database has dependencies (the only ones a cascade round can reach).
+    dependencies: AHashSet<String>,
+    frontier: Vec<(Vec<u8>, u32)>,
+    forwarded: AHashSet<Vec<u8>>,
+    timer: Option<RedisModuleTimerID>,
+}
+
+thread_local! {
+    /// Running a request from another master: no fan-out again.
+    static REMOTE: Cell<bool> = const { Cell::new(false) };
+    /// The user a request from another master runs as.
+    static USER: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
+    static INBOX: RefCell<VecDeque<(u8, String, Vec<u8>)>> = const { RefCell::new(VecDeque::new()) };
+    static OPS: RefCell<HashMap<u64, Op>> = RefCell::new(HashMap::new());
+    static PUMP_ARMED: Cell<bool> = const { Cell::new(false) };
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+/// Registers the bus message receivers (the server ignores them outside cluster mode).
+pub fn register(ctx: &Context) {
+    unsafe {
+        if let Some(f) = raw::RedisModule_RegisterClusterMessageReceiver {
+            f(ctx.ctx, REQUEST, Some(on_message));
+            f(ctx.ctx, ANSWER, Some(on_message));
+        }
+    }
+}
+
+/// Removes a leading `LOCAL` (argv[1]); says whether there was one.
+pub fn strip_local<'a>(argv: &[&'a [u8]]) -> (bool, Vec<&'a [u8]>) {
+    match argv {
+        [cmd, first, rest @ ..] if first.eq_ignore_ascii_case(b"LOCAL") => {
+            (true, std::iter::once(*cmd).chain(rest.iter().copied()).collect())
+        }
+        _ => (false, argv.to_vec()),
+    }
+}
+
+fn flags(ctx: &Context) -> u32 {
+    (unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) }) as u32
+}
+
+/// Whether this command goes to every master: a cluster master, a command from a client (not
+/// LOCAL, not from another master, not replayed from the master's stream or the AOF). A client
+/// that cannot be blocked (MULTI, scripts, module calls) gets an error.
+pub fn fans_out(ctx: &Context, local: bool, name: &'static str) -> Result<bool> {
+    if local || REMOTE.with(Cell::get) || server::replayed(ctx) {
+        return Ok(false);
+    }
+    let f = flags(ctx);
+    if f & raw::REDISMODULE_CTX_FLAGS_CLUSTER == 0 || f & raw::REDISMODULE_CTX_FLAGS_MASTER == 0 {
+        return Ok(false);
+    }
+    let no_block = raw::REDISMODULE_CTX_FLAGS_MULTI
+        | raw::REDISMODULE_CTX_FLAGS_LUA
+        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
+    if f & no_block != 0 {
+        return Err(CacheError::CannotWait(name));
+    }
+    Ok(true)
+}
+
+/// The user a request from another master runs as (`Some(None)`: none), if one is running.
+pub fn acting_user() -> Option<Option<Vec<u8>>> {
+    REMOTE
+        .with(Cell::get)
+        .then(|| USER.with(|u| u.borrow().clone()))
+}
+
+/// Starts recording the cascade frontier of this command's invalidations.
+pub fn start_capture() {
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Capture { frontier: Vec::new() }));
+}
+
+fn take_capture() -> Vec<(Vec<u8>, u32)> {
+    CAPTURE
+        .with(|c| c.borrow_mut().take())
+        .map(|c| c.frontier)
+        .unwrap_or_default()
+}
+
+/// Records what an invalidation reached (with `depth` hops allowed) while a capture runs.
+pub fn capture(reach: &Reach, depth: u32) {
+    CAPTURE.with(|c| {
+        if let Some(c) = c.borrow_mut().as_mut() {
+            c.frontier.extend(reach.frontier(depth));
+        }
+    });
+}
+
+pub fn to_value(r: Result<Reply>) -> Value {
+    match r {
+        Ok(r) => reply_value(r),
+        Err(e) => Value::Error(e.to_string()),
+    }
+}
+
+fn reply_value(r: Reply) -> Value {
+    match r {
+        Reply::Ok => Value::Ok,
+        Reply::Nil | Reply::Sent => Value::Nil,
+        Reply::Int(n) => Value::Int(n),
+        Reply::Double(x) => Value::Double(x),
+        Reply::Bulk(b) => Value::Bulk(b),
+        Reply::Array(items) => Value::Array(items.into_iter().map(reply_value).collect()),
+        Reply::Map(pairs) => {
+            Value::Map(pairs.into_iter().map(|(k, v)| (k, reply_value(v))).collect())
+        }
+    }
+}
+
+fn value_reply(v: Value) -> Reply {
+    match v {
+        Value::Ok => Reply::Ok,
+        Value::Nil => Reply::Nil,
+        Value::Int(n) => Reply::Int(n),
+        Value::Double(x) => Reply::Double(x),
+        Value::Bulk(b) => Reply::Bulk(b),
+        Value::Error(e) => Reply::Bulk(e.into_bytes()),
+        Value::Array(items) => Reply::Array(items.into_iter().map(value_reply).collect()),
+        Value::Map(pairs) => {
+            Reply::Map(pairs.into_iter().map(|(k, v)| (k, value_reply(v))).collect())
+        }
+    }
+}
+
+fn text(v: &RedisValue) -> Option<String> {
+    match v {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
+        RedisValue::SimpleStringStatic(s) => Some((*s).to_owned()),
+        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        RedisValue::BulkRedisString(s) => Some(String::from_utf8_lossy(s.as_slice()).into_owned()),
+        RedisValue::VerbatimString((_, b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+fn cluster_masters(ctx: &Context) -> Result<Vec<Master>> {
+    let nodes = ctx
+        .call("CLUSTER", &["NODES"][..])
+        .map_err(|e| CacheError::Message(format!("ERR CLUSTER NODES failed: {e}")))?;
+    let nodes = text(&nodes)
+        .ok_or_else(|| CacheError::Message("ERR CLUSTER NODES gave no text".into()))?;
+    Ok(wire::masters(&nodes))
+}
+
+fn has_dependencies(db: u32) -> bool {
+    state::with_db(db as usize, |idx| idx.resource_count() > 0)
+}
+
+fn send(ctx: &Context, target: &str, kind: u8, payload: &[u8]) -> bool {
+    let (Ok(id), Ok(len)) = (CString::new(target), u32::try_from(payload.len())) else {
+        return false;
+    };
+    unsafe {
+        raw::RedisModule_SendClusterMessage.is_some_and(|f| {
+            f(ctx.ctx, id.as_ptr(), kind, payload.as_ptr().cast::<c_char>(), len)
+                == raw::REDISMODULE_OK as c_int
+        })
+    }
+}
+
+/// Sends the job to the other masters after this node did its part (`local`, with the cascade
+/// frontier recorded since `start_capture`), and blocks the client until they answered. With
+/// no other master the local reply is the reply.
+pub fn fan_out(ctx: &Context, job: Job, local: Value) -> Result<Reply> {
+    let frontier = take_capture();
+    let render = |v: Value, json: bool| {
+        if json {
+            Reply::Bulk(wire::to_json(&v).into_bytes())
+        } else {
+            value_reply(v)
+        }
+    };
+    let masters = cluster_masters(ctx)?;
+    let Some(me) = masters.iter().find(|m| m.myself).map(|m| m.id.clone()) else {
+        return Ok(render(local, job.json));
+    };
+    if masters.len() == 1 {
+        let v = wire::combine(&job.merge, vec![local]);
+        return Ok(render(v, job.json));
+    }
+    let bc = unsafe {
+        raw::RedisModule_BlockClient.map_or(std::ptr::null_mut(), |f| {
+            f(ctx.ctx, Some(on_reply), None, Some(on_free), 0)
+        })
+    };
+    if bc.is_null() {
+        return Err(CacheError::Message(
+            "ERR could not block the client to wait for the other masters".into(),
+        ));
+    }
+    let db = u32::try_from(server::selected_db(ctx)).unwrap_or(0);
+    let id = NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    });
+    let mut op = Op {
+        bc,
+        db,
+        user: server::caller_name(ctx),
+        me: me.clone(),
+        masters: masters.len(),
+        replies: vec![local],
+        waiting: HashMap::new(),
+        failed: Vec::new(),
+        dependencies: AHashSet::new(),
+        frontier: Vec::new(),
+        forwarded: AHashSet::new(),
+        timer: None,
+        job,
+    };
+    if has_dependencies(db) {
+        op.dependencies.insert(me);
+    }
+    op.add_frontier(frontier);
+    let request = Request {
+        id,
+        db,
+        user: op.user.clone(),
+        commands: vec![op.job.argv.clone()],
+    }
+    .encode();
+    for m in masters.iter().filter(|m| !m.myself) {
+        if !m.failing && send(ctx, &m.id, REQUEST, &request) {
+            *op.waiting.entry(m.id.clone()).or_default() += 1;
+        } else {
+            op.failed.push(m.id.clone());
+        }
+    }
+    let ms = u64::try_from(config::CLUSTER_TIMEOUT_MS.get()).unwrap_or(5000);
+    op.timer = Some(ctx.create_timer(Duration::from_millis(ms), on_deadline, id));
+    OPS.with(|ops| ops.borrow_mut().insert(id, op));
+    advance(ctx, id);
+    Ok(Reply::Sent)
+}
+
+impl Op {
+    fn add_frontier(&mut self, frontier: Vec<(Vec<u8>, u32)>) {
+        if self.job.cascade.is_none() {
+            return;
+        }
+        for (k, left) in frontier {
+            // A key goes out once (a cycle across shards ends here).
+            if self.forwarded.insert(k.clone()) {
+                self.frontier.push((k, left));
+            }
+        }
+    }
+
+    fn done_waiting(&self) -> bool {
+        self.waiting.values().all(|&n| n == 0)
+    }
+
+    /// The next cascade round's commands: dependents of the frontier, grouped by hops left.
+    fn round(&mut self) -> Vec<Vec<Vec<u8>>> {
+        let Some(c) = &self.job.cascade else {
+            return Vec::new();
+        };
+        let frontier = std::mem::take(&mut self.frontier);
+        wire::frontier_groups(frontier)
+            .into_iter()
+            .map(|(left, keys)| {
+                let depth = left.saturating_sub(1).to_string().into_bytes();
+                let mut argv: Vec<Vec<u8>> = if c.dry_run {
+                    vec![b"CACHE.KEYS".to_vec(), b"DEPTH".to_vec(), depth]
+                } else {
+                    vec![b"CACHE.INVALIDATE".to_vec(), b"DEPTH".to_vec(), depth]
+                };
+                if let (false, Some(text)) = (c.dry_run, &c.context) {
+                    argv.extend([b"CONTEXT".to_vec(), text.clone()]);
+                }
+                argv.push(b"DEPENDENTS".to_vec());
+                argv.extend(keys);
+                argv
+            })
+            .collect()
+    }
+}
+
+/// Moves a cluster-wide command on once every master answered: the next cascade round, or the
+/// reply.
+fn advance(ctx: &Context, id: u64) {
+    loop {
+        let next = OPS.with(|ops| {
+            let mut ops = ops.borrow_mut();
+            let op = ops.get_mut(&id)?;
+            if !op.done_waiting() {
+                return Some(None);
+            }
+            let commands = op.round();
+            if commands.is_empty() {
+                return None;
+            }
+            let targets: Vec<String> = op
+                .dependencies
+                .iter()
+                .filter(|n| !op.failed.contains(n))
+                .cloned()
+                .collect();
+            Some(Some((commands, targets, op.db, op.user.clone(), op.me.clone())))
+        });
+        let (commands, targets, db, user, me) = match next {
+            None => return finish(ctx, id),
+            Some(None) => return,
+            Some(Some(round)) => round,
+        };
+        let request = Request {
+            id,
+            db,
+            user,
+            commands,
+        };
+        let payload = request.encode();
+        for t in targets {
+            if t == me {
+                let answer = execute(ctx, &request);
+                answered(id, &me, answer, false);
+            } else if send(ctx, &t, REQUEST, &payload) {
+                OPS.with(|ops| {
+                    if let Some(op) = ops.borrow_mut().get_mut(&id) {
+                        *op.waiting.entry(t).or_default() += 1;
+                    }
+                });
+            } else {
+                OPS.with(|ops| {
+                    if let Some(op) = ops.borrow_mut().get_mut(&id) {
+                        op.failed.push(t);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Records a master's answer; true when the command may move on.
+fn answered(id: u64, from: &str, answer: Answer, counted: bool) -> bool {
+    OPS.with(|ops| {
+        let mut ops = ops.borrow_mut();
+        let Some(op) = ops.get_mut(&id) else {
+            return false;
+        };
+        if counted {
+            match op.waiting.get_mut(from) {
+                Some(n) if *n > 0 => *n -= 1,
+                // Not asked, or answered already (late after a failure): ignored.
+                _ => return false,
+            }
+        }
+        op.replies.extend(answer.replies);
+        if answer.dependencies {
+            op.dependencies.insert(from.to_owned());
+        } else {
+            op.dependencies.remove(from);
+        }
+        op.add_frontier(answer.frontier);
+        op.done_waiting()
+    })
+}
+
+/// Replies: the combined replies, or the error naming how many masters answered.
+fn finish(ctx: &Context, id: u64) {
+    let Some(mut op) = OPS.with(|ops| ops.borrow_mut().remove(&id)) else {
+        return;
+    };
+    if let Some(t) = op.timer.take() {
+        let _ = ctx.stop_timer::<u64>(t);
+    }
+    for (node, n) in &op.waiting {
+        if *n > 0 && !op.failed.contains(node) {
+            op.failed.push(node.clone());
+        }
+    }
+    let merged = wire::combine(&op.job.merge, op.replies);
+    let outcome: std::result::Result<Value, String> = if op.failed.is_empty() {
+        match merged {
+            Value::Error(e) => Err(e),
+            v if op.job.json => Ok(Value::Bulk(wire::to_json(&v).into_bytes())),
+            v => Ok(v),
+        }
+    } else {
+        op.failed.sort();
+        let answered = op.masters - op.failed.len();
+        let done = match (&op.job.merge, &merged) {
+            (Merge::Sum, Value::Int(n)) => {
+                format!("; {n} entries invalidated on the masters that answered")
+            }
+            _ => String::new(),
+        };
+        Err(format!(
+            "ERR {} reached only part of the cluster: {answered} of {} masters answered (cache.cluster-timeout-ms is {}); no answer from {}{done}",
+            op.job.name,
+            op.masters,
+            config::CLUSTER_TIMEOUT_MS.get(),
+            op.failed.join(", "),
+        ))
+    };
+    let data = Box::into_raw(Box::new(outcome)).cast::<c_void>();
+    unsafe {
+        if let Some(f) = raw::RedisModule_UnblockClient {
+            f(op.bc, data);
+        }
+    }
+}
+
+fn on_deadline(ctx: &Context, id: u64) {
+    OPS.with(|ops| {
+        if let Some(op) = ops.borrow_mut().get_mut(&id) {
+            op.timer = None;
+            let late: Vec<String> = op
+                .waiting
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, _)| k.clone())
+                .collect();
+            op.failed.extend(late);
+            op.waiting.clear();
+        }
+    });
+    finish(ctx, id);
+}
+
+unsafe extern "C" fn on_reply(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let data = raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
+    if data.is_null() {
+        return raw::REDISMODULE_OK as c_int;
+    }
+    let outcome = &*data.cast::<std::result::Result<Value, String>>();
+    let c = Context::new(ctx);
+    match outcome {
+        Ok(v) => server::reply(&c, &value_reply(v.clone())),
+        Err(e) => server::reply_error(&c, &CacheError::Message(e.clone())),
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn on_free(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    if !data.is_null() {
+        drop(Box::from_raw(data.cast::<std::result::Result<Value, String>>()));
+    }
+}
+
+/// The bus receiver: queues the message for the pump (a timer), which runs it outside the bus
+/// callback.
+unsafe extern "C" fn on_message(
+    ctx: *mut raw::RedisModuleCtx,
+    sender: *const c_char,
+    kind: u8,
+    payload: *const c_uchar,
+    len: u32,
+) {
+    if sender.is_null() || (payload.is_null() && len > 0) {
+        return;
+    }
+    let sender = std::slice::from_raw_parts(sender.cast::<u8>(), NODE_ID_LEN);
+    let sender = String::from_utf8_lossy(sender).into_owned();
+    let payload = if len == 0 {
+        Vec::new()
+    } else {
+        std::slice::from_raw_parts(payload, len as usize).to_vec()
+    };
+    INBOX.with(|q| q.borrow_mut().push_back((kind, sender, payload)));
+    arm(&Context::new(ctx), 0);
+}
+
+fn arm(ctx: &Context, ms: u64) {
+    if PUMP_ARMED.with(|a| a.replace(true)) {
+        return;
+    }
+    ctx.create_timer(Duration::from_millis(ms), on_pump, ());
+}
+
+fn on_pump(ctx: &Context, _: ()) {
+    PUMP_ARMED.with(|a| a.set(false));
+    if server::writes_paused() {
+        // A pause (CLIENT PAUSE WRITE, a failover): nothing may write or propagate now.
+        arm(ctx, 10);
+        return;
+    }
+    while let Some((kind, sender, payload)) = INBOX.with(|q| q.borrow_mut().pop_front()) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| match kind {
+            REQUEST => match Request::decode(&payload) {
+                Ok(req) => {
+                    let answer = execute(ctx, &req);
+                    if !send(ctx, &sender, ANSWER, &answer.encode()) {
+                        ctx.log_warning(&format!(
+                            "tagcache: could not answer master {sender} (request {})",
+                            req.id
+                        ));
+                    }
+                }
+                Err(e) => ctx.log_warning(&format!("tagcache: bad request from {sender}: {e}")),
+            },
+            ANSWER => match Answer::decode(&payload) {
+                Ok(a) => {
+                    let id = a.id;
+                    if answered(id, &sender, a, true) {
+                        advance(ctx, id);
+                    }
+                }
+                Err(e) => ctx.log_warning(&format!("tagcache: bad answer from {sender}: {e}")),
+            },
+            _ => {}
+        }));
+        if outcome.is_err() {
+            ctx.log_warning("tagcache: a cluster message failed (panic caught)");
+        }
+    }
+}
+
+/// Runs another master's request here, as its user, in its database.
+fn execute(ctx: &Context, req: &Request) -> Answer {
+    let refuse = |why: String| Answer {
+        id: req.id,
+        replies: req
+            .commands
+            .iter()
+            .map(|_| Value::Error(why.clone()))
+            .collect(),
+        frontier: Vec::new(),
+        dependencies: false,
+    };
+    if server::is_replica(ctx) {
+        return refuse("ERR this node is no longer a master".into());
+    }
+    if let Some(u) = &req.user {
+        if Access::of_user(ctx, u).is_none() {
+            return refuse(format!(
+                "ERR user '{}' does not exist on this master",
+                String::from_utf8_lossy(u)
+            ));
+        }
+    }
+    let original = server::selected_db(ctx);
+    if !server::select_db(ctx, req.db as usize) {
+        return refuse("ERR DB index is out of range".into());
+    }
+    REMOTE.with(|r| r.set(true));
+    USER.with(|u| *u.borrow_mut() = req.user.clone());
+    start_capture();
+    let replies = req
+        .commands
+        .iter()
+        .map(|argv| {
+            let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
+            let handler = argv.first().and_then(|n| crate::commands::cluster_handler(n));
+            match handler {
+                None => Value::Error("ERR unknown cluster-wide command".into()),
+                Some(h) => match catch_unwind(AssertUnwindSafe(|| h(ctx, &[], &argv))) {
+                    Ok(r) => to_value(r),
+                    Err(_) => Value::Error("ERR tagcache internal error: panic".into()),
+                },
+            }
+        })
+        .collect();
+    let frontier = take_capture();
+    REMOTE.with(|r| r.set(false));
+    USER.with(|u| *u.borrow_mut() = None);
+    let dependencies = has_dependencies(req.db);
+    server::select_db(ctx, original);
+    Answer {
+        id: req.id,
+        replies,
+        frontier,
+        dependencies,
+    }
+}
+
+/// The strings of a command as owned bytes (to send elsewhere).
+pub fn owned(argv: &[&[u8]]) -> Vec<Vec<u8>> {
+    argv.iter().map(|a| a.to_vec()).collect()
+}

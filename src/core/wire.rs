@@ -1,0 +1,795 @@
+//! Cluster-wide commands, the pure part: the messages masters exchange over the cluster bus
+//! (requests, answers, replies), the masters a command must reach (from `CLUSTER NODES`), and how
+//! the masters' replies combine into one (sums, key unions, tag sizes, merged statistics).
+
+use std::collections::BTreeSet;
+
+use ahash::AHashMap;
+
+/// A reply as it travels between masters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Nil,
+    Ok,
+    Int(i64),
+    Double(f64),
+    Bulk(Vec<u8>),
+    Array(Vec<Value>),
+    Map(Vec<(String, Value)>),
+    Error(String),
+}
+
+/// Work for another master: commands to run there, in order, in database `db`, as `user`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: u64,
+    pub db: u32,
+    pub user: Option<Vec<u8>>,
+    pub commands: Vec<Vec<Vec<u8>>>,
+}
+
+/// A master's answer: one reply per command, the resources whose dependents the cascade still
+/// reaches (with the hops left), and whether that database has any dependency at all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub id: u64,
+    pub replies: Vec<Value>,
+    pub frontier: Vec<(Vec<u8>, u32)>,
+    pub dependencies: bool,
+}
+
+// ---------------------------------------------------------------- encoding
+
+struct Out(Vec<u8>);
+
+impl Out {
+    fn u64(&mut self, mut n: u64) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                self.0.push(b);
+                return;
+            }
+            self.0.push(b | 0x80);
+        }
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.0.extend_from_slice(b);
+    }
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Nil => self.0.push(0),
+            Value::Ok => self.0.push(1),
+            Value::Int(n) => {
+                self.0.push(2);
+                self.0.extend_from_slice(&n.to_le_bytes());
+            }
+            Value::Double(x) => {
+                self.0.push(3);
+                self.0.extend_from_slice(&x.to_le_bytes());
+            }
+            Value::Bulk(b) => {
+                self.0.push(4);
+                self.bytes(b);
+            }
+            Value::Array(items) => {
+                self.0.push(5);
+                self.u64(items.len() as u64);
+                items.iter().for_each(|i| self.value(i));
+            }
+            Value::Map(pairs) => {
+                self.0.push(6);
+                self.u64(pairs.len() as u64);
+                for (k, v) in pairs {
+                    self.bytes(k.as_bytes());
+                    self.value(v);
+                }
+            }
+            Value::Error(e) => {
+                self.0.push(7);
+                self.bytes(e.as_bytes());
+            }
+        }
+    }
+}
+
+struct In<'a>(&'a [u8]);
+
+type R<T> = std::result::Result<T, String>;
+
+impl In<'_> {
+    fn u64(&mut self) -> R<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.0.split_first().ok_or("truncated message")?;
+            self.0 = rest;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err("bad varint".into())
+    }
+    fn len(&mut self) -> R<usize> {
+        let n = usize::try_from(self.u64()?).map_err(|_| "bad length")?;
+        if n > self.0.len() {
+            return Err("truncated message".into());
+        }
+        Ok(n)
+    }
+    fn bytes(&mut self) -> R<Vec<u8>> {
+        let n = self.len()?;
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(b.to_vec())
+    }
+    fn fixed(&mut self) -> R<[u8; 8]> {
+        if self.0.len() < 8 {
+            return Err("truncated message".into());
+        }
+        let (b, rest) = self.0.split_at(8);
+        self.0 = rest;
+        Ok(b.try_into().unwrap_or([0; 8]))
+    }
+    fn byte(&mut self) -> R<u8> {
+        let (&b, rest) = self.0.split_first().ok_or("truncated message")?;
+        self.0 = rest;
+        Ok(b)
+    }
+    fn value(&mut self, depth: u32) -> R<Value> {
+        if depth > 32 {
+            return Err("reply nested too deep".into());
+        }
+        Ok(match self.byte()? {
+            0 => Value::Nil,
+            1 => Value::Ok,
+            2 => Value::Int(i64::from_le_bytes(self.fixed()?)),
+            3 => Value::Double(f64::from_le_bytes(self.fixed()?)),
+            4 => Value::Bulk(self.bytes()?),
+            5 => {
+                let n = self.len()?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            6 => {
+                let n = self.len()?;
+                let mut pairs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let k = String::from_utf8_lossy(&self.bytes()?).into_owned();
+                    pairs.push((k, self.value(depth + 1)?));
+                }
+                Value::Map(pairs)
+            }
+            7 => Value::Error(String::from_utf8_lossy(&self.bytes()?).into_owned()),
+            t => return Err(format!("unknown reply type {t}")),
+        })
+    }
+    fn end(&self) -> R<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err("trailing bytes".into())
+        }
+    }
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out(Vec::new());
+        o.u64(self.id);
+        o.u64(u64::from(self.db));
+        match &self.user {
+            Some(u) => {
+                o.0.push(1);
+                o.bytes(u);
+            }
+            None => o.0.push(0),
+        }
+        o.u64(self.commands.len() as u64);
+        for c in &self.commands {
+            o.u64(c.len() as u64);
+            c.iter().for_each(|a| o.bytes(a));
+        }
+        o.0
+    }
+
+    pub fn decode(b: &[u8]) -> R<Request> {
+        let mut i = In(b);
+        let id = i.u64()?;
+        let db = u32::try_from(i.u64()?).map_err(|_| "bad database")?;
+        let user = match i.byte()? {
+            0 => None,
+            1 => Some(i.bytes()?),
+            _ => return Err("bad user flag".into()),
+        };
+        let n = i.len()?;
+        let mut commands = Vec::with_capacity(n);
+        for _ in 0..n {
+            let argc = i.len()?;
+            let mut argv = Vec::with_capacity(argc);
+            for _ in 0..argc {
+                argv.push(i.bytes()?);
+            }
+            commands.push(argv);
+        }
+        i.end()?;
+        Ok(Request {
+            id,
+            db,
+            user,
+            commands,
+        })
+    }
+}
+
+impl Answer {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = Out(Vec::new());
+        o.u64(self.id);
+        o.u64(self.replies.len() as u64);
+        self.replies.iter().for_each(|r| o.value(r));
+        o.u64(self.frontier.len() as u64);
+        for (k, left) in &self.frontier {
+            o.bytes(k);
+            o.u64(u64::from(*left));
+        }
+        o.0.push(u8::from(self.dependencies));
+        o.0
+    }
+
+    pub fn decode(b: &[u8]) -> R<Answer> {
+        let mut i = In(b);
+        let id = i.u64()?;
+        let n = i.len()?;
+        let mut replies = Vec::with_capacity(n);
+        for _ in 0..n {
+            replies.push(i.value(0)?);
+        }
+        let n = i.len()?;
+        let mut frontier = Vec::with_capacity(n);
+        for _ in 0..n {
+            let k = i.bytes()?;
+            let left = u32::try_from(i.u64()?).map_err(|_| "bad depth")?;
+            frontier.push((k, left));
+        }
+        let dependencies = i.byte()? != 0;
+        i.end()?;
+        Ok(Answer {
+            id,
+            replies,
+            frontier,
+            dependencies,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- the masters
+
+/// A master a cluster-wide command must reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Master {
+    pub id: String,
+    pub myself: bool,
+    /// The cluster considers it failed (`fail` or `fail?`).
+    pub failing: bool,
+}
+
+/// The masters in `CLUSTER NODES` output. A master that failed and serves no slot is left out:
+/// its slots went to another master (a failover) or it was emptied; one that failed and still
+/// serves slots is kept, so the command reports it as not answering.
+pub fn masters(cluster_nodes: &str) -> Vec<Master> {
+    let mut out = Vec::new();
+    for line in cluster_nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 {
+            continue;
+        }
+        let flags: Vec<&str> = fields[2].split(',').collect();
+        if !flags.contains(&"master") || flags.contains(&"handshake") || flags.contains(&"noaddr")
+        {
+            continue;
+        }
+        let failing = flags.contains(&"fail") || flags.contains(&"fail?");
+        // Slot ranges follow the link state; `[slot->-node]` entries are migrations.
+        let slots = fields[8..].iter().any(|s| !s.starts_with('['));
+        if failing && !slots {
+            continue;
+        }
+        out.push(Master {
+            id: fields[0].to_string(),
+            myself: flags.contains(&"myself"),
+            failing,
+        });
+    }
+    out
+}
+
+// ---------------------------------------------------------------- combining replies
+
+/// How the masters' replies to one command combine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merge {
+    /// Integers, added up (CACHE.INVALIDATE, CACHE.WRITE).
+    Sum,
+    /// Sorted arrays of keys: their union, sorted (CACHE.KEYS).
+    Keys,
+    /// `[tag, entries]` pairs: entries added up per tag, largest first, at most `count`.
+    Tags(Option<usize>),
+    /// CACHE.STATS maps: see `merge_stats`.
+    Stats,
+    /// The first reply (CACHE.RULE, CACHE.RELATE: the same change on every master).
+    First,
+}
+
+/// Combines replies (this node's first). An error reply from any master is the result.
+pub fn combine(merge: &Merge, replies: Vec<Value>) -> Value {
+    if let Some(e) = replies.iter().find(|r| matches!(r, Value::Error(_))) {
+        return e.clone();
+    }
+    match merge {
+        Merge::Sum => Value::Int(
+            replies
+                .iter()
+                .map(|r| if let Value::Int(n) = r { *n } else { 0 })
+                .fold(0i64, i64::saturating_add),
+        ),
+        Merge::Keys => {
+            let mut keys = BTreeSet::new();
+            for r in replies {
+                if let Value::Array(items) = r {
+                    keys.extend(items.into_iter().filter_map(|v| match v {
+                        Value::Bulk(b) => Some(b),
+                        _ => None,
+                    }));
+                }
+            }
+            Value::Array(keys.into_iter().map(Value::Bulk).collect())
+        }
+        Merge::Tags(count) => {
+            let mut sizes: AHashMap<Vec<u8>, i64> = AHashMap::new();
+            for r in replies {
+                let Value::Array(pairs) = r else { continue };
+                for p in pairs {
+                    if let Value::Array(p) = p {
+                        if let [Value::Bulk(t), Value::Int(n)] = &p[..] {
+                            *sizes.entry(t.clone()).or_default() += n;
+                        }
+                    }
+                }
+            }
+            let mut sizes: Vec<(Vec<u8>, i64)> = sizes.into_iter().collect();
+            sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            if let Some(n) = count {
+                sizes.truncate(*n);
+            }
+            Value::Array(
+                sizes
+                    .into_iter()
+                    .map(|(t, n)| Value::Array(vec![Value::Bulk(t), Value::Int(n)]))
+                    .collect(),
+            )
+        }
+        Merge::Stats => {
+            let n = replies.len() as i64;
+            let mut merged = merge_stats(&replies);
+            if let Value::Map(pairs) = &mut merged {
+                pairs.push(("masters".into(), Value::Int(n)));
+            }
+            merged
+        }
+        Merge::First => replies.into_iter().next().unwrap_or(Value::Nil),
+    }
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    let mut v = v;
+    for name in path {
+        let Value::Map(pairs) = v else { return None };
+        v = &pairs.iter().find(|(k, _)| k == name)?.1;
+    }
+    Some(v)
+}
+
+fn number(v: Option<&Value>) -> f64 {
+    match v {
+        Some(Value::Int(n)) => *n as f64,
+        Some(Value::Double(x)) => *x,
+        _ => 0.0,
+    }
+}
+
+fn level_rank(b: &[u8]) -> u8 {
+    match b {
+        b"critical" => 2,
+        b"warning" => 1,
+        _ => 0,
+    }
+}
+
+/// Merges CACHE.STATS maps of several masters. Counters are added up; `max_*` and the
+/// percentiles take the largest (a percentile over the cluster is at most that: an upper
+/// bound); `metrics_since_ms` the earliest; thresholds are configs (the first node's); the alert
+/// level the worst; averages are weighted (by each node's count of operations, or of
+/// invalidations) and `hit_rate` and `avg_keys_per_invalidation` computed again from the sums.
+/// `most_common_patterns` keeps the 10 largest sums.
+pub fn merge_stats(nodes: &[Value]) -> Value {
+    let Some(first) = nodes.first() else {
+        return Value::Map(Vec::new());
+    };
+    let mut out = merge_at(nodes, first, &mut Vec::new());
+    let hits = number(get(&out, &["hits"]));
+    let misses = number(get(&out, &["misses"]));
+    let rate = if hits + misses > 0.0 {
+        hits * 100.0 / (hits + misses)
+    } else {
+        0.0
+    };
+    set(&mut out, &["hit_rate"], Value::Double(round(rate)));
+    let inv = number(get(&out, &["total_invalidations"]));
+    let keys = number(get(&out, &["total_keys_invalidated"]));
+    if get(&out, &["efficiency", "avg_keys_per_invalidation"]).is_some() {
+        let avg = if inv > 0.0 { keys / inv } else { 0.0 };
+        set(
+            &mut out,
+            &["efficiency", "avg_keys_per_invalidation"],
+            Value::Double(round(avg)),
+        );
+    }
+    out
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn set(v: &mut Value, path: &[&str], new: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut v = v;
+    for name in parents {
+        let Value::Map(pairs) = v else { return };
+        let Some(pos) = pairs.iter().position(|(k, _)| k == name) else {
+            return;
+        };
+        v = &mut pairs[pos].1;
+    }
+    if let Value::Map(pairs) = v {
+        if let Some(slot) = pairs.iter_mut().find(|(k, _)| k == last) {
+            slot.1 = new;
+        }
+    }
+}
+
+fn merge_at(nodes: &[Value], shape: &Value, path: &mut Vec<String>) -> Value {
+    let at = |n: &Value, path: &[String]| -> Option<Value> {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        get(n, &p).cloned()
+    };
+    let name = path.last().cloned().unwrap_or_default();
+    let name = name.as_str();
+    match shape {
+        Value::Map(pairs) => {
+            // Keys of every node's map, in the first node's order then new ones.
+            let mut keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+            for n in &nodes[1..] {
+                if let Some(Value::Map(p)) = at(n, path) {
+                    for (k, _) in p {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
+                }
+            }
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                path.push(k.clone());
+                let shape = nodes
+                    .iter()
+                    .find_map(|n| at(n, path))
+                    .unwrap_or(Value::Nil);
+                out.push((k, merge_at(nodes, &shape, path)));
+                path.pop();
+            }
+            if name == "most_common_patterns" {
+                out.sort_by(|a, b| number(Some(&b.1)).total_cmp(&number(Some(&a.1))));
+                out.truncate(10);
+            }
+            Value::Map(out)
+        }
+        Value::Int(_) => {
+            let values: Vec<i64> = nodes
+                .iter()
+                .filter_map(|n| match at(n, path) {
+                    Some(Value::Int(v)) => Some(v),
+                    _ => None,
+                })
+                .collect();
+            let parent = path.len().checked_sub(2).map(|i| path[i].as_str());
+            Value::Int(if name.starts_with("max_") || name.ends_with("_us") && name != "avg_us" {
+                values.into_iter().max().unwrap_or(0)
+            } else if parent == Some("thresholds") {
+                values.first().copied().unwrap_or(0)
+            } else if name == "metrics_since_ms" {
+                values.into_iter().min().unwrap_or(0)
+            } else {
+                values.into_iter().fold(0i64, i64::saturating_add)
+            })
+        }
+        Value::Double(_) => {
+            if name.starts_with("max_") {
+                let m = nodes
+                    .iter()
+                    .map(|n| number(at(n, path).as_ref()))
+                    .fold(0.0, f64::max);
+                return Value::Double(m);
+            }
+            if name.starts_with("avg_") {
+                // Weighted by the sibling `count`, or else by the node's invalidations.
+                let mut sibling = path.clone();
+                sibling.pop();
+                sibling.push("count".into());
+                let (mut sum, mut weight) = (0.0, 0.0);
+                for n in nodes {
+                    let w = match at(n, &sibling) {
+                        Some(c) => number(Some(&c)),
+                        None => number(get(n, &["total_invalidations"])),
+                    };
+                    sum += number(at(n, path).as_ref()) * w;
+                    weight += w;
+                }
+                return Value::Double(if weight > 0.0 {
+                    round(sum / weight)
+                } else {
+                    0.0
+                });
+            }
+            Value::Double(round(
+                nodes.iter().map(|n| number(at(n, path).as_ref())).sum(),
+            ))
+        }
+        Value::Bulk(_) if name == "current_alert_level" => nodes
+            .iter()
+            .filter_map(|n| match at(n, path) {
+                Some(Value::Bulk(b)) => Some(b),
+                _ => None,
+            })
+            .max_by_key(|b| level_rank(b))
+            .map_or(Value::Nil, Value::Bulk),
+        other => other.clone(),
+    }
+}
+
+/// A reply as JSON text (maps keep their order; bytes that are not UTF-8 are replaced).
+pub fn to_json(v: &Value) -> String {
+    match v {
+        Value::Nil => "null".into(),
+        Value::Ok => "\"OK\"".into(),
+        Value::Int(n) => n.to_string(),
+        Value::Double(x) => serde_json::Value::from(*x).to_string(),
+        Value::Bulk(b) => serde_json::Value::from(String::from_utf8_lossy(b)).to_string(),
+        Value::Error(e) => serde_json::Value::from(e.as_str()).to_string(),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(to_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        Value::Map(pairs) => {
+            let items: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k.as_str()), to_json(v)))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+    }
+}
+
+/// Groups a cascade frontier by hops left: one `DEPENDENTS` request per group, `DEPTH` one less
+/// than the hops left (the dependents themselves take one hop).
+pub fn frontier_groups(frontier: Vec<(Vec<u8>, u32)>) -> Vec<(u32, Vec<Vec<u8>>)> {
+    let mut groups: Vec<(u32, Vec<Vec<u8>>)> = Vec::new();
+    for (k, left) in frontier {
+        match groups.iter_mut().find(|(l, _)| *l == left) {
+            Some((_, keys)) => keys.push(k),
+            None => groups.push((left, vec![k])),
+        }
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.0));
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::Bulk(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn requests_and_answers_round_trip() {
+        let r = Request {
+            id: 7,
+            db: 3,
+            user: Some(b"alice".to_vec()),
+            commands: vec![vec![b"cache.invalidate".to_vec(), b"ALL".to_vec()], vec![]],
+        };
+        assert_eq!(Request::decode(&r.encode()), Ok(r));
+        let a = Answer {
+            id: u64::MAX,
+            replies: vec![
+                Value::Int(-3),
+                Value::Map(vec![("x".into(), Value::Double(1.5))]),
+                Value::Array(vec![bulk("k"), Value::Nil, Value::Ok]),
+                Value::Error("ERR no".into()),
+            ],
+            frontier: vec![(b"k".to_vec(), 4)],
+            dependencies: true,
+        };
+        assert_eq!(Answer::decode(&a.encode()), Ok(a.clone()));
+        let bytes = a.encode();
+        assert!(Answer::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Answer::decode(&[bytes.clone(), vec![0]].concat()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Request::decode(&bytes);
+            let _ = Answer::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn masters_come_from_cluster_nodes() {
+        let text = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002 master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 master,fail - 0 0 3 connected 10923-16383
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+e5 127.0.0.1:7005@17005 master,fail - 0 0 5 disconnected
+f6 127.0.0.1:7006@17006 master - 0 0 6 connected
+";
+        let m = masters(text);
+        let ids: Vec<&str> = m.iter().map(|m| m.id.as_str()).collect();
+        // The failed master without slots (failed over) is left out; the empty live one is not.
+        assert_eq!(ids, vec!["a1", "b2", "c3", "f6"]);
+        assert!(m[0].myself && !m[1].myself);
+        assert!(m[2].failing && !m[3].failing);
+    }
+
+    #[test]
+    fn sums_keys_and_tags_combine() {
+        assert_eq!(
+            combine(&Merge::Sum, vec![Value::Int(2), Value::Int(3)]),
+            Value::Int(5)
+        );
+        let e = Value::Error("ERR x".into());
+        assert_eq!(combine(&Merge::Sum, vec![Value::Int(2), e.clone()]), e);
+        let keys = combine(
+            &Merge::Keys,
+            vec![
+                Value::Array(vec![bulk("b"), bulk("d")]),
+                Value::Array(vec![bulk("a"), bulk("b")]),
+            ],
+        );
+        assert_eq!(keys, Value::Array(vec![bulk("a"), bulk("b"), bulk("d")]));
+        let pair = |t: &str, n| Value::Array(vec![bulk(t), Value::Int(n)]);
+        let tags = combine(
+            &Merge::Tags(Some(2)),
+            vec![
+                Value::Array(vec![pair("x", 3), pair("y", 2)]),
+                Value::Array(vec![pair("y", 2), pair("z", 1)]),
+            ],
+        );
+        assert_eq!(tags, Value::Array(vec![pair("y", 4), pair("x", 3)]));
+    }
+
+    #[test]
+    fn stats_merge_adds_counters_and_recomputes_rates() {
+        let node = |hits, misses, inv, keys, avg_us, count, level: &str, max| {
+            Value::Map(vec![
+                ("entries".into(), Value::Int(hits)),
+                ("hits".into(), Value::Int(hits)),
+                ("misses".into(), Value::Int(misses)),
+                ("hit_rate".into(), Value::Double(0.0)),
+                ("total_invalidations".into(), Value::Int(inv)),
+                ("total_keys_invalidated".into(), Value::Int(keys)),
+                (
+                    "thresholds".into(),
+                    Value::Map(vec![
+                        ("warning_per_hour".into(), Value::Int(50)),
+                        ("current_alert_level".into(), bulk(level)),
+                    ]),
+                ),
+                (
+                    "efficiency".into(),
+                    Value::Map(vec![
+                        ("avg_keys_per_invalidation".into(), Value::Double(0.0)),
+                        ("avg_duration_ms".into(), Value::Double(avg_us)),
+                        ("max_duration_ms".into(), Value::Double(max)),
+                    ]),
+                ),
+                (
+                    "operations".into(),
+                    Value::Map(vec![(
+                        "get".into(),
+                        Value::Map(vec![
+                            ("count".into(), Value::Int(count)),
+                            ("avg_us".into(), Value::Double(avg_us)),
+                            ("p99_us".into(), Value::Int(count * 10)),
+                        ]),
+                    )]),
+                ),
+                (
+                    "patterns".into(),
+                    Value::Map(vec![(
+                        "most_common_patterns".into(),
+                        Value::Map(vec![("tag a".into(), Value::Int(inv))]),
+                    )]),
+                ),
+            ])
+        };
+        let a = node(30, 10, 1, 4, 10.0, 1, "normal", 2.0);
+        let b = node(10, 50, 3, 8, 30.0, 3, "warning", 1.0);
+        let m = combine(&Merge::Stats, vec![a, b]);
+        assert_eq!(get(&m, &["entries"]), Some(&Value::Int(40)));
+        assert_eq!(get(&m, &["hit_rate"]), Some(&Value::Double(40.0)));
+        assert_eq!(
+            get(&m, &["thresholds", "warning_per_hour"]),
+            Some(&Value::Int(50))
+        );
+        assert_eq!(
+            get(&m, &["thresholds", "current_alert_level"]),
+            Some(&bulk("warning"))
+        );
+        assert_eq!(
+            get(&m, &["efficiency", "avg_keys_per_invalidation"]),
+            Some(&Value::Double(3.0))
+        );
+        // (10 * 1 + 30 * 3) / 4 invalidations.
+        assert_eq!(
+            get(&m, &["efficiency", "avg_duration_ms"]),
+            Some(&Value::Double(25.0))
+        );
+        assert_eq!(
+            get(&m, &["efficiency", "max_duration_ms"]),
+            Some(&Value::Double(2.0))
+        );
+        assert_eq!(
+            get(&m, &["operations", "get", "avg_us"]),
+            Some(&Value::Double(25.0))
+        );
+        assert_eq!(
+            get(&m, &["operations", "get", "p99_us"]),
+            Some(&Value::Int(30))
+        );
+        assert_eq!(
+            get(&m, &["patterns", "most_common_patterns", "tag a"]),
+            Some(&Value::Int(4))
+        );
+        assert_eq!(get(&m, &["masters"]), Some(&Value::Int(2)));
+        assert!(to_json(&m).starts_with("{\"entries\":40,"));
+    }
+
+    #[test]
+    fn frontier_groups_by_hops_left() {
+        let g = frontier_groups(vec![
+            (b"a".to_vec(), 1),
+            (b"b".to_vec(), 3),
+            (b"c".to_vec(), 1),
+        ]);
+        assert_eq!(
+            g,
+            vec![
+                (3, vec![b"b".to_vec()]),
+                (1, vec![b"a".to_vec(), b"c".to_vec()])
+            ]
+        );
+    }
+}
