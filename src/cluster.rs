@@ -103,9 +103,10 @@ pub fn register(ctx: &Context) {
 /// Removes a leading `LOCAL` (argv[1]); says whether there was one.
 pub fn strip_local<'a>(argv: &[&'a [u8]]) -> (bool, Vec<&'a [u8]>) {
     match argv {
-        [cmd, first, rest @ ..] if first.eq_ignore_ascii_case(b"LOCAL") => {
-            (true, std::iter::once(*cmd).chain(rest.iter().copied()).collect())
-        }
+        [cmd, first, rest @ ..] if first.eq_ignore_ascii_case(b"LOCAL") => (
+            true,
+            std::iter::once(*cmd).chain(rest.iter().copied()).collect(),
+        ),
         _ => (false, argv.to_vec()),
     }
 }
@@ -143,7 +144,11 @@ pub fn acting_user() -> Option<Option<Vec<u8>>> {
 
 /// Starts recording the cascade frontier of this command's invalidations.
 pub fn start_capture() {
-    CAPTURE.with(|c| *c.borrow_mut() = Some(Capture { frontier: Vec::new() }));
+    CAPTURE.with(|c| {
+        *c.borrow_mut() = Some(Capture {
+            frontier: Vec::new(),
+        })
+    });
 }
 
 fn take_capture() -> Vec<(Vec<u8>, u32)> {
@@ -177,9 +182,12 @@ fn reply_value(r: Reply) -> Value {
         Reply::Double(x) => Value::Double(x),
         Reply::Bulk(b) => Value::Bulk(b),
         Reply::Array(items) => Value::Array(items.into_iter().map(reply_value).collect()),
-        Reply::Map(pairs) => {
-            Value::Map(pairs.into_iter().map(|(k, v)| (k, reply_value(v))).collect())
-        }
+        Reply::Map(pairs) => Value::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, reply_value(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -192,9 +200,12 @@ fn value_reply(v: Value) -> Reply {
         Value::Bulk(b) => Reply::Bulk(b),
         Value::Error(e) => Reply::Bulk(e.into_bytes()),
         Value::Array(items) => Reply::Array(items.into_iter().map(value_reply).collect()),
-        Value::Map(pairs) => {
-            Reply::Map(pairs.into_iter().map(|(k, v)| (k, value_reply(v))).collect())
-        }
+        Value::Map(pairs) => Reply::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, value_reply(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -213,8 +224,8 @@ fn cluster_masters(ctx: &Context) -> Result<Vec<Master>> {
     let nodes = ctx
         .call("CLUSTER", &["NODES"][..])
         .map_err(|e| CacheError::Message(format!("ERR CLUSTER NODES failed: {e}")))?;
-    let nodes = text(&nodes)
-        .ok_or_else(|| CacheError::Message("ERR CLUSTER NODES gave no text".into()))?;
+    let nodes =
+        text(&nodes).ok_or_else(|| CacheError::Message("ERR CLUSTER NODES gave no text".into()))?;
     Ok(wire::masters(&nodes))
 }
 
@@ -228,8 +239,13 @@ fn send(ctx: &Context, target: &str, kind: u8, payload: &[u8]) -> bool {
     };
     unsafe {
         raw::RedisModule_SendClusterMessage.is_some_and(|f| {
-            f(ctx.ctx, id.as_ptr(), kind, payload.as_ptr().cast::<c_char>(), len)
-                == raw::REDISMODULE_OK as c_int
+            f(
+                ctx.ctx,
+                id.as_ptr(),
+                kind,
+                payload.as_ptr().cast::<c_char>(),
+                len,
+            ) == raw::REDISMODULE_OK as c_int
         })
     }
 }
@@ -373,7 +389,13 @@ fn advance(ctx: &Context, id: u64) {
                 .filter(|n| !op.failed.contains(n))
                 .cloned()
                 .collect();
-            Some(Some((commands, targets, op.db, op.user.clone(), op.me.clone())))
+            Some(Some((
+                commands,
+                targets,
+                op.db,
+                op.user.clone(),
+                op.me.clone(),
+            )))
         });
         let (commands, targets, db, user, me) = match next {
             None => return finish(ctx, id),
@@ -500,7 +522,8 @@ unsafe extern "C" fn on_reply(
     _argv: *mut *mut raw::RedisModuleString,
     _argc: c_int,
 ) -> c_int {
-    let data = raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
+    let data =
+        raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
     if data.is_null() {
         return raw::REDISMODULE_OK as c_int;
     }
@@ -515,7 +538,9 @@ unsafe extern "C" fn on_reply(
 
 unsafe extern "C" fn on_free(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     if !data.is_null() {
-        drop(Box::from_raw(data.cast::<std::result::Result<Value, String>>()));
+        drop(Box::from_raw(
+            data.cast::<std::result::Result<Value, String>>(),
+        ));
     }
 }
 
@@ -600,7 +625,14 @@ fn execute(ctx: &Context, req: &Request) -> Answer {
         dependencies: false,
     };
     if server::is_replica(ctx) {
-        return refuse("ERR this node is no longer a master".into());
+        // Sent while the sender still saw this node as a master (a node that just joined as a
+        // replica, or a failover): its master answers for the data; no reply to combine.
+        return Answer {
+            id: req.id,
+            replies: Vec::new(),
+            frontier: Vec::new(),
+            dependencies: false,
+        };
     }
     if let Some(u) = &req.user {
         if Access::of_user(ctx, u).is_none() {
@@ -622,7 +654,9 @@ fn execute(ctx: &Context, req: &Request) -> Answer {
         .iter()
         .map(|argv| {
             let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
-            let handler = argv.first().and_then(|n| crate::commands::cluster_handler(n));
+            let handler = argv
+                .first()
+                .and_then(|n| crate::commands::cluster_handler(n));
             match handler {
                 None => Value::Error("ERR unknown cluster-wide command".into()),
                 Some(h) => match catch_unwind(AssertUnwindSafe(|| h(ctx, &[], &argv))) {

@@ -8,7 +8,6 @@ use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use crate::cluster::{self, Cascade, Job};
 use crate::config;
-use crate::core::wire::Merge;
 use crate::core::batch::{decode_item, encode_item, Queued};
 use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
@@ -18,6 +17,7 @@ use crate::core::lazy::decode_mark;
 use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
+use crate::core::wire::Merge;
 use crate::error::{CacheError, Result};
 use crate::guard;
 use crate::reclaim;
@@ -780,6 +780,12 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
             return Ok(Reply::Int(crate::fetch::replay_stale(ctx, deadline, &keys)));
         }
         PendingArgs::Lazy => return Ok(lazy_marks()),
+        // Both come only from an AOF rewrite: applied when the AOF loads, ignored when the same
+        // format arrives otherwise (Valkey's atomic slot migration sends a slot snapshot this
+        // way: the source's generations and module state are not the target's).
+        PendingArgs::Born(..) | PendingArgs::State(..) if !server::loading(ctx) => {
+            return Ok(Reply::Ok);
+        }
         PendingArgs::Born(key, gen) => {
             let key = Key::write(ctx, &server::string(ctx, &key));
             if let Some(e) = key.entry()? {
@@ -1042,7 +1048,13 @@ fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
     let writes = matches!(cmd, RuleCommand::Set(_) | RuleCommand::Del(_));
     let fan = writes && cluster::fans_out(ctx, false, "cache.rule")?;
     let reply = state::lock().rules().apply_rule(cmd);
-    everywhere(ctx, rule_reply(ctx, reply, writes, argv), fan, "CACHE.RULE", argv)
+    everywhere(
+        ctx,
+        rule_reply(ctx, reply, writes, argv),
+        fan,
+        "CACHE.RULE",
+        argv,
+    )
 }
 
 /// `CACHE.RELATE source target [target ...] [DEPTH n] [BIDIRECTIONAL]`, `DEL`, `LIST`, `HELP`.
@@ -1051,7 +1063,13 @@ fn cache_relate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<
     let writes = matches!(cmd, RelateCommand::Set(_) | RelateCommand::Del { .. });
     let fan = writes && cluster::fans_out(ctx, false, "cache.relate")?;
     let reply = state::lock().rules().apply_relate(cmd);
-    everywhere(ctx, rule_reply(ctx, reply, writes, argv), fan, "CACHE.RELATE", argv)
+    everywhere(
+        ctx,
+        rule_reply(ctx, reply, writes, argv),
+        fan,
+        "CACHE.RELATE",
+        argv,
+    )
 }
 
 /// A rules change made here goes to every other master too (rules are the cluster's).

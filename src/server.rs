@@ -240,13 +240,46 @@ pub fn signal_modified(ctx: &Context, key: &RedisString) {
 /// signals real changes itself), and RDB read errors handled by the module (a corrupt RESTORE
 /// payload is refused instead of stopping the server; replicas may load diskless).
 pub fn set_module_options(ctx: &Context) {
-    let options = raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED
+    let mut options = raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED
         | raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS;
+    if valkey_major(ctx) >= 9 {
+        // Valkey's atomic slot migration (CLUSTER MIGRATESLOTS): entries arrive as the CACHE.SET
+        // commands of the AOF format and are indexed like any write; keys trimmed after the
+        // migration (or a cancelled import) leave through the unlink callback. Valkey's bit,
+        // set only there (Redis gives bit 5 no meaning of its own yet).
+        options |= VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION;
+    }
     unsafe {
         if let Some(f) = raw::RedisModule_SetModuleOptions {
             f(ctx.ctx, options as c_int);
         }
     }
+}
+
+const VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION: u32 = 1 << 5;
+
+/// The major version of Valkey, or 0 on Redis (`INFO server` has `valkey_version`).
+fn valkey_major(ctx: &Context) -> u32 {
+    let Ok(info) = ctx.call("INFO", &["server"][..]) else {
+        return 0;
+    };
+    let text = match info {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => s,
+        RedisValue::StringBuffer(b) => String::from_utf8_lossy(&b).into_owned(),
+        RedisValue::VerbatimString((_, b)) => String::from_utf8_lossy(&b).into_owned(),
+        _ => return 0,
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("valkey_version:"))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The server is loading (the AOF, an RDB): not a command from the master's stream.
+pub fn loading(ctx: &Context) -> bool {
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
+    flags & raw::REDISMODULE_CTX_FLAGS_LOADING != 0
 }
 
 /// Propagates a command to replicas and the AOF (wrapped in MULTI/EXEC with the others this

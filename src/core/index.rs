@@ -1184,7 +1184,12 @@ mod tests {
         );
         assert!(got.frontier(0).is_empty());
         // Without a local cascade every selected key keeps the whole depth.
-        let flat = cascade(vec![b("c3"), b("c4")], 0, |k| idx.dependents_of_all(k), |_| true);
+        let flat = cascade(
+            vec![b("c3"), b("c4")],
+            0,
+            |k| idx.dependents_of_all(k),
+            |_| true,
+        );
         assert_eq!(flat.frontier(2), vec![(b("c3"), 2), (b("c4"), 2)]);
     }
 

@@ -290,8 +290,7 @@ pub fn masters(cluster_nodes: &str) -> Vec<Master> {
             continue;
         }
         let flags: Vec<&str> = fields[2].split(',').collect();
-        if !flags.contains(&"master") || flags.contains(&"handshake") || flags.contains(&"noaddr")
-        {
+        if !flags.contains(&"master") || flags.contains(&"handshake") || flags.contains(&"noaddr") {
             continue;
         }
         let failing = flags.contains(&"fail") || flags.contains(&"fail?");
@@ -489,10 +488,7 @@ fn merge_at(nodes: &[Value], shape: &Value, path: &mut Vec<String>) -> Value {
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
                 path.push(k.clone());
-                let shape = nodes
-                    .iter()
-                    .find_map(|n| at(n, path))
-                    .unwrap_or(Value::Nil);
+                let shape = nodes.iter().find_map(|n| at(n, path)).unwrap_or(Value::Nil);
                 out.push((k, merge_at(nodes, &shape, path)));
                 path.pop();
             }
@@ -511,15 +507,17 @@ fn merge_at(nodes: &[Value], shape: &Value, path: &mut Vec<String>) -> Value {
                 })
                 .collect();
             let parent = path.len().checked_sub(2).map(|i| path[i].as_str());
-            Value::Int(if name.starts_with("max_") || name.ends_with("_us") && name != "avg_us" {
-                values.into_iter().max().unwrap_or(0)
-            } else if parent == Some("thresholds") {
-                values.first().copied().unwrap_or(0)
-            } else if name == "metrics_since_ms" {
-                values.into_iter().min().unwrap_or(0)
-            } else {
-                values.into_iter().fold(0i64, i64::saturating_add)
-            })
+            Value::Int(
+                if name.starts_with("max_") || name.ends_with("_us") && name != "avg_us" {
+                    values.into_iter().max().unwrap_or(0)
+                } else if parent == Some("thresholds") {
+                    values.first().copied().unwrap_or(0)
+                } else if name == "metrics_since_ms" {
+                    values.into_iter().min().unwrap_or(0)
+                } else {
+                    values.into_iter().fold(0i64, i64::saturating_add)
+                },
+            )
         }
         Value::Double(_) => {
             if name.starts_with("max_") {
