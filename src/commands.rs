@@ -400,7 +400,7 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     let context = a.context.clone();
     let depth = a.depth;
     let reply = invalidate_here(ctx, a);
-    if !fan {
+    if !fan || reply.is_err() {
         return reply;
     }
     // Every master runs the same command with the same depth (this node's default).
