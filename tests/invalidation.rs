@@ -1450,3 +1450,48 @@ fn invalidated_keys_emit_one_del_notification_each() {
     drop(ps);
     verify(&mut c);
 }
+
+// ---------------------------------------------------------------------------------------------
+// LOCAL outside a cluster
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn local_is_accepted_and_changes_nothing_outside_a_cluster() {
+    let s = Server::start();
+    let mut c = s.conn();
+    entry(&mut c, "a", &["t"], &[]);
+    entry(&mut c, "b", &["t"], &["a"]);
+    entry(&mut c, "x", &["u"], &[]);
+    assert_eq!(keys(&mut c, &["LOCAL", "TAG", "t"]), sv(&["a", "b"]));
+    assert_eq!(
+        tag_sizes(&mut c, &["LOCAL", "COUNT", "1"]),
+        vec![("t".into(), 2)]
+    );
+    let stats = ok(&mut c, &["CACHE.STATS", "LOCAL"]);
+    assert_eq!(int(&field(&stats, "entries")), 3);
+    // Outside a cluster nothing is merged: no `masters` field.
+    assert!(map(&stats).iter().all(|(k, _)| k != "masters"));
+    let json = text(&ok(&mut c, &["CACHE.STATS", "LOCAL", "JSON"]));
+    assert!(json.starts_with("{\"entries\":3,"), "{json}");
+    assert_eq!(invalidate(&mut c, &["LOCAL", "DEPTH", "0", "KEY", "a"]), 1);
+    assert_eq!(invalidate(&mut c, &["LOCAL", "TAG", "t"]), 1);
+    ok(
+        &mut c,
+        &[
+            "CACHE.RULE",
+            "SET",
+            "r",
+            "ON",
+            "user",
+            "INVALIDATE",
+            "1",
+            "u",
+        ],
+    );
+    assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "LOCAL", "user", "1"])), 1);
+    assert_eq!(dbsize(&mut c), 0);
+    // LOCAL is an option, not a selector: alone it is still a syntax error of the command.
+    assert!(err(&mut c, &["CACHE.INVALIDATE", "LOCAL"]).starts_with("ERR"));
+    assert!(err(&mut c, &["CACHE.INVALIDATE", "LOCAL", "LOCAL", "ALL"]).starts_with("ERR"));
+    verify(&mut c);
+}
