@@ -135,6 +135,11 @@ pub fn fans_out(ctx: &Context, local: bool, name: &'static str) -> Result<bool> 
     Ok(true)
 }
 
+/// A request from another master is running (its client cannot be blocked).
+pub fn remote() -> bool {
+    REMOTE.with(Cell::get)
+}
+
 /// The user a request from another master runs as (`Some(None)`: none), if one is running.
 pub fn acting_user() -> Option<Option<Vec<u8>>> {
     REMOTE

@@ -399,7 +399,8 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     }
     let context = a.context.clone();
     let depth = a.depth;
-    let reply = invalidate_here(ctx, a);
+    // The stepped form blocks the client: not when the other masters are to be waited for.
+    let reply = invalidate_here(ctx, a, !fan);
     if !fan || reply.is_err() {
         return reply;
     }
@@ -422,10 +423,22 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     cluster::fan_out(ctx, job, cluster::to_value(reply))
 }
 
-/// CACHE.INVALIDATE on this node only.
-fn invalidate_here(ctx: &Context, a: parse::InvalidateArgs) -> Result<Reply> {
+/// CACHE.INVALIDATE on this node only (`may_step`: a large IMMEDIATE one may run in steps).
+fn invalidate_here(ctx: &Context, a: parse::InvalidateArgs, may_step: bool) -> Result<Reply> {
     let db = server::selected_db(ctx);
     match a.strategy {
+        Strategy::Immediate
+            if may_step && !cluster::remote() && reclaim::steps_pay_off(ctx, db, &a.selector) =>
+        {
+            // A large invalidation in bounded steps: the reclaimer replies when it is done.
+            let user = server::caller_name(ctx);
+            if reclaim::invalidate_stepped(ctx, db, a.selector, a.depth, a.context, user) {
+                return Ok(Reply::Sent);
+            }
+            Err(CacheError::Message(
+                "ERR could not block the client for a stepped invalidation".into(),
+            ))
+        }
         Strategy::Immediate => {
             let access = Access::of_caller(ctx);
             let n = apply(

@@ -423,7 +423,7 @@ pub fn subscribe(ctx: &Context) -> bool {
 }
 
 unsafe extern "C" fn on_flush(
-    _ctx: *mut raw::RedisModuleCtx,
+    ctx: *mut raw::RedisModuleCtx,
     _e: raw::RedisModuleEvent,
     sub: u64,
     data: *mut c_void,
@@ -441,6 +441,7 @@ unsafe extern "C" fn on_flush(
         }
         st.lazy_mut(|l| l.clear(db));
         drop(st);
+        crate::reclaim::release_waiters(&Context::new(ctx), db);
         crate::fetch::forget(db);
     })
 }
@@ -461,6 +462,7 @@ unsafe extern "C" fn on_swapdb(
             st.swap(a, b);
             st.lazy_mut(|l| l.swap(a, b));
             drop(st);
+            crate::reclaim::swap_waiters(a, b);
             // A lease is for the value its holder is computing for this database's key.
             crate::fetch::forget(Some(a));
             crate::fetch::forget(Some(b));

@@ -24,7 +24,7 @@ mod module {
     use crate::config::{
         BATCH_DELAY_MS, CLUSTER_TIMEOUT_MS, CRITICAL_PER_HOUR, DEFAULT_TTL_SECONDS,
         EVENT_RETENTION_SECONDS, LAZY_STEP_US, MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US,
-        WARNING_PER_HOUR,
+        STEPPED_STEP_US, STEPPED_THRESHOLD, WARNING_PER_HOUR,
     };
     use crate::config::{HOT_THRESHOLD, LEASE_MS, REFRESH_AHEAD_PERCENT, SOFT_GRACE_SECONDS};
     use crate::config::{
@@ -105,6 +105,8 @@ mod module {
                 [MAX_NAME_BYTES.name, &MAX_NAME_BYTES.value, MAX_NAME_BYTES.default, MAX_NAME_BYTES.min, MAX_NAME_BYTES.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_META_BYTES.name, &MAX_META_BYTES.value, MAX_META_BYTES.default, MAX_META_BYTES.min, MAX_META_BYTES.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_PATTERN_BYTES.name, &MAX_PATTERN_BYTES.value, MAX_PATTERN_BYTES.default, MAX_PATTERN_BYTES.min, MAX_PATTERN_BYTES.max, ConfigurationFlags::DEFAULT, None],
+                [STEPPED_STEP_US.name, &STEPPED_STEP_US.value, STEPPED_STEP_US.default, STEPPED_STEP_US.min, STEPPED_STEP_US.max, ConfigurationFlags::DEFAULT, None],
+                [STEPPED_THRESHOLD.name, &STEPPED_THRESHOLD.value, STEPPED_THRESHOLD.default, STEPPED_THRESHOLD.min, STEPPED_THRESHOLD.max, ConfigurationFlags::DEFAULT, None],
                 [CLUSTER_TIMEOUT_MS.name, &CLUSTER_TIMEOUT_MS.value, CLUSTER_TIMEOUT_MS.default, CLUSTER_TIMEOUT_MS.min, CLUSTER_TIMEOUT_MS.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_CASCADE_ENTRIES.name, &MAX_CASCADE_ENTRIES.value, MAX_CASCADE_ENTRIES.default, MAX_CASCADE_ENTRIES.min, MAX_CASCADE_ENTRIES.max, ConfigurationFlags::DEFAULT, None],
             ],

@@ -1,10 +1,12 @@
 //! The LAZY strategy in the server: making marks, telling readers which entries they cover, and
 //! the reclaimer that deletes those entries in small timed steps (see `core::lazy`).
 
+use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis_module::Context;
+use redis_module::{raw, Context};
 use smallvec::SmallVec;
 
 use crate::config;
@@ -128,32 +130,13 @@ pub fn invalidate(
     user: Option<Vec<u8>>,
 ) -> u64 {
     let started = Instant::now();
-    let now = server::now_ms();
-    let (selected, any_dependency) =
-        state::with_db(db, |idx| (idx.count(&selector), idx.resource_count() > 0));
-    // Entries that depend on nothing now can only gain dependencies by being written again
-    // (a new generation): without any, there is no cascade to follow.
-    let depth = if any_dependency {
-        depth.unwrap_or_else(config::max_cascade_depth)
-    } else {
-        0
-    };
-    let gen = state::next_generation();
     let (kind, pattern) = (selector.kind(), selector.arguments());
     let context_text = context
         .as_deref()
         .map(String::from_utf8_lossy)
         .unwrap_or_default()
         .into_owned();
-    let mark = Mark::new(gen, selector, depth, user, context, now, selected);
-    let bytes = encode_mark(&mark);
-    state::lock().lazy_mut(|l| l.db(db).add(mark));
-    server::replicate(
-        ctx,
-        "CACHE.PENDING",
-        &[b"MARK", db.to_string().as_bytes(), &bytes],
-    );
-    arm(ctx);
+    let (_, selected) = mark(ctx, db, selector, depth, context, user);
     crate::commands::record(
         ctx,
         kind,
@@ -167,6 +150,200 @@ pub fn invalidate(
         0,
     );
     selected
+}
+
+/// Adds a mark (see `invalidate`): returns its generation and the entries it selects now.
+fn mark(
+    ctx: &Context,
+    db: usize,
+    selector: Selector,
+    depth: Option<u32>,
+    context: Option<Vec<u8>>,
+    user: Option<Vec<u8>>,
+) -> (u64, u64) {
+    let now = server::now_ms();
+    let (selected, any_dependency) =
+        state::with_db(db, |idx| (idx.count(&selector), idx.resource_count() > 0));
+    // Entries that depend on nothing now can only gain dependencies by being written again
+    // (a new generation): without any, there is no cascade to follow.
+    let depth = if any_dependency {
+        depth.unwrap_or_else(config::max_cascade_depth)
+    } else {
+        0
+    };
+    let gen = state::next_generation();
+    let mark = Mark::new(gen, selector, depth, user, context, now, selected);
+    let bytes = encode_mark(&mark);
+    state::lock().lazy_mut(|l| l.db(db).add(mark));
+    server::replicate(
+        ctx,
+        "CACHE.PENDING",
+        &[b"MARK", db.to_string().as_bytes(), &bytes],
+    );
+    arm(ctx);
+    (gen, selected)
+}
+
+/// An IMMEDIATE invalidation running in the reclaimer's steps, its client blocked until done.
+struct Waiter {
+    bc: BlockedClient,
+    db: usize,
+    gen: u64,
+    /// Entries the reclaimer deleted in `db` since the invalidation began.
+    deleted: u64,
+    started: Instant,
+    kind: &'static str,
+    pattern: String,
+    context: String,
+}
+
+struct BlockedClient(*mut raw::RedisModuleBlockedClient);
+
+// Only the main thread (commands, timers) touches waiters.
+unsafe impl Send for BlockedClient {}
+
+static WAITERS: Mutex<Vec<Waiter>> = Mutex::new(Vec::new());
+
+fn waiters() -> std::sync::MutexGuard<'static, Vec<Waiter>> {
+    WAITERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether an IMMEDIATE invalidation of `selector` in `db` should run in bounded steps: it
+/// selects at least `cache.stepped-threshold` entries and a good part of the database (the
+/// reclaimer walks the whole database), and the client can wait.
+pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector) -> bool {
+    let threshold = config::STEPPED_THRESHOLD.get();
+    if threshold == 0 || server::is_replica(ctx) || !server::can_block(ctx) {
+        return false;
+    }
+    let (selected, entries) = state::with_db(db, |idx| (idx.count(selector), idx.len() as u64));
+    i64::try_from(selected).unwrap_or(i64::MAX) >= threshold && selected * 4 >= entries
+}
+
+/// An IMMEDIATE invalidation in steps: the entries read as missing at once (a mark, as LAZY);
+/// the client is blocked until the reclaimer deleted them, then gets the number deleted.
+pub fn invalidate_stepped(
+    ctx: &Context,
+    db: usize,
+    selector: Selector,
+    depth: Option<u32>,
+    context: Option<Vec<u8>>,
+    user: Option<Vec<u8>>,
+) -> bool {
+    let bc = unsafe {
+        raw::RedisModule_BlockClient.map_or(std::ptr::null_mut(), |f| {
+            f(ctx.ctx, Some(on_done), None, Some(free_done), 0)
+        })
+    };
+    if bc.is_null() {
+        return false;
+    }
+    let (kind, pattern) = (selector.kind(), selector.arguments());
+    let context_text = context
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default()
+        .into_owned();
+    let started = Instant::now();
+    let (gen, _) = mark(ctx, db, selector, depth, context, user);
+    waiters().push(Waiter {
+        bc: BlockedClient(bc),
+        db,
+        gen,
+        deleted: 0,
+        started,
+        kind,
+        pattern,
+        context: context_text,
+    });
+    true
+}
+
+/// The reclaimer deleted `n` entries in `db`; a walk that covered marks up to `upto` ended
+/// (`None`: the walk goes on). Replies to the invalidations it finished.
+fn progress(ctx: &Context, db: usize, n: u64, done_upto: Option<u64>) {
+    let finished: Vec<Waiter> = {
+        let mut w = waiters();
+        for x in w.iter_mut().filter(|x| x.db == db) {
+            x.deleted += n;
+        }
+        match done_upto {
+            Some(upto) => {
+                let (done, rest): (Vec<Waiter>, Vec<Waiter>) =
+                    w.drain(..).partition(|x| x.db == db && x.gen <= upto);
+                *w = rest;
+                done
+            }
+            None => Vec::new(),
+        }
+    };
+    for x in finished {
+        crate::commands::record(
+            ctx,
+            x.kind,
+            &x.pattern,
+            x.deleted,
+            0,
+            0,
+            x.started,
+            &x.context,
+            Strategy::Immediate,
+            0,
+        );
+        let data = Box::into_raw(Box::new(x.deleted)).cast::<c_void>();
+        unsafe {
+            if let Some(f) = raw::RedisModule_UnblockClient {
+                f(x.bc.0, data);
+            }
+        }
+    }
+}
+
+/// SWAPDB: the waiters follow their marks.
+pub fn swap_waiters(a: usize, b: usize) {
+    for x in waiters().iter_mut() {
+        if x.db == a {
+            x.db = b;
+        } else if x.db == b {
+            x.db = a;
+        }
+    }
+}
+
+/// Marks are gone without a walk (FLUSHALL, a database dropped), or this server became a
+/// replica: the waiters there get what was deleted so far.
+pub fn release_waiters(ctx: &Context, db: Option<usize>) {
+    let gone: Vec<usize> = waiters()
+        .iter()
+        .filter(|x| db.is_none_or(|d| d == x.db))
+        .map(|x| x.db)
+        .collect();
+    for d in gone {
+        progress(ctx, d, 0, Some(u64::MAX));
+    }
+}
+
+unsafe extern "C" fn on_done(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let data =
+        raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
+    if !data.is_null() {
+        let n = *data.cast::<u64>();
+        server::reply(
+            &Context::new(ctx),
+            &server::Reply::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn free_done(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    if !data.is_null() {
+        drop(Box::from_raw(data.cast::<u64>()));
+    }
 }
 
 /// A mark from the master or the AOF (`CACHE.PENDING MARK`).
@@ -192,8 +369,15 @@ pub fn arm(ctx: &Context) {
         }
         st.reclaim_timer = true;
     }
-    // While writes are paused the step does nothing: look again less often.
-    let ms = if server::writes_paused() { 10 } else { 1 };
+    // While writes are paused the step does nothing: look again less often. A client waiting
+    // for a stepped invalidation: the next step as soon as the event loop served the others.
+    let ms = if server::writes_paused() {
+        10
+    } else if waiters().is_empty() {
+        1
+    } else {
+        0
+    };
     ctx.create_timer(Duration::from_millis(ms), on_timer, ());
 }
 
@@ -216,11 +400,21 @@ const CHUNK: usize = 4;
 /// `cache.lazy-step-us`, deleting what the marks cover like DEL would; at the end of a walk its
 /// marks are done.
 fn step(ctx: &Context) {
-    if server::is_replica(ctx) || server::writes_paused() {
+    if server::is_replica(ctx) {
+        release_waiters(ctx, None);
+        return;
+    }
+    if server::writes_paused() {
         return;
     }
     let started = Instant::now();
-    let budget = Duration::from_micros(config::LAZY_STEP_US.get().max(1) as u64);
+    // A client waiting for a stepped invalidation: longer steps (less overhead per key).
+    let us = if waiters().is_empty() {
+        config::LAZY_STEP_US.get()
+    } else {
+        config::STEPPED_STEP_US.get()
+    };
+    let budget = Duration::from_micros(us.max(1) as u64);
     let Some((db, upto, mut cursor)) = ({
         let mut st = state::lock();
         let db = st.lazy().busy().map(|(db, _)| db).next();
@@ -237,6 +431,7 @@ fn step(ctx: &Context) {
     if !server::select_db(ctx, db) {
         // A database this server does not have (marks loaded with other settings).
         state::lock().lazy_mut(|l| l.clear(Some(db)));
+        release_waiters(ctx, Some(db));
         return;
     }
     let marks = state::lock().lazy().marks(db).unwrap_or_default();
@@ -275,6 +470,7 @@ fn step(ctx: &Context) {
         let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
         server::replicate(ctx, "DEL", &refs);
     }
+    progress(ctx, db, deleted.len() as u64, done.then_some(upto));
     if done {
         state::lock().lazy_mut(|l| l.db(db).finish(upto));
         server::replicate(

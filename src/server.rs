@@ -276,6 +276,18 @@ fn valkey_major(ctx: &Context) -> u32 {
         .unwrap_or(0)
 }
 
+/// The client may be blocked: not inside MULTI, a script or a module's call, and not a command
+/// replayed from the master or the AOF.
+pub fn can_block(ctx: &Context) -> bool {
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
+    let no = raw::REDISMODULE_CTX_FLAGS_MULTI
+        | raw::REDISMODULE_CTX_FLAGS_LUA
+        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING
+        | raw::REDISMODULE_CTX_FLAGS_REPLICATED
+        | raw::REDISMODULE_CTX_FLAGS_LOADING;
+    flags & no == 0
+}
+
 /// The server is loading (the AOF, an RDB): not a command from the master's stream.
 pub fn loading(ctx: &Context) -> bool {
     let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;

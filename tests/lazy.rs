@@ -1870,3 +1870,165 @@ fn marks_survive_an_aof_rewrite_without_rdb_preamble() {
     assert_eq!(keys(&mut c, &["ALL"]), sv(&["keep"]));
     verify(&mut c);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stepped IMMEDIATE invalidations (the reclaimer deletes, the client waits)
+// ---------------------------------------------------------------------------------------------
+
+/// A server where every IMMEDIATE invalidation of 10 entries or more runs in short steps.
+fn stepped_server() -> Server {
+    Server::with(&["stepped-threshold", "10", "stepped-step-us", "50"], &[])
+}
+
+/// `n` entries tagged `t` (`e0`..), a chain of dependents on `e0`, and a plain key.
+fn stepped_data(c: &mut Connection, n: usize) {
+    for i in 0..n {
+        ok(c, &["CACHE.SET", &format!("e{i}"), "v", "TAGS", "1", "t"]);
+    }
+    ok(c, &["CACHE.SET", "d1", "v", "DEPENDS", "1", "e0"]);
+    ok(c, &["CACHE.SET", "d2", "v", "DEPENDS", "1", "d1"]);
+    ok(c, &["SET", "plain", "1"]);
+}
+
+#[test]
+fn a_large_immediate_invalidation_runs_in_steps_and_replies_the_count() {
+    let s = stepped_server();
+    let mut c = s.conn();
+    stepped_data(&mut c, 3000);
+    let steps = lazy_stat(&mut c, "steps");
+    assert_eq!(int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"])), 3002);
+    // Done when it replied: every entry and its dependents deleted, nothing else.
+    assert_eq!(dbsize(&mut c), 1);
+    assert_eq!(get(&mut c, "e1"), None);
+    assert!(lazy_stat(&mut c, "steps") > steps + 1, "not stepped");
+    assert_eq!(lazy_stat(&mut c, "marks"), 0);
+    // Recorded once, as IMMEDIATE, with what it deleted.
+    let e = events(&mut c);
+    assert_eq!(e[0], ev("tag", "t", 3002, "", "immediate"));
+    assert_eq!(by_strategy(&mut c, "lazy"), 0);
+    // Below the threshold: one command, no steps.
+    stepped_data(&mut c, 5);
+    let steps = lazy_stat(&mut c, "steps");
+    assert_eq!(
+        int(&ok(
+            &mut c,
+            &["CACHE.INVALIDATE", "DEPTH", "0", "KEY", "e1"]
+        )),
+        1
+    );
+    assert_eq!(lazy_stat(&mut c, "steps"), steps);
+    verify(&mut c);
+}
+
+#[test]
+fn inside_multi_a_large_immediate_invalidation_runs_at_once() {
+    let s = stepped_server();
+    let mut c = s.conn();
+    stepped_data(&mut c, 50);
+    let steps = lazy_stat(&mut c, "steps");
+    let replies = multi(&mut c, &[a("CACHE.INVALIDATE TAG t"), a("DBSIZE")]);
+    assert_eq!(int(&replies[0]), 52);
+    assert_eq!(int(&replies[1]), 1);
+    assert_eq!(lazy_stat(&mut c, "steps"), steps);
+    verify(&mut c);
+}
+
+#[test]
+fn readers_see_misses_while_a_stepped_invalidation_runs() {
+    let s = Server::with(&["stepped-threshold", "10", "stepped-step-us", "50"], &[]);
+    let mut c = s.conn();
+    let n = 20_000;
+    let cmds: Vec<String> = (0..n)
+        .map(|i| format!("CACHE.SET e{i} v TAGS 1 t"))
+        .collect();
+    let mut pipe = redis::pipe();
+    for q in &cmds {
+        let parts: Vec<&str> = q.split(' ').collect();
+        pipe.cmd(parts[0]).arg(&parts[1..]).ignore();
+    }
+    pipe.query::<()>(&mut c).expect("pipeline");
+    let port = s.port;
+    let waiter = std::thread::spawn(move || {
+        let mut w = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|cl| cl.get_connection())
+            .expect("connect");
+        int(&ok(&mut w, &["CACHE.INVALIDATE", "TAG", "t"]))
+    });
+    // While it runs, the last entry (reclaimed last) is already a miss, yet still a key.
+    let mut seen_midway = false;
+    let last = format!("e{}", n - 1);
+    for _ in 0..2000 {
+        // In this order: the mark was there before the read, the key still after it.
+        let marked = lazy_stat(&mut c, "marks") == 1;
+        let value = get(&mut c, &last);
+        if marked && exists(&mut c, &last) == 1 {
+            assert_eq!(value, None, "a covered entry read as a hit");
+            seen_midway = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(waiter.join().expect("waiter"), n);
+    assert!(seen_midway, "never caught the invalidation in progress");
+    assert_eq!(dbsize(&mut c), 0);
+    verify(&mut c);
+}
+
+#[test]
+fn flushall_ends_a_stepped_invalidation() {
+    let s = Server::with(&["stepped-threshold", "10", "stepped-step-us", "50"], &[]);
+    let mut c = s.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("CACHE.SET")
+            .arg(format!("e{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg("t")
+            .ignore();
+    }
+    pipe.query::<()>(&mut c).expect("pipeline");
+    let port = s.port;
+    let waiter = std::thread::spawn(move || {
+        let mut w = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|cl| cl.get_connection())
+            .expect("connect");
+        int(&ok(&mut w, &["CACHE.INVALIDATE", "TAG", "t"]))
+    });
+    eventually("the invalidation to start", || {
+        lazy_stat(&mut c, "marks") == 1
+    });
+    ok(&mut c, &["FLUSHALL"]);
+    // The client gets what was deleted before the flush, and is not left blocked.
+    let n = waiter.join().expect("waiter");
+    assert!((0..20_000).contains(&n), "{n}");
+    assert_eq!(lazy_stat(&mut c, "marks"), 0);
+    assert_eq!(dbsize(&mut c), 0);
+    verify(&mut c);
+}
+
+#[test]
+fn a_replica_follows_a_stepped_invalidation() {
+    let m = Server::with(
+        &["stepped-threshold", "10", "stepped-step-us", "50"],
+        &[
+            "--repl-diskless-sync-delay",
+            "0",
+            "--repl-ping-replica-period",
+            "3600",
+        ],
+    );
+    let r = replica_of(&m);
+    let mut mc = m.conn();
+    let mut rc = r.conn();
+    wait_link(&mut rc);
+    stepped_data(&mut mc, 500);
+    assert_eq!(int(&ok(&mut mc, &["CACHE.INVALIDATE", "TAG", "t"])), 502);
+    sync(&mut mc, &mut rc);
+    assert_eq!(dbsize(&mut rc), 1);
+    assert_eq!(lazy_stat(&mut rc, "marks"), 0);
+    assert_eq!(digest(&mut mc), digest(&mut rc));
+    verify(&mut mc);
+    verify(&mut rc);
+}
