@@ -1,0 +1,847 @@
+//! Redis Cluster: a real cluster of three masters and one replica (of the first master), each a
+//! server with the module, formed with `redis-cli --cluster`. Keyed commands route like any
+//! keyed command (cluster clients, `redis-cli -c`, `MOVED`, `CROSSSLOT`); invalidations, the
+//! dry run, tag lists, statistics, rules and relations apply to every master (`LOCAL` keeps them
+//! on one node), with the cascade crossing shards; resharding moves entries with their index; a
+//! master that does not answer makes a cluster-wide command fail after
+//! `cache.cluster-timeout-ms`, naming how many masters answered.
+//!
+//! Every test ends with `CACHE.DEBUG VERIFY` empty on every running node, replica included.
+
+mod common;
+use common::*;
+
+use redis::cluster::{ClusterClient, ClusterConnection};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// The cluster harness.
+// ---------------------------------------------------------------------------------------------
+
+/// Node indexes: 0, 1 and 2 are the masters, 3 the replica of master 0.
+const MASTERS: [usize; 3] = [0, 1, 2];
+const REPLICA: usize = 3;
+const NODE_TIMEOUT_MS: &str = "2000";
+
+static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
+
+/// One server process of the cluster.
+struct Node {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    id: String,
+}
+
+impl Node {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Three masters and a replica of master 0, with the module, on loopback ports, each in its own
+/// directory under one temporary root. Every process is killed on drop (also when a test
+/// panics); the directories are removed unless the test failed (then their path is printed).
+struct Cluster {
+    nodes: Vec<Node>,
+    root: PathBuf,
+}
+
+/// A port `p` such that `p` and its cluster bus port `p + 10000` are free now and not in `taken`.
+fn free_cluster_port(taken: &[u16]) -> u16 {
+    for _ in 0..1000 {
+        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(p) = l.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        if p > 55535
+            || taken
+                .iter()
+                .any(|&t| t == p || t + 10000 == p || p + 10000 == t)
+        {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair for a cluster node");
+}
+
+fn connect(port: u16) -> redis::RedisResult<Connection> {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    c.get_connection_with_timeout(Duration::from_secs(5))
+}
+
+/// `INFO`/`CLUSTER INFO`-style text: the value of `name:`.
+fn text_field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq)]
+struct NodeLine {
+    id: String,
+    port: u16,
+    flags: Vec<String>,
+    master: String,
+    link: String,
+    /// Slot ranges as written (`0-5460`, `7`, or `[slot->-id]` while migrating).
+    slots: Vec<String>,
+}
+
+fn parse_nodes(text: &str) -> Vec<NodeLine> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let addr = f[1].split('@').next().unwrap_or("");
+            let port = addr.rsplit(':').next().unwrap_or("0").parse().unwrap_or(0);
+            NodeLine {
+                id: f[0].to_string(),
+                port,
+                flags: f[2].split(',').map(String::from).collect(),
+                master: f[3].to_string(),
+                link: f.get(7).unwrap_or(&"").to_string(),
+                slots: f.iter().skip(8).map(|s| s.to_string()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Runs `redis-cli` with `args`, bounded by `secs`; output goes to a file in the cluster's root.
+/// Returns (success, output).
+fn redis_cli(root: &std::path::Path, args: &[String], secs: u64) -> (bool, String) {
+    let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
+    let out_path = root.join(format!("redis-cli-{n}.out"));
+    let out = std::fs::File::create(&out_path).expect("redis-cli output file");
+    let err = out.try_clone().expect("redis-cli output file");
+    let mut child = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("redis-cli on PATH (Debian's redis-tools)");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("redis-cli wait") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    match status {
+        Some(st) => (st.success(), text),
+        None => (false, format!("{text}\n(redis-cli killed after {secs} s)")),
+    }
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        Cluster::with(&[])
+    }
+
+    /// `module_args` go after the module path on `--loadmodule` (e.g. `["cluster-timeout-ms",
+    /// "500"]`).
+    fn with(module_args: &[&str]) -> Cluster {
+        let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
+        let root =
+            std::env::temp_dir().join(format!("tagcache-cluster-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("cluster temp dir");
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            root,
+        };
+        // Start all four, then wait for each: the servers boot in parallel.
+        let mut taken = Vec::new();
+        for i in 0..4 {
+            let dir = cluster.root.join(format!("node{i}"));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let port = free_cluster_port(&taken);
+            taken.push(port);
+            let mut node = Node {
+                child: None,
+                port,
+                dir,
+                id: String::new(),
+            };
+            Cluster::spawn(&mut node, module_args);
+            cluster.nodes.push(node);
+        }
+        for i in 0..4 {
+            let mut attempts = 0;
+            while !cluster.wait_ready(i) {
+                attempts += 1;
+                cluster.nodes[i].kill();
+                assert!(
+                    attempts < 5,
+                    "node {i} did not start; log:\n{}",
+                    cluster.nodes[i].log()
+                );
+                // Most likely a port taken meanwhile: another pair.
+                let taken: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+                cluster.nodes[i].port = free_cluster_port(&taken);
+                Cluster::spawn(&mut cluster.nodes[i], module_args);
+            }
+        }
+        for i in 0..4 {
+            let mut c = cluster.conn(i);
+            let id: String = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut c)
+                .expect("CLUSTER MYID");
+            cluster.nodes[i].id = id;
+        }
+        cluster.create();
+        cluster
+    }
+
+    fn spawn(node: &mut Node, module_args: &[&str]) {
+        let mut load = vec![module_path().display().to_string()];
+        load.extend(module_args.iter().map(|s| s.to_string()));
+        let child = Command::new(server_binary())
+            .current_dir(&node.dir)
+            .args(["--port", &node.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", &node.dir.display().to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "yes"])
+            .args(["--logfile", "server.log"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--loadmodule")
+            .args(&load)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary()));
+        node.child = Some(child);
+    }
+
+    fn wait_ready(&mut self, i: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.nodes[i].child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if let Ok(mut c) = connect(self.nodes[i].port) {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `redis-cli --cluster create` with the masters, then `add-node --cluster-slave` for the
+    /// replica; waits until the cluster is stable.
+    fn create(&mut self) {
+        let addr = |i: usize| format!("127.0.0.1:{}", self.nodes[i].port);
+        let mut args = vec!["--cluster".to_string(), "create".to_string()];
+        args.extend(MASTERS.iter().map(|&i| addr(i)));
+        args.push("--cluster-yes".into());
+        let (ok, out) = redis_cli(&self.root, &args, 60);
+        assert!(ok, "redis-cli --cluster create failed:\n{out}");
+        let args: Vec<String> = [
+            "--cluster",
+            "add-node",
+            &addr(REPLICA),
+            &addr(0),
+            "--cluster-slave",
+            "--cluster-master-id",
+            &self.nodes[0].id,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (ok, out) = redis_cli(&self.root, &args, 60);
+        assert!(ok, "redis-cli --cluster add-node failed:\n{out}");
+        self.wait_stable();
+    }
+
+    fn port(&self, i: usize) -> u16 {
+        self.nodes[i].port
+    }
+
+    fn id(&self, i: usize) -> &str {
+        &self.nodes[i].id
+    }
+
+    fn conn(&self, i: usize) -> Connection {
+        connect(self.nodes[i].port)
+            .unwrap_or_else(|e| panic!("connect to node {i} (port {}): {e}", self.port(i)))
+    }
+
+    /// A connection to the replica that may read (`READONLY`).
+    fn replica_conn(&self) -> Connection {
+        let mut c = self.conn(REPLICA);
+        assert_eq!(ok(&mut c, &["READONLY"]), Value::Okay);
+        c
+    }
+
+    /// A cluster client (redis-rs `ClusterClient`) seeded with every running master.
+    fn client(&self) -> ClusterConnection {
+        let urls: Vec<String> = MASTERS
+            .iter()
+            .filter(|&&i| self.nodes[i].running())
+            .map(|&i| format!("redis://127.0.0.1:{}/", self.port(i)))
+            .collect();
+        ClusterClient::new(urls)
+            .and_then(|c| c.get_connection())
+            .expect("cluster client")
+    }
+
+    /// The index of the node listening on `port`.
+    fn index_of_port(&self, port: u16) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.port == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"))
+    }
+
+    /// A running master to ask about the cluster.
+    fn any_master(&self) -> usize {
+        *MASTERS
+            .iter()
+            .find(|&&i| self.nodes[i].running())
+            .expect("a running master")
+    }
+
+    fn slot(&self, key: &str) -> u16 {
+        let mut c = self.conn(self.any_master());
+        int(&ok(&mut c, &["CLUSTER", "KEYSLOT", key])) as u16
+    }
+
+    /// (first slot, last slot, master index) from `CLUSTER SLOTS` of a running master.
+    fn slot_map(&self) -> Vec<(u16, u16, usize)> {
+        let mut c = self.conn(self.any_master());
+        list(&ok(&mut c, &["CLUSTER", "SLOTS"]))
+            .iter()
+            .map(|range| {
+                let r = list(range);
+                let master = list(&r[2]);
+                (
+                    int(&r[0]) as u16,
+                    int(&r[1]) as u16,
+                    self.index_of_port(int(&master[1]) as u16),
+                )
+            })
+            .collect()
+    }
+
+    /// The master that owns `key`'s slot (`CLUSTER KEYSLOT` + `CLUSTER SLOTS`).
+    fn owner(&self, key: &str) -> usize {
+        let slot = self.slot(key);
+        self.slot_map()
+            .into_iter()
+            .find(|&(a, b, _)| a <= slot && slot <= b)
+            .map(|(_, _, m)| m)
+            .unwrap_or_else(|| panic!("slot {slot} of {key} has no owner"))
+    }
+
+    /// `count` keys `<prefix><n>` whose slots master `m` owns.
+    fn keys_on(&self, m: usize, prefix: &str, count: usize) -> Vec<String> {
+        let map = self.slot_map();
+        let mut out = Vec::new();
+        for n in 0.. {
+            if out.len() == count {
+                break;
+            }
+            let k = format!("{prefix}{n}");
+            let slot = self.slot(&k);
+            if map
+                .iter()
+                .any(|&(a, b, o)| o == m && a <= slot && slot <= b)
+            {
+                out.push(k);
+            }
+            assert!(n < 10_000, "no key {prefix}* on master {m}");
+        }
+        out
+    }
+
+    fn key_on(&self, m: usize, prefix: &str) -> String {
+        self.keys_on(m, prefix, 1).remove(0)
+    }
+
+    /// Kills node `i` (SIGKILL): it answers nothing from now on.
+    fn stop(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// CACHE.DEBUG VERIFY is empty on every running node.
+    fn verify_all(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.running() {
+                continue;
+            }
+            let diffs = strings(&ok(&mut self.conn(i), &["CACHE.DEBUG", "VERIFY"]));
+            assert!(diffs.is_empty(), "node {i}: CACHE.DEBUG VERIFY: {diffs:#?}");
+        }
+    }
+
+    /// Waits until the replica acknowledged everything master 0 propagated and holds the same
+    /// data.
+    fn sync_replica(&self) {
+        let mut m = self.conn(0);
+        let mut r = self.conn(REPLICA);
+        sync(&mut m, &mut r);
+    }
+
+    /// What is not yet right with node `i`'s view of the cluster (None: all good). `slots` gets
+    /// the node's slot assignment, to compare between nodes.
+    fn unstable(&self, i: usize, slots: &mut Vec<(u16, Vec<String>)>) -> Option<String> {
+        let mut c = match connect(self.port(i)) {
+            Ok(c) => c,
+            Err(e) => return Some(format!("node {i}: {e}")),
+        };
+        let info: String = match redis::cmd("CLUSTER").arg("INFO").query(&mut c) {
+            Ok(t) => t,
+            Err(e) => return Some(format!("node {i}: CLUSTER INFO: {e}")),
+        };
+        for (name, want) in [
+            ("cluster_state", "ok"),
+            ("cluster_slots_assigned", "16384"),
+            ("cluster_slots_ok", "16384"),
+            ("cluster_known_nodes", "4"),
+            ("cluster_size", "3"),
+        ] {
+            let got = text_field(&info, name).unwrap_or_default();
+            if got != want {
+                return Some(format!("node {i}: {name}:{got}, want {want}"));
+            }
+        }
+        let text: String = match redis::cmd("CLUSTER").arg("NODES").query(&mut c) {
+            Ok(t) => t,
+            Err(e) => return Some(format!("node {i}: CLUSTER NODES: {e}")),
+        };
+        let lines = parse_nodes(&text);
+        if lines.len() != 4 {
+            return Some(format!("node {i} knows {} nodes:\n{text}", lines.len()));
+        }
+        for l in &lines {
+            let bad = ["handshake", "fail", "fail?", "noaddr"];
+            if l.flags.iter().any(|f| bad.contains(&f.as_str())) || l.link != "connected" {
+                return Some(format!("node {i} sees {l:?}"));
+            }
+            if l.slots.iter().any(|s| s.starts_with('[')) {
+                return Some(format!("node {i}: a slot is migrating: {l:?}"));
+            }
+            let want_replica = l.port == self.port(REPLICA);
+            let is_replica = l.flags.iter().any(|f| f == "slave");
+            if want_replica != is_replica
+                || (is_replica && l.master != self.nodes[0].id)
+                || (!is_replica && !l.flags.iter().any(|f| f == "master"))
+            {
+                return Some(format!("node {i}: unexpected role: {l:?}"));
+            }
+        }
+        let mut view: Vec<(u16, Vec<String>)> = lines
+            .iter()
+            .filter(|l| !l.slots.is_empty())
+            .map(|l| (l.port, l.slots.clone()))
+            .collect();
+        view.sort();
+        *slots = view;
+        if i == REPLICA {
+            let repl: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut c)
+                .unwrap_or_default();
+            if text_field(&repl, "master_link_status").as_deref() != Some("up") {
+                return Some("the replica's link is not up".into());
+            }
+        }
+        None
+    }
+
+    /// Waits (bounded) until every node reports `cluster_state:ok`, knows the four nodes in
+    /// their roles with no failure flag nor migrating slot, all nodes agree on the slots, and
+    /// the replica's link is up.
+    fn wait_stable(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut problem = None;
+            let mut first: Option<Vec<(u16, Vec<String>)>> = None;
+            for i in 0..4 {
+                let mut view = Vec::new();
+                if let Some(p) = self.unstable(i, &mut view) {
+                    problem = Some(p);
+                    break;
+                }
+                match &first {
+                    None => first = Some(view),
+                    Some(f) if *f != view => {
+                        problem = Some(format!("node {i} sees slots {view:?}, node 0 {f:?}"));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(problem) = problem else {
+                return;
+            };
+            if Instant::now() > deadline {
+                let views: Vec<String> = (0..4)
+                    .map(|i| {
+                        let t: String = connect(self.port(i))
+                            .and_then(|mut c| redis::cmd("CLUSTER").arg("NODES").query(&mut c))
+                            .unwrap_or_else(|e| e.to_string());
+                        format!("node {i} (port {}):\n{t}", self.port(i))
+                    })
+                    .collect();
+                panic!(
+                    "cluster not stable after 30 s: {problem}\n{}",
+                    views.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis-cli --cluster reshard`: `slots` slots from master `from` to master `to`, then
+    /// waits until the cluster is stable again.
+    fn reshard(&self, from: usize, to: usize, slots: usize) {
+        let args: Vec<String> = [
+            "--cluster".to_string(),
+            "reshard".into(),
+            format!("127.0.0.1:{}", self.port(0)),
+            "--cluster-from".into(),
+            self.id(from).into(),
+            "--cluster-to".into(),
+            self.id(to).into(),
+            "--cluster-slots".into(),
+            slots.to_string(),
+            "--cluster-yes".into(),
+        ]
+        .to_vec();
+        let (ok, out) = redis_cli(&self.root, &args, 120);
+        assert!(ok, "redis-cli --cluster reshard failed:\n{out}");
+        self.wait_stable();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        } else {
+            eprintln!("cluster dirs kept: {}", self.root.display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command helpers for any connection (a node's or the cluster client's).
+// ---------------------------------------------------------------------------------------------
+
+fn run<C: redis::ConnectionLike>(c: &mut C, parts: &[&str]) -> redis::RedisResult<Value> {
+    let mut k = redis::cmd(parts[0]);
+    for p in &parts[1..] {
+        k.arg(*p);
+    }
+    k.query(c)
+}
+
+/// A command that must succeed.
+fn must<C: redis::ConnectionLike>(c: &mut C, parts: &[&str]) -> Value {
+    run(c, parts).unwrap_or_else(|e| panic!("{parts:?} failed: {e}"))
+}
+
+/// A command that must fail: the error as the server sent it ("MOVED 12 127.0.0.1:7001").
+fn fails<C: redis::ConnectionLike>(c: &mut C, parts: &[&str]) -> String {
+    match run(c, parts) {
+        Ok(v) => panic!("{parts:?}: expected an error, got {v:?}"),
+        Err(e) => format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+            .trim()
+            .to_string(),
+    }
+}
+
+/// CACHE.SET key v-<key> [TAGS ...] [DEPENDS ...] through any connection.
+fn put<C: redis::ConnectionLike>(c: &mut C, key: &str, tags: &[&str], deps: &[&str]) {
+    let value = format!("v-{key}");
+    let mut p: Vec<&str> = vec!["CACHE.SET", key, &value];
+    let (nt, nd) = (tags.len().to_string(), deps.len().to_string());
+    if !tags.is_empty() {
+        p.extend(["TAGS", &nt]);
+        p.extend_from_slice(tags);
+    }
+    if !deps.is_empty() {
+        p.extend(["DEPENDS", &nd]);
+        p.extend_from_slice(deps);
+    }
+    assert_eq!(must(c, &p), Value::Okay, "{p:?}");
+}
+
+fn exists<C: redis::ConnectionLike>(c: &mut C, key: &str) -> bool {
+    int(&must(c, &["EXISTS", key])) == 1
+}
+
+fn dbsize(c: &mut Connection) -> i64 {
+    int(&ok(c, &["DBSIZE"]))
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn owned(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// `CACHE.TAGS ...` as (tag, entries) pairs.
+fn tag_counts(c: &mut Connection, args: &[&str]) -> Vec<(String, i64)> {
+    let mut p = vec!["CACHE.TAGS"];
+    p.extend_from_slice(args);
+    list(&ok(c, &p))
+        .iter()
+        .map(|pair| {
+            let pair = list(pair);
+            (text(&pair[0]), int(&pair[1]))
+        })
+        .collect()
+}
+
+fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
+    v.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+}
+
+/// The fields of `CACHE.STATS ...` (a map).
+fn stats(c: &mut Connection, args: &[&str]) -> Value {
+    let mut p = vec!["CACHE.STATS"];
+    p.extend_from_slice(args);
+    ok(c, &p)
+}
+
+fn has_field(v: &Value, name: &str) -> bool {
+    map(v).iter().any(|(k, _)| k == name)
+}
+
+/// A rule or relation listing without the per-node counters.
+fn definitions(c: &mut Connection, parts: &[&str]) -> Vec<Vec<(String, Value)>> {
+    list(&ok(c, parts))
+        .iter()
+        .map(|r| {
+            map(r)
+                .into_iter()
+                .filter(|(k, _)| {
+                    !["executions", "entries_invalidated", "last_run_ms"].contains(&k.as_str())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Keyed commands route like keyed commands.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn keyed_commands_route_through_cluster_clients() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+
+    // redis-rs ClusterClient: one slot via a hash tag.
+    assert_eq!(
+        must(
+            &mut cc,
+            &[
+                "CACHE.SET",
+                "{u}:1",
+                "ada",
+                "TAGS",
+                "1",
+                "users",
+                "DEPENDS",
+                "1",
+                "db:users:1",
+                "META",
+                "{\"n\":1}",
+            ]
+        ),
+        Value::Okay
+    );
+    put(&mut cc, "{u}:2", &["users"], &["{u}:1"]);
+    assert_eq!(
+        bytes(&must(&mut cc, &["CACHE.GET", "{u}:1"])),
+        Some(b"ada".to_vec())
+    );
+    let ins = must(&mut cc, &["CACHE.INSPECT", "{u}:1"]);
+    assert_eq!(strings(&field(&ins, "tags")), owned(&["users"]));
+    assert_eq!(strings(&field(&ins, "depends")), owned(&["db:users:1"]));
+    assert_eq!(strings(&field(&ins, "dependents")), owned(&["{u}:2"]));
+    let meta: serde_json::Value = serde_json::from_str(&text(&field(&ins, "meta"))).unwrap();
+    assert_eq!(meta, serde_json::json!({"n": 1}));
+    let got = list(&must(&mut cc, &["CACHE.MGET", "{u}:1", "{u}:2", "{u}:3"]));
+    assert_eq!(
+        got.iter().map(bytes).collect::<Vec<_>>(),
+        vec![Some(b"ada".to_vec()), Some(b"v-{u}:2".to_vec()), None]
+    );
+    let fetched = list(&must(&mut cc, &["CACHE.FETCH", "{u}:1"]));
+    assert_eq!(text(&fetched[1]), "hit");
+    assert_eq!(int(&must(&mut cc, &["CACHE.TAG", "{u}:1", "admins"])), 1);
+    assert_eq!(
+        int(&must(&mut cc, &["CACHE.DEPEND", "{u}:1", "db:orgs:7"])),
+        1
+    );
+    let owner = cl.owner("{u}:1");
+    let mut oc = cl.conn(owner);
+    let ins = ok(&mut oc, &["CACHE.INSPECT", "{u}:1"]);
+    assert_eq!(strings(&field(&ins, "tags")), owned(&["admins", "users"]));
+
+    // An entry on every master through the client: each lands on its slot's owner.
+    for m in MASTERS {
+        let k = cl.key_on(m, "route:");
+        put(&mut cc, &k, &["r"], &[]);
+        assert_eq!(
+            bytes(&must(&mut cc, &["CACHE.GET", &k])),
+            Some(format!("v-{k}").into_bytes())
+        );
+        let mut c = cl.conn(m);
+        assert!(exists(&mut c, &k), "{k} on master {m}");
+        let ins = ok(&mut c, &["CACHE.INSPECT", &k]);
+        assert_eq!(strings(&field(&ins, "tags")), owned(&["r"]));
+    }
+
+    // COMMAND GETKEYS: the key only, never tags or resources.
+    let mut c0 = cl.conn(0);
+    for (cmdline, want) in [
+        (
+            vec!["CACHE.SET", "k", "v", "TAGS", "1", "t", "DEPENDS", "1", "r"],
+            vec!["k"],
+        ),
+        (
+            vec!["CACHE.SET", "k", "v", "EX", "10", "META", "{}"],
+            vec!["k"],
+        ),
+        (vec!["CACHE.GET", "k"], vec!["k"]),
+        (vec!["CACHE.FETCH", "k", "LEASE", "100"], vec!["k"]),
+        (vec!["CACHE.MGET", "a", "b", "c"], vec!["a", "b", "c"]),
+        (vec!["CACHE.TAG", "k", "t1", "t2"], vec!["k"]),
+        (vec!["CACHE.DEPEND", "k", "r1", "r2"], vec!["k"]),
+        (vec!["CACHE.INSPECT", "k"], vec!["k"]),
+    ] {
+        let mut p = vec!["COMMAND", "GETKEYS"];
+        p.extend_from_slice(&cmdline);
+        assert_eq!(strings(&ok(&mut c0, &p)), owned(&want), "{cmdline:?}");
+    }
+    // Keyless commands declare no key.
+    for cmdline in [
+        vec!["CACHE.INVALIDATE", "TAG", "t"],
+        vec!["CACHE.KEYS", "KEY", "k"],
+        vec!["CACHE.WRITE", "user", "1"],
+    ] {
+        let mut p = vec!["COMMAND", "GETKEYS"];
+        p.extend_from_slice(&cmdline);
+        assert!(cmd(&mut c0, &p).is_err(), "{cmdline:?} has no keys");
+    }
+
+    // A node that does not own the slot redirects, and changes nothing.
+    let k = cl.key_on(2, "moved:");
+    let slot = cl.slot(&k);
+    let mut c1 = cl.conn(1);
+    let before = dbsize(&mut c1);
+    for p in [
+        vec!["CACHE.SET", &k, "v", "TAGS", "1", "t"],
+        vec!["CACHE.GET", &k],
+        vec!["CACHE.FETCH", &k],
+        vec!["CACHE.INSPECT", &k],
+        vec!["CACHE.TAG", &k, "t"],
+        vec!["CACHE.DEPEND", &k, "r"],
+        vec!["CACHE.MGET", &k],
+    ] {
+        assert_eq!(
+            fails(&mut c1, &p),
+            format!("MOVED {slot} 127.0.0.1:{}", cl.port(2)),
+            "{p:?}"
+        );
+    }
+    assert_eq!(dbsize(&mut c1), before);
+
+    // Keys of different slots in one CACHE.MGET.
+    let a = cl.key_on(1, "x:");
+    let b = cl
+        .keys_on(1, "y:", 5)
+        .into_iter()
+        .find(|b| cl.slot(b) != cl.slot(&a))
+        .expect("a second slot on master 1");
+    let e = fails(&mut c1, &["CACHE.MGET", &a, &b]);
+    assert!(e.starts_with("CROSSSLOT"), "{e}");
+    let e = fails(&mut cc, &["CACHE.MGET", &a, &b]);
+    assert!(e.contains("CROSSSLOT"), "cluster client: {e}");
+
+    // Keyless commands are taken by any master.
+    for m in MASTERS {
+        let mut c = cl.conn(m);
+        ok(&mut c, &["CACHE.TAGS"]);
+        ok(&mut c, &["CACHE.STATS"]);
+        ok(&mut c, &["CACHE.KEYS", "TAG", "nothing"]);
+        ok(&mut c, &["CACHE.INVALIDATE", "TAG", "nothing"]);
+    }
+
+    // redis-cli -c follows the redirect: set through master 0, read through master 1, of a key
+    // master 2 owns.
+    let k = cl.key_on(2, "cli:");
+    let cli = |port: u16, args: &[&str]| {
+        let mut a = vec![
+            "-c".to_string(),
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let (ok, out) = redis_cli(&cl.root, &a, 20);
+        assert!(ok, "redis-cli {a:?}: {out}");
+        out.trim().to_string()
+    };
+    assert_eq!(
+        cli(cl.port(0), &["CACHE.SET", &k, "hello", "TAGS", "1", "cli"]),
+        "OK"
+    );
+    assert_eq!(cli(cl.port(1), &["CACHE.GET", &k]), "hello");
+    let mut c2 = cl.conn(2);
+    let ins = ok(&mut c2, &["CACHE.INSPECT", &k]);
+    assert_eq!(strings(&field(&ins, "tags")), owned(&["cli"]));
+
+    cl.sync_replica();
+    cl.verify_all();
+}
