@@ -370,13 +370,18 @@ impl Cluster {
 
     /// `count` keys `<prefix><n>` whose slots master `m` owns.
     fn keys_on(&self, m: usize, prefix: &str, count: usize) -> Vec<String> {
+        self.names_on(m, count, |n| format!("{prefix}{n}"))
+    }
+
+    /// The first `count` of `name(0)`, `name(1)`, ... whose slots master `m` owns.
+    fn names_on(&self, m: usize, count: usize, name: impl Fn(usize) -> String) -> Vec<String> {
         let map = self.slot_map();
         let mut out = Vec::new();
         for n in 0.. {
             if out.len() == count {
                 break;
             }
-            let k = format!("{prefix}{n}");
+            let k = name(n);
             let slot = self.slot(&k);
             if map
                 .iter()
@@ -384,7 +389,7 @@ impl Cluster {
             {
                 out.push(k);
             }
-            assert!(n < 10_000, "no key {prefix}* on master {m}");
+            assert!(n < 10_000, "no key like {} on master {m}", name(0));
         }
         out
     }
@@ -843,5 +848,404 @@ fn keyed_commands_route_through_cluster_clients() {
     assert_eq!(strings(&field(&ins, "tags")), owned(&["cli"]));
 
     cl.sync_replica();
+    cl.verify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Cluster-wide invalidation by tag, pattern and dependents, issued on each master in turn.
+// ---------------------------------------------------------------------------------------------
+
+/// Entries on every master, written through the cluster client: per master two tagged `t`, one
+/// matching `pat:*`, one depending on `db:r`, and one tagged `keep`; plus a plain key matching
+/// `pat:*` (not an entry, must stay). Returns (tagged, pattern, dependents, kept) keys.
+struct Spread {
+    tagged: Vec<String>,
+    pattern: Vec<String>,
+    dependents: Vec<String>,
+    kept: Vec<String>,
+}
+
+fn spread(cl: &Cluster, cc: &mut ClusterConnection, round: usize) -> Spread {
+    let mut s = Spread {
+        tagged: vec![],
+        pattern: vec![],
+        dependents: vec![],
+        kept: vec![],
+    };
+    for m in MASTERS {
+        for k in cl.keys_on(m, &format!("t{round}:"), 2) {
+            put(cc, &k, &["t"], &[]);
+            s.tagged.push(k);
+        }
+        let k = cl.key_on(m, &format!("pat:{round}:"));
+        put(cc, &k, &["p"], &[]);
+        s.pattern.push(k);
+        let k = cl.key_on(m, &format!("dep{round}:"));
+        put(cc, &k, &[], &["db:r"]);
+        s.dependents.push(k);
+        let k = cl.key_on(m, &format!("keep{round}:"));
+        put(cc, &k, &["keep"], &["db:other"]);
+        s.kept.push(k);
+    }
+    s
+}
+
+#[test]
+fn invalidation_applies_on_every_master() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    let plain = cl.key_on(1, "pat:plain:");
+    assert_eq!(must(&mut cc, &["SET", &plain, "x"]), Value::Okay);
+
+    for (round, issuer) in MASTERS.into_iter().enumerate() {
+        let s = spread(&cl, &mut cc, round);
+        let mut c = cl.conn(issuer);
+        let gone = |cc: &mut ClusterConnection, keys: &[String]| {
+            for k in keys {
+                assert!(!exists(cc, k), "round {round}: {k} still exists");
+            }
+        };
+
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
+        assert_eq!(n, 6, "round {round}: TAG t from master {issuer}");
+        gone(&mut cc, &s.tagged);
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "PATTERN", "pat:*"]));
+        assert_eq!(n, 3, "round {round}: PATTERN pat:* from master {issuer}");
+        gone(&mut cc, &s.pattern);
+        assert!(
+            exists(&mut cc, &plain),
+            "a plain key matching the pattern stays"
+        );
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPENDENTS", "db:r"]));
+        assert_eq!(n, 3, "round {round}: DEPENDENTS db:r from master {issuer}");
+        gone(&mut cc, &s.dependents);
+
+        // Nothing left to find, anywhere.
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
+        assert_eq!(n, 0, "round {round}: a second TAG t");
+        for k in &s.kept {
+            assert!(exists(&mut cc, k), "round {round}: {k} (tag keep) stays");
+        }
+        for m in MASTERS {
+            assert_eq!(
+                dbsize(&mut cl.conn(m)),
+                // The kept entries of all rounds so far, plus the plain key on master 1.
+                (round as i64 + 1) + i64::from(m == 1),
+                "round {round}: master {m}"
+            );
+        }
+
+        // The replica of master 0 followed.
+        cl.sync_replica();
+        let mut r = cl.replica_conn();
+        for k in s.tagged.iter().chain(&s.pattern).chain(&s.dependents) {
+            if cl.owner(k) == 0 {
+                assert!(!exists(&mut r, k), "round {round}: {k} on the replica");
+            }
+        }
+        assert_eq!(dbsize(&mut r), dbsize(&mut cl.conn(0)));
+        cl.verify_all();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The cascade crosses shards.
+// ---------------------------------------------------------------------------------------------
+
+/// x (master 0, tag t, depends on x2), y (master 1, on x), z (master 2, on y), x2 (master 0, on
+/// z): a chain through the three masters that comes back to the first and closes a cycle;
+/// w (master 2) depends on x and y (a diamond). From `TAG t`: depth 0 {x}, 1 {x, y, w},
+/// 2 + {z}, 3 + {x2}.
+struct Chain {
+    x: String,
+    y: String,
+    z: String,
+    x2: String,
+    w: String,
+}
+
+fn chain(cl: &Cluster, cc: &mut ClusterConnection) -> Chain {
+    let ch = Chain {
+        x: cl.key_on(0, "x:"),
+        y: cl.key_on(1, "y:"),
+        z: cl.key_on(2, "z:"),
+        x2: cl.key_on(0, "x2:"),
+        w: cl.key_on(2, "w:"),
+    };
+    put(cc, &ch.x, &["t"], &[&ch.x2]);
+    put(cc, &ch.y, &[], &[&ch.x]);
+    put(cc, &ch.z, &[], &[&ch.y]);
+    put(cc, &ch.x2, &[], &[&ch.z]);
+    put(cc, &ch.w, &[], &[&ch.x, &ch.y]);
+    ch
+}
+
+#[test]
+fn cascade_crosses_shards() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+
+    for issuer in MASTERS {
+        let ch = chain(&cl, &mut cc);
+        let all = [&ch.x, &ch.y, &ch.z, &ch.x2, &ch.w];
+        let mut c = cl.conn(issuer);
+        let set = |v: &[&String]| sorted(v.iter().map(|s| s.to_string()).collect());
+
+        // The dry run: the sorted union over the masters, cascade included; removes nothing.
+        assert_eq!(keys(&mut c, &["TAG", "t"]), set(&all), "from {issuer}");
+        assert_eq!(keys(&mut c, &["DEPTH", "0", "TAG", "t"]), set(&[&ch.x]));
+        assert_eq!(
+            keys(&mut c, &["DEPTH", "1", "TAG", "t"]),
+            set(&[&ch.x, &ch.y, &ch.w])
+        );
+        assert_eq!(
+            keys(&mut c, &["DEPTH", "2", "TAG", "t"]),
+            set(&[&ch.x, &ch.y, &ch.w, &ch.z])
+        );
+        // A KEY selector naming a key of another master.
+        assert_eq!(
+            keys(&mut c, &["DEPTH", "1", "KEY", &ch.z]),
+            set(&[&ch.z, &ch.x2])
+        );
+        for k in all {
+            assert!(exists(&mut cc, k), "{k} after the dry runs");
+        }
+
+        // DEPTH 1: x, y and w go; z and x2 stay.
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPTH", "1", "TAG", "t"]));
+        assert_eq!(n, 3, "DEPTH 1 from master {issuer}");
+        for k in [&ch.x, &ch.y, &ch.w] {
+            assert!(!exists(&mut cc, k), "{k} after DEPTH 1");
+        }
+        for k in [&ch.z, &ch.x2] {
+            assert!(exists(&mut cc, k), "{k} after DEPTH 1");
+        }
+        // The rest by a KEY on another master than the issuer's.
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "KEY", &ch.z]));
+        assert_eq!(n, 2, "KEY z from master {issuer}");
+        for k in all {
+            assert!(!exists(&mut cc, k), "{k} after KEY z");
+        }
+
+        // The whole chain at once: each entry counts once, the cycle ends.
+        let ch = chain(&cl, &mut cc);
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
+        assert_eq!(n, 5, "TAG t from master {issuer}");
+        for k in [&ch.x, &ch.y, &ch.z, &ch.x2, &ch.w] {
+            assert!(!exists(&mut cc, k), "{k} after TAG t");
+        }
+        // DEPTH 2 stops before x2 (hop 3), wherever it is sent.
+        let ch = chain(&cl, &mut cc);
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPTH", "2", "TAG", "t"]));
+        assert_eq!(n, 4, "DEPTH 2 from master {issuer}");
+        assert!(exists(&mut cc, &ch.x2));
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "KEY", &ch.x2]));
+        assert_eq!(n, 1);
+        for m in MASTERS {
+            assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+        }
+        cl.sync_replica();
+        assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
+        cl.verify_all();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Resharding moves entries with their tags, dependencies and metadata.
+// ---------------------------------------------------------------------------------------------
+
+/// Groups `{g<n>}` on master 0, each `{g<n>}:a` (tags t and g<n>, depends on row:<n>, META
+/// {"n":n}) and `{g<n>}:b` (tag t, depends on `{g<n>}:a`, META {"of":"a"}), same slot; one
+/// entry tagged t on masters 1 and 2 each; and on master 2 an untagged entry depending on the
+/// first group's `a` (a cross-shard dependent). Then half of master 0's slots go to master 1.
+struct Resharded {
+    cl: Cluster,
+    groups: Vec<String>,
+    moved: Vec<String>,
+    stayed: Vec<String>,
+    others: Vec<String>,
+    cross: String,
+}
+
+fn resharded() -> Resharded {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    // A group "{g7}": all its keys share its slot.
+    let groups = cl.names_on(0, 24, |n| format!("{{g{n}}}"));
+    for (n, g) in groups.iter().enumerate() {
+        let a = format!("{g}:a");
+        let b = format!("{g}:b");
+        let tag = format!("g{n}");
+        let row = format!("row:{n}");
+        let meta = format!("{{\"n\":{n}}}");
+        assert_eq!(
+            must(
+                &mut cc,
+                &[
+                    "CACHE.SET",
+                    &a,
+                    "va",
+                    "EX",
+                    "100000",
+                    "TAGS",
+                    "2",
+                    "t",
+                    &tag,
+                    "DEPENDS",
+                    "1",
+                    &row,
+                    "META",
+                    &meta,
+                ]
+            ),
+            Value::Okay
+        );
+        assert_eq!(
+            must(
+                &mut cc,
+                &[
+                    "CACHE.SET",
+                    &b,
+                    "vb",
+                    "TAGS",
+                    "1",
+                    "t",
+                    "DEPENDS",
+                    "1",
+                    &a,
+                    "META",
+                    "{\"of\":\"a\"}",
+                ]
+            ),
+            Value::Okay
+        );
+    }
+    let others = vec![cl.key_on(1, "other:"), cl.key_on(2, "other:")];
+    for k in &others {
+        put(&mut cc, k, &["t"], &[]);
+    }
+    let cross = cl.key_on(2, "cross:");
+    put(&mut cc, &cross, &[], &[&format!("{}:a", groups[0])]);
+    assert_eq!(dbsize(&mut cl.conn(0)), 2 * groups.len() as i64);
+
+    let half = cl
+        .slot_map()
+        .iter()
+        .filter(|r| r.2 == 0)
+        .map(|r| (r.1 - r.0 + 1) as usize)
+        .sum::<usize>()
+        / 2;
+    cl.reshard(0, 1, half);
+    let (moved, stayed): (Vec<String>, Vec<String>) =
+        groups.iter().cloned().partition(|g| cl.owner(g) == 1);
+    for g in &stayed {
+        assert_eq!(cl.owner(g), 0, "{g} is on master 0 or 1");
+    }
+    assert!(
+        !moved.is_empty() && !stayed.is_empty(),
+        "moved {moved:?}, stayed {stayed:?}"
+    );
+    Resharded {
+        cl,
+        groups,
+        moved,
+        stayed,
+        others,
+        cross,
+    }
+}
+
+#[test]
+fn resharding_moves_entries_with_their_index() {
+    let rs = resharded();
+    let cl = &rs.cl;
+    cl.sync_replica();
+    cl.verify_all();
+
+    let mut m0 = cl.conn(0);
+    let mut m1 = cl.conn(1);
+    assert_eq!(dbsize(&mut m0), 2 * rs.stayed.len() as i64);
+    assert_eq!(dbsize(&mut m1), 2 * rs.moved.len() as i64 + 1);
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), dbsize(&mut m0));
+
+    for (n, g) in rs.groups.iter().enumerate() {
+        let owner = if rs.moved.contains(g) { 1 } else { 0 };
+        let mut c = cl.conn(owner);
+        let a = format!("{g}:a");
+        let b = format!("{g}:b");
+        let ins = ok(&mut c, &["CACHE.INSPECT", &a]);
+        assert_eq!(
+            strings(&field(&ins, "tags")),
+            sorted(owned(&["t", &format!("g{n}")])),
+            "{a} on master {owner}"
+        );
+        assert_eq!(strings(&field(&ins, "depends")), vec![format!("row:{n}")]);
+        assert_eq!(strings(&field(&ins, "dependents")), vec![b.clone()], "{a}");
+        let meta: serde_json::Value = serde_json::from_str(&text(&field(&ins, "meta"))).unwrap();
+        assert_eq!(meta, serde_json::json!({ "n": n }), "{a}");
+        let ttl = int(&field(&ins, "ttl_ms"));
+        assert!(ttl > 90_000_000 && ttl <= 100_000_000, "{a}: ttl_ms {ttl}");
+        let ins = ok(&mut c, &["CACHE.INSPECT", &b]);
+        assert_eq!(strings(&field(&ins, "tags")), owned(&["t"]));
+        assert_eq!(strings(&field(&ins, "depends")), vec![a.clone()]);
+        let meta: serde_json::Value = serde_json::from_str(&text(&field(&ins, "meta"))).unwrap();
+        assert_eq!(meta, serde_json::json!({"of": "a"}));
+        // The old owner redirects.
+        let other = 1 - owner;
+        let e = fails(&mut cl.conn(other), &["CACHE.GET", &a]);
+        assert!(e.starts_with("MOVED"), "{a} on master {other}: {e}");
+    }
+
+    // A fresh cluster client reads the moved entries; an invalidation on the new owner (one
+    // group's own tag, which only that group carries) removes the moved entry and its
+    // dependent, both moved with it.
+    let mut cc = cl.client();
+    // Not the first group: an entry on master 2 depends on that one.
+    let g = rs.moved.iter().find(|g| **g != rs.groups[0]).unwrap();
+    let n = rs.groups.iter().position(|x| x == g).unwrap();
+    assert_eq!(
+        bytes(&must(&mut cc, &["CACHE.GET", &format!("{g}:a")])),
+        Some(b"va".to_vec())
+    );
+    let tag = format!("g{n}");
+    let removed = int(&ok(
+        &mut m1,
+        &["CACHE.INVALIDATE", "DEPTH", "1", "TAG", &tag],
+    ));
+    assert_eq!(removed, 2, "TAG {tag} on its new owner");
+    assert!(!exists(&mut cc, &format!("{g}:a")));
+    assert!(!exists(&mut cc, &format!("{g}:b")));
+    cl.sync_replica();
+    cl.verify_all();
+}
+
+#[test]
+fn resharded_entries_take_part_in_cluster_wide_invalidation() {
+    let rs = resharded();
+    let cl = &rs.cl;
+    let mut cc = cl.client();
+    let total = 2 * rs.groups.len() + rs.others.len() + 1;
+    for m in MASTERS {
+        let mut c = cl.conn(m);
+        assert_eq!(
+            keys(&mut c, &["TAG", "t"]).len(),
+            total,
+            "dry run on master {m}"
+        );
+    }
+    let n = int(&ok(&mut cl.conn(2), &["CACHE.INVALIDATE", "TAG", "t"]));
+    assert_eq!(n as usize, total, "TAG t: every entry, moved ones included");
+    for g in &rs.groups {
+        assert!(!exists(&mut cc, &format!("{g}:a")), "{g}:a");
+        assert!(!exists(&mut cc, &format!("{g}:b")), "{g}:b");
+    }
+    for k in rs.others.iter().chain([&rs.cross]) {
+        assert!(!exists(&mut cc, k), "{k}");
+    }
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    cl.sync_replica();
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
     cl.verify_all();
 }
