@@ -12,7 +12,6 @@ mod common;
 use common::*;
 
 use redis::cluster::{ClusterClient, ClusterConnection};
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -403,6 +402,24 @@ impl Cluster {
         self.nodes[i].kill();
     }
 
+    /// Freezes node `i` (SIGSTOP): its connections stay up, it answers nothing until `resume`.
+    fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("a running node").id();
+        let st = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill {sig} {pid}");
+    }
+
     /// CACHE.DEBUG VERIFY is empty on every running node.
     fn verify_all(&self) {
         for (i, n) in self.nodes.iter().enumerate() {
@@ -626,10 +643,6 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 fn owned(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 /// `CACHE.TAGS ...` as (tag, entries) pairs.
@@ -1245,6 +1258,432 @@ fn resharded_entries_take_part_in_cluster_wide_invalidation() {
     for m in MASTERS {
         assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
     }
+    cl.sync_replica();
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
+    cl.verify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. LOCAL, and the aggregation of CACHE.TAGS / CACHE.STATS.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn local_commands_stay_on_their_node() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    // Master m holds m + 1 entries tagged t.
+    let own: Vec<Vec<String>> = MASTERS
+        .iter()
+        .map(|&m| cl.keys_on(m, &format!("l{m}:"), m + 1))
+        .collect();
+    for k in own.iter().flatten() {
+        put(&mut cc, k, &["t"], &[]);
+    }
+    // On master 0, an entry depending on one of master 2's: a LOCAL invalidation on master 2
+    // does not reach it.
+    let dependent = cl.key_on(0, "dependent:");
+    put(&mut cc, &dependent, &[], &[&own[2][0]]);
+
+    let mut m1 = cl.conn(1);
+    assert_eq!(
+        keys(&mut m1, &["LOCAL", "TAG", "t"]),
+        sorted(own[1].clone())
+    );
+    assert_eq!(
+        keys(&mut m1, &["LOCAL", "DEPTH", "0", "ALL"]),
+        sorted(own[1].clone())
+    );
+    assert_eq!(tag_counts(&mut m1, &["LOCAL"]), pairs(&[("t", 2)]));
+    assert_eq!(
+        tag_counts(&mut m1, &["LOCAL", "MATCH", "t*", "COUNT", "5"]),
+        pairs(&[("t", 2)])
+    );
+    let st = stats(&mut m1, &["LOCAL"]);
+    assert_eq!(int(&field(&st, "entries")), 2);
+    assert!(
+        !has_field(&st, "masters"),
+        "CACHE.STATS LOCAL has no masters: {st:?}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&text(&stats(&mut m1, &["LOCAL", "JSON"]))).unwrap();
+    assert_eq!(js["entries"], 2);
+    assert!(js.get("masters").is_none(), "{js}");
+
+    // Only master 1's entries go.
+    let n = int(&ok(&mut m1, &["CACHE.INVALIDATE", "LOCAL", "TAG", "t"]));
+    assert_eq!(n, 2);
+    for k in &own[1] {
+        assert!(!exists(&mut cc, k), "{k}");
+    }
+    for k in own[0].iter().chain(&own[2]).chain([&dependent]) {
+        assert!(exists(&mut cc, k), "{k} stays");
+    }
+    assert!(keys(&mut m1, &["LOCAL", "TAG", "t"]).is_empty());
+    let mut m2 = cl.conn(2);
+    assert_eq!(
+        keys(&mut m2, &["LOCAL", "TAG", "t"]),
+        sorted(own[2].clone())
+    );
+
+    // LOCAL first, then the usual options. The cascade stays on the node too.
+    let n = int(&ok(
+        &mut m2,
+        &[
+            "CACHE.INVALIDATE",
+            "LOCAL",
+            "DEPTH",
+            "5",
+            "CONTEXT",
+            "c",
+            "TAG",
+            "t",
+        ],
+    ));
+    assert_eq!(n, 3);
+    assert!(
+        exists(&mut cc, &dependent),
+        "the cascade does not leave master 2"
+    );
+    for k in &own[2] {
+        assert!(!exists(&mut cc, k), "{k}");
+    }
+
+    // On master 0 (which has a replica): its entry and the dependent go, and the replica
+    // follows.
+    let mut m0 = cl.conn(0);
+    let n = int(&ok(&mut m0, &["CACHE.INVALIDATE", "LOCAL", "ALL"]));
+    assert_eq!(n, 2);
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    cl.sync_replica();
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
+    cl.verify_all();
+}
+
+#[test]
+fn tags_and_stats_aggregate_over_masters() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    // t: 1 + 2 + 3 entries; u and v: one entry per master carries both; only0: on master 0.
+    let mut all = Vec::new();
+    for m in MASTERS {
+        for k in cl.keys_on(m, &format!("a{m}:"), m + 1) {
+            put(&mut cc, &k, &["t"], &[]);
+            all.push(k);
+        }
+        let k = cl.key_on(m, "uv:");
+        put(&mut cc, &k, &["u", "v"], &[]);
+        all.push(k);
+    }
+    let k = cl.key_on(0, "only:");
+    put(&mut cc, &k, &["only0"], &[]);
+    all.push(k);
+    assert_eq!(all.len(), 10);
+
+    // Reads: a hit per entry, a miss per master.
+    for k in &all[..] {
+        must(&mut cc, &["CACHE.GET", k]);
+    }
+    for m in MASTERS {
+        let missing = cl.key_on(m, "missing:");
+        assert_eq!(bytes(&must(&mut cc, &["CACHE.GET", &missing])), None);
+    }
+
+    for m in MASTERS {
+        let mut c = cl.conn(m);
+        assert_eq!(
+            tag_counts(&mut c, &[]),
+            pairs(&[("t", 6), ("u", 3), ("v", 3), ("only0", 1)]),
+            "CACHE.TAGS on master {m}"
+        );
+        assert_eq!(
+            tag_counts(&mut c, &["COUNT", "2"]),
+            pairs(&[("t", 6), ("u", 3)])
+        );
+        assert_eq!(
+            tag_counts(&mut c, &["MATCH", "[uv]", "COUNT", "1"]),
+            pairs(&[("u", 3)])
+        );
+        assert_eq!(tag_counts(&mut c, &["MATCH", "o*"]), pairs(&[("only0", 1)]));
+        assert_eq!(keys(&mut c, &["TAG", "u"]).len(), 3);
+        assert_eq!(keys(&mut c, &["ALL"]), sorted(all.clone()));
+
+        let st = stats(&mut c, &[]);
+        assert_eq!(int(&field(&st, "entries")), 10, "entries from master {m}");
+        assert_eq!(int(&field(&st, "masters")), 3, "masters from master {m}");
+        assert_eq!(int(&field(&st, "hits")), 10, "hits from master {m}");
+        assert_eq!(int(&field(&st, "misses")), 3, "misses from master {m}");
+        let js: serde_json::Value = serde_json::from_str(&text(&stats(&mut c, &["JSON"]))).unwrap();
+        assert_eq!(js["entries"], 10, "{js}");
+        assert_eq!(js["masters"], 3, "{js}");
+    }
+    // Each master's own figures add up to the merged ones.
+    let local: Vec<(i64, i64)> = MASTERS
+        .iter()
+        .map(|&m| {
+            let st = stats(&mut cl.conn(m), &["LOCAL"]);
+            (int(&field(&st, "entries")), int(&field(&st, "hits")))
+        })
+        .collect();
+    assert_eq!(local, vec![(3, 3), (3, 3), (4, 4)]);
+    assert_eq!(
+        tag_counts(&mut cl.conn(0), &["LOCAL"]),
+        pairs(&[("only0", 1), ("t", 1), ("u", 1), ("v", 1)])
+    );
+    assert_eq!(
+        tag_counts(&mut cl.conn(2), &["LOCAL"]),
+        pairs(&[("t", 3), ("u", 1), ("v", 1)])
+    );
+    cl.sync_replica();
+    cl.verify_all();
+}
+
+/// Outside cluster mode LOCAL is accepted and changes nothing.
+#[test]
+fn local_is_accepted_outside_cluster_mode() {
+    let s = Server::start();
+    let mut c = s.conn();
+    entry(&mut c, "a", &["t"], &[]);
+    entry(&mut c, "b", &[], &["a"]);
+    entry(&mut c, "c", &["user:1"], &[]);
+    assert_eq!(keys(&mut c, &["LOCAL", "TAG", "t"]), owned(&["a", "b"]));
+    assert_eq!(
+        keys(&mut c, &["LOCAL", "DEPTH", "0", "TAG", "t"]),
+        owned(&["a"])
+    );
+    assert_eq!(
+        tag_counts(&mut c, &["LOCAL"]),
+        pairs(&[("t", 1), ("user:1", 1)])
+    );
+    assert_eq!(int(&field(&stats(&mut c, &["LOCAL"]), "entries")), 3);
+    let js: serde_json::Value =
+        serde_json::from_str(&text(&stats(&mut c, &["LOCAL", "JSON"]))).unwrap();
+    assert_eq!(js["entries"], 3);
+    assert_eq!(
+        int(&ok(&mut c, &["CACHE.INVALIDATE", "LOCAL", "TAG", "t"])),
+        2
+    );
+    assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "LOCAL", "user", "1"])), 1);
+    assert_eq!(int(&ok(&mut c, &["DBSIZE"])), 0);
+    verify(&mut c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Rules and relations are the same on every master; CACHE.WRITE applies everywhere.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rules_and_relations_apply_on_every_master() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    let mut m0 = cl.conn(0);
+    let mut m1 = cl.conn(1);
+    let mut m2 = cl.conn(2);
+    assert_eq!(
+        ok(
+            &mut m0,
+            &[
+                "CACHE.RULE",
+                "SET",
+                "pages",
+                "ON",
+                "user",
+                "INVALIDATE",
+                "1",
+                "page:{id}"
+            ]
+        ),
+        Value::Okay
+    );
+    assert_eq!(ok(&mut m2, &["CACHE.RELATE", "user", "post"]), Value::Okay);
+    // A refused definition changes nothing anywhere.
+    let e = err(
+        &mut m1,
+        &[
+            "CACHE.RULE",
+            "SET",
+            "bad",
+            "ON",
+            "user",
+            "INVALIDATE",
+            "2",
+            "x",
+        ],
+    );
+    assert!(e.starts_with("ERR"), "{e}");
+
+    cl.sync_replica();
+    let rules = definitions(&mut m0, &["CACHE.RULE", "LIST"]);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let relations = definitions(&mut m0, &["CACHE.RELATE", "LIST"]);
+    assert_eq!(relations.len(), 1, "{relations:?}");
+    for i in [1, 2, REPLICA] {
+        let mut c = cl.conn(i);
+        assert_eq!(
+            definitions(&mut c, &["CACHE.RULE", "LIST"]),
+            rules,
+            "node {i}"
+        );
+        // CACHE.RELATE is a write command as a whole: a replica answers its LIST with
+        // READONLY (not a cluster matter), so only the masters are asked.
+        if i != REPLICA {
+            assert_eq!(
+                definitions(&mut c, &["CACHE.RELATE", "LIST"]),
+                relations,
+                "node {i}"
+            );
+        }
+    }
+
+    // Per master: user:7 (the written tag), page:7 (the rule), post:7 (the relation), and
+    // user:8 (another id).
+    let mut seven = Vec::new();
+    let mut eight = Vec::new();
+    for m in MASTERS {
+        for (prefix, tag) in [("uk:", "user:7"), ("pg:", "page:7"), ("po:", "post:7")] {
+            let k = cl.key_on(m, prefix);
+            put(&mut cc, &k, &[tag], &[]);
+            seven.push(k);
+        }
+        let k = cl.key_on(m, "u8:");
+        put(&mut cc, &k, &["user:8"], &[]);
+        eight.push(k);
+    }
+    let n = int(&ok(&mut m1, &["CACHE.WRITE", "user", "7"]));
+    assert_eq!(n, 9, "CACHE.WRITE user 7 on master 1");
+    for k in &seven {
+        assert!(!exists(&mut cc, k), "{k}");
+    }
+    for k in &eight {
+        assert!(exists(&mut cc, k), "{k} stays");
+    }
+    // LOCAL: master 2's user:8 entry only.
+    let n = int(&ok(&mut m2, &["CACHE.WRITE", "LOCAL", "user", "8"]));
+    assert_eq!(n, 1);
+    assert!(!exists(&mut cc, &eight[2]));
+    assert!(exists(&mut cc, &eight[0]) && exists(&mut cc, &eight[1]));
+
+    // Deleting, from another master, deletes everywhere.
+    assert_eq!(int(&ok(&mut m2, &["CACHE.RULE", "DEL", "pages"])), 1);
+    assert_eq!(
+        int(&ok(&mut m1, &["CACHE.RELATE", "DEL", "user", "post"])),
+        1
+    );
+    cl.sync_replica();
+    for i in [0, 1, 2, REPLICA] {
+        let mut c = cl.conn(i);
+        assert!(
+            list(&ok(&mut c, &["CACHE.RULE", "LIST"])).is_empty(),
+            "node {i}"
+        );
+        if i != REPLICA {
+            assert!(
+                list(&ok(&mut c, &["CACHE.RELATE", "LIST"])).is_empty(),
+                "node {i}"
+            );
+        }
+    }
+    // Without the rule and the relation: only the tag itself.
+    let p = cl.key_on(1, "pg8:");
+    put(&mut cc, &p, &["page:8"], &[]);
+    let n = int(&ok(&mut m0, &["CACHE.WRITE", "user", "8"]));
+    assert_eq!(n, 2);
+    assert!(exists(&mut cc, &p));
+    cl.sync_replica();
+    cl.verify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A master that does not answer.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unresponsive_or_stopped_master_fails_with_partial_effect() {
+    let mut cl = Cluster::start();
+    let mut cc = cl.client();
+    let mut m0 = cl.conn(0);
+    assert_eq!(
+        strings(&ok(&mut m0, &["CONFIG", "GET", "cache.cluster-timeout-ms"])),
+        owned(&["cache.cluster-timeout-ms", "5000"])
+    );
+    for i in 0..4 {
+        config_set(&mut cl.conn(i), "cache.cluster-timeout-ms", "500");
+    }
+    // Per master: two entries tagged t, one tagged u.
+    for m in MASTERS {
+        for k in cl.keys_on(m, "t:", 2) {
+            put(&mut cc, &k, &["t"], &[]);
+        }
+        let k = cl.key_on(m, "u:");
+        put(&mut cc, &k, &["u"], &[]);
+    }
+    drop(cc);
+    cl.sync_replica();
+    let partial = |e: &str| e.starts_with("ERR") && e.contains("2 of 3 masters answered");
+
+    // Master 2 frozen (SIGSTOP): its link is up but it answers nothing. The client waits for
+    // the timeout; the server does not: another client of master 0 is served meanwhile.
+    cl.pause(2);
+    let port0 = cl.port(0);
+    let waiter = std::thread::spawn(move || {
+        let mut c = connect(port0).expect("connect");
+        let start = Instant::now();
+        let e = err(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]);
+        (e, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    assert_eq!(ok(&mut m0, &["PING"]), Value::SimpleString("PONG".into()));
+    let ping = start.elapsed();
+    let (e, took) = waiter.join().expect("the waiting client");
+    assert!(partial(&e), "{e}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(4000),
+        "the error came after {took:?} (cache.cluster-timeout-ms 500)"
+    );
+    assert!(
+        ping < Duration::from_millis(300),
+        "PING took {ping:?} while a client waited"
+    );
+    // The reachable masters did their part, and the replica of master 0 followed (keyless
+    // checks: the cluster may be marked down later on).
+    for m in [0, 1] {
+        let mut c = cl.conn(m);
+        assert_eq!(dbsize(&mut c), 1, "master {m} keeps its u entry only");
+        assert!(
+            keys(&mut c, &["LOCAL", "TAG", "t"]).is_empty(),
+            "master {m}"
+        );
+    }
+    cl.sync_replica();
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), 1);
+
+    // Master 2 gone (killed): the same error, from any master, for every cluster-wide command.
+    cl.resume(2);
+    cl.stop(2);
+    let mut m1 = cl.conn(1);
+    let start = Instant::now();
+    let e = err(&mut m1, &["CACHE.INVALIDATE", "TAG", "u"]);
+    assert!(partial(&e), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_millis(4000),
+        "{:?}",
+        start.elapsed()
+    );
+    for m in [0, 1] {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    let e = err(&mut m0, &["CACHE.KEYS", "TAG", "u"]);
+    assert!(partial(&e), "CACHE.KEYS: {e}");
+    let e = err(&mut m0, &["CACHE.WRITE", "user", "1"]);
+    assert!(partial(&e), "CACHE.WRITE: {e}");
+    // LOCAL still works.
+    assert!(keys(&mut m1, &["LOCAL", "ALL"]).is_empty());
+    assert_eq!(
+        int(&ok(&mut m1, &["CACHE.INVALIDATE", "LOCAL", "TAG", "u"])),
+        0
+    );
     cl.sync_replica();
     assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
     cl.verify_all();
