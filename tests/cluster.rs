@@ -1,0 +1,1690 @@
+//! Redis Cluster: a real cluster of three masters and one replica (of the first master), each a
+//! server with the module, formed with `redis-cli --cluster`. Keyed commands route like any
+//! keyed command (cluster clients, `redis-cli -c`, `MOVED`, `CROSSSLOT`); invalidations, the
+//! dry run, tag lists, statistics, rules and relations apply to every master (`LOCAL` keeps them
+//! on one node), with the cascade crossing shards; resharding moves entries with their index; a
+//! master that does not answer makes a cluster-wide command fail after
+//! `cache.cluster-timeout-ms`, naming how many masters answered.
+//!
+//! Every test ends with `CACHE.DEBUG VERIFY` empty on every running node, replica included.
+
+mod common;
+use common::*;
+
+use redis::cluster::{ClusterClient, ClusterConnection};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// The cluster harness.
+// ---------------------------------------------------------------------------------------------
+
+/// Node indexes: 0, 1 and 2 are the masters, 3 the replica of master 0.
+const MASTERS: [usize; 3] = [0, 1, 2];
+const REPLICA: usize = 3;
+const NODE_TIMEOUT_MS: &str = "2000";
+
+static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
+
+/// One server process of the cluster.
+struct Node {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    id: String,
+}
+
+impl Node {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Three masters and a replica of master 0, with the module, on loopback ports, each in its own
+/// directory under one temporary root. Every process is killed on drop (also when a test
+/// panics); the directories are removed unless the test failed (then their path is printed).
+struct Cluster {
+    nodes: Vec<Node>,
+    root: PathBuf,
+}
+
+/// A port `p` such that `p` and its cluster bus port `p + 10000` are free now and not in `taken`.
+fn free_cluster_port(taken: &[u16]) -> u16 {
+    for _ in 0..1000 {
+        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(p) = l.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        if p > 55535
+            || taken
+                .iter()
+                .any(|&t| t == p || t + 10000 == p || p + 10000 == t)
+        {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair for a cluster node");
+}
+
+fn connect(port: u16) -> redis::RedisResult<Connection> {
+    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    c.get_connection_with_timeout(Duration::from_secs(5))
+}
+
+/// `INFO`/`CLUSTER INFO`-style text: the value of `name:`.
+fn text_field(text: &str, name: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Debug, Clone, PartialEq)]
+struct NodeLine {
+    id: String,
+    port: u16,
+    flags: Vec<String>,
+    master: String,
+    link: String,
+    /// Slot ranges as written (`0-5460`, `7`, or `[slot->-id]` while migrating).
+    slots: Vec<String>,
+}
+
+fn parse_nodes(text: &str) -> Vec<NodeLine> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let addr = f[1].split('@').next().unwrap_or("");
+            let port = addr.rsplit(':').next().unwrap_or("0").parse().unwrap_or(0);
+            NodeLine {
+                id: f[0].to_string(),
+                port,
+                flags: f[2].split(',').map(String::from).collect(),
+                master: f[3].to_string(),
+                link: f.get(7).unwrap_or(&"").to_string(),
+                slots: f.iter().skip(8).map(|s| s.to_string()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Runs `redis-cli` with `args`, bounded by `secs`; output goes to a file in the cluster's root.
+/// Returns (success, output).
+fn redis_cli(root: &std::path::Path, args: &[String], secs: u64) -> (bool, String) {
+    let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
+    let out_path = root.join(format!("redis-cli-{n}.out"));
+    let out = std::fs::File::create(&out_path).expect("redis-cli output file");
+    let err = out.try_clone().expect("redis-cli output file");
+    let mut child = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("redis-cli on PATH (Debian's redis-tools)");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("redis-cli wait") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    match status {
+        Some(st) => (st.success(), text),
+        None => (false, format!("{text}\n(redis-cli killed after {secs} s)")),
+    }
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        Cluster::with(&[])
+    }
+
+    /// `module_args` go after the module path on `--loadmodule` (e.g. `["cluster-timeout-ms",
+    /// "500"]`).
+    fn with(module_args: &[&str]) -> Cluster {
+        let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
+        let root =
+            std::env::temp_dir().join(format!("tagcache-cluster-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("cluster temp dir");
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            root,
+        };
+        // Start all four, then wait for each: the servers boot in parallel.
+        let mut taken = Vec::new();
+        for i in 0..4 {
+            let dir = cluster.root.join(format!("node{i}"));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            let port = free_cluster_port(&taken);
+            taken.push(port);
+            let mut node = Node {
+                child: None,
+                port,
+                dir,
+                id: String::new(),
+            };
+            Cluster::spawn(&mut node, module_args);
+            cluster.nodes.push(node);
+        }
+        for i in 0..4 {
+            let mut attempts = 0;
+            while !cluster.wait_ready(i) {
+                attempts += 1;
+                cluster.nodes[i].kill();
+                assert!(
+                    attempts < 5,
+                    "node {i} did not start; log:\n{}",
+                    cluster.nodes[i].log()
+                );
+                // Most likely a port taken meanwhile: another pair.
+                let taken: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+                cluster.nodes[i].port = free_cluster_port(&taken);
+                Cluster::spawn(&mut cluster.nodes[i], module_args);
+            }
+        }
+        for i in 0..4 {
+            let mut c = cluster.conn(i);
+            let id: String = redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(&mut c)
+                .expect("CLUSTER MYID");
+            cluster.nodes[i].id = id;
+        }
+        cluster.create();
+        cluster
+    }
+
+    fn spawn(node: &mut Node, module_args: &[&str]) {
+        let mut load = vec![module_path().display().to_string()];
+        load.extend(module_args.iter().map(|s| s.to_string()));
+        let child = Command::new(server_binary())
+            .current_dir(&node.dir)
+            .args(["--port", &node.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", &node.dir.display().to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "yes"])
+            .args(["--logfile", "server.log"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--loadmodule")
+            .args(&load)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary()));
+        node.child = Some(child);
+    }
+
+    fn wait_ready(&mut self, i: usize) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.nodes[i].child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if let Ok(mut c) = connect(self.nodes[i].port) {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `redis-cli --cluster create` with the masters, then `add-node --cluster-slave` for the
+    /// replica; waits until the cluster is stable.
+    fn create(&mut self) {
+        let addr = |i: usize| format!("127.0.0.1:{}", self.nodes[i].port);
+        let mut args = vec!["--cluster".to_string(), "create".to_string()];
+        args.extend(MASTERS.iter().map(|&i| addr(i)));
+        args.push("--cluster-yes".into());
+        let (ok, out) = redis_cli(&self.root, &args, 60);
+        assert!(ok, "redis-cli --cluster create failed:\n{out}");
+        let args: Vec<String> = [
+            "--cluster",
+            "add-node",
+            &addr(REPLICA),
+            &addr(0),
+            "--cluster-slave",
+            "--cluster-master-id",
+            &self.nodes[0].id,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (ok, out) = redis_cli(&self.root, &args, 60);
+        assert!(ok, "redis-cli --cluster add-node failed:\n{out}");
+        self.wait_stable();
+    }
+
+    fn port(&self, i: usize) -> u16 {
+        self.nodes[i].port
+    }
+
+    fn id(&self, i: usize) -> &str {
+        &self.nodes[i].id
+    }
+
+    fn conn(&self, i: usize) -> Connection {
+        connect(self.nodes[i].port)
+            .unwrap_or_else(|e| panic!("connect to node {i} (port {}): {e}", self.port(i)))
+    }
+
+    /// A connection to the replica that may read (`READONLY`).
+    fn replica_conn(&self) -> Connection {
+        let mut c = self.conn(REPLICA);
+        assert_eq!(ok(&mut c, &["READONLY"]), Value::Okay);
+        c
+    }
+
+    /// A cluster client (redis-rs `ClusterClient`) seeded with every running master.
+    fn client(&self) -> ClusterConnection {
+        let urls: Vec<String> = MASTERS
+            .iter()
+            .filter(|&&i| self.nodes[i].running())
+            .map(|&i| format!("redis://127.0.0.1:{}/", self.port(i)))
+            .collect();
+        ClusterClient::new(urls)
+            .and_then(|c| c.get_connection())
+            .expect("cluster client")
+    }
+
+    /// The index of the node listening on `port`.
+    fn index_of_port(&self, port: u16) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.port == port)
+            .unwrap_or_else(|| panic!("no node on port {port}"))
+    }
+
+    /// A running master to ask about the cluster.
+    fn any_master(&self) -> usize {
+        *MASTERS
+            .iter()
+            .find(|&&i| self.nodes[i].running())
+            .expect("a running master")
+    }
+
+    fn slot(&self, key: &str) -> u16 {
+        let mut c = self.conn(self.any_master());
+        int(&ok(&mut c, &["CLUSTER", "KEYSLOT", key])) as u16
+    }
+
+    /// (first slot, last slot, master index) from `CLUSTER SLOTS` of a running master.
+    fn slot_map(&self) -> Vec<(u16, u16, usize)> {
+        let mut c = self.conn(self.any_master());
+        list(&ok(&mut c, &["CLUSTER", "SLOTS"]))
+            .iter()
+            .map(|range| {
+                let r = list(range);
+                let master = list(&r[2]);
+                (
+                    int(&r[0]) as u16,
+                    int(&r[1]) as u16,
+                    self.index_of_port(int(&master[1]) as u16),
+                )
+            })
+            .collect()
+    }
+
+    /// The master that owns `key`'s slot (`CLUSTER KEYSLOT` + `CLUSTER SLOTS`).
+    fn owner(&self, key: &str) -> usize {
+        let slot = self.slot(key);
+        self.slot_map()
+            .into_iter()
+            .find(|&(a, b, _)| a <= slot && slot <= b)
+            .map(|(_, _, m)| m)
+            .unwrap_or_else(|| panic!("slot {slot} of {key} has no owner"))
+    }
+
+    /// `count` keys `<prefix><n>` whose slots master `m` owns.
+    fn keys_on(&self, m: usize, prefix: &str, count: usize) -> Vec<String> {
+        self.names_on(m, count, |n| format!("{prefix}{n}"))
+    }
+
+    /// The first `count` of `name(0)`, `name(1)`, ... whose slots master `m` owns.
+    fn names_on(&self, m: usize, count: usize, name: impl Fn(usize) -> String) -> Vec<String> {
+        let map = self.slot_map();
+        let mut out = Vec::new();
+        for n in 0.. {
+            if out.len() == count {
+                break;
+            }
+            let k = name(n);
+            let slot = self.slot(&k);
+            if map
+                .iter()
+                .any(|&(a, b, o)| o == m && a <= slot && slot <= b)
+            {
+                out.push(k);
+            }
+            assert!(n < 10_000, "no key like {} on master {m}", name(0));
+        }
+        out
+    }
+
+    fn key_on(&self, m: usize, prefix: &str) -> String {
+        self.keys_on(m, prefix, 1).remove(0)
+    }
+
+    /// Kills node `i` (SIGKILL): it answers nothing from now on.
+    fn stop(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Freezes node `i` (SIGSTOP): its connections stay up, it answers nothing until `resume`.
+    fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("a running node").id();
+        let st = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill {sig} {pid}");
+    }
+
+    /// CACHE.DEBUG VERIFY is empty on every running node.
+    fn verify_all(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.running() {
+                continue;
+            }
+            let diffs = strings(&ok(&mut self.conn(i), &["CACHE.DEBUG", "VERIFY"]));
+            assert!(diffs.is_empty(), "node {i}: CACHE.DEBUG VERIFY: {diffs:#?}");
+        }
+    }
+
+    /// Waits until the replica acknowledged everything master 0 propagated and holds the same
+    /// data.
+    fn sync_replica(&self) {
+        let mut m = self.conn(0);
+        let mut r = self.conn(REPLICA);
+        sync(&mut m, &mut r);
+    }
+
+    /// What is not yet right with node `i`'s view of the cluster (None: all good). `slots` gets
+    /// the node's slot assignment, to compare between nodes.
+    fn unstable(&self, i: usize, slots: &mut Vec<(u16, Vec<String>)>) -> Option<String> {
+        let mut c = match connect(self.port(i)) {
+            Ok(c) => c,
+            Err(e) => return Some(format!("node {i}: {e}")),
+        };
+        let info: String = match redis::cmd("CLUSTER").arg("INFO").query(&mut c) {
+            Ok(t) => t,
+            Err(e) => return Some(format!("node {i}: CLUSTER INFO: {e}")),
+        };
+        for (name, want) in [
+            ("cluster_state", "ok"),
+            ("cluster_slots_assigned", "16384"),
+            ("cluster_slots_ok", "16384"),
+            ("cluster_known_nodes", "4"),
+            ("cluster_size", "3"),
+        ] {
+            let got = text_field(&info, name).unwrap_or_default();
+            if got != want {
+                return Some(format!("node {i}: {name}:{got}, want {want}"));
+            }
+        }
+        let text: String = match redis::cmd("CLUSTER").arg("NODES").query(&mut c) {
+            Ok(t) => t,
+            Err(e) => return Some(format!("node {i}: CLUSTER NODES: {e}")),
+        };
+        let lines = parse_nodes(&text);
+        if lines.len() != 4 {
+            return Some(format!("node {i} knows {} nodes:\n{text}", lines.len()));
+        }
+        for l in &lines {
+            let bad = ["handshake", "fail", "fail?", "noaddr"];
+            if l.flags.iter().any(|f| bad.contains(&f.as_str())) || l.link != "connected" {
+                return Some(format!("node {i} sees {l:?}"));
+            }
+            if l.slots.iter().any(|s| s.starts_with('[')) {
+                return Some(format!("node {i}: a slot is migrating: {l:?}"));
+            }
+            let want_replica = l.port == self.port(REPLICA);
+            let is_replica = l.flags.iter().any(|f| f == "slave");
+            if want_replica != is_replica
+                || (is_replica && l.master != self.nodes[0].id)
+                || (!is_replica && !l.flags.iter().any(|f| f == "master"))
+            {
+                return Some(format!("node {i}: unexpected role: {l:?}"));
+            }
+        }
+        let mut view: Vec<(u16, Vec<String>)> = lines
+            .iter()
+            .filter(|l| !l.slots.is_empty())
+            .map(|l| (l.port, l.slots.clone()))
+            .collect();
+        view.sort();
+        *slots = view;
+        if i == REPLICA {
+            let repl: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut c)
+                .unwrap_or_default();
+            if text_field(&repl, "master_link_status").as_deref() != Some("up") {
+                return Some("the replica's link is not up".into());
+            }
+        }
+        None
+    }
+
+    /// Waits (bounded) until every node reports `cluster_state:ok`, knows the four nodes in
+    /// their roles with no failure flag nor migrating slot, all nodes agree on the slots, and
+    /// the replica's link is up.
+    fn wait_stable(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut problem = None;
+            let mut first: Option<Vec<(u16, Vec<String>)>> = None;
+            for i in 0..4 {
+                let mut view = Vec::new();
+                if let Some(p) = self.unstable(i, &mut view) {
+                    problem = Some(p);
+                    break;
+                }
+                match &first {
+                    None => first = Some(view),
+                    Some(f) if *f != view => {
+                        problem = Some(format!("node {i} sees slots {view:?}, node 0 {f:?}"));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(problem) = problem else {
+                return;
+            };
+            if Instant::now() > deadline {
+                let views: Vec<String> = (0..4)
+                    .map(|i| {
+                        let t: String = connect(self.port(i))
+                            .and_then(|mut c| redis::cmd("CLUSTER").arg("NODES").query(&mut c))
+                            .unwrap_or_else(|e| e.to_string());
+                        format!("node {i} (port {}):\n{t}", self.port(i))
+                    })
+                    .collect();
+                panic!(
+                    "cluster not stable after 30 s: {problem}\n{}",
+                    views.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis-cli --cluster reshard`: `slots` slots from master `from` to master `to`, then
+    /// waits until the cluster is stable again.
+    fn reshard(&self, from: usize, to: usize, slots: usize) {
+        let args: Vec<String> = [
+            "--cluster".to_string(),
+            "reshard".into(),
+            format!("127.0.0.1:{}", self.port(0)),
+            "--cluster-from".into(),
+            self.id(from).into(),
+            "--cluster-to".into(),
+            self.id(to).into(),
+            "--cluster-slots".into(),
+            slots.to_string(),
+            "--cluster-yes".into(),
+        ]
+        .to_vec();
+        let (ok, out) = redis_cli(&self.root, &args, 120);
+        assert!(ok, "redis-cli --cluster reshard failed:\n{out}");
+        self.wait_stable();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        } else {
+            eprintln!("cluster dirs kept: {}", self.root.display());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command helpers for any connection (a node's or the cluster client's).
+// ---------------------------------------------------------------------------------------------
+
+fn run<C: redis::ConnectionLike>(c: &mut C, parts: &[&str]) -> redis::RedisResult<Value> {
+    let mut k = redis::cmd(parts[0]);
+    for p in &parts[1..] {
+        k.arg(*p);
+    }
+    k.query(c)
+}
+
+/// A command that must succeed.
+fn must<C: redis::ConnectionLike>(c: &mut C, parts: &[&str]) -> Value {
+    run(c, parts).unwrap_or_else(|e| panic!("{parts:?} failed: {e}"))
+}
+
+/// A command that must fail: the error as the server sent it ("MOVED 12 127.0.0.1:7001").
+fn fails<C: redis::ConnectionLike>(c: &mut C, parts: &[&str]) -> String {
+    match run(c, parts) {
+        Ok(v) => panic!("{parts:?}: expected an error, got {v:?}"),
+        Err(e) => format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+            .trim()
+            .to_string(),
+    }
+}
+
+/// CACHE.SET key v-<key> [TAGS ...] [DEPENDS ...] through any connection.
+fn put<C: redis::ConnectionLike>(c: &mut C, key: &str, tags: &[&str], deps: &[&str]) {
+    let value = format!("v-{key}");
+    let mut p: Vec<&str> = vec!["CACHE.SET", key, &value];
+    let (nt, nd) = (tags.len().to_string(), deps.len().to_string());
+    if !tags.is_empty() {
+        p.extend(["TAGS", &nt]);
+        p.extend_from_slice(tags);
+    }
+    if !deps.is_empty() {
+        p.extend(["DEPENDS", &nd]);
+        p.extend_from_slice(deps);
+    }
+    assert_eq!(must(c, &p), Value::Okay, "{p:?}");
+}
+
+fn exists<C: redis::ConnectionLike>(c: &mut C, key: &str) -> bool {
+    int(&must(c, &["EXISTS", key])) == 1
+}
+
+fn dbsize(c: &mut Connection) -> i64 {
+    int(&ok(c, &["DBSIZE"]))
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn owned(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// `CACHE.TAGS ...` as (tag, entries) pairs.
+fn tag_counts(c: &mut Connection, args: &[&str]) -> Vec<(String, i64)> {
+    let mut p = vec!["CACHE.TAGS"];
+    p.extend_from_slice(args);
+    list(&ok(c, &p))
+        .iter()
+        .map(|pair| {
+            let pair = list(pair);
+            (text(&pair[0]), int(&pair[1]))
+        })
+        .collect()
+}
+
+fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
+    v.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+}
+
+/// The fields of `CACHE.STATS ...` (a map).
+fn stats(c: &mut Connection, args: &[&str]) -> Value {
+    let mut p = vec!["CACHE.STATS"];
+    p.extend_from_slice(args);
+    ok(c, &p)
+}
+
+fn has_field(v: &Value, name: &str) -> bool {
+    map(v).iter().any(|(k, _)| k == name)
+}
+
+/// A rule or relation listing without the per-node counters.
+fn definitions(c: &mut Connection, parts: &[&str]) -> Vec<Vec<(String, Value)>> {
+    list(&ok(c, parts))
+        .iter()
+        .map(|r| {
+            map(r)
+                .into_iter()
+                .filter(|(k, _)| {
+                    !["executions", "entries_invalidated", "last_run_ms"].contains(&k.as_str())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Keyed commands route like keyed commands.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn keyed_commands_route_through_cluster_clients() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+
+    // redis-rs ClusterClient: one slot via a hash tag.
+    assert_eq!(
+        must(
+            &mut cc,
+            &[
+                "CACHE.SET",
+                "{u}:1",
+                "ada",
+                "TAGS",
+                "1",
+                "users",
+                "DEPENDS",
+                "1",
+                "db:users:1",
+                "META",
+                "{\"n\":1}",
+            ]
+        ),
+        Value::Okay
+    );
+    put(&mut cc, "{u}:2", &["users"], &["{u}:1"]);
+    assert_eq!(
+        bytes(&must(&mut cc, &["CACHE.GET", "{u}:1"])),
+        Some(b"ada".to_vec())
+    );
+    let ins = must(&mut cc, &["CACHE.INSPECT", "{u}:1"]);
+    assert_eq!(strings(&field(&ins, "tags")), owned(&["users"]));
+    assert_eq!(strings(&field(&ins, "depends")), owned(&["db:users:1"]));
+    assert_eq!(strings(&field(&ins, "dependents")), owned(&["{u}:2"]));
+    let meta: serde_json::Value = serde_json::from_str(&text(&field(&ins, "meta"))).unwrap();
+    assert_eq!(meta, serde_json::json!({"n": 1}));
+    let got = list(&must(&mut cc, &["CACHE.MGET", "{u}:1", "{u}:2", "{u}:3"]));
+    assert_eq!(
+        got.iter().map(bytes).collect::<Vec<_>>(),
+        vec![Some(b"ada".to_vec()), Some(b"v-{u}:2".to_vec()), None]
+    );
+    let fetched = list(&must(&mut cc, &["CACHE.FETCH", "{u}:1"]));
+    assert_eq!(text(&fetched[1]), "hit");
+    assert_eq!(int(&must(&mut cc, &["CACHE.TAG", "{u}:1", "admins"])), 1);
+    assert_eq!(
+        int(&must(&mut cc, &["CACHE.DEPEND", "{u}:1", "db:orgs:7"])),
+        1
+    );
+    let owner = cl.owner("{u}:1");
+    let mut oc = cl.conn(owner);
+    let ins = ok(&mut oc, &["CACHE.INSPECT", "{u}:1"]);
+    assert_eq!(strings(&field(&ins, "tags")), owned(&["admins", "users"]));
+
+    // An entry on every master through the client: each lands on its slot's owner.
+    for m in MASTERS {
+        let k = cl.key_on(m, "route:");
+        put(&mut cc, &k, &["r"], &[]);
+        assert_eq!(
+            bytes(&must(&mut cc, &["CACHE.GET", &k])),
+            Some(format!("v-{k}").into_bytes())
+        );
+        let mut c = cl.conn(m);
+        assert!(exists(&mut c, &k), "{k} on master {m}");
+        let ins = ok(&mut c, &["CACHE.INSPECT", &k]);
+        assert_eq!(strings(&field(&ins, "tags")), owned(&["r"]));
+    }
+
+    // COMMAND GETKEYS: the key only, never tags or resources.
+    let mut c0 = cl.conn(0);
+    for (cmdline, want) in [
+        (
+            vec!["CACHE.SET", "k", "v", "TAGS", "1", "t", "DEPENDS", "1", "r"],
+            vec!["k"],
+        ),
+        (
+            vec!["CACHE.SET", "k", "v", "EX", "10", "META", "{}"],
+            vec!["k"],
+        ),
+        (vec!["CACHE.GET", "k"], vec!["k"]),
+        (vec!["CACHE.FETCH", "k", "LEASE", "100"], vec!["k"]),
+        (vec!["CACHE.MGET", "a", "b", "c"], vec!["a", "b", "c"]),
+        (vec!["CACHE.TAG", "k", "t1", "t2"], vec!["k"]),
+        (vec!["CACHE.DEPEND", "k", "r1", "r2"], vec!["k"]),
+        (vec!["CACHE.INSPECT", "k"], vec!["k"]),
+    ] {
+        let mut p = vec!["COMMAND", "GETKEYS"];
+        p.extend_from_slice(&cmdline);
+        assert_eq!(strings(&ok(&mut c0, &p)), owned(&want), "{cmdline:?}");
+    }
+    // Keyless commands declare no key.
+    for cmdline in [
+        vec!["CACHE.INVALIDATE", "TAG", "t"],
+        vec!["CACHE.KEYS", "KEY", "k"],
+        vec!["CACHE.WRITE", "user", "1"],
+    ] {
+        let mut p = vec!["COMMAND", "GETKEYS"];
+        p.extend_from_slice(&cmdline);
+        assert!(cmd(&mut c0, &p).is_err(), "{cmdline:?} has no keys");
+    }
+
+    // A node that does not own the slot redirects, and changes nothing.
+    let k = cl.key_on(2, "moved:");
+    let slot = cl.slot(&k);
+    let mut c1 = cl.conn(1);
+    let before = dbsize(&mut c1);
+    for p in [
+        vec!["CACHE.SET", &k, "v", "TAGS", "1", "t"],
+        vec!["CACHE.GET", &k],
+        vec!["CACHE.FETCH", &k],
+        vec!["CACHE.INSPECT", &k],
+        vec!["CACHE.TAG", &k, "t"],
+        vec!["CACHE.DEPEND", &k, "r"],
+        vec!["CACHE.MGET", &k],
+    ] {
+        assert_eq!(
+            fails(&mut c1, &p),
+            format!("MOVED {slot} 127.0.0.1:{}", cl.port(2)),
+            "{p:?}"
+        );
+    }
+    assert_eq!(dbsize(&mut c1), before);
+
+    // Keys of different slots in one CACHE.MGET.
+    let a = cl.key_on(1, "x:");
+    let b = cl
+        .keys_on(1, "y:", 5)
+        .into_iter()
+        .find(|b| cl.slot(b) != cl.slot(&a))
+        .expect("a second slot on master 1");
+    let e = fails(&mut c1, &["CACHE.MGET", &a, &b]);
+    assert!(e.starts_with("CROSSSLOT"), "{e}");
+    let e = fails(&mut cc, &["CACHE.MGET", &a, &b]);
+    assert!(e.contains("CROSSSLOT"), "cluster client: {e}");
+
+    // Keyless commands are taken by any master.
+    for m in MASTERS {
+        let mut c = cl.conn(m);
+        ok(&mut c, &["CACHE.TAGS"]);
+        ok(&mut c, &["CACHE.STATS"]);
+        ok(&mut c, &["CACHE.KEYS", "TAG", "nothing"]);
+        ok(&mut c, &["CACHE.INVALIDATE", "TAG", "nothing"]);
+    }
+
+    // redis-cli -c follows the redirect: set through master 0, read through master 1, of a key
+    // master 2 owns.
+    let k = cl.key_on(2, "cli:");
+    let cli = |port: u16, args: &[&str]| {
+        let mut a = vec![
+            "-c".to_string(),
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let (ok, out) = redis_cli(&cl.root, &a, 20);
+        assert!(ok, "redis-cli {a:?}: {out}");
+        out.trim().to_string()
+    };
+    assert_eq!(
+        cli(cl.port(0), &["CACHE.SET", &k, "hello", "TAGS", "1", "cli"]),
+        "OK"
+    );
+    assert_eq!(cli(cl.port(1), &["CACHE.GET", &k]), "hello");
+    let mut c2 = cl.conn(2);
+    let ins = ok(&mut c2, &["CACHE.INSPECT", &k]);
+    assert_eq!(strings(&field(&ins, "tags")), owned(&["cli"]));
+
+    cl.sync_replica();
+    cl.verify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Cluster-wide invalidation by tag, pattern and dependents, issued on each master in turn.
+// ---------------------------------------------------------------------------------------------
+
+/// Entries on every master, written through the cluster client: per master two tagged `t`, one
+/// matching `pat:*`, one depending on `db:r`, and one tagged `keep`; plus a plain key matching
+/// `pat:*` (not an entry, must stay). Returns (tagged, pattern, dependents, kept) keys.
+struct Spread {
+    tagged: Vec<String>,
+    pattern: Vec<String>,
+    dependents: Vec<String>,
+    kept: Vec<String>,
+}
+
+fn spread(cl: &Cluster, cc: &mut ClusterConnection, round: usize) -> Spread {
+    let mut s = Spread {
+        tagged: vec![],
+        pattern: vec![],
+        dependents: vec![],
+        kept: vec![],
+    };
+    for m in MASTERS {
+        for k in cl.keys_on(m, &format!("t{round}:"), 2) {
+            put(cc, &k, &["t"], &[]);
+            s.tagged.push(k);
+        }
+        let k = cl.key_on(m, &format!("pat:{round}:"));
+        put(cc, &k, &["p"], &[]);
+        s.pattern.push(k);
+        let k = cl.key_on(m, &format!("dep{round}:"));
+        put(cc, &k, &[], &["db:r"]);
+        s.dependents.push(k);
+        let k = cl.key_on(m, &format!("keep{round}:"));
+        put(cc, &k, &["keep"], &["db:other"]);
+        s.kept.push(k);
+    }
+    s
+}
+
+#[test]
+fn invalidation_applies_on_every_master() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    let plain = cl.key_on(1, "pat:plain:");
+    assert_eq!(must(&mut cc, &["SET", &plain, "x"]), Value::Okay);
+
+    for (round, issuer) in MASTERS.into_iter().enumerate() {
+        let s = spread(&cl, &mut cc, round);
+        let mut c = cl.conn(issuer);
+        let gone = |cc: &mut ClusterConnection, keys: &[String]| {
+            for k in keys {
+                assert!(!exists(cc, k), "round {round}: {k} still exists");
+            }
+        };
+
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
+        assert_eq!(n, 6, "round {round}: TAG t from master {issuer}");
+        gone(&mut cc, &s.tagged);
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "PATTERN", "pat:*"]));
+        assert_eq!(n, 3, "round {round}: PATTERN pat:* from master {issuer}");
+        gone(&mut cc, &s.pattern);
+        assert!(
+            exists(&mut cc, &plain),
+            "a plain key matching the pattern stays"
+        );
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPENDENTS", "db:r"]));
+        assert_eq!(n, 3, "round {round}: DEPENDENTS db:r from master {issuer}");
+        gone(&mut cc, &s.dependents);
+
+        // Nothing left to find, anywhere.
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
+        assert_eq!(n, 0, "round {round}: a second TAG t");
+        for k in &s.kept {
+            assert!(exists(&mut cc, k), "round {round}: {k} (tag keep) stays");
+        }
+        for m in MASTERS {
+            assert_eq!(
+                dbsize(&mut cl.conn(m)),
+                // The kept entries of all rounds so far, plus the plain key on master 1.
+                (round as i64 + 1) + i64::from(m == 1),
+                "round {round}: master {m}"
+            );
+        }
+
+        // The replica of master 0 followed.
+        cl.sync_replica();
+        let mut r = cl.replica_conn();
+        for k in s.tagged.iter().chain(&s.pattern).chain(&s.dependents) {
+            if cl.owner(k) == 0 {
+                assert!(!exists(&mut r, k), "round {round}: {k} on the replica");
+            }
+        }
+        assert_eq!(dbsize(&mut r), dbsize(&mut cl.conn(0)));
+        cl.verify_all();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The cascade crosses shards.
+// ---------------------------------------------------------------------------------------------
+
+/// x (master 0, tag t, depends on x2), y (master 1, on x), z (master 2, on y), x2 (master 0, on
+/// z): a chain through the three masters that comes back to the first and closes a cycle;
+/// w (master 2) depends on x and y (a diamond). From `TAG t`: depth 0 {x}, 1 {x, y, w},
+/// 2 + {z}, 3 + {x2}.
+struct Chain {
+    x: String,
+    y: String,
+    z: String,
+    x2: String,
+    w: String,
+}
+
+fn chain(cl: &Cluster, cc: &mut ClusterConnection) -> Chain {
+    let ch = Chain {
+        x: cl.key_on(0, "x:"),
+        y: cl.key_on(1, "y:"),
+        z: cl.key_on(2, "z:"),
+        x2: cl.key_on(0, "x2:"),
+        w: cl.key_on(2, "w:"),
+    };
+    put(cc, &ch.x, &["t"], &[&ch.x2]);
+    put(cc, &ch.y, &[], &[&ch.x]);
+    put(cc, &ch.z, &[], &[&ch.y]);
+    put(cc, &ch.x2, &[], &[&ch.z]);
+    put(cc, &ch.w, &[], &[&ch.x, &ch.y]);
+    ch
+}
+
+#[test]
+fn cascade_crosses_shards() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+
+    for issuer in MASTERS {
+        let ch = chain(&cl, &mut cc);
+        let all = [&ch.x, &ch.y, &ch.z, &ch.x2, &ch.w];
+        let mut c = cl.conn(issuer);
+        let set = |v: &[&String]| sorted(v.iter().map(|s| s.to_string()).collect());
+
+        // The dry run: the sorted union over the masters, cascade included; removes nothing.
+        assert_eq!(keys(&mut c, &["TAG", "t"]), set(&all), "from {issuer}");
+        assert_eq!(keys(&mut c, &["DEPTH", "0", "TAG", "t"]), set(&[&ch.x]));
+        assert_eq!(
+            keys(&mut c, &["DEPTH", "1", "TAG", "t"]),
+            set(&[&ch.x, &ch.y, &ch.w])
+        );
+        assert_eq!(
+            keys(&mut c, &["DEPTH", "2", "TAG", "t"]),
+            set(&[&ch.x, &ch.y, &ch.w, &ch.z])
+        );
+        // A KEY selector naming a key of another master.
+        assert_eq!(
+            keys(&mut c, &["DEPTH", "1", "KEY", &ch.z]),
+            set(&[&ch.z, &ch.x2])
+        );
+        for k in all {
+            assert!(exists(&mut cc, k), "{k} after the dry runs");
+        }
+
+        // DEPTH 1: x, y and w go; z and x2 stay.
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPTH", "1", "TAG", "t"]));
+        assert_eq!(n, 3, "DEPTH 1 from master {issuer}");
+        for k in [&ch.x, &ch.y, &ch.w] {
+            assert!(!exists(&mut cc, k), "{k} after DEPTH 1");
+        }
+        for k in [&ch.z, &ch.x2] {
+            assert!(exists(&mut cc, k), "{k} after DEPTH 1");
+        }
+        // The rest by a KEY on another master than the issuer's.
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "KEY", &ch.z]));
+        assert_eq!(n, 2, "KEY z from master {issuer}");
+        for k in all {
+            assert!(!exists(&mut cc, k), "{k} after KEY z");
+        }
+
+        // The whole chain at once: each entry counts once, the cycle ends.
+        let ch = chain(&cl, &mut cc);
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
+        assert_eq!(n, 5, "TAG t from master {issuer}");
+        for k in [&ch.x, &ch.y, &ch.z, &ch.x2, &ch.w] {
+            assert!(!exists(&mut cc, k), "{k} after TAG t");
+        }
+        // DEPTH 2 stops before x2 (hop 3), wherever it is sent.
+        let ch = chain(&cl, &mut cc);
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPTH", "2", "TAG", "t"]));
+        assert_eq!(n, 4, "DEPTH 2 from master {issuer}");
+        assert!(exists(&mut cc, &ch.x2));
+        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "KEY", &ch.x2]));
+        assert_eq!(n, 1);
+        for m in MASTERS {
+            assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+        }
+        cl.sync_replica();
+        assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
+        cl.verify_all();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Resharding moves entries with their tags, dependencies and metadata.
+// ---------------------------------------------------------------------------------------------
+
+/// Groups `{g<n>}` on master 0, each `{g<n>}:a` (tags t and g<n>, depends on row:<n>, META
+/// {"n":n}) and `{g<n>}:b` (tag t, depends on `{g<n>}:a`, META {"of":"a"}), same slot; one
+/// entry tagged t on masters 1 and 2 each; and on master 2 an untagged entry depending on the
+/// first group's `a` (a cross-shard dependent). Then half of master 0's slots go to master 1.
+struct Resharded {
+    cl: Cluster,
+    groups: Vec<String>,
+    moved: Vec<String>,
+    stayed: Vec<String>,
+    others: Vec<String>,
+    cross: String,
+}
+
+fn resharded() -> Resharded {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    // A group "{g7}": all its keys share its slot.
+    let groups = cl.names_on(0, 24, |n| format!("{{g{n}}}"));
+    for (n, g) in groups.iter().enumerate() {
+        let a = format!("{g}:a");
+        let b = format!("{g}:b");
+        let tag = format!("g{n}");
+        let row = format!("row:{n}");
+        let meta = format!("{{\"n\":{n}}}");
+        assert_eq!(
+            must(
+                &mut cc,
+                &[
+                    "CACHE.SET",
+                    &a,
+                    "va",
+                    "EX",
+                    "100000",
+                    "TAGS",
+                    "2",
+                    "t",
+                    &tag,
+                    "DEPENDS",
+                    "1",
+                    &row,
+                    "META",
+                    &meta,
+                ]
+            ),
+            Value::Okay
+        );
+        assert_eq!(
+            must(
+                &mut cc,
+                &[
+                    "CACHE.SET",
+                    &b,
+                    "vb",
+                    "TAGS",
+                    "1",
+                    "t",
+                    "DEPENDS",
+                    "1",
+                    &a,
+                    "META",
+                    "{\"of\":\"a\"}",
+                ]
+            ),
+            Value::Okay
+        );
+    }
+    let others = vec![cl.key_on(1, "other:"), cl.key_on(2, "other:")];
+    for k in &others {
+        put(&mut cc, k, &["t"], &[]);
+    }
+    let cross = cl.key_on(2, "cross:");
+    put(&mut cc, &cross, &[], &[&format!("{}:a", groups[0])]);
+    assert_eq!(dbsize(&mut cl.conn(0)), 2 * groups.len() as i64);
+
+    let half = cl
+        .slot_map()
+        .iter()
+        .filter(|r| r.2 == 0)
+        .map(|r| (r.1 - r.0 + 1) as usize)
+        .sum::<usize>()
+        / 2;
+    cl.reshard(0, 1, half);
+    let (moved, stayed): (Vec<String>, Vec<String>) =
+        groups.iter().cloned().partition(|g| cl.owner(g) == 1);
+    for g in &stayed {
+        assert_eq!(cl.owner(g), 0, "{g} is on master 0 or 1");
+    }
+    assert!(
+        !moved.is_empty() && !stayed.is_empty(),
+        "moved {moved:?}, stayed {stayed:?}"
+    );
+    Resharded {
+        cl,
+        groups,
+        moved,
+        stayed,
+        others,
+        cross,
+    }
+}
+
+#[test]
+fn resharding_moves_entries_with_their_index() {
+    let rs = resharded();
+    let cl = &rs.cl;
+    cl.sync_replica();
+    cl.verify_all();
+
+    let mut m0 = cl.conn(0);
+    let mut m1 = cl.conn(1);
+    assert_eq!(dbsize(&mut m0), 2 * rs.stayed.len() as i64);
+    assert_eq!(dbsize(&mut m1), 2 * rs.moved.len() as i64 + 1);
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), dbsize(&mut m0));
+
+    for (n, g) in rs.groups.iter().enumerate() {
+        let owner = if rs.moved.contains(g) { 1 } else { 0 };
+        let mut c = cl.conn(owner);
+        let a = format!("{g}:a");
+        let b = format!("{g}:b");
+        let ins = ok(&mut c, &["CACHE.INSPECT", &a]);
+        assert_eq!(
+            strings(&field(&ins, "tags")),
+            sorted(owned(&["t", &format!("g{n}")])),
+            "{a} on master {owner}"
+        );
+        assert_eq!(strings(&field(&ins, "depends")), vec![format!("row:{n}")]);
+        assert_eq!(strings(&field(&ins, "dependents")), vec![b.clone()], "{a}");
+        let meta: serde_json::Value = serde_json::from_str(&text(&field(&ins, "meta"))).unwrap();
+        assert_eq!(meta, serde_json::json!({ "n": n }), "{a}");
+        let ttl = int(&field(&ins, "ttl_ms"));
+        assert!(ttl > 90_000_000 && ttl <= 100_000_000, "{a}: ttl_ms {ttl}");
+        let ins = ok(&mut c, &["CACHE.INSPECT", &b]);
+        assert_eq!(strings(&field(&ins, "tags")), owned(&["t"]));
+        assert_eq!(strings(&field(&ins, "depends")), vec![a.clone()]);
+        let meta: serde_json::Value = serde_json::from_str(&text(&field(&ins, "meta"))).unwrap();
+        assert_eq!(meta, serde_json::json!({"of": "a"}));
+        // The old owner redirects.
+        let other = 1 - owner;
+        let e = fails(&mut cl.conn(other), &["CACHE.GET", &a]);
+        assert!(e.starts_with("MOVED"), "{a} on master {other}: {e}");
+    }
+
+    // A fresh cluster client reads the moved entries; an invalidation on the new owner (one
+    // group's own tag, which only that group carries) removes the moved entry and its
+    // dependent, both moved with it.
+    let mut cc = cl.client();
+    // Not the first group: an entry on master 2 depends on that one.
+    let g = rs.moved.iter().find(|g| **g != rs.groups[0]).unwrap();
+    let n = rs.groups.iter().position(|x| x == g).unwrap();
+    assert_eq!(
+        bytes(&must(&mut cc, &["CACHE.GET", &format!("{g}:a")])),
+        Some(b"va".to_vec())
+    );
+    let tag = format!("g{n}");
+    let removed = int(&ok(
+        &mut m1,
+        &["CACHE.INVALIDATE", "DEPTH", "1", "TAG", &tag],
+    ));
+    assert_eq!(removed, 2, "TAG {tag} on its new owner");
+    assert!(!exists(&mut cc, &format!("{g}:a")));
+    assert!(!exists(&mut cc, &format!("{g}:b")));
+    cl.sync_replica();
+    cl.verify_all();
+}
+
+#[test]
+fn resharded_entries_take_part_in_cluster_wide_invalidation() {
+    let rs = resharded();
+    let cl = &rs.cl;
+    let mut cc = cl.client();
+    let total = 2 * rs.groups.len() + rs.others.len() + 1;
+    for m in MASTERS {
+        let mut c = cl.conn(m);
+        assert_eq!(
+            keys(&mut c, &["TAG", "t"]).len(),
+            total,
+            "dry run on master {m}"
+        );
+    }
+    let n = int(&ok(&mut cl.conn(2), &["CACHE.INVALIDATE", "TAG", "t"]));
+    assert_eq!(n as usize, total, "TAG t: every entry, moved ones included");
+    for g in &rs.groups {
+        assert!(!exists(&mut cc, &format!("{g}:a")), "{g}:a");
+        assert!(!exists(&mut cc, &format!("{g}:b")), "{g}:b");
+    }
+    for k in rs.others.iter().chain([&rs.cross]) {
+        assert!(!exists(&mut cc, k), "{k}");
+    }
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    cl.sync_replica();
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
+    cl.verify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. LOCAL, and the aggregation of CACHE.TAGS / CACHE.STATS.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn local_commands_stay_on_their_node() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    // Master m holds m + 1 entries tagged t.
+    let own: Vec<Vec<String>> = MASTERS
+        .iter()
+        .map(|&m| cl.keys_on(m, &format!("l{m}:"), m + 1))
+        .collect();
+    for k in own.iter().flatten() {
+        put(&mut cc, k, &["t"], &[]);
+    }
+    // On master 0, an entry depending on one of master 2's: a LOCAL invalidation on master 2
+    // does not reach it.
+    let dependent = cl.key_on(0, "dependent:");
+    put(&mut cc, &dependent, &[], &[&own[2][0]]);
+
+    let mut m1 = cl.conn(1);
+    assert_eq!(
+        keys(&mut m1, &["LOCAL", "TAG", "t"]),
+        sorted(own[1].clone())
+    );
+    assert_eq!(
+        keys(&mut m1, &["LOCAL", "DEPTH", "0", "ALL"]),
+        sorted(own[1].clone())
+    );
+    assert_eq!(tag_counts(&mut m1, &["LOCAL"]), pairs(&[("t", 2)]));
+    assert_eq!(
+        tag_counts(&mut m1, &["LOCAL", "MATCH", "t*", "COUNT", "5"]),
+        pairs(&[("t", 2)])
+    );
+    let st = stats(&mut m1, &["LOCAL"]);
+    assert_eq!(int(&field(&st, "entries")), 2);
+    assert!(
+        !has_field(&st, "masters"),
+        "CACHE.STATS LOCAL has no masters: {st:?}"
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&text(&stats(&mut m1, &["LOCAL", "JSON"]))).unwrap();
+    assert_eq!(js["entries"], 2);
+    assert!(js.get("masters").is_none(), "{js}");
+
+    // Only master 1's entries go.
+    let n = int(&ok(&mut m1, &["CACHE.INVALIDATE", "LOCAL", "TAG", "t"]));
+    assert_eq!(n, 2);
+    for k in &own[1] {
+        assert!(!exists(&mut cc, k), "{k}");
+    }
+    for k in own[0].iter().chain(&own[2]).chain([&dependent]) {
+        assert!(exists(&mut cc, k), "{k} stays");
+    }
+    assert!(keys(&mut m1, &["LOCAL", "TAG", "t"]).is_empty());
+    let mut m2 = cl.conn(2);
+    assert_eq!(
+        keys(&mut m2, &["LOCAL", "TAG", "t"]),
+        sorted(own[2].clone())
+    );
+
+    // LOCAL first, then the usual options. The cascade stays on the node too.
+    let n = int(&ok(
+        &mut m2,
+        &[
+            "CACHE.INVALIDATE",
+            "LOCAL",
+            "DEPTH",
+            "5",
+            "CONTEXT",
+            "c",
+            "TAG",
+            "t",
+        ],
+    ));
+    assert_eq!(n, 3);
+    assert!(
+        exists(&mut cc, &dependent),
+        "the cascade does not leave master 2"
+    );
+    for k in &own[2] {
+        assert!(!exists(&mut cc, k), "{k}");
+    }
+
+    // On master 0 (which has a replica): its entry and the dependent go, and the replica
+    // follows.
+    let mut m0 = cl.conn(0);
+    let n = int(&ok(&mut m0, &["CACHE.INVALIDATE", "LOCAL", "ALL"]));
+    assert_eq!(n, 2);
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    cl.sync_replica();
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
+    cl.verify_all();
+}
+
+#[test]
+fn tags_and_stats_aggregate_over_masters() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    // t: 1 + 2 + 3 entries; u and v: one entry per master carries both; only0: on master 0.
+    let mut all = Vec::new();
+    for m in MASTERS {
+        for k in cl.keys_on(m, &format!("a{m}:"), m + 1) {
+            put(&mut cc, &k, &["t"], &[]);
+            all.push(k);
+        }
+        let k = cl.key_on(m, "uv:");
+        put(&mut cc, &k, &["u", "v"], &[]);
+        all.push(k);
+    }
+    let k = cl.key_on(0, "only:");
+    put(&mut cc, &k, &["only0"], &[]);
+    all.push(k);
+    assert_eq!(all.len(), 10);
+
+    // Reads: a hit per entry, a miss per master.
+    for k in &all[..] {
+        must(&mut cc, &["CACHE.GET", k]);
+    }
+    for m in MASTERS {
+        let missing = cl.key_on(m, "missing:");
+        assert_eq!(bytes(&must(&mut cc, &["CACHE.GET", &missing])), None);
+    }
+
+    for m in MASTERS {
+        let mut c = cl.conn(m);
+        assert_eq!(
+            tag_counts(&mut c, &[]),
+            pairs(&[("t", 6), ("u", 3), ("v", 3), ("only0", 1)]),
+            "CACHE.TAGS on master {m}"
+        );
+        assert_eq!(
+            tag_counts(&mut c, &["COUNT", "2"]),
+            pairs(&[("t", 6), ("u", 3)])
+        );
+        assert_eq!(
+            tag_counts(&mut c, &["MATCH", "[uv]", "COUNT", "1"]),
+            pairs(&[("u", 3)])
+        );
+        assert_eq!(tag_counts(&mut c, &["MATCH", "o*"]), pairs(&[("only0", 1)]));
+        assert_eq!(keys(&mut c, &["TAG", "u"]).len(), 3);
+        assert_eq!(keys(&mut c, &["ALL"]), sorted(all.clone()));
+
+        let st = stats(&mut c, &[]);
+        assert_eq!(int(&field(&st, "entries")), 10, "entries from master {m}");
+        assert_eq!(int(&field(&st, "masters")), 3, "masters from master {m}");
+        assert_eq!(int(&field(&st, "hits")), 10, "hits from master {m}");
+        assert_eq!(int(&field(&st, "misses")), 3, "misses from master {m}");
+        let js: serde_json::Value = serde_json::from_str(&text(&stats(&mut c, &["JSON"]))).unwrap();
+        assert_eq!(js["entries"], 10, "{js}");
+        assert_eq!(js["masters"], 3, "{js}");
+    }
+    // Each master's own figures add up to the merged ones.
+    let local: Vec<(i64, i64)> = MASTERS
+        .iter()
+        .map(|&m| {
+            let st = stats(&mut cl.conn(m), &["LOCAL"]);
+            (int(&field(&st, "entries")), int(&field(&st, "hits")))
+        })
+        .collect();
+    assert_eq!(local, vec![(3, 3), (3, 3), (4, 4)]);
+    assert_eq!(
+        tag_counts(&mut cl.conn(0), &["LOCAL"]),
+        pairs(&[("only0", 1), ("t", 1), ("u", 1), ("v", 1)])
+    );
+    assert_eq!(
+        tag_counts(&mut cl.conn(2), &["LOCAL"]),
+        pairs(&[("t", 3), ("u", 1), ("v", 1)])
+    );
+    cl.sync_replica();
+    cl.verify_all();
+}
+
+/// Outside cluster mode LOCAL is accepted and changes nothing.
+#[test]
+fn local_is_accepted_outside_cluster_mode() {
+    let s = Server::start();
+    let mut c = s.conn();
+    entry(&mut c, "a", &["t"], &[]);
+    entry(&mut c, "b", &[], &["a"]);
+    entry(&mut c, "c", &["user:1"], &[]);
+    assert_eq!(keys(&mut c, &["LOCAL", "TAG", "t"]), owned(&["a", "b"]));
+    assert_eq!(
+        keys(&mut c, &["LOCAL", "DEPTH", "0", "TAG", "t"]),
+        owned(&["a"])
+    );
+    assert_eq!(
+        tag_counts(&mut c, &["LOCAL"]),
+        pairs(&[("t", 1), ("user:1", 1)])
+    );
+    assert_eq!(int(&field(&stats(&mut c, &["LOCAL"]), "entries")), 3);
+    let js: serde_json::Value =
+        serde_json::from_str(&text(&stats(&mut c, &["LOCAL", "JSON"]))).unwrap();
+    assert_eq!(js["entries"], 3);
+    assert_eq!(
+        int(&ok(&mut c, &["CACHE.INVALIDATE", "LOCAL", "TAG", "t"])),
+        2
+    );
+    assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "LOCAL", "user", "1"])), 1);
+    assert_eq!(int(&ok(&mut c, &["DBSIZE"])), 0);
+    verify(&mut c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Rules and relations are the same on every master; CACHE.WRITE applies everywhere.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rules_and_relations_apply_on_every_master() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    let mut m0 = cl.conn(0);
+    let mut m1 = cl.conn(1);
+    let mut m2 = cl.conn(2);
+    assert_eq!(
+        ok(
+            &mut m0,
+            &[
+                "CACHE.RULE",
+                "SET",
+                "pages",
+                "ON",
+                "user",
+                "INVALIDATE",
+                "1",
+                "page:{id}"
+            ]
+        ),
+        Value::Okay
+    );
+    assert_eq!(ok(&mut m2, &["CACHE.RELATE", "user", "post"]), Value::Okay);
+    // A refused definition changes nothing anywhere.
+    let e = err(
+        &mut m1,
+        &[
+            "CACHE.RULE",
+            "SET",
+            "bad",
+            "ON",
+            "user",
+            "INVALIDATE",
+            "2",
+            "x",
+        ],
+    );
+    assert!(e.starts_with("ERR"), "{e}");
+
+    cl.sync_replica();
+    let rules = definitions(&mut m0, &["CACHE.RULE", "LIST"]);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let relations = definitions(&mut m0, &["CACHE.RELATE", "LIST"]);
+    assert_eq!(relations.len(), 1, "{relations:?}");
+    for i in [1, 2, REPLICA] {
+        let mut c = cl.conn(i);
+        assert_eq!(
+            definitions(&mut c, &["CACHE.RULE", "LIST"]),
+            rules,
+            "node {i}"
+        );
+        // CACHE.RELATE is a write command as a whole: a replica answers its LIST with
+        // READONLY (not a cluster matter), so only the masters are asked.
+        if i != REPLICA {
+            assert_eq!(
+                definitions(&mut c, &["CACHE.RELATE", "LIST"]),
+                relations,
+                "node {i}"
+            );
+        }
+    }
+
+    // Per master: user:7 (the written tag), page:7 (the rule), post:7 (the relation), and
+    // user:8 (another id).
+    let mut seven = Vec::new();
+    let mut eight = Vec::new();
+    for m in MASTERS {
+        for (prefix, tag) in [("uk:", "user:7"), ("pg:", "page:7"), ("po:", "post:7")] {
+            let k = cl.key_on(m, prefix);
+            put(&mut cc, &k, &[tag], &[]);
+            seven.push(k);
+        }
+        let k = cl.key_on(m, "u8:");
+        put(&mut cc, &k, &["user:8"], &[]);
+        eight.push(k);
+    }
+    let n = int(&ok(&mut m1, &["CACHE.WRITE", "user", "7"]));
+    assert_eq!(n, 9, "CACHE.WRITE user 7 on master 1");
+    for k in &seven {
+        assert!(!exists(&mut cc, k), "{k}");
+    }
+    for k in &eight {
+        assert!(exists(&mut cc, k), "{k} stays");
+    }
+    // LOCAL: master 2's user:8 entry only.
+    let n = int(&ok(&mut m2, &["CACHE.WRITE", "LOCAL", "user", "8"]));
+    assert_eq!(n, 1);
+    assert!(!exists(&mut cc, &eight[2]));
+    assert!(exists(&mut cc, &eight[0]) && exists(&mut cc, &eight[1]));
+
+    // Deleting, from another master, deletes everywhere.
+    assert_eq!(int(&ok(&mut m2, &["CACHE.RULE", "DEL", "pages"])), 1);
+    assert_eq!(
+        int(&ok(&mut m1, &["CACHE.RELATE", "DEL", "user", "post"])),
+        1
+    );
+    cl.sync_replica();
+    for i in [0, 1, 2, REPLICA] {
+        let mut c = cl.conn(i);
+        assert!(
+            list(&ok(&mut c, &["CACHE.RULE", "LIST"])).is_empty(),
+            "node {i}"
+        );
+        if i != REPLICA {
+            assert!(
+                list(&ok(&mut c, &["CACHE.RELATE", "LIST"])).is_empty(),
+                "node {i}"
+            );
+        }
+    }
+    // Without the rule and the relation: only the tag itself.
+    let p = cl.key_on(1, "pg8:");
+    put(&mut cc, &p, &["page:8"], &[]);
+    let n = int(&ok(&mut m0, &["CACHE.WRITE", "user", "8"]));
+    assert_eq!(n, 2);
+    assert!(exists(&mut cc, &p));
+    cl.sync_replica();
+    cl.verify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. A master that does not answer.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unresponsive_or_stopped_master_fails_with_partial_effect() {
+    let mut cl = Cluster::start();
+    let mut cc = cl.client();
+    let mut m0 = cl.conn(0);
+    assert_eq!(
+        strings(&ok(&mut m0, &["CONFIG", "GET", "cache.cluster-timeout-ms"])),
+        owned(&["cache.cluster-timeout-ms", "5000"])
+    );
+    for i in 0..4 {
+        config_set(&mut cl.conn(i), "cache.cluster-timeout-ms", "500");
+    }
+    // Per master: two entries tagged t, one tagged u.
+    for m in MASTERS {
+        for k in cl.keys_on(m, "t:", 2) {
+            put(&mut cc, &k, &["t"], &[]);
+        }
+        let k = cl.key_on(m, "u:");
+        put(&mut cc, &k, &["u"], &[]);
+    }
+    drop(cc);
+    cl.sync_replica();
+    let partial = |e: &str| e.starts_with("ERR") && e.contains("2 of 3 masters answered");
+
+    // Master 2 frozen (SIGSTOP): its link is up but it answers nothing. The client waits for
+    // the timeout; the server does not: another client of master 0 is served meanwhile.
+    cl.pause(2);
+    let port0 = cl.port(0);
+    let waiter = std::thread::spawn(move || {
+        let mut c = connect(port0).expect("connect");
+        let start = Instant::now();
+        let e = err(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]);
+        (e, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    assert_eq!(ok(&mut m0, &["PING"]), Value::SimpleString("PONG".into()));
+    let ping = start.elapsed();
+    let (e, took) = waiter.join().expect("the waiting client");
+    assert!(partial(&e), "{e}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(4000),
+        "the error came after {took:?} (cache.cluster-timeout-ms 500)"
+    );
+    assert!(
+        ping < Duration::from_millis(300),
+        "PING took {ping:?} while a client waited"
+    );
+    // The reachable masters did their part, and the replica of master 0 followed (keyless
+    // checks: the cluster may be marked down later on).
+    for m in [0, 1] {
+        let mut c = cl.conn(m);
+        assert_eq!(dbsize(&mut c), 1, "master {m} keeps its u entry only");
+        assert!(
+            keys(&mut c, &["LOCAL", "TAG", "t"]).is_empty(),
+            "master {m}"
+        );
+    }
+    cl.sync_replica();
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), 1);
+
+    // Master 2 gone (killed): the same error, from any master, for every cluster-wide command.
+    cl.resume(2);
+    cl.stop(2);
+    let mut m1 = cl.conn(1);
+    let start = Instant::now();
+    let e = err(&mut m1, &["CACHE.INVALIDATE", "TAG", "u"]);
+    assert!(partial(&e), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_millis(4000),
+        "{:?}",
+        start.elapsed()
+    );
+    for m in [0, 1] {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    let e = err(&mut m0, &["CACHE.KEYS", "TAG", "u"]);
+    assert!(partial(&e), "CACHE.KEYS: {e}");
+    let e = err(&mut m0, &["CACHE.WRITE", "user", "1"]);
+    assert!(partial(&e), "CACHE.WRITE: {e}");
+    // LOCAL still works.
+    assert!(keys(&mut m1, &["LOCAL", "ALL"]).is_empty());
+    assert_eq!(
+        int(&ok(&mut m1, &["CACHE.INVALIDATE", "LOCAL", "TAG", "u"])),
+        0
+    );
+    cl.sync_replica();
+    assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
+    cl.verify_all();
+}
