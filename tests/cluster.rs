@@ -12,6 +12,7 @@ mod common;
 use common::*;
 
 use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::ConnectionLike;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -1686,5 +1687,196 @@ fn unresponsive_or_stopped_master_fails_with_partial_effect() {
     );
     cl.sync_replica();
     assert_eq!(dbsize(&mut cl.conn(REPLICA)), 0);
+    cl.verify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Where a cluster-wide command cannot wait; large invalidations; atomic slot migration.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn cluster_wide_commands_refuse_multi_but_local_ones_run_there() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    let mut keys = Vec::new();
+    for m in MASTERS {
+        let k = cl.key_on(m, "t:");
+        put(&mut cc, &k, &["t"], &[]);
+        keys.push(k);
+    }
+    let mut m0 = cl.conn(0);
+    must(&mut m0, &["MULTI"]);
+    must(&mut m0, &["CACHE.INVALIDATE", "TAG", "t"]);
+    must(&mut m0, &["CACHE.INVALIDATE", "LOCAL", "TAG", "t"]);
+    let replies = match m0.req_command(&redis::cmd("EXEC")) {
+        Ok(Value::Array(v)) => v,
+        other => panic!("EXEC: {other:?}"),
+    };
+    match &replies[0] {
+        Value::ServerError(e) => {
+            let text = e.details().unwrap_or_default();
+            assert!(text.contains("cannot wait"), "{text}");
+            assert!(text.contains("LOCAL"), "{text}");
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    // LOCAL in the same transaction ran: this master's entry only.
+    assert_eq!(int(&replies[1]), 1);
+    assert_eq!(keys.iter().filter(|k| exists(&mut cc, k)).count(), 2);
+    // A script cannot wait either.
+    let e = fails(
+        &mut m0,
+        &["EVAL", "return redis.call('CACHE.KEYS', 'ALL')", "0"],
+    );
+    assert!(e.contains("cannot wait"), "{e}");
+    // A rules change, which has no LOCAL, is refused too and changes nothing anywhere.
+    must(&mut m0, &["MULTI"]);
+    must(
+        &mut m0,
+        &[
+            "CACHE.RULE",
+            "SET",
+            "r",
+            "ON",
+            "user",
+            "INVALIDATE",
+            "1",
+            "t",
+        ],
+    );
+    let _ = m0.req_command(&redis::cmd("EXEC"));
+    for m in MASTERS {
+        assert!(definitions(&mut cl.conn(m), &["CACHE.RULE", "LIST"]).is_empty());
+    }
+    cl.verify_all();
+}
+
+#[test]
+fn a_large_cluster_wide_invalidation_runs_at_once_on_every_master() {
+    // Every IMMEDIATE invalidation of 10 entries or more would run in steps on a single node;
+    // cluster-wide, each master does its part at once (the client already waits for them).
+    let cl = Cluster::with(&["stepped-threshold", "10"]);
+    let mut cc = cl.client();
+    let mut total = 0;
+    for m in MASTERS {
+        for k in cl.keys_on(m, "big:", 20) {
+            put(&mut cc, &k, &["big"], &[]);
+            total += 1;
+        }
+    }
+    let n = int(&must(&mut cl.conn(1), &["CACHE.INVALIDATE", "TAG", "big"]));
+    assert_eq!(n, total);
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    // LOCAL on one node: the stepped form (the client waits for the reclaimer there).
+    for k in cl.keys_on(0, "big:", 20) {
+        put(&mut cc, &k, &["big"], &[]);
+    }
+    let mut m0 = cl.conn(0);
+    let steps = |c: &mut Connection| {
+        let j = text(&must(c, &["CACHE.STATS", "LOCAL", "JSON"]));
+        let j: serde_json::Value = serde_json::from_str(&j).expect("json");
+        j["lazy"]["steps"].as_u64().expect("steps")
+    };
+    let before = steps(&mut m0);
+    assert_eq!(
+        int(&must(&mut m0, &["CACHE.INVALIDATE", "LOCAL", "TAG", "big"])),
+        20
+    );
+    assert!(steps(&mut m0) > before);
+    assert_eq!(dbsize(&mut m0), 0);
+    cl.sync_replica();
+    assert_eq!(dbsize(&mut cl.replica_conn()), 0);
+    cl.verify_all();
+}
+
+#[test]
+fn atomic_slot_migration_moves_entries_with_their_index() {
+    let cl = Cluster::start();
+    let (flavour, major, _) = server_version(&mut cl.conn(0));
+    if flavour != "valkey" || major < 9 {
+        // Only Valkey 9 has CLUSTER MIGRATESLOTS (Redis 8.2.3 has no atomic slot migration).
+        eprintln!("skipped: {flavour} {major} has no atomic slot migration");
+        return;
+    }
+    let mut cc = cl.client();
+    // The first half of master 0's first slot range moves to master 1 (all of its slots would
+    // turn master 0 into a replica of master 1: Valkey's replica migration).
+    let (a, b, _) = cl
+        .slot_map()
+        .into_iter()
+        .find(|(_, _, m)| *m == 0)
+        .expect("a range of master 0");
+    let mid = a + (b - a) / 2;
+    let all = cl.keys_on(0, "m:", 80);
+    let (moving, staying): (Vec<String>, Vec<String>) =
+        all.into_iter().partition(|k| cl.slot(k) <= mid);
+    assert!(moving.len() >= 10 && !staying.is_empty());
+    for (i, k) in moving.iter().chain(&staying).enumerate() {
+        let root = format!("root{}", i % 3);
+        must(
+            &mut cc,
+            &[
+                "CACHE.SET",
+                k,
+                "v",
+                "TAGS",
+                "1",
+                "t",
+                "DEPENDS",
+                "1",
+                &root,
+                "META",
+                "{\"n\":1}",
+            ],
+        );
+    }
+    for k in cl.keys_on(1, "s:", 5) {
+        put(&mut cc, &k, &["t"], &[]);
+    }
+    let total = (moving.len() + staying.len() + 5) as i64;
+    let (a, mid) = (a.to_string(), mid.to_string());
+    must(
+        &mut cl.conn(0),
+        &[
+            "CLUSTER",
+            "MIGRATESLOTS",
+            "SLOTSRANGE",
+            &a,
+            &mid,
+            "NODE",
+            cl.id(1),
+        ],
+    );
+    let mut m0 = cl.conn(0);
+    let mut m1 = cl.conn(1);
+    let (on0, on1) = (staying.len() as i64, (moving.len() + 5) as i64);
+    eventually("the migration to finish", || {
+        dbsize(&mut m0) == on0 && dbsize(&mut m1) == on1
+    });
+    // The moved entries keep tags, dependencies and meta, and are found by cluster-wide commands.
+    let k = &moving[0];
+    let inspect = must(&mut m1, &["CACHE.INSPECT", k]);
+    assert_eq!(strings(&field(&inspect, "tags")), owned(&["t"]));
+    assert_eq!(strings(&field(&inspect, "depends")), owned(&["root0"]));
+    assert_eq!(text(&field(&inspect, "meta")), "{\"n\":1}");
+    let moved_root1 = (0..moving.len()).filter(|i| i % 3 == 1).count();
+    assert_eq!(
+        keys(&mut m1, &["LOCAL", "DEPENDENTS", "root1"]).len(),
+        moved_root1
+    );
+    assert_eq!(
+        keys(&mut m0, &["LOCAL", "TAG", "t"]),
+        sorted(staying.clone())
+    );
+    cl.verify_all();
+    assert_eq!(
+        int(&must(&mut cl.conn(2), &["CACHE.INVALIDATE", "TAG", "t"])),
+        total
+    );
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
     cl.verify_all();
 }
