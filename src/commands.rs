@@ -1049,7 +1049,11 @@ fn cache_hotkeys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
 fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     parse::exact(argv, 0, "cache.reset")?;
     let now = server::now_ms();
-    state::lock().metrics(now).reset(now);
+    let mut st = state::lock();
+    st.metrics(now).reset(now);
+    // The reclaimer's counters are metrics too (its marks and tombstones are not).
+    st.lazy_mut(|l| l.stats = Default::default());
+    drop(st);
     crate::fetch::reset();
     Ok(Reply::Ok)
 }

@@ -2032,3 +2032,24 @@ fn a_replica_follows_a_stepped_invalidation() {
     verify(&mut mc);
     verify(&mut rc);
 }
+
+#[test]
+fn reset_zeroes_the_reclaimer_counters_but_keeps_marks() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for i in 0..20 {
+        ok(
+            &mut c,
+            &["CACHE.SET", &format!("e{i}"), "v", "TAGS", "1", "t"],
+        );
+    }
+    assert_eq!(lazy(&mut c, "TAG t"), 20);
+    eventually("the reclaimer", || dbsize(&mut c) == 0);
+    assert!(lazy_stat(&mut c, "steps") > 0);
+    assert_eq!(lazy_stat(&mut c, "reclaimed"), 20);
+    assert_eq!(ok(&mut c, &["CACHE.RESET"]), Value::Okay);
+    for name in ["reclaimed", "walks", "steps", "max_step_us"] {
+        assert_eq!(lazy_stat(&mut c, name), 0, "{name}");
+    }
+    verify(&mut c);
+}

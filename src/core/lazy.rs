@@ -392,7 +392,8 @@ pub struct Lazy {
     pub stats: LazyStats,
 }
 
-/// What the reclaimer did since the server started (node-local, not persisted).
+/// What the reclaimer did since the server started or the last CACHE.RESET (node-local, not
+/// persisted).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LazyStats {
     /// Entries it deleted.
