@@ -55,8 +55,8 @@ impl Node {
 }
 
 /// Three masters and a replica of master 0, with the module, on loopback ports, each in its own
-/// directory under one temporary root. Every process is killed on drop (also when a test
-/// panics); the directories are removed unless the test failed (then their path is printed).
+/// directory under one temporary root. Every process is killed and the root removed on drop,
+/// also when a test panics (then the end of each node's log is printed first).
 struct Cluster {
     nodes: Vec<Node>,
     root: PathBuf,
@@ -578,15 +578,21 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Kills every node and removes the directories; when the test failed, first prints the
+    /// last lines of each node's log.
     fn drop(&mut self) {
         for n in &mut self.nodes {
             n.kill();
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.root);
-        } else {
-            eprintln!("cluster dirs kept: {}", self.root.display());
+        if std::thread::panicking() {
+            for (i, n) in self.nodes.iter().enumerate() {
+                let log = n.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                eprintln!("--- node {i} (port {}), end of server.log:\n{tail}", n.port);
+            }
         }
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
