@@ -56,8 +56,8 @@ impl Node {
 }
 
 /// Three masters and a replica of master 0, with the module, on loopback ports, each in its own
-/// directory under one temporary root. Every process is killed on drop (also when a test
-/// panics); the directories are removed unless the test failed (then their path is printed).
+/// directory under one temporary root. Every process is killed and the root removed on drop,
+/// also when a test panics (then the end of each node's log is printed first).
 struct Cluster {
     nodes: Vec<Node>,
     root: PathBuf,
@@ -304,7 +304,7 @@ impl Cluster {
     /// A connection to the replica that may read (`READONLY`).
     fn replica_conn(&self) -> Connection {
         let mut c = self.conn(REPLICA);
-        assert_eq!(ok(&mut c, &["READONLY"]), Value::Okay);
+        assert_eq!(must(&mut c, &["READONLY"]), Value::Okay);
         c
     }
 
@@ -338,13 +338,13 @@ impl Cluster {
 
     fn slot(&self, key: &str) -> u16 {
         let mut c = self.conn(self.any_master());
-        int(&ok(&mut c, &["CLUSTER", "KEYSLOT", key])) as u16
+        int(&must(&mut c, &["CLUSTER", "KEYSLOT", key])) as u16
     }
 
     /// (first slot, last slot, master index) from `CLUSTER SLOTS` of a running master.
     fn slot_map(&self) -> Vec<(u16, u16, usize)> {
         let mut c = self.conn(self.any_master());
-        list(&ok(&mut c, &["CLUSTER", "SLOTS"]))
+        list(&must(&mut c, &["CLUSTER", "SLOTS"]))
             .iter()
             .map(|range| {
                 let r = list(range);
@@ -427,17 +427,22 @@ impl Cluster {
             if !n.running() {
                 continue;
             }
-            let diffs = strings(&ok(&mut self.conn(i), &["CACHE.DEBUG", "VERIFY"]));
+            let diffs = strings(&must(&mut self.conn(i), &["CACHE.DEBUG", "VERIFY"]));
             assert!(diffs.is_empty(), "node {i}: CACHE.DEBUG VERIFY: {diffs:#?}");
         }
     }
 
-    /// Waits until the replica acknowledged everything master 0 propagated and holds the same
-    /// data.
+    /// Waits (bounded) until the replica processed everything master 0 propagated so far and
+    /// holds the same data. (Not `WAIT` on a new connection: it waits for the offset of that
+    /// connection's own last write, none.)
     fn sync_replica(&self) {
         let mut m = self.conn(0);
         let mut r = self.conn(REPLICA);
-        sync(&mut m, &mut r);
+        let target = repl_offset(&mut m);
+        eventually("the replica reached master 0's offset", || {
+            repl_offset(&mut r) >= target
+        });
+        eventually("replica converged", || digest(&mut m) == digest(&mut r));
     }
 
     /// What is not yet right with node `i`'s view of the cluster (None: all good). `slots` gets
@@ -574,15 +579,21 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Kills every node and removes the directories; when the test failed, first prints the
+    /// last lines of each node's log.
     fn drop(&mut self) {
         for n in &mut self.nodes {
             n.kill();
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.root);
-        } else {
-            eprintln!("cluster dirs kept: {}", self.root.display());
+        if std::thread::panicking() {
+            for (i, n) in self.nodes.iter().enumerate() {
+                let log = n.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                eprintln!("--- node {i} (port {}), end of server.log:\n{tail}", n.port);
+            }
         }
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -634,7 +645,7 @@ fn exists<C: redis::ConnectionLike>(c: &mut C, key: &str) -> bool {
 }
 
 fn dbsize(c: &mut Connection) -> i64 {
-    int(&ok(c, &["DBSIZE"]))
+    int(&must(c, &["DBSIZE"]))
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -646,11 +657,18 @@ fn owned(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// `CACHE.KEYS <selector...>` as strings (the harness's, with the command in a failure).
+fn keys(c: &mut Connection, selector: &[&str]) -> Vec<String> {
+    let mut parts = vec!["CACHE.KEYS"];
+    parts.extend_from_slice(selector);
+    strings(&must(c, &parts))
+}
+
 /// `CACHE.TAGS ...` as (tag, entries) pairs.
 fn tag_counts(c: &mut Connection, args: &[&str]) -> Vec<(String, i64)> {
     let mut p = vec!["CACHE.TAGS"];
     p.extend_from_slice(args);
-    list(&ok(c, &p))
+    list(&must(c, &p))
         .iter()
         .map(|pair| {
             let pair = list(pair);
@@ -667,7 +685,7 @@ fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
 fn stats(c: &mut Connection, args: &[&str]) -> Value {
     let mut p = vec!["CACHE.STATS"];
     p.extend_from_slice(args);
-    ok(c, &p)
+    must(c, &p)
 }
 
 fn has_field(v: &Value, name: &str) -> bool {
@@ -676,7 +694,7 @@ fn has_field(v: &Value, name: &str) -> bool {
 
 /// A rule or relation listing without the per-node counters.
 fn definitions(c: &mut Connection, parts: &[&str]) -> Vec<Vec<(String, Value)>> {
-    list(&ok(c, parts))
+    list(&must(c, parts))
         .iter()
         .map(|r| {
             map(r)
@@ -743,7 +761,7 @@ fn keyed_commands_route_through_cluster_clients() {
     );
     let owner = cl.owner("{u}:1");
     let mut oc = cl.conn(owner);
-    let ins = ok(&mut oc, &["CACHE.INSPECT", "{u}:1"]);
+    let ins = must(&mut oc, &["CACHE.INSPECT", "{u}:1"]);
     assert_eq!(strings(&field(&ins, "tags")), owned(&["admins", "users"]));
 
     // An entry on every master through the client: each lands on its slot's owner.
@@ -756,7 +774,7 @@ fn keyed_commands_route_through_cluster_clients() {
         );
         let mut c = cl.conn(m);
         assert!(exists(&mut c, &k), "{k} on master {m}");
-        let ins = ok(&mut c, &["CACHE.INSPECT", &k]);
+        let ins = must(&mut c, &["CACHE.INSPECT", &k]);
         assert_eq!(strings(&field(&ins, "tags")), owned(&["r"]));
     }
 
@@ -780,7 +798,7 @@ fn keyed_commands_route_through_cluster_clients() {
     ] {
         let mut p = vec!["COMMAND", "GETKEYS"];
         p.extend_from_slice(&cmdline);
-        assert_eq!(strings(&ok(&mut c0, &p)), owned(&want), "{cmdline:?}");
+        assert_eq!(strings(&must(&mut c0, &p)), owned(&want), "{cmdline:?}");
     }
     // Keyless commands declare no key.
     for cmdline in [
@@ -830,10 +848,10 @@ fn keyed_commands_route_through_cluster_clients() {
     // Keyless commands are taken by any master.
     for m in MASTERS {
         let mut c = cl.conn(m);
-        ok(&mut c, &["CACHE.TAGS"]);
-        ok(&mut c, &["CACHE.STATS"]);
-        ok(&mut c, &["CACHE.KEYS", "TAG", "nothing"]);
-        ok(&mut c, &["CACHE.INVALIDATE", "TAG", "nothing"]);
+        must(&mut c, &["CACHE.TAGS"]);
+        must(&mut c, &["CACHE.STATS"]);
+        must(&mut c, &["CACHE.KEYS", "TAG", "nothing"]);
+        must(&mut c, &["CACHE.INVALIDATE", "TAG", "nothing"]);
     }
 
     // redis-cli -c follows the redirect: set through master 0, read through master 1, of a key
@@ -858,7 +876,7 @@ fn keyed_commands_route_through_cluster_clients() {
     );
     assert_eq!(cli(cl.port(1), &["CACHE.GET", &k]), "hello");
     let mut c2 = cl.conn(2);
-    let ins = ok(&mut c2, &["CACHE.INSPECT", &k]);
+    let ins = must(&mut c2, &["CACHE.INSPECT", &k]);
     assert_eq!(strings(&field(&ins, "tags")), owned(&["cli"]));
 
     cl.sync_replica();
@@ -920,22 +938,22 @@ fn invalidation_applies_on_every_master() {
             }
         };
 
-        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
+        let n = int(&must(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
         assert_eq!(n, 6, "round {round}: TAG t from master {issuer}");
         gone(&mut cc, &s.tagged);
-        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "PATTERN", "pat:*"]));
+        let n = int(&must(&mut c, &["CACHE.INVALIDATE", "PATTERN", "pat:*"]));
         assert_eq!(n, 3, "round {round}: PATTERN pat:* from master {issuer}");
         gone(&mut cc, &s.pattern);
         assert!(
             exists(&mut cc, &plain),
             "a plain key matching the pattern stays"
         );
-        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPENDENTS", "db:r"]));
+        let n = int(&must(&mut c, &["CACHE.INVALIDATE", "DEPENDENTS", "db:r"]));
         assert_eq!(n, 3, "round {round}: DEPENDENTS db:r from master {issuer}");
         gone(&mut cc, &s.dependents);
 
         // Nothing left to find, anywhere.
-        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
+        let n = int(&must(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
         assert_eq!(n, 0, "round {round}: a second TAG t");
         for k in &s.kept {
             assert!(exists(&mut cc, k), "round {round}: {k} (tag keep) stays");
@@ -1026,7 +1044,10 @@ fn cascade_crosses_shards() {
         }
 
         // DEPTH 1: x, y and w go; z and x2 stay.
-        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPTH", "1", "TAG", "t"]));
+        let n = int(&must(
+            &mut c,
+            &["CACHE.INVALIDATE", "DEPTH", "1", "TAG", "t"],
+        ));
         assert_eq!(n, 3, "DEPTH 1 from master {issuer}");
         for k in [&ch.x, &ch.y, &ch.w] {
             assert!(!exists(&mut cc, k), "{k} after DEPTH 1");
@@ -1035,7 +1056,7 @@ fn cascade_crosses_shards() {
             assert!(exists(&mut cc, k), "{k} after DEPTH 1");
         }
         // The rest by a KEY on another master than the issuer's.
-        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "KEY", &ch.z]));
+        let n = int(&must(&mut c, &["CACHE.INVALIDATE", "KEY", &ch.z]));
         assert_eq!(n, 2, "KEY z from master {issuer}");
         for k in all {
             assert!(!exists(&mut cc, k), "{k} after KEY z");
@@ -1043,17 +1064,20 @@ fn cascade_crosses_shards() {
 
         // The whole chain at once: each entry counts once, the cycle ends.
         let ch = chain(&cl, &mut cc);
-        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
+        let n = int(&must(&mut c, &["CACHE.INVALIDATE", "TAG", "t"]));
         assert_eq!(n, 5, "TAG t from master {issuer}");
         for k in [&ch.x, &ch.y, &ch.z, &ch.x2, &ch.w] {
             assert!(!exists(&mut cc, k), "{k} after TAG t");
         }
         // DEPTH 2 stops before x2 (hop 3), wherever it is sent.
         let ch = chain(&cl, &mut cc);
-        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPTH", "2", "TAG", "t"]));
+        let n = int(&must(
+            &mut c,
+            &["CACHE.INVALIDATE", "DEPTH", "2", "TAG", "t"],
+        ));
         assert_eq!(n, 4, "DEPTH 2 from master {issuer}");
         assert!(exists(&mut cc, &ch.x2));
-        let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "KEY", &ch.x2]));
+        let n = int(&must(&mut c, &["CACHE.INVALIDATE", "KEY", &ch.x2]));
         assert_eq!(n, 1);
         for m in MASTERS {
             assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
@@ -1187,7 +1211,7 @@ fn resharding_moves_entries_with_their_index() {
         let mut c = cl.conn(owner);
         let a = format!("{g}:a");
         let b = format!("{g}:b");
-        let ins = ok(&mut c, &["CACHE.INSPECT", &a]);
+        let ins = must(&mut c, &["CACHE.INSPECT", &a]);
         assert_eq!(
             strings(&field(&ins, "tags")),
             sorted(owned(&["t", &format!("g{n}")])),
@@ -1199,7 +1223,7 @@ fn resharding_moves_entries_with_their_index() {
         assert_eq!(meta, serde_json::json!({ "n": n }), "{a}");
         let ttl = int(&field(&ins, "ttl_ms"));
         assert!(ttl > 90_000_000 && ttl <= 100_000_000, "{a}: ttl_ms {ttl}");
-        let ins = ok(&mut c, &["CACHE.INSPECT", &b]);
+        let ins = must(&mut c, &["CACHE.INSPECT", &b]);
         assert_eq!(strings(&field(&ins, "tags")), owned(&["t"]));
         assert_eq!(strings(&field(&ins, "depends")), vec![a.clone()]);
         let meta: serde_json::Value = serde_json::from_str(&text(&field(&ins, "meta"))).unwrap();
@@ -1222,7 +1246,7 @@ fn resharding_moves_entries_with_their_index() {
         Some(b"va".to_vec())
     );
     let tag = format!("g{n}");
-    let removed = int(&ok(
+    let removed = int(&must(
         &mut m1,
         &["CACHE.INVALIDATE", "DEPTH", "1", "TAG", &tag],
     ));
@@ -1247,7 +1271,7 @@ fn resharded_entries_take_part_in_cluster_wide_invalidation() {
             "dry run on master {m}"
         );
     }
-    let n = int(&ok(&mut cl.conn(2), &["CACHE.INVALIDATE", "TAG", "t"]));
+    let n = int(&must(&mut cl.conn(2), &["CACHE.INVALIDATE", "TAG", "t"]));
     assert_eq!(n as usize, total, "TAG t: every entry, moved ones included");
     for g in &rs.groups {
         assert!(!exists(&mut cc, &format!("{g}:a")), "{g}:a");
@@ -1311,7 +1335,7 @@ fn local_commands_stay_on_their_node() {
     assert!(js.get("masters").is_none(), "{js}");
 
     // Only master 1's entries go.
-    let n = int(&ok(&mut m1, &["CACHE.INVALIDATE", "LOCAL", "TAG", "t"]));
+    let n = int(&must(&mut m1, &["CACHE.INVALIDATE", "LOCAL", "TAG", "t"]));
     assert_eq!(n, 2);
     for k in &own[1] {
         assert!(!exists(&mut cc, k), "{k}");
@@ -1327,7 +1351,7 @@ fn local_commands_stay_on_their_node() {
     );
 
     // LOCAL first, then the usual options. The cascade stays on the node too.
-    let n = int(&ok(
+    let n = int(&must(
         &mut m2,
         &[
             "CACHE.INVALIDATE",
@@ -1352,7 +1376,7 @@ fn local_commands_stay_on_their_node() {
     // On master 0 (which has a replica): its entry and the dependent go, and the replica
     // follows.
     let mut m0 = cl.conn(0);
-    let n = int(&ok(&mut m0, &["CACHE.INVALIDATE", "LOCAL", "ALL"]));
+    let n = int(&must(&mut m0, &["CACHE.INVALIDATE", "LOCAL", "ALL"]));
     assert_eq!(n, 2);
     for m in MASTERS {
         assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
@@ -1462,11 +1486,14 @@ fn local_is_accepted_outside_cluster_mode() {
         serde_json::from_str(&text(&stats(&mut c, &["LOCAL", "JSON"]))).unwrap();
     assert_eq!(js["entries"], 3);
     assert_eq!(
-        int(&ok(&mut c, &["CACHE.INVALIDATE", "LOCAL", "TAG", "t"])),
+        int(&must(&mut c, &["CACHE.INVALIDATE", "LOCAL", "TAG", "t"])),
         2
     );
-    assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "LOCAL", "user", "1"])), 1);
-    assert_eq!(int(&ok(&mut c, &["DBSIZE"])), 0);
+    assert_eq!(
+        int(&must(&mut c, &["CACHE.WRITE", "LOCAL", "user", "1"])),
+        1
+    );
+    assert_eq!(int(&must(&mut c, &["DBSIZE"])), 0);
     verify(&mut c);
 }
 
@@ -1482,7 +1509,7 @@ fn rules_and_relations_apply_on_every_master() {
     let mut m1 = cl.conn(1);
     let mut m2 = cl.conn(2);
     assert_eq!(
-        ok(
+        must(
             &mut m0,
             &[
                 "CACHE.RULE",
@@ -1497,7 +1524,10 @@ fn rules_and_relations_apply_on_every_master() {
         ),
         Value::Okay
     );
-    assert_eq!(ok(&mut m2, &["CACHE.RELATE", "user", "post"]), Value::Okay);
+    assert_eq!(
+        must(&mut m2, &["CACHE.RELATE", "user", "post"]),
+        Value::Okay
+    );
     // A refused definition changes nothing anywhere.
     let e = err(
         &mut m1,
@@ -1551,7 +1581,7 @@ fn rules_and_relations_apply_on_every_master() {
         put(&mut cc, &k, &["user:8"], &[]);
         eight.push(k);
     }
-    let n = int(&ok(&mut m1, &["CACHE.WRITE", "user", "7"]));
+    let n = int(&must(&mut m1, &["CACHE.WRITE", "user", "7"]));
     assert_eq!(n, 9, "CACHE.WRITE user 7 on master 1");
     for k in &seven {
         assert!(!exists(&mut cc, k), "{k}");
@@ -1560,27 +1590,27 @@ fn rules_and_relations_apply_on_every_master() {
         assert!(exists(&mut cc, k), "{k} stays");
     }
     // LOCAL: master 2's user:8 entry only.
-    let n = int(&ok(&mut m2, &["CACHE.WRITE", "LOCAL", "user", "8"]));
+    let n = int(&must(&mut m2, &["CACHE.WRITE", "LOCAL", "user", "8"]));
     assert_eq!(n, 1);
     assert!(!exists(&mut cc, &eight[2]));
     assert!(exists(&mut cc, &eight[0]) && exists(&mut cc, &eight[1]));
 
     // Deleting, from another master, deletes everywhere.
-    assert_eq!(int(&ok(&mut m2, &["CACHE.RULE", "DEL", "pages"])), 1);
+    assert_eq!(int(&must(&mut m2, &["CACHE.RULE", "DEL", "pages"])), 1);
     assert_eq!(
-        int(&ok(&mut m1, &["CACHE.RELATE", "DEL", "user", "post"])),
+        int(&must(&mut m1, &["CACHE.RELATE", "DEL", "user", "post"])),
         1
     );
     cl.sync_replica();
     for i in [0, 1, 2, REPLICA] {
         let mut c = cl.conn(i);
         assert!(
-            list(&ok(&mut c, &["CACHE.RULE", "LIST"])).is_empty(),
+            list(&must(&mut c, &["CACHE.RULE", "LIST"])).is_empty(),
             "node {i}"
         );
         if i != REPLICA {
             assert!(
-                list(&ok(&mut c, &["CACHE.RELATE", "LIST"])).is_empty(),
+                list(&must(&mut c, &["CACHE.RELATE", "LIST"])).is_empty(),
                 "node {i}"
             );
         }
@@ -1588,7 +1618,7 @@ fn rules_and_relations_apply_on_every_master() {
     // Without the rule and the relation: only the tag itself.
     let p = cl.key_on(1, "pg8:");
     put(&mut cc, &p, &["page:8"], &[]);
-    let n = int(&ok(&mut m0, &["CACHE.WRITE", "user", "8"]));
+    let n = int(&must(&mut m0, &["CACHE.WRITE", "user", "8"]));
     assert_eq!(n, 2);
     assert!(exists(&mut cc, &p));
     cl.sync_replica();
@@ -1605,7 +1635,10 @@ fn unresponsive_or_stopped_master_fails_with_partial_effect() {
     let mut cc = cl.client();
     let mut m0 = cl.conn(0);
     assert_eq!(
-        strings(&ok(&mut m0, &["CONFIG", "GET", "cache.cluster-timeout-ms"])),
+        strings(&must(
+            &mut m0,
+            &["CONFIG", "GET", "cache.cluster-timeout-ms"]
+        )),
         owned(&["cache.cluster-timeout-ms", "5000"])
     );
     for i in 0..4 {
@@ -1635,7 +1668,7 @@ fn unresponsive_or_stopped_master_fails_with_partial_effect() {
     });
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
-    assert_eq!(ok(&mut m0, &["PING"]), Value::SimpleString("PONG".into()));
+    assert_eq!(must(&mut m0, &["PING"]), Value::SimpleString("PONG".into()));
     let ping = start.elapsed();
     let (e, took) = waiter.join().expect("the waiting client");
     assert!(partial(&e), "{e}");
@@ -1682,7 +1715,7 @@ fn unresponsive_or_stopped_master_fails_with_partial_effect() {
     // LOCAL still works.
     assert!(keys(&mut m1, &["LOCAL", "ALL"]).is_empty());
     assert_eq!(
-        int(&ok(&mut m1, &["CACHE.INVALIDATE", "LOCAL", "TAG", "u"])),
+        int(&must(&mut m1, &["CACHE.INVALIDATE", "LOCAL", "TAG", "u"])),
         0
     );
     cl.sync_replica();
