@@ -23,7 +23,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use ahash::AHashSet;
-use redis_module::{raw, Context, RedisModuleTimerID, RedisValue};
+use redis_module::{raw, Context, RedisModuleTimerID};
 
 use crate::config;
 use crate::core::index::Reach;
@@ -111,10 +111,6 @@ pub fn strip_local<'a>(argv: &[&'a [u8]]) -> (bool, Vec<&'a [u8]>) {
     }
 }
 
-fn flags(ctx: &Context) -> u32 {
-    (unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) }) as u32
-}
-
 /// Whether this command goes to every master: a cluster master, a command from a client (not
 /// LOCAL, not from another master, not replayed from the master's stream or the AOF). A client
 /// that cannot be blocked (MULTI, scripts, module calls) gets an error.
@@ -122,14 +118,11 @@ pub fn fans_out(ctx: &Context, local: bool, name: &'static str) -> Result<bool> 
     if local || REMOTE.with(Cell::get) || server::replayed(ctx) {
         return Ok(false);
     }
-    let f = flags(ctx);
+    let f = server::flags(ctx);
     if f & raw::REDISMODULE_CTX_FLAGS_CLUSTER == 0 || f & raw::REDISMODULE_CTX_FLAGS_MASTER == 0 {
         return Ok(false);
     }
-    let no_block = raw::REDISMODULE_CTX_FLAGS_MULTI
-        | raw::REDISMODULE_CTX_FLAGS_LUA
-        | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
-    if f & no_block != 0 {
+    if !server::can_block(ctx) {
         return Err(CacheError::CannotWait(name));
     }
     Ok(true)
@@ -214,23 +207,9 @@ fn value_reply(v: Value) -> Reply {
     }
 }
 
-fn text(v: &RedisValue) -> Option<String> {
-    match v {
-        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
-        RedisValue::SimpleStringStatic(s) => Some((*s).to_owned()),
-        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        RedisValue::BulkRedisString(s) => Some(String::from_utf8_lossy(s.as_slice()).into_owned()),
-        RedisValue::VerbatimString((_, b)) => Some(String::from_utf8_lossy(b).into_owned()),
-        _ => None,
-    }
-}
-
 fn cluster_masters(ctx: &Context) -> Result<Vec<Master>> {
-    let nodes = ctx
-        .call("CLUSTER", &["NODES"][..])
-        .map_err(|e| CacheError::Message(format!("ERR CLUSTER NODES failed: {e}")))?;
-    let nodes =
-        text(&nodes).ok_or_else(|| CacheError::Message("ERR CLUSTER NODES gave no text".into()))?;
+    let nodes = server::call_text(ctx, "CLUSTER", &["NODES"])
+        .ok_or_else(|| CacheError::Message("ERR CLUSTER NODES failed".into()))?;
     Ok(wire::masters(&nodes))
 }
 

@@ -35,8 +35,7 @@ pub fn select_db(ctx: &Context, db: usize) -> bool {
 
 /// This server is a replica.
 pub fn is_replica(ctx: &Context) -> bool {
-    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
-    flags & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0
+    flags(ctx) & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0
 }
 
 /// Writes are paused (`CLIENT PAUSE`, a failover): work the module starts by itself (timers)
@@ -48,8 +47,7 @@ pub fn writes_paused() -> bool {
 /// The command came from our master or from the AOF: its outcome was decided elsewhere, so
 /// local defaults (such as the default TTL) must not apply.
 pub fn replayed(ctx: &Context) -> bool {
-    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
-    flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+    flags(ctx) & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
 }
 
 /// What a key holds, as far as the cache is concerned.
@@ -260,38 +258,48 @@ const VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION: u32 = 1 << 5;
 
 /// The major version of Valkey, or 0 on Redis (`INFO server` has `valkey_version`).
 fn valkey_major(ctx: &Context) -> u32 {
-    let Ok(info) = ctx.call("INFO", &["server"][..]) else {
-        return 0;
-    };
-    let text = match info {
-        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => s,
-        RedisValue::StringBuffer(b) => String::from_utf8_lossy(&b).into_owned(),
-        RedisValue::VerbatimString((_, b)) => String::from_utf8_lossy(&b).into_owned(),
-        _ => return 0,
-    };
-    text.lines()
+    call_text(ctx, "INFO", &["server"])
+        .unwrap_or_default()
+        .lines()
         .find_map(|l| l.strip_prefix("valkey_version:"))
         .and_then(|v| v.split('.').next())
         .and_then(|m| m.trim().parse().ok())
         .unwrap_or(0)
 }
 
+/// Runs a server command and gives its reply as text (None for an error or a reply that is not
+/// a string).
+pub fn call_text(ctx: &Context, cmd: &str, args: &[&str]) -> Option<String> {
+    match ctx.call(cmd, args).ok()? {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s),
+        RedisValue::SimpleStringStatic(s) => Some(s.to_owned()),
+        RedisValue::StringBuffer(b) | RedisValue::VerbatimString((_, b)) => {
+            Some(String::from_utf8_lossy(&b).into_owned())
+        }
+        RedisValue::BulkRedisString(s) => Some(String::from_utf8_lossy(s.as_slice()).into_owned()),
+        _ => None,
+    }
+}
+
+/// The context flags (`REDISMODULE_CTX_FLAGS_*`).
+pub fn flags(ctx: &Context) -> u32 {
+    (unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) }) as u32
+}
+
 /// The client may be blocked: not inside MULTI, a script or a module's call, and not a command
 /// replayed from the master or the AOF.
 pub fn can_block(ctx: &Context) -> bool {
-    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
     let no = raw::REDISMODULE_CTX_FLAGS_MULTI
         | raw::REDISMODULE_CTX_FLAGS_LUA
         | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING
         | raw::REDISMODULE_CTX_FLAGS_REPLICATED
         | raw::REDISMODULE_CTX_FLAGS_LOADING;
-    flags & no == 0
+    flags(ctx) & no == 0
 }
 
 /// The server is loading (the AOF, an RDB): not a command from the master's stream.
 pub fn loading(ctx: &Context) -> bool {
-    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
-    flags & raw::REDISMODULE_CTX_FLAGS_LOADING != 0
+    flags(ctx) & raw::REDISMODULE_CTX_FLAGS_LOADING != 0
 }
 
 /// Propagates a command to replicas and the AOF (wrapped in MULTI/EXEC with the others this
