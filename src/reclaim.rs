@@ -216,8 +216,15 @@ pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector) -> bool {
     if threshold == 0 || server::is_replica(ctx) || !server::can_block(ctx) {
         return false;
     }
-    let (selected, entries) = state::with_db(db, |idx| (idx.count(selector), idx.len() as u64));
-    i64::try_from(selected).unwrap_or(i64::MAX) >= threshold && selected * 4 >= entries
+    let threshold = u64::try_from(threshold).unwrap_or(u64::MAX);
+    state::with_db(db, |idx| {
+        // Counting a pattern visits names: not where the database is too small anyway.
+        let entries = idx.len() as u64;
+        entries >= threshold && {
+            let selected = idx.count(selector);
+            selected >= threshold && selected * 4 >= entries
+        }
+    })
 }
 
 /// An IMMEDIATE invalidation in steps: the entries read as missing at once (a mark, as LAZY);
