@@ -18,7 +18,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
-use std::os::raw::{c_char, c_int, c_uchar, c_void};
+use std::os::raw::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
@@ -29,12 +29,11 @@ use crate::config;
 use crate::core::index::Reach;
 use crate::core::wire::{self, Answer, Master, Merge, Request, Value};
 use crate::error::{CacheError, Result};
-use crate::server::{self, Access, Reply};
+use crate::server::{self, Access, Blocked, Reply};
 use crate::state;
 
 const REQUEST: u8 = 1;
 const ANSWER: u8 = 2;
-const NODE_ID_LEN: usize = raw::REDISMODULE_NODE_ID_LEN as usize;
 
 /// What one cluster-wide command sends to the other masters, and how their replies combine.
 pub struct Job {
@@ -61,7 +60,7 @@ struct Capture {
 
 /// One cluster-wide command waiting for answers.
 struct Op {
-    bc: *mut raw::RedisModuleBlockedClient,
+    client: Blocked,
     job: Job,
     db: u32,
     user: Option<Vec<u8>>,
@@ -94,8 +93,8 @@ thread_local! {
 pub fn register(ctx: &Context) {
     unsafe {
         if let Some(f) = raw::RedisModule_RegisterClusterMessageReceiver {
-            f(ctx.ctx, REQUEST, Some(on_message));
-            f(ctx.ctx, ANSWER, Some(on_message));
+            f(ctx.ctx, REQUEST, Some(crate::ffi::cluster_message));
+            f(ctx.ctx, ANSWER, Some(crate::ffi::cluster_message));
         }
     }
 }
@@ -254,16 +253,11 @@ pub fn fan_out(ctx: &Context, job: Job, local: Value) -> Result<Reply> {
         let v = wire::combine(&job.merge, vec![local]);
         return Ok(render(v, job.json));
     }
-    let bc = unsafe {
-        raw::RedisModule_BlockClient.map_or(std::ptr::null_mut(), |f| {
-            f(ctx.ctx, Some(on_reply), None, Some(on_free), 0)
-        })
-    };
-    if bc.is_null() {
+    let Some(client) = Blocked::block(ctx) else {
         return Err(CacheError::Message(
             "ERR could not block the client to wait for the other masters".into(),
         ));
-    }
+    };
     let db = u32::try_from(server::selected_db(ctx)).unwrap_or(0);
     let id = NEXT_ID.with(|n| {
         let id = n.get();
@@ -271,7 +265,7 @@ pub fn fan_out(ctx: &Context, job: Job, local: Value) -> Result<Reply> {
         id
     });
     let mut op = Op {
-        bc,
+        client,
         db,
         user: server::caller_name(ctx),
         me: me.clone(),
@@ -453,11 +447,11 @@ fn finish(ctx: &Context, id: u64) {
         }
     }
     let merged = wire::combine(&op.job.merge, op.replies);
-    let outcome: std::result::Result<Value, String> = if op.failed.is_empty() {
+    let answer = if op.failed.is_empty() {
         match merged {
-            Value::Error(e) => Err(e),
-            v if op.job.json => Ok(Value::Bulk(wire::to_json(&v).into_bytes())),
-            v => Ok(v),
+            Value::Error(e) => Err(CacheError::Message(e)),
+            v if op.job.json => Ok(Reply::Bulk(wire::to_json(&v).into_bytes())),
+            v => Ok(value_reply(v)),
         }
     } else {
         op.failed.sort();
@@ -468,20 +462,15 @@ fn finish(ctx: &Context, id: u64) {
             }
             _ => String::new(),
         };
-        Err(format!(
+        Err(CacheError::Message(format!(
             "ERR {} reached only part of the cluster: {answered} of {} masters answered (cache.cluster-timeout-ms is {}); no answer from {}{done}",
             op.job.name,
             op.masters,
             config::CLUSTER_TIMEOUT_MS.get(),
             op.failed.join(", "),
-        ))
+        )))
     };
-    let data = Box::into_raw(Box::new(outcome)).cast::<c_void>();
-    unsafe {
-        if let Some(f) = raw::RedisModule_UnblockClient {
-            f(op.bc, data);
-        }
-    }
+    op.client.answer(answer);
 }
 
 fn on_deadline(ctx: &Context, id: u64) {
@@ -501,54 +490,10 @@ fn on_deadline(ctx: &Context, id: u64) {
     finish(ctx, id);
 }
 
-unsafe extern "C" fn on_reply(
-    ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    let data =
-        raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
-    if data.is_null() {
-        return raw::REDISMODULE_OK as c_int;
-    }
-    let outcome = &*data.cast::<std::result::Result<Value, String>>();
-    let c = Context::new(ctx);
-    match outcome {
-        Ok(v) => server::reply(&c, &value_reply(v.clone())),
-        Err(e) => server::reply_error(&c, &CacheError::Message(e.clone())),
-    }
-    raw::REDISMODULE_OK as c_int
-}
-
-unsafe extern "C" fn on_free(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-    if !data.is_null() {
-        drop(Box::from_raw(
-            data.cast::<std::result::Result<Value, String>>(),
-        ));
-    }
-}
-
-/// The bus receiver: queues the message for the pump (a timer), which runs it outside the bus
-/// callback.
-unsafe extern "C" fn on_message(
-    ctx: *mut raw::RedisModuleCtx,
-    sender: *const c_char,
-    kind: u8,
-    payload: *const c_uchar,
-    len: u32,
-) {
-    if sender.is_null() || (payload.is_null() && len > 0) {
-        return;
-    }
-    let sender = std::slice::from_raw_parts(sender.cast::<u8>(), NODE_ID_LEN);
-    let sender = String::from_utf8_lossy(sender).into_owned();
-    let payload = if len == 0 {
-        Vec::new()
-    } else {
-        std::slice::from_raw_parts(payload, len as usize).to_vec()
-    };
+/// A message from another master (see `ffi::cluster_message`): queued for the pump.
+pub fn received(ctx: &Context, kind: u8, sender: String, payload: Vec<u8>) {
     INBOX.with(|q| q.borrow_mut().push_back((kind, sender, payload)));
-    arm(&Context::new(ctx), 0);
+    arm(ctx, 0);
 }
 
 fn arm(ctx: &Context, ms: u64) {

@@ -399,8 +399,9 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     }
     let context = a.context.clone();
     let depth = a.depth;
-    // The stepped form blocks the client: not when the other masters are to be waited for.
-    let reply = invalidate_here(ctx, a, !fan);
+    // The stepped form blocks the client: not when the other masters are to be waited for,
+    // nor for another master's request (no client here).
+    let reply = invalidate_here(ctx, a, !fan && !cluster::remote());
     if !fan || reply.is_err() {
         return reply;
     }
@@ -426,19 +427,21 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
 /// CACHE.INVALIDATE on this node only (`may_step`: a large IMMEDIATE one may run in steps).
 fn invalidate_here(ctx: &Context, a: parse::InvalidateArgs, may_step: bool) -> Result<Reply> {
     let db = server::selected_db(ctx);
-    match a.strategy {
-        Strategy::Immediate
-            if may_step && !cluster::remote() && reclaim::steps_pay_off(ctx, db, &a.selector) =>
-        {
-            // A large invalidation in bounded steps: the reclaimer replies when it is done.
-            let user = server::caller_name(ctx);
-            if reclaim::invalidate_stepped(ctx, db, a.selector, a.depth, a.context, user) {
-                return Ok(Reply::Sent);
-            }
-            Err(CacheError::Message(
-                "ERR could not block the client for a stepped invalidation".into(),
-            ))
+    let stepped = (may_step && a.strategy == Strategy::Immediate)
+        .then(|| reclaim::steps_pay_off(ctx, db, &a.selector))
+        .flatten();
+    if let Some(selected) = stepped {
+        // A large invalidation in bounded steps: the reclaimer replies when it is done.
+        let user = server::caller_name(ctx);
+        let (sel, depth, context) = (a.selector, a.depth, a.context);
+        if reclaim::invalidate_stepped(ctx, db, sel, selected, depth, context, user) {
+            return Ok(Reply::Sent);
         }
+        return Err(CacheError::Message(
+            "ERR could not block the client for a stepped invalidation".into(),
+        ));
+    }
+    match a.strategy {
         Strategy::Immediate => {
             let access = Access::of_caller(ctx);
             let n = apply(

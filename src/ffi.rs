@@ -823,3 +823,55 @@ pub fn set_key_specs(ctx: &Context) -> bool {
     }
     true
 }
+
+/// The reply callback of every client the module blocks: renders its `server::Answer`.
+pub(crate) unsafe extern "C" fn blocked_reply(
+    ctx: *mut raw::RedisModuleCtx,
+    _argv: *mut *mut raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    let data =
+        raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
+    if !data.is_null() {
+        let c = Context::new(ctx);
+        match &*data.cast::<server::Answer>() {
+            Ok(r) => server::reply(&c, r),
+            Err(e) => server::reply_error(&c, e),
+        }
+    }
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Frees a blocked client's answer.
+pub(crate) unsafe extern "C" fn blocked_free(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
+    if !data.is_null() {
+        drop(Box::from_raw(data.cast::<server::Answer>()));
+    }
+}
+
+/// The cluster bus receiver: hands the message to `cluster::received` (which queues it for a
+/// timer: nothing runs inside the bus callback).
+pub(crate) unsafe extern "C" fn cluster_message(
+    ctx: *mut raw::RedisModuleCtx,
+    sender: *const c_char,
+    kind: u8,
+    payload: *const std::os::raw::c_uchar,
+    len: u32,
+) {
+    if sender.is_null() || (payload.is_null() && len > 0) {
+        return;
+    }
+    let sender =
+        std::slice::from_raw_parts(sender.cast::<u8>(), raw::REDISMODULE_NODE_ID_LEN as usize);
+    let payload = if len == 0 {
+        Vec::new()
+    } else {
+        std::slice::from_raw_parts(payload, len as usize).to_vec()
+    };
+    crate::cluster::received(
+        &Context::new(ctx),
+        kind,
+        String::from_utf8_lossy(sender).into_owned(),
+        payload,
+    );
+}

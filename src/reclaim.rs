@@ -1,12 +1,11 @@
 //! The LAZY strategy in the server: making marks, telling readers which entries they cover, and
 //! the reclaimer that deletes those entries in small timed steps (see `core::lazy`).
 
-use std::os::raw::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis_module::{raw, Context};
+use redis_module::Context;
 use smallvec::SmallVec;
 
 use crate::config;
@@ -14,7 +13,7 @@ use crate::core::entry::Entry;
 use crate::core::index::Selector;
 use crate::core::lazy::{self, encode_mark, Graph, Mark, Node};
 use crate::core::parse::Strategy;
-use crate::server::{self, Access, Held, Key, NOTIFY_GENERIC};
+use crate::server::{self, Access, Blocked, Held, Key, NOTIFY_GENERIC};
 use crate::state::{self, Quiet};
 
 /// The keyspace of one database as coverage sees it: entries opened read-only (without touching
@@ -118,6 +117,44 @@ pub fn retire(st: &mut state::State, db: usize, name: &[u8], e: &Entry) {
     st.lazy_mut(|l| l.db(db).retire(name, e, depended_on, now));
 }
 
+/// What an invalidation's event records, taken before its selector moves into a mark.
+struct Noted {
+    kind: &'static str,
+    pattern: String,
+    context: String,
+    started: Instant,
+}
+
+impl Noted {
+    fn of(selector: &Selector, context: Option<&[u8]>) -> Noted {
+        Noted {
+            kind: selector.kind(),
+            pattern: selector.arguments(),
+            context: context
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned(),
+            started: Instant::now(),
+        }
+    }
+
+    fn record(&self, ctx: &Context, keys: u64, strategy: Strategy) {
+        let (kind, pattern, context) = (self.kind, &self.pattern, &self.context);
+        crate::commands::record(
+            ctx,
+            kind,
+            pattern,
+            keys,
+            0,
+            0,
+            self.started,
+            context,
+            strategy,
+            0,
+        );
+    }
+}
+
 /// `CACHE.INVALIDATE STRATEGY LAZY`: marks what the selector covers in `db` (no entry is
 /// visited), replicates the mark, and sets the reclaimer going. Returns the number of entries
 /// the selector picks now (counted from the index; the cascade is found by the reclaimer).
@@ -129,41 +166,25 @@ pub fn invalidate(
     context: Option<Vec<u8>>,
     user: Option<Vec<u8>>,
 ) -> u64 {
-    let started = Instant::now();
-    let (kind, pattern) = (selector.kind(), selector.arguments());
-    let context_text = context
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default()
-        .into_owned();
-    let (_, selected) = mark(ctx, db, selector, depth, context, user);
-    crate::commands::record(
-        ctx,
-        kind,
-        &pattern,
-        selected,
-        0,
-        0,
-        started,
-        &context_text,
-        Strategy::Lazy,
-        0,
-    );
+    let noted = Noted::of(&selector, context.as_deref());
+    let selected = state::with_db(db, |idx| idx.count(&selector));
+    mark(ctx, db, selector, selected, depth, context, user);
+    noted.record(ctx, selected, Strategy::Lazy);
     selected
 }
 
-/// Adds a mark (see `invalidate`): returns its generation and the entries it selects now.
+/// Adds a mark for `selector` (which picks `selected` entries now); returns its generation.
 fn mark(
     ctx: &Context,
     db: usize,
     selector: Selector,
+    selected: u64,
     depth: Option<u32>,
     context: Option<Vec<u8>>,
     user: Option<Vec<u8>>,
-) -> (u64, u64) {
+) -> u64 {
     let now = server::now_ms();
-    let (selected, any_dependency) =
-        state::with_db(db, |idx| (idx.count(&selector), idx.resource_count() > 0));
+    let any_dependency = state::with_db(db, |idx| idx.resource_count() > 0);
     // Entries that depend on nothing now can only gain dependencies by being written again
     // (a new generation): without any, there is no cascade to follow.
     let depth = if any_dependency {
@@ -181,26 +202,18 @@ fn mark(
         &[b"MARK", db.to_string().as_bytes(), &bytes],
     );
     arm(ctx);
-    (gen, selected)
+    gen
 }
 
 /// An IMMEDIATE invalidation running in the reclaimer's steps, its client blocked until done.
 struct Waiter {
-    bc: BlockedClient,
+    client: Blocked,
     db: usize,
     gen: u64,
     /// Entries the reclaimer deleted in `db` since the invalidation began.
     deleted: u64,
-    started: Instant,
-    kind: &'static str,
-    pattern: String,
-    context: String,
+    noted: Noted,
 }
-
-struct BlockedClient(*mut raw::RedisModuleBlockedClient);
-
-// Only the main thread (commands, timers) touches waiters.
-unsafe impl Send for BlockedClient {}
 
 static WAITERS: Mutex<Vec<Waiter>> = Mutex::new(Vec::new());
 
@@ -210,20 +223,21 @@ fn waiters() -> std::sync::MutexGuard<'static, Vec<Waiter>> {
 
 /// Whether an IMMEDIATE invalidation of `selector` in `db` should run in bounded steps: it
 /// selects at least `cache.stepped-threshold` entries and a good part of the database (the
-/// reclaimer walks the whole database), and the client can wait.
-pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector) -> bool {
+/// reclaimer walks the whole database), and the client can wait. Some(entries it selects).
+pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector) -> Option<u64> {
     let threshold = config::STEPPED_THRESHOLD.get();
     if threshold == 0 || server::is_replica(ctx) || !server::can_block(ctx) {
-        return false;
+        return None;
     }
     let threshold = u64::try_from(threshold).unwrap_or(u64::MAX);
     state::with_db(db, |idx| {
         // Counting a pattern visits names: not where the database is too small anyway.
         let entries = idx.len() as u64;
-        entries >= threshold && {
-            let selected = idx.count(selector);
-            selected >= threshold && selected * 4 >= entries
+        if entries < threshold {
+            return None;
         }
+        let selected = idx.count(selector);
+        (selected >= threshold && selected * 4 >= entries).then_some(selected)
     })
 }
 
@@ -233,35 +247,22 @@ pub fn invalidate_stepped(
     ctx: &Context,
     db: usize,
     selector: Selector,
+    selected: u64,
     depth: Option<u32>,
     context: Option<Vec<u8>>,
     user: Option<Vec<u8>>,
 ) -> bool {
-    let bc = unsafe {
-        raw::RedisModule_BlockClient.map_or(std::ptr::null_mut(), |f| {
-            f(ctx.ctx, Some(on_done), None, Some(free_done), 0)
-        })
-    };
-    if bc.is_null() {
+    let Some(client) = Blocked::block(ctx) else {
         return false;
-    }
-    let (kind, pattern) = (selector.kind(), selector.arguments());
-    let context_text = context
-        .as_deref()
-        .map(String::from_utf8_lossy)
-        .unwrap_or_default()
-        .into_owned();
-    let started = Instant::now();
-    let (gen, _) = mark(ctx, db, selector, depth, context, user);
+    };
+    let noted = Noted::of(&selector, context.as_deref());
+    let gen = mark(ctx, db, selector, selected, depth, context, user);
     waiters().push(Waiter {
-        bc: BlockedClient(bc),
+        client,
         db,
         gen,
         deleted: 0,
-        started,
-        kind,
-        pattern,
-        context: context_text,
+        noted,
     });
     true
 }
@@ -285,24 +286,9 @@ fn progress(ctx: &Context, db: usize, n: u64, done_upto: Option<u64>) {
         }
     };
     for x in finished {
-        crate::commands::record(
-            ctx,
-            x.kind,
-            &x.pattern,
-            x.deleted,
-            0,
-            0,
-            x.started,
-            &x.context,
-            Strategy::Immediate,
-            0,
-        );
-        let data = Box::into_raw(Box::new(x.deleted)).cast::<c_void>();
-        unsafe {
-            if let Some(f) = raw::RedisModule_UnblockClient {
-                f(x.bc.0, data);
-            }
-        }
+        x.noted.record(ctx, x.deleted, Strategy::Immediate);
+        let n = i64::try_from(x.deleted).unwrap_or(i64::MAX);
+        x.client.answer(Ok(server::Reply::Int(n)));
     }
 }
 
@@ -327,29 +313,6 @@ pub fn release_waiters(ctx: &Context, db: Option<usize>) {
         .collect();
     for d in gone {
         progress(ctx, d, 0, Some(u64::MAX));
-    }
-}
-
-unsafe extern "C" fn on_done(
-    ctx: *mut raw::RedisModuleCtx,
-    _argv: *mut *mut raw::RedisModuleString,
-    _argc: c_int,
-) -> c_int {
-    let data =
-        raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
-    if !data.is_null() {
-        let n = *data.cast::<u64>();
-        server::reply(
-            &Context::new(ctx),
-            &server::Reply::Int(i64::try_from(n).unwrap_or(i64::MAX)),
-        );
-    }
-    raw::REDISMODULE_OK as c_int
-}
-
-unsafe extern "C" fn free_done(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-    if !data.is_null() {
-        drop(Box::from_raw(data.cast::<u64>()));
     }
 }
 

@@ -286,6 +286,45 @@ pub fn flags(ctx: &Context) -> u32 {
     (unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) }) as u32
 }
 
+/// A client blocked by a command, to be answered later (once) from the main thread.
+pub struct Blocked(*mut raw::RedisModuleBlockedClient);
+
+// Only the main thread (commands, timers) blocks and answers clients.
+unsafe impl Send for Blocked {}
+
+/// What a blocked client is answered (rendered by `ffi::blocked_reply`).
+pub type Answer = std::result::Result<Reply, CacheError>;
+
+impl Blocked {
+    /// Blocks the client running `ctx`'s command, without a server timeout; None when the
+    /// server refuses.
+    pub fn block(ctx: &Context) -> Option<Blocked> {
+        let bc = unsafe {
+            raw::RedisModule_BlockClient.map_or(ptr::null_mut(), |f| {
+                f(
+                    ctx.ctx,
+                    Some(crate::ffi::blocked_reply),
+                    None,
+                    Some(crate::ffi::blocked_free),
+                    0,
+                )
+            })
+        };
+        (!bc.is_null()).then_some(Blocked(bc))
+    }
+
+    /// Unblocks the client with its reply (a client that went away gets nothing; the server
+    /// frees the reply).
+    pub fn answer(self, answer: Answer) {
+        let data = Box::into_raw(Box::new(answer)).cast::<c_void>();
+        unsafe {
+            if let Some(f) = raw::RedisModule_UnblockClient {
+                f(self.0, data);
+            }
+        }
+    }
+}
+
 /// The client may be blocked: not inside MULTI, a script or a module's call, and not a command
 /// replayed from the master or the AOF.
 pub fn can_block(ctx: &Context) -> bool {

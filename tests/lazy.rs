@@ -1880,6 +1880,32 @@ fn stepped_server() -> Server {
     Server::with(&["stepped-threshold", "10", "stepped-step-us", "50"], &[])
 }
 
+/// `n` entries `e0`.. tagged `t`, written in one pipeline.
+fn tagged_pipelined(c: &mut Connection, n: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("CACHE.SET")
+            .arg(format!("e{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg("t")
+            .ignore();
+    }
+    pipe.query::<()>(c).expect("pipeline");
+}
+
+/// `CACHE.INVALIDATE TAG t` from another connection (it blocks until done): its reply.
+fn invalidate_in_background(s: &Server) -> std::thread::JoinHandle<i64> {
+    let port = s.port;
+    std::thread::spawn(move || {
+        let mut w = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|cl| cl.get_connection())
+            .expect("connect");
+        int(&ok(&mut w, &["CACHE.INVALIDATE", "TAG", "t"]))
+    })
+}
+
 /// `n` entries tagged `t` (`e0`..), a chain of dependents on `e0`, and a plain key.
 fn stepped_data(c: &mut Connection, n: usize) {
     for i in 0..n {
@@ -1935,25 +1961,11 @@ fn inside_multi_a_large_immediate_invalidation_runs_at_once() {
 
 #[test]
 fn readers_see_misses_while_a_stepped_invalidation_runs() {
-    let s = Server::with(&["stepped-threshold", "10", "stepped-step-us", "50"], &[]);
+    let s = stepped_server();
     let mut c = s.conn();
     let n = 20_000;
-    let cmds: Vec<String> = (0..n)
-        .map(|i| format!("CACHE.SET e{i} v TAGS 1 t"))
-        .collect();
-    let mut pipe = redis::pipe();
-    for q in &cmds {
-        let parts: Vec<&str> = q.split(' ').collect();
-        pipe.cmd(parts[0]).arg(&parts[1..]).ignore();
-    }
-    pipe.query::<()>(&mut c).expect("pipeline");
-    let port = s.port;
-    let waiter = std::thread::spawn(move || {
-        let mut w = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .and_then(|cl| cl.get_connection())
-            .expect("connect");
-        int(&ok(&mut w, &["CACHE.INVALIDATE", "TAG", "t"]))
-    });
+    tagged_pipelined(&mut c, n);
+    let waiter = invalidate_in_background(&s);
     // While it runs, the last entry (reclaimed last) is already a miss, yet still a key.
     let mut seen_midway = false;
     let last = format!("e{}", n - 1);
@@ -1968,7 +1980,7 @@ fn readers_see_misses_while_a_stepped_invalidation_runs() {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(waiter.join().expect("waiter"), n);
+    assert_eq!(waiter.join().expect("waiter"), n as i64);
     assert!(seen_midway, "never caught the invalidation in progress");
     assert_eq!(dbsize(&mut c), 0);
     verify(&mut c);
@@ -1976,26 +1988,10 @@ fn readers_see_misses_while_a_stepped_invalidation_runs() {
 
 #[test]
 fn flushall_ends_a_stepped_invalidation() {
-    let s = Server::with(&["stepped-threshold", "10", "stepped-step-us", "50"], &[]);
+    let s = stepped_server();
     let mut c = s.conn();
-    let mut pipe = redis::pipe();
-    for i in 0..20_000 {
-        pipe.cmd("CACHE.SET")
-            .arg(format!("e{i}"))
-            .arg("v")
-            .arg("TAGS")
-            .arg(1)
-            .arg("t")
-            .ignore();
-    }
-    pipe.query::<()>(&mut c).expect("pipeline");
-    let port = s.port;
-    let waiter = std::thread::spawn(move || {
-        let mut w = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .and_then(|cl| cl.get_connection())
-            .expect("connect");
-        int(&ok(&mut w, &["CACHE.INVALIDATE", "TAG", "t"]))
-    });
+    tagged_pipelined(&mut c, 20_000);
+    let waiter = invalidate_in_background(&s);
     eventually("the invalidation to start", || {
         lazy_stat(&mut c, "marks") == 1
     });
