@@ -27,7 +27,7 @@ use redis_module::{raw, Context, RedisModuleTimerID};
 
 use crate::config;
 use crate::core::index::Reach;
-use crate::core::wire::{self, Answer, Master, Merge, Request, Value};
+use crate::core::wire::{self, Answer, Master, Merge, Outcome, Request};
 use crate::error::{CacheError, Result};
 use crate::server::{self, Access, Blocked, Reply};
 use crate::state;
@@ -66,7 +66,7 @@ struct Op {
     user: Option<Vec<u8>>,
     me: String,
     masters: usize,
-    replies: Vec<Value>,
+    replies: Vec<Outcome>,
     /// Requests sent to each master and not answered yet.
     waiting: HashMap<String, usize>,
     failed: Vec<String>,
@@ -164,46 +164,9 @@ pub fn capture(reach: &Reach, depth: u32) {
     });
 }
 
-pub fn to_value(r: Result<Reply>) -> Value {
-    match r {
-        Ok(r) => reply_value(r),
-        Err(e) => Value::Error(e.to_string()),
-    }
-}
-
-fn reply_value(r: Reply) -> Value {
-    match r {
-        Reply::Ok => Value::Ok,
-        Reply::Nil | Reply::Sent => Value::Nil,
-        Reply::Int(n) => Value::Int(n),
-        Reply::Double(x) => Value::Double(x),
-        Reply::Bulk(b) => Value::Bulk(b),
-        Reply::Array(items) => Value::Array(items.into_iter().map(reply_value).collect()),
-        Reply::Map(pairs) => Value::Map(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k, reply_value(v)))
-                .collect(),
-        ),
-    }
-}
-
-fn value_reply(v: Value) -> Reply {
-    match v {
-        Value::Ok => Reply::Ok,
-        Value::Nil => Reply::Nil,
-        Value::Int(n) => Reply::Int(n),
-        Value::Double(x) => Reply::Double(x),
-        Value::Bulk(b) => Reply::Bulk(b),
-        Value::Error(e) => Reply::Bulk(e.into_bytes()),
-        Value::Array(items) => Reply::Array(items.into_iter().map(value_reply).collect()),
-        Value::Map(pairs) => Reply::Map(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k, value_reply(v)))
-                .collect(),
-        ),
-    }
+/// A handler's result as a master sends it.
+pub fn outcome(r: Result<Reply>) -> Outcome {
+    r.map_err(|e| e.to_string())
 }
 
 fn cluster_masters(ctx: &Context) -> Result<Vec<Master>> {
@@ -236,22 +199,19 @@ fn send(ctx: &Context, target: &str, kind: u8, payload: &[u8]) -> bool {
 /// Sends the job to the other masters after this node did its part (`local`, with the cascade
 /// frontier recorded since `start_capture`), and blocks the client until they answered. With
 /// no other master the local reply is the reply.
-pub fn fan_out(ctx: &Context, job: Job, local: Value) -> Result<Reply> {
+pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
     let frontier = take_capture();
-    let render = |v: Value, json: bool| {
-        if json {
-            Reply::Bulk(wire::to_json(&v).into_bytes())
-        } else {
-            value_reply(v)
-        }
+    let render = |o: Outcome, json: bool| match o {
+        Ok(v) if json => Ok(Reply::Bulk(wire::to_json(&v).into_bytes())),
+        Ok(v) => Ok(v),
+        Err(e) => Err(CacheError::Message(e)),
     };
     let masters = cluster_masters(ctx)?;
     let Some(me) = masters.iter().find(|m| m.myself).map(|m| m.id.clone()) else {
-        return Ok(render(local, job.json));
+        return render(local, job.json);
     };
     if masters.len() == 1 {
-        let v = wire::combine(&job.merge, vec![local]);
-        return Ok(render(v, job.json));
+        return render(wire::combine(&job.merge, vec![local]), job.json);
     }
     let Some(client) = Blocked::block(ctx) else {
         return Err(CacheError::Message(
@@ -449,15 +409,15 @@ fn finish(ctx: &Context, id: u64) {
     let merged = wire::combine(&op.job.merge, op.replies);
     let answer = if op.failed.is_empty() {
         match merged {
-            Value::Error(e) => Err(CacheError::Message(e)),
-            v if op.job.json => Ok(Reply::Bulk(wire::to_json(&v).into_bytes())),
-            v => Ok(value_reply(v)),
+            Err(e) => Err(CacheError::Message(e)),
+            Ok(v) if op.job.json => Ok(Reply::Bulk(wire::to_json(&v).into_bytes())),
+            Ok(v) => Ok(v),
         }
     } else {
         op.failed.sort();
         let answered = op.masters - op.failed.len();
         let done = match (&op.job.merge, &merged) {
-            (Merge::Sum, Value::Int(n)) => {
+            (Merge::Sum, Ok(Reply::Int(n))) => {
                 format!("; {n} entries invalidated on the masters that answered")
             }
             _ => String::new(),
@@ -545,11 +505,7 @@ fn on_pump(ctx: &Context, _: ()) {
 fn execute(ctx: &Context, req: &Request) -> Answer {
     let refuse = |why: String| Answer {
         id: req.id,
-        replies: req
-            .commands
-            .iter()
-            .map(|_| Value::Error(why.clone()))
-            .collect(),
+        replies: req.commands.iter().map(|_| Err(why.clone())).collect(),
         frontier: Vec::new(),
         dependencies: false,
     };
@@ -587,10 +543,10 @@ fn execute(ctx: &Context, req: &Request) -> Answer {
                 .first()
                 .and_then(|n| crate::commands::cluster_handler(n));
             match handler {
-                None => Value::Error("ERR unknown cluster-wide command".into()),
+                None => Err("ERR unknown cluster-wide command".into()),
                 Some(h) => match catch_unwind(AssertUnwindSafe(|| h(ctx, &[], &argv))) {
-                    Ok(r) => to_value(r),
-                    Err(_) => Value::Error("ERR tagcache internal error: panic".into()),
+                    Ok(r) => outcome(r),
+                    Err(_) => Err("ERR tagcache internal error: panic".into()),
                 },
             }
         })

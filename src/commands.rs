@@ -421,7 +421,7 @@ fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
             context,
         }),
     };
-    cluster::fan_out(ctx, job, cluster::to_value(reply))
+    cluster::fan_out(ctx, job, cluster::outcome(reply))
 }
 
 /// CACHE.INVALIDATE on this node only (`may_step`: a large IMMEDIATE one may run in steps).
@@ -930,7 +930,7 @@ fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
             context: None,
         }),
     };
-    cluster::fan_out(ctx, job, cluster::to_value(Ok(reply)))
+    cluster::fan_out(ctx, job, cluster::outcome(Ok(reply)))
 }
 
 fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
@@ -965,7 +965,7 @@ fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
         json: false,
         cascade: None,
     };
-    cluster::fan_out(ctx, job, cluster::to_value(Ok(reply)))
+    cluster::fan_out(ctx, job, cluster::outcome(Ok(reply)))
 }
 
 fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
@@ -995,7 +995,7 @@ fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
         json,
         cascade: None,
     };
-    cluster::fan_out(ctx, job, cluster::to_value(Ok(reply)))
+    cluster::fan_out(ctx, job, cluster::outcome(Ok(reply)))
 }
 
 fn cache_recommend(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
@@ -1110,7 +1110,7 @@ fn everywhere(
         json: false,
         cascade: None,
     };
-    cluster::fan_out(ctx, job, cluster::to_value(reply))
+    cluster::fan_out(ctx, job, cluster::outcome(reply))
 }
 
 /// Renders a rules reply; a change that succeeded replicates as sent.
@@ -1218,7 +1218,7 @@ fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
             context: w.context.clone(),
         }),
     };
-    cluster::fan_out(ctx, job, cluster::to_value(Ok(reply)))
+    cluster::fan_out(ctx, job, cluster::outcome(Ok(reply)))
 }
 
 /// A HELP reply: one bulk string per line.

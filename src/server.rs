@@ -9,7 +9,7 @@ use redis_module::{raw, Context, RedisString, RedisValue};
 
 use crate::core::entry::Entry;
 use crate::core::index::Facts;
-use crate::core::metrics::Field;
+pub use crate::core::reply::Reply;
 use crate::error::{CacheError, Result};
 use crate::ffi::CACHE_TYPE;
 
@@ -357,41 +357,6 @@ pub fn notify(ctx: &Context, class: c_int, event: &str, key: &RedisString) {
     unsafe {
         if let Some(f) = raw::RedisModule_NotifyKeyspaceEvent {
             f(ctx.ctx, class, event.as_ptr(), key.inner);
-        }
-    }
-}
-
-/// A reply, written with the server's own reply calls so maps are RESP3 maps (flat arrays under
-/// RESP2) and order is kept.
-pub enum Reply {
-    Ok,
-    Nil,
-    Int(i64),
-    Bulk(Vec<u8>),
-    Double(f64),
-    Array(Vec<Reply>),
-    Map(Vec<(String, Reply)>),
-    /// The handler already replied.
-    Sent,
-}
-
-impl Reply {
-    /// A map with fixed field names.
-    pub fn fields(pairs: Vec<(&'static str, Reply)>) -> Reply {
-        Reply::Map(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-    }
-}
-
-impl From<Field> for Reply {
-    fn from(f: Field) -> Reply {
-        match f {
-            Field::Int(n) => Reply::Int(n),
-            Field::Float(x) => Reply::Double(x),
-            Field::Str(s) => Reply::Bulk(s.into_bytes()),
-            Field::Map(pairs) => {
-                Reply::Map(pairs.into_iter().map(|(k, v)| (k, v.into())).collect())
-            }
-            Field::List(items) => Reply::Array(items.into_iter().map(Reply::from).collect()),
         }
     }
 }

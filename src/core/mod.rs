@@ -9,6 +9,7 @@ pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod parse;
+pub mod reply;
 pub mod rules;
 pub mod wire;
 

@@ -6,18 +6,10 @@ use std::collections::BTreeSet;
 
 use ahash::AHashMap;
 
-/// A reply as it travels between masters.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Nil,
-    Ok,
-    Int(i64),
-    Double(f64),
-    Bulk(Vec<u8>),
-    Array(Vec<Value>),
-    Map(Vec<(String, Value)>),
-    Error(String),
-}
+use super::reply::Reply;
+
+/// One master's reply to one command: the reply, or its error text.
+pub type Outcome = std::result::Result<Reply, String>;
 
 /// Work for another master: commands to run there, in order, in database `db`, as `user`.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +25,7 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub id: u64,
-    pub replies: Vec<Value>,
+    pub replies: Vec<Outcome>,
     pub frontier: Vec<(Vec<u8>, u32)>,
     pub dependencies: bool,
 }
@@ -58,28 +50,28 @@ impl Out {
         self.u64(b.len() as u64);
         self.0.extend_from_slice(b);
     }
-    fn value(&mut self, v: &Value) {
+    fn value(&mut self, v: &Reply) {
         match v {
-            Value::Nil => self.0.push(0),
-            Value::Ok => self.0.push(1),
-            Value::Int(n) => {
+            Reply::Nil | Reply::Sent => self.0.push(0),
+            Reply::Ok => self.0.push(1),
+            Reply::Int(n) => {
                 self.0.push(2);
                 self.0.extend_from_slice(&n.to_le_bytes());
             }
-            Value::Double(x) => {
+            Reply::Double(x) => {
                 self.0.push(3);
                 self.0.extend_from_slice(&x.to_le_bytes());
             }
-            Value::Bulk(b) => {
+            Reply::Bulk(b) => {
                 self.0.push(4);
                 self.bytes(b);
             }
-            Value::Array(items) => {
+            Reply::Array(items) => {
                 self.0.push(5);
                 self.u64(items.len() as u64);
                 items.iter().for_each(|i| self.value(i));
             }
-            Value::Map(pairs) => {
+            Reply::Map(pairs) => {
                 self.0.push(6);
                 self.u64(pairs.len() as u64);
                 for (k, v) in pairs {
@@ -87,13 +79,21 @@ impl Out {
                     self.value(v);
                 }
             }
-            Value::Error(e) => {
-                self.0.push(7);
+        }
+    }
+    fn outcome(&mut self, o: &Outcome) {
+        match o {
+            Ok(v) => self.value(v),
+            Err(e) => {
+                self.0.push(ERROR);
                 self.bytes(e.as_bytes());
             }
         }
     }
 }
+
+/// The tag of an error reply (only at the top of an answer).
+const ERROR: u8 = 7;
 
 struct In<'a>(&'a [u8]);
 
@@ -138,36 +138,43 @@ impl In<'_> {
         self.0 = rest;
         Ok(b)
     }
-    fn value(&mut self, depth: u32) -> R<Value> {
+    fn value(&mut self, tag: u8, depth: u32) -> R<Reply> {
         if depth > 32 {
             return Err("reply nested too deep".into());
         }
-        Ok(match self.byte()? {
-            0 => Value::Nil,
-            1 => Value::Ok,
-            2 => Value::Int(i64::from_le_bytes(self.fixed()?)),
-            3 => Value::Double(f64::from_le_bytes(self.fixed()?)),
-            4 => Value::Bulk(self.bytes()?),
+        Ok(match tag {
+            0 => Reply::Nil,
+            1 => Reply::Ok,
+            2 => Reply::Int(i64::from_le_bytes(self.fixed()?)),
+            3 => Reply::Double(f64::from_le_bytes(self.fixed()?)),
+            4 => Reply::Bulk(self.bytes()?),
             5 => {
                 let n = self.len()?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.value(depth + 1)?);
+                    let tag = self.byte()?;
+                    items.push(self.value(tag, depth + 1)?);
                 }
-                Value::Array(items)
+                Reply::Array(items)
             }
             6 => {
                 let n = self.len()?;
                 let mut pairs = Vec::with_capacity(n);
                 for _ in 0..n {
                     let k = String::from_utf8_lossy(&self.bytes()?).into_owned();
-                    pairs.push((k, self.value(depth + 1)?));
+                    let tag = self.byte()?;
+                    pairs.push((k, self.value(tag, depth + 1)?));
                 }
-                Value::Map(pairs)
+                Reply::Map(pairs)
             }
-            7 => Value::Error(String::from_utf8_lossy(&self.bytes()?).into_owned()),
             t => return Err(format!("unknown reply type {t}")),
         })
+    }
+    fn outcome(&mut self) -> R<Outcome> {
+        match self.byte()? {
+            ERROR => Ok(Err(String::from_utf8_lossy(&self.bytes()?).into_owned())),
+            tag => Ok(Ok(self.value(tag, 0)?)),
+        }
     }
     fn end(&self) -> R<()> {
         if self.0.is_empty() {
@@ -232,7 +239,7 @@ impl Answer {
         let mut o = Out(Vec::new());
         o.u64(self.id);
         o.u64(self.replies.len() as u64);
-        self.replies.iter().for_each(|r| o.value(r));
+        self.replies.iter().for_each(|r| o.outcome(r));
         o.u64(self.frontier.len() as u64);
         for (k, left) in &self.frontier {
             o.bytes(k);
@@ -248,7 +255,7 @@ impl Answer {
         let n = i.len()?;
         let mut replies = Vec::with_capacity(n);
         for _ in 0..n {
-            replies.push(i.value(0)?);
+            replies.push(i.outcome()?);
         }
         let n = i.len()?;
         let mut frontier = Vec::with_capacity(n);
@@ -325,37 +332,37 @@ pub enum Merge {
     First,
 }
 
-/// Combines replies (this node's first). An error reply from any master is the result.
-pub fn combine(merge: &Merge, replies: Vec<Value>) -> Value {
-    if let Some(e) = replies.iter().find(|r| matches!(r, Value::Error(_))) {
-        return e.clone();
-    }
-    match merge {
-        Merge::Sum => Value::Int(
+/// Combines replies (this node's first). An error from any master is the result.
+pub fn combine(merge: &Merge, outcomes: Vec<Outcome>) -> Outcome {
+    let replies = outcomes
+        .into_iter()
+        .collect::<std::result::Result<Vec<Reply>, String>>()?;
+    Ok(match merge {
+        Merge::Sum => Reply::Int(
             replies
                 .iter()
-                .map(|r| if let Value::Int(n) = r { *n } else { 0 })
+                .map(|r| if let Reply::Int(n) = r { *n } else { 0 })
                 .fold(0i64, i64::saturating_add),
         ),
         Merge::Keys => {
             let mut keys = BTreeSet::new();
             for r in replies {
-                if let Value::Array(items) = r {
+                if let Reply::Array(items) = r {
                     keys.extend(items.into_iter().filter_map(|v| match v {
-                        Value::Bulk(b) => Some(b),
+                        Reply::Bulk(b) => Some(b),
                         _ => None,
                     }));
                 }
             }
-            Value::Array(keys.into_iter().map(Value::Bulk).collect())
+            Reply::Array(keys.into_iter().map(Reply::Bulk).collect())
         }
         Merge::Tags(count) => {
             let mut sizes: AHashMap<Vec<u8>, i64> = AHashMap::new();
             for r in replies {
-                let Value::Array(pairs) = r else { continue };
+                let Reply::Array(pairs) = r else { continue };
                 for p in pairs {
-                    if let Value::Array(p) = p {
-                        if let [Value::Bulk(t), Value::Int(n)] = &p[..] {
+                    if let Reply::Array(p) = p {
+                        if let [Reply::Bulk(t), Reply::Int(n)] = &p[..] {
                             *sizes.entry(t.clone()).or_default() += n;
                         }
                     }
@@ -366,38 +373,38 @@ pub fn combine(merge: &Merge, replies: Vec<Value>) -> Value {
             if let Some(n) = count {
                 sizes.truncate(*n);
             }
-            Value::Array(
+            Reply::Array(
                 sizes
                     .into_iter()
-                    .map(|(t, n)| Value::Array(vec![Value::Bulk(t), Value::Int(n)]))
+                    .map(|(t, n)| Reply::Array(vec![Reply::Bulk(t), Reply::Int(n)]))
                     .collect(),
             )
         }
         Merge::Stats => {
             let n = replies.len() as i64;
             let mut merged = merge_stats(&replies);
-            if let Value::Map(pairs) = &mut merged {
-                pairs.push(("masters".into(), Value::Int(n)));
+            if let Reply::Map(pairs) = &mut merged {
+                pairs.push(("masters".into(), Reply::Int(n)));
             }
             merged
         }
-        Merge::First => replies.into_iter().next().unwrap_or(Value::Nil),
-    }
+        Merge::First => replies.into_iter().next().unwrap_or(Reply::Nil),
+    })
 }
 
-fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+fn get<'a>(v: &'a Reply, path: &[&str]) -> Option<&'a Reply> {
     let mut v = v;
     for name in path {
-        let Value::Map(pairs) = v else { return None };
+        let Reply::Map(pairs) = v else { return None };
         v = &pairs.iter().find(|(k, _)| k == name)?.1;
     }
     Some(v)
 }
 
-fn number(v: Option<&Value>) -> f64 {
+fn number(v: Option<&Reply>) -> f64 {
     match v {
-        Some(Value::Int(n)) => *n as f64,
-        Some(Value::Double(x)) => *x,
+        Some(Reply::Int(n)) => *n as f64,
+        Some(Reply::Double(x)) => *x,
         _ => 0.0,
     }
 }
@@ -416,9 +423,9 @@ fn level_rank(b: &[u8]) -> u8 {
 /// level the worst; averages are weighted (by each node's count of operations, or of
 /// invalidations) and `hit_rate` and `avg_keys_per_invalidation` computed again from the sums.
 /// `most_common_patterns` keeps the 10 largest sums.
-pub fn merge_stats(nodes: &[Value]) -> Value {
+pub fn merge_stats(nodes: &[Reply]) -> Reply {
     let Some(first) = nodes.first() else {
-        return Value::Map(Vec::new());
+        return Reply::Map(Vec::new());
     };
     let mut out = merge_at(nodes, first, &mut Vec::new());
     let hits = number(get(&out, &["hits"]));
@@ -428,7 +435,7 @@ pub fn merge_stats(nodes: &[Value]) -> Value {
     } else {
         0.0
     };
-    set(&mut out, &["hit_rate"], Value::Double(round(rate)));
+    set(&mut out, &["hit_rate"], Reply::Double(round(rate)));
     let inv = number(get(&out, &["total_invalidations"]));
     let keys = number(get(&out, &["total_keys_invalidated"]));
     if get(&out, &["efficiency", "avg_keys_per_invalidation"]).is_some() {
@@ -436,7 +443,7 @@ pub fn merge_stats(nodes: &[Value]) -> Value {
         set(
             &mut out,
             &["efficiency", "avg_keys_per_invalidation"],
-            Value::Double(round(avg)),
+            Reply::Double(round(avg)),
         );
     }
     out
@@ -446,38 +453,38 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn set(v: &mut Value, path: &[&str], new: Value) {
+fn set(v: &mut Reply, path: &[&str], new: Reply) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
     let mut v = v;
     for name in parents {
-        let Value::Map(pairs) = v else { return };
+        let Reply::Map(pairs) = v else { return };
         let Some(pos) = pairs.iter().position(|(k, _)| k == name) else {
             return;
         };
         v = &mut pairs[pos].1;
     }
-    if let Value::Map(pairs) = v {
+    if let Reply::Map(pairs) = v {
         if let Some(slot) = pairs.iter_mut().find(|(k, _)| k == last) {
             slot.1 = new;
         }
     }
 }
 
-fn merge_at(nodes: &[Value], shape: &Value, path: &mut Vec<String>) -> Value {
-    let at = |n: &Value, path: &[String]| -> Option<Value> {
+fn merge_at(nodes: &[Reply], shape: &Reply, path: &mut Vec<String>) -> Reply {
+    let at = |n: &Reply, path: &[String]| -> Option<Reply> {
         let p: Vec<&str> = path.iter().map(String::as_str).collect();
         get(n, &p).cloned()
     };
     let name = path.last().cloned().unwrap_or_default();
     let name = name.as_str();
     match shape {
-        Value::Map(pairs) => {
+        Reply::Map(pairs) => {
             // Keys of every node's map, in the first node's order then new ones.
             let mut keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
             for n in &nodes[1..] {
-                if let Some(Value::Map(p)) = at(n, path) {
+                if let Some(Reply::Map(p)) = at(n, path) {
                     for (k, _) in p {
                         if !keys.contains(&k) {
                             keys.push(k);
@@ -488,7 +495,7 @@ fn merge_at(nodes: &[Value], shape: &Value, path: &mut Vec<String>) -> Value {
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
                 path.push(k.clone());
-                let shape = nodes.iter().find_map(|n| at(n, path)).unwrap_or(Value::Nil);
+                let shape = nodes.iter().find_map(|n| at(n, path)).unwrap_or(Reply::Nil);
                 out.push((k, merge_at(nodes, &shape, path)));
                 path.pop();
             }
@@ -496,18 +503,18 @@ fn merge_at(nodes: &[Value], shape: &Value, path: &mut Vec<String>) -> Value {
                 out.sort_by(|a, b| number(Some(&b.1)).total_cmp(&number(Some(&a.1))));
                 out.truncate(10);
             }
-            Value::Map(out)
+            Reply::Map(out)
         }
-        Value::Int(_) => {
+        Reply::Int(_) => {
             let values: Vec<i64> = nodes
                 .iter()
                 .filter_map(|n| match at(n, path) {
-                    Some(Value::Int(v)) => Some(v),
+                    Some(Reply::Int(v)) => Some(v),
                     _ => None,
                 })
                 .collect();
             let parent = path.len().checked_sub(2).map(|i| path[i].as_str());
-            Value::Int(
+            Reply::Int(
                 if name.starts_with("max_") || name.ends_with("_us") && name != "avg_us" {
                     values.into_iter().max().unwrap_or(0)
                 } else if parent == Some("thresholds") {
@@ -519,13 +526,13 @@ fn merge_at(nodes: &[Value], shape: &Value, path: &mut Vec<String>) -> Value {
                 },
             )
         }
-        Value::Double(_) => {
+        Reply::Double(_) => {
             if name.starts_with("max_") {
                 let m = nodes
                     .iter()
                     .map(|n| number(at(n, path).as_ref()))
                     .fold(0.0, f64::max);
-                return Value::Double(m);
+                return Reply::Double(m);
             }
             if name.starts_with("avg_") {
                 // Weighted by the sibling `count`, or else by the node's invalidations.
@@ -541,42 +548,41 @@ fn merge_at(nodes: &[Value], shape: &Value, path: &mut Vec<String>) -> Value {
                     sum += number(at(n, path).as_ref()) * w;
                     weight += w;
                 }
-                return Value::Double(if weight > 0.0 {
+                return Reply::Double(if weight > 0.0 {
                     round(sum / weight)
                 } else {
                     0.0
                 });
             }
-            Value::Double(round(
+            Reply::Double(round(
                 nodes.iter().map(|n| number(at(n, path).as_ref())).sum(),
             ))
         }
-        Value::Bulk(_) if name == "current_alert_level" => nodes
+        Reply::Bulk(_) if name == "current_alert_level" => nodes
             .iter()
             .filter_map(|n| match at(n, path) {
-                Some(Value::Bulk(b)) => Some(b),
+                Some(Reply::Bulk(b)) => Some(b),
                 _ => None,
             })
             .max_by_key(|b| level_rank(b))
-            .map_or(Value::Nil, Value::Bulk),
+            .map_or(Reply::Nil, Reply::Bulk),
         other => other.clone(),
     }
 }
 
 /// A reply as JSON text (maps keep their order; bytes that are not UTF-8 are replaced).
-pub fn to_json(v: &Value) -> String {
+pub fn to_json(v: &Reply) -> String {
     match v {
-        Value::Nil => "null".into(),
-        Value::Ok => "\"OK\"".into(),
-        Value::Int(n) => n.to_string(),
-        Value::Double(x) => serde_json::Value::from(*x).to_string(),
-        Value::Bulk(b) => serde_json::Value::from(String::from_utf8_lossy(b)).to_string(),
-        Value::Error(e) => serde_json::Value::from(e.as_str()).to_string(),
-        Value::Array(items) => {
+        Reply::Nil | Reply::Sent => "null".into(),
+        Reply::Ok => "\"OK\"".into(),
+        Reply::Int(n) => n.to_string(),
+        Reply::Double(x) => serde_json::Value::from(*x).to_string(),
+        Reply::Bulk(b) => serde_json::Value::from(String::from_utf8_lossy(b)).to_string(),
+        Reply::Array(items) => {
             let items: Vec<String> = items.iter().map(to_json).collect();
             format!("[{}]", items.join(","))
         }
-        Value::Map(pairs) => {
+        Reply::Map(pairs) => {
             let items: Vec<String> = pairs
                 .iter()
                 .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k.as_str()), to_json(v)))
@@ -605,8 +611,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn bulk(s: &str) -> Value {
-        Value::Bulk(s.as_bytes().to_vec())
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(s.as_bytes().to_vec())
     }
 
     #[test]
@@ -621,10 +627,10 @@ mod tests {
         let a = Answer {
             id: u64::MAX,
             replies: vec![
-                Value::Int(-3),
-                Value::Map(vec![("x".into(), Value::Double(1.5))]),
-                Value::Array(vec![bulk("k"), Value::Nil, Value::Ok]),
-                Value::Error("ERR no".into()),
+                Ok(Reply::Int(-3)),
+                Ok(Reply::Map(vec![("x".into(), Reply::Double(1.5))])),
+                Ok(Reply::Array(vec![bulk("k"), Reply::Nil, Reply::Ok])),
+                Err("ERR no".into()),
             ],
             frontier: vec![(b"k".to_vec(), 4)],
             dependencies: true,
@@ -664,83 +670,86 @@ f6 127.0.0.1:7006@17006 master - 0 0 6 connected
     #[test]
     fn sums_keys_and_tags_combine() {
         assert_eq!(
-            combine(&Merge::Sum, vec![Value::Int(2), Value::Int(3)]),
-            Value::Int(5)
+            combine(&Merge::Sum, vec![Ok(Reply::Int(2)), Ok(Reply::Int(3))]),
+            Ok(Reply::Int(5))
         );
-        let e = Value::Error("ERR x".into());
-        assert_eq!(combine(&Merge::Sum, vec![Value::Int(2), e.clone()]), e);
+        let e: Outcome = Err("ERR x".into());
+        assert_eq!(combine(&Merge::Sum, vec![Ok(Reply::Int(2)), e.clone()]), e);
         let keys = combine(
             &Merge::Keys,
             vec![
-                Value::Array(vec![bulk("b"), bulk("d")]),
-                Value::Array(vec![bulk("a"), bulk("b")]),
+                Ok(Reply::Array(vec![bulk("b"), bulk("d")])),
+                Ok(Reply::Array(vec![bulk("a"), bulk("b")])),
             ],
         );
-        assert_eq!(keys, Value::Array(vec![bulk("a"), bulk("b"), bulk("d")]));
-        let pair = |t: &str, n| Value::Array(vec![bulk(t), Value::Int(n)]);
+        assert_eq!(
+            keys,
+            Ok(Reply::Array(vec![bulk("a"), bulk("b"), bulk("d")]))
+        );
+        let pair = |t: &str, n| Reply::Array(vec![bulk(t), Reply::Int(n)]);
         let tags = combine(
             &Merge::Tags(Some(2)),
             vec![
-                Value::Array(vec![pair("x", 3), pair("y", 2)]),
-                Value::Array(vec![pair("y", 2), pair("z", 1)]),
+                Ok(Reply::Array(vec![pair("x", 3), pair("y", 2)])),
+                Ok(Reply::Array(vec![pair("y", 2), pair("z", 1)])),
             ],
         );
-        assert_eq!(tags, Value::Array(vec![pair("y", 4), pair("x", 3)]));
+        assert_eq!(tags, Ok(Reply::Array(vec![pair("y", 4), pair("x", 3)])));
     }
 
     #[test]
     fn stats_merge_adds_counters_and_recomputes_rates() {
         let node = |hits, misses, inv, keys, avg_us, count, level: &str, max| {
-            Value::Map(vec![
-                ("entries".into(), Value::Int(hits)),
-                ("hits".into(), Value::Int(hits)),
-                ("misses".into(), Value::Int(misses)),
-                ("hit_rate".into(), Value::Double(0.0)),
-                ("total_invalidations".into(), Value::Int(inv)),
-                ("total_keys_invalidated".into(), Value::Int(keys)),
+            Reply::Map(vec![
+                ("entries".into(), Reply::Int(hits)),
+                ("hits".into(), Reply::Int(hits)),
+                ("misses".into(), Reply::Int(misses)),
+                ("hit_rate".into(), Reply::Double(0.0)),
+                ("total_invalidations".into(), Reply::Int(inv)),
+                ("total_keys_invalidated".into(), Reply::Int(keys)),
                 (
                     "thresholds".into(),
-                    Value::Map(vec![
-                        ("warning_per_hour".into(), Value::Int(50)),
+                    Reply::Map(vec![
+                        ("warning_per_hour".into(), Reply::Int(50)),
                         ("current_alert_level".into(), bulk(level)),
                     ]),
                 ),
                 (
                     "efficiency".into(),
-                    Value::Map(vec![
-                        ("avg_keys_per_invalidation".into(), Value::Double(0.0)),
-                        ("avg_duration_ms".into(), Value::Double(avg_us)),
-                        ("max_duration_ms".into(), Value::Double(max)),
+                    Reply::Map(vec![
+                        ("avg_keys_per_invalidation".into(), Reply::Double(0.0)),
+                        ("avg_duration_ms".into(), Reply::Double(avg_us)),
+                        ("max_duration_ms".into(), Reply::Double(max)),
                     ]),
                 ),
                 (
                     "operations".into(),
-                    Value::Map(vec![(
+                    Reply::Map(vec![(
                         "get".into(),
-                        Value::Map(vec![
-                            ("count".into(), Value::Int(count)),
-                            ("avg_us".into(), Value::Double(avg_us)),
-                            ("p99_us".into(), Value::Int(count * 10)),
+                        Reply::Map(vec![
+                            ("count".into(), Reply::Int(count)),
+                            ("avg_us".into(), Reply::Double(avg_us)),
+                            ("p99_us".into(), Reply::Int(count * 10)),
                         ]),
                     )]),
                 ),
                 (
                     "patterns".into(),
-                    Value::Map(vec![(
+                    Reply::Map(vec![(
                         "most_common_patterns".into(),
-                        Value::Map(vec![("tag a".into(), Value::Int(inv))]),
+                        Reply::Map(vec![("tag a".into(), Reply::Int(inv))]),
                     )]),
                 ),
             ])
         };
         let a = node(30, 10, 1, 4, 10.0, 1, "normal", 2.0);
         let b = node(10, 50, 3, 8, 30.0, 3, "warning", 1.0);
-        let m = combine(&Merge::Stats, vec![a, b]);
-        assert_eq!(get(&m, &["entries"]), Some(&Value::Int(40)));
-        assert_eq!(get(&m, &["hit_rate"]), Some(&Value::Double(40.0)));
+        let m = combine(&Merge::Stats, vec![Ok(a), Ok(b)]).expect("merged");
+        assert_eq!(get(&m, &["entries"]), Some(&Reply::Int(40)));
+        assert_eq!(get(&m, &["hit_rate"]), Some(&Reply::Double(40.0)));
         assert_eq!(
             get(&m, &["thresholds", "warning_per_hour"]),
-            Some(&Value::Int(50))
+            Some(&Reply::Int(50))
         );
         assert_eq!(
             get(&m, &["thresholds", "current_alert_level"]),
@@ -748,30 +757,30 @@ f6 127.0.0.1:7006@17006 master - 0 0 6 connected
         );
         assert_eq!(
             get(&m, &["efficiency", "avg_keys_per_invalidation"]),
-            Some(&Value::Double(3.0))
+            Some(&Reply::Double(3.0))
         );
         // (10 * 1 + 30 * 3) / 4 invalidations.
         assert_eq!(
             get(&m, &["efficiency", "avg_duration_ms"]),
-            Some(&Value::Double(25.0))
+            Some(&Reply::Double(25.0))
         );
         assert_eq!(
             get(&m, &["efficiency", "max_duration_ms"]),
-            Some(&Value::Double(2.0))
+            Some(&Reply::Double(2.0))
         );
         assert_eq!(
             get(&m, &["operations", "get", "avg_us"]),
-            Some(&Value::Double(25.0))
+            Some(&Reply::Double(25.0))
         );
         assert_eq!(
             get(&m, &["operations", "get", "p99_us"]),
-            Some(&Value::Int(30))
+            Some(&Reply::Int(30))
         );
         assert_eq!(
             get(&m, &["patterns", "most_common_patterns", "tag a"]),
-            Some(&Value::Int(4))
+            Some(&Reply::Int(4))
         );
-        assert_eq!(get(&m, &["masters"]), Some(&Value::Int(2)));
+        assert_eq!(get(&m, &["masters"]), Some(&Reply::Int(2)));
         assert!(to_json(&m).starts_with("{\"entries\":40,"));
     }
 
