@@ -32,6 +32,9 @@ use crate::error::{CacheError, Result};
 use crate::server::{self, Access, Blocked, Reply};
 use crate::state;
 
+/// Keys an invalidation reached, each with the cascade hops left after it.
+type Frontier = Vec<(Vec<u8>, u32)>;
+
 const REQUEST: u8 = 1;
 const ANSWER: u8 = 2;
 
@@ -54,10 +57,6 @@ pub struct Cascade {
     pub context: Option<Vec<u8>>,
 }
 
-struct Capture {
-    frontier: Vec<(Vec<u8>, u32)>,
-}
-
 /// One cluster-wide command waiting for answers.
 struct Op {
     client: Blocked,
@@ -72,7 +71,7 @@ struct Op {
     failed: Vec<String>,
     /// Masters whose database has dependencies (the only ones a cascade round can reach).
     dependencies: AHashSet<String>,
-    frontier: Vec<(Vec<u8>, u32)>,
+    frontier: Frontier,
     forwarded: AHashSet<Vec<u8>>,
     timer: Option<RedisModuleTimerID>,
 }
@@ -82,7 +81,8 @@ thread_local! {
     static REMOTE: Cell<bool> = const { Cell::new(false) };
     /// The user a request from another master runs as.
     static USER: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
-    static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
+    /// The cascade frontier of this command's invalidations, while one is recorded.
+    static CAPTURE: RefCell<Option<Frontier>> = const { RefCell::new(None) };
     static INBOX: RefCell<VecDeque<(u8, String, Vec<u8>)>> = const { RefCell::new(VecDeque::new()) };
     static OPS: RefCell<HashMap<u64, Op>> = RefCell::new(HashMap::new());
     static PUMP_ARMED: Cell<bool> = const { Cell::new(false) };
@@ -141,25 +141,18 @@ pub fn acting_user() -> Option<Option<Vec<u8>>> {
 
 /// Starts recording the cascade frontier of this command's invalidations.
 pub fn start_capture() {
-    CAPTURE.with(|c| {
-        *c.borrow_mut() = Some(Capture {
-            frontier: Vec::new(),
-        })
-    });
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
 }
 
-fn take_capture() -> Vec<(Vec<u8>, u32)> {
-    CAPTURE
-        .with(|c| c.borrow_mut().take())
-        .map(|c| c.frontier)
-        .unwrap_or_default()
+fn take_capture() -> Frontier {
+    CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default()
 }
 
 /// Records what an invalidation reached (with `depth` hops allowed) while a capture runs.
 pub fn capture(reach: &Reach, depth: u32) {
     CAPTURE.with(|c| {
-        if let Some(c) = c.borrow_mut().as_mut() {
-            c.frontier.extend(reach.frontier(depth));
+        if let Some(frontier) = c.borrow_mut().as_mut() {
+            frontier.extend(reach.frontier(depth));
         }
     });
 }
@@ -265,7 +258,7 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
 }
 
 impl Op {
-    fn add_frontier(&mut self, frontier: Vec<(Vec<u8>, u32)>) {
+    fn add_frontier(&mut self, frontier: Frontier) {
         if self.job.cascade.is_none() {
             return;
         }
