@@ -4,10 +4,11 @@
 //! entry itself (the server hands the value to the unlink callback). Everything here can be
 //! rebuilt from the entries.
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 use ahash::{AHashMap, AHashSet, AHasher};
 use hashbrown::HashTable;
+use roaring::RoaringBitmap;
 use smallvec::SmallVec;
 
 use super::entry::LinkChange;
@@ -56,13 +57,13 @@ impl Selector {
     }
 }
 
-type IdSet = std::collections::HashSet<KeyId, BuildHasherDefault<AHasher>>;
-
-/// The entries linked to one name: inline while few, a hash set when many.
+/// The entries linked to one name: inline while few, a compressed bitmap of ids when many
+/// (ids are small and dense: about 2 bytes per member, and adding or removing one touches one
+/// container instead of a random slot of a large hash table).
 #[derive(Debug, Clone)]
 enum Members {
     Few(SmallVec<[KeyId; 4]>),
-    Many(IdSet),
+    Many(RoaringBitmap),
 }
 
 const FEW: usize = 8;
@@ -83,7 +84,7 @@ impl Members {
                 if v.len() < FEW {
                     v.push(id);
                 } else {
-                    let mut set: IdSet = v.iter().copied().collect();
+                    let mut set: RoaringBitmap = v.iter().copied().collect();
                     set.insert(id);
                     *self = Members::Many(set);
                 }
@@ -104,9 +105,9 @@ impl Members {
                 v.is_empty()
             }
             Members::Many(s) => {
-                s.remove(&id);
-                if s.len() <= FEW / 2 {
-                    *self = Members::Few(s.iter().copied().collect());
+                s.remove(id);
+                if s.len() <= (FEW / 2) as u64 {
+                    *self = Members::Few(s.iter().collect());
                 }
                 self.len() == 0
             }
@@ -116,34 +117,34 @@ impl Members {
     fn contains(&self, id: KeyId) -> bool {
         match self {
             Members::Few(v) => v.contains(&id),
-            Members::Many(s) => s.contains(&id),
+            Members::Many(s) => s.contains(id),
         }
     }
 
     fn len(&self) -> usize {
         match self {
             Members::Few(v) => v.len(),
-            Members::Many(s) => s.len(),
+            Members::Many(s) => s.len() as usize,
         }
     }
 
     fn iter(&self) -> Box<dyn Iterator<Item = KeyId> + '_> {
         match self {
             Members::Few(v) => Box::new(v.iter().copied()),
-            Members::Many(s) => Box::new(s.iter().copied()),
+            Members::Many(s) => Box::new(s.iter()),
         }
     }
 }
 
 /// Names (tags or resources) with the entries linked to each. A name lives exactly as long as
 /// at least one entry links to it.
-type Groups = AHashMap<Box<[u8]>, Members>;
+type Groups = hashbrown::HashMap<Box<[u8]>, Members, ahash::RandomState>;
 
 fn link(groups: &mut Groups, name: &[u8], id: KeyId) {
-    match groups.get_mut(name) {
-        Some(m) => m.insert(id),
-        None => {
-            groups.insert(name.into(), Members::one(id));
+    match groups.entry_ref(name) {
+        hashbrown::hash_map::EntryRef::Occupied(mut m) => m.get_mut().insert(id),
+        hashbrown::hash_map::EntryRef::Vacant(v) => {
+            v.insert(Members::one(id));
         }
     }
 }
@@ -168,9 +169,10 @@ fn union_count(groups: &Groups, names: &[Vec<u8>]) -> usize {
 }
 
 fn unlink(groups: &mut Groups, name: &[u8], id: KeyId) {
-    if let Some(m) = groups.get_mut(name) {
-        if m.remove(id) {
-            groups.remove(name);
+    // One probe: the entry found is the one removed when its last member goes.
+    if let hashbrown::hash_map::EntryRef::Occupied(mut m) = groups.entry_ref(name) {
+        if m.get_mut().remove(id) {
+            m.remove();
         }
     }
 }
@@ -262,7 +264,7 @@ impl DbIndex {
                     let set = match m {
                         Members::Few(v) if v.spilled() => v.capacity() * 4,
                         Members::Few(_) => 0,
-                        Members::Many(s) => s.capacity() * 5,
+                        Members::Many(s) => s.serialized_size(),
                     };
                     (name.len() + set) as u64
                 })
@@ -544,7 +546,7 @@ impl DbIndex {
             return self.names_of(found[0].iter());
         }
         found.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        let mut seen = IdSet::default();
+        let mut seen = RoaringBitmap::new();
         let mut ids = Vec::new();
         for m in found {
             for id in m.iter() {
@@ -645,11 +647,11 @@ impl DbIndex {
 
     /// Number of entries with at least one tag.
     pub fn tagged_entries(&self) -> usize {
-        let mut seen = IdSet::default();
+        let mut seen = RoaringBitmap::new();
         for m in self.tags.values() {
             seen.extend(m.iter());
         }
-        seen.len()
+        seen.len() as usize
     }
 
     /// Number of (entry, resource) dependency links.
@@ -742,9 +744,9 @@ impl DbIndex {
                     }
                 }
                 if let Members::Many(s) = m {
-                    if s.len() <= FEW / 2 {
+                    if s.len() <= (FEW / 2) as u64 {
                         out.push(format!(
-                            "{what} {} kept a hash set for {} entries",
+                            "{what} {} kept a bitmap for {} entries",
                             show(name),
                             s.len()
                         ));
