@@ -875,3 +875,13 @@ pub(crate) unsafe extern "C" fn cluster_message(
         payload,
     );
 }
+
+/// The event loop's one-shot callback that arms the reclaimer's next step for a client waiting
+/// on a stepped invalidation (see `reclaim::rearm`).
+pub(crate) unsafe extern "C" fn reclaim_soon(_data: *mut c_void) {
+    guard((), || {
+        if let Some(ctx) = server::detached() {
+            crate::reclaim::armed_soon(&ctx);
+        }
+    })
+}

@@ -37,6 +37,7 @@ mod module {
         // Replaces the crate's default INFO handler (the last registration wins).
         redis_module::raw::register_info_function(ctx.ctx, Some(ffi::info));
         crate::server::set_module_options(ctx);
+        crate::server::keep_detached_context(ctx);
         if !ffi::set_key_specs(ctx) {
             ctx.log_warning("tagcache: could not set the key specs of the commands");
             return Status::Err;

@@ -4,6 +4,7 @@
 use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use redis_module::{raw, Context, RedisString, RedisValue};
 
@@ -322,6 +323,34 @@ impl Blocked {
                 f(self.0, data);
             }
         }
+    }
+}
+
+/// A context kept for work the event loop runs outside any command or timer (one-shot
+/// callbacks), made once at load.
+static DETACHED: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
+
+pub fn keep_detached_context(ctx: &Context) {
+    if let Some(f) = unsafe { raw::RedisModule_GetDetachedThreadSafeContext } {
+        DETACHED.store(unsafe { f(ctx.ctx) }, Ordering::Relaxed);
+    }
+}
+
+/// The context kept at load (main thread only: the event loop holds the server's lock).
+pub fn detached() -> Option<Context> {
+    let ctx = DETACHED.load(Ordering::Relaxed);
+    (!ctx.is_null()).then(|| Context::new(ctx))
+}
+
+/// Has the event loop call `f` on its next iteration, once, on the main thread, after serving
+/// the clients that are ready (Redis 7.0+ and Valkey). False when the server cannot.
+pub fn soon(f: unsafe extern "C" fn(*mut c_void)) -> bool {
+    if DETACHED.load(Ordering::Relaxed).is_null() {
+        return false;
+    }
+    unsafe {
+        raw::RedisModule_EventLoopAddOneShot
+            .is_some_and(|add| add(Some(f), ptr::null_mut()) == raw::REDISMODULE_OK as c_int)
     }
 }
 
