@@ -88,7 +88,7 @@ pub static STEPPED_THRESHOLD: IntConfig =
     IntConfig::new("stepped-threshold", 50_000, 0, i32::MAX as i64);
 
 /// How long one step works while a client waits for a stepped IMMEDIATE invalidation.
-pub static STEPPED_STEP_US: IntConfig = IntConfig::new("stepped-step-us", 10_000, 50, 100_000);
+pub static STEPPED_STEP_US: IntConfig = IntConfig::new("stepped-step-us", 2_000, 50, 100_000);
 
 /// How long a cluster-wide command waits for the other masters' answers.
 pub static CLUSTER_TIMEOUT_MS: IntConfig = IntConfig::new("cluster-timeout-ms", 5_000, 10, 600_000);

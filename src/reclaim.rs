@@ -365,7 +365,7 @@ fn on_timer(ctx: &Context, _: ()) {
 
 /// After a step. A client waiting for a stepped invalidation gets the next step as soon as the
 /// event loop has served the other clients: a timer armed from inside a timer callback waits at
-/// least a millisecond (about 10% of a 10 ms step), so it is armed from a one-shot event of the
+/// least a millisecond (half of a default 2 ms step), so it is armed from a one-shot event of the
 /// event loop instead, where a 0 ms timer runs in the next iteration.
 fn rearm(ctx: &Context) {
     if !waiters().is_empty() && !server::writes_paused() && !server::is_replica(ctx) {

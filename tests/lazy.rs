@@ -1789,26 +1789,32 @@ fn config_get(c: &mut Connection, name: &str) -> String {
 fn lazy_step_config_has_its_default_and_range() {
     let s = Server::start();
     let mut c = s.conn();
-    assert_eq!(config_get(&mut c, "cache.lazy-step-us"), "1000");
-    let range = "ERR CONFIG SET failed (possibly related to argument 'cache.lazy-step-us') - argument must be between 50 and 100000 inclusive";
-    let unparsable = "ERR CONFIG SET failed (possibly related to argument 'cache.lazy-step-us') - argument couldn't be parsed into an integer";
-    for (value, want) in [
-        ("49", range),
-        ("0", range),
-        ("-1", range),
-        ("100001", range),
-        ("abc", unparsable),
+    // The reclaimer's step, and the step of a stepped IMMEDIATE invalidation.
+    for (name, default) in [
+        ("cache.lazy-step-us", "1000"),
+        ("cache.stepped-step-us", "2000"),
     ] {
-        assert_eq!(
-            err(&mut c, &["CONFIG", "SET", "cache.lazy-step-us", value]),
-            want,
-            "CONFIG SET cache.lazy-step-us {value}"
-        );
-        assert_eq!(config_get(&mut c, "cache.lazy-step-us"), "1000");
-    }
-    for value in ["50", "100000"] {
-        config_set(&mut c, "cache.lazy-step-us", value);
-        assert_eq!(config_get(&mut c, "cache.lazy-step-us"), value);
+        assert_eq!(config_get(&mut c, name), default);
+        let range = format!("ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be between 50 and 100000 inclusive");
+        let unparsable = format!("ERR CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer");
+        for (value, want) in [
+            ("49", &range),
+            ("0", &range),
+            ("-1", &range),
+            ("100001", &range),
+            ("abc", &unparsable),
+        ] {
+            assert_eq!(
+                &err(&mut c, &["CONFIG", "SET", name, value]),
+                want,
+                "CONFIG SET {name} {value}"
+            );
+            assert_eq!(config_get(&mut c, name), default);
+        }
+        for value in ["50", "100000"] {
+            config_set(&mut c, name, value);
+            assert_eq!(config_get(&mut c, name), value);
+        }
     }
     let s2 = Server::with(&["lazy-step-us", "777"], &[]);
     let mut c2 = s2.conn();
