@@ -956,6 +956,47 @@ mod tests {
     }
 
     #[test]
+    fn a_large_group_spans_bitmap_containers_and_shrinks_back() {
+        // 70 000 ids cross the 65 536 boundary of the bitmap's containers.
+        let mut idx = DbIndex::new();
+        let n = 70_000;
+        for i in 0..n {
+            ins(&mut idx, &format!("ns:{i}"), &["big"], &["r"]);
+        }
+        assert_eq!(idx.count(&Selector::Tags(vec![b"big".to_vec()])), n as u64);
+        for i in (0..n).filter(|i| i % 2 == 1) {
+            assert!(rm(&mut idx, &format!("ns:{i}"), &["big"], &["r"]));
+        }
+        let mut want: Vec<String> = (0..n).step_by(2).map(|i| format!("ns:{i}")).collect();
+        want.sort();
+        assert_eq!(keys(&idx, Selector::Tags(vec![b"big".to_vec()]), 0), want);
+        assert_eq!(keys(&idx, Selector::Namespace(b"ns".to_vec()), 0), want);
+        assert_eq!(
+            keys(&idx, Selector::Dependents(vec![b"r".to_vec()]), 0),
+            want
+        );
+        // Down to a few members: back to the inline list (check_internal reports a bitmap kept
+        // for so few).
+        for i in (0..n).step_by(2).skip(3) {
+            assert!(rm(&mut idx, &format!("ns:{i}"), &["big"], &["r"]));
+        }
+        assert_eq!(
+            keys(&idx, Selector::Tags(vec![b"big".to_vec()]), 0),
+            ["ns:0", "ns:2", "ns:4"]
+        );
+        assert!(
+            idx.check_internal().is_empty(),
+            "{:?}",
+            idx.check_internal()
+        );
+        for i in [0, 2, 4] {
+            assert!(rm(&mut idx, &format!("ns:{i}"), &["big"], &["r"]));
+        }
+        assert!(idx.is_empty());
+        assert_eq!((idx.tag_count(), idx.resource_count()), (0, 0));
+    }
+
+    #[test]
     fn insert_over_an_indexed_key_replaces_its_links() {
         let mut idx = DbIndex::new();
         ins(&mut idx, "k", &["old"], &["r"]);
