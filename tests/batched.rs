@@ -42,16 +42,6 @@ fn flush(c: &mut Connection) -> i64 {
     int(&ok(c, &["CACHE.PENDING", "FLUSH"]))
 }
 
-fn get(c: &mut Connection, key: &str) -> Option<String> {
-    bytes(&ok(c, &["CACHE.GET", key])).map(|b| String::from_utf8(b).expect("utf-8"))
-}
-
-fn config_get(c: &mut Connection, name: &str) -> String {
-    let v = strings(&ok(c, &["CONFIG", "GET", name]));
-    assert_eq!(v.len(), 2, "CONFIG GET {name}: {v:?}");
-    v[1].clone()
-}
-
 /// The fields of a CACHE.PENDING row, in reply order.
 const ROW_FIELDS: [&str; 8] = [
     "db",

@@ -38,10 +38,6 @@ fn inv(c: &mut Connection, args: &str) -> i64 {
     int(&ok(c, &parts))
 }
 
-fn get(c: &mut Connection, key: &str) -> Option<String> {
-    bytes(&ok(c, &["CACHE.GET", key])).map(|b| String::from_utf8(b).expect("utf-8"))
-}
-
 fn pttl(c: &mut Connection, key: &str) -> i64 {
     int(&ok(c, &["PTTL", key]))
 }

@@ -53,10 +53,6 @@ fn plain_get(c: &mut Connection, key: &str) -> Option<String> {
     bytes(&ok(c, &["GET", key])).map(|b| String::from_utf8(b).expect("utf-8 value"))
 }
 
-fn dbsize(c: &mut Connection) -> i64 {
-    int(&ok(c, &["DBSIZE"]))
-}
-
 fn invalidate(c: &mut Connection, args: &[&str]) -> i64 {
     let mut parts = vec!["CACHE.INVALIDATE"];
     parts.extend_from_slice(args);

@@ -212,10 +212,6 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn dbsize(c: &mut Connection) -> i64 {
-    int(&ok(c, &["DBSIZE"]))
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. RENAME / RENAMENX
 

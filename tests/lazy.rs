@@ -37,14 +37,6 @@ fn lazy(c: &mut Connection, args: &str) -> i64 {
     int(&ok(c, &parts))
 }
 
-fn get(c: &mut Connection, key: &str) -> Option<String> {
-    bytes(&ok(c, &["CACHE.GET", key])).map(|b| String::from_utf8(b).expect("utf-8"))
-}
-
-fn dbsize(c: &mut Connection) -> i64 {
-    int(&ok(c, &["DBSIZE"]))
-}
-
 /// Runs the commands in one MULTI/EXEC and returns their replies; an error reply stays in its
 /// place as `Value::ServerError` (see `error_text`).
 fn multi(c: &mut Connection, cmds: &[Vec<String>]) -> Vec<Value> {
@@ -1778,12 +1770,6 @@ fn a_covered_entry_stays_covered_under_a_new_name_or_database() {
 // ---------------------------------------------------------------------------------------------
 // 11. Config
 // ---------------------------------------------------------------------------------------------
-
-fn config_get(c: &mut Connection, name: &str) -> String {
-    let v = strings(&ok(c, &["CONFIG", "GET", name]));
-    assert_eq!(v.len(), 2, "CONFIG GET {name}: {v:?}");
-    v[1].clone()
-}
 
 #[test]
 fn lazy_step_config_has_its_default_and_range() {

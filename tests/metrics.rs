@@ -77,17 +77,6 @@ fn inv(c: &mut Connection, args: &[&str]) -> i64 {
     int(&ok(c, &parts))
 }
 
-fn config_get(c: &mut Connection, name: &str) -> String {
-    let v = strings(&ok(c, &["CONFIG", "GET", name]));
-    assert_eq!(v.len(), 2, "CONFIG GET {name}: {v:?}");
-    assert_eq!(v[0], name);
-    v[1].clone()
-}
-
-fn get(c: &mut Connection, key: &str) -> Option<String> {
-    bytes(&ok(c, &["CACHE.GET", key])).map(|b| String::from_utf8(b).expect("utf-8"))
-}
-
 /// `CACHE.STATS JSON`, parsed.
 fn stats(c: &mut Connection) -> J {
     let raw = text(&ok(c, &["CACHE.STATS", "JSON"]));

@@ -399,6 +399,23 @@ pub fn config_set(c: &mut Connection, name: &str, value: &str) {
     );
 }
 
+/// `CONFIG GET name` -> its value.
+pub fn config_get(c: &mut Connection, name: &str) -> String {
+    let v = strings(&ok(c, &["CONFIG", "GET", name]));
+    assert_eq!(v.len(), 2, "CONFIG GET {name}: {v:?}");
+    assert_eq!(v[0], name);
+    v[1].clone()
+}
+
+/// `CACHE.GET key` as text.
+pub fn get(c: &mut Connection, key: &str) -> Option<String> {
+    bytes(&ok(c, &["CACHE.GET", key])).map(|b| String::from_utf8(b).expect("utf-8"))
+}
+
+pub fn dbsize(c: &mut Connection) -> i64 {
+    int(&ok(c, &["DBSIZE"]))
+}
+
 /// The server's clock (TIME) in milliseconds.
 pub fn server_ms(c: &mut Connection) -> i64 {
     let t = strings(&ok(c, &["TIME"]));
