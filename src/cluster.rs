@@ -15,6 +15,7 @@
 //! state lives in thread-locals. Requests from other masters are run from a timer, like the
 //! module's other background work, never inside the bus callback.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
@@ -66,8 +67,8 @@ struct Op {
     me: String,
     masters: usize,
     replies: Vec<Outcome>,
-    /// Requests sent to each master and not answered yet.
-    waiting: HashMap<String, usize>,
+    /// Masters sent a request not answered yet (one round at a time: at most one each).
+    waiting: AHashSet<String>,
     failed: Vec<String>,
     /// Masters whose database has dependencies (the only ones a cascade round can reach).
     dependencies: AHashSet<String>,
@@ -99,14 +100,15 @@ pub fn register(ctx: &Context) {
     }
 }
 
-/// Removes a leading `LOCAL` (argv[1]); says whether there was one.
-pub fn strip_local<'a>(argv: &[&'a [u8]]) -> (bool, Vec<&'a [u8]>) {
+/// Removes a leading `LOCAL` (argv[1]); says whether there was one. Copies the arguments only
+/// then.
+pub fn strip_local<'a, 'b>(argv: &'b [&'a [u8]]) -> (bool, Cow<'b, [&'a [u8]]>) {
     match argv {
         [cmd, first, rest @ ..] if first.eq_ignore_ascii_case(b"LOCAL") => (
             true,
-            std::iter::once(*cmd).chain(rest.iter().copied()).collect(),
+            Cow::Owned(std::iter::once(*cmd).chain(rest.iter().copied()).collect()),
         ),
-        _ => (false, argv.to_vec()),
+        _ => (false, Cow::Borrowed(argv)),
     }
 }
 
@@ -224,7 +226,7 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
         me: me.clone(),
         masters: masters.len(),
         replies: vec![local],
-        waiting: HashMap::new(),
+        waiting: AHashSet::new(),
         failed: Vec::new(),
         dependencies: AHashSet::new(),
         frontier: Vec::new(),
@@ -245,7 +247,7 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
     .encode();
     for m in masters.iter().filter(|m| !m.myself) {
         if !m.failing && send(ctx, &m.id, REQUEST, &request) {
-            *op.waiting.entry(m.id.clone()).or_default() += 1;
+            op.waiting.insert(m.id.clone());
         } else {
             op.failed.push(m.id.clone());
         }
@@ -271,7 +273,7 @@ impl Op {
     }
 
     fn done_waiting(&self) -> bool {
-        self.waiting.values().all(|&n| n == 0)
+        self.waiting.is_empty()
     }
 
     /// The next cascade round's commands: dependents of the frontier, grouped by hops left.
@@ -347,7 +349,7 @@ fn advance(ctx: &Context, id: u64) {
             } else if send(ctx, &t, REQUEST, &payload) {
                 OPS.with(|ops| {
                     if let Some(op) = ops.borrow_mut().get_mut(&id) {
-                        *op.waiting.entry(t).or_default() += 1;
+                        op.waiting.insert(t);
                     }
                 });
             } else {
@@ -368,12 +370,9 @@ fn answered(id: u64, from: &str, answer: Answer, counted: bool) -> bool {
         let Some(op) = ops.get_mut(&id) else {
             return false;
         };
-        if counted {
-            match op.waiting.get_mut(from) {
-                Some(n) if *n > 0 => *n -= 1,
-                // Not asked, or answered already (late after a failure): ignored.
-                _ => return false,
-            }
+        // Not asked, or answered already (late after a failure): ignored.
+        if counted && !op.waiting.remove(from) {
+            return false;
         }
         op.replies.extend(answer.replies);
         if answer.dependencies {
@@ -394,9 +393,10 @@ fn finish(ctx: &Context, id: u64) {
     if let Some(t) = op.timer.take() {
         let _ = ctx.stop_timer::<u64>(t);
     }
-    for (node, n) in &op.waiting {
-        if *n > 0 && !op.failed.contains(node) {
-            op.failed.push(node.clone());
+    // Past the deadline: who has not answered failed.
+    for node in std::mem::take(&mut op.waiting) {
+        if !op.failed.contains(&node) {
+            op.failed.push(node);
         }
     }
     let merged = wire::combine(&op.job.merge, op.replies);
@@ -428,16 +428,9 @@ fn finish(ctx: &Context, id: u64) {
 
 fn on_deadline(ctx: &Context, id: u64) {
     OPS.with(|ops| {
+        // The timer has fired: nothing to stop.
         if let Some(op) = ops.borrow_mut().get_mut(&id) {
             op.timer = None;
-            let late: Vec<String> = op
-                .waiting
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(k, _)| k.clone())
-                .collect();
-            op.failed.extend(late);
-            op.waiting.clear();
         }
     });
     finish(ctx, id);
