@@ -141,7 +141,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     // replaced, only the links that differ change: the callback is told to leave the index
     // alone and the difference is applied after.
     let change = key.entry()?.map(|old| {
-        if state::lazy_active() {
+        if old.born < state::newest_mark() {
             // Its dependents stay covered through it if a LAZY invalidation covers it.
             reclaim::retire(&mut state::lock(), db, argv[1], old);
         }

@@ -88,7 +88,8 @@ impl Graph for ServerGraph<'_> {
 /// Whether a LAZY invalidation covers the entry `e` under `name` in the selected database: then
 /// it reads as missing. Costs one flag check while no marks exist (the hot read path).
 pub fn gone(ctx: &Context, name: &[u8], e: &Entry) -> bool {
-    if !state::lazy_active() {
+    // Written after every mark (the usual case): nothing covers it, no lock taken.
+    if e.born >= state::newest_mark() {
         return false;
     }
     let db = server::selected_db(ctx);
@@ -109,7 +110,8 @@ pub fn live(ctx: &Context, name: &[u8], e: &Entry) -> bool {
 /// An entry under `name` in `db` is removed or replaced: keep a tombstone if marks may need it.
 /// Called with the state held (the unlink callback, CACHE.SET replacing).
 pub fn retire(st: &mut state::State, db: usize, name: &[u8], e: &Entry) {
-    if !state::lazy_active() {
+    // No mark can cover it (none, or all older than the entry): nothing to keep.
+    if e.born >= state::newest_mark() {
         return;
     }
     let depended_on = st.db(db).is_resource(name);

@@ -4,7 +4,7 @@
 //! Rule: never call into the server while holding the lock, since the server may call back
 //! (a key deletion runs the type's `unlink` callback, which takes the lock).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::core::batch::Batch;
@@ -51,8 +51,9 @@ pub struct State {
 /// The generation new entries are born at; each LAZY invalidation advances it. Read without
 /// the lock on every CACHE.SET; written on the main thread only.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
-/// Some database has LAZY marks: reads check coverage only then (read without the lock).
-static LAZY_ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The newest LAZY mark's generation over every database (0: no marks). Only entries born
+/// before it can be covered: reads look at the marks only then (read without the lock).
+static NEWEST_MARK: AtomicU64 = AtomicU64::new(0);
 
 pub fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
@@ -69,7 +70,12 @@ pub fn next_generation() -> u64 {
 }
 
 pub fn lazy_active() -> bool {
-    LAZY_ACTIVE.load(Ordering::Relaxed)
+    newest_mark() > 0
+}
+
+/// See `NEWEST_MARK`.
+pub fn newest_mark() -> u64 {
+    NEWEST_MARK.load(Ordering::Relaxed)
 }
 
 impl State {
@@ -99,10 +105,11 @@ impl State {
         &self.lazy
     }
 
-    /// Changes the LAZY state; afterwards the readers' flag says whether marks exist.
+    /// Changes the LAZY state; afterwards `newest_mark` is the newest mark's generation.
     pub fn lazy_mut<R>(&mut self, f: impl FnOnce(&mut Lazy) -> R) -> R {
         let r = f(&mut self.lazy);
-        LAZY_ACTIVE.store(self.lazy.any(), Ordering::Relaxed);
+        let newest = self.lazy.busy().map(|(_, d)| d.newest()).max().unwrap_or(0);
+        NEWEST_MARK.store(newest, Ordering::Relaxed);
         r
     }
 
