@@ -107,7 +107,6 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
         _ => {}
     }
-    crate::fetch::end_lease(db, argv[1]);
     let replayed = server::replayed(ctx);
     let deadline = match a.expiry {
         Expiry::At(t) => Some(t),
@@ -118,6 +117,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     };
     if deadline.is_some_and(|t| t <= now) && !replayed {
         // Like SET with a past EXAT: the new value is gone at once, and so is the old one.
+        crate::fetch::end_lease(db, argv[1], now);
         if existing {
             quiet(db, argv[1], Quiet::Delete);
             key.delete();
@@ -156,6 +156,8 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         state::lock().quiet = None;
     }
     stored?;
+    // Written: whoever held the lease to compute it is done (a rejected SET ends nothing).
+    crate::fetch::end_lease(db, argv[1], now);
     if let Some(t) = deadline {
         key.set_deadline(t);
     }

@@ -123,11 +123,10 @@ fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Re
 
 /// `CACHE.SET` wrote (or deleted) the key: its lease ends. One flag check while no lease
 /// exists.
-pub fn end_lease(db: usize, key: &[u8]) {
+pub fn end_lease(db: usize, key: &[u8], now: i64) {
     if !ANY_LEASE.load(Ordering::Relaxed) {
         return;
     }
-    let now = server::now_ms();
     leases().get().end(db, key, now);
 }
 
