@@ -677,10 +677,6 @@ fn tag_counts(c: &mut Connection, args: &[&str]) -> Vec<(String, i64)> {
         .collect()
 }
 
-fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
-    v.iter().map(|(t, n)| (t.to_string(), *n)).collect()
-}
-
 /// The fields of `CACHE.STATS ...` (a map).
 fn stats(c: &mut Connection, args: &[&str]) -> Value {
     let mut p = vec!["CACHE.STATS"];

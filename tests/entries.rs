@@ -39,18 +39,6 @@ fn names(v: &Value, name: &str) -> Vec<String> {
     strings(&field(v, name))
 }
 
-fn pttl(c: &mut Connection, key: &str) -> i64 {
-    int(&ok(c, &["PTTL", key]))
-}
-
-/// The server clock in Unix milliseconds.
-fn server_ms(c: &mut Connection) -> i64 {
-    let t = strings(&ok(c, &["TIME"]));
-    let secs: i64 = t[0].parse().expect("seconds");
-    let micros: i64 = t[1].parse().expect("microseconds");
-    secs * 1000 + micros / 1000
-}
-
 fn config_get(c: &mut Connection, name: &str) -> String {
     let v = ok(c, &["CONFIG", "GET", name]);
     let pairs = map(&v);

@@ -38,10 +38,6 @@ fn inv(c: &mut Connection, args: &str) -> i64 {
     int(&ok(c, &parts))
 }
 
-fn pttl(c: &mut Connection, key: &str) -> i64 {
-    int(&ok(c, &["PTTL", key]))
-}
-
 /// INSPECT's `stale_ms` (-1 here when the field is absent: the entry is fresh).
 fn stale_ms(c: &mut Connection, key: &str) -> i64 {
     map(&ok(c, &["CACHE.INSPECT", key]))

@@ -80,10 +80,6 @@ fn tag_sizes(c: &mut Connection, args: &[&str]) -> Vec<(String, i64)> {
         .collect()
 }
 
-fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
-    v.iter().map(|(t, n)| (t.to_string(), *n)).collect()
-}
-
 fn inspect_list(c: &mut Connection, key: &str, name: &str) -> Vec<String> {
     let reply = ok(c, &["CACHE.INSPECT", key]);
     assert_ne!(reply, Value::Nil, "CACHE.INSPECT {key}: no entry");

@@ -162,10 +162,6 @@ fn assert_unchanged(now: &Insp, then: &Insp) {
     }
 }
 
-fn pttl(c: &mut Connection, key: &str) -> i64 {
-    int(&ok(c, &["PTTL", key]))
-}
-
 fn get(c: &mut Connection, key: &str) -> Option<B> {
     bytes(&ok(c, &["CACHE.GET", key]))
 }

@@ -198,10 +198,6 @@ fn int_pairs(v: &Value) -> Vec<(String, i64)> {
     map(v).into_iter().map(|(k, v)| (k, int(&v))).collect()
 }
 
-fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
-    v.iter().map(|(k, n)| (k.to_string(), *n)).collect()
-}
-
 /// Checks the figures that depend on timing (they cannot be exact) for consistency, and nulls
 /// them so the rest of the document can be compared exactly.
 fn take_timing(j: &mut J) {
@@ -414,14 +410,6 @@ fn hotkeys(c: &mut Connection, args: &[&str]) -> Vec<(String, i64)> {
             other => panic!("a CACHE.HOTKEYS item is [key, hits]: {other:?}"),
         })
         .collect()
-}
-
-/// The server's clock (TIME), in milliseconds.
-fn server_ms(c: &mut Connection) -> i64 {
-    let t = strings(&ok(c, &["TIME"]));
-    let s: i64 = t[0].parse().expect("TIME seconds");
-    let us: i64 = t[1].parse().expect("TIME microseconds");
-    s * 1000 + us / 1000
 }
 
 /// Polls `done` every 10 ms for up to 5 s.

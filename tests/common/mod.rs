@@ -416,6 +416,15 @@ pub fn dbsize(c: &mut Connection) -> i64 {
     int(&ok(c, &["DBSIZE"]))
 }
 
+pub fn pttl(c: &mut Connection, key: &str) -> i64 {
+    int(&ok(c, &["PTTL", key]))
+}
+
+/// `(name, count)` pairs as owned strings, to compare with a reply.
+pub fn pairs(v: &[(&str, i64)]) -> Vec<(String, i64)> {
+    v.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+}
+
 /// The server's clock (TIME) in milliseconds.
 pub fn server_ms(c: &mut Connection) -> i64 {
     let t = strings(&ok(c, &["TIME"]));
