@@ -1156,7 +1156,13 @@ fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool, argv: &[&[u8]]) -> 
 /// the tag `type:id` (and that of every related type), then what the matching rules name, by
 /// priority. Replies the number of entries invalidated now (BATCHED steps count when applied).
 fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    let (local, argv) = cluster::strip_local(argv);
+    // `type id` and the option pairs make an odd argument count with the command name, so
+    // LOCAL is there only when the count is even: a type named `local` stays a type.
+    let (local, argv) = if argv.len() % 2 == 0 {
+        cluster::strip_local(argv)
+    } else {
+        (false, std::borrow::Cow::Borrowed(argv))
+    };
     let w = Rules::parse_write(&argv).map_err(CacheError::Message)?;
     let plan = state::lock().rules().plan(&w);
     for step in &plan {
