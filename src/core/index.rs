@@ -186,6 +186,11 @@ fn namespace_of(key: &[u8]) -> &[u8] {
     }
 }
 
+/// A value size as the index keeps it (no entry holds more than `u32::MAX` bytes).
+fn stored_size(bytes: u64) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
 /// A 64-bit hash of a key name (fixed keys: stable within the process).
 pub fn hash_key(key: &[u8]) -> u64 {
     let mut h = AHasher::default();
@@ -199,7 +204,8 @@ pub fn hash_key(key: &[u8]) -> u64 {
 pub struct DbIndex {
     names: Vec<Option<Box<[u8]>>>,
     /// Value bytes of each entry, by id (for `value_bytes` without visiting the keyspace).
-    sizes: Vec<u64>,
+    /// An entry's value is at most `MAX_ENTRY_BYTES` (`u32::MAX`): 4 bytes per id.
+    sizes: Vec<u32>,
     value_bytes: u64,
     key_bytes: u64,
     free: Vec<KeyId>,
@@ -276,7 +282,7 @@ impl DbIndex {
                 )
         };
         table(self.names.capacity(), 16)
-            + table(self.sizes.capacity(), 8)
+            + table(self.sizes.capacity(), 4)
             + table(self.free.capacity(), 4)
             + table(self.lookup.capacity(), 5)
             + self.key_bytes
@@ -334,8 +340,9 @@ impl DbIndex {
             }
         };
         self.names[id as usize] = Some(key.into());
+        let value_size = stored_size(value_size);
         self.sizes[id as usize] = value_size;
-        self.value_bytes += value_size;
+        self.value_bytes += u64::from(value_size);
         self.key_bytes += key.len() as u64;
         let names = &self.names;
         self.lookup.insert_unique(hash_key(key), id, |&i| {
@@ -382,7 +389,8 @@ impl DbIndex {
             return false;
         };
         let size = &mut self.sizes[id as usize];
-        self.value_bytes = self.value_bytes - *size + value_size;
+        let value_size = stored_size(value_size);
+        self.value_bytes = self.value_bytes - u64::from(*size) + u64::from(value_size);
         *size = value_size;
         for t in &change.tags_gone {
             unlink(&mut self.tags, t, id);
@@ -407,7 +415,7 @@ impl DbIndex {
         let (id, _) = found.remove();
         unlink(&mut self.namespaces, namespace_of(key), id);
         self.names[id as usize] = None;
-        self.value_bytes -= std::mem::take(&mut self.sizes[id as usize]);
+        self.value_bytes -= u64::from(std::mem::take(&mut self.sizes[id as usize]));
         self.key_bytes -= key.len() as u64;
         self.free.push(id);
         Some(id)
@@ -451,7 +459,7 @@ impl DbIndex {
         tags: impl IntoIterator<Item = &'a [u8]> + Clone,
         deps: impl IntoIterator<Item = &'a [u8]> + Clone,
     ) -> bool {
-        let Some(size) = self.id_of(from).map(|id| self.sizes[id as usize]) else {
+        let Some(size) = self.id_of(from).map(|id| u64::from(self.sizes[id as usize])) else {
             return false;
         };
         self.remove(from, tags.clone(), deps.clone());
@@ -715,7 +723,7 @@ impl DbIndex {
         }
         let sized: u64 = (0..self.names.len())
             .filter(|&i| self.names[i].is_some())
-            .map(|i| self.sizes[i])
+            .map(|i| u64::from(self.sizes[i]))
             .sum();
         if sized != self.value_bytes {
             out.push(format!(
