@@ -1160,7 +1160,7 @@ fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool, argv: &[&[u8]]) -> 
 fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     // `type id` and the option pairs make an odd argument count with the command name, so
     // LOCAL is there only when the count is even: a type named `local` stays a type.
-    let (local, argv) = if argv.len() % 2 == 0 {
+    let (local, argv) = if argv.len().is_multiple_of(2) {
         cluster::strip_local(argv)
     } else {
         (false, std::borrow::Cow::Borrowed(argv))
