@@ -1486,8 +1486,14 @@ fn local_is_accepted_and_changes_nothing_outside_a_cluster() {
     entry(&mut c, "l", &["local:42"], &[]);
     entry(&mut c, "m", &["local:43"], &[]);
     assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "local", "42"])), 1);
-    assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "local", "43", "OP", "delete"])), 1);
-    assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "LOCAL", "local", "44"])), 0);
+    assert_eq!(
+        int(&ok(&mut c, &["CACHE.WRITE", "local", "43", "OP", "delete"])),
+        1
+    );
+    assert_eq!(
+        int(&ok(&mut c, &["CACHE.WRITE", "LOCAL", "local", "44"])),
+        0
+    );
     assert_eq!(dbsize(&mut c), 0);
     // LOCAL is an option, not a selector: alone it is still a syntax error of the command.
     assert!(err(&mut c, &["CACHE.INVALIDATE", "LOCAL"]).starts_with("ERR"));

@@ -459,7 +459,10 @@ impl DbIndex {
         tags: impl IntoIterator<Item = &'a [u8]> + Clone,
         deps: impl IntoIterator<Item = &'a [u8]> + Clone,
     ) -> bool {
-        let Some(size) = self.id_of(from).map(|id| u64::from(self.sizes[id as usize])) else {
+        let Some(size) = self
+            .id_of(from)
+            .map(|id| u64::from(self.sizes[id as usize]))
+        else {
             return false;
         };
         self.remove(from, tags.clone(), deps.clone());
