@@ -18,8 +18,8 @@
 //!   them at zero;
 //! * `CACHE.RELATE` is one write-flagged command, so a replica refuses even `CACHE.RELATE LIST`
 //!   and `HELP`;
-//! * rules live only in RDB aux data: after an AOF rewrite without an RDB preamble they are lost
-//!   (known limitation);
+//! * rules live in RDB aux data; an AOF rewrite without an RDB preamble carries them in
+//!   `CACHE.PENDING STATE` with the first cache entry (with no entry they are lost);
 //! * `CACHE.WRITE` without OP is an `update`; without CONTEXT its implicit step's event has an
 //!   empty context; every step records an event, even when it invalidates nothing.
 //!
