@@ -52,6 +52,13 @@ pub struct Job {
     pub cascade: Option<Cascade>,
 }
 
+impl Job {
+    /// Whether the command changes anything (what a pause holds back).
+    fn writes(&self) -> bool {
+        !crate::commands::cluster_reads_only(self.name.as_bytes())
+    }
+}
+
 pub struct Cascade {
     /// CACHE.KEYS: list the dependents instead of invalidating them.
     pub dry_run: bool,
@@ -449,14 +456,34 @@ fn arm(ctx: &Context, ms: u64) {
     ctx.create_timer(Duration::from_millis(ms), on_pump, ());
 }
 
+/// Whether a message writes nothing here: a request of reads only, or an answer to a command
+/// that reads only (the answer to a write may start its next cascade round).
+fn reads_only(kind: u8, payload: &[u8]) -> bool {
+    match kind {
+        REQUEST => Request::decode(payload).is_ok_and(|req| {
+            req.commands.iter().all(|argv| {
+                argv.first()
+                    .is_some_and(|name| crate::commands::cluster_reads_only(name))
+            })
+        }),
+        ANSWER => Answer::decode(payload).is_ok_and(|a| {
+            OPS.with(|ops| ops.borrow().get(&a.id).is_some_and(|op| !op.job.writes()))
+        }),
+        _ => false,
+    }
+}
+
 fn on_pump(ctx: &Context, _: ()) {
     PUMP_ARMED.with(|a| a.set(false));
-    if server::writes_paused() {
-        // A pause (CLIENT PAUSE WRITE, a failover): nothing may write or propagate now.
-        arm(ctx, 10);
-        return;
-    }
+    // During a pause (CLIENT PAUSE WRITE, a failover) nothing may write or propagate: requests
+    // and answers that would wait, in their order; reads go on, as they do for clients.
+    let paused = server::writes_paused();
+    let mut held = VecDeque::new();
     while let Some((kind, sender, payload)) = INBOX.with(|q| q.borrow_mut().pop_front()) {
+        if paused && !reads_only(kind, &payload) {
+            held.push_back((kind, sender, payload));
+            continue;
+        }
         let outcome = catch_unwind(AssertUnwindSafe(|| match kind {
             REQUEST => match Request::decode(&payload) {
                 Ok(req) => {
@@ -484,6 +511,14 @@ fn on_pump(ctx: &Context, _: ()) {
         if outcome.is_err() {
             ctx.log_warning("tagcache: a cluster message failed (panic caught)");
         }
+    }
+    if !held.is_empty() {
+        INBOX.with(|q| {
+            let mut q = q.borrow_mut();
+            held.extend(q.drain(..));
+            *q = held;
+        });
+        arm(ctx, 10);
     }
 }
 

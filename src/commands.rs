@@ -492,6 +492,13 @@ pub fn cluster_handler(name: &[u8]) -> Option<Handler> {
     })
 }
 
+/// The cluster-wide commands that change nothing.
+pub fn cluster_reads_only(name: &[u8]) -> bool {
+    [&b"cache.keys"[..], b"cache.tags", b"cache.stats"]
+        .iter()
+        .any(|r| name.eq_ignore_ascii_case(r))
+}
+
 /// Whether the user (if any) may delete `key`; a refusal is counted in `denied`, and the first
 /// one goes to ACL LOG.
 pub fn may_delete(access: Option<&Access>, key: &RedisString, denied: &mut u64) -> bool {

@@ -1456,6 +1456,28 @@ fn tags_and_stats_aggregate_over_masters() {
         tag_counts(&mut cl.conn(2), &["LOCAL"]),
         pairs(&[("t", 3), ("u", 1), ("v", 1)])
     );
+
+    // Writes paused on master 2 for longer than the cluster timeout: reads still get its part
+    // (as its own clients' reads do), an invalidation waits for it and fails after the timeout.
+    let mut c0 = cl.conn(0);
+    must(
+        &mut c0,
+        &["CONFIG", "SET", "cache.cluster-timeout-ms", "1000"],
+    );
+    let mut c2 = cl.conn(2);
+    must(&mut c2, &["CLIENT", "PAUSE", "60000", "WRITE"]);
+    let st = stats(&mut c0, &[]);
+    assert_eq!(int(&field(&st, "masters")), 3);
+    assert_eq!(int(&field(&st, "entries")), 10);
+    assert_eq!(keys(&mut c0, &["TAG", "u"]).len(), 3);
+    assert_eq!(tag_counts(&mut c0, &["COUNT", "1"]), pairs(&[("t", 6)]));
+    let e = fails(&mut c0, &["CACHE.INVALIDATE", "TAG", "only0"]);
+    assert!(e.contains("2 of 3 masters answered"), "{e}");
+    must(&mut c2, &["CLIENT", "UNPAUSE"]);
+    must(
+        &mut c0,
+        &["CONFIG", "SET", "cache.cluster-timeout-ms", "5000"],
+    );
     cl.sync_replica();
     cl.verify_all();
 }
