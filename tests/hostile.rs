@@ -915,7 +915,36 @@ fn payload(c: &mut Connection) -> Vec<u8> {
     );
     entry(c, "keep", &["t1"], &[]);
     let v: Option<Vec<u8>> = redis::cmd("DUMP").arg("src").query(c).expect("DUMP");
-    v.expect("payload")
+    fixed_creation_time(v.expect("payload"))
+}
+
+/// The payload with the entry's creation time (the varint after the META JSON) replaced by a
+/// fixed one of the same length, resealed: the same bytes on every run. With the clock in the
+/// payload, its checksum changed from run to run, and so did what a truncated payload read from
+/// the footer; a cut that happened to decode was a one-in-hundreds failure.
+fn fixed_creation_time(mut p: Vec<u8>) -> Vec<u8> {
+    let meta = br#"{"k":[1,2]}"#;
+    let at = p
+        .windows(meta.len())
+        .position(|w| w == meta)
+        .expect("the meta inside the payload")
+        + meta.len();
+    let len = p[at..]
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .expect("the creation time's varint")
+        + 1;
+    // 2025-06-15T16:00:00Z in ms: 41 bits, six varint bytes, like any time from 2004 to 2039.
+    let mut fixed = Vec::new();
+    let mut v: u64 = 1_750_003_200_000;
+    while v >= 0x80 {
+        fixed.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    fixed.push(v as u8);
+    assert_eq!(len, fixed.len(), "the creation time's varint length");
+    p[at..at + len].copy_from_slice(&fixed);
+    reseal(p)
 }
 
 /// RESTOREs `bad` under `bad`: either refused, or a consistent entry (then removed again).
