@@ -55,7 +55,7 @@ pub struct Job {
 impl Job {
     /// Whether the command changes anything (what a pause holds back).
     fn writes(&self) -> bool {
-        !crate::commands::cluster_reads_only(self.name.as_bytes())
+        command_writes(self.name.as_bytes())
     }
 }
 
@@ -456,21 +456,14 @@ fn arm(ctx: &Context, ms: u64) {
     ctx.create_timer(Duration::from_millis(ms), on_pump, ());
 }
 
-/// Whether a message writes nothing here: a request of reads only, or an answer to a command
-/// that reads only (the answer to a write may start its next cascade round).
-fn reads_only(kind: u8, payload: &[u8]) -> bool {
-    match kind {
-        REQUEST => Request::decode(payload).is_ok_and(|req| {
-            req.commands.iter().all(|argv| {
-                argv.first()
-                    .is_some_and(|name| crate::commands::cluster_reads_only(name))
-            })
-        }),
-        ANSWER => Answer::decode(payload).is_ok_and(|a| {
-            OPS.with(|ops| ops.borrow().get(&a.id).is_some_and(|op| !op.job.writes()))
-        }),
-        _ => false,
-    }
+/// Whether a cluster-wide command changes anything (an unknown one is taken to).
+fn command_writes(name: &[u8]) -> bool {
+    crate::commands::cluster_command(name).is_none_or(|(_, writes)| writes)
+}
+
+/// Whether the cluster-wide command an answer belongs to writes (false once it is gone).
+fn op_writes(id: u64) -> bool {
+    OPS.with(|ops| ops.borrow().get(&id).is_some_and(|op| op.job.writes()))
 }
 
 fn on_pump(ctx: &Context, _: ()) {
@@ -480,12 +473,18 @@ fn on_pump(ctx: &Context, _: ()) {
     let paused = server::writes_paused();
     let mut held = VecDeque::new();
     while let Some((kind, sender, payload)) = INBOX.with(|q| q.borrow_mut().pop_front()) {
-        if paused && !reads_only(kind, &payload) {
-            held.push_back((kind, sender, payload));
-            continue;
-        }
         let outcome = catch_unwind(AssertUnwindSafe(|| match kind {
             REQUEST => match Request::decode(&payload) {
+                // A request with a command that writes waits out the pause.
+                Ok(req)
+                    if paused
+                        && req
+                            .commands
+                            .iter()
+                            .any(|argv| argv.first().is_none_or(|n| command_writes(n))) =>
+                {
+                    Some((kind, sender, payload))
+                }
                 Ok(req) => {
                     let answer = execute(ctx, &req);
                     if !send(ctx, &sender, ANSWER, &answer.encode()) {
@@ -494,22 +493,34 @@ fn on_pump(ctx: &Context, _: ()) {
                             req.id
                         ));
                     }
+                    None
                 }
-                Err(e) => ctx.log_warning(&format!("tagcache: bad request from {sender}: {e}")),
+                Err(e) => {
+                    ctx.log_warning(&format!("tagcache: bad request from {sender}: {e}"));
+                    None
+                }
             },
             ANSWER => match Answer::decode(&payload) {
+                // The answer to a write may start its next cascade round: it waits too.
+                Ok(a) if paused && op_writes(a.id) => Some((kind, sender, payload)),
                 Ok(a) => {
                     let id = a.id;
                     if answered(id, &sender, a, true) {
                         advance(ctx, id);
                     }
+                    None
                 }
-                Err(e) => ctx.log_warning(&format!("tagcache: bad answer from {sender}: {e}")),
+                Err(e) => {
+                    ctx.log_warning(&format!("tagcache: bad answer from {sender}: {e}"));
+                    None
+                }
             },
-            _ => {}
+            _ => None,
         }));
-        if outcome.is_err() {
-            ctx.log_warning("tagcache: a cluster message failed (panic caught)");
+        match outcome {
+            Ok(Some(wait)) => held.push_back(wait),
+            Ok(None) => {}
+            Err(_) => ctx.log_warning("tagcache: a cluster message failed (panic caught)"),
         }
     }
     if !held.is_empty() {
@@ -562,7 +573,8 @@ fn execute(ctx: &Context, req: &Request) -> Answer {
             let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
             let handler = argv
                 .first()
-                .and_then(|n| crate::commands::cluster_handler(n));
+                .and_then(|n| crate::commands::cluster_command(n))
+                .map(|(h, _)| h);
             match handler {
                 None => Err("ERR unknown cluster-wide command".into()),
                 Some(h) => match catch_unwind(AssertUnwindSafe(|| h(ctx, &[], &argv))) {

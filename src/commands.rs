@@ -477,26 +477,24 @@ fn invalidate_here(ctx: &Context, a: parse::InvalidateArgs, may_step: bool) -> R
     }
 }
 
-/// The handlers another cluster master may run here (its cluster-wide commands).
-pub fn cluster_handler(name: &[u8]) -> Option<Handler> {
-    let name = name.to_ascii_lowercase();
-    Some(match &name[..] {
-        b"cache.invalidate" => cache_invalidate,
-        b"cache.write" => cache_write,
-        b"cache.keys" => cache_keys,
-        b"cache.tags" => cache_tags,
-        b"cache.stats" => cache_stats,
-        b"cache.rule" => cache_rule,
-        b"cache.relate" => cache_relate,
-        _ => return None,
-    })
-}
+/// The cluster-wide commands another master may run here: name, handler, and whether the
+/// command changes anything (a write pause holds those back).
+const CLUSTER_COMMANDS: [(&str, Handler, bool); 7] = [
+    ("cache.invalidate", cache_invalidate, true),
+    ("cache.write", cache_write, true),
+    ("cache.keys", cache_keys, false),
+    ("cache.tags", cache_tags, false),
+    ("cache.stats", cache_stats, false),
+    ("cache.rule", cache_rule, true),
+    ("cache.relate", cache_relate, true),
+];
 
-/// The cluster-wide commands that change nothing.
-pub fn cluster_reads_only(name: &[u8]) -> bool {
-    [&b"cache.keys"[..], b"cache.tags", b"cache.stats"]
+/// The handler of a cluster-wide command, and whether it writes.
+pub fn cluster_command(name: &[u8]) -> Option<(Handler, bool)> {
+    CLUSTER_COMMANDS
         .iter()
-        .any(|r| name.eq_ignore_ascii_case(r))
+        .find(|(n, _, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+        .map(|&(_, h, writes)| (h, writes))
 }
 
 /// Whether the user (if any) may delete `key`; a refusal is counted in `denied`, and the first
