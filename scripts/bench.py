@@ -22,6 +22,8 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
 SERVER = os.environ.get("TAGCACHE_SERVER", "/usr/bin/redis-server")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULE = os.environ.get("TAGCACHE_MODULE", os.path.join(ROOT, "target/release/libtagcache.so"))
+# FLOOR.GET and FLOOR.SET (scripts/bench/floor.c), loaded beside the module when built.
+FLOOR = os.environ.get("TAGCACHE_FLOOR_MODULE", "")
 VALUE = b"x" * 100
 
 
@@ -120,7 +122,8 @@ class Server:
         self.proc = subprocess.Popen(
             [SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--save", "", "--appendonly", "no", "--logfile", "server.log",
-             "--enable-debug-command", "yes", "--loadmodule", MODULE],
+             "--enable-debug-command", "yes", "--loadmodule", MODULE]
+            + (["--loadmodule", FLOOR] if FLOOR else []),
             cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while True:
@@ -169,13 +172,24 @@ def timed(c, *args):
 # ---------------------------------------------------------------------------------------------
 # 1. Throughput with redis-benchmark.
 
-def benchmark_rps(port, command, requests):
+def server_cpu_seconds(pid):
+    """User + system CPU time of a process so far (Linux /proc; 10 ms ticks)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def benchmark_rps(srv, command, requests):
+    """redis-benchmark's rate, and the server's CPU time per request in ns (what the server
+    spends, whatever share of the two cores the client takes)."""
+    before = server_cpu_seconds(srv.proc.pid)
     out = subprocess.run(
-        ["redis-benchmark", "-p", str(port), "-P", "16", "-c", "50", "-n", str(requests),
+        ["redis-benchmark", "-p", str(srv.port), "-P", "16", "-c", "50", "-n", str(requests),
          "-r", "100000", "--csv"] + command,
         check=True, capture_output=True, text=True).stdout
+    cpu_ns = (server_cpu_seconds(srv.proc.pid) - before) / requests * 1e9
     rows = [line for line in out.splitlines() if line and not line.startswith('"test"')]
-    return float(rows[-1].split(",")[1].strip('"'))
+    return float(rows[-1].split(",")[1].strip('"')), cpu_ns
 
 
 def throughput(srv):
@@ -194,15 +208,32 @@ def throughput(srv):
         "GET": ["GET", "p:__rand_int__"],
         "CACHE.GET": ["CACHE.GET", "c:__rand_int__"],
     }
+    if FLOOR:
+        # The same string operations as SET and GET, through the module API only.
+        cmds["FLOOR.SET"] = ["FLOOR.SET", "p:__rand_int__", value]
+        cmds["FLOOR.GET"] = ["FLOOR.GET", "p:__rand_int__"]
     runs = {k: [] for k in cmds}
     for _ in range(5):  # interleaved rounds
         for k, cmd in cmds.items():
-            runs[k].append(benchmark_rps(srv.port, cmd, requests))
-    med = {k: statistics.median(v) for k, v in runs.items()}
+            runs[k].append(benchmark_rps(srv, cmd, requests))
+    med = {k: statistics.median(r for r, _ in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(ns for _, ns in v) for k, v in runs.items()}
     for k in cmds:
         report("rps %s" % k, med[k], "ops/s", "median of 5, -P 16 -c 50")
+    for k in cmds:
+        report("server CPU per %s" % k, cpu[k], "ns", "median of 5")
     report("ratio CACHE.SET/SET (goal >= 0.85)", med["CACHE.SET"] / med["SET"], "x")
     report("ratio CACHE.GET/GET (goal >= 0.90)", med["CACHE.GET"] / med["GET"], "x")
+    report("ratio CPU SET/CACHE.SET", cpu["SET"] / cpu["CACHE.SET"], "x",
+           "the throughput ratio if the server alone set the pace")
+    report("ratio CPU GET/CACHE.GET", cpu["GET"] / cpu["CACHE.GET"], "x")
+    if FLOOR:
+        # What a module command costs before doing work of its own: a ceiling for the ratios
+        # above.
+        report("ratio floor FLOOR.SET/SET (module API only)", med["FLOOR.SET"] / med["SET"], "x")
+        report("ratio floor FLOOR.GET/GET (module API only)", med["FLOOR.GET"] / med["GET"], "x")
+        report("ratio floor CPU SET/FLOOR.SET", cpu["SET"] / cpu["FLOOR.SET"], "x")
+        report("ratio floor CPU GET/FLOOR.GET", cpu["GET"] / cpu["FLOOR.GET"], "x")
 
 
 # ---------------------------------------------------------------------------------------------
