@@ -20,7 +20,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use ahash::AHashSet;
@@ -473,7 +472,7 @@ fn on_pump(ctx: &Context, _: ()) {
     let paused = server::writes_paused();
     let mut held = VecDeque::new();
     while let Some((kind, sender, payload)) = INBOX.with(|q| q.borrow_mut().pop_front()) {
-        let outcome = catch_unwind(AssertUnwindSafe(|| match kind {
+        let outcome = crate::error::catch(|| match kind {
             REQUEST => match Request::decode(&payload) {
                 // A request with a command that writes waits out the pause.
                 Ok(req)
@@ -516,11 +515,11 @@ fn on_pump(ctx: &Context, _: ()) {
                 }
             },
             _ => None,
-        }));
+        });
         match outcome {
             Ok(Some(wait)) => held.push_back(wait),
             Ok(None) => {}
-            Err(_) => ctx.log_warning("tagcache: a cluster message failed (panic caught)"),
+            Err(why) => ctx.log_warning(&format!("tagcache: a cluster message failed: {why}")),
         }
     }
     if !held.is_empty() {
@@ -577,9 +576,12 @@ fn execute(ctx: &Context, req: &Request) -> Answer {
                 .map(|(h, _)| h);
             match handler {
                 None => Err("ERR unknown cluster-wide command".into()),
-                Some(h) => match catch_unwind(AssertUnwindSafe(|| h(ctx, &[], &argv))) {
+                Some(h) => match crate::error::catch(|| h(ctx, &[], &argv)) {
                     Ok(r) => outcome(r),
-                    Err(_) => Err("ERR tagcache internal error: panic".into()),
+                    Err(why) => {
+                        ctx.log_warning(&format!("tagcache: a cluster request failed: {why}"));
+                        Err(CacheError::Internal(why).to_string())
+                    }
                 },
             }
         })

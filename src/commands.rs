@@ -1,7 +1,6 @@
 //! Command handlers: parse into typed arguments, validate everything, then act on the keyspace,
 //! update the index, notify and replicate.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
@@ -19,7 +18,7 @@ use crate::core::metrics::{self, Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
 use crate::core::wire::Merge;
-use crate::error::{CacheError, Result};
+use crate::error::{self, CacheError, Result};
 use crate::guard;
 use crate::reclaim;
 use crate::server::{self, Access, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
@@ -33,10 +32,10 @@ type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
 pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler, op: Option<Op>) -> RedisResult {
     // The clock is read only for the commands timed here.
     let started = op.map(|_| Instant::now());
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    let outcome = error::catch(|| {
         let argv: SmallVec<[&[u8]; 16]> = args.iter().map(|a| a.as_slice()).collect();
         handler(ctx, &args, &argv)
-    }));
+    });
     if let (Some(op), Some(started), Ok(Ok(_))) = (op, started, &outcome) {
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let th = config::thresholds();
@@ -47,12 +46,7 @@ pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler, op: Option<O
     match outcome {
         Ok(Ok(reply)) => server::reply(ctx, &reply),
         Ok(Err(e)) => server::reply_error(ctx, &e),
-        Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
+        Err(why) => {
             ctx.log_warning(&format!("tagcache: command failed: {why}"));
             server::reply_error(ctx, &CacheError::Internal(why));
         }
@@ -700,7 +694,7 @@ pub fn arm_batch_timer(ctx: &Context) {
 }
 
 fn on_batch_timer(ctx: &Context, _: ()) {
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    let outcome = error::catch(|| {
         state::lock().batch_timer = None;
         if server::writes_paused() {
             // Nothing may be written or propagated now: look again shortly.
@@ -710,9 +704,11 @@ fn on_batch_timer(ctx: &Context, _: ()) {
         }
         apply_batch(ctx, false);
         arm_batch_timer(ctx);
-    }));
-    if outcome.is_err() {
-        ctx.log_warning("tagcache: applying the BATCHED queue failed");
+    });
+    if let Err(why) = outcome {
+        ctx.log_warning(&format!(
+            "tagcache: applying the BATCHED queue failed: {why}"
+        ));
     }
 }
 

@@ -75,3 +75,37 @@ impl fmt::Display for CacheError {
 impl std::error::Error for CacheError {}
 
 pub type Result<T> = std::result::Result<T, CacheError>;
+
+/// Runs `f`; a panic (which must never cross into the server) comes back as its message.
+pub fn catch<R>(f: impl FnOnce() -> R) -> std::result::Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catch_returns_the_value_or_the_panic_message() {
+        assert_eq!(catch(|| 7), Ok(7));
+        assert_eq!(
+            catch(|| -> u8 { panic!("plain") }),
+            Err("plain".to_string())
+        );
+        let n = 3;
+        assert_eq!(
+            catch(|| -> u8 { panic!("formatted {n}") }),
+            Err("formatted 3".to_string())
+        );
+        assert_eq!(
+            catch(|| -> u8 { std::panic::panic_any(42u32) }),
+            Err("panic".to_string())
+        );
+    }
+}

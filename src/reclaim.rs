@@ -1,7 +1,6 @@
 //! The LAZY strategy in the server: making marks, telling readers which entries they cover, and
 //! the reclaimer that deletes those entries in small timed steps (see `core::lazy`).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -354,14 +353,14 @@ pub fn arm(ctx: &Context) {
 }
 
 fn on_timer(ctx: &Context, _: ()) {
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    let outcome = crate::error::catch(|| {
         state::lock().reclaim_timer = false;
         step(ctx);
         rearm(ctx);
-    }));
-    if outcome.is_err() {
+    });
+    if let Err(why) = outcome {
         state::lock().reclaim_timer = false;
-        ctx.log_warning("tagcache: a LAZY reclaimer step failed");
+        ctx.log_warning(&format!("tagcache: a LAZY reclaimer step failed: {why}"));
     }
 }
 
