@@ -39,9 +39,7 @@ pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler, op: Option<O
     if let (Some(op), Some(started), Ok(Ok(_))) = (op, started, &outcome) {
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let th = config::thresholds();
-        state::lock()
-            .metrics(server::now_ms())
-            .record_op(op, us, &th);
+        state::lock().metrics_started().record_op(op, us, &th);
     }
     match outcome {
         Ok(Ok(reply)) => server::reply(ctx, &reply),

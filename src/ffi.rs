@@ -614,8 +614,7 @@ fn classify_removal(db: usize, name: &[u8], event: &[u8]) {
         b"rename_from" | b"move_from" => return,
         _ => Removal::Deleted { hits },
     };
-    let now = server::now_ms();
-    st.metrics(now).record_removal(kind, now);
+    st.metrics_started().record_removal(kind);
 }
 
 /// INFO cache: the metrics' fields (the server prefixes each with the module name, `cache_`)

@@ -151,9 +151,8 @@ impl State {
     /// Records the pending unlinked entry (if any) as a deletion.
     pub fn settle_removal(&mut self) {
         if let Some((_, _, hits)) = self.last_unlinked.take() {
-            let now = crate::server::now_ms();
-            self.metrics(now)
-                .record_removal(Removal::Deleted { hits }, now);
+            self.metrics_started()
+                .record_removal(Removal::Deleted { hits });
         }
     }
 

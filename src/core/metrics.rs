@@ -1252,7 +1252,7 @@ impl Metrics {
     }
 
     /// An entry that left without an invalidation, with the hits it had received.
-    pub fn record_removal(&mut self, kind: Removal, _now_ms: i64) {
+    pub fn record_removal(&mut self, kind: Removal) {
         let r = &mut self.removals;
         match kind {
             Removal::Expired { hits } => {
@@ -1976,11 +1976,11 @@ mod tests {
         m.record_op(Op::Get, 200, &th);
         m.record_op(Op::Set, 50, &th);
         m.record_op(Op::Invalidate, 20_000, &th);
-        m.record_removal(Removal::Expired { hits: 0 }, T0);
-        m.record_removal(Removal::Expired { hits: 1 }, T0);
-        m.record_removal(Removal::Expired { hits: 5 }, T0);
-        m.record_removal(Removal::Evicted { hits: 0 }, T0);
-        m.record_removal(Removal::Deleted { hits: 2 }, T0);
+        m.record_removal(Removal::Expired { hits: 0 });
+        m.record_removal(Removal::Expired { hits: 1 });
+        m.record_removal(Removal::Expired { hits: 5 });
+        m.record_removal(Removal::Evicted { hits: 0 });
+        m.record_removal(Removal::Deleted { hits: 2 });
 
         let r1 = InvalidationRecord {
             kind: "tag",
@@ -2394,7 +2394,7 @@ mod tests {
         for _ in 0..70 {
             m.record_miss();
         }
-        m.record_removal(Removal::Evicted { hits: 0 }, T0);
+        m.record_removal(Removal::Evicted { hits: 0 });
         let recs = m.recommend(&idx(), &th, T0);
         assert_eq!(issues(&recs), vec![ISSUE_LOW_HIT_RATE]);
         let r = &recs[0];
@@ -2449,10 +2449,10 @@ mod tests {
         let mut m = Metrics::new(T0);
         // 60 expired unread, 40 expired read often, 1 invalidation of 10 entries, 8 unread.
         for _ in 0..60 {
-            m.record_removal(Removal::Expired { hits: 0 }, T0);
+            m.record_removal(Removal::Expired { hits: 0 });
         }
         for _ in 0..40 {
-            m.record_removal(Removal::Expired { hits: 9 }, T0);
+            m.record_removal(Removal::Expired { hits: 9 });
         }
         m.record_invalidation(&inv("tag", "t", 10), 8, &th, T0);
         let recs = m.recommend(&idx(), &th, T0);
@@ -2466,7 +2466,7 @@ mod tests {
         // Mostly read entries: absent.
         let mut m = Metrics::new(T0);
         for _ in 0..100 {
-            m.record_removal(Removal::Expired { hits: 3 }, T0);
+            m.record_removal(Removal::Expired { hits: 3 });
         }
         m.record_invalidation(&inv("tag", "t", 10), 8, &th, T0);
         assert!(find(&m.recommend(&idx(), &th, T0), ISSUE_NEVER_READ).is_none());
@@ -2478,10 +2478,10 @@ mod tests {
         let mut m = Metrics::new(T0);
         // Read once before expiring: churn, but not "never read".
         for _ in 0..100 {
-            m.record_removal(Removal::Expired { hits: 1 }, T0);
+            m.record_removal(Removal::Expired { hits: 1 });
         }
         for _ in 0..20 {
-            m.record_removal(Removal::Deleted { hits: 4 }, T0);
+            m.record_removal(Removal::Deleted { hits: 4 });
         }
         let recs = m.recommend(&idx(), &th, T0);
         assert_eq!(issues(&recs), vec![ISSUE_TTL_CHURN]);
@@ -2495,7 +2495,7 @@ mod tests {
         // Entries read several times before expiring: absent.
         let mut m = Metrics::new(T0);
         for _ in 0..100 {
-            m.record_removal(Removal::Expired { hits: 2 }, T0);
+            m.record_removal(Removal::Expired { hits: 2 });
         }
         assert!(m.recommend(&idx(), &th, T0).is_empty());
     }
@@ -2895,7 +2895,7 @@ mod tests {
         m.record_hit(b"a");
         m.record_miss();
         m.record_op(Op::Get, 10, &th);
-        m.record_removal(Removal::Expired { hits: 0 }, T0);
+        m.record_removal(Removal::Expired { hits: 0 });
         m.record_invalidation(&inv("tag", "t", 3), 1, &th, T0);
         m.reset(T0 + HOUR);
         let s = m.stats(&idx(), &th, T0 + HOUR);
