@@ -271,7 +271,7 @@ fn add_links(
     cmd: &'static str,
 ) -> Result<Reply> {
     let (_, names) = parse::parse_key_names(argv, cmd)?;
-    let key = Key::write(ctx, &args[1]);
+    let mut key = Key::write(ctx, &args[1]);
     let db = server::selected_db(ctx);
     let entry = key
         .entry()?
@@ -279,13 +279,14 @@ fn add_links(
         .ok_or(CacheError::NoSuchKey)?;
     let to_deps = cmd == "cache.depend";
     guard::limits(ctx).check_add(entry, to_deps, &names)?;
-    let added = entry.add(to_deps, names.iter().map(Vec::as_slice));
-    if added.is_empty() {
+    let Some((mut grown, added)) = entry.with_added(to_deps, names.iter().map(Vec::as_slice))
+    else {
         return Ok(Reply::Int(0));
-    }
+    };
     // Not covered by any LAZY invalidation now, and new names must not make it covered by
     // one made before: it counts as written now.
-    entry.born = state::generation();
+    grown.born = state::generation();
+    key.replace_entry(grown)?;
     let new = added.iter().map(Vec::as_slice);
     let none = std::iter::empty();
     state::with_db(db, |idx| {

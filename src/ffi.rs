@@ -64,7 +64,7 @@ unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mu
             return std::ptr::null_mut();
         };
         match Entry::decode(buf.as_ref()) {
-            Ok(e) => Box::into_raw(Box::new(e)).cast(),
+            Ok(e) => Entry::into_raw(e).cast(),
             Err(e) => {
                 log_io(io, &format!("tagcache: {e}"));
                 std::ptr::null_mut()
@@ -86,7 +86,7 @@ fn log_io(io: *mut raw::RedisModuleIO, msg: &str) {
 
 unsafe extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
     guard((), || {
-        let e = &*value.cast::<Entry>();
+        let e = Entry::from_raw_ref(value.cast());
         raw::save_slice(io, &e.encode());
     })
 }
@@ -99,7 +99,7 @@ unsafe extern "C" fn aof_rewrite(
     value: *mut c_void,
 ) {
     guard((), || {
-        let e = &*value.cast::<Entry>();
+        let e = Entry::from_raw_ref(value.cast());
         let mut args: Vec<*mut raw::RedisModuleString> = Vec::new();
         let mut push = |b: &[u8]| {
             if let Some(f) = raw::RedisModule_CreateString {
@@ -211,7 +211,7 @@ unsafe fn emit_state_once(aof: *mut raw::RedisModuleIO) -> u64 {
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    guard(0, || (*value.cast::<Entry>()).heap_size())
+    guard(0, || Entry::from_raw_ref(value.cast()).heap_size())
 }
 
 /// Module-wide state saved after the keys of an RDB (and DUMP-free): the BATCHED queue.
@@ -279,7 +279,7 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
 /// meta are not part of it.
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     guard((), || {
-        let e = &*value.cast::<Entry>();
+        let e = Entry::from_raw_ref(value.cast());
         let (Some(add), Some(end)) = (
             raw::RedisModule_DigestAddStringBuffer,
             raw::RedisModule_DigestEndSequence,
@@ -306,16 +306,16 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
 /// May run on the lazy-free thread: frees the entry's own memory and nothing else.
 unsafe extern "C" fn free(value: *mut c_void) {
     if !value.is_null() {
-        drop(Box::from_raw(value.cast::<Entry>()));
+        drop(Entry::box_from_raw(value.cast()));
     }
 }
 
-/// How much work freeing takes: an entry is two allocations, whatever its size.
+/// How much work freeing takes: an entry is one allocation, whatever its size.
 unsafe extern "C" fn free_effort(
     _key: *mut raw::RedisModuleString,
     _value: *const c_void,
 ) -> usize {
-    2
+    1
 }
 
 /// COPY: a full copy of the entry; the `copy_to` notification indexes the new key. Records the
@@ -336,8 +336,8 @@ unsafe extern "C" fn copy2(
                 }
             }
         }
-        let e = (*value.cast::<Entry>()).clone();
-        Box::into_raw(Box::new(e)).cast()
+        let e = Entry::from_raw_ref(value.cast()).to_owned();
+        Entry::into_raw(e).cast()
     })
 }
 
@@ -371,9 +371,10 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         let Ok(db) = usize::try_from(dbid(ctx)) else {
             return;
         };
-        let Some(e) = value.cast::<Entry>().as_ref() else {
+        if value.is_null() {
             return;
-        };
+        }
+        let e = Entry::from_raw_ref(value.cast());
         let hash = hash_key(key);
         let mut st = state::lock();
         let quiet = match st.quiet {

@@ -115,8 +115,8 @@ impl Key {
     }
 
     /// Stores an entry, replacing whatever cache entry was there (deadline included).
-    pub fn set_entry(&self, entry: Entry) -> Result<()> {
-        let value = Box::into_raw(Box::new(entry)).cast::<c_void>();
+    pub fn set_entry(&self, entry: Box<Entry>) -> Result<()> {
+        let value = Entry::into_raw(entry).cast::<c_void>();
         let status = unsafe {
             raw::RedisModule_ModuleTypeSetValue.map_or(raw::REDISMODULE_ERR as c_int, |f| {
                 f(self.key, *CACHE_TYPE.raw_type.borrow(), value)
@@ -125,7 +125,30 @@ impl Key {
         if status == raw::REDISMODULE_OK as c_int {
             Ok(())
         } else {
-            drop(unsafe { Box::from_raw(value.cast::<Entry>()) });
+            drop(unsafe { Entry::box_from_raw(value.cast()) });
+            Err(CacheError::Internal("could not store the entry".into()))
+        }
+    }
+
+    /// Puts `entry` in place of the cache entry at this key and frees the old one. The key, its
+    /// deadline and everything else the server keeps stay as they were: no keyspace event, no
+    /// unlink. For an entry whose size changed. Takes `&mut self` so that no reference into the
+    /// old entry can outlive the call.
+    pub fn replace_entry(&mut self, entry: Box<Entry>) -> Result<()> {
+        let value = Entry::into_raw(entry).cast::<c_void>();
+        let mut old: *mut c_void = ptr::null_mut();
+        let status = unsafe {
+            raw::RedisModule_ModuleTypeReplaceValue.map_or(raw::REDISMODULE_ERR as c_int, |f| {
+                f(self.key, *CACHE_TYPE.raw_type.borrow(), value, &mut old)
+            })
+        };
+        if status == raw::REDISMODULE_OK as c_int {
+            if !old.is_null() {
+                drop(unsafe { Entry::box_from_raw(old.cast()) });
+            }
+            Ok(())
+        } else {
+            drop(unsafe { Entry::box_from_raw(value.cast()) });
             Err(CacheError::Internal("could not store the entry".into()))
         }
     }
@@ -213,10 +236,10 @@ unsafe fn held_by<'a>(key: *mut raw::RedisModuleKey) -> Held<'a> {
             return Held::Other;
         }
         let value = raw::RedisModule_ModuleTypeGetValue.map_or(ptr::null_mut(), |f| f(key));
-        match (value as *mut Entry).as_mut() {
-            Some(e) => Held::Entry(e),
-            None => Held::Nothing,
+        if value.is_null() {
+            return Held::Nothing;
         }
+        Held::Entry(Entry::from_raw(value.cast()))
     }
 }
 

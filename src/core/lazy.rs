@@ -107,12 +107,21 @@ impl Mark {
 }
 
 /// Something under a key name that coverage looks at: the live entry, or a tombstone.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Node {
     /// Tags and dependencies (the value is left out) and the generation it was born at.
-    pub entry: Entry,
+    pub entry: Box<Entry>,
     /// Marks newer than this do not see it (a tombstone: the generation it left at).
     pub until: u64,
+}
+
+impl Clone for Node {
+    fn clone(&self) -> Node {
+        Node {
+            entry: (*self.entry).to_owned(),
+            until: self.until,
+        }
+    }
 }
 
 /// The world coverage looks into: what is under a name, and the users' permissions.
@@ -516,7 +525,7 @@ mod tests {
     /// A database in memory: live entries by name, tombstones from a LazyDb, permissions by
     /// prefix.
     struct World<'a> {
-        live: AHashMap<Vec<u8>, Entry>,
+        live: AHashMap<Vec<u8>, Box<Entry>>,
         lazy: &'a LazyDb,
         denied_prefix: Option<&'static [u8]>,
     }
@@ -527,7 +536,7 @@ mod tests {
                 .live
                 .get(name)
                 .map(|e| Node {
-                    entry: e.clone(),
+                    entry: (**e).to_owned(),
                     until: u64::MAX,
                 })
                 .into_iter()
@@ -541,7 +550,7 @@ mod tests {
         }
     }
 
-    fn entry(tags: &[&str], deps: &[&str], born: u64) -> Entry {
+    fn entry(tags: &[&str], deps: &[&str], born: u64) -> Box<Entry> {
         let mut e = Entry::new(
             b"v",
             tags.iter().map(|t| t.as_bytes()),
@@ -562,18 +571,21 @@ mod tests {
         Mark::new(gen, sel, depth, None, None, 0, 0)
     }
 
-    fn world(entries: &[(&str, Entry)], lazy: &LazyDb) -> World<'static> {
+    fn world(entries: &[(&str, Box<Entry>)], lazy: &LazyDb) -> World<'static> {
         // The tests keep `lazy` alive for the world's lifetime.
         let lazy: &'static LazyDb = Box::leak(Box::new(lazy.clone()));
         World {
-            live: entries.iter().map(|(k, e)| (b(k), e.clone())).collect(),
+            live: entries
+                .iter()
+                .map(|(k, e)| (b(k), (**e).to_owned()))
+                .collect(),
             lazy,
             denied_prefix: None,
         }
     }
 
     fn covered(marks: &[Mark], w: &mut World, name: &str) -> bool {
-        let e = w.live.get(name.as_bytes()).cloned().unwrap();
+        let e = Entry::to_owned(w.live.get(name.as_bytes()).unwrap());
         covering(marks, name.as_bytes(), &e, w).is_some()
     }
 
