@@ -900,16 +900,18 @@ struct Slot {
     key: Vec<u8>,
     hash: u64,
     err: u64,
-    /// Position of this slot in the heap.
-    at: usize,
 }
 
 /// Space-saving top-N (Metwally et al.) over at most `cap` byte-string keys.
 ///
-/// Slots hold the keys; a min-heap of `(count, slot)` orders them and each slot knows its heap
-/// position; a map from the key's 64-bit hash finds the slot. A tracked key's hit costs one
-/// hash, one lookup and an O(log cap) sift; an untracked key replaces the minimum (reusing its
-/// buffer, so no allocation once the buffers are large enough), inheriting its count as error.
+/// Slots hold the keys and `counts` their counts; a map from the key's 64-bit hash finds the
+/// slot. A tracked key's hit costs one hash, one lookup and one addition. An untracked key
+/// replaces a slot with the smallest count (reusing its buffer, so no allocation once the
+/// buffers are large enough), inheriting that count as error. The smallest slots are found
+/// from `at_floor`: the slots whose count was `floor`, the smallest, when the counts were last
+/// scanned. Counts only grow, so one of them that still counts `floor` is still a smallest;
+/// one counted since is skipped, and when none is left the counts are scanned again (one
+/// pass over `cap` integers, shared by every slot found at the new floor).
 /// `count - err` is exactly the number of additions since the key (last) entered the table, a
 /// lower bound of its true total; any key whose true total exceeds `total / cap` is tracked.
 /// A key whose 64-bit hash equals a tracked key's (odds about `cap / 2^64` per key) is not
@@ -919,7 +921,9 @@ struct TopN {
     hasher: ahash::RandomState,
     pos: HashMap<u64, usize, BuildHasherDefault<PrehashedHasher>>,
     slots: Vec<Slot>,
-    heap: Vec<(u64, usize)>,
+    counts: Vec<u64>,
+    floor: u64,
+    at_floor: Vec<usize>,
 }
 
 impl TopN {
@@ -929,7 +933,9 @@ impl TopN {
             hasher: ahash::RandomState::new(),
             pos: HashMap::default(),
             slots: Vec::new(),
-            heap: Vec::new(),
+            counts: Vec::new(),
+            floor: 0,
+            at_floor: Vec::new(),
         }
     }
 
@@ -940,105 +946,72 @@ impl TopN {
     fn add(&mut self, key: &[u8], n: u64) {
         let hash = self.hasher.hash_one(key);
         if let Some(&s) = self.pos.get(&hash) {
-            let Some(slot) = self.slots.get(s) else {
+            let (Some(slot), Some(count)) = (self.slots.get(s), self.counts.get_mut(s)) else {
                 return;
             };
-            if slot.key != key {
-                return; // hash collision with another tracked key
-            }
-            let i = slot.at;
-            if let Some(entry) = self.heap.get_mut(i) {
-                entry.0 = entry.0.saturating_add(n);
-                self.sift_down(i);
-            }
+            if slot.key == key {
+                *count = count.saturating_add(n);
+            } // else a hash collision with another tracked key
             return;
         }
         if self.cap == 0 {
             return;
         }
         if self.slots.len() < self.cap {
-            let (s, i) = (self.slots.len(), self.heap.len());
-            self.pos.insert(hash, s);
+            self.pos.insert(hash, self.slots.len());
             self.slots.push(Slot {
                 key: key.to_vec(),
                 hash,
                 err: 0,
-                at: i,
             });
-            self.heap.push((n, s));
-            self.sift_up(i);
+            self.counts.push(n);
             return;
         }
-        let Some(root) = self.heap.first_mut() else {
+        let Some(s) = self.smallest() else {
             return;
         };
-        let (min, s) = *root;
-        root.0 = min.saturating_add(n);
-        let Some(slot) = self.slots.get_mut(s) else {
+        let (Some(slot), Some(count)) = (self.slots.get_mut(s), self.counts.get_mut(s)) else {
             return;
         };
+        let min = *count;
+        *count = min.saturating_add(n);
         self.pos.remove(&slot.hash);
         slot.key.clear();
         slot.key.extend_from_slice(key);
         slot.hash = hash;
         slot.err = min;
         self.pos.insert(hash, s);
-        self.sift_down(0);
     }
 
-    fn swap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        for i in [a, b] {
-            if let Some(&(_, s)) = self.heap.get(i) {
-                if let Some(slot) = self.slots.get_mut(s) {
-                    slot.at = i;
+    /// A slot with the smallest count (None only when there are no slots).
+    fn smallest(&mut self) -> Option<usize> {
+        loop {
+            while let Some(s) = self.at_floor.pop() {
+                if self.counts.get(s) == Some(&self.floor) {
+                    return Some(s);
                 }
             }
-        }
-    }
-
-    fn count_at(&self, i: usize) -> u64 {
-        self.heap.get(i).map_or(u64::MAX, |e| e.0)
-    }
-
-    fn sift_up(&mut self, mut i: usize) {
-        while i > 0 {
-            let parent = (i - 1) / 2;
-            if self.count_at(i) >= self.count_at(parent) {
-                break;
-            }
-            self.swap(i, parent);
-            i = parent;
-        }
-    }
-
-    fn sift_down(&mut self, mut i: usize) {
-        loop {
-            let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut m = i;
-            if self.count_at(l) < self.count_at(m) {
-                m = l;
-            }
-            if self.count_at(r) < self.count_at(m) {
-                m = r;
-            }
-            if m == i {
-                break;
-            }
-            self.swap(i, m);
-            i = m;
+            self.floor = *self.counts.iter().min()?;
+            let floor = self.floor;
+            // Reversed, so that the lowest slot is taken first.
+            self.at_floor.extend(
+                self.counts
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .filter(|&(_, &c)| c == floor)
+                    .map(|(s, _)| s),
+            );
         }
     }
 
     /// The `n` keys with the largest guaranteed counts (`count - err`), largest first, ties by key.
     fn top(&self, n: usize) -> Vec<(&[u8], u64)> {
         let mut v: Vec<(&[u8], u64)> = self
-            .heap
+            .slots
             .iter()
-            .filter_map(|&(count, s)| {
-                let slot = self.slots.get(s)?;
-                Some((slot.key.as_slice(), count.saturating_sub(slot.err)))
-            })
+            .zip(&self.counts)
+            .map(|(slot, &count)| (slot.key.as_slice(), count.saturating_sub(slot.err)))
             .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
         v.truncate(n);
@@ -2830,6 +2803,32 @@ mod tests {
         }
 
         #[test]
+        fn top_n_counts_match_a_scan_for_the_minimum(
+            adds in prop::collection::vec((0u16..60, 1u64..4), 0..1_500),
+        ) {
+            // Which smallest slot a newcomer takes does not change the counts held: after every
+            // addition they must equal those of a table that scans for its minimum each time.
+            let cap = 8;
+            let mut t = TopN::new(cap);
+            let mut naive: Vec<(u16, u64)> = Vec::new();
+            for &(k, n) in &adds {
+                t.add(&k.to_be_bytes(), n);
+                if let Some(e) = naive.iter_mut().find(|e| e.0 == k) {
+                    e.1 += n;
+                } else if naive.len() < cap {
+                    naive.push((k, n));
+                } else if let Some(e) = naive.iter_mut().min_by_key(|e| e.1) {
+                    *e = (k, e.1 + n);
+                }
+                let mut ours = t.counts.clone();
+                let mut theirs: Vec<u64> = naive.iter().map(|e| e.1).collect();
+                ours.sort_unstable();
+                theirs.sort_unstable();
+                prop_assert_eq!(ours, theirs);
+            }
+        }
+
+        #[test]
         fn top_n_lower_bounds_and_heavy_hitters(keys in prop::collection::vec(0u16..200, 0..2_000)) {
             let cap = 16;
             let mut t = TopN::new(cap);
@@ -2851,14 +2850,17 @@ mod tests {
                     prop_assert!(top.iter().any(|(tk, _)| **tk == k.to_be_bytes()[..]), "heavy hitter {} missing", k);
                 }
             }
-            // Heap property, and slots know their heap positions.
-            prop_assert_eq!(t.heap.len(), t.slots.len());
+            // Every slot has a count and is found by its hash; the floor is never above the
+            // smallest count, and a candidate still at the floor is a smallest slot.
+            prop_assert_eq!(t.counts.len(), t.slots.len());
             prop_assert_eq!(t.pos.len(), t.slots.len());
-            for i in 1..t.heap.len() {
-                prop_assert!(t.heap[(i - 1) / 2].0 <= t.heap[i].0);
+            for (s, slot) in t.slots.iter().enumerate() {
+                prop_assert_eq!(t.pos.get(&slot.hash), Some(&s));
             }
-            for (i, &(_, s)) in t.heap.iter().enumerate() {
-                prop_assert_eq!(t.slots[s].at, i);
+            let min = t.counts.iter().min().copied().unwrap_or(0);
+            prop_assert!(t.floor <= min);
+            if t.at_floor.iter().any(|&s| t.counts[s] == t.floor) {
+                prop_assert_eq!(t.floor, min);
             }
         }
 
