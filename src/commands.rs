@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use std::os::raw::c_int;
+
+use redis_module::{raw, Context, RedisString};
 use smallvec::SmallVec;
 
 use crate::cluster::{self, Cascade, Job};
@@ -29,12 +31,12 @@ type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
 /// The command boundary: runs a handler, turns its error or any panic into an error reply, and
 /// records the latency of `op` when the command succeeds (CACHE.GET and CACHE.MGET record
 /// theirs with their hits and misses).
-pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler, op: Option<Op>) -> RedisResult {
+pub fn run(ctx: &Context, args: &[RedisString], handler: Handler, op: Option<Op>) {
     // The clock is read only for the commands timed here.
     let started = op.map(|_| Instant::now());
     let outcome = error::catch(|| {
         let argv: SmallVec<[&[u8]; 16]> = args.iter().map(|a| a.as_slice()).collect();
-        handler(ctx, &args, &argv)
+        handler(ctx, args, &argv)
     });
     if let (Some(op), Some(started), Ok(Ok(_))) = (op, started, &outcome) {
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -49,16 +51,25 @@ pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler, op: Option<O
             server::reply_error(ctx, &CacheError::Internal(why));
         }
     }
-    Ok(RedisValue::NoReply)
 }
 
+/// The server's callbacks: each runs its handler through [`run`] on borrowed arguments.
 macro_rules! commands {
     ($($name:ident => $handler:ident $(as $op:ident)?),* $(,)?) => {
-        $(pub fn $name(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-            #[allow(unused_mut, unused_assignments)]
-            let mut op = None;
-            $(op = Some(Op::$op);)?
-            run(ctx, args, $handler, op)
+        $(
+        /// # Safety
+        /// Called by the server with a command's arguments.
+        pub unsafe extern "C" fn $name(
+            ctx: *mut raw::RedisModuleCtx,
+            argv: *mut *mut raw::RedisModuleString,
+            argc: c_int,
+        ) -> c_int {
+            crate::ffi::call_command(ctx, argv, argc, |ctx, args| {
+                #[allow(unused_mut, unused_assignments)]
+                let mut op = None;
+                $(op = Some(Op::$op);)?
+                run(ctx, args, $handler, op)
+            })
         })*
     };
 }

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use redis_module::{Context, RedisResult, RedisString};
+use std::os::raw::c_int;
+
+use redis_module::{raw, Context, RedisString};
 
 use crate::commands::{self, DEL_CHUNK};
 use crate::config;
@@ -48,8 +50,16 @@ impl Drop for LeaseGuard {
     }
 }
 
-pub fn fetch(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    commands::run(ctx, args, cache_fetch, None)
+/// # Safety
+/// Called by the server with the command's arguments.
+pub unsafe extern "C" fn fetch(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    crate::ffi::call_command(ctx, argv, argc, |ctx, args| {
+        commands::run(ctx, args, cache_fetch, None)
+    })
 }
 
 /// `CACHE.FETCH key [LEASE ms]` -> `[value-or-nil, state]`.

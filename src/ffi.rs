@@ -2,11 +2,13 @@
 //! notifications. Nothing here may panic across the boundary or touch shared state from a
 //! background thread (`free` may run on the lazy-free thread).
 
+use std::mem::ManuallyDrop;
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use redis_module::{raw, Context, RedisString};
+use smallvec::SmallVec;
 
 use crate::core::batch::Batch;
 use crate::core::entry::{Entry, ENCODING_VERSION};
@@ -681,35 +683,84 @@ pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_repor
 }
 
 /// A command the server calls with its raw arguments: wraps them for a handler of `commands`.
-macro_rules! command_fn {
-    ($name:ident, $handler:path) => {
-        unsafe extern "C" fn $name(
-            ctx: *mut raw::RedisModuleCtx,
-            argv: *mut *mut raw::RedisModuleString,
-            argc: c_int,
-        ) -> c_int {
-            let context = Context::new(ctx);
-            let args = redis_module::decode_args(ctx, argv, argc);
-            let _ = $handler(&context, args);
-            raw::REDISMODULE_OK as c_int
-        }
+/// A command's callback as the server calls it.
+pub type CommandFn = unsafe extern "C" fn(
+    *mut raw::RedisModuleCtx,
+    *mut *mut raw::RedisModuleString,
+    c_int,
+) -> c_int;
+
+/// Runs a command on its arguments, borrowed: the server holds them for the whole call, so they
+/// are neither retained nor freed, and up to 16 of them take no allocation. (`redis_module`'s
+/// own wrapper collects them into a new `Vec`, retaining each one, on every call.)
+///
+/// # Safety
+/// The server's command callback arguments, passed on unchanged.
+pub unsafe fn call_command(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    run: impl FnOnce(&Context, &[RedisString]),
+) -> c_int {
+    let context = Context::new(ctx);
+    let given: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
+        Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
+        _ => &[],
     };
+    let held: SmallVec<[ManuallyDrop<RedisString>; 16]> = given
+        .iter()
+        .map(|&a| ManuallyDrop::new(RedisString::from_redis_module_string(ctx, a)))
+        .collect();
+    // SAFETY: `ManuallyDrop<T>` is `repr(transparent)` over `T`; the strings are never dropped
+    // through this view, so the server's references stay as they were.
+    let args = &*(std::ptr::from_ref::<[ManuallyDrop<RedisString>]>(held.as_slice())
+        as *const [RedisString]);
+    run(&context, args);
+    raw::REDISMODULE_OK as c_int
 }
 
-command_fn!(rule_set, crate::commands::rule_set);
-command_fn!(rule_del, crate::commands::rule_del);
-command_fn!(rule_list, crate::commands::rule_list);
-command_fn!(rule_help, crate::commands::rule_help);
+/// A command to register: name, callback, flags, first key, last key, key step.
+pub type CommandRow = (
+    &'static std::ffi::CStr,
+    CommandFn,
+    &'static std::ffi::CStr,
+    c_int,
+    c_int,
+    c_int,
+);
+
+/// Registers the commands (from `OnLoad`); false when the server refuses one.
+pub fn create_commands(ctx: &Context, rows: &[CommandRow]) -> bool {
+    let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
+        return false;
+    };
+    rows.iter().all(|&(name, f, flags, first, last, step)| {
+        let ok = unsafe {
+            create(
+                ctx.ctx,
+                name.as_ptr(),
+                Some(f),
+                flags.as_ptr(),
+                first,
+                last,
+                step,
+            )
+        } == raw::REDISMODULE_OK as c_int;
+        if !ok {
+            ctx.log_warning(&format!(
+                "tagcache: could not create {}",
+                name.to_string_lossy()
+            ));
+        }
+        ok
+    })
+}
 
 /// CACHE.RULE as a container command whose subcommands have their own flags (LIST is a read a
 /// replica answers; SET is a write it refuses). Redis 7.0 subcommands.
 pub fn register_subcommands(ctx: &Context) -> bool {
-    type Cmd = unsafe extern "C" fn(
-        *mut raw::RedisModuleCtx,
-        *mut *mut raw::RedisModuleString,
-        c_int,
-    ) -> c_int;
-    let subs: [(&std::ffi::CStr, Cmd, &std::ffi::CStr); 4] = [
+    use crate::commands::{rule_del, rule_help, rule_list, rule_set};
+    let subs: [(&std::ffi::CStr, CommandFn, &std::ffi::CStr); 4] = [
         (c"set", rule_set, c"write"),
         (c"del", rule_del, c"write"),
         (c"list", rule_list, c"readonly"),

@@ -31,9 +31,63 @@ mod module {
         MAX_CASCADE_ENTRIES, MAX_DEPENDS_PER_ENTRY, MAX_META_BYTES, MAX_NAME_BYTES,
         MAX_PATTERN_BYTES, MAX_TAGS_PER_ENTRY,
     };
-    use crate::ffi::{self, CACHE_TYPE};
+    use crate::ffi::{self, CommandRow, CACHE_TYPE};
+
+    /// The commands: name, callback, flags, first key, last key, key step.
+    const COMMANDS: [CommandRow; 19] = [
+        (c"cache.set", commands::set, c"write deny-oom", 1, 1, 1),
+        (c"cache.get", commands::get, c"readonly fast", 1, 1, 1),
+        (
+            c"cache.fetch",
+            crate::fetch::fetch,
+            c"readonly fast",
+            1,
+            1,
+            1,
+        ),
+        (c"cache.mget", commands::mget, c"readonly fast", 1, -1, 1),
+        (c"cache.tag", commands::tag, c"write deny-oom", 1, 1, 1),
+        (
+            c"cache.depend",
+            commands::depend,
+            c"write deny-oom",
+            1,
+            1,
+            1,
+        ),
+        (
+            c"cache.inspect",
+            commands::inspect,
+            c"readonly fast",
+            1,
+            1,
+            1,
+        ),
+        (c"cache.invalidate", commands::invalidate, c"write", 0, 0, 0),
+        (c"cache.keys", commands::keys, c"readonly", 0, 0, 0),
+        (c"cache.pending", commands::pending, c"write", 0, 0, 0),
+        (c"cache.relate", commands::relate, c"write", 0, 0, 0),
+        (c"cache.write", commands::write, c"write", 0, 0, 0),
+        (c"cache.tags", commands::tags, c"readonly", 0, 0, 0),
+        (c"cache.stats", commands::stats, c"readonly", 0, 0, 0),
+        (
+            c"cache.recommend",
+            commands::recommend,
+            c"readonly",
+            0,
+            0,
+            0,
+        ),
+        (c"cache.events", commands::events, c"readonly", 0, 0, 0),
+        (c"cache.hotkeys", commands::hotkeys, c"readonly", 0, 0, 0),
+        (c"cache.reset", commands::reset, c"admin", 0, 0, 0),
+        (c"cache.debug", commands::debug, c"admin", 0, 0, 0),
+    ];
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+        if !ffi::create_commands(ctx, &COMMANDS) {
+            return Status::Err;
+        }
         // Replaces the crate's default INFO handler (the last registration wins).
         redis_module::raw::register_info_function(ctx.ctx, Some(ffi::info));
         crate::server::set_module_options(ctx);
@@ -65,27 +119,6 @@ mod module {
         allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
         data_types: [CACHE_TYPE],
         init: init,
-        commands: [
-            ["cache.set", commands::set, "write deny-oom", 1, 1, 1, ""],
-            ["cache.get", commands::get, "readonly fast", 1, 1, 1, ""],
-            ["cache.fetch", crate::fetch::fetch, "readonly fast", 1, 1, 1, ""],
-            ["cache.mget", commands::mget, "readonly fast", 1, -1, 1, ""],
-            ["cache.tag", commands::tag, "write deny-oom", 1, 1, 1, ""],
-            ["cache.depend", commands::depend, "write deny-oom", 1, 1, 1, ""],
-            ["cache.inspect", commands::inspect, "readonly fast", 1, 1, 1, ""],
-            ["cache.invalidate", commands::invalidate, "write", 0, 0, 0, ""],
-            ["cache.keys", commands::keys, "readonly", 0, 0, 0, ""],
-            ["cache.pending", commands::pending, "write", 0, 0, 0, ""],
-            ["cache.relate", commands::relate, "write", 0, 0, 0, ""],
-            ["cache.write", commands::write, "write", 0, 0, 0, ""],
-            ["cache.tags", commands::tags, "readonly", 0, 0, 0, ""],
-            ["cache.stats", commands::stats, "readonly", 0, 0, 0, ""],
-            ["cache.recommend", commands::recommend, "readonly", 0, 0, 0, ""],
-            ["cache.events", commands::events, "readonly", 0, 0, 0, ""],
-            ["cache.hotkeys", commands::hotkeys, "readonly", 0, 0, 0, ""],
-            ["cache.reset", commands::reset, "admin", 0, 0, 0, ""],
-            ["cache.debug", commands::debug, "admin", 0, 0, 0, ""],
-        ],
         configurations: [
             i64: [
                 [MAX_CASCADE_DEPTH.name, &MAX_CASCADE_DEPTH.value, MAX_CASCADE_DEPTH.default, MAX_CASCADE_DEPTH.min, MAX_CASCADE_DEPTH.max, ConfigurationFlags::DEFAULT, None],
