@@ -102,7 +102,8 @@ commands! {
 fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let now = server::now_ms();
     let a = parse::parse_set(argv, now)?;
-    guard::limits(ctx).check_set(&a)?;
+    let replayed = server::replayed(ctx);
+    guard::limits_for(replayed).check_set(&a)?;
     let key = Key::write(ctx, &args[1]);
     let db = server::selected_db(ctx);
     // An entry a LAZY invalidation covers is gone as far as the command can tell, and so is a
@@ -112,7 +113,6 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
         _ => {}
     }
-    let replayed = server::replayed(ctx);
     let deadline = match a.expiry {
         Expiry::At(t) => Some(t),
         Expiry::Keep if existing => key.deadline(),
@@ -128,7 +128,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
             key.delete();
             drop(key);
             server::signal_modified(ctx, &args[1]);
-            server::notify(ctx, NOTIFY_GENERIC, "del", &args[1]);
+            server::notify(ctx, NOTIFY_GENERIC, c"del", &args[1]);
             server::replicate(ctx, "DEL", &[argv[1]]);
         }
         return Ok(Reply::Ok);
@@ -184,7 +184,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     }
     drop(key);
     server::signal_modified(ctx, &args[1]);
-    server::notify(ctx, NOTIFY_MODULE, "cache.set", &args[1]);
+    server::notify(ctx, NOTIFY_MODULE, c"cache.set", &args[1]);
     Ok(Reply::Ok)
 }
 
@@ -309,7 +309,16 @@ fn add_links(
     });
     drop(key);
     server::signal_modified(ctx, &args[1]);
-    server::notify(ctx, NOTIFY_MODULE, cmd, &args[1]);
+    server::notify(
+        ctx,
+        NOTIFY_MODULE,
+        if to_deps {
+            c"cache.depend"
+        } else {
+            c"cache.tag"
+        },
+        &args[1],
+    );
     ctx.replicate_verbatim();
     Ok(Reply::Int(added.len() as i64))
 }
@@ -562,7 +571,7 @@ fn apply(
         key.delete();
         drop(key);
         server::signal_modified(ctx, &rs);
-        server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
+        server::notify(ctx, NOTIFY_GENERIC, c"del", &rs);
         true
     });
     if !matches!(selector, Selector::All) {

@@ -246,7 +246,7 @@ pub fn soft(
         let until = mark(&key, e, deadline);
         drop(key);
         server::signal_modified(ctx, &rs);
-        server::notify(ctx, NOTIFY_MODULE, "cache.soft", &rs);
+        server::notify(ctx, NOTIFY_MODULE, c"cache.soft", &rs);
         marked.push((until, name.to_vec()));
         true
     });

@@ -14,7 +14,12 @@ use crate::state;
 
 /// The limits for the command running: none when it is replayed.
 pub fn limits(ctx: &Context) -> Limits {
-    if server::replayed(ctx) {
+    limits_for(server::replayed(ctx))
+}
+
+/// [`limits`] when the caller has already asked whether the command is `replayed`.
+pub fn limits_for(replayed: bool) -> Limits {
+    if replayed {
         Limits::NONE
     } else {
         config::limits()

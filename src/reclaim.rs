@@ -521,6 +521,6 @@ fn reclaim_one(
     key.delete();
     drop(key);
     server::signal_modified(ctx, &rs);
-    server::notify(ctx, NOTIFY_GENERIC, "del", &rs);
+    server::notify(ctx, NOTIFY_GENERIC, c"del", &rs);
     true
 }

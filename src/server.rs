@@ -1,7 +1,7 @@
 //! Thin safe wrappers over the server's module API: keys holding cache entries, replies,
 //! replication, notifications, scans. The command handlers use these and nothing rawer.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -402,10 +402,7 @@ pub fn replicate(ctx: &Context, cmd: &str, args: &[&[u8]]) {
 pub const NOTIFY_GENERIC: c_int = raw::REDISMODULE_NOTIFY_GENERIC;
 pub const NOTIFY_MODULE: c_int = raw::REDISMODULE_NOTIFY_MODULE as c_int;
 
-pub fn notify(ctx: &Context, class: c_int, event: &str, key: &RedisString) {
-    let Ok(event) = CString::new(event) else {
-        return;
-    };
+pub fn notify(ctx: &Context, class: c_int, event: &CStr, key: &RedisString) {
     unsafe {
         if let Some(f) = raw::RedisModule_NotifyKeyspaceEvent {
             f(ctx.ctx, class, event.as_ptr(), key.inner);
