@@ -1,6 +1,8 @@
 //! A cache entry as the keyspace stores it: payload, tags, dependencies, metadata and counters.
 //! Plain Rust: the server shell wraps it in the module data type.
 
+use smallvec::SmallVec;
+
 /// Encoding version written in front of every serialised entry (RDB, DUMP).
 pub const ENCODING_VERSION: u8 = 3;
 
@@ -110,12 +112,13 @@ impl<'a> Iterator for NameIter<'a> {
     }
 }
 
-/// What changes between two sorted name lists: (names only in `old`, names only in `new`).
+/// What changes between two sorted name lists: calls `each(false, name)` for every name only in
+/// `old` and `each(true, name)` for every name only in `new`, in order.
 pub fn diff_names<'a, 'b>(
     old: impl Iterator<Item = &'a [u8]>,
     new: impl Iterator<Item = &'b [u8]>,
-) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    mut each: impl FnMut(bool, &[u8]),
+) {
     let mut old = old.peekable();
     let mut new = new.peekable();
     loop {
@@ -125,51 +128,77 @@ pub fn diff_names<'a, 'b>(
                 new.next();
             }
             (Some(a), Some(b)) if a < b => {
-                gone.push(a.to_vec());
+                each(false, a);
                 old.next();
             }
             (Some(_), Some(b)) => {
-                came.push(b.to_vec());
+                each(true, b);
                 new.next();
             }
             (Some(a), None) => {
-                gone.push(a.to_vec());
+                each(false, a);
                 old.next();
             }
             (None, Some(b)) => {
-                came.push(b.to_vec());
+                each(true, b);
                 new.next();
             }
-            (None, None) => return (gone, came),
+            (None, None) => return,
         }
     }
 }
 
-/// How the links of an entry change when it is replaced.
+/// Which list of a [`LinkChange`] a name is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    TagGone,
+    TagNew,
+    DepGone,
+    DepNew,
+}
+
+/// How the links of an entry change when it is replaced: the names back to back in one buffer,
+/// each with its list. A few short names (the usual replacement) take no allocation.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LinkChange {
-    pub tags_gone: Vec<Vec<u8>>,
-    pub tags_new: Vec<Vec<u8>>,
-    pub deps_gone: Vec<Vec<u8>>,
-    pub deps_new: Vec<Vec<u8>>,
+    bytes: SmallVec<[u8; 64]>,
+    ends: SmallVec<[(Link, usize); 4]>,
 }
 
 impl LinkChange {
     pub fn between(old: &Entry, new: &Entry) -> LinkChange {
-        let (tags_gone, tags_new) = diff_names(old.tags(), new.tags());
-        let (deps_gone, deps_new) = diff_names(old.deps(), new.deps());
-        LinkChange {
-            tags_gone,
-            tags_new,
-            deps_gone,
-            deps_new,
-        }
+        let mut c = LinkChange::default();
+        diff_names(old.tags(), new.tags(), |came, n| {
+            c.push(if came { Link::TagNew } else { Link::TagGone }, n)
+        });
+        diff_names(old.deps(), new.deps(), |came, n| {
+            c.push(if came { Link::DepNew } else { Link::DepGone }, n)
+        });
+        c
+    }
+
+    pub fn push(&mut self, link: Link, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push((link, self.bytes.len()));
+    }
+
+    /// The names in one list, in the order they were pushed (sorted, from `between`).
+    pub fn names(&self, link: Link) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut start = 0;
+        self.ends.iter().filter_map(move |&(l, end)| {
+            let name = self.bytes.get(start..end);
+            start = end;
+            name.filter(|_| l == link)
+        })
     }
 }
 
+/// Names borrowed from an entry or a command; a few take no allocation.
+pub type Names<'a> = SmallVec<[&'a [u8]; 8]>;
+
 /// Sorts and deduplicates names.
-pub fn canonical<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
-    let mut v: Vec<&[u8]> = names.into_iter().collect();
+pub fn canonical<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Names<'a> {
+    let mut v: Names = names.into_iter().collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -404,13 +433,14 @@ impl Entry {
             return None;
         }
         let merged = canonical(current.into_iter().chain(added.iter().map(Vec::as_slice)));
-        let (tags, deps): (Vec<&[u8]>, Vec<&[u8]>) = if to_deps {
+        let (tags, deps): (Names, Names) = if to_deps {
             (self.tags().collect(), merged)
         } else {
             (merged, self.deps().collect())
         };
-        let rebuilt = Self::build(self.head, self.value(), &tags, &deps, self.meta())?;
-        Some((rebuilt, added))
+        let rebuilt = Self::build(self.head, self.value(), &tags, &deps, self.meta());
+        drop((tags, deps));
+        Some((rebuilt?, added))
     }
 
     /// The entry without its value, meta and counters: what coverage needs of it.
@@ -683,22 +713,40 @@ mod tests {
     #[test]
     fn diff_of_sorted_lists() {
         let v = |x: &[&'static str]| x.iter().map(|s| s.as_bytes()).collect::<Vec<&[u8]>>();
-        let (gone, came) = diff_names(
-            v(&["a", "c", "d"]).into_iter(),
-            v(&["b", "c", "e"]).into_iter(),
-        );
+        let diff = |old: &[&'static str], new: &[&'static str]| {
+            let (mut gone, mut came) = (Vec::new(), Vec::new());
+            diff_names(v(old).into_iter(), v(new).into_iter(), |c, n| {
+                if c { &mut came } else { &mut gone }.push(n.to_vec())
+            });
+            (gone, came)
+        };
+        let (gone, came) = diff(&["a", "c", "d"], &["b", "c", "e"]);
         assert_eq!(gone, vec![b"a".to_vec(), b"d".to_vec()]);
         assert_eq!(came, vec![b"b".to_vec(), b"e".to_vec()]);
-        let (gone, came) = diff_names(v(&["x"]).into_iter(), v(&["x"]).into_iter());
+        let (gone, came) = diff(&["x"], &["x"]);
         assert!(gone.is_empty() && came.is_empty());
         let old = sample();
         let new = Entry::new(b"v", [&b"a"[..], b"z"], [], None, 0).unwrap();
         let c = LinkChange::between(&old, &new);
+        let list = |l| c.names(l).collect::<Vec<_>>();
+        assert_eq!(list(Link::TagGone), vec![&b"b"[..]]);
+        assert_eq!(list(Link::TagNew), vec![&b"z"[..]]);
+        assert_eq!(list(Link::DepGone), vec![&b"\x00r"[..]]);
+        assert!(list(Link::DepNew).is_empty());
+        // Longer than the inline buffer: the same lists.
+        let long: Vec<Vec<u8>> = (0..40)
+            .map(|i| format!("tag:{i:04}").into_bytes())
+            .collect();
+        let wide = Entry::new(b"v", long.iter().map(Vec::as_slice), [], None, 0).unwrap();
+        let c = LinkChange::between(&new, &wide);
         assert_eq!(
-            (c.tags_gone, c.tags_new),
-            (vec![b"b".to_vec()], vec![b"z".to_vec()])
+            c.names(Link::TagNew).collect::<Vec<_>>(),
+            long.iter().map(Vec::as_slice).collect::<Vec<_>>()
         );
-        assert_eq!((c.deps_gone, c.deps_new), (vec![b"\x00r".to_vec()], vec![]));
+        assert_eq!(
+            c.names(Link::TagGone).collect::<Vec<_>>(),
+            vec![&b"a"[..], b"z"]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use hashbrown::HashTable;
 use roaring::RoaringBitmap;
 use smallvec::SmallVec;
 
-use super::entry::LinkChange;
+use super::entry::{Link, LinkChange};
 use super::glob::Glob;
 use super::show;
 
@@ -392,14 +392,13 @@ impl DbIndex {
         let value_size = stored_size(value_size);
         self.value_bytes = self.value_bytes - u64::from(*size) + u64::from(value_size);
         *size = value_size;
-        for t in &change.tags_gone {
+        for t in change.names(Link::TagGone) {
             unlink(&mut self.tags, t, id);
         }
-        for d in &change.deps_gone {
+        for d in change.names(Link::DepGone) {
             unlink(&mut self.resources, d, id);
         }
-        let (t, d) = (&change.tags_new, &change.deps_new);
-        self.add(id, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice));
+        self.add(id, change.names(Link::TagNew), change.names(Link::DepNew));
         true
     }
 
@@ -1045,12 +1044,11 @@ mod tests {
     fn relink_applies_a_change() {
         let mut idx = DbIndex::new();
         ins(&mut idx, "k", &["a", "b"], &["r"]);
-        let change = LinkChange {
-            tags_gone: vec![b("a")],
-            tags_new: vec![b("c")],
-            deps_gone: vec![b("r")],
-            deps_new: vec![b("s")],
-        };
+        let mut change = LinkChange::default();
+        change.push(Link::TagGone, b"a");
+        change.push(Link::TagNew, b"c");
+        change.push(Link::DepGone, b"r");
+        change.push(Link::DepNew, b"s");
         assert!(idx.relink(b"k", &change, 7));
         assert_eq!(idx.value_bytes(), 7);
         assert_eq!(

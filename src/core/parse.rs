@@ -59,8 +59,9 @@ pub struct SetArgs<'a> {
     /// The deadline came from EX or PX (relative to the server's clock).
     pub relative_ttl: bool,
     pub condition: Condition,
-    pub tags: Vec<&'a [u8]>,
-    pub deps: Vec<&'a [u8]>,
+    /// The names as sent (borrowed from the arguments; not yet sorted or deduplicated).
+    pub tags: &'a [&'a [u8]],
+    pub deps: &'a [&'a [u8]],
     pub meta: Option<&'a str>,
 }
 
@@ -68,7 +69,7 @@ const SET: &str = "cache.set";
 
 /// `CACHE.SET key value [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] [NX|XX] [TAGS n t..] [DEPENDS n r..]
 /// [META json]`; `now_ms` turns relative times into deadlines.
-pub fn parse_set<'a>(args: &[&'a [u8]], now_ms: i64) -> Result<SetArgs<'a>> {
+pub fn parse_set<'a>(args: &'a [&'a [u8]], now_ms: i64) -> Result<SetArgs<'a>> {
     if args.len() < 3 {
         return Err(CacheError::WrongArity(SET));
     }
@@ -78,8 +79,8 @@ pub fn parse_set<'a>(args: &[&'a [u8]], now_ms: i64) -> Result<SetArgs<'a>> {
         expiry: Expiry::Default,
         relative_ttl: false,
         condition: Condition::Always,
-        tags: Vec::new(),
-        deps: Vec::new(),
+        tags: &[],
+        deps: &[],
         meta: None,
     };
     let (mut have_ttl, mut have_cond, mut have_tags, mut have_deps) = (false, false, false, false);
@@ -167,14 +168,14 @@ fn deadline(unit: &[u8], arg: &[u8], now_ms: i64) -> Result<i64> {
 }
 
 /// `count name [name ...]`: returns the names and how many arguments were used.
-fn counted<'a>(rest: &[&'a [u8]]) -> Result<(Vec<&'a [u8]>, usize)> {
+fn counted<'a>(rest: &'a [&'a [u8]]) -> Result<(&'a [&'a [u8]], usize)> {
     let count = rest.first().ok_or(CacheError::Syntax)?;
     let n = parse_i64(count)?;
     if n < 0 || n as u64 > (rest.len() - 1) as u64 {
         return Err(CacheError::Syntax);
     }
     let n = n as usize;
-    Ok((rest[1..=n].to_vec(), n + 1))
+    Ok((&rest[1..=n], n + 1))
 }
 
 /// META must be a JSON object; it is stored as sent. Validated without building a tree.
@@ -562,8 +563,10 @@ mod tests {
     }
 
     fn set(s: &'static str) -> Result<SetArgs<'static>> {
-        let args: Vec<&'static [u8]> = s.split(' ').map(str::as_bytes).collect();
-        parse_set(&args, NOW)
+        // The names borrow the arguments: leaked, as the test keeps them to the end.
+        let args: &'static [&'static [u8]] =
+            s.split(' ').map(str::as_bytes).collect::<Vec<_>>().leak();
+        parse_set(args, NOW)
     }
 
     #[test]
