@@ -493,6 +493,35 @@ impl Cluster {
                 return Some(format!("node {i}: unexpected role: {l:?}"));
             }
         }
+        // Each other node has a link to this one that this one has tied to it (the other's
+        // PING arrived on it), as well as a link from this one. Valkey 8.1 closes an inbound
+        // link whose first message is a module message and drops that message: a cluster-wide
+        // request sent before then could go unanswered.
+        let links: Value = match redis::cmd("CLUSTER").arg("LINKS").query(&mut c) {
+            Ok(v) => v,
+            Err(e) => return Some(format!("node {i}: CLUSTER LINKS: {e}")),
+        };
+        let links: Vec<(String, String)> = list(&links)
+            .iter()
+            .map(|l| {
+                let fields = map(l);
+                let get = |name: &str| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| common::text(v))
+                        .unwrap_or_default()
+                };
+                (get("direction"), get("node"))
+            })
+            .collect();
+        for (j, other) in self.nodes.iter().enumerate().filter(|&(j, _)| j != i) {
+            for direction in ["to", "from"] {
+                if !links.iter().any(|(d, n)| d == direction && *n == other.id) {
+                    return Some(format!("node {i} has no link {direction} node {j}"));
+                }
+            }
+        }
         let mut view: Vec<(u16, Vec<String>)> = lines
             .iter()
             .filter(|l| !l.slots.is_empty())
