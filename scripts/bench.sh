@@ -11,18 +11,9 @@ cd "$TC_ROOT"
 tc_ensure_apt_packages
 cargo build --release
 # The floor module (scripts/bench/floor.c): GET and SET through the module API and nothing else,
-# to show what any module command pays. Needs a C compiler (the Rust build already links with
-# one) and redismodule.h, which the redis-module crate ships.
-floor=target/release/floor.so
-inc=$(cargo metadata --format-version 1 2>/dev/null | python3 -c '
-import json, os, sys
-for p in json.load(sys.stdin)["packages"]:
-    if p["name"] == "redis-module":
-        print(os.path.join(os.path.dirname(p["manifest_path"]), "src", "include"))
-        break
-' || true)
-if [ -n "$inc" ] && cc -O2 -Wall -shared -fPIC -I"$inc" scripts/bench/floor.c -o "$floor"; then
-    export TAGCACHE_FLOOR_MODULE="$PWD/$floor"
+# to show what any module command pays.
+if floor=$(tc_build_floor_module); then
+    export TAGCACHE_FLOOR_MODULE="$floor"
 else
     echo "bench: could not build the floor module; its figures are left out" >&2
 fi

