@@ -414,6 +414,14 @@ pub fn subscribe(ctx: &Context) -> bool {
             return false;
         }
     }
+    // Optional: without it the latency threshold is read for every sample.
+    let config = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_CONFIG,
+        dataver: 1,
+    };
+    if raw::subscribe_to_server_event(ctx.ctx, config, Some(on_config_change)) == raw::Status::Ok {
+        server::CONFIG_EVENTS.store(true, Ordering::Relaxed);
+    }
     let Some(sub) = (unsafe { raw::RedisModule_SubscribeToKeyspaceEvents }) else {
         return false;
     };
@@ -423,6 +431,16 @@ pub fn subscribe(ctx: &Context) -> bool {
         | raw::REDISMODULE_NOTIFY_EXPIRED as c_int
         | raw::REDISMODULE_NOTIFY_EVICTED as c_int;
     unsafe { sub(ctx.ctx, classes, Some(on_keyspace)) == raw::REDISMODULE_OK as c_int }
+}
+
+/// `CONFIG SET` changed something: forget the configuration the module keeps.
+unsafe extern "C" fn on_config_change(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    _sub: u64,
+    _data: *mut c_void,
+) {
+    server::config_changed();
 }
 
 unsafe extern "C" fn on_flush(

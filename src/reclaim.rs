@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis_module::Context;
+use redis_module::{Context, RedisString};
 use smallvec::SmallVec;
 
 use crate::config;
@@ -21,6 +21,9 @@ struct ServerGraph<'a> {
     ctx: &'a Context,
     db: usize,
     users: Vec<(Vec<u8>, Option<Access>)>,
+    /// The server string of the name asked for last: the reclaimer opens a key and then checks
+    /// the marks' users' permissions on the same name.
+    last: Option<RedisString>,
 }
 
 impl<'a> ServerGraph<'a> {
@@ -29,7 +32,19 @@ impl<'a> ServerGraph<'a> {
             ctx,
             db,
             users: Vec::new(),
+            last: None,
         }
+    }
+
+    /// `name` as a server string, made once while the same name is asked for again (a retained
+    /// reference after that, not a new string).
+    fn string(&mut self, name: &[u8]) -> RedisString {
+        if let Some(s) = self.last.as_ref().filter(|s| s.as_slice() == name) {
+            return s.safe_clone(self.ctx);
+        }
+        let s = server::string(self.ctx, name);
+        self.last = Some(s.safe_clone(self.ctx));
+        s
     }
 }
 
@@ -74,8 +89,9 @@ impl Graph for ServerGraph<'_> {
                 self.users.len() - 1
             }
         };
+        let key = self.string(name);
         match &self.users[i].1 {
-            Some(a) => a.allows(&server::string(self.ctx, name), true),
+            Some(a) => a.allows(&key, true),
             // A user this node does not know (deleted since, or not defined on this replica):
             // a master deletes nothing for it; a replica, which deletes nothing itself, reads
             // the entry as a miss rather than serve what its master may have invalidated.
@@ -505,7 +521,7 @@ fn reclaim_one(
     marks: &[Mark],
     graph: &mut ServerGraph,
 ) -> bool {
-    let rs = server::string(ctx, name);
+    let rs = graph.string(name);
     let key = Key::write(ctx, &rs);
     let covered = match key.held() {
         Held::Entry(e) => {

@@ -4,7 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
 
 use redis_module::{raw, Context, RedisString, RedisValue};
 
@@ -542,15 +542,7 @@ pub fn latency_sample(ctx: &Context, event: &str, ms: u64) {
     if ms == 0 {
         return;
     }
-    let threshold = match ctx.call("CONFIG", &["GET", "latency-monitor-threshold"]) {
-        Ok(RedisValue::Array(v)) => match v.get(1) {
-            Some(RedisValue::SimpleString(s)) => s.parse::<u64>().unwrap_or(0),
-            Some(RedisValue::BulkString(s)) => s.parse::<u64>().unwrap_or(0),
-            Some(RedisValue::BulkRedisString(s)) => s.to_string_lossy().parse::<u64>().unwrap_or(0),
-            _ => 0,
-        },
-        _ => 0,
-    };
+    let threshold = latency_threshold(ctx);
     if threshold == 0 || ms < threshold {
         return;
     }
@@ -562,6 +554,44 @@ pub fn latency_sample(ctx: &Context, event: &str, ms: u64) {
             f(event.as_ptr(), i64::try_from(ms).unwrap_or(i64::MAX));
         }
     }
+}
+
+/// `latency-monitor-threshold` as last read; -1 when it must be read again.
+static LATENCY_THRESHOLD: AtomicI64 = AtomicI64::new(-1);
+
+/// Whether the server tells the module about configuration changes (then the threshold is
+/// kept between samples; otherwise it is read for each one).
+pub static CONFIG_EVENTS: AtomicBool = AtomicBool::new(false);
+
+/// The server's configuration changed: the latency threshold is read again when next needed.
+pub fn config_changed() {
+    LATENCY_THRESHOLD.store(-1, Ordering::Relaxed);
+}
+
+/// `latency-monitor-threshold` in ms (0: the monitor is off). A `CONFIG GET` through the server
+/// costs as much as tens of thousands of instructions, so it is read once and again after each
+/// configuration change.
+fn latency_threshold(ctx: &Context) -> u64 {
+    let kept = CONFIG_EVENTS.load(Ordering::Relaxed);
+    if let (true, Ok(t)) = (
+        kept,
+        u64::try_from(LATENCY_THRESHOLD.load(Ordering::Relaxed)),
+    ) {
+        return t;
+    }
+    let read = match ctx.call("CONFIG", &["GET", "latency-monitor-threshold"]) {
+        Ok(RedisValue::Array(v)) => match v.get(1) {
+            Some(RedisValue::SimpleString(s)) => s.parse::<u64>().unwrap_or(0),
+            Some(RedisValue::BulkString(s)) => s.parse::<u64>().unwrap_or(0),
+            Some(RedisValue::BulkRedisString(s)) => s.to_string_lossy().parse::<u64>().unwrap_or(0),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    if kept {
+        LATENCY_THRESHOLD.store(i64::try_from(read).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+    read
 }
 
 /// The key permissions of the user running the command. None when no client user runs it (a

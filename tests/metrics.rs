@@ -2024,6 +2024,41 @@ fn a_slow_invalidation_reaches_the_latency_monitor() {
 }
 
 #[test]
+fn the_latency_threshold_is_followed_through_config_changes() {
+    // The module keeps the threshold it read and reads it again after a CONFIG SET.
+    let s = Server::start();
+    let mut c = s.conn();
+    let slow = |c: &mut redis::Connection, round: usize| -> u64 {
+        let ks = names(&format!("lat{round}:"), 20_000);
+        entries(c, &ks, "v", &["lat"], &[]);
+        assert_eq!(inv(c, &["TAG", "lat"]), 20_000);
+        at_u(&events(c, &["COUNT", "1"])[0], "duration_us")
+    };
+    let recorded = |c: &mut redis::Connection| {
+        latency_latest(c)
+            .iter()
+            .any(|(name, _)| name == "cache-invalidate")
+    };
+    // Off: read (as 0) and kept; nothing recorded.
+    let us = slow(&mut c, 0);
+    assert!(!recorded(&mut c), "monitor off, {us} us");
+    // On: the next slow invalidation is recorded.
+    config_set(&mut c, "latency-monitor-threshold", "1");
+    let us = slow(&mut c, 1);
+    if us >= 1000 {
+        assert!(recorded(&mut c), "threshold 1 ms, a {us} us invalidation");
+    } else {
+        eprintln!("the invalidation took {us} us (< 1 ms): not checked");
+    }
+    // Off again: nothing more.
+    config_set(&mut c, "latency-monitor-threshold", "0");
+    ok(&mut c, &["LATENCY", "RESET"]);
+    let us = slow(&mut c, 2);
+    assert!(!recorded(&mut c), "monitor off again, {us} us");
+    verify(&mut c);
+}
+
+#[test]
 fn the_latency_monitor_stays_empty_while_disabled() {
     let s = Server::start();
     let mut c = s.conn();
