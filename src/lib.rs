@@ -34,35 +34,15 @@ mod module {
     use crate::ffi::{self, CommandRow, CACHE_TYPE};
 
     /// The commands: name, callback, flags, first key, last key, key step.
+    #[rustfmt::skip]
     const COMMANDS: [CommandRow; 19] = [
         (c"cache.set", commands::set, c"write deny-oom", 1, 1, 1),
         (c"cache.get", commands::get, c"readonly fast", 1, 1, 1),
-        (
-            c"cache.fetch",
-            crate::fetch::fetch,
-            c"readonly fast",
-            1,
-            1,
-            1,
-        ),
+        (c"cache.fetch", crate::fetch::fetch, c"readonly fast", 1, 1, 1),
         (c"cache.mget", commands::mget, c"readonly fast", 1, -1, 1),
         (c"cache.tag", commands::tag, c"write deny-oom", 1, 1, 1),
-        (
-            c"cache.depend",
-            commands::depend,
-            c"write deny-oom",
-            1,
-            1,
-            1,
-        ),
-        (
-            c"cache.inspect",
-            commands::inspect,
-            c"readonly fast",
-            1,
-            1,
-            1,
-        ),
+        (c"cache.depend", commands::depend, c"write deny-oom", 1, 1, 1),
+        (c"cache.inspect", commands::inspect, c"readonly fast", 1, 1, 1),
         (c"cache.invalidate", commands::invalidate, c"write", 0, 0, 0),
         (c"cache.keys", commands::keys, c"readonly", 0, 0, 0),
         (c"cache.pending", commands::pending, c"write", 0, 0, 0),
@@ -70,14 +50,7 @@ mod module {
         (c"cache.write", commands::write, c"write", 0, 0, 0),
         (c"cache.tags", commands::tags, c"readonly", 0, 0, 0),
         (c"cache.stats", commands::stats, c"readonly", 0, 0, 0),
-        (
-            c"cache.recommend",
-            commands::recommend,
-            c"readonly",
-            0,
-            0,
-            0,
-        ),
+        (c"cache.recommend", commands::recommend, c"readonly", 0, 0, 0),
         (c"cache.events", commands::events, c"readonly", 0, 0, 0),
         (c"cache.hotkeys", commands::hotkeys, c"readonly", 0, 0, 0),
         (c"cache.reset", commands::reset, c"admin", 0, 0, 0),
