@@ -222,7 +222,7 @@ fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         Some(e) => server::reply_bulk(ctx, e.value()),
         None => server::reply(ctx, &Reply::Nil),
     }
-    let hit = found.map(|e| e.hits += 1).is_some();
+    let hit = found.map(|e| e.hit()).is_some();
     record_lookups(argv, &[hit], started);
     Ok(Reply::Sent)
 }
@@ -236,7 +236,7 @@ fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Rep
         let key = Key::read(ctx, name);
         let found = match key.held() {
             server::Held::Entry(e) if reclaim::live(ctx, raw, e) => {
-                e.hits += 1;
+                e.hit();
                 Some(e.value().to_vec())
             }
             _ => None,
@@ -352,13 +352,13 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
         ("created_ms", Reply::Int(e.created_ms)),
         (
             "hits",
-            Reply::Int(i64::try_from(e.hits).unwrap_or(i64::MAX)),
+            Reply::Int(i64::try_from(e.hits()).unwrap_or(i64::MAX)),
         ),
         ("size", Reply::Int(e.value().len() as i64)),
     ];
     if e.is_stale() {
         // Ours, only while a SOFT invalidation covers the entry: the ms left of its grace.
-        let left = e.stale_until.saturating_sub(server::now_ms()).max(0);
+        let left = e.stale_until().saturating_sub(server::now_ms()).max(0);
         fields.push(("stale_ms", Reply::Int(left)));
     }
     Ok(Reply::fields(fields))
@@ -563,7 +563,7 @@ fn apply(
         if reclaim::gone(ctx, name, e) {
             return false;
         }
-        if e.hits == 0 {
+        if e.hits() == 0 {
             unread += 1;
         }
         // An invalidation, not a removal: not counted as one.

@@ -79,7 +79,7 @@ fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Re
             refresh_due: lease::refresh_due(
                 config::REFRESH_AHEAD_PERCENT.get(),
                 u64::try_from(config::HOT_THRESHOLD.get()).unwrap_or(0),
-                e.hits,
+                e.hits(),
                 e.created_ms,
                 key.deadline(),
                 now,
@@ -109,7 +109,7 @@ fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Re
     // value is neither (see the `soft` section of CACHE.STATS).
     let outcome = match (entry, found) {
         (Some(e), Found::Fresh { .. }) => {
-            e.hits += 1;
+            e.hit();
             Some(true)
         }
         (_, Found::Missing) => Some(false),
@@ -233,17 +233,17 @@ pub fn soft(
         if !commands::may_delete(access, &rs, &mut denied) {
             return false;
         }
-        let key = Key::write(ctx, &rs);
+        let mut key = Key::write(ctx, &rs);
         let Held::Entry(e) = key.held() else {
             return false;
         };
         if reclaim::gone(ctx, name, e) {
             return false;
         }
-        if e.hits == 0 {
+        if e.hits() == 0 {
             unread += 1;
         }
-        let until = mark(&key, e, deadline);
+        let until = mark(&mut key, deadline);
         drop(key);
         server::signal_modified(ctx, &rs);
         server::notify(ctx, NOTIFY_MODULE, c"cache.soft", &rs);
@@ -281,8 +281,29 @@ pub fn soft(
 
 /// Marks an open entry stale until `deadline` (or its earlier mark) and brings the key's
 /// deadline no later than that; returns the stale deadline in force.
-fn mark(key: &Key, e: &mut crate::core::entry::Entry, deadline: i64) -> i64 {
-    let until = e.mark_stale(deadline);
+fn mark(key: &mut Key, deadline: i64) -> i64 {
+    let Some(e) = key.entry().ok().flatten() else {
+        return deadline;
+    };
+    let until = match e.mark_stale(deadline) {
+        Some(until) => until,
+        // Fresh: the entry grows by the deadline and takes the old one's place.
+        None => {
+            // Every entry has room for the deadline and the key is open for writing, so
+            // neither fails; if one did, the key's deadline below still ends the entry.
+            match e.with_stale(deadline) {
+                Some(g) => {
+                    let until = g.stale_until();
+                    if key.replace_entry(g).is_ok() {
+                        until
+                    } else {
+                        deadline
+                    }
+                }
+                None => deadline,
+            }
+        }
+    };
     let at = lease::key_deadline(key.deadline(), until);
     if key.deadline() != Some(at) {
         key.set_deadline(at);
@@ -310,9 +331,9 @@ pub fn replay_stale(ctx: &Context, deadline: i64, keys: &[Vec<u8>]) -> i64 {
     let mut n = 0;
     for name in keys {
         let rs = server::string(ctx, name);
-        let key = Key::write(ctx, &rs);
-        if let Held::Entry(e) = key.held() {
-            mark(&key, e, deadline);
+        let mut key = Key::write(ctx, &rs);
+        if let Held::Entry(_) = key.held() {
+            mark(&mut key, deadline);
             n += 1;
             drop(key);
             server::signal_modified(ctx, &rs);

@@ -124,7 +124,7 @@ unsafe extern "C" fn aof_rewrite(
             push(b"META");
             push(m.as_bytes());
         }
-        let at = e.stale_until.to_string();
+        let at = e.stale_until().to_string();
         if e.is_stale() {
             // The stale mark follows as its own command (replay only).
             push(b"STALE");
@@ -153,7 +153,7 @@ unsafe extern "C" fn aof_rewrite(
             }
             if e.born < newest {
                 // A LAZY mark may cover it: it keeps its generation (CACHE.SET gives a new one).
-                let born = e.born.to_string();
+                let born = { e.born }.to_string();
                 emit(
                     aof,
                     c"CACHE.PENDING".as_ptr(),
@@ -299,7 +299,7 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
         if e.is_stale() {
             // Fresh entries digest as before; a stale mark and its deadline are part of it.
             put(b"stale");
-            put(e.stale_until.to_string().as_bytes());
+            put(e.stale_until().to_string().as_bytes());
         }
         end(md);
     })
@@ -392,7 +392,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         crate::reclaim::retire(&mut st, db, key, e);
         if st.db(db).remove(key, e.tags(), e.deps()) && quiet.is_none() {
             st.settle_removal();
-            st.last_unlinked = Some((db, hash, e.hits));
+            st.last_unlinked = Some((db, hash, e.hits()));
         }
     })
 }

@@ -6,32 +6,38 @@ use smallvec::SmallVec;
 /// Encoding version written in front of every serialised entry (RDB, DUMP).
 pub const ENCODING_VERSION: u8 = 3;
 
-/// The fixed part of an entry: counters, deadlines and where each section of `data` ends.
-#[repr(C)]
+/// The fixed part of an entry: counters and where each section of `data` ends. 36 bytes,
+/// 4-aligned, so that with a 124-byte payload (a 100-byte value and three short tags) an entry
+/// fills a 160-byte allocation; the stale deadline, which few entries have, lives in `data`.
+/// Such allocations start on a cache line or half-way into one: what every read and write looks
+/// at comes first (28 bytes), the creation time, read by `CACHE.INSPECT` and persistence only,
+/// last.
+#[repr(C, packed(4))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Header {
-    pub created_ms: i64,
-    pub hits: u64,
-    /// The module's generation when the entry was written: LAZY invalidations newer than this
-    /// cover it (see `core::lazy`). Version 1 encodings load as 0.
-    pub born: u64,
-    /// A SOFT invalidation made the entry stale until this Unix ms (0: fresh). The key's own
-    /// deadline is never later, so a stale entry that still exists is within its grace.
-    /// Versions 1 and 2 load as 0.
-    pub stale_until: i64,
     /// Length of `data`: what turns a thin pointer to the entry back into the entry.
     len: u32,
     value_end: u32,
     tags_end: u32,
+    /// Where the dependencies end; [`STALE`] set when a stale deadline follows them.
     deps_end: u32,
-    has_meta: bool,
+    /// Reads that found the entry, saturating at `u32::MAX` (see [`Entry::hits`]).
+    hits: u32,
+    /// The module's generation when the entry was written: LAZY invalidations newer than this
+    /// cover it (see `core::lazy`). Version 1 encodings load as 0.
+    pub born: u64,
+    pub created_ms: i64,
 }
+
+/// In `deps_end`: a SOFT invalidation's deadline (8 bytes, little-endian Unix ms) follows the
+/// dependencies, before the meta.
+const STALE: u32 = 1 << 31;
 
 /// A cache entry in one allocation: the header, then `data`: the value, the tags and the
 /// dependencies (each sorted, without duplicates, as varint-prefixed names), then the meta JSON.
 /// A read follows one pointer from the server's module value to the header and finds the value
 /// right after it. Unsized: it lives in a `Box<Entry>` (or the server's value slot, through
-/// [`Entry::into_raw`]); the header's fields read and write through `Deref`.
+/// [`Entry::into_raw`]); the header's public fields read and write through `Deref`.
 #[repr(C)]
 #[derive(PartialEq, Eq)]
 pub struct Entry {
@@ -70,8 +76,9 @@ fn layout(len: usize) -> std::alloc::Layout {
     }
 }
 
-/// The largest entry (value, names and meta together) one key can hold.
-pub const MAX_ENTRY_BYTES: usize = u32::MAX as usize;
+/// The largest entry (value, names, stale deadline and meta together) one key can hold: the
+/// offsets keep their top bit for [`STALE`].
+pub const MAX_ENTRY_BYTES: usize = (u32::MAX >> 1) as usize;
 
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,10 +87,10 @@ impl std::fmt::Debug for Entry {
             .field("tags", &self.tags().collect::<Vec<_>>())
             .field("deps", &self.deps().collect::<Vec<_>>())
             .field("meta", &self.meta())
-            .field("created_ms", &self.created_ms)
-            .field("hits", &self.hits)
-            .field("born", &self.born)
-            .field("stale_until", &self.stale_until)
+            .field("created_ms", &{ self.created_ms })
+            .field("hits", &self.hits())
+            .field("born", &{ self.born })
+            .field("stale_until", &self.stale_until())
             .finish()
     }
 }
@@ -264,7 +271,7 @@ impl Entry {
             created_ms,
             ..Header::default()
         };
-        Self::build(head, value, &tags, &deps, meta)
+        Self::build(head, value, &tags, &deps, 0, meta)
     }
 
     /// An entry with no value, names or meta (what an empty encoding decodes to).
@@ -272,27 +279,30 @@ impl Entry {
         Self::assemble(Header::default(), &[])
     }
 
-    /// Lays out `value`, the names (sorted, unique) and `meta` after `head`'s counters.
+    /// Lays out `value`, the names (sorted, unique), the stale deadline (when not 0) and `meta`
+    /// after `head`'s counters.
     fn build(
         head: Header,
         value: &[u8],
         tags: &[&[u8]],
         deps: &[&[u8]],
+        stale_until: i64,
         meta: Option<&str>,
     ) -> Option<Box<Entry>> {
         let value_end = value.len();
         let tags_end = value_end + packed_len(tags);
         let deps_end = tags_end + packed_len(deps);
-        let len = deps_end + meta.map_or(0, str::len);
-        if len > MAX_ENTRY_BYTES {
+        let stale = stale_until != 0;
+        let len = deps_end + if stale { 8 } else { 0 } + meta.map_or(0, str::len);
+        // A fresh entry leaves room for a stale deadline: marking it stale never fails.
+        if len + if stale { 0 } else { 8 } > MAX_ENTRY_BYTES {
             return None;
         }
         let head = Header {
             len: len as u32,
             value_end: value_end as u32,
             tags_end: tags_end as u32,
-            deps_end: deps_end as u32,
-            has_meta: meta.is_some(),
+            deps_end: deps_end as u32 | if stale { STALE } else { 0 },
             ..head
         };
         let mut e = Self::allocate(head);
@@ -303,6 +313,9 @@ impl Entry {
         w.put(value);
         w.pack(tags);
         w.pack(deps);
+        if stale {
+            w.put(&stale_until.to_le_bytes());
+        }
         if let Some(m) = meta {
             w.put(m.as_bytes());
         }
@@ -378,14 +391,57 @@ impl Entry {
     /// A SOFT invalidation covers it: plain reads see it as missing, CACHE.FETCH serves it as
     /// stale.
     pub fn is_stale(&self) -> bool {
-        self.stale_until != 0
+        self.stale_until() != 0
     }
 
-    /// Marks the entry stale until `deadline`, never later than an earlier mark; returns the
-    /// deadline in force.
-    pub fn mark_stale(&mut self, deadline: i64) -> i64 {
-        self.stale_until = crate::core::lease::stale_deadline(self.stale_until, deadline);
-        self.stale_until
+    /// Reads that found the entry (they saturate at `u32::MAX`).
+    pub fn hits(&self) -> u64 {
+        u64::from(self.head.hits)
+    }
+
+    /// One more read found the entry.
+    pub fn hit(&mut self) {
+        self.head.hits = self.head.hits.saturating_add(1);
+    }
+
+    /// Where the dependencies end (without the [`STALE`] bit).
+    fn deps_end(&self) -> usize {
+        (self.head.deps_end & !STALE) as usize
+    }
+
+    /// Where the stale deadline is, if the entry has one.
+    fn stale_at(&self) -> Option<std::ops::Range<usize>> {
+        let at = self.deps_end();
+        (self.head.deps_end & STALE != 0).then_some(at..at + 8)
+    }
+
+    /// A SOFT invalidation made the entry stale until this Unix ms (0: fresh). The key's own
+    /// deadline is never later, so a stale entry that still exists is within its grace.
+    /// Versions 1 and 2 of the encoding load as 0.
+    pub fn stale_until(&self) -> i64 {
+        self.stale_at()
+            .and_then(|r| self.data.get(r))
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, i64::from_le_bytes)
+    }
+
+    /// Marks the entry stale until `deadline`, never later than an earlier mark, and returns
+    /// the deadline in force. In place when the entry has a stale deadline already; otherwise
+    /// None, and [`Entry::with_stale`] makes the entry to put in its place.
+    pub fn mark_stale(&mut self, deadline: i64) -> Option<i64> {
+        let at = self.stale_at()?;
+        let until = crate::core::lease::stale_deadline(self.stale_until(), deadline);
+        self.data.get_mut(at)?.copy_from_slice(&until.to_le_bytes());
+        Some(until)
+    }
+
+    /// A copy of a fresh entry made stale until `deadline` (8 bytes longer; every entry has
+    /// room for it under the size limit).
+    pub fn with_stale(&self, deadline: i64) -> Option<Box<Entry>> {
+        let until = crate::core::lease::stale_deadline(self.stale_until(), deadline);
+        let tags: Names = self.tags().collect();
+        let deps: Names = self.deps().collect();
+        Self::build(self.head, self.value(), &tags, &deps, until, self.meta())
     }
 
     pub fn value(&self) -> &[u8] {
@@ -400,15 +456,16 @@ impl Entry {
 
     pub fn deps(&self) -> NameIter<'_> {
         NameIter {
-            buf: &self.data[self.tags_end as usize..self.deps_end as usize],
+            buf: &self.data[self.tags_end as usize..self.deps_end()],
         }
     }
 
+    /// The meta JSON: whatever follows the names and the stale deadline (a JSON object is never
+    /// empty, so an empty rest is no meta).
     pub fn meta(&self) -> Option<&str> {
-        if !self.has_meta {
-            return None;
-        }
-        std::str::from_utf8(&self.data[self.deps_end as usize..]).ok()
+        let start = self.stale_at().map_or(self.deps_end(), |r| r.end);
+        let rest = self.data.get(start..).filter(|m| !m.is_empty())?;
+        std::str::from_utf8(rest).ok()
     }
 
     /// The entry with tags (or dependencies) added, and the names that were new (sorted). None
@@ -438,7 +495,8 @@ impl Entry {
         } else {
             (merged, self.deps().collect())
         };
-        let rebuilt = Self::build(self.head, self.value(), &tags, &deps, self.meta());
+        let stale = self.stale_until();
+        let rebuilt = Self::build(self.head, self.value(), &tags, &deps, stale, self.meta());
         drop((tags, deps));
         Some((rebuilt?, added))
     }
@@ -454,6 +512,7 @@ impl Entry {
             b"",
             &self.tags().collect::<Vec<_>>(),
             &self.deps().collect::<Vec<_>>(),
+            0,
             None,
         )
     }
@@ -482,9 +541,9 @@ impl Entry {
             }
         }
         put_varint(&mut out, self.created_ms as u64);
-        put_varint(&mut out, self.hits);
+        put_varint(&mut out, self.hits());
         put_varint(&mut out, self.born);
-        put_varint(&mut out, self.stale_until.max(0) as u64);
+        put_varint(&mut out, self.stale_until().max(0) as u64);
         out
     }
 
@@ -523,12 +582,12 @@ impl Entry {
         }
         let head = Header {
             created_ms,
-            hits,
+            hits: u32::try_from(hits).unwrap_or(u32::MAX),
             born,
-            stale_until,
             ..Header::default()
         };
-        Entry::build(head, value, &tags, &deps, meta).ok_or(DecodeError::Corrupt("too large"))
+        Entry::build(head, value, &tags, &deps, stale_until, meta)
+            .ok_or(DecodeError::Corrupt("too large"))
     }
 }
 
@@ -636,10 +695,22 @@ mod tests {
             1_700_000_000_000,
         )
         .unwrap();
-        e.hits = 7;
+        for _ in 0..7 {
+            e.hit();
+        }
         e.born = 42;
-        e.stale_until = 1_700_000_060_000;
-        e
+        e.with_stale(1_700_000_060_000).unwrap()
+    }
+
+    /// Marks stale as SOFT does: in place, or by growing the entry.
+    fn mark(e: &mut Box<Entry>, deadline: i64) -> i64 {
+        match e.mark_stale(deadline) {
+            Some(until) => until,
+            None => {
+                *e = e.with_stale(deadline).unwrap();
+                e.stale_until()
+            }
+        }
     }
 
     /// Adds names in place, as CACHE.TAG and CACHE.DEPEND do through the server's value slot.
@@ -660,8 +731,10 @@ mod tests {
     #[test]
     fn one_allocation_holds_the_header_and_the_data() {
         let e = sample();
-        let data = 3 + 2 * 2 + 3 + 7;
-        let expected = (std::mem::size_of::<Header>() + data).next_multiple_of(8);
+        // Value, two tags, one dependency, the stale deadline, the meta.
+        let data = 3 + 2 * 2 + 3 + 8 + 7;
+        assert_eq!(std::mem::size_of::<Header>(), 36);
+        let expected = (std::mem::size_of::<Header>() + data).next_multiple_of(4);
         assert_eq!(e.heap_size(), expected);
         let header = std::ptr::from_ref::<Entry>(&e).cast::<u8>() as usize;
         let value = e.value().as_ptr() as usize;
@@ -671,11 +744,11 @@ mod tests {
         let raw = Entry::into_raw(e);
         // SAFETY: `raw` came from into_raw and nothing else refers to the entry.
         let back = unsafe {
-            Entry::from_raw(raw).hits += 1;
-            assert_eq!(Entry::from_raw_ref(raw).hits, 8);
+            Entry::from_raw(raw).hit();
+            assert_eq!(Entry::from_raw_ref(raw).hits(), 8);
             Entry::box_from_raw(raw)
         };
-        assert_eq!((back.value(), back.hits), (copy.value(), 8));
+        assert_eq!((back.value(), back.hits()), (copy.value(), 8));
         assert_eq!(Entry::empty().heap_size(), std::mem::size_of::<Header>());
     }
 
@@ -760,8 +833,10 @@ mod tests {
     /// The encoding of `e` as `version` wrote it: version 2 had no stale deadline, version 1
     /// no generation either.
     fn older(e: &Entry, version: u8) -> Vec<u8> {
-        let mut trimmed = Entry::to_owned(e);
-        trimmed.stale_until = 0;
+        let tags: Vec<&[u8]> = e.tags().collect();
+        let deps: Vec<&[u8]> = e.deps().collect();
+        let trimmed = Entry::build(e.head, e.value(), &tags, &deps, 0, e.meta()).unwrap();
+        assert!(!trimmed.is_stale());
         let mut b = trimmed.encode();
         // A stale deadline of 0 is one varint byte, a generation of 42 too.
         b.pop();
@@ -773,23 +848,54 @@ mod tests {
     }
 
     #[test]
+    fn hits_saturate_at_u32_max() {
+        let mut e = sample();
+        e.head.hits = u32::MAX - 1;
+        e.hit();
+        e.hit();
+        assert_eq!(e.hits(), u64::from(u32::MAX));
+        // An encoding from a build that counted in 64 bits loads clamped.
+        let mut b = vec![ENCODING_VERSION];
+        put_bytes(&mut b, b"v");
+        b.extend([0, 0, 0]); // no tags, no dependencies, no meta
+        put_varint(&mut b, 5); // created
+        put_varint(&mut b, u64::MAX); // hits
+        put_varint(&mut b, 0); // born
+        put_varint(&mut b, 0); // stale
+        assert_eq!(Entry::decode(&b).unwrap().hits(), u64::from(u32::MAX));
+    }
+
+    #[test]
     fn version_2_loads_fresh() {
         let e = sample();
         let old = Entry::decode(&older(&e, 2)).unwrap();
-        assert_eq!((old.born, old.stale_until, old.hits), (42, 0, 7));
+        assert_eq!(({ old.born }, old.stale_until(), old.hits()), (42, 0, 7));
         assert!(!old.is_stale());
         assert!(e.is_stale());
     }
 
     #[test]
     fn stale_marks_keep_the_earlier_deadline_and_survive_adding_names() {
-        let mut e = Entry::new(b"v", [], [], None, 0).unwrap();
-        assert_eq!(e.mark_stale(500), 500);
-        assert_eq!(e.mark_stale(900), 500, "a later deadline never extends");
-        assert_eq!(e.mark_stale(300), 300);
+        let mut e = Entry::new(b"v", [], [], Some("{}"), 0).unwrap();
+        let fresh = e.heap_size();
+        assert_eq!(
+            e.mark_stale(500),
+            None,
+            "a fresh entry has no room for the deadline"
+        );
+        assert_eq!(mark(&mut e, 500), 500);
+        assert_eq!(e.heap_size(), (fresh + 8).next_multiple_of(4));
+        assert_eq!(
+            e.mark_stale(900),
+            Some(500),
+            "a later deadline never extends"
+        );
+        assert_eq!(e.mark_stale(300), Some(300));
         add(&mut e, false, [&b"t"[..]]);
-        assert_eq!(e.stale_until, 300);
-        assert_eq!(Entry::decode(&e.encode()).unwrap().stale_until, 300);
+        assert_eq!(e.stale_until(), 300);
+        assert_eq!((e.value(), e.meta()), (&b"v"[..], Some("{}")));
+        assert_eq!(e.tags().collect::<Vec<_>>(), vec![&b"t"[..]]);
+        assert_eq!(Entry::decode(&e.encode()).unwrap().stale_until(), 300);
     }
 
     #[test]
@@ -797,11 +903,11 @@ mod tests {
         let e = sample();
         let b = older(&e, 1);
         let old = Entry::decode(&b).unwrap();
-        assert_eq!((old.born, old.value(), old.hits), (0, e.value(), 7));
-        assert_eq!(old.stale_until, 0);
+        assert_eq!(({ old.born }, old.value(), old.hits()), (0, e.value(), 7));
+        assert_eq!(old.stale_until(), 0);
         let mut e2 = Entry::to_owned(&e);
         add(&mut e2, false, [&b"new"[..]]);
-        assert_eq!(e2.born, 42, "adding names keeps the generation");
+        assert_eq!({ e2.born }, 42, "adding names keeps the generation");
     }
 
     #[test]
@@ -841,11 +947,18 @@ mod tests {
             deps in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..6), 0..5),
             meta in proptest::option::of("[a-z]{0,8}"),
             created in 0i64..i64::MAX,
-            hits in any::<u64>(),
+            hits in any::<u32>(),
+            stale in proptest::option::of(1i64..i64::MAX),
         ) {
             let meta = meta.map(|m| format!("{{\"k\":\"{m}\"}}"));
             let mut e = Entry::new(&value, tags.iter().map(Vec::as_slice), deps.iter().map(Vec::as_slice), meta.as_deref(), created).unwrap();
-            e.hits = hits;
+            e.head.hits = hits;
+            if let Some(at) = stale {
+                e = e.with_stale(at).unwrap();
+                prop_assert_eq!(e.stale_until(), at);
+            }
+            prop_assert_eq!(e.meta(), meta.as_deref());
+            prop_assert_eq!(e.value(), &value[..]);
             let mut sorted_tags: Vec<&[u8]> = tags.iter().map(Vec::as_slice).collect();
             sorted_tags.sort();
             sorted_tags.dedup();
