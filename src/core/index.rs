@@ -186,7 +186,7 @@ fn namespace_of(key: &[u8]) -> &[u8] {
     }
 }
 
-/// A value size as the index keeps it (no entry holds more than `u32::MAX` bytes).
+/// A value size as the index keeps it (no entry holds more than `MAX_ENTRY_BYTES`, 2 GiB).
 fn stored_size(bytes: u64) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
@@ -204,7 +204,7 @@ pub fn hash_key(key: &[u8]) -> u64 {
 pub struct DbIndex {
     names: Vec<Option<Box<[u8]>>>,
     /// Value bytes of each entry, by id (for `value_bytes` without visiting the keyspace).
-    /// An entry's value is at most `MAX_ENTRY_BYTES` (`u32::MAX`): 4 bytes per id.
+    /// An entry's value is at most `MAX_ENTRY_BYTES` (2 GiB): 4 bytes per id.
     sizes: Vec<u32>,
     value_bytes: u64,
     key_bytes: u64,
