@@ -285,25 +285,12 @@ fn mark(key: &mut Key, deadline: i64) -> i64 {
     let Some(e) = key.entry().ok().flatten() else {
         return deadline;
     };
-    let until = match e.mark_stale(deadline) {
-        Some(until) => until,
-        // Fresh: the entry grows by the deadline and takes the old one's place.
-        None => {
-            // Every entry has room for the deadline and the key is open for writing, so
-            // neither fails; if one did, the key's deadline below still ends the entry.
-            match e.with_stale(deadline) {
-                Some(g) => {
-                    let until = g.stale_until();
-                    if key.replace_entry(g).is_ok() {
-                        until
-                    } else {
-                        deadline
-                    }
-                }
-                None => deadline,
-            }
-        }
-    };
+    let (until, grown) = e.mark_stale(deadline);
+    if let Some(grown) = grown {
+        // A fresh entry grew by the deadline. The key is open for writing and holds an entry,
+        // so this does not fail; if it did, the key's deadline below still ends the entry.
+        let _ = key.replace_entry(grown);
+    }
     let at = lease::key_deadline(key.deadline(), until);
     if key.deadline() != Some(at) {
         key.set_deadline(at);

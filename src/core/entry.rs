@@ -274,11 +274,6 @@ impl Entry {
         Self::build(head, value, &tags, &deps, 0, meta)
     }
 
-    /// An entry with no value, names or meta (what an empty encoding decodes to).
-    pub fn empty() -> Box<Entry> {
-        Self::assemble(Header::default(), &[])
-    }
-
     /// Lays out `value`, the names (sorted, unique), the stale deadline (when not 0) and `meta`
     /// after `head`'s counters.
     fn build(
@@ -426,22 +421,26 @@ impl Entry {
     }
 
     /// Marks the entry stale until `deadline`, never later than an earlier mark, and returns
-    /// the deadline in force. In place when the entry has a stale deadline already; otherwise
-    /// None, and [`Entry::with_stale`] makes the entry to put in its place.
-    pub fn mark_stale(&mut self, deadline: i64) -> Option<i64> {
-        let at = self.stale_at()?;
+    /// the deadline in force. An entry stale already is written in place; a fresh one has no
+    /// room for the deadline and comes back as a copy 8 bytes longer (every entry has room for
+    /// that under the size limit), to put in its place.
+    pub fn mark_stale(&mut self, deadline: i64) -> (i64, Option<Box<Entry>>) {
         let until = crate::core::lease::stale_deadline(self.stale_until(), deadline);
-        self.data.get_mut(at)?.copy_from_slice(&until.to_le_bytes());
-        Some(until)
-    }
-
-    /// A copy of a fresh entry made stale until `deadline` (8 bytes longer; every entry has
-    /// room for it under the size limit).
-    pub fn with_stale(&self, deadline: i64) -> Option<Box<Entry>> {
-        let until = crate::core::lease::stale_deadline(self.stale_until(), deadline);
-        let tags: Names = self.tags().collect();
-        let deps: Names = self.deps().collect();
-        Self::build(self.head, self.value(), &tags, &deps, until, self.meta())
+        let bytes = until.to_le_bytes();
+        if let Some(at) = self.stale_at() {
+            if let Some(slot) = self.data.get_mut(at) {
+                slot.copy_from_slice(&bytes);
+            }
+            return (until, None);
+        }
+        let at = self.deps_end();
+        let head = Header {
+            len: self.head.len + 8,
+            deps_end: self.head.deps_end | STALE,
+            ..self.head
+        };
+        let grown = Self::assemble(head, &[&self.data[..at], &bytes, &self.data[at..]]);
+        (until, Some(grown))
     }
 
     pub fn value(&self) -> &[u8] {
@@ -489,16 +488,17 @@ impl Entry {
         if added.is_empty() {
             return None;
         }
-        let merged = canonical(current.into_iter().chain(added.iter().map(Vec::as_slice)));
-        let (tags, deps): (Names, Names) = if to_deps {
-            (self.tags().collect(), merged)
-        } else {
-            (merged, self.deps().collect())
+        let rebuilt = {
+            let merged = canonical(current.into_iter().chain(added.iter().map(Vec::as_slice)));
+            let (tags, deps): (Names, Names) = if to_deps {
+                (self.tags().collect(), merged)
+            } else {
+                (merged, self.deps().collect())
+            };
+            let stale = self.stale_until();
+            Self::build(self.head, self.value(), &tags, &deps, stale, self.meta())?
         };
-        let stale = self.stale_until();
-        let rebuilt = Self::build(self.head, self.value(), &tags, &deps, stale, self.meta());
-        drop((tags, deps));
-        Some((rebuilt?, added))
+        Some((rebuilt, added))
     }
 
     /// The entry without its value, meta and counters: what coverage needs of it.
@@ -699,18 +699,22 @@ mod tests {
             e.hit();
         }
         e.born = 42;
-        e.with_stale(1_700_000_060_000).unwrap()
+        mark(&mut e, 1_700_000_060_000);
+        e
     }
 
-    /// Marks stale as SOFT does: in place, or by growing the entry.
+    /// Marks stale as SOFT does: in place, or by putting the grown entry in its place.
     fn mark(e: &mut Box<Entry>, deadline: i64) -> i64 {
-        match e.mark_stale(deadline) {
-            Some(until) => until,
-            None => {
-                *e = e.with_stale(deadline).unwrap();
-                e.stale_until()
-            }
+        let (until, grown) = e.mark_stale(deadline);
+        if let Some(g) = grown {
+            *e = g;
         }
+        until
+    }
+
+    /// An entry with no value, names or meta (what an empty encoding decodes to).
+    fn empty() -> Box<Entry> {
+        Entry::assemble(Header::default(), &[])
     }
 
     /// Adds names in place, as CACHE.TAG and CACHE.DEPEND do through the server's value slot.
@@ -749,7 +753,7 @@ mod tests {
             Entry::box_from_raw(raw)
         };
         assert_eq!((back.value(), back.hits()), (copy.value(), 8));
-        assert_eq!(Entry::empty().heap_size(), std::mem::size_of::<Header>());
+        assert_eq!(empty().heap_size(), std::mem::size_of::<Header>());
     }
 
     #[test]
@@ -826,7 +830,7 @@ mod tests {
     fn round_trip() {
         let e = sample();
         assert_eq!(Entry::decode(&e.encode()).unwrap(), e);
-        let empty = Entry::empty();
+        let empty = empty();
         assert_eq!(Entry::decode(&empty.encode()).unwrap(), empty);
     }
 
@@ -878,19 +882,18 @@ mod tests {
     fn stale_marks_keep_the_earlier_deadline_and_survive_adding_names() {
         let mut e = Entry::new(b"v", [], [], Some("{}"), 0).unwrap();
         let fresh = e.heap_size();
-        assert_eq!(
-            e.mark_stale(500),
-            None,
-            "a fresh entry has no room for the deadline"
-        );
-        assert_eq!(mark(&mut e, 500), 500);
+        let (until, grown) = e.mark_stale(500);
+        assert_eq!(until, 500);
+        assert!(!e.is_stale(), "a fresh entry has no room for the deadline");
+        e = grown.expect("a fresh entry comes back grown");
+        assert_eq!(e.stale_until(), 500);
         assert_eq!(e.heap_size(), (fresh + 8).next_multiple_of(4));
         assert_eq!(
             e.mark_stale(900),
-            Some(500),
+            (500, None),
             "a later deadline never extends"
         );
-        assert_eq!(e.mark_stale(300), Some(300));
+        assert_eq!(e.mark_stale(300), (300, None));
         add(&mut e, false, [&b"t"[..]]);
         assert_eq!(e.stale_until(), 300);
         assert_eq!((e.value(), e.meta()), (&b"v"[..], Some("{}")));
@@ -954,7 +957,7 @@ mod tests {
             let mut e = Entry::new(&value, tags.iter().map(Vec::as_slice), deps.iter().map(Vec::as_slice), meta.as_deref(), created).unwrap();
             e.head.hits = hits;
             if let Some(at) = stale {
-                e = e.with_stale(at).unwrap();
+                prop_assert_eq!(mark(&mut e, at), at);
                 prop_assert_eq!(e.stale_until(), at);
             }
             prop_assert_eq!(e.meta(), meta.as_deref());
