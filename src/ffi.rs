@@ -399,7 +399,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
 
 /// Subscribes to the server events and keyspace notifications the index follows.
 pub fn subscribe(ctx: &Context) -> bool {
-    let events: [(u64, raw::RedisModuleEventCallback); 4] = [
+    let events: [(u64, raw::RedisModuleEventCallback); 5] = [
         (
             raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
             Some(on_role_change),
@@ -407,20 +407,13 @@ pub fn subscribe(ctx: &Context) -> bool {
         (raw::REDISMODULE_EVENT_FLUSHDB, Some(on_flush)),
         (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb)),
         (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
+        (raw::REDISMODULE_EVENT_CONFIG, Some(on_config_change)),
     ];
     for (id, cb) in events {
         let ev = raw::RedisModuleEvent { id, dataver: 1 };
         if raw::subscribe_to_server_event(ctx.ctx, ev, cb) != raw::Status::Ok {
             return false;
         }
-    }
-    // Optional: without it the latency threshold is read for every sample.
-    let config = raw::RedisModuleEvent {
-        id: raw::REDISMODULE_EVENT_CONFIG,
-        dataver: 1,
-    };
-    if raw::subscribe_to_server_event(ctx.ctx, config, Some(on_config_change)) == raw::Status::Ok {
-        server::CONFIG_EVENTS.store(true, Ordering::Relaxed);
     }
     let Some(sub) = (unsafe { raw::RedisModule_SubscribeToKeyspaceEvents }) else {
         return false;
@@ -700,7 +693,6 @@ pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_repor
     })
 }
 
-/// A command the server calls with its raw arguments: wraps them for a handler of `commands`.
 /// A command's callback as the server calls it.
 pub type CommandFn = unsafe extern "C" fn(
     *mut raw::RedisModuleCtx,

@@ -4,7 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering};
 
 use redis_module::{raw, Context, RedisString, RedisValue};
 
@@ -122,12 +122,7 @@ impl Key {
                 f(self.key, *CACHE_TYPE.raw_type.borrow(), value)
             })
         };
-        if status == raw::REDISMODULE_OK as c_int {
-            Ok(())
-        } else {
-            drop(unsafe { Entry::box_from_raw(value.cast()) });
-            Err(CacheError::Internal("could not store the entry".into()))
-        }
+        stored(status, value)
     }
 
     /// Puts `entry` in place of the cache entry at this key and frees the old one. The key, its
@@ -142,15 +137,10 @@ impl Key {
                 f(self.key, *CACHE_TYPE.raw_type.borrow(), value, &mut old)
             })
         };
-        if status == raw::REDISMODULE_OK as c_int {
-            if !old.is_null() {
-                drop(unsafe { Entry::box_from_raw(old.cast()) });
-            }
-            Ok(())
-        } else {
-            drop(unsafe { Entry::box_from_raw(value.cast()) });
-            Err(CacheError::Internal("could not store the entry".into()))
+        if !old.is_null() {
+            drop(unsafe { Entry::box_from_raw(old.cast()) });
         }
+        stored(status, value)
     }
 
     pub fn delete(&self) {
@@ -212,6 +202,17 @@ impl Drop for Key {
             }
         }
         let _ = self.ctx;
+    }
+}
+
+/// The outcome of handing `value` (from [`Entry::into_raw`]) to the server: on refusal the
+/// entry is still ours, and is freed.
+fn stored(status: c_int, value: *mut c_void) -> Result<()> {
+    if status == raw::REDISMODULE_OK as c_int {
+        Ok(())
+    } else {
+        drop(unsafe { Entry::box_from_raw(value.cast()) });
+        Err(CacheError::Internal("could not store the entry".into()))
     }
 }
 
@@ -559,11 +560,8 @@ pub fn latency_sample(ctx: &Context, event: &str, ms: u64) {
 /// `latency-monitor-threshold` as last read; -1 when it must be read again.
 static LATENCY_THRESHOLD: AtomicI64 = AtomicI64::new(-1);
 
-/// Whether the server tells the module about configuration changes (then the threshold is
-/// kept between samples; otherwise it is read for each one).
-pub static CONFIG_EVENTS: AtomicBool = AtomicBool::new(false);
-
-/// The server's configuration changed: the latency threshold is read again when next needed.
+/// The server's configuration changed (the config-change server event): the latency threshold
+/// is read again when next needed.
 pub fn config_changed() {
     LATENCY_THRESHOLD.store(-1, Ordering::Relaxed);
 }
@@ -572,11 +570,7 @@ pub fn config_changed() {
 /// costs as much as tens of thousands of instructions, so it is read once and again after each
 /// configuration change.
 fn latency_threshold(ctx: &Context) -> u64 {
-    let kept = CONFIG_EVENTS.load(Ordering::Relaxed);
-    if let (true, Ok(t)) = (
-        kept,
-        u64::try_from(LATENCY_THRESHOLD.load(Ordering::Relaxed)),
-    ) {
+    if let Ok(t) = u64::try_from(LATENCY_THRESHOLD.load(Ordering::Relaxed)) {
         return t;
     }
     let read = match ctx.call("CONFIG", &["GET", "latency-monitor-threshold"]) {
@@ -588,9 +582,7 @@ fn latency_threshold(ctx: &Context) -> u64 {
         },
         _ => 0,
     };
-    if kept {
-        LATENCY_THRESHOLD.store(i64::try_from(read).unwrap_or(i64::MAX), Ordering::Relaxed);
-    }
+    LATENCY_THRESHOLD.store(i64::try_from(read).unwrap_or(i64::MAX), Ordering::Relaxed);
     read
 }
 
