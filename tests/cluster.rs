@@ -673,10 +673,6 @@ fn exists<C: redis::ConnectionLike>(c: &mut C, key: &str) -> bool {
     int(&must(c, &["EXISTS", key])) == 1
 }
 
-fn dbsize(c: &mut Connection) -> i64 {
-    int(&must(c, &["DBSIZE"]))
-}
-
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v

@@ -39,14 +39,6 @@ fn names(v: &Value, name: &str) -> Vec<String> {
     strings(&field(v, name))
 }
 
-fn config_get(c: &mut Connection, name: &str) -> String {
-    let v = ok(c, &["CONFIG", "GET", name]);
-    let pairs = map(&v);
-    assert_eq!(pairs.len(), 1, "CONFIG GET {name}: {v:?}");
-    assert_eq!(pairs[0].0, name);
-    String::from_utf8(bytes(&pairs[0].1).expect("config value")).expect("utf-8")
-}
-
 /// `CACHE.TAGS ...` as (tag, entries) pairs.
 fn tag_sizes(c: &mut Connection, args: &[&str]) -> Vec<(String, i64)> {
     let mut parts = vec!["CACHE.TAGS"];
