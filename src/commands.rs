@@ -547,6 +547,8 @@ fn apply(
     let started = Instant::now();
     let mut unread = 0u64;
     let mut denied = 0u64;
+    // The deleted keys' strings, kept for the DEL that propagates them.
+    let mut strings: Vec<RedisString> = Vec::new();
     let reached = reach(ctx, selector, depth, |name| {
         let rs = server::string(ctx, name);
         // A key the user may not delete is skipped: not removed, not counted, and the cascade
@@ -572,15 +574,15 @@ fn apply(
         drop(key);
         server::signal_modified(ctx, &rs);
         server::notify(ctx, NOTIFY_GENERIC, c"del", &rs);
+        strings.push(rs);
         true
     });
     if !matches!(selector, Selector::All) {
         cluster::capture(&reached, depth.unwrap_or_else(config::max_cascade_depth));
     }
     let deleted = &reached.keys;
-    for chunk in deleted.chunks(DEL_CHUNK) {
-        let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
-        server::replicate(ctx, "DEL", &refs);
+    for chunk in strings.chunks(DEL_CHUNK) {
+        server::replicate_strings(ctx, c"DEL", chunk);
     }
     if db != original {
         server::select_db(ctx, original);

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use crate::config;
 use crate::core::entry::Entry;
-use crate::core::index::Selector;
+use crate::core::index::{PackedNames, Selector};
 use crate::core::lazy::{self, encode_mark, Graph, Mark, Node};
 use crate::core::parse::Strategy;
 use crate::server::{self, Access, Blocked, Held, Key, NOTIFY_GENERIC};
@@ -36,16 +36,17 @@ impl<'a> ServerGraph<'a> {
         }
     }
 
-    /// `name` as a server string, made once while the same name is asked for again (a retained
-    /// reference after that, not a new string).
-    fn string(&mut self, name: &[u8]) -> RedisString {
-        if let Some(s) = self.last.as_ref().filter(|s| s.as_slice() == name) {
-            return s.safe_clone(self.ctx);
-        }
-        let s = server::string(self.ctx, name);
-        self.last = Some(s.safe_clone(self.ctx));
-        s
+    /// `name` as a server string, made once while the same name is asked for again.
+    fn string(&mut self, name: &[u8]) -> &RedisString {
+        cached(self.ctx, &mut self.last, name)
     }
+}
+
+fn cached<'s>(ctx: &Context, last: &'s mut Option<RedisString>, name: &[u8]) -> &'s RedisString {
+    if last.as_ref().is_some_and(|s| s.as_slice() != name) {
+        *last = None;
+    }
+    last.get_or_insert_with(|| server::string(ctx, name))
 }
 
 impl Graph for ServerGraph<'_> {
@@ -89,9 +90,9 @@ impl Graph for ServerGraph<'_> {
                 self.users.len() - 1
             }
         };
-        let key = self.string(name);
+        let key = cached(self.ctx, &mut self.last, name);
         match &self.users[i].1 {
-            Some(a) => a.allows(&key, true),
+            Some(a) => a.allows(key, true),
             // A user this node does not know (deleted since, or not defined on this replica):
             // a master deletes nothing for it; a replica, which deletes nothing itself, reads
             // the entry as a miss rather than serve what its master may have invalidated.
@@ -450,14 +451,14 @@ fn step(ctx: &Context) {
     }
     let marks = state::lock().lazy().marks(db).unwrap_or_default();
     let mut graph = ServerGraph::new(ctx, db);
-    let mut deleted: Vec<Vec<u8>> = Vec::new();
+    // The deleted keys' strings, kept for the DEL that propagates them.
+    let mut deleted: Vec<RedisString> = Vec::new();
+    let mut chunk = PackedNames::default();
     let mut done = false;
     while started.elapsed() < budget {
-        let names = match cursor {
+        match cursor {
             Some(c) => {
-                let (names, next) = state::with_db(db, |idx| idx.keys_from(c, CHUNK));
-                cursor = next;
-                names
+                cursor = state::with_db(db, |idx| idx.keys_from(c, CHUNK, &mut chunk));
             }
             None => {
                 let recheck = state::lock().lazy_mut(|l| {
@@ -471,18 +472,20 @@ fn step(ctx: &Context) {
                     done = true;
                     break;
                 }
-                recheck
+                chunk.clear();
+                for name in &recheck {
+                    chunk.push(name);
+                }
             }
-        };
-        for name in names {
-            if reclaim_one(ctx, db, &name, &marks, &mut graph) {
-                deleted.push(name);
+        }
+        for name in chunk.iter() {
+            if let Some(rs) = reclaim_one(ctx, db, name, &marks, &mut graph) {
+                deleted.push(rs);
             }
         }
     }
-    for chunk in deleted.chunks(crate::commands::DEL_CHUNK) {
-        let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
-        server::replicate(ctx, "DEL", &refs);
+    for part in deleted.chunks(crate::commands::DEL_CHUNK) {
+        server::replicate_strings(ctx, c"DEL", part);
     }
     progress(ctx, db, deleted.len() as u64, done.then_some(upto));
     if done {
@@ -513,15 +516,15 @@ fn step(ctx: &Context) {
     server::latency_sample(ctx, "cache-reclaim", us / 1000);
 }
 
-/// Deletes the entry `name` if a mark covers it; says whether it did.
+/// Deletes the entry `name` if a mark covers it; returns its string when it did.
 fn reclaim_one(
     ctx: &Context,
     db: usize,
     name: &[u8],
     marks: &[Mark],
     graph: &mut ServerGraph,
-) -> bool {
-    let rs = graph.string(name);
+) -> Option<RedisString> {
+    let rs = graph.string(name).safe_clone(ctx);
     let key = Key::write(ctx, &rs);
     let covered = match key.held() {
         Held::Entry(e) => {
@@ -531,12 +534,12 @@ fn reclaim_one(
         _ => false,
     };
     if !covered {
-        return false;
+        return None;
     }
     crate::commands::quiet(db, name, Quiet::Delete);
     key.delete();
     drop(key);
     server::signal_modified(ctx, &rs);
     server::notify(ctx, NOTIFY_GENERIC, c"del", &rs);
-    true
+    Some(rs)
 }

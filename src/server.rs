@@ -400,6 +400,23 @@ pub fn replicate(ctx: &Context, cmd: &str, args: &[&[u8]]) {
     ctx.replicate(cmd, args);
 }
 
+/// Propagates `cmd` with server strings the module already holds as its arguments: the server
+/// retains them instead of copying bytes into new strings (`replicate` makes one per argument).
+pub fn replicate_strings(ctx: &Context, cmd: &CStr, args: &[RedisString]) {
+    let mut argv: Vec<*mut raw::RedisModuleString> = args.iter().map(|s| s.inner).collect();
+    unsafe {
+        if let Some(f) = raw::RedisModule_Replicate {
+            f(
+                ctx.ctx,
+                cmd.as_ptr(),
+                c"v".as_ptr(),
+                argv.as_mut_ptr(),
+                argv.len(),
+            );
+        }
+    }
+}
+
 pub const NOTIFY_GENERIC: c_int = raw::REDISMODULE_NOTIFY_GENERIC;
 pub const NOTIFY_MODULE: c_int = raw::REDISMODULE_NOTIFY_MODULE as c_int;
 

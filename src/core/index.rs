@@ -227,6 +227,41 @@ impl std::fmt::Debug for DbIndex {
 /// Sorted names (tags or resources).
 pub type NameList = Vec<Vec<u8>>;
 
+/// Names packed into one buffer, for a caller that fills it again and again without an
+/// allocation per name.
+#[derive(Debug, Default)]
+pub struct PackedNames {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl PackedNames {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    pub fn push(&mut self, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter())
+            .map(|(a, &b)| &self.bytes[a..b])
+    }
+}
+
 /// An entry as the index sees it: its key, tags and dependencies (sorted).
 pub type Facts = (Vec<u8>, NameList, NameList);
 
@@ -605,21 +640,22 @@ impl DbIndex {
         self.resources.contains_key(name)
     }
 
-    /// Up to `n` keys in id order from id `from`, and the id to go on from (None at the end).
-    /// Ids are stable while an entry lives, so a walk in steps sees every entry that stays.
-    pub fn keys_from(&self, from: KeyId, n: usize) -> (Vec<Vec<u8>>, Option<KeyId>) {
-        let mut out = Vec::with_capacity(n);
+    /// Up to `n` keys in id order from id `from` into `out` (emptied first), and the id to go on
+    /// from (None at the end). Ids are stable while an entry lives, so a walk in steps sees
+    /// every entry that stays.
+    pub fn keys_from(&self, from: KeyId, n: usize, out: &mut PackedNames) -> Option<KeyId> {
+        out.clear();
         let mut id = from as usize;
         while id < self.names.len() {
             if out.len() == n {
-                return (out, Some(id as KeyId));
+                return Some(id as KeyId);
             }
             if let Some(k) = self.names[id].as_deref() {
-                out.push(k.to_vec());
+                out.push(k);
             }
             id += 1;
         }
-        (out, None)
+        None
     }
 
     /// Keys of the entries that depend on any of `resources` (each once).
@@ -1004,6 +1040,48 @@ mod tests {
         }
         assert!(idx.is_empty());
         assert_eq!((idx.tag_count(), idx.resource_count()), (0, 0));
+    }
+
+    #[test]
+    fn a_walk_in_chunks_sees_every_entry_that_stays() {
+        let mut idx = DbIndex::new();
+        for i in 0..10 {
+            ins(&mut idx, &format!("k{i}"), &[], &[]);
+        }
+        let mut out = PackedNames::default();
+        let mut seen = Vec::new();
+        let mut cursor = Some(0);
+        while let Some(c) = cursor {
+            cursor = idx.keys_from(c, 3, &mut out);
+            assert!(out.len() <= 3);
+            let chunk: Vec<String> = out
+                .iter()
+                .map(|k| String::from_utf8(k.to_vec()).unwrap())
+                .collect();
+            // Between chunks entries come and go. One removed ahead of the cursor is not seen;
+            // a new one whose id (a freed one) lies ahead is seen, one behind is not.
+            if chunk.iter().any(|k| k == "k4") {
+                assert!(rm(&mut idx, "k7", &[], &[]));
+                ins(&mut idx, "ahead", &[], &[]);
+                assert!(rm(&mut idx, "k1", &[], &[]));
+                ins(&mut idx, "behind", &[], &[]);
+            }
+            seen.extend(chunk);
+        }
+        let want: Vec<String> = [
+            "k0", "k1", "k2", "k3", "k4", "k5", "k6", "ahead", "k8", "k9",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(seen, want);
+        // Names of every length, the empty one included, come back as pushed.
+        out.clear();
+        for name in [&b""[..], b"a", b"", b"longer name"] {
+            out.push(name);
+        }
+        let back: Vec<&[u8]> = out.iter().collect();
+        assert_eq!(back, [&b""[..], b"a", b"", b"longer name"]);
     }
 
     #[test]

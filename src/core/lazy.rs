@@ -141,7 +141,8 @@ pub fn covering<'m>(
 ) -> Option<&'m Mark> {
     marks.iter().find(|m| {
         m.gen > e.born && {
-            let mut seen = AHashMap::new();
+            // Made when a dependency is first followed (most entries have none).
+            let mut seen = None;
             within(m, name, e, m.depth, graph, &mut seen) && graph.allowed(m, name)
         }
     })
@@ -155,7 +156,7 @@ fn within(
     e: &Entry,
     budget: u32,
     graph: &mut impl Graph,
-    seen: &mut AHashMap<Vec<u8>, u32>,
+    seen: &mut Option<AHashMap<Vec<u8>, u32>>,
 ) -> bool {
     if m.picks(name, e) {
         return true;
@@ -164,10 +165,11 @@ fn within(
         return false;
     }
     for dep in e.deps() {
-        if seen.get(dep).is_some_and(|&b| b >= budget) {
+        let seen_here = seen.get_or_insert_with(AHashMap::new);
+        if seen_here.get(dep).is_some_and(|&b| b >= budget) {
             continue;
         }
-        seen.insert(dep.to_vec(), budget);
+        seen_here.insert(dep.to_vec(), budget);
         for n in graph.nodes(dep) {
             let visible = n.entry.born < m.gen && m.gen <= n.until;
             if visible && within(m, dep, &n.entry, budget - 1, graph, seen) && graph.allowed(m, dep)
