@@ -124,12 +124,8 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         // Like SET with a past EXAT: the new value is gone at once, and so is the old one.
         crate::fetch::end_lease(db, argv[1], now);
         if existing {
-            quiet(db, argv[1], Quiet::Delete);
-            key.delete();
-            drop(key);
-            server::signal_modified(ctx, &args[1]);
-            server::notify(ctx, NOTIFY_GENERIC, c"del", &args[1]);
-            server::replicate(ctx, "DEL", &[argv[1]]);
+            delete_as_del(ctx, db, argv[1], key, &args[1]);
+            server::replicate_strings(ctx, c"DEL", &args[1..2]);
         }
         return Ok(Reply::Ok);
     }
@@ -369,6 +365,17 @@ pub fn quiet(db: usize, key: &[u8], why: Quiet) {
     state::lock().quiet = Some((db, hash_key(key), why));
 }
 
+/// Deletes the entry open in `key` (named `name`, `rs` as a server string, in `db`) the way DEL
+/// would: an invalidation, not counted as a removal; WATCH and client tracking see the change;
+/// a `del` event goes out. The caller propagates the DEL.
+pub fn delete_as_del(ctx: &Context, db: usize, name: &[u8], key: Key, rs: &RedisString) {
+    quiet(db, name, Quiet::Delete);
+    key.delete();
+    drop(key);
+    server::signal_modified(ctx, rs);
+    server::notify(ctx, NOTIFY_GENERIC, c"del", rs);
+}
+
 /// Walks what a selector reaches in the selected database: the selected entries, then the
 /// cascade. `visit` opens each candidate and says whether it is a live entry (it may act on it);
 /// the index is only locked between visits, never while the server runs a callback.
@@ -568,12 +575,7 @@ fn apply(
         if e.hits() == 0 {
             unread += 1;
         }
-        // An invalidation, not a removal: not counted as one.
-        quiet(db, name, Quiet::Delete);
-        key.delete();
-        drop(key);
-        server::signal_modified(ctx, &rs);
-        server::notify(ctx, NOTIFY_GENERIC, c"del", &rs);
+        delete_as_del(ctx, db, name, key, &rs);
         strings.push(rs);
         true
     });

@@ -12,8 +12,8 @@ use crate::core::entry::Entry;
 use crate::core::index::{PackedNames, Selector};
 use crate::core::lazy::{self, encode_mark, Graph, Mark, Node};
 use crate::core::parse::Strategy;
-use crate::server::{self, Access, Blocked, Held, Key, NOTIFY_GENERIC};
-use crate::state::{self, Quiet};
+use crate::server::{self, Access, Blocked, Held, Key};
+use crate::state;
 
 /// The keyspace of one database as coverage sees it: entries opened read-only (without touching
 /// their LRU clock), tombstones from the state, and the marks' users' permissions.
@@ -536,10 +536,6 @@ fn reclaim_one(
     if !covered {
         return None;
     }
-    crate::commands::quiet(db, name, Quiet::Delete);
-    key.delete();
-    drop(key);
-    server::signal_modified(ctx, &rs);
-    server::notify(ctx, NOTIFY_GENERIC, c"del", &rs);
+    crate::commands::delete_as_del(ctx, db, name, key, &rs);
     Some(rs)
 }

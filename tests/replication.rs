@@ -202,6 +202,9 @@ fn replica_attached_before_writes_converges() {
     set(&mut mc, &["a", "1", "TAGS", "2", "t1", "t2"]);
     set(&mut mc, &["b", "2", "TAGS", "1", "t2", "DEPENDS", "1", "a"]);
     set(&mut mc, &["c", "3", "TAGS", "1", "t3", "EX", "500"]);
+    // A deadline in the past removes the entry there: the replica gets the DEL.
+    set(&mut mc, &["gone", "4", "TAGS", "1", "t3"]);
+    set(&mut mc, &["gone", "5", "PXAT", "1"]);
     assert_eq!(inv(&mut mc, &["DEPTH", "0", "KEY", "a"]), 1);
     select(&mut mc, 0);
 
