@@ -324,11 +324,14 @@ pub fn swap_waiters(a: usize, b: usize) {
 /// Marks are gone without a walk (FLUSHALL, a database dropped), or this server became a
 /// replica: the waiters there get what was deleted so far.
 pub fn release_waiters(ctx: &Context, db: Option<usize>) {
-    let gone: Vec<usize> = waiters()
+    let mut gone: Vec<usize> = waiters()
         .iter()
         .filter(|x| db.is_none_or(|d| d == x.db))
         .map(|x| x.db)
         .collect();
+    // Each database once: one pass releases every waiter there.
+    gone.sort_unstable();
+    gone.dedup();
     for d in gone {
         progress(ctx, d, 0, Some(u64::MAX));
     }
