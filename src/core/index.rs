@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 
 use super::entry::{Link, LinkChange};
 use super::glob::Glob;
+use super::name::{self, KeyName};
 use super::show;
 
 pub type KeyId = u32;
@@ -191,6 +192,15 @@ fn stored_size(bytes: u64) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
+/// Heap bytes a key name takes beyond its id slot.
+fn boxed_bytes(key: &[u8]) -> u64 {
+    if key.len() > name::INLINE {
+        key.len() as u64
+    } else {
+        0
+    }
+}
+
 /// A 64-bit hash of a key name (fixed keys: stable within the process).
 pub fn hash_key(key: &[u8]) -> u64 {
     let mut h = AHasher::default();
@@ -202,11 +212,12 @@ pub fn hash_key(key: &[u8]) -> u64 {
 /// holds only ids and hashes the names it points to.
 #[derive(Default)]
 pub struct DbIndex {
-    names: Vec<Option<Box<[u8]>>>,
+    names: Vec<KeyName>,
     /// Value bytes of each entry, by id (for `value_bytes` without visiting the keyspace).
     /// An entry's value is at most `MAX_ENTRY_BYTES` (2 GiB): 4 bytes per id.
     sizes: Vec<u32>,
     value_bytes: u64,
+    /// Bytes of the key names too long to be held in their id slot.
     key_bytes: u64,
     free: Vec<KeyId>,
     lookup: HashTable<KeyId>,
@@ -369,16 +380,16 @@ impl DbIndex {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
-                self.names.push(None);
+                self.names.push(KeyName::vacant());
                 self.sizes.push(0);
                 (self.names.len() - 1) as KeyId
             }
         };
-        self.names[id as usize] = Some(key.into());
+        self.names[id as usize] = KeyName::new(key);
         let value_size = stored_size(value_size);
         self.sizes[id as usize] = value_size;
         self.value_bytes += u64::from(value_size);
-        self.key_bytes += key.len() as u64;
+        self.key_bytes += boxed_bytes(key);
         let names = &self.names;
         self.lookup.insert_unique(hash_key(key), id, |&i| {
             hash_key(names[i as usize].as_deref().unwrap_or_default())
@@ -448,9 +459,9 @@ impl DbIndex {
             .ok()?;
         let (id, _) = found.remove();
         unlink(&mut self.namespaces, namespace_of(key), id);
-        self.names[id as usize] = None;
+        self.names[id as usize] = KeyName::vacant();
         self.value_bytes -= u64::from(std::mem::take(&mut self.sizes[id as usize]));
-        self.key_bytes -= key.len() as u64;
+        self.key_bytes -= boxed_bytes(key);
         self.free.push(id);
         Some(id)
     }
@@ -480,7 +491,7 @@ impl DbIndex {
         for groups in [&mut self.tags, &mut self.resources] {
             groups.retain(|_, m| !m.remove(id));
         }
-        if let Some(name) = self.names[id as usize].clone() {
+        if let Some(name) = self.names[id as usize].as_deref().map(<[u8]>::to_vec) {
             self.detach(&name);
         }
     }
@@ -509,7 +520,7 @@ impl DbIndex {
     }
 
     fn name(&self, id: KeyId) -> Option<&[u8]> {
-        self.names.get(id as usize).and_then(Option::as_deref)
+        self.names.get(id as usize).and_then(KeyName::as_deref)
     }
 
     fn names_of(&self, ids: impl Iterator<Item = KeyId>) -> Vec<Vec<u8>> {
@@ -518,7 +529,7 @@ impl DbIndex {
     }
 
     fn all_names(&self) -> impl Iterator<Item = &[u8]> {
-        self.names.iter().filter_map(Option::as_deref)
+        self.names.iter().filter_map(KeyName::as_deref)
     }
 
     /// Keys of the entries that depend on `resource`, sorted.
@@ -739,7 +750,7 @@ impl DbIndex {
     /// entry.
     pub fn check_internal(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let live = self.names.iter().flatten().count();
+        let live = self.names.iter().filter(|k| k.is_some()).count();
         if live != self.lookup.len() {
             out.push(format!(
                 "{live} key slots but {} keys in the lookup table",
@@ -1379,10 +1390,12 @@ mod tests {
             0..200)) {
             let mut idx = DbIndex::new();
             let mut model: BTreeMap<Vec<u8>, (NameList, NameList)> = BTreeMap::new();
+            // Half the keys are too long to be held in their id slot.
+            let name = |k: u8| if k < 6 { format!("k{k}") } else { format!("a-longer-key-name-{k}") }.into_bytes();
             for (op, k, tags, deps) in ops {
-                let key = format!("k{k}").into_bytes();
+                let key = name(k);
                 let mut tags: NameList = sorted(tags.iter().map(|t| format!("t{t}").into_bytes()).collect());
-                let mut deps: NameList = sorted(deps.iter().map(|d| format!("k{d}").into_bytes()).collect());
+                let mut deps: NameList = sorted(deps.iter().map(|&d| name(d)).collect());
                 tags.dedup();
                 deps.dedup();
                 match op {
@@ -1421,16 +1434,16 @@ mod tests {
             }
             // The LAZY count agrees with what the selector selects.
             let t = |i: u8| format!("t{i}").into_bytes();
-            let k = |i: u8| format!("k{i}").into_bytes();
             for sel in [
                 Selector::All,
                 Selector::Tags(vec![t(0)]),
                 Selector::Tags(vec![t(0), t(1), t(1), t(4), b"none".to_vec()]),
-                Selector::Dependents(vec![k(1), k(2), k(3)]),
+                Selector::Dependents(vec![name(1), name(2), name(7)]),
+                Selector::Pattern(b"a-longer-*-1?".to_vec()),
                 Selector::Namespace(b"k1".to_vec()),
                 Selector::Pattern(b"k1*".to_vec()),
                 Selector::Pattern(b"k1".to_vec()),
-                Selector::Keys(vec![k(1), k(1), k(2)]),
+                Selector::Keys(vec![name(1), name(1), name(8)]),
             ] {
                 prop_assert_eq!(idx.count(&sel), idx.select(&sel).len() as u64, "{:?}", sel);
             }

@@ -8,6 +8,7 @@ pub mod lazy;
 pub mod lease;
 pub mod limits;
 pub mod metrics;
+pub mod name;
 pub mod parse;
 pub mod reply;
 pub mod rules;
