@@ -146,7 +146,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
             // Its dependents stay covered through it if a LAZY invalidation covers it.
             reclaim::retire(&mut state::lock(), db, argv[1], old);
         }
-        LinkChange::between(old, &entry)
+        (LinkChange::between(old, &entry), old.value().len() as u64)
     });
     if change.is_some() {
         quiet(db, argv[1], Quiet::Replace);
@@ -167,7 +167,7 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         .ok_or_else(|| CacheError::Internal("entry vanished".into()))?;
     state::with_db(db, |idx| {
         let size = stored.value().len() as u64;
-        if !change.is_some_and(|c| idx.relink(argv[1], &c, size)) {
+        if !change.is_some_and(|(c, old)| idx.relink(argv[1], &c, old, size)) {
             idx.insert(argv[1], stored.tags(), stored.deps(), size);
         }
     });

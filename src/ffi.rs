@@ -390,7 +390,11 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
             return;
         }
         crate::reclaim::retire(&mut st, db, key, e);
-        if st.db(db).remove(key, e.tags(), e.deps()) && quiet.is_none() {
+        if st
+            .db(db)
+            .remove(key, e.tags(), e.deps(), e.value().len() as u64)
+            && quiet.is_none()
+        {
             st.settle_removal();
             st.last_unlinked = Some((db, hash, e.hits()));
         }

@@ -124,6 +124,75 @@ impl fmt::Debug for KeyName {
     }
 }
 
+/// The index's id table: key names by id, in pages of [`PAGE`] slots. Growing adds a page
+/// instead of moving every slot into an allocation twice as large, so at most one page is unused
+/// (a `Vec` leaves up to half of its slots unused after doubling, a quarter on average). The first
+/// page grows like a `Vec` up to its full size, so a database with few entries takes little.
+#[derive(Default)]
+pub struct NameTable {
+    pages: Vec<Vec<KeyName>>,
+    len: usize,
+}
+
+/// Slots per page: 16 KiB.
+pub const PAGE: usize = 1024;
+const _: () = assert!(PAGE.is_power_of_two());
+
+impl NameTable {
+    /// Slots in use or vacated (the next id is `len()`).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Slots allocated.
+    pub fn capacity(&self) -> usize {
+        self.pages.iter().map(Vec::capacity).sum()
+    }
+
+    /// Appends a slot; returns its index.
+    pub fn push(&mut self, name: KeyName) -> usize {
+        match self.pages.last_mut() {
+            Some(page) if page.len() < PAGE => page.push(name),
+            _ => {
+                let mut page = if self.pages.is_empty() {
+                    Vec::new()
+                } else {
+                    Vec::with_capacity(PAGE)
+                };
+                page.push(name);
+                self.pages.push(page);
+            }
+        }
+        self.len += 1;
+        self.len - 1
+    }
+
+    pub fn get(&self, i: usize) -> Option<&KeyName> {
+        self.pages.get(i / PAGE).and_then(|p| p.get(i % PAGE))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &KeyName> {
+        self.pages.iter().flatten()
+    }
+}
+
+impl std::ops::Index<usize> for NameTable {
+    type Output = KeyName;
+    fn index(&self, i: usize) -> &KeyName {
+        &self.pages[i / PAGE][i % PAGE]
+    }
+}
+
+impl std::ops::IndexMut<usize> for NameTable {
+    fn index_mut(&mut self, i: usize) -> &mut KeyName {
+        &mut self.pages[i / PAGE][i % PAGE]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +208,38 @@ mod tests {
             assert!(k.is_some());
             assert_eq!(k.as_deref(), Some(&name[..]), "length {len}");
         }
+    }
+
+    #[test]
+    fn the_table_grows_by_pages_and_finds_every_slot() {
+        let mut t = NameTable::default();
+        assert!(t.is_empty() && t.get(0).is_none());
+        let count = 3 * PAGE + 5;
+        for i in 0..count {
+            assert_eq!(t.push(KeyName::new(format!("k{i}").as_bytes())), i);
+        }
+        assert_eq!(t.len(), count);
+        // Full pages, and the last one made at its full size: no more than one page unused.
+        assert_eq!(t.capacity(), 4 * PAGE);
+        for i in [0, 1, PAGE - 1, PAGE, 2 * PAGE + 7, count - 1] {
+            assert_eq!(t[i].as_deref(), Some(format!("k{i}").as_bytes()));
+            assert_eq!(t.get(i).and_then(KeyName::as_deref), t[i].as_deref());
+        }
+        assert!(t.get(count).is_none());
+        t[PAGE] = KeyName::vacant();
+        assert!(!t[PAGE].is_some());
+        let listed: Vec<usize> = t
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(listed.len(), count - 1);
+        assert!(!listed.contains(&PAGE));
+        // A small table stays small.
+        let mut small = NameTable::default();
+        small.push(KeyName::new(b"one"));
+        assert!(small.capacity() < PAGE);
     }
 
     proptest! {
