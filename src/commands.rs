@@ -226,21 +226,24 @@ fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
 fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let started = Instant::now();
     parse::at_least(argv, 1, "cache.mget")?;
-    let mut out = Vec::with_capacity(args.len() - 1);
+    // Each value is sent while its key is open: no copy of it.
+    server::reply_array_len(ctx, args.len() - 1);
     let mut hits = Vec::with_capacity(args.len() - 1);
     for (name, raw) in args[1..].iter().zip(&argv[1..]) {
         let key = Key::read(ctx, name);
-        let found = match key.held() {
+        let hit = match key.held() {
             server::Held::Entry(e) if reclaim::live(ctx, raw, e) => {
                 e.hit();
-                Some(e.value().to_vec())
+                server::reply_bulk(ctx, e.value());
+                true
             }
-            _ => None,
+            _ => {
+                server::reply(ctx, &Reply::Nil);
+                false
+            }
         };
-        hits.push(found.is_some());
-        out.push(found.map_or(Reply::Nil, Reply::Bulk));
+        hits.push(hit);
     }
-    server::reply(ctx, &Reply::Array(out));
     record_lookups(argv, &hits, started);
     Ok(Reply::Sent)
 }

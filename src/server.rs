@@ -454,9 +454,7 @@ pub fn reply(ctx: &Context, r: &Reply) {
                 }
             }
             Reply::Array(items) => {
-                if let Some(f) = raw::RedisModule_ReplyWithArray {
-                    f(c, items.len() as _);
-                }
+                reply_array_len(ctx, items.len());
                 for i in items {
                     reply(ctx, i);
                 }
@@ -474,6 +472,15 @@ pub fn reply(ctx: &Context, r: &Reply) {
                 }
             }
             Reply::Sent => {}
+        }
+    }
+}
+
+/// The header of an array reply of `n` items, which the caller then sends one by one.
+pub fn reply_array_len(ctx: &Context, n: usize) {
+    unsafe {
+        if let Some(f) = raw::RedisModule_ReplyWithArray {
+            f(ctx.ctx, n as _);
         }
     }
 }
