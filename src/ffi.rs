@@ -392,7 +392,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         crate::reclaim::retire(&mut st, db, key, e);
         if st
             .db(db)
-            .remove(key, e.tags(), e.deps(), e.value().len() as u64)
+            .remove_hashed(key, hash, e.tags(), e.deps(), e.value().len() as u64)
             && quiet.is_none()
         {
             st.settle_removal();

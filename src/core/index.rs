@@ -435,13 +435,11 @@ impl DbIndex {
     }
 
     /// Takes a key out of the lookup table and the id table; returns its id.
-    fn detach(&mut self, key: &[u8], value_size: u64) -> Option<KeyId> {
+    fn detach(&mut self, key: &[u8], hash: u64, value_size: u64) -> Option<KeyId> {
         let names = &self.names;
         let found = self
             .lookup
-            .find_entry(hash_key(key), |&id| {
-                names[id as usize].as_deref() == Some(key)
-            })
+            .find_entry(hash, |&id| names[id as usize].as_deref() == Some(key))
             .ok()?;
         let (id, _) = found.remove();
         unlink(&mut self.namespaces, namespace_of(key), id);
@@ -461,7 +459,20 @@ impl DbIndex {
         deps: impl IntoIterator<Item = &'a [u8]>,
         value_size: u64,
     ) -> bool {
-        let Some(id) = self.detach(key, value_size) else {
+        self.remove_hashed(key, hash_key(key), tags, deps, value_size)
+    }
+
+    /// [`remove`](Self::remove) for a caller that has `hash_key(key)` already (the unlink
+    /// callback, which hashes every deleted key for its own bookkeeping).
+    pub fn remove_hashed<'a>(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        tags: impl IntoIterator<Item = &'a [u8]>,
+        deps: impl IntoIterator<Item = &'a [u8]>,
+        value_size: u64,
+    ) -> bool {
+        let Some(id) = self.detach(key, hash, value_size) else {
             return false;
         };
         for t in tags {
@@ -481,7 +492,7 @@ impl DbIndex {
             groups.retain(|_, m| !m.remove(id));
         }
         if let Some(name) = self.names[id as usize].as_deref().map(<[u8]>::to_vec) {
-            self.detach(&name, 0);
+            self.detach(&name, hash_key(&name), 0);
         }
     }
 
