@@ -137,18 +137,24 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         now,
     )
     .ok_or(CacheError::TooLarge)?;
-    entry.born = state::generation();
+    entry.set_born(state::generation());
     // Replacing a value runs the type's unlink callback for the old entry. When an entry is
     // replaced, only the links that differ change: the callback is told to leave the index
     // alone and the difference is applied after.
     let change = key.entry()?.map(|old| {
-        if old.born < state::newest_mark() {
+        if old.born() < state::newest_mark() {
             // Its dependents stay covered through it if a LAZY invalidation covers it.
             reclaim::retire(&mut state::lock(), db, argv[1], old);
         }
-        (LinkChange::between(old, &entry), old.value().len() as u64)
+        (
+            LinkChange::between(old, &entry),
+            old.value().len() as u64,
+            old.id(),
+        )
     });
-    if change.is_some() {
+    if let Some((_, _, id)) = change {
+        // The new entry takes the old one's place in the index, id and all.
+        entry.set_id(id);
         quiet(db, argv[1], Quiet::Replace);
     }
     let stored = key.set_entry(entry);
@@ -167,8 +173,9 @@ fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
         .ok_or_else(|| CacheError::Internal("entry vanished".into()))?;
     state::with_db(db, |idx| {
         let size = stored.value().len() as u64;
-        if !change.is_some_and(|(c, old)| idx.relink(argv[1], &c, old, size)) {
-            idx.insert(argv[1], stored.tags(), stored.deps(), size);
+        if !change.is_some_and(|(c, old, id)| idx.relink(argv[1], id, &c, old, size)) {
+            let id = idx.insert(argv[1], stored.tags(), stored.deps(), size);
+            stored.set_id(id);
         }
     });
     // The command as sent is deterministic unless it had a relative TTL or took the default:
@@ -295,15 +302,16 @@ fn add_links(
     };
     // Not covered by any LAZY invalidation now, and new names must not make it covered by
     // one made before: it counts as written now.
-    grown.born = state::generation();
+    grown.set_born(state::generation());
+    let id = grown.id();
     key.replace_entry(grown)?;
     let new = added.iter().map(Vec::as_slice);
     let none = std::iter::empty();
     state::with_db(db, |idx| {
         if to_deps {
-            idx.add_links(argv[1], none, new)
+            idx.add_links(argv[1], id, none, new)
         } else {
-            idx.add_links(argv[1], new, none)
+            idx.add_links(argv[1], id, new, none)
         }
     });
     drop(key);
@@ -348,7 +356,7 @@ fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<
                 .map_or(Reply::Nil, |m| Reply::Bulk(m.as_bytes().to_vec())),
         ),
         ("ttl_ms", Reply::Int(key.ttl_ms())),
-        ("created_ms", Reply::Int(e.created_ms)),
+        ("created_ms", Reply::Int(e.created_ms())),
         (
             "hits",
             Reply::Int(i64::try_from(e.hits()).unwrap_or(i64::MAX)),
@@ -389,8 +397,9 @@ pub(crate) fn reach(
     visit: impl FnMut(&[u8]) -> bool,
 ) -> Reach {
     let db = server::selected_db(ctx);
+    let picked = server::entries_only(ctx, selector);
     let (seeds, any_dependency) =
-        state::with_db(db, |idx| (idx.select(selector), idx.resource_count() > 0));
+        state::with_db(db, |idx| (idx.select(&picked), idx.resource_count() > 0));
     // Nothing depends on anything in this database: no cascade to follow (and no need to
     // remember which keys were seen).
     let depth = match selector {
@@ -836,7 +845,7 @@ fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
         PendingArgs::Born(key, gen) => {
             let key = Key::write(ctx, &server::string(ctx, &key));
             if let Some(e) = key.entry()? {
-                e.born = gen;
+                e.set_born(gen);
             }
             return Ok(Reply::Ok);
         }
@@ -1304,14 +1313,17 @@ fn for_each_db(ctx: &Context, mut f: impl FnMut(usize)) {
     server::select_db(ctx, original);
 }
 
-fn index_of(entries: Vec<server::Scanned>) -> DbIndex {
+/// An index of scanned entries (each key once: a scan can find a key twice).
+fn index_of(mut entries: Vec<server::Scanned>) -> DbIndex {
+    entries.sort_unstable_by(|a, b| a.0 .0.cmp(&b.0 .0));
+    entries.dedup_by(|a, b| a.0 .0 == b.0 .0);
     let mut idx = DbIndex::new();
-    for ((k, t, d), size, _) in entries {
+    for ((k, t, d), size, _, _) in &entries {
         idx.insert(
-            &k,
+            k,
             t.iter().map(Vec::as_slice),
             d.iter().map(Vec::as_slice),
-            size,
+            *size,
         );
     }
     idx
@@ -1321,9 +1333,17 @@ fn index_of(entries: Vec<server::Scanned>) -> DbIndex {
 fn verify(ctx: &Context) -> Vec<String> {
     let mut out = Vec::new();
     for_each_db(ctx, |db| {
-        let expected = index_of(server::scan_entries(ctx));
+        let scanned = server::scan_entries(ctx);
+        let carried: Vec<(Vec<u8>, index::KeyId)> =
+            scanned.iter().map(|s| (s.0 .0.clone(), s.3)).collect();
+        let expected = index_of(scanned);
         let mut st = state::lock();
         out.extend(index::diff(db, st.db(db), &expected));
+        out.extend(index::misfiled(
+            db,
+            st.db(db),
+            carried.iter().map(|(k, id)| (&k[..], *id)),
+        ));
         let (live, entries) = (st.db(db).value_bytes(), expected.value_bytes());
         if live != entries {
             out.push(format!(
@@ -1339,9 +1359,16 @@ pub fn rebuild_all(ctx: &Context) {
     let mut rebuilt = Vec::new();
     let mut newest = 0;
     for_each_db(ctx, |db| {
-        let entries = server::scan_entries(ctx);
-        newest = entries.iter().map(|e| e.2).fold(newest, u64::max);
-        rebuilt.push((db, index_of(entries)))
+        let mut idx = DbIndex::new();
+        server::scan_with(ctx, &mut |name, e| {
+            newest = newest.max(e.born());
+            // A scan can find a key twice: then it carries the id it was given the first time.
+            if !idx.holds(name, e.id()) {
+                let id = idx.insert(name, e.tags(), e.deps(), e.value().len() as u64);
+                e.set_id(id);
+            }
+        });
+        rebuilt.push((db, idx));
     });
     // Entries written later must be born after every loaded one (an RDB saved without LAZY
     // marks has no generation in it).

@@ -80,7 +80,7 @@ fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Re
                 config::REFRESH_AHEAD_PERCENT.get(),
                 u64::try_from(config::HOT_THRESHOLD.get()).unwrap_or(0),
                 e.hits(),
-                e.created_ms,
+                e.created_ms(),
                 key.deadline(),
                 now,
             ),

@@ -151,9 +151,9 @@ unsafe extern "C" fn aof_rewrite(
                     marks,
                 );
             }
-            if e.born < newest {
+            if e.born() < newest {
                 // A LAZY mark may cover it: it keeps its generation (CACHE.SET gives a new one).
-                let born = { e.born }.to_string();
+                let born = e.born().to_string();
                 emit(
                     aof,
                     c"CACHE.PENDING".as_ptr(),
@@ -392,7 +392,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         crate::reclaim::retire(&mut st, db, key, e);
         if st
             .db(db)
-            .remove_hashed(key, hash, e.tags(), e.deps(), e.value().len() as u64)
+            .remove(key, e.id(), e.tags(), e.deps(), e.value().len() as u64)
             && quiet.is_none()
         {
             st.settle_removal();
@@ -580,11 +580,17 @@ unsafe extern "C" fn on_keyspace(
         if let server::Held::Entry(e) = handle.held() {
             if event == b"restore" {
                 // A new entry here, whatever generation it had where it was dumped.
-                e.born = state::generation();
+                e.set_born(state::generation());
             }
             let size = e.value().len() as u64;
             let mut st = state::lock();
-            st.db(db).insert(&name, e.tags(), e.deps(), size);
+            // The id it carries is its source's (or none): a new one here, unless this entry
+            // is in this index already.
+            let idx = st.db(db);
+            if !idx.holds(&name, e.id()) {
+                let id = idx.insert(&name, e.tags(), e.deps(), size);
+                e.set_id(id);
+            }
             let departed = st.departed.take();
             if state::lazy_active() && event != b"restore" {
                 // It keeps its generation, and what covered it under its old name still does.
@@ -595,7 +601,7 @@ unsafe extern "C" fn on_keyspace(
                         .map(|marks| {
                             marks
                                 .iter()
-                                .filter(|m| m.gen > e.born && m.picks(old, e))
+                                .filter(|m| m.gen > e.born() && m.picks(old, e))
                                 .filter(|m| *from != db || !m.picks(&name, e))
                                 .map(|m| m.alias(&name))
                                 .collect()
@@ -603,7 +609,7 @@ unsafe extern "C" fn on_keyspace(
                         .unwrap_or_default(),
                     None => Vec::new(),
                 };
-                st.lazy_mut(|l| l.db(db).arrived(&name, e.born, aliases));
+                st.lazy_mut(|l| l.db(db).arrived(&name, e.born(), aliases));
             }
         }
         drop(handle);

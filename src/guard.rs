@@ -36,5 +36,10 @@ pub fn check_reach(ctx: &Context, selector: &Selector, depth: Option<u32>) -> Re
     }
     let depth = depth.unwrap_or_else(config::max_cascade_depth);
     let db = server::selected_db(ctx);
-    state::with_db(db, |idx| l.check_cascade(idx, selector, depth))
+    if depth == 0 || state::with_db(db, |idx| idx.resource_count() == 0) {
+        // Nothing to cascade to.
+        return Ok(());
+    }
+    let picked = server::entries_only(ctx, selector);
+    state::with_db(db, |idx| l.check_cascade(idx, &picked, depth))
 }

@@ -51,29 +51,23 @@ fn cached<'s>(ctx: &Context, last: &'s mut Option<RedisString>, name: &[u8]) -> 
 
 impl Graph for ServerGraph<'_> {
     fn nodes(&mut self, name: &[u8]) -> SmallVec<[Node; 2]> {
-        let (indexed, tombstones): (bool, SmallVec<[Node; 2]>) = {
-            let mut st = state::lock();
-            let indexed = st.db(self.db).contains(name);
-            let t = st
-                .lazy()
-                .get(self.db)
-                .map(|d| d.tombstones(name).cloned().collect())
-                .unwrap_or_default();
-            (indexed, t)
-        };
+        let tombstones: SmallVec<[Node; 2]> = state::lock()
+            .lazy()
+            .get(self.db)
+            .map(|d| d.tombstones(name).cloned().collect())
+            .unwrap_or_default();
         let mut out = SmallVec::new();
-        if indexed {
-            // The state is not held here: opening may expire the key, which calls back.
-            let key = Key::peek(self.ctx, &server::string(self.ctx, name));
-            if let Held::Entry(e) = key.held() {
-                if let Some(entry) = e.skeleton() {
-                    out.push(Node {
-                        entry,
-                        until: u64::MAX,
-                    });
-                }
+        // The state is not held here: opening may expire the key, which calls back.
+        let key = Key::peek(self.ctx, &server::string(self.ctx, name));
+        if let Held::Entry(e) = key.held() {
+            if let Some(entry) = e.skeleton() {
+                out.push(Node {
+                    entry,
+                    until: u64::MAX,
+                });
             }
         }
+        drop(key);
         out.extend(tombstones);
         out
     }
@@ -105,13 +99,13 @@ impl Graph for ServerGraph<'_> {
 /// it reads as missing. Costs one flag check while no marks exist (the hot read path).
 pub fn gone(ctx: &Context, name: &[u8], e: &Entry) -> bool {
     // Written after every mark (the usual case): nothing covers it, no lock taken.
-    if e.born >= state::newest_mark() {
+    if e.born() >= state::newest_mark() {
         return false;
     }
     let db = server::selected_db(ctx);
     let marks = state::lock().lazy().marks(db);
     match marks {
-        Some(m) if m.last().is_some_and(|newest| newest.gen > e.born) => {
+        Some(m) if m.last().is_some_and(|newest| newest.gen > e.born()) => {
             lazy::covering(&m, name, e, &mut ServerGraph::new(ctx, db)).is_some()
         }
         _ => false,
@@ -127,7 +121,7 @@ pub fn live(ctx: &Context, name: &[u8], e: &Entry) -> bool {
 /// Called with the state held (the unlink callback, CACHE.SET replacing).
 pub fn retire(st: &mut state::State, db: usize, name: &[u8], e: &Entry) {
     // No mark can cover it (none, or all older than the entry): nothing to keep.
-    if e.born >= state::newest_mark() {
+    if e.born() >= state::newest_mark() {
         return;
     }
     let depended_on = st.db(db).is_resource(name);
@@ -185,7 +179,9 @@ pub fn invalidate(
     user: Option<Vec<u8>>,
 ) -> u64 {
     let noted = Noted::of(&selector, context.as_deref());
-    let selected = state::with_db(db, |idx| idx.count(&selector));
+    let picked = server::entries_only(ctx, &selector);
+    let selected = state::with_db(db, |idx| idx.count(&picked));
+    drop(picked);
     mark(ctx, db, selector, selected, depth, context, user);
     noted.record(ctx, selected, Strategy::Lazy);
     selected
@@ -248,15 +244,15 @@ pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector) -> Option<u6
         return None;
     }
     let threshold = u64::try_from(threshold).unwrap_or(u64::MAX);
-    state::with_db(db, |idx| {
-        // Counting a pattern visits names: not where the database is too small anyway.
-        let entries = idx.len() as u64;
-        if entries < threshold {
-            return None;
-        }
-        let selected = idx.count(selector);
-        (selected >= threshold && selected * 4 >= entries).then_some(selected)
-    })
+    // Counting a pattern visits names, and a KEY list opens keys: not where the database is
+    // too small anyway.
+    let entries = state::with_db(db, |idx| idx.len() as u64);
+    if entries < threshold {
+        return None;
+    }
+    let selector = server::entries_only(ctx, selector);
+    let selected = state::with_db(db, |idx| idx.count(&selector));
+    (selected >= threshold && selected * 4 >= entries).then_some(selected)
 }
 
 /// An IMMEDIATE invalidation in steps: the entries read as missing at once (a mark, as LAZY);
@@ -531,7 +527,7 @@ fn reclaim_one(
     let key = Key::write(ctx, &rs);
     let covered = match key.held() {
         Held::Entry(e) => {
-            marks.last().is_some_and(|m| m.gen > e.born)
+            marks.last().is_some_and(|m| m.gen > e.born())
                 && lazy::covering(marks, name, e, graph).is_some()
         }
         _ => false,

@@ -1,6 +1,7 @@
 //! Thin safe wrappers over the server's module API: keys holding cache entries, replies,
 //! replication, notifications, scans. The command handlers use these and nothing rawer.
 
+use std::borrow::Cow;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_int, c_void};
 use std::ptr;
@@ -9,7 +10,8 @@ use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering};
 use redis_module::{raw, Context, RedisString, RedisValue};
 
 use crate::core::entry::Entry;
-use crate::core::index::Facts;
+use crate::core::glob::Glob;
+use crate::core::index::{Facts, KeyId, Selector};
 pub use crate::core::reply::Reply;
 use crate::error::{CacheError, Result};
 use crate::ffi::CACHE_TYPE;
@@ -506,57 +508,93 @@ pub fn reply_error(ctx: &Context, e: &CacheError) {
     }
 }
 
-/// A cache entry as a scan finds it: `(key, tags, deps)`, value bytes, generation.
-pub type Scanned = (Facts, u64, u64);
+/// A cache entry as a scan finds it: `(key, tags, deps)`, value bytes, generation, the id it
+/// carries.
+pub type Scanned = (Facts, u64, u64, KeyId);
 
 /// Every cache entry of the selected database.
 pub fn scan_entries(ctx: &Context) -> Vec<Scanned> {
     let mut out: Vec<Scanned> = Vec::new();
+    scan_with(ctx, &mut |name, e| {
+        let names = |l: crate::core::entry::NameIter| l.map(<[u8]>::to_vec).collect();
+        let facts = (name.to_vec(), names(e.tags()), names(e.deps()));
+        out.push((facts, e.value().len() as u64, e.born(), e.id()));
+    });
+    out
+}
+
+/// Calls `f` with every cache entry of the selected database (a key may come more than once,
+/// as with SCAN). `f` may change the entry in place, not the keyspace.
+pub fn scan_with(ctx: &Context, f: &mut dyn FnMut(&[u8], &mut Entry)) {
     unsafe {
         let (Some(create), Some(scan), Some(destroy)) = (
             raw::RedisModule_ScanCursorCreate,
             raw::RedisModule_Scan,
             raw::RedisModule_ScanCursorDestroy,
         ) else {
-            return out;
+            return;
         };
         let cursor = create();
+        let mut f = f;
         while scan(
             ctx.ctx,
             cursor,
             Some(scan_one),
-            (&mut out as *mut Vec<_>).cast(),
+            (&mut f as *mut &mut dyn FnMut(&[u8], &mut Entry)).cast(),
         ) != 0
         {}
         destroy(cursor);
     }
-    out
 }
 
 extern "C" fn scan_one(
     ctx: *mut raw::RedisModuleCtx,
     name: *mut raw::RedisModuleString,
     key: *mut raw::RedisModuleKey,
-    out: *mut c_void,
+    f: *mut c_void,
 ) {
-    let out = unsafe { &mut *out.cast::<Vec<Scanned>>() };
-    let name_bytes = RedisString::string_as_slice(name).to_vec();
-    let mut record = |k: *mut raw::RedisModuleKey| {
-        // The handle is open for the duration of this callback.
-        if let Held::Entry(e) = unsafe { held_by(k) } {
-            let names = |l: crate::core::entry::NameIter| l.map(<[u8]>::to_vec).collect();
-            let facts = (name_bytes.clone(), names(e.tags()), names(e.deps()));
-            out.push((facts, e.value().len() as u64, e.born));
+    let f = unsafe { &mut *f.cast::<&mut dyn FnMut(&[u8], &mut Entry)>() };
+    let name_bytes = RedisString::string_as_slice(name);
+    // The handle is open for the duration of this callback.
+    if !key.is_null() {
+        if let Held::Entry(e) = unsafe { held_by(key) } {
+            f(name_bytes, e);
         }
-    };
-    if key.is_null() {
-        let ctx = Context::new(ctx);
-        let s = RedisString::create_from_slice(ctx.ctx, &name_bytes);
-        let k = Key::peek(&ctx, &s);
-        record(k.key);
-    } else {
-        record(key);
+        return;
     }
+    let ctx = Context::new(ctx);
+    let k = Key::peek(&ctx, &RedisString::create_from_slice(ctx.ctx, name_bytes));
+    if let Held::Entry(e) = k.held() {
+        f(name_bytes, e);
+    }
+}
+
+/// `sel` with its KEY list, or a pattern without wildcards (which names one key), cut down to
+/// the keys that hold a cache entry in the selected database: the index has no way from a name
+/// to its entry, the keyspace has (see `DbIndex::select`). Opens each key, so never call it
+/// while holding the state.
+pub fn entries_only<'s>(ctx: &Context, sel: &'s Selector) -> Cow<'s, Selector> {
+    let glob;
+    let keys: Vec<&[u8]> = match sel {
+        Selector::Keys(keys) => keys.iter().map(Vec::as_slice).collect(),
+        Selector::Pattern(p) => {
+            glob = Glob::new(p);
+            if !glob.is_literal() {
+                return Cow::Borrowed(sel);
+            }
+            vec![glob.literal_prefix()]
+        }
+        _ => return Cow::Borrowed(sel),
+    };
+    let held = keys
+        .into_iter()
+        .filter(|k| {
+            let key = Key::peek(ctx, &string(ctx, k));
+            matches!(key.held(), Held::Entry(_))
+        })
+        .map(<[u8]>::to_vec)
+        .collect();
+    Cow::Owned(Selector::Keys(held))
 }
 
 /// Adds a latency-monitor sample as the server's own events are added: only when the monitor

@@ -59,9 +59,10 @@ pub fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
 
-/// Moves the generation forward to at least `g`.
+/// Moves the generation forward to at least `g` (at most to what an entry holds: a loaded
+/// generation beyond that would cover every entry written after).
 pub fn raise_generation(g: u64) {
-    GENERATION.fetch_max(g, Ordering::Relaxed);
+    GENERATION.fetch_max(g.min(crate::core::entry::STAMP_MAX), Ordering::Relaxed);
 }
 
 /// The next generation (a new LAZY mark's).

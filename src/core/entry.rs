@@ -6,12 +6,13 @@ use smallvec::SmallVec;
 /// Encoding version written in front of every serialised entry (RDB, DUMP).
 pub const ENCODING_VERSION: u8 = 3;
 
-/// The fixed part of an entry: counters and where each section of `data` ends. 36 bytes,
-/// 4-aligned, so that with a 124-byte payload (a 100-byte value and three short tags) an entry
-/// fills a 160-byte allocation; the stale deadline, which few entries have, lives in `data`.
-/// Such allocations start on a cache line or half-way into one: what every read and write looks
-/// at comes first (28 bytes), the creation time, read by `CACHE.INSPECT` and persistence only,
-/// last.
+/// The fixed part of an entry: counters, its id in the index and where each section of `data`
+/// ends. 36 bytes, 4-aligned, so that with a 124-byte payload (a 100-byte value and three short
+/// tags) an entry fills a 160-byte allocation; the stale deadline, which few entries have, lives
+/// in `data`. The generation and the creation time take 48 bits each ([`STAMP_MAX`]), which
+/// leaves room for the id. Such allocations start on a cache line or half-way into one: what
+/// every read and write looks at comes first, the creation time, read by `CACHE.INSPECT` and
+/// persistence only, last.
 #[repr(C, packed(4))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Header {
@@ -23,10 +24,61 @@ pub struct Header {
     deps_end: u32,
     /// Reads that found the entry, saturating at `u32::MAX` (see [`Entry::hits`]).
     hits: u32,
-    /// The module's generation when the entry was written: LAZY invalidations newer than this
-    /// cover it (see `core::lazy`). Version 1 encodings load as 0.
-    pub born: u64,
-    pub created_ms: i64,
+    /// The entry's id in its database's index (`core::index`), written when the index takes
+    /// the entry in. Until then (a copy, an entry being loaded) it means nothing, and the index
+    /// checks that the id it is given names the key it is asked about.
+    id: u32,
+    /// The module's generation when the entry was written, low 32 and high 16 bits: LAZY
+    /// invalidations newer than this cover it (see `core::lazy`). Version 1 encodings load as 0.
+    born_lo: u32,
+    born_hi: u16,
+    created_hi: u16,
+    /// Creation time (Unix ms), low 32 bits (the high 16 are in `created_hi`).
+    created_lo: u32,
+}
+
+/// The largest generation and creation time an entry holds (48 bits: the year 10889 in ms, and
+/// more LAZY invalidations than any server makes); larger ones are held as this.
+pub const STAMP_MAX: u64 = (1 << 48) - 1;
+
+impl Header {
+    /// The generation the entry was written at.
+    pub fn born(&self) -> u64 {
+        u64::from(self.born_lo) | (u64::from(self.born_hi) << 32)
+    }
+
+    pub fn set_born(&mut self, generation: u64) {
+        let g = generation.min(STAMP_MAX);
+        self.born_lo = g as u32;
+        self.born_hi = (g >> 32) as u16;
+    }
+
+    /// Creation time, Unix ms.
+    pub fn created_ms(&self) -> i64 {
+        (u64::from(self.created_lo) | (u64::from(self.created_hi) << 32)) as i64
+    }
+
+    /// Sets the creation time, clamped to 0..=[`STAMP_MAX`].
+    fn set_created_ms(&mut self, ms: i64) {
+        let t = u64::try_from(ms).unwrap_or(0).min(STAMP_MAX);
+        self.created_lo = t as u32;
+        self.created_hi = (t >> 32) as u16;
+    }
+
+    /// The id the index gave the entry (see the field).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn set_id(&mut self, id: u32) {
+        self.id = id;
+    }
+
+    fn created_at(ms: i64) -> Header {
+        let mut h = Header::default();
+        h.set_created_ms(ms);
+        h
+    }
 }
 
 /// In `deps_end`: a SOFT invalidation's deadline (8 bytes, little-endian Unix ms) follows the
@@ -87,9 +139,10 @@ impl std::fmt::Debug for Entry {
             .field("tags", &self.tags().collect::<Vec<_>>())
             .field("deps", &self.deps().collect::<Vec<_>>())
             .field("meta", &self.meta())
-            .field("created_ms", &{ self.created_ms })
+            .field("created_ms", &self.created_ms())
             .field("hits", &self.hits())
-            .field("born", &{ self.born })
+            .field("born", &self.born())
+            .field("id", &self.id())
             .field("stale_until", &self.stale_until())
             .finish()
     }
@@ -267,11 +320,7 @@ impl Entry {
     ) -> Option<Box<Entry>> {
         let tags = canonical(tags);
         let deps = canonical(deps);
-        let head = Header {
-            created_ms,
-            ..Header::default()
-        };
-        Self::build(head, value, &tags, &deps, 0, meta)
+        Self::build(Header::created_at(created_ms), value, &tags, &deps, 0, meta)
     }
 
     /// Lays out `value`, the names (sorted, unique), the stale deadline (when not 0) and `meta`
@@ -503,10 +552,8 @@ impl Entry {
 
     /// The entry without its value, meta and counters: what coverage needs of it.
     pub fn skeleton(&self) -> Option<Box<Entry>> {
-        let head = Header {
-            born: self.born,
-            ..Header::default()
-        };
+        let mut head = Header::default();
+        head.set_born(self.born());
         Entry::build(
             head,
             b"",
@@ -540,9 +587,9 @@ impl Entry {
                 put_bytes(&mut out, m.as_bytes());
             }
         }
-        put_varint(&mut out, self.created_ms as u64);
+        put_varint(&mut out, self.created_ms() as u64);
         put_varint(&mut out, self.hits());
-        put_varint(&mut out, self.born);
+        put_varint(&mut out, self.born());
         put_varint(&mut out, self.stale_until().max(0) as u64);
         out
     }
@@ -580,12 +627,11 @@ impl Entry {
         if r.pos != buf.len() {
             return Err(DecodeError::Corrupt("trailing bytes"));
         }
-        let head = Header {
-            created_ms,
+        let mut head = Header {
             hits: u32::try_from(hits).unwrap_or(u32::MAX),
-            born,
-            ..Header::default()
+            ..Header::created_at(created_ms)
         };
+        head.set_born(born);
         Entry::build(head, value, &tags, &deps, stale_until, meta)
             .ok_or(DecodeError::Corrupt("too large"))
     }
@@ -698,7 +744,7 @@ mod tests {
         for _ in 0..7 {
             e.hit();
         }
-        e.born = 42;
+        e.set_born(42);
         mark(&mut e, 1_700_000_060_000);
         e
     }
@@ -781,7 +827,7 @@ mod tests {
         assert_eq!(add(&mut e, true, [&b"r2"[..]]), vec![b"r2".to_vec()]);
         assert_eq!(e.deps().count(), 2);
         assert_eq!(
-            (e.value(), e.hits, e.born, e.meta()),
+            (e.value(), e.hits, e.born(), e.meta()),
             (&[0u8, 255, 1][..], 7, 42, Some("{\"x\":1}"))
         );
         assert!(e.with_added(true, [&b"r2"[..]]).is_none());
@@ -852,6 +898,47 @@ mod tests {
     }
 
     #[test]
+    fn stamps_hold_48_bits_and_the_id_stays_with_the_entry() {
+        let mut e = Entry::new(b"v", [&b"t"[..]], [], None, STAMP_MAX as i64).unwrap();
+        assert_eq!(std::mem::size_of::<Header>(), 36);
+        assert_eq!(e.created_ms(), STAMP_MAX as i64);
+        for (g, held) in [
+            (0, 0),
+            (1 << 40 | 7, 1 << 40 | 7),
+            (STAMP_MAX, STAMP_MAX),
+            (u64::MAX, STAMP_MAX),
+        ] {
+            e.set_born(g);
+            assert_eq!(e.born(), held);
+        }
+        for (ms, held) in [
+            (-5, 0),
+            (i64::MAX, STAMP_MAX as i64),
+            (1_700_000_000_123, 1_700_000_000_123),
+        ] {
+            assert_eq!(
+                Entry::new(b"", [], [], None, ms).unwrap().created_ms(),
+                held
+            );
+        }
+        e.set_id(0xdead_beef);
+        // What replaces the entry in place keeps its id; an encoding does not carry it.
+        let (grown, _) = e.with_added(false, [&b"u"[..]]).unwrap();
+        assert_eq!(
+            (grown.id(), grown.born(), grown.created_ms()),
+            (0xdead_beef, STAMP_MAX, STAMP_MAX as i64)
+        );
+        let (_, stale) = e.mark_stale(STAMP_MAX as i64);
+        assert_eq!(stale.map(|s| s.id()), Some(0xdead_beef));
+        assert_eq!(Entry::to_owned(&e).id(), 0xdead_beef);
+        let back = Entry::decode(&e.encode()).unwrap();
+        assert_eq!(
+            (back.id(), back.born(), back.created_ms()),
+            (0, STAMP_MAX, STAMP_MAX as i64)
+        );
+    }
+
+    #[test]
     fn hits_saturate_at_u32_max() {
         let mut e = sample();
         e.head.hits = u32::MAX - 1;
@@ -873,7 +960,7 @@ mod tests {
     fn version_2_loads_fresh() {
         let e = sample();
         let old = Entry::decode(&older(&e, 2)).unwrap();
-        assert_eq!(({ old.born }, old.stale_until(), old.hits()), (42, 0, 7));
+        assert_eq!((old.born(), old.stale_until(), old.hits()), (42, 0, 7));
         assert!(!old.is_stale());
         assert!(e.is_stale());
     }
@@ -906,11 +993,11 @@ mod tests {
         let e = sample();
         let b = older(&e, 1);
         let old = Entry::decode(&b).unwrap();
-        assert_eq!(({ old.born }, old.value(), old.hits()), (0, e.value(), 7));
+        assert_eq!((old.born(), old.value(), old.hits()), (0, e.value(), 7));
         assert_eq!(old.stale_until(), 0);
         let mut e2 = Entry::to_owned(&e);
         add(&mut e2, false, [&b"new"[..]]);
-        assert_eq!({ e2.born }, 42, "adding names keeps the generation");
+        assert_eq!(e2.born(), 42, "adding names keeps the generation");
     }
 
     #[test]
@@ -949,7 +1036,7 @@ mod tests {
             tags in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..6), 0..5),
             deps in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..6), 0..5),
             meta in proptest::option::of("[a-z]{0,8}"),
-            created in 0i64..i64::MAX,
+            created in 0i64..=STAMP_MAX as i64,
             hits in any::<u32>(),
             stale in proptest::option::of(1i64..i64::MAX),
         ) {

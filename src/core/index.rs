@@ -7,7 +7,6 @@
 use std::hash::Hasher;
 
 use ahash::{AHashMap, AHashSet, AHasher};
-use hashbrown::HashTable;
 use roaring::RoaringBitmap;
 use smallvec::SmallVec;
 
@@ -203,8 +202,10 @@ pub fn hash_key(key: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The index of one database. Every key name is stored once (`names`, by id); the lookup table
-/// holds only ids and hashes the names it points to.
+/// The index of one database. Every key name is stored once (`names`, by id). There is no table
+/// from name to id: every entry carries its id ([`Entry::id`](crate::core::entry::Header::id)),
+/// and whoever holds the entry (the server's keyspace finds it by name) passes that id with
+/// the key; the index checks that the id names that key.
 #[derive(Default)]
 pub struct DbIndex {
     names: NameTable,
@@ -214,7 +215,6 @@ pub struct DbIndex {
     /// Bytes of the key names too long to be held in their id slot.
     key_bytes: u64,
     free: Vec<KeyId>,
-    lookup: HashTable<KeyId>,
     namespaces: Groups,
     tags: Groups,
     resources: Groups,
@@ -277,11 +277,11 @@ impl DbIndex {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.lookup.len()
+        self.names.len() - self.free.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lookup.is_empty()
+        self.len() == 0
     }
 
     /// Number of distinct tags in use.
@@ -323,7 +323,6 @@ impl DbIndex {
         };
         table(self.names.capacity(), 16)
             + table(self.free.capacity(), 4)
-            + table(self.lookup.capacity(), 5)
             + self.key_bytes
             + groups(&self.namespaces)
             + groups(&self.tags)
@@ -345,31 +344,21 @@ impl DbIndex {
         )
     }
 
-    fn id_of(&self, key: &[u8]) -> Option<KeyId> {
-        let names = &self.names;
-        self.lookup
-            .find(hash_key(key), |&id| {
-                names[id as usize].as_deref() == Some(key)
-            })
-            .copied()
+    /// Whether `id` is the id of `key` here: what every call that names an entry checks first
+    /// (an entry not taken in yet, or a copy, carries an id that names another key or none).
+    pub fn holds(&self, key: &[u8], id: KeyId) -> bool {
+        self.name(id) == Some(key)
     }
 
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.id_of(key).is_some()
-    }
-
-    /// Adds an entry with its tags and dependencies. An entry already indexed under this key is
-    /// dropped first (slowly: that only happens if the server replaced a value without telling).
+    /// Adds an entry with its tags and dependencies; returns the id the entry is to carry. The
+    /// key must not be indexed already (its old entry left first).
     pub fn insert<'a>(
         &mut self,
         key: &[u8],
         tags: impl IntoIterator<Item = &'a [u8]>,
         deps: impl IntoIterator<Item = &'a [u8]>,
         value_size: u64,
-    ) {
-        if let Some(old) = self.id_of(key) {
-            self.purge(old);
-        }
+    ) -> KeyId {
         let id = match self.free.pop() {
             Some(id) => {
                 self.names[id as usize] = KeyName::new(key);
@@ -379,12 +368,9 @@ impl DbIndex {
         };
         self.value_bytes += value_size;
         self.key_bytes += boxed_bytes(key);
-        let names = &self.names;
-        self.lookup.insert_unique(hash_key(key), id, |&i| {
-            hash_key(names[i as usize].as_deref().unwrap_or_default())
-        });
         link(&mut self.namespaces, namespace_of(key), id);
         self.add(id, tags, deps);
+        id
     }
 
     fn add<'a>(
@@ -401,28 +387,36 @@ impl DbIndex {
         }
     }
 
-    /// Links more names to an indexed entry (CACHE.TAG, CACHE.DEPEND).
+    /// Links more names to the entry `id` under `key` (CACHE.TAG, CACHE.DEPEND); false (and
+    /// nothing changed) when that is not an indexed entry.
     pub fn add_links<'a>(
         &mut self,
         key: &[u8],
+        id: KeyId,
         tags: impl IntoIterator<Item = &'a [u8]>,
         deps: impl IntoIterator<Item = &'a [u8]>,
     ) -> bool {
-        match self.id_of(key) {
-            Some(id) => {
-                self.add(id, tags, deps);
-                true
-            }
-            None => false,
+        if !self.holds(key, id) {
+            return false;
         }
+        self.add(id, tags, deps);
+        true
     }
 
-    /// Applies the link changes of an entry replaced under the same key (its value had `old`
-    /// bytes, the new one has `new`); false (and nothing changed) when the key is not indexed.
-    pub fn relink(&mut self, key: &[u8], change: &LinkChange, old: u64, new: u64) -> bool {
-        let Some(id) = self.id_of(key) else {
+    /// Applies the link changes of the entry `id` replaced under the same key (its value had
+    /// `old` bytes, the new one has `new`; the new entry is to carry the same id); false (and
+    /// nothing changed) when that is not an indexed entry.
+    pub fn relink(
+        &mut self,
+        key: &[u8],
+        id: KeyId,
+        change: &LinkChange,
+        old: u64,
+        new: u64,
+    ) -> bool {
+        if !self.holds(key, id) {
             return false;
-        };
+        }
         self.value_bytes = self.value_bytes.saturating_sub(old) + new;
         for t in change.names(Link::TagGone) {
             unlink(&mut self.tags, t, id);
@@ -434,47 +428,24 @@ impl DbIndex {
         true
     }
 
-    /// Takes a key out of the lookup table and the id table; returns its id.
-    fn detach(&mut self, key: &[u8], hash: u64, value_size: u64) -> Option<KeyId> {
-        let names = &self.names;
-        let found = self
-            .lookup
-            .find_entry(hash, |&id| names[id as usize].as_deref() == Some(key))
-            .ok()?;
-        let (id, _) = found.remove();
+    /// Drops the entry `id` under `key` and the links it has (its tags, dependencies and value
+    /// size, from the entry). Returns whether it was indexed (nothing changes when not).
+    pub fn remove<'a>(
+        &mut self,
+        key: &[u8],
+        id: KeyId,
+        tags: impl IntoIterator<Item = &'a [u8]>,
+        deps: impl IntoIterator<Item = &'a [u8]>,
+        value_size: u64,
+    ) -> bool {
+        if !self.holds(key, id) {
+            return false;
+        }
         unlink(&mut self.namespaces, namespace_of(key), id);
         self.names[id as usize] = KeyName::vacant();
         self.value_bytes = self.value_bytes.saturating_sub(value_size);
         self.key_bytes -= boxed_bytes(key);
         self.free.push(id);
-        Some(id)
-    }
-
-    /// Drops an entry and the links it has (its tags, dependencies and value size, from the
-    /// entry). Returns whether it was indexed.
-    pub fn remove<'a>(
-        &mut self,
-        key: &[u8],
-        tags: impl IntoIterator<Item = &'a [u8]>,
-        deps: impl IntoIterator<Item = &'a [u8]>,
-        value_size: u64,
-    ) -> bool {
-        self.remove_hashed(key, hash_key(key), tags, deps, value_size)
-    }
-
-    /// [`remove`](Self::remove) for a caller that has `hash_key(key)` already (the unlink
-    /// callback, which hashes every deleted key for its own bookkeeping).
-    pub fn remove_hashed<'a>(
-        &mut self,
-        key: &[u8],
-        hash: u64,
-        tags: impl IntoIterator<Item = &'a [u8]>,
-        deps: impl IntoIterator<Item = &'a [u8]>,
-        value_size: u64,
-    ) -> bool {
-        let Some(id) = self.detach(key, hash, value_size) else {
-            return false;
-        };
         for t in tags {
             unlink(&mut self.tags, t, id);
         }
@@ -482,18 +453,6 @@ impl DbIndex {
             unlink(&mut self.resources, d, id);
         }
         true
-    }
-
-    /// Drops an entry without knowing its links: visits every name. Its value size is not
-    /// known either, so `value_bytes` goes on counting it: this only runs when the index
-    /// already disagrees with the keyspace, which `CACHE.DEBUG VERIFY` reports.
-    fn purge(&mut self, id: KeyId) {
-        for groups in [&mut self.tags, &mut self.resources] {
-            groups.retain(|_, m| !m.remove(id));
-        }
-        if let Some(name) = self.names[id as usize].as_deref().map(<[u8]>::to_vec) {
-            self.detach(&name, hash_key(&name), 0);
-        }
     }
 
     pub fn clear(&mut self) {
@@ -540,12 +499,14 @@ impl DbIndex {
         }
     }
 
-    /// The keys of the entries a selector picks, before any cascade (each once).
+    /// The keys of the entries a selector picks, before any cascade (each once). The index
+    /// has no way from a name to its id: `Keys` are taken as entries (the caller keeps only the
+    /// keys that hold one: see `server::entries_only`), and a pattern without wildcards is
+    /// looked for in its namespace.
     pub fn select(&self, sel: &Selector) -> Vec<Vec<u8>> {
         match sel {
             Selector::Keys(keys) => {
-                let mut out: Vec<Vec<u8>> =
-                    keys.iter().filter(|k| self.contains(k)).cloned().collect();
+                let mut out = keys.clone();
                 out.sort_unstable();
                 out.dedup();
                 out
@@ -560,19 +521,10 @@ impl DbIndex {
             }
             Selector::Pattern(p) => {
                 let glob = Glob::new(p);
-                if glob.is_literal() {
-                    let k = glob.literal_prefix();
-                    if self.contains(k) {
-                        vec![k.to_vec()]
-                    } else {
-                        Vec::new()
-                    }
-                } else {
-                    self.with_prefix(glob.literal_prefix())
-                        .filter(|k| glob.matches(k))
-                        .map(<[u8]>::to_vec)
-                        .collect()
-                }
+                self.with_prefix(glob.literal_prefix())
+                    .filter(|k| glob.matches(k))
+                    .map(<[u8]>::to_vec)
+                    .collect()
             }
         }
     }
@@ -614,13 +566,9 @@ impl DbIndex {
             }
             Selector::Pattern(p) => {
                 let glob = Glob::new(p);
-                if glob.is_literal() {
-                    usize::from(self.contains(glob.literal_prefix()))
-                } else {
-                    self.with_prefix(glob.literal_prefix())
-                        .filter(|k| glob.matches(k))
-                        .count()
-                }
+                self.with_prefix(glob.literal_prefix())
+                    .filter(|k| glob.matches(k))
+                    .count()
             }
             Selector::Keys(_) => self.select(sel).len(),
         };
@@ -726,22 +674,24 @@ impl DbIndex {
         out
     }
 
-    /// Checks the index against itself: the lookup table and the id table agree, every key is
-    /// filed under its namespace, every linked id is a live entry, no name outlives its last
+    /// Checks the index against itself: the count of entries is right, no key has two ids,
+    /// every key is filed under its namespace, every linked id is a live entry, no name outlives its last
     /// entry.
     pub fn check_internal(&self) -> Vec<String> {
         let mut out = Vec::new();
         let live = self.names.iter().filter(|k| k.is_some()).count();
-        if live != self.lookup.len() {
+        if live != self.len() {
             out.push(format!(
-                "{live} key slots but {} keys in the lookup table",
-                self.lookup.len()
+                "{live} key slots but {} free of {}",
+                self.free.len(),
+                self.names.len()
             ));
         }
+        let mut seen: AHashSet<&[u8]> = AHashSet::with_capacity(live);
         for (id, k) in self.names.iter().enumerate() {
             let Some(k) = k.as_deref() else { continue };
-            if self.id_of(k) != Some(id as KeyId) {
-                out.push(format!("key {} cannot be looked up", show(k)));
+            if !seen.insert(k) {
+                out.push(format!("key {} has more than one id", show(k)));
             }
             if !self
                 .namespaces
@@ -926,6 +876,26 @@ pub fn diff(db: usize, live: &DbIndex, expected: &DbIndex) -> Vec<String> {
     out
 }
 
+/// The entries whose id is not the one the live index gives their key (`carried`: each entry's
+/// key and the id it carries): the index could not drop or change them.
+pub fn misfiled<'a>(
+    db: usize,
+    live: &DbIndex,
+    carried: impl IntoIterator<Item = (&'a [u8], KeyId)>,
+) -> Vec<String> {
+    carried
+        .into_iter()
+        .filter(|&(k, id)| !live.holds(k, id))
+        .map(|(k, id)| {
+            let owner = live.name(id).map_or_else(|| "no key".to_string(), show);
+            format!(
+                "db{db}: cache entry {} carries id {id}, which the index gives to {owner}",
+                show(k)
+            )
+        })
+        .collect()
+}
+
 fn show_list(l: &[Vec<u8>]) -> String {
     let parts: Vec<String> = l.iter().map(|n| show(n)).collect();
     format!("[{}]", parts.join(", "))
@@ -945,12 +915,22 @@ mod tests {
         v.iter().map(|s| s.as_bytes())
     }
 
-    fn ins(idx: &mut DbIndex, key: &str, tags: &[&str], deps: &[&str]) {
-        idx.insert(key.as_bytes(), bs(tags), bs(deps), key.len() as u64);
+    fn ins(idx: &mut DbIndex, key: &str, tags: &[&str], deps: &[&str]) -> KeyId {
+        idx.insert(key.as_bytes(), bs(tags), bs(deps), key.len() as u64)
+    }
+
+    /// The id of `key` (as its entry would carry it), found the slow way; an id no key has
+    /// when it is not indexed.
+    fn id(idx: &DbIndex, key: &[u8]) -> KeyId {
+        idx.names
+            .iter()
+            .position(|n| n.as_deref() == Some(key))
+            .map_or(KeyId::MAX, |i| i as KeyId)
     }
 
     fn rm(idx: &mut DbIndex, key: &str, tags: &[&str], deps: &[&str]) -> bool {
-        idx.remove(key.as_bytes(), bs(tags), bs(deps), key.len() as u64)
+        let id = id(idx, key.as_bytes());
+        idx.remove(key.as_bytes(), id, bs(tags), bs(deps), key.len() as u64)
     }
 
     fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
@@ -1067,26 +1047,51 @@ mod tests {
     }
 
     #[test]
-    fn insert_over_an_indexed_key_replaces_its_links() {
+    fn an_id_that_names_another_key_changes_nothing() {
         let mut idx = DbIndex::new();
-        ins(&mut idx, "k", &["old"], &["r"]);
-        ins(&mut idx, "k", &["new"], &[]);
-        assert_eq!(
-            keys(&idx, Selector::Tags(vec![b("old")]), 0),
-            Vec::<String>::new()
-        );
-        assert_eq!(keys(&idx, Selector::Tags(vec![b("new")]), 0), vec!["k"]);
-        assert_eq!(idx.resource_count(), 0);
+        let a = ins(&mut idx, "a", &["t"], &["r"]);
+        let b = ins(&mut idx, "b", &["t"], &[]);
+        assert_ne!(a, b);
+        assert!(idx.holds(b"a", a) && !idx.holds(b"a", b) && !idx.holds(b"a", 99));
+        let before = idx.facts();
+        let mut change = LinkChange::default();
+        change.push(Link::TagGone, b"t");
+        // A copy of `a` under a new name still carries `a`'s id; a stale id names nothing.
+        for (key, id) in [(&b"copy"[..], a), (b"b", a), (b"a", 99)] {
+            assert!(!idx.remove(key, id, bs(&["t"]), bs(&["r"]), 1));
+            assert!(!idx.relink(key, id, &change, 1, 1));
+            assert!(!idx.add_links(key, id, bs(&["new"]), bs(&[])));
+        }
+        assert_eq!(idx.facts(), before);
+        assert_eq!((idx.len(), idx.value_bytes()), (2, 2));
         assert!(idx.check_internal().is_empty());
+        // What the server never lets happen, a key taken in twice, is reported.
+        ins(&mut idx, "a", &[], &[]);
+        assert_eq!(idx.check_internal(), ["key \"a\" has more than one id"]);
+    }
+
+    #[test]
+    fn misfiled_lists_entries_whose_id_is_not_their_keys() {
+        let mut idx = DbIndex::new();
+        let a = ins(&mut idx, "a", &[], &[]);
+        let b = ins(&mut idx, "b", &[], &[]);
+        assert!(misfiled(0, &idx, [(&b"a"[..], a), (b"b", b)]).is_empty());
+        assert_eq!(
+            misfiled(3, &idx, [(&b"a"[..], b), (b"c", 7)]),
+            [
+                "db3: cache entry \"a\" carries id 1, which the index gives to \"b\"",
+                "db3: cache entry \"c\" carries id 7, which the index gives to no key",
+            ]
+        );
     }
 
     #[test]
     fn add_links() {
         let mut idx = DbIndex::new();
-        ins(&mut idx, "a", &["t"], &["r"]);
+        let a = ins(&mut idx, "a", &["t"], &["r"]);
         ins(&mut idx, "b", &["u"], &[]);
-        assert!(idx.add_links(b"a", bs(&["t2"]), bs(&[])));
-        assert!(!idx.add_links(b"missing", bs(&["t2"]), bs(&[])));
+        assert!(idx.add_links(b"a", a, bs(&["t2"]), bs(&[])));
+        assert!(!idx.add_links(b"missing", a, bs(&["t2"]), bs(&[])));
         assert_eq!(
             idx.facts(),
             vec![
@@ -1100,20 +1105,20 @@ mod tests {
     #[test]
     fn relink_applies_a_change() {
         let mut idx = DbIndex::new();
-        ins(&mut idx, "k", &["a", "b"], &["r"]);
+        let k = ins(&mut idx, "k", &["a", "b"], &["r"]);
         let mut change = LinkChange::default();
         change.push(Link::TagGone, b"a");
         change.push(Link::TagNew, b"c");
         change.push(Link::DepGone, b"r");
         change.push(Link::DepNew, b"s");
         assert_eq!(idx.value_bytes(), 1);
-        assert!(idx.relink(b"k", &change, 1, 7));
+        assert!(idx.relink(b"k", k, &change, 1, 7));
         assert_eq!(idx.value_bytes(), 7);
         assert_eq!(
             idx.facts(),
             vec![(b("k"), vec![b("b"), b("c")], vec![b("s")])]
         );
-        assert!(!idx.relink(b"other", &change, 7, 1));
+        assert!(!idx.relink(b"other", k, &change, 7, 1));
         assert_eq!(idx.value_bytes(), 7);
         assert!(idx.check_internal().is_empty());
     }
@@ -1188,14 +1193,26 @@ mod tests {
             vec!["user:1", "user:10", "user:2"]
         );
         assert_eq!(idx.resolve(&Selector::All, 0).len(), 6);
+        // KEY lists are taken as entries (the caller checks them against the keyspace); a
+        // pattern without wildcards is looked for.
         assert_eq!(
             keys(
                 &idx,
-                Selector::Keys(vec![b("users"), b("users"), b("nope")]),
+                Selector::Keys(vec![b("users"), b("users"), b("a")]),
                 0
             ),
-            vec!["users"]
+            vec!["a", "users"]
         );
+        for (lit, found) in [
+            ("users", true),
+            ("user:1", true),
+            ("user", false),
+            ("user:3", false),
+        ] {
+            let want: Vec<&str> = if found { vec![lit] } else { vec![] };
+            assert_eq!(keys(&idx, Selector::Pattern(b(lit)), 0), want);
+            assert_eq!(idx.count(&Selector::Pattern(b(lit))), u64::from(found));
+        }
     }
 
     #[test]
@@ -1371,7 +1388,8 @@ mod tests {
                 match op {
                     0 | 1 => {
                         if let Some((t, d)) = model.remove(&key) {
-                            idx.remove(&key, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice), t.len() as u64);
+                            let id = id(&idx, &key);
+                            prop_assert!(idx.remove(&key, id, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice), t.len() as u64));
                         }
                         idx.insert(&key, tags.iter().map(Vec::as_slice), deps.iter().map(Vec::as_slice), tags.len() as u64);
                         model.insert(key, (tags, deps));
@@ -1379,8 +1397,10 @@ mod tests {
                     _ => {
                         let had = model.remove(&key);
                         let removed = match &had {
-                            Some((t, d)) => idx.remove(&key, t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice), t.len() as u64),
-                            None => idx.remove(&key, std::iter::empty(), std::iter::empty(), 0),
+                            Some((t, d)) => idx.remove(&key, id(&idx, &key), t.iter().map(Vec::as_slice), d.iter().map(Vec::as_slice), t.len() as u64),
+                            // Not indexed: no id names it, whichever is tried.
+                            None => (0..=idx.names.len() as KeyId)
+                                .any(|i| idx.remove(&key, i, std::iter::empty(), std::iter::empty(), 0)),
                         };
                         prop_assert_eq!(removed, had.is_some());
                     }

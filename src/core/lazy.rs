@@ -140,7 +140,7 @@ pub fn covering<'m>(
     graph: &mut impl Graph,
 ) -> Option<&'m Mark> {
     marks.iter().find(|m| {
-        m.gen > e.born && {
+        m.gen > e.born() && {
             // Made when a dependency is first followed (most entries have none).
             let mut seen = None;
             within(m, name, e, m.depth, graph, &mut seen) && graph.allowed(m, name)
@@ -171,7 +171,7 @@ fn within(
         }
         seen_here.insert(dep.to_vec(), budget);
         for n in graph.nodes(dep) {
-            let visible = n.entry.born < m.gen && m.gen <= n.until;
+            let visible = n.entry.born() < m.gen && m.gen <= n.until;
             if visible && within(m, dep, &n.entry, budget - 1, graph, seen) && graph.allowed(m, dep)
             {
                 return true;
@@ -230,7 +230,7 @@ impl LazyDb {
     /// An entry left under `name` at generation `now`: keep what coverage needs of it when a
     /// mark may cover it and another entry depends on its key.
     pub fn retire(&mut self, name: &[u8], e: &Entry, depended_on: bool, now: u64) {
-        if !depended_on || e.born >= self.newest() {
+        if !depended_on || e.born() >= self.newest() {
             return;
         }
         if let Some(entry) = e.skeleton() {
@@ -279,7 +279,7 @@ impl LazyDb {
             nodes.retain(|n| {
                 marks
                     .iter()
-                    .any(|m| n.entry.born < m.gen && m.gen <= n.until)
+                    .any(|m| n.entry.born() < m.gen && m.gen <= n.until)
             });
             !nodes.is_empty()
         });
@@ -561,7 +561,7 @@ mod tests {
             0,
         )
         .unwrap();
-        e.born = born;
+        e.set_born(born);
         e
     }
 
