@@ -1547,6 +1547,33 @@ fn a_lazy_mark_covers_only_what_its_user_may_delete() {
     assert_eq!(events(&mut admin)[0], ev("tag", "t", 3, "", "lazy"));
 }
 
+#[test]
+fn the_reclaimer_deletes_what_the_marks_user_may_write() {
+    // The reclaimer checks the mark's user's permission to delete each key: a user who may
+    // write every key (however its patterns say so) has everything reclaimed; read access to
+    // every key is not enough.
+    let all = sv(&["app:1", "app:2", "app:3", "app:4", "other:1"]);
+    for (acl, left) in [
+        (vec!["%W~*"], vec![]),
+        (vec!["allkeys"], vec![]),
+        (vec!["%R~*", "~app:*"], sv(&["app:2", "other:1"])),
+        (vec!["%R~*"], all.clone()),
+    ] {
+        let s = Server::start();
+        let mut admin = s.conn();
+        acl_setup(&mut admin);
+        let mut args = vec!["ACL", "SETUSER", "bob", "on", ">pw", "+@all"];
+        args.extend(&acl);
+        ok(&mut admin, &args);
+        let mut bob = user(&s, "bob");
+        ok(&mut bob, &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t"]);
+        drained(&mut admin);
+        assert_eq!(keys(&mut admin, &["ALL"]), left, "bob with {acl:?}");
+        assert_eq!(dbsize(&mut admin), left.len() as i64, "bob with {acl:?}");
+        verify(&mut admin);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 9. Metrics
 // ---------------------------------------------------------------------------------------------
