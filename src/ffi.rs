@@ -2,6 +2,7 @@
 //! notifications. Nothing here may panic across the boundary or touch shared state from a
 //! background thread (`free` may run on the lazy-free thread).
 
+use std::ffi::CStr;
 use std::mem::ManuallyDrop;
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -739,14 +740,26 @@ pub unsafe fn call_command(
     raw::REDISMODULE_OK as c_int
 }
 
-/// A command to register: name, callback, flags, first key, last key, key step.
+/// A command to register: name, callback (None: a container of subcommands), flags, first key,
+/// last key, key step, ACL categories.
 pub type CommandRow = (
-    &'static std::ffi::CStr,
+    &'static CStr,
+    Option<CommandFn>,
+    &'static CStr,
+    c_int,
+    c_int,
+    c_int,
+    &'static CStr,
+);
+
+/// A subcommand to register: its container's name, its own name, callback, flags, ACL
+/// categories.
+pub type SubcommandRow = (
+    &'static CStr,
+    &'static CStr,
     CommandFn,
-    &'static std::ffi::CStr,
-    c_int,
-    c_int,
-    c_int,
+    &'static CStr,
+    &'static CStr,
 );
 
 /// Registers the commands (from `OnLoad`); false when the server refuses one.
@@ -754,18 +767,9 @@ pub fn create_commands(ctx: &Context, rows: &[CommandRow]) -> bool {
     let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
         return false;
     };
-    rows.iter().all(|&(name, f, flags, first, last, step)| {
-        let ok = unsafe {
-            create(
-                ctx.ctx,
-                name.as_ptr(),
-                Some(f),
-                flags.as_ptr(),
-                first,
-                last,
-                step,
-            )
-        } == raw::REDISMODULE_OK as c_int;
+    rows.iter().all(|&(name, f, flags, first, last, step, _)| {
+        let ok = unsafe { create(ctx.ctx, name.as_ptr(), f, flags.as_ptr(), first, last, step) }
+            == raw::REDISMODULE_OK as c_int;
         if !ok {
             ctx.log_warning(&format!(
                 "tagcache: could not create {}",
@@ -776,37 +780,21 @@ pub fn create_commands(ctx: &Context, rows: &[CommandRow]) -> bool {
     })
 }
 
-/// CACHE.RULE as a container command whose subcommands have their own flags (LIST is a read a
-/// replica answers; SET is a write it refuses). Redis 7.0 subcommands.
-pub fn register_subcommands(ctx: &Context) -> bool {
-    use crate::commands::{rule_del, rule_help, rule_list, rule_set};
-    let subs: [(&std::ffi::CStr, CommandFn, &std::ffi::CStr); 4] = [
-        (c"set", rule_set, c"write"),
-        (c"del", rule_del, c"write"),
-        (c"list", rule_list, c"readonly"),
-        (c"help", rule_help, c"readonly"),
-    ];
+/// Registers subcommands under their containers (created by `create_commands`). Redis 7.0
+/// subcommands.
+pub fn create_subcommands(ctx: &Context, rows: &[SubcommandRow]) -> bool {
     unsafe {
-        let (Some(create), Some(get), Some(sub)) = (
-            raw::RedisModule_CreateCommand,
+        let (Some(get), Some(sub)) = (
             raw::RedisModule_GetCommand,
             raw::RedisModule_CreateSubcommand,
         ) else {
             return false;
         };
-        let parent = c"cache.rule";
-        if create(ctx.ctx, parent.as_ptr(), None, c"".as_ptr(), 0, 0, 0)
-            != raw::REDISMODULE_OK as c_int
-        {
-            return false;
-        }
-        let cmd = get(ctx.ctx, parent.as_ptr());
-        if cmd.is_null() {
-            return false;
-        }
-        subs.into_iter().all(|(name, f, flags)| {
-            sub(cmd, name.as_ptr(), Some(f), flags.as_ptr(), 0, 0, 0)
-                == raw::REDISMODULE_OK as c_int
+        rows.iter().all(|&(parent, name, f, flags, _)| {
+            let cmd = get(ctx.ctx, parent.as_ptr());
+            !cmd.is_null()
+                && sub(cmd, name.as_ptr(), Some(f), flags.as_ptr(), 0, 0, 0)
+                    == raw::REDISMODULE_OK as c_int
         })
     }
 }
@@ -814,7 +802,7 @@ pub fn register_subcommands(ctx: &Context) -> bool {
 /// Key specs for the keyed commands (Redis 7.0 command info): reads are read-only access, so an
 /// ACL user with `%R~` patterns may CACHE.GET what it may read, and writes need write access.
 /// Without key specs the server treats the legacy key positions as read-write.
-pub fn set_key_specs(ctx: &Context) -> bool {
+pub fn set_key_specs(ctx: &Context, rows: &[CommandRow]) -> bool {
     use raw::{
         RedisModuleCommandKeySpec as Spec, RedisModuleCommandKeySpec__bindgen_ty_1 as Begin,
         RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 as Index,
@@ -862,15 +850,18 @@ pub fn set_key_specs(ctx: &Context) -> bool {
         sizeof_keyspec: std::mem::size_of::<Spec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
     };
-    let commands: [(&std::ffi::CStr, u64, c_int); 7] = [
-        (c"cache.get", read, 0),
-        (c"cache.fetch", read, 0),
-        (c"cache.mget", read, -1),
-        (c"cache.inspect", read, 0),
-        (c"cache.set", write, 0),
-        (c"cache.tag", write, 0),
-        (c"cache.depend", write, 0),
-    ];
+    // The keyed commands: read-only ones by their flags, a range to the end for a last key -1.
+    let commands = rows
+        .iter()
+        .filter(|r| r.3 > 0)
+        .map(|&(name, _, flags, first, last, _, _)| {
+            let readonly = flags
+                .to_bytes()
+                .split(|&b| b == b' ')
+                .any(|f| f == b"readonly");
+            let lastkey = if last < 0 { last } else { last - first };
+            (name, if readonly { read } else { write }, lastkey)
+        });
     unsafe {
         let (Some(get), Some(set_info)) =
             (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo)

@@ -31,30 +31,45 @@ mod module {
         MAX_CASCADE_ENTRIES, MAX_DEPENDS_PER_ENTRY, MAX_META_BYTES, MAX_NAME_BYTES,
         MAX_PATTERN_BYTES, MAX_TAGS_PER_ENTRY,
     };
-    use crate::ffi::{self, CommandRow, CACHE_TYPE};
+    use crate::ffi::{self, CommandRow, SubcommandRow, CACHE_TYPE};
 
-    /// The commands: name, callback, flags, first key, last key, key step.
+    /// The commands: name, callback (none for the container of subcommands), flags, first key,
+    /// last key, key step, ACL categories. The server derives no category from a module
+    /// command's flags (`ACL CAT admin` would not list CACHE.RESET otherwise), so they follow
+    /// the flags here: `write` or `read`, `fast` or `slow`, `admin dangerous` for the admin
+    /// commands, and the module's own `cache` for all.
     #[rustfmt::skip]
-    const COMMANDS: [CommandRow; 19] = [
-        (c"cache.set", commands::set, c"write deny-oom", 1, 1, 1),
-        (c"cache.get", commands::get, c"readonly fast", 1, 1, 1),
-        (c"cache.fetch", crate::fetch::fetch, c"readonly fast", 1, 1, 1),
-        (c"cache.mget", commands::mget, c"readonly fast", 1, -1, 1),
-        (c"cache.tag", commands::tag, c"write deny-oom", 1, 1, 1),
-        (c"cache.depend", commands::depend, c"write deny-oom", 1, 1, 1),
-        (c"cache.inspect", commands::inspect, c"readonly fast", 1, 1, 1),
-        (c"cache.invalidate", commands::invalidate, c"write", 0, 0, 0),
-        (c"cache.keys", commands::keys, c"readonly", 0, 0, 0),
-        (c"cache.pending", commands::pending, c"write", 0, 0, 0),
-        (c"cache.relate", commands::relate, c"write", 0, 0, 0),
-        (c"cache.write", commands::write, c"write", 0, 0, 0),
-        (c"cache.tags", commands::tags, c"readonly", 0, 0, 0),
-        (c"cache.stats", commands::stats, c"readonly", 0, 0, 0),
-        (c"cache.recommend", commands::recommend, c"readonly", 0, 0, 0),
-        (c"cache.events", commands::events, c"readonly", 0, 0, 0),
-        (c"cache.hotkeys", commands::hotkeys, c"readonly", 0, 0, 0),
-        (c"cache.reset", commands::reset, c"admin", 0, 0, 0),
-        (c"cache.debug", commands::debug, c"admin", 0, 0, 0),
+    const COMMANDS: [CommandRow; 20] = [
+        (c"cache.set", Some(commands::set), c"write deny-oom", 1, 1, 1, c"cache write slow"),
+        (c"cache.get", Some(commands::get), c"readonly fast", 1, 1, 1, c"cache read fast"),
+        (c"cache.fetch", Some(crate::fetch::fetch), c"readonly fast", 1, 1, 1, c"cache read fast"),
+        (c"cache.mget", Some(commands::mget), c"readonly fast", 1, -1, 1, c"cache read fast"),
+        (c"cache.tag", Some(commands::tag), c"write deny-oom", 1, 1, 1, c"cache write slow"),
+        (c"cache.depend", Some(commands::depend), c"write deny-oom", 1, 1, 1, c"cache write slow"),
+        (c"cache.inspect", Some(commands::inspect), c"readonly fast", 1, 1, 1, c"cache read fast"),
+        (c"cache.invalidate", Some(commands::invalidate), c"write", 0, 0, 0, c"cache write slow"),
+        (c"cache.keys", Some(commands::keys), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.pending", Some(commands::pending), c"write", 0, 0, 0, c"cache write slow"),
+        (c"cache.rule", None, c"", 0, 0, 0, c"cache slow"),
+        (c"cache.relate", Some(commands::relate), c"write", 0, 0, 0, c"cache write slow"),
+        (c"cache.write", Some(commands::write), c"write", 0, 0, 0, c"cache write slow"),
+        (c"cache.tags", Some(commands::tags), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.stats", Some(commands::stats), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.recommend", Some(commands::recommend), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.events", Some(commands::events), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.hotkeys", Some(commands::hotkeys), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.reset", Some(commands::reset), c"admin", 0, 0, 0, c"cache admin dangerous slow"),
+        (c"cache.debug", Some(commands::debug), c"admin", 0, 0, 0, c"cache admin dangerous slow"),
+    ];
+
+    /// CACHE.RULE's subcommands, each with its own flags (LIST is a read a replica answers; SET
+    /// is a write it refuses): container, name, callback, flags, ACL categories.
+    #[rustfmt::skip]
+    const SUBCOMMANDS: [SubcommandRow; 4] = [
+        (c"cache.rule", c"set", commands::rule_set, c"write", c"cache write slow"),
+        (c"cache.rule", c"del", commands::rule_del, c"write", c"cache write slow"),
+        (c"cache.rule", c"list", commands::rule_list, c"readonly", c"cache read slow"),
+        (c"cache.rule", c"help", commands::rule_help, c"readonly", c"cache slow"),
     ];
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
@@ -65,16 +80,16 @@ mod module {
         redis_module::raw::register_info_function(ctx.ctx, Some(ffi::info));
         crate::server::set_module_options(ctx);
         crate::server::keep_detached_context(ctx);
-        if !ffi::set_key_specs(ctx) {
+        if !ffi::set_key_specs(ctx, &COMMANDS) {
             ctx.log_warning("tagcache: could not set the key specs of the commands");
             return Status::Err;
         }
-        if !ffi::register_subcommands(ctx) {
+        if !ffi::create_subcommands(ctx, &SUBCOMMANDS) {
             ctx.log_warning("tagcache: could not register CACHE.RULE");
             return Status::Err;
         }
         crate::cluster::register(ctx);
-        if let Err(why) = crate::acl::register(ctx) {
+        if let Err(why) = crate::acl::register(ctx, &COMMANDS, &SUBCOMMANDS) {
             // The commands work without their category: load anyway, and say so.
             ctx.log_warning(&format!("tagcache: {why}"));
         }

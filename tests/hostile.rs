@@ -397,6 +397,19 @@ fn acl_category_cache_holds_every_command_where_the_server_has_module_categories
         );
     }
     assert_eq!(listed, commands, "ACL CAT cache vs the module's commands");
+    // The standard categories follow each command's flags.
+    for (category, member, not_member) in [
+        ("read", "cache.get", "cache.set"),
+        ("read", "cache.rule|list", "cache.rule|set"),
+        ("write", "cache.rule|del", "cache.mget"),
+        ("fast", "cache.inspect", "cache.invalidate"),
+        ("admin", "cache.reset", "cache.stats"),
+        ("dangerous", "cache.debug", "cache.tag"),
+    ] {
+        let names = strings(&ok(&mut c, &["ACL", "CAT", category]));
+        assert!(names.iter().any(|n| n == member), "{member} in @{category}");
+        assert!(!names.iter().any(|n| n == not_member), "{not_member} not in @{category}");
+    }
     assert!(strings(&ok(&mut c, &["ACL", "CAT"])).contains(&"cache".to_string()));
 
     // A user with only @cache runs cache commands and nothing else.

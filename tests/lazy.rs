@@ -1566,7 +1566,10 @@ fn the_reclaimer_deletes_what_the_marks_user_may_write() {
         args.extend(&acl);
         ok(&mut admin, &args);
         let mut bob = user(&s, "bob");
-        ok(&mut bob, &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t"]);
+        ok(
+            &mut bob,
+            &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t"],
+        );
         drained(&mut admin);
         assert_eq!(keys(&mut admin, &["ALL"]), left, "bob with {acl:?}");
         assert_eq!(dbsize(&mut admin), left.len() as i64, "bob with {acl:?}");
