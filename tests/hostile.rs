@@ -408,7 +408,10 @@ fn acl_category_cache_holds_every_command_where_the_server_has_module_categories
     ] {
         let names = strings(&ok(&mut c, &["ACL", "CAT", category]));
         assert!(names.iter().any(|n| n == member), "{member} in @{category}");
-        assert!(!names.iter().any(|n| n == not_member), "{not_member} not in @{category}");
+        assert!(
+            !names.iter().any(|n| n == not_member),
+            "{not_member} not in @{category}"
+        );
     }
     assert!(strings(&ok(&mut c, &["ACL", "CAT"])).contains(&"cache".to_string()));
 

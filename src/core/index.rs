@@ -1,6 +1,7 @@
 //! The derived per-database index: tag -> entries, resource -> dependent entries, and namespace
-//! (the key up to its first `:`) -> entries for prefix and pattern lookups. Entries are linked by small integer ids;
-//! the index keeps no per-entry copy of the links: removing an entry takes its names from the
+//! (the key up to its first `:`) -> entries for prefix and pattern lookups. Entries are linked
+//! by small integer ids, which each entry carries (the index has no table from name to id). The
+//! index keeps no per-entry copy of the links: removing an entry takes its id and names from the
 //! entry itself (the server hands the value to the unlink callback). Everything here can be
 //! rebuilt from the entries.
 
