@@ -51,23 +51,31 @@ fn cached<'s>(ctx: &Context, last: &'s mut Option<RedisString>, name: &[u8]) -> 
 
 impl Graph for ServerGraph<'_> {
     fn nodes(&mut self, name: &[u8]) -> SmallVec<[Node; 2]> {
-        let tombstones: SmallVec<[Node; 2]> = state::lock()
-            .lazy()
-            .get(self.db)
-            .map(|d| d.tombstones(name).cloned().collect())
-            .unwrap_or_default();
+        let (may_hold, tombstones): (bool, SmallVec<[Node; 2]>) = {
+            let mut st = state::lock();
+            // Most dependencies name no entry (often not even a key): a name whose namespace
+            // has no entry is not opened.
+            let may_hold = st.db(self.db).may_hold(name);
+            let t = st
+                .lazy()
+                .get(self.db)
+                .map(|d| d.tombstones(name).cloned().collect())
+                .unwrap_or_default();
+            (may_hold, t)
+        };
         let mut out = SmallVec::new();
-        // The state is not held here: opening may expire the key, which calls back.
-        let key = Key::peek(self.ctx, &server::string(self.ctx, name));
-        if let Held::Entry(e) = key.held() {
-            if let Some(entry) = e.skeleton() {
-                out.push(Node {
-                    entry,
-                    until: u64::MAX,
-                });
+        if may_hold {
+            // The state is not held here: opening may expire the key, which calls back.
+            let key = Key::probe(self.ctx, &server::string(self.ctx, name));
+            if let Held::Entry(e) = key.held() {
+                if let Some(entry) = e.skeleton() {
+                    out.push(Node {
+                        entry,
+                        until: u64::MAX,
+                    });
+                }
             }
         }
-        drop(key);
         out.extend(tombstones);
         out
     }

@@ -80,6 +80,13 @@ impl Key {
         )
     }
 
+    /// Opens for reading on the module's own behalf (is this name an entry?): without touching
+    /// the LRU/LFU clock and, where the server can (Redis 7.2+, Valkey), without counting a
+    /// keyspace hit or miss or sending a `keymiss` event, which no client caused.
+    pub fn probe(ctx: &Context, name: &RedisString) -> Key {
+        Self::open(ctx, name, probe_mode())
+    }
+
     pub fn write(ctx: &Context, name: &RedisString) -> Key {
         Self::open(ctx, name, raw::REDISMODULE_READ | raw::REDISMODULE_WRITE)
     }
@@ -244,6 +251,23 @@ unsafe fn held_by<'a>(key: *mut raw::RedisModuleKey) -> Held<'a> {
         }
         Held::Entry(Entry::from_raw(value.cast()))
     }
+}
+
+/// The open mode of [`Key::probe`], found once: NOSTATS and NONOTIFY where the server has them
+/// (it lists the modes it knows through `RedisModule_GetOpenKeyModesAll`, Redis 7.2+), else a
+/// plain no-touch read.
+fn probe_mode() -> u32 {
+    static MODE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        let base = raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
+        let quiet = raw::REDISMODULE_OPEN_KEY_NOSTATS | raw::REDISMODULE_OPEN_KEY_NONOTIFY;
+        let known = unsafe { raw::RedisModule_GetOpenKeyModesAll.map_or(0, |f| f()) } as u32;
+        if known & quiet == quiet {
+            base | quiet
+        } else {
+            base
+        }
+    })
 }
 
 /// A server string with these bytes (binary-safe).
@@ -586,12 +610,21 @@ pub fn entries_only<'s>(ctx: &Context, sel: &'s Selector) -> Cow<'s, Selector> {
         }
         _ => return Cow::Borrowed(sel),
     };
+    // A name whose namespace has no entry is none: not opened (on Redis 7.0 every open counts
+    // as a keyspace hit or miss).
+    let db = selected_db(ctx);
+    let known: Vec<bool> =
+        crate::state::with_db(db, |idx| keys.iter().map(|k| idx.may_hold(k)).collect());
     let held = keys
         .into_iter()
-        .filter(|k| {
-            let key = Key::peek(ctx, &string(ctx, k));
-            matches!(key.held(), Held::Entry(_))
+        .zip(known)
+        .filter(|&(k, known)| {
+            known && {
+                let key = Key::probe(ctx, &string(ctx, k));
+                matches!(key.held(), Held::Entry(_))
+            }
         })
+        .map(|(k, _)| k)
         .map(<[u8]>::to_vec)
         .collect();
     Cow::Owned(Selector::Keys(held))

@@ -1577,6 +1577,65 @@ fn the_reclaimer_deletes_what_the_marks_user_may_write() {
     }
 }
 
+/// The module's own look at a key (is this name an entry?) is no client's read: it counts no
+/// keyspace hit or miss. A name in a namespace without entries is never opened; elsewhere the
+/// server must be able to open quietly (Redis 7.2+, Valkey).
+#[test]
+fn looking_names_up_counts_no_keyspace_hits_or_misses() {
+    let s = Server::start();
+    let mut c = s.conn();
+    entry(&mut c, "user:1", &[], &[]);
+    entry(&mut c, "bare", &[], &[]);
+    entry(&mut c, "page:1", &["p"], &["res:1", "res:2", "user:1"]);
+    let stats = |c: &mut Connection| {
+        let f = |c: &mut Connection, n: &str| info_field(c, "stats", n).parse::<i64>().unwrap();
+        (f(c, "keyspace_hits"), f(c, "keyspace_misses"))
+    };
+    let (flavour, major, minor) = server_version(&mut c);
+    let quiet = flavour == "valkey" || (major, minor) >= (7, 2);
+
+    // KEY names in namespaces without entries, then (where the server opens quietly) names in
+    // namespaces with entries: nothing counted.
+    let before = stats(&mut c);
+    let n = int(&ok(&mut c, &["CACHE.INVALIDATE", "KEY", "nope:1", "res:9"]));
+    assert_eq!(n, 0);
+    assert_eq!(stats(&mut c), before, "KEY names without entries");
+    if quiet {
+        assert_eq!(
+            int(&ok(&mut c, &["CACHE.INVALIDATE", "KEY", "user:9", "nope"])),
+            0
+        );
+        assert_eq!(
+            stats(&mut c),
+            before,
+            "KEY names in namespaces with entries"
+        );
+    }
+
+    // Reads while a LAZY mark exists look through page:1's dependencies: res:1 and res:2 (no
+    // entry in their namespace) are not opened; user:1 is, quietly where the server can.
+    let before = stats(&mut c);
+    let r = multi(
+        &mut c,
+        &[
+            a("CACHE.INVALIDATE STRATEGY LAZY TAG other"),
+            a("CACHE.GET page:1"),
+            a("CACHE.GET page:1"),
+            a("CACHE.GET page:1"),
+        ],
+    );
+    for v in &r[1..] {
+        assert_eq!(bytes(v), Some(b"v-page:1".to_vec()));
+    }
+    let (hits, misses) = stats(&mut c);
+    assert_eq!(misses, before.1, "no misses for dependencies");
+    // The three reads themselves, and on Redis 7.0 one open of user:1 per read.
+    let expected_hits = if quiet { 3 } else { 6 };
+    assert_eq!(hits - before.0, expected_hits, "hits");
+    drained(&mut c);
+    verify(&mut c);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 9. Metrics
 // ---------------------------------------------------------------------------------------------

@@ -351,6 +351,12 @@ impl DbIndex {
         self.name(id) == Some(key)
     }
 
+    /// Whether `key` can be an entry here: some entry is filed under its namespace. A cheap
+    /// test before the keyspace is asked (the index cannot tell a name's id).
+    pub fn may_hold(&self, key: &[u8]) -> bool {
+        self.namespaces.contains_key(namespace_of(key))
+    }
+
     /// Adds an entry with its tags and dependencies; returns the id the entry is to carry. The
     /// key must not be indexed already (its old entry left first).
     pub fn insert<'a>(
@@ -1069,6 +1075,25 @@ mod tests {
         // What the server never lets happen, a key taken in twice, is reported.
         ins(&mut idx, "a", &[], &[]);
         assert_eq!(idx.check_internal(), ["key \"a\" has more than one id"]);
+    }
+
+    #[test]
+    fn may_hold_goes_by_the_namespace() {
+        let mut idx = DbIndex::new();
+        assert!(!idx.may_hold(b"user:1") && !idx.may_hold(b"bare"));
+        ins(&mut idx, "user:1", &[], &[]);
+        ins(&mut idx, "bare", &[], &[]);
+        for (name, may) in [
+            ("user:1", true),
+            ("user:2", true),
+            ("users", true),
+            ("res:1", false),
+            (":x", false),
+        ] {
+            assert_eq!(idx.may_hold(name.as_bytes()), may, "{name}");
+        }
+        assert!(rm(&mut idx, "user:1", &[], &[]));
+        assert!(!idx.may_hold(b"user:2"));
     }
 
     #[test]
