@@ -940,7 +940,7 @@ fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
         if access.as_ref().is_some_and(|a| !a.allows(&rs, true)) {
             return false;
         }
-        let key = Key::peek(ctx, &rs);
+        let key = Key::probe(ctx, &rs);
         matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, name, e))
     });
     let depth = a.depth.unwrap_or_else(config::max_cascade_depth);

@@ -574,7 +574,7 @@ unsafe extern "C" fn on_keyspace(
             return;
         }
         let name = name.to_vec();
-        let handle = server::Key::peek(&ctx, &RedisString::create_from_slice(ctx.ctx, &name));
+        let handle = server::Key::probe(&ctx, &RedisString::create_from_slice(ctx.ctx, &name));
         // The database the key is in: Valkey 9.1 reports the transaction's database as the
         // selected one for a MOVE inside MULTI/EXEC, while the key opens in the destination.
         let db = handle.db().unwrap_or(db);

@@ -71,18 +71,10 @@ impl Key {
         Self::open(ctx, name, raw::REDISMODULE_READ)
     }
 
-    /// Opens for reading without touching the LRU/LFU clock (dry runs, scans).
-    pub fn peek(ctx: &Context, name: &RedisString) -> Key {
-        Self::open(
-            ctx,
-            name,
-            raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH,
-        )
-    }
-
-    /// Opens for reading on the module's own behalf (is this name an entry?): without touching
-    /// the LRU/LFU clock and, where the server can (Redis 7.2+, Valkey), without counting a
-    /// keyspace hit or miss or sending a `keymiss` event, which no client caused.
+    /// Opens for reading on the module's own behalf (is this name an entry? dry runs, scans,
+    /// arrivals): without touching the LRU/LFU clock and, where the server can (Redis 7.2+,
+    /// Valkey), without counting a keyspace hit or miss or sending a `keymiss` event, which no
+    /// client caused.
     pub fn probe(ctx: &Context, name: &RedisString) -> Key {
         Self::open(ctx, name, probe_mode())
     }
@@ -587,7 +579,7 @@ extern "C" fn scan_one(
         return;
     }
     let ctx = Context::new(ctx);
-    let k = Key::peek(&ctx, &RedisString::create_from_slice(ctx.ctx, name_bytes));
+    let k = Key::probe(&ctx, &RedisString::create_from_slice(ctx.ctx, name_bytes));
     if let Held::Entry(e) = k.held() {
         f(name_bytes, e);
     }

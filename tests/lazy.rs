@@ -1577,8 +1577,8 @@ fn the_reclaimer_deletes_what_the_marks_user_may_write() {
     }
 }
 
-/// The module's own look at a key (is this name an entry?) is no client's read: it counts no
-/// keyspace hit or miss. A name in a namespace without entries is never opened; elsewhere the
+/// The module's own look at a key (is this name an entry? a dry run) is no client's read: it
+/// counts no keyspace hit or miss. A name in a namespace without entries is never opened; elsewhere the
 /// server must be able to open quietly (Redis 7.2+, Valkey).
 #[test]
 fn looking_names_up_counts_no_keyspace_hits_or_misses() {
@@ -1610,6 +1610,9 @@ fn looking_names_up_counts_no_keyspace_hits_or_misses() {
             before,
             "KEY names in namespaces with entries"
         );
+        // A dry run looks at what it would remove without reading it.
+        assert_eq!(keys(&mut c, &["TAG", "p"]), vec!["page:1".to_string()]);
+        assert_eq!(stats(&mut c), before, "a dry run");
     }
 
     // Reads while a LAZY mark exists look through page:1's dependencies: res:1 and res:2 (no
