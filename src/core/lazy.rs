@@ -16,6 +16,7 @@
 //! CACHE.TAG/DEPEND renew it too (the entry was not covered, or they would have failed), and a
 //! tombstone is frozen. So one walk finds everything its marks cover.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use ahash::AHashMap;
@@ -133,29 +134,51 @@ pub trait Graph {
 }
 
 /// The first mark (oldest first) that covers the entry `e` under `name`, if any.
-pub fn covering<'m>(
+pub fn covering<'m, G: Graph>(
     marks: &'m [Mark],
     name: &[u8],
     e: &Entry,
-    graph: &mut impl Graph,
+    graph: &mut G,
 ) -> Option<&'m Mark> {
+    let mut memo = Memo {
+        graph,
+        nodes: AHashMap::new(),
+    };
     marks.iter().find(|m| {
         m.gen > e.born() && {
             // Made when a dependency is first followed (most entries have none).
             let mut seen = None;
-            within(m, name, e, m.depth, graph, &mut seen) && graph.allowed(m, name)
+            within(m, name, e, m.depth, &mut memo, &mut seen) && memo.graph.allowed(m, name)
         }
     })
 }
 
+/// The graph as one coverage question sees it: every mark follows the same dependencies, so
+/// each name's nodes are asked for once (the server opens a key for it) and then shared.
+struct Memo<'g, G: Graph> {
+    graph: &'g mut G,
+    nodes: AHashMap<Vec<u8>, Rc<SmallVec<[Node; 2]>>>,
+}
+
+impl<G: Graph> Memo<'_, G> {
+    fn nodes(&mut self, name: &[u8]) -> Rc<SmallVec<[Node; 2]>> {
+        if let Some(n) = self.nodes.get(name) {
+            return Rc::clone(n);
+        }
+        let n = Rc::new(self.graph.nodes(name));
+        self.nodes.insert(name.to_vec(), Rc::clone(&n));
+        n
+    }
+}
+
 /// Whether `m` picks `e`, or `e` depends within `budget` hops on a key `m` covers. `seen` holds
 /// the largest budget each name was explored with (cycles and diamonds end).
-fn within(
+fn within<G: Graph>(
     m: &Mark,
     name: &[u8],
     e: &Entry,
     budget: u32,
-    graph: &mut impl Graph,
+    graph: &mut Memo<'_, G>,
     seen: &mut Option<AHashMap<Vec<u8>, u32>>,
 ) -> bool {
     if m.picks(name, e) {
@@ -170,9 +193,11 @@ fn within(
             continue;
         }
         seen_here.insert(dep.to_vec(), budget);
-        for n in graph.nodes(dep) {
+        for n in graph.nodes(dep).iter() {
             let visible = n.entry.born() < m.gen && m.gen <= n.until;
-            if visible && within(m, dep, &n.entry, budget - 1, graph, seen) && graph.allowed(m, dep)
+            if visible
+                && within(m, dep, &n.entry, budget - 1, graph, seen)
+                && graph.graph.allowed(m, dep)
             {
                 return true;
             }
@@ -530,10 +555,13 @@ mod tests {
         live: AHashMap<Vec<u8>, Box<Entry>>,
         lazy: &'a LazyDb,
         denied_prefix: Option<&'static [u8]>,
+        /// Names asked for, in order.
+        asked: Vec<Vec<u8>>,
     }
 
     impl Graph for World<'_> {
         fn nodes(&mut self, name: &[u8]) -> SmallVec<[Node; 2]> {
+            self.asked.push(name.to_vec());
             let mut v: SmallVec<[Node; 2]> = self
                 .live
                 .get(name)
@@ -583,12 +611,35 @@ mod tests {
                 .collect(),
             lazy,
             denied_prefix: None,
+            asked: Vec::new(),
         }
     }
 
     fn covered(marks: &[Mark], w: &mut World, name: &str) -> bool {
         let e = Entry::to_owned(w.live.get(name.as_bytes()).unwrap());
         covering(marks, name.as_bytes(), &e, w).is_some()
+    }
+
+    #[test]
+    fn coverage_asks_for_each_dependency_once_whatever_the_marks() {
+        let entries = [
+            ("page", entry(&[], &["a", "b"], 1)),
+            ("a", entry(&[], &["b"], 1)),
+            ("b", entry(&["t"], &[], 1)),
+        ];
+        let lazy = LazyDb::default();
+        let mut w = world(&entries, &lazy);
+        // Three marks that cover nothing here, then one that covers b (and through it page).
+        let mut marks: Vec<Mark> = (2..5)
+            .map(|g| mark(g, Selector::Tags(vec![b("none")]), 16))
+            .collect();
+        assert!(!covered(&marks, &mut w, "page"));
+        let mut asked = std::mem::take(&mut w.asked);
+        asked.sort();
+        assert_eq!(asked, [b("a"), b("b")], "each name once for three marks");
+        marks.push(mark(5, Selector::Tags(vec![b("t")]), 16));
+        assert!(covered(&marks, &mut w, "page"));
+        assert_eq!(w.asked.len(), 2);
     }
 
     #[test]
