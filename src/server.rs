@@ -616,8 +616,7 @@ pub fn entries_only<'s>(ctx: &Context, sel: &'s Selector) -> Cow<'s, Selector> {
                 matches!(key.held(), Held::Entry(_))
             }
         })
-        .map(|(k, _)| k)
-        .map(<[u8]>::to_vec)
+        .map(|(k, _)| k.to_vec())
         .collect();
     Cow::Owned(Selector::Keys(held))
 }
