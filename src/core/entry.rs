@@ -264,13 +264,22 @@ pub fn canonical<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Names<'a> {
     v
 }
 
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
+/// `v` as a varint (7 bits per byte, low first, the top bit set on all but the last): its
+/// bytes and how many there are.
+fn varint(mut v: u64) -> ([u8; 10], usize) {
+    let mut out = [0u8; 10];
+    let mut n = 0;
     while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
         v >>= 7;
         n += 1;
     }
-    n
+    out[n] = v as u8;
+    (out, n + 1)
+}
+
+fn varint_len(v: u64) -> usize {
+    varint(v).1
 }
 
 fn packed_len(names: &[&[u8]]) -> usize {
@@ -292,12 +301,9 @@ impl Cursor<'_> {
         self.at += b.len();
     }
 
-    fn put_varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.put(&[(v as u8) | 0x80]);
-            v >>= 7;
-        }
-        self.put(&[v as u8]);
+    fn put_varint(&mut self, v: u64) {
+        let (bytes, n) = varint(v);
+        self.put(&bytes[..n]);
     }
 
     fn pack(&mut self, names: &[&[u8]]) {
@@ -657,12 +663,9 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let (bytes, n) = varint(v);
+    out.extend_from_slice(&bytes[..n]);
 }
 
 pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
