@@ -178,7 +178,7 @@ fn within<G: Graph>(
     name: &[u8],
     e: &Entry,
     budget: u32,
-    graph: &mut Memo<'_, G>,
+    memo: &mut Memo<'_, G>,
     seen: &mut Option<AHashMap<Vec<u8>, u32>>,
 ) -> bool {
     if m.picks(name, e) {
@@ -193,11 +193,11 @@ fn within<G: Graph>(
             continue;
         }
         seen_here.insert(dep.to_vec(), budget);
-        for n in graph.nodes(dep).iter() {
+        for n in memo.nodes(dep).iter() {
             let visible = n.entry.born() < m.gen && m.gen <= n.until;
             if visible
-                && within(m, dep, &n.entry, budget - 1, graph, seen)
-                && graph.graph.allowed(m, dep)
+                && within(m, dep, &n.entry, budget - 1, memo, seen)
+                && memo.graph.allowed(m, dep)
             {
                 return true;
             }

@@ -25,8 +25,9 @@
 //!
 //! # Bounded cost
 //!
-//! Recording is O(1) amortised, plus an O(log slots) heap sift in the space-saving top-N
-//! tables (patterns, contexts, hot keys). [`Metrics::stats`], [`Metrics::recommend`] and
+//! Recording is O(1) amortised, the space-saving top-N tables (patterns, contexts, hot keys)
+//! included: a key not tracked yet takes a slot at the smallest count, and only when no slot is
+//! left at that count are the table's counts scanned again. [`Metrics::stats`], [`Metrics::recommend`] and
 //! [`Metrics::info`] scan fixed-size structures only: their cost does not depend on the number
 //! of invalidations, lookups or events recorded (a few microseconds). [`Metrics::events`] walks
 //! at most the event ring.
@@ -1200,8 +1201,7 @@ impl Metrics {
         *self = Metrics::new(now_ms);
     }
 
-    /// A lookup that found an entry. `now_ms` is accepted for a uniform API; hits are counted
-    /// since the metrics started. Keys longer than [`MAX_TRACKED_KEY_LEN`] are not tracked as
+    /// A lookup that found an entry; hits are counted since the metrics started. Keys longer than [`MAX_TRACKED_KEY_LEN`] are not tracked as
     /// hot keys.
     pub fn record_hit(&mut self, key: &[u8]) {
         self.hits = self.hits.saturating_add(1);
