@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use std::os::raw::c_int;
-
-use redis_module::{raw, Context, RedisString};
+use redis_module::{Context, RedisString};
 use smallvec::SmallVec;
 
 use crate::cluster::{self, Cascade, Job};
@@ -53,53 +51,7 @@ pub fn run(ctx: &Context, args: &[RedisString], handler: Handler, op: Option<Op>
     }
 }
 
-/// The server's callbacks: each runs its handler through [`run`] on borrowed arguments.
-macro_rules! commands {
-    ($($name:ident => $handler:ident $(as $op:ident)?),* $(,)?) => {
-        $(
-        /// # Safety
-        /// Called by the server with a command's arguments.
-        pub unsafe extern "C" fn $name(
-            ctx: *mut raw::RedisModuleCtx,
-            argv: *mut *mut raw::RedisModuleString,
-            argc: c_int,
-        ) -> c_int {
-            crate::ffi::call_command(ctx, argv, argc, |ctx, args| {
-                #[allow(unused_mut, unused_assignments)]
-                let mut op = None;
-                $(op = Some(Op::$op);)?
-                run(ctx, args, $handler, op)
-            })
-        })*
-    };
-}
-
-commands! {
-    set => cache_set as Set,
-    get => cache_get,
-    mget => cache_mget,
-    tag => cache_tag,
-    depend => cache_depend,
-    inspect => cache_inspect,
-    invalidate => cache_invalidate as Invalidate,
-    keys => cache_keys,
-    pending => cache_pending,
-    rule_set => cache_rule,
-    rule_del => cache_rule,
-    rule_list => cache_rule,
-    rule_help => cache_rule,
-    relate => cache_relate,
-    write => cache_write,
-    tags => cache_tags,
-    stats => cache_stats,
-    recommend => cache_recommend,
-    events => cache_events,
-    hotkeys => cache_hotkeys,
-    reset => cache_reset,
-    debug => cache_debug,
-}
-
-fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let now = server::now_ms();
     let a = parse::parse_set(argv, now)?;
     let replayed = server::replayed(ctx);
@@ -216,7 +168,7 @@ fn replicate_set(ctx: &Context, argv: &[&[u8]], deadline: Option<i64>, entry: &E
     server::replicate(ctx, "CACHE.SET", &out);
 }
 
-fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let started = Instant::now();
     parse::exact(argv, 1, "cache.get")?;
     let key = Key::read(ctx, &args[1]);
@@ -230,7 +182,7 @@ fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Repl
     Ok(Reply::Sent)
 }
 
-fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let started = Instant::now();
     parse::at_least(argv, 1, "cache.mget")?;
     // Each value is sent while its key is open: no copy of it.
@@ -272,11 +224,11 @@ fn record_lookups(argv: &[&[u8]], hits: &[bool], started: Instant) {
     m.record_op(Op::Get, us, &th);
 }
 
-fn cache_tag(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_tag(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     add_links(ctx, args, argv, "cache.tag")
 }
 
-fn cache_depend(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_depend(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     add_links(ctx, args, argv, "cache.depend")
 }
 
@@ -330,7 +282,7 @@ fn add_links(
     Ok(Reply::Int(added.len() as i64))
 }
 
-fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     parse::exact(argv, 1, "cache.inspect")?;
     let key = Key::read(ctx, &args[1]);
     let db = server::selected_db(ctx);
@@ -418,7 +370,11 @@ pub(crate) fn reach(
 /// How many DEL arguments go into one replicated command.
 pub const DEL_CHUNK: usize = 1024;
 
-fn cache_invalidate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_invalidate(
+    ctx: &Context,
+    _args: &[RedisString],
+    argv: &[&[u8]],
+) -> Result<Reply> {
     let (local, argv) = cluster::strip_local(argv);
     let a = parse::parse_invalidate(&argv, "cache.invalidate", false)?;
     if a.strategy == Strategy::Lazy {
@@ -808,7 +764,7 @@ fn apply_batch(ctx: &Context, everything: bool) -> u64 {
 }
 
 /// `CACHE.PENDING [FLUSH]`: the queued BATCHED requests, or apply them now.
-fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     match parse::parse_pending(argv, server::replayed(ctx))? {
         PendingArgs::Add(bytes) => {
             let item = decode_item(&bytes).map_err(|e| CacheError::Message(format!("ERR {e}")))?;
@@ -927,7 +883,7 @@ fn lazy_marks() -> Reply {
     Reply::Array(rows)
 }
 
-fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let (local, argv) = cluster::strip_local(argv);
     let a = parse::parse_invalidate(&argv, "cache.keys", true)?;
     guard::check_reach(ctx, &a.selector, a.depth)?;
@@ -973,7 +929,7 @@ fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
     cluster::fan_out(ctx, job, cluster::outcome(Ok(reply)))
 }
 
-fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let (local, argv) = cluster::strip_local(argv);
     let a = parse::parse_tags(&argv)?;
     guard::limits(ctx).check_pattern(a.pattern.as_deref().unwrap_or_default())?;
@@ -1008,7 +964,7 @@ fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
     cluster::fan_out(ctx, job, cluster::outcome(Ok(reply)))
 }
 
-fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let (local, argv) = cluster::strip_local(argv);
     let json = parse::parse_json_flag(&argv, "cache.stats")?;
     let fan = cluster::fans_out(ctx, local, "cache.stats")?;
@@ -1038,7 +994,11 @@ fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<R
     cluster::fan_out(ctx, job, cluster::outcome(Ok(reply)))
 }
 
-fn cache_recommend(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_recommend(
+    _ctx: &Context,
+    _args: &[RedisString],
+    argv: &[&[u8]],
+) -> Result<Reply> {
     let json = parse::parse_json_flag(argv, "cache.recommend")?;
     let now = server::now_ms();
     let th = config::thresholds();
@@ -1056,7 +1016,7 @@ fn cache_recommend(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Res
     })
 }
 
-fn cache_events(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_events(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let count = parse::parse_count(argv, "cache.events")?;
     let now = server::now_ms();
     let th = config::thresholds();
@@ -1068,7 +1028,7 @@ fn cache_events(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
     ))
 }
 
-fn cache_hotkeys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_hotkeys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let count = parse::parse_count(argv, "cache.hotkeys")?.unwrap_or(10);
     let now = server::now_ms();
     let mut hot = state::lock().metrics(now).hotkeys(usize::MAX);
@@ -1089,7 +1049,7 @@ fn cache_hotkeys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result
     ))
 }
 
-fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     parse::exact(argv, 0, "cache.reset")?;
     let now = server::now_ms();
     let mut st = state::lock();
@@ -1103,7 +1063,7 @@ fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<
 
 /// `CACHE.RULE SET|DEL|LIST|HELP` (registered as subcommands: SET and DEL write, LIST and
 /// HELP read). Definitions replicate as sent; the counters are this node's.
-fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let cmd = Rules::parse_rule_command(argv).map_err(CacheError::Message)?;
     let writes = matches!(cmd, RuleCommand::Set(_) | RuleCommand::Del(_));
     let fan = writes && cluster::fans_out(ctx, false, "cache.rule")?;
@@ -1118,7 +1078,7 @@ fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Re
 }
 
 /// `CACHE.RELATE source target [target ...] [DEPTH n] [BIDIRECTIONAL]`, `DEL`, `LIST`, `HELP`.
-fn cache_relate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_relate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let cmd = Rules::parse_relate_command(argv).map_err(CacheError::Message)?;
     let writes = matches!(cmd, RelateCommand::Set(_) | RelateCommand::Del { .. });
     let fan = writes && cluster::fans_out(ctx, false, "cache.relate")?;
@@ -1193,7 +1153,7 @@ fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool, argv: &[&[u8]]) -> 
 /// `CACHE.WRITE type id [OP op] [CONTEXT text]`: a write on `type` id `id` was made; invalidate
 /// the tag `type:id` (and that of every related type), then what the matching rules name, by
 /// priority. Replies the number of entries invalidated now (BATCHED steps count when applied).
-fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     // `type id` and the option pairs make an odd argument count with the command name, so
     // LOCAL is there only when the count is even: a type named `local` stays a type.
     let (local, argv) = if argv.len().is_multiple_of(2) {
@@ -1287,7 +1247,7 @@ fn fields(pairs: Vec<(&'static str, Field)>) -> Reply {
     )
 }
 
-fn cache_debug(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_debug(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     match parse::parse_debug(argv)? {
         DebugArgs::Help => Ok(help(&[
             "CACHE.DEBUG <subcommand>. Subcommands are:",

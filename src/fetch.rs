@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use std::os::raw::c_int;
-
-use redis_module::{raw, Context, RedisString};
+use redis_module::{Context, RedisString};
 
 use crate::commands::{self, DEL_CHUNK};
 use crate::config;
@@ -50,20 +48,8 @@ impl Drop for LeaseGuard {
     }
 }
 
-/// # Safety
-/// Called by the server with the command's arguments.
-pub unsafe extern "C" fn fetch(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-) -> c_int {
-    crate::ffi::call_command(ctx, argv, argc, |ctx, args| {
-        commands::run(ctx, args, cache_fetch, None)
-    })
-}
-
 /// `CACHE.FETCH key [LEASE ms]` -> `[value-or-nil, state]`.
-fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let started = Instant::now();
     let a = parse::parse_fetch(argv)?;
     let now = server::now_ms();

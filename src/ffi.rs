@@ -740,6 +740,52 @@ pub unsafe fn call_command(
     raw::REDISMODULE_OK as c_int
 }
 
+/// The server's command callbacks: each runs its handler (in `commands` or `fetch`) through
+/// `commands::run` on borrowed arguments, timing the ones named with an `Op`.
+macro_rules! commands {
+    ($($name:ident => $handler:path $(as $op:ident)?),* $(,)?) => {
+        $(
+        /// # Safety
+        /// Called by the server with a command's arguments.
+        pub unsafe extern "C" fn $name(
+            ctx: *mut raw::RedisModuleCtx,
+            argv: *mut *mut raw::RedisModuleString,
+            argc: c_int,
+        ) -> c_int {
+            call_command(ctx, argv, argc, |ctx, args| {
+                #[allow(unused_mut, unused_assignments)]
+                let mut op = None;
+                $(op = Some(crate::core::metrics::Op::$op);)?
+                crate::commands::run(ctx, args, $handler, op)
+            })
+        })*
+    };
+}
+
+commands! {
+    set => crate::commands::cache_set as Set,
+    get => crate::commands::cache_get,
+    fetch => crate::fetch::cache_fetch,
+    mget => crate::commands::cache_mget,
+    tag => crate::commands::cache_tag,
+    depend => crate::commands::cache_depend,
+    inspect => crate::commands::cache_inspect,
+    invalidate => crate::commands::cache_invalidate as Invalidate,
+    keys => crate::commands::cache_keys,
+    pending => crate::commands::cache_pending,
+    // Every CACHE.RULE subcommand: the handler reads which one from the arguments.
+    rule => crate::commands::cache_rule,
+    relate => crate::commands::cache_relate,
+    write => crate::commands::cache_write,
+    tags => crate::commands::cache_tags,
+    stats => crate::commands::cache_stats,
+    recommend => crate::commands::cache_recommend,
+    events => crate::commands::cache_events,
+    hotkeys => crate::commands::cache_hotkeys,
+    reset => crate::commands::cache_reset,
+    debug => crate::commands::cache_debug,
+}
+
 /// A command to register: name, callback (None: a container of subcommands), flags, first key,
 /// last key, key step, ACL categories.
 pub type CommandRow = (

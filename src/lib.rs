@@ -20,7 +20,6 @@ mod module {
     use redis_module::configuration::ConfigurationFlags;
     use redis_module::{redis_module, Context, RedisString, Status};
 
-    use crate::commands;
     use crate::config::{
         BATCH_DELAY_MS, CLUSTER_TIMEOUT_MS, CRITICAL_PER_HOUR, DEFAULT_TTL_SECONDS,
         EVENT_RETENTION_SECONDS, LAZY_STEP_US, MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US,
@@ -40,36 +39,36 @@ mod module {
     /// commands, and the module's own `cache` for all.
     #[rustfmt::skip]
     const COMMANDS: [CommandRow; 20] = [
-        (c"cache.set", Some(commands::set), c"write deny-oom", 1, 1, 1, c"cache write slow"),
-        (c"cache.get", Some(commands::get), c"readonly fast", 1, 1, 1, c"cache read fast"),
-        (c"cache.fetch", Some(crate::fetch::fetch), c"readonly fast", 1, 1, 1, c"cache read fast"),
-        (c"cache.mget", Some(commands::mget), c"readonly fast", 1, -1, 1, c"cache read fast"),
-        (c"cache.tag", Some(commands::tag), c"write deny-oom", 1, 1, 1, c"cache write slow"),
-        (c"cache.depend", Some(commands::depend), c"write deny-oom", 1, 1, 1, c"cache write slow"),
-        (c"cache.inspect", Some(commands::inspect), c"readonly fast", 1, 1, 1, c"cache read fast"),
-        (c"cache.invalidate", Some(commands::invalidate), c"write", 0, 0, 0, c"cache write slow"),
-        (c"cache.keys", Some(commands::keys), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.pending", Some(commands::pending), c"write", 0, 0, 0, c"cache write slow"),
+        (c"cache.set", Some(ffi::set), c"write deny-oom", 1, 1, 1, c"cache write slow"),
+        (c"cache.get", Some(ffi::get), c"readonly fast", 1, 1, 1, c"cache read fast"),
+        (c"cache.fetch", Some(ffi::fetch), c"readonly fast", 1, 1, 1, c"cache read fast"),
+        (c"cache.mget", Some(ffi::mget), c"readonly fast", 1, -1, 1, c"cache read fast"),
+        (c"cache.tag", Some(ffi::tag), c"write deny-oom", 1, 1, 1, c"cache write slow"),
+        (c"cache.depend", Some(ffi::depend), c"write deny-oom", 1, 1, 1, c"cache write slow"),
+        (c"cache.inspect", Some(ffi::inspect), c"readonly fast", 1, 1, 1, c"cache read fast"),
+        (c"cache.invalidate", Some(ffi::invalidate), c"write", 0, 0, 0, c"cache write slow"),
+        (c"cache.keys", Some(ffi::keys), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.pending", Some(ffi::pending), c"write", 0, 0, 0, c"cache write slow"),
         (c"cache.rule", None, c"", 0, 0, 0, c"cache slow"),
-        (c"cache.relate", Some(commands::relate), c"write", 0, 0, 0, c"cache write slow"),
-        (c"cache.write", Some(commands::write), c"write", 0, 0, 0, c"cache write slow"),
-        (c"cache.tags", Some(commands::tags), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.stats", Some(commands::stats), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.recommend", Some(commands::recommend), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.events", Some(commands::events), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.hotkeys", Some(commands::hotkeys), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.reset", Some(commands::reset), c"admin", 0, 0, 0, c"cache admin dangerous slow"),
-        (c"cache.debug", Some(commands::debug), c"admin", 0, 0, 0, c"cache admin dangerous slow"),
+        (c"cache.relate", Some(ffi::relate), c"write", 0, 0, 0, c"cache write slow"),
+        (c"cache.write", Some(ffi::write), c"write", 0, 0, 0, c"cache write slow"),
+        (c"cache.tags", Some(ffi::tags), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.stats", Some(ffi::stats), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.recommend", Some(ffi::recommend), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.events", Some(ffi::events), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.hotkeys", Some(ffi::hotkeys), c"readonly", 0, 0, 0, c"cache read slow"),
+        (c"cache.reset", Some(ffi::reset), c"admin", 0, 0, 0, c"cache admin dangerous slow"),
+        (c"cache.debug", Some(ffi::debug), c"admin", 0, 0, 0, c"cache admin dangerous slow"),
     ];
 
     /// CACHE.RULE's subcommands, each with its own flags (LIST is a read a replica answers; SET
     /// is a write it refuses): container, name, callback, flags, ACL categories.
     #[rustfmt::skip]
     const SUBCOMMANDS: [SubcommandRow; 4] = [
-        (c"cache.rule", c"set", commands::rule_set, c"write", c"cache write slow"),
-        (c"cache.rule", c"del", commands::rule_del, c"write", c"cache write slow"),
-        (c"cache.rule", c"list", commands::rule_list, c"readonly", c"cache read slow"),
-        (c"cache.rule", c"help", commands::rule_help, c"readonly", c"cache slow"),
+        (c"cache.rule", c"set", ffi::rule, c"write", c"cache write slow"),
+        (c"cache.rule", c"del", ffi::rule, c"write", c"cache write slow"),
+        (c"cache.rule", c"list", ffi::rule, c"readonly", c"cache read slow"),
+        (c"cache.rule", c"help", ffi::rule, c"readonly", c"cache slow"),
     ];
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
