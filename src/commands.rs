@@ -56,7 +56,7 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
     let a = parse::parse_set(argv, now)?;
     let replayed = server::replayed(ctx);
     guard::limits_for(replayed).check_set(&a)?;
-    let key = Key::write(ctx, &args[1]);
+    let mut key = Key::write(ctx, &args[1]);
     let db = server::selected_db(ctx);
     // An entry a LAZY invalidation covers is gone as far as the command can tell, and so is a
     // stale one (SOFT): NX fills it, XX and KEEPTTL find nothing.
@@ -331,7 +331,7 @@ pub fn quiet(db: usize, key: &[u8], why: Quiet) {
 /// Deletes the entry open in `key` (named `name`, `rs` as a server string, in `db`) the way DEL
 /// would: an invalidation, not counted as a removal; WATCH and client tracking see the change;
 /// a `del` event goes out. The caller propagates the DEL.
-pub fn delete_as_del(ctx: &Context, db: usize, name: &[u8], key: Key, rs: &RedisString) {
+pub fn delete_as_del(ctx: &Context, db: usize, name: &[u8], mut key: Key, rs: &RedisString) {
     quiet(db, name, Quiet::Delete);
     key.delete();
     drop(key);
@@ -1273,12 +1273,13 @@ fn for_each_db(ctx: &Context, mut f: impl FnMut(usize)) {
     server::select_db(ctx, original);
 }
 
-/// An index of scanned entries (each key once: a scan can find a key twice).
-fn index_of(mut entries: Vec<server::Scanned>) -> DbIndex {
+/// An index of scanned entries, which it sorts and keeps each key of once (a scan can find a
+/// key twice).
+fn index_of(entries: &mut Vec<server::Scanned>) -> DbIndex {
     entries.sort_unstable_by(|a, b| a.0 .0.cmp(&b.0 .0));
     entries.dedup_by(|a, b| a.0 .0 == b.0 .0);
     let mut idx = DbIndex::new();
-    for ((k, t, d), size, _, _) in &entries {
+    for ((k, t, d), size, _) in entries.iter() {
         idx.insert(
             k,
             t.iter().map(Vec::as_slice),
@@ -1293,16 +1294,14 @@ fn index_of(mut entries: Vec<server::Scanned>) -> DbIndex {
 fn verify(ctx: &Context) -> Vec<String> {
     let mut out = Vec::new();
     for_each_db(ctx, |db| {
-        let scanned = server::scan_entries(ctx);
-        let carried: Vec<(Vec<u8>, index::KeyId)> =
-            scanned.iter().map(|s| (s.0 .0.clone(), s.3)).collect();
-        let expected = index_of(scanned);
+        let mut scanned = server::scan_entries(ctx);
+        let expected = index_of(&mut scanned);
         let mut st = state::lock();
         out.extend(index::diff(db, st.db(db), &expected));
         out.extend(index::misfiled(
             db,
             st.db(db),
-            carried.iter().map(|(k, id)| (&k[..], *id)),
+            scanned.iter().map(|s| (&s.0 .0[..], s.2)),
         ));
         let (live, entries) = (st.db(db).value_bytes(), expected.value_bytes());
         if live != entries {

@@ -538,7 +538,8 @@ unsafe extern "C" fn on_loading(
 
 /// Keys that arrive under a new name or in a new database carry their facts with them: index
 /// them from the entry (their old name left through `unlink2`). The other events classify the
-/// removal `unlink2` just held. Read-only: never writes keys.
+/// removal `unlink2` just held. Never writes keys: an arriving entry gets its id (and a restored
+/// one its generation) written in place.
 unsafe extern "C" fn on_keyspace(
     ctx: *mut raw::RedisModuleCtx,
     _ty: c_int,
@@ -857,12 +858,12 @@ pub fn set_key_specs(ctx: &Context, rows: &[CommandRow]) -> bool {
     };
     let read = u64::from(raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS);
     let write = u64::from(raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE);
-    let spec = |flags: u64, lastkey: c_int| Spec {
+    let spec = |flags: u64, first: c_int, lastkey: c_int| Spec {
         notes: std::ptr::null(),
         flags,
         begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
         bs: Begin {
-            index: Index { pos: 1 },
+            index: Index { pos: first },
         },
         find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
         fk: Find {
@@ -906,7 +907,7 @@ pub fn set_key_specs(ctx: &Context, rows: &[CommandRow]) -> bool {
                 .split(|&b| b == b' ')
                 .any(|f| f == b"readonly");
             let lastkey = if last < 0 { last } else { last - first };
-            (name, if readonly { read } else { write }, lastkey)
+            (name, if readonly { read } else { write }, first, lastkey)
         });
     unsafe {
         let (Some(get), Some(set_info)) =
@@ -915,12 +916,12 @@ pub fn set_key_specs(ctx: &Context, rows: &[CommandRow]) -> bool {
             // An older server: the legacy key positions stay.
             return true;
         };
-        for (name, flags, lastkey) in commands {
+        for (name, flags, first, lastkey) in commands {
             let cmd = get(ctx.ctx, name.as_ptr());
             if cmd.is_null() {
                 return false;
             }
-            let mut specs = [spec(flags, lastkey), end];
+            let mut specs = [spec(flags, first, lastkey), end];
             let mut info: raw::RedisModuleCommandInfo = std::mem::zeroed();
             info.version = &version;
             info.key_specs = specs.as_mut_ptr();

@@ -115,8 +115,10 @@ impl Key {
         }
     }
 
-    /// Stores an entry, replacing whatever cache entry was there (deadline included).
-    pub fn set_entry(&self, entry: Box<Entry>) -> Result<()> {
+    /// Stores an entry, replacing whatever cache entry was there (deadline included). Takes
+    /// `&mut self` because the server frees the old entry: no reference into it can outlive
+    /// the call.
+    pub fn set_entry(&mut self, entry: Box<Entry>) -> Result<()> {
         let value = Entry::into_raw(entry).cast::<c_void>();
         let status = unsafe {
             raw::RedisModule_ModuleTypeSetValue.map_or(raw::REDISMODULE_ERR as c_int, |f| {
@@ -144,7 +146,8 @@ impl Key {
         stored(status, value)
     }
 
-    pub fn delete(&self) {
+    /// Deletes the key (the server frees its value: `&mut self`, as for `set_entry`).
+    pub fn delete(&mut self) {
         unsafe {
             if let Some(f) = raw::RedisModule_DeleteKey {
                 f(self.key);
@@ -524,9 +527,8 @@ pub fn reply_error(ctx: &Context, e: &CacheError) {
     }
 }
 
-/// A cache entry as a scan finds it: `(key, tags, deps)`, value bytes, generation, the id it
-/// carries.
-pub type Scanned = (Facts, u64, u64, KeyId);
+/// A cache entry as a scan finds it: `(key, tags, deps)`, value bytes, the id it carries.
+pub type Scanned = (Facts, u64, KeyId);
 
 /// Every cache entry of the selected database.
 pub fn scan_entries(ctx: &Context) -> Vec<Scanned> {
@@ -534,7 +536,7 @@ pub fn scan_entries(ctx: &Context) -> Vec<Scanned> {
     scan_with(ctx, &mut |name, e| {
         let names = |l: crate::core::entry::NameIter| l.map(<[u8]>::to_vec).collect();
         let facts = (name.to_vec(), names(e.tags()), names(e.deps()));
-        out.push((facts, e.value().len() as u64, e.born(), e.id()));
+        out.push((facts, e.value().len() as u64, e.id()));
     });
     out
 }
