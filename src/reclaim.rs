@@ -253,9 +253,10 @@ pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector) -> Option<u6
     }
     let threshold = u64::try_from(threshold).unwrap_or(u64::MAX);
     // Counting a pattern visits names, and a KEY list opens keys: not where the database is
-    // too small anyway.
+    // too small anyway, nor for a list shorter than the threshold.
     let entries = state::with_db(db, |idx| idx.len() as u64);
-    if entries < threshold {
+    let few_keys = matches!(selector, Selector::Keys(k) if (k.len() as u64) < threshold);
+    if entries < threshold || few_keys {
         return None;
     }
     let selector = server::entries_only(ctx, selector);

@@ -593,7 +593,7 @@ extern "C" fn scan_one(
 /// while holding the state.
 pub fn entries_only<'s>(ctx: &Context, sel: &'s Selector) -> Cow<'s, Selector> {
     let glob;
-    let keys: Vec<&[u8]> = match sel {
+    let mut keys: Vec<&[u8]> = match sel {
         Selector::Keys(keys) => keys.iter().map(Vec::as_slice).collect(),
         Selector::Pattern(p) => {
             glob = Glob::new(p);
@@ -606,21 +606,14 @@ pub fn entries_only<'s>(ctx: &Context, sel: &'s Selector) -> Cow<'s, Selector> {
     };
     // A name whose namespace has no entry is none: not opened (on Redis 7.0 every open counts
     // as a keyspace hit or miss).
-    let db = selected_db(ctx);
-    let known: Vec<bool> =
-        crate::state::with_db(db, |idx| keys.iter().map(|k| idx.may_hold(k)).collect());
-    let held = keys
-        .into_iter()
-        .zip(known)
-        .filter(|&(k, known)| {
-            known && {
-                let key = Key::probe(ctx, &string(ctx, k));
-                matches!(key.held(), Held::Entry(_))
-            }
-        })
-        .map(|(k, _)| k.to_vec())
-        .collect();
-    Cow::Owned(Selector::Keys(held))
+    crate::state::with_db(selected_db(ctx), |idx| keys.retain(|k| idx.may_hold(k)));
+    keys.retain(|k| {
+        let key = Key::probe(ctx, &string(ctx, k));
+        matches!(key.held(), Held::Entry(_))
+    });
+    Cow::Owned(Selector::Keys(
+        keys.into_iter().map(<[u8]>::to_vec).collect(),
+    ))
 }
 
 /// Adds a latency-monitor sample as the server's own events are added: only when the monitor
