@@ -185,7 +185,9 @@ pub(crate) fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
 pub(crate) fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let started = Instant::now();
     parse::at_least(argv, 1, "cache.mget")?;
-    // Each value is sent while its key is open: no copy of it.
+    // Each value is sent while its key is open: no copy of it. Nothing after the array's
+    // header may fail (an error now would land inside the half-sent array): every step below
+    // replies, whatever it finds.
     server::reply_array_len(ctx, args.len() - 1);
     let mut hits = Vec::with_capacity(args.len() - 1);
     for (name, raw) in args[1..].iter().zip(&argv[1..]) {
@@ -248,8 +250,10 @@ fn add_links(
         .ok_or(CacheError::NoSuchKey)?;
     let to_deps = cmd == "cache.depend";
     guard::limits(ctx).check_add(entry, to_deps, &names)?;
-    let Some((mut grown, added)) = entry.with_added(to_deps, names.iter().map(Vec::as_slice))
-    else {
+    let grown = entry
+        .with_added(to_deps, names.iter().map(Vec::as_slice))
+        .map_err(|_| CacheError::TooLarge)?;
+    let Some((mut grown, added)) = grown else {
         return Ok(Reply::Int(0));
     };
     // Not covered by any LAZY invalidation now, and new names must not make it covered by

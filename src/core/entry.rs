@@ -81,6 +81,13 @@ impl Header {
     }
 }
 
+/// An entry with names added, and the names that were new (sorted).
+pub type Grown = (Box<Entry>, Vec<Vec<u8>>);
+
+/// An entry would exceed [`MAX_ENTRY_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge;
+
 /// In `deps_end`: a SOFT invalidation's deadline (8 bytes, little-endian Unix ms) follows the
 /// dependencies, before the meta.
 const STALE: u32 = 1 << 31;
@@ -523,13 +530,13 @@ impl Entry {
     }
 
     /// The entry with tags (or dependencies) added, and the names that were new (sorted). None
-    /// when nothing is new or the result would exceed the size limit (then nothing was added).
-    /// The header (counters, generation, stale deadline) carries over.
+    /// when nothing is new; [`TooLarge`] when the result would exceed [`MAX_ENTRY_BYTES`]. The
+    /// header (counters, generation, stale deadline, id) carries over.
     pub fn with_added<'a>(
         &self,
         to_deps: bool,
         names: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Option<(Box<Entry>, Vec<Vec<u8>>)> {
+    ) -> Result<Option<Grown>, TooLarge> {
         let current: Vec<&[u8]> = if to_deps {
             self.deps().collect()
         } else {
@@ -541,7 +548,7 @@ impl Entry {
             .map(<[u8]>::to_vec)
             .collect();
         if added.is_empty() {
-            return None;
+            return Ok(None);
         }
         let rebuilt = {
             let merged = canonical(current.into_iter().chain(added.iter().map(Vec::as_slice)));
@@ -551,9 +558,10 @@ impl Entry {
                 (merged, self.deps().collect())
             };
             let stale = self.stale_until();
-            Self::build(self.head, self.value(), &tags, &deps, stale, self.meta())?
+            Self::build(self.head, self.value(), &tags, &deps, stale, self.meta())
+                .ok_or(TooLarge)?
         };
-        Some((rebuilt, added))
+        Ok(Some((rebuilt, added)))
     }
 
     /// The entry without its value, meta and counters: what coverage needs of it.
@@ -772,7 +780,7 @@ mod tests {
         to_deps: bool,
         names: impl IntoIterator<Item = &'a [u8]>,
     ) -> Vec<Vec<u8>> {
-        match e.with_added(to_deps, names) {
+        match e.with_added(to_deps, names).expect("small test entries") {
             Some((grown, added)) => {
                 *e = grown;
                 added
@@ -833,7 +841,7 @@ mod tests {
             (e.value(), e.hits, e.born(), e.meta()),
             (&[0u8, 255, 1][..], 7, 42, Some("{\"x\":1}"))
         );
-        assert!(e.with_added(true, [&b"r2"[..]]).is_none());
+        assert_eq!(e.with_added(true, [&b"r2"[..]]), Ok(None));
     }
 
     #[test]
@@ -926,7 +934,7 @@ mod tests {
         }
         e.set_id(0xdead_beef);
         // What replaces the entry in place keeps its id; an encoding does not carry it.
-        let (grown, _) = e.with_added(false, [&b"u"[..]]).unwrap();
+        let (grown, _) = e.with_added(false, [&b"u"[..]]).unwrap().unwrap();
         assert_eq!(
             (grown.id(), grown.born(), grown.created_ms()),
             (0xdead_beef, STAMP_MAX, STAMP_MAX as i64)
