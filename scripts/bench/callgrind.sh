@@ -21,7 +21,7 @@ server=${TAGCACHE_SERVER:-/usr/bin/redis-server}
 module=${TAGCACHE_MODULE:-$PWD/target/release/libtagcache.so}
 calls=${CALLS:-20000}
 keys=50000
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(cd scripts && python3 -c 'from bench import free_port; print(free_port())')
 dir=$(mktemp -d)
 trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 
@@ -35,22 +35,15 @@ redis-cli -p "$port" ping >/dev/null || tc_die "the server did not start under v
 
 # The keys the commands hit: plain strings and cache entries with three tags, 100-byte values.
 python3 - "$port" "$keys" <<'PY'
-import socket, sys
+import sys
+sys.path.insert(0, "scripts")
+from bench import Resp  # raises on an error reply
 port, n = int(sys.argv[1]), int(sys.argv[2])
-def enc(a):
-    out = b"*%d\r\n" % len(a)
-    for x in a:
-        x = x if isinstance(x, bytes) else str(x).encode()
-        out += b"$%d\r\n%s\r\n" % (len(x), x)
-    return out
-s = socket.create_connection(("127.0.0.1", port))
 v = b"x" * 100
-s.sendall(b"".join(enc(["SET", "p:%012d" % i, v]) for i in range(n))
-          + b"".join(enc(["CACHE.SET", "c:%012d" % i, v, "TAGS", "3", "tag:a", "tag:b",
-                          "item:%d" % i]) for i in range(n)))
-got = b""
-while got.count(b"\r\n") < 2 * n:
-    got += s.recv(1 << 20)
+c = Resp(port)
+c.pipeline([["SET", "p:%012d" % i, v] for i in range(n)])
+c.pipeline([["CACHE.SET", "c:%012d" % i, v, "TAGS", "3", "tag:a", "tag:b", "item:%d" % i]
+            for i in range(n)])
 PY
 
 value=$(printf 'x%.0s' $(seq 100))
