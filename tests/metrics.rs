@@ -2055,6 +2055,10 @@ fn the_latency_threshold_is_followed_through_config_changes() {
     ok(&mut c, &["LATENCY", "RESET"]);
     let us = slow(&mut c, 2);
     assert!(!recorded(&mut c), "monitor off again, {us} us");
+    if us < 1000 {
+        // Then a module still using the threshold of 1 ms would not have recorded it either.
+        eprintln!("the last invalidation took {us} us (< 1 ms): the off check proves little");
+    }
     verify(&mut c);
 }
 
