@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use super::entry::{Link, LinkChange};
 use super::glob::Glob;
-use super::name::{self, KeyName, NameTable};
+use super::name::{self, GroupName, KeyName, NameTable};
 use super::show;
 
 pub type KeyId = u32;
@@ -139,7 +139,7 @@ impl Members {
 
 /// Names (tags or resources) with the entries linked to each. A name lives exactly as long as
 /// at least one entry links to it.
-type Groups = hashbrown::HashMap<Box<[u8]>, Members, ahash::RandomState>;
+type Groups = hashbrown::HashMap<GroupName, Members, ahash::RandomState>;
 
 fn link(groups: &mut Groups, name: &[u8], id: KeyId) {
     match groups.entry_ref(name) {
@@ -313,13 +313,13 @@ impl DbIndex {
                         Members::Few(_) => 0,
                         Members::Many(s) => s.serialized_size(),
                     };
-                    (name.len() + set) as u64
+                    (name.heap_bytes() + set) as u64
                 })
                 .sum();
             members
                 + table(
                     g.capacity(),
-                    std::mem::size_of::<(Box<[u8]>, Members)>() + 1,
+                    std::mem::size_of::<(GroupName, Members)>() + 1,
                 )
         };
         table(self.names.capacity(), 16)

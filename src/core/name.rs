@@ -124,6 +124,67 @@ impl fmt::Debug for KeyName {
     }
 }
 
+/// A tag, resource or namespace name as a key of the index's group tables: a [`KeyName`] that
+/// is never vacant. Names of up to [`INLINE`] bytes (most tags: `user:42`, `post:1234`) live in
+/// the table's slot, with no allocation of their own, and comparing them reads no other memory.
+/// Hashes and compares as its bytes, so a table keyed by it is searched with a `&[u8]`.
+pub struct GroupName(KeyName);
+
+impl GroupName {
+    pub fn as_bytes(&self) -> &[u8] {
+        // Made only by `From<&[u8]>`, which never makes a vacant slot.
+        self.0.as_deref().unwrap_or_default()
+    }
+
+    /// Heap bytes the name takes beyond its slot.
+    pub fn heap_bytes(&self) -> usize {
+        match self.as_bytes().len() {
+            n if n > INLINE => n,
+            _ => 0,
+        }
+    }
+}
+
+impl From<&[u8]> for GroupName {
+    fn from(name: &[u8]) -> GroupName {
+        GroupName(KeyName::new(name))
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for GroupName {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::ops::Deref for GroupName {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::hash::Hash for GroupName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `[u8]` hashes, which `Borrow` requires.
+        self.as_bytes().hash(state)
+    }
+}
+
+impl PartialEq for GroupName {
+    fn eq(&self, other: &GroupName) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for GroupName {}
+
+impl fmt::Debug for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The index's id table: key names by id, in pages of [`PAGE`] slots. Growing adds a page
 /// instead of moving every slot into an allocation twice as large, so at most one page is unused
 /// (a `Vec` leaves up to half of its slots unused after doubling, a quarter on average). The first
@@ -240,6 +301,35 @@ mod tests {
         let mut small = NameTable::default();
         small.push(KeyName::new(b"one"));
         assert!(small.capacity() < PAGE);
+    }
+
+    #[test]
+    fn a_table_keyed_by_group_names_is_searched_with_bytes() {
+        let mut t: hashbrown::HashMap<GroupName, u32, ahash::RandomState> = Default::default();
+        // Inline and boxed, an empty name, and names that end in the slot's marker bytes.
+        let names: [&[u8]; 6] = [
+            b"",
+            b"user:42",
+            &[0xFE; 15],
+            &[0xFF; 16],
+            b"a-tag-of-16-byte",
+            &[7; 300],
+        ];
+        for (i, n) in names.iter().enumerate() {
+            t.insert(GroupName::from(*n), i as u32);
+        }
+        assert_eq!(t.len(), names.len());
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(t.get(*n), Some(&(i as u32)), "{n:?}");
+            let k = t.get_key_value(*n).map(|(k, _)| k);
+            assert_eq!(k.map(|k| k.as_bytes()), Some(*n));
+            assert_eq!(
+                k.map(GroupName::heap_bytes),
+                Some(if n.len() > INLINE { n.len() } else { 0 })
+            );
+        }
+        assert_eq!(t.get(&b"user:4"[..]), None);
+        assert_eq!(t.get(&[0xFE; 14][..]), None);
     }
 
     proptest! {
