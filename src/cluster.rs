@@ -203,7 +203,7 @@ fn send(ctx: &Context, target: &str, kind: u8, payload: &[u8]) -> bool {
 pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
     let frontier = take_capture();
     let render = |o: Outcome, json: bool| match o {
-        Ok(v) if json => Ok(Reply::Bulk(wire::to_json(&v).into_bytes())),
+        Ok(v) if json => Ok(wire::as_json(&v)),
         Ok(v) => Ok(v),
         Err(e) => Err(CacheError::Message(e)),
     };
@@ -409,7 +409,7 @@ fn finish(ctx: &Context, id: u64) {
     let answer = if op.failed.is_empty() {
         match merged {
             Err(e) => Err(CacheError::Message(e)),
-            Ok(v) if op.job.json => Ok(Reply::Bulk(wire::to_json(&v).into_bytes())),
+            Ok(v) if op.job.json => Ok(wire::as_json(&v)),
             Ok(v) => Ok(v),
         }
     } else {

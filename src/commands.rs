@@ -14,10 +14,10 @@ use crate::core::glob::Glob;
 use crate::core::index::hash_key;
 use crate::core::index::{self, DbIndex, Reach, Selector};
 use crate::core::lazy::decode_mark;
-use crate::core::metrics::{self, Field, InvalidationRecord, Op};
+use crate::core::metrics::{Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
-use crate::core::wire::Merge;
+use crate::core::wire::{self, Merge};
 use crate::error::{self, CacheError, Result};
 use crate::guard;
 use crate::reclaim;
@@ -979,14 +979,11 @@ pub(crate) fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
     let figures = st.figures(true);
     let stats = st.metrics(now).stats(&figures, &th, now);
     drop(st);
-    if json && !fan {
-        return Ok(Reply::Bulk(crate::fetch::stats_json(&stats).into_bytes()));
-    }
     let mut f = stats.to_fields();
     f.push(crate::fetch::stats_section());
     let reply = fields(f);
     if !fan {
-        return Ok(reply);
+        return Ok(if json { wire::as_json(&reply) } else { reply });
     }
     let job = Job {
         name: "CACHE.STATS",
@@ -1013,11 +1010,8 @@ pub(crate) fn cache_recommend(
     drop(st);
     advice.extend(crate::fetch::advice());
     advice.sort_by_key(|r| std::cmp::Reverse(r.severity));
-    Ok(if json {
-        Reply::Bulk(metrics::to_json(&advice).into_bytes())
-    } else {
-        Reply::Array(advice.iter().map(|r| fields(r.to_fields())).collect())
-    })
+    let reply = Reply::Array(advice.iter().map(|r| fields(r.to_fields())).collect());
+    Ok(if json { wire::as_json(&reply) } else { reply })
 }
 
 pub(crate) fn cache_events(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {

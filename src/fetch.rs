@@ -17,7 +17,7 @@ use crate::commands::{self, DEL_CHUNK};
 use crate::config;
 use crate::core::index::Selector;
 use crate::core::lease::{self, Found, Leases};
-use crate::core::metrics::{self, Field, Op, Recommendation};
+use crate::core::metrics::{Field, Op, Recommendation};
 use crate::core::parse::{self, Strategy};
 use crate::error::Result;
 use crate::reclaim;
@@ -151,42 +151,6 @@ pub fn stats_section() -> (&'static str, Field) {
                 .collect(),
         ),
     )
-}
-
-/// CACHE.STATS JSON with the `soft` section added.
-pub fn stats_json(stats: &metrics::Stats) -> String {
-    let mut out = metrics::to_json(stats);
-    let (name, section) = stats_section();
-    // Appended as the last field, so the others keep their order.
-    if out.ends_with('}') && out.len() > 2 {
-        out.pop();
-        out.push_str(&format!(
-            ",{}:{}}}",
-            serde_json::Value::from(name),
-            field_json(section)
-        ));
-    }
-    out
-}
-
-/// A field as JSON text, map keys in reply order (as `metrics::to_json` keeps them).
-fn field_json(f: Field) -> String {
-    match f {
-        Field::Int(n) => n.to_string(),
-        Field::Float(x) => serde_json::Value::from(x).to_string(),
-        Field::Str(s) => serde_json::Value::from(s).to_string(),
-        Field::Map(pairs) => {
-            let items: Vec<String> = pairs
-                .into_iter()
-                .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k), field_json(v)))
-                .collect();
-            format!("{{{}}}", items.join(","))
-        }
-        Field::List(items) => {
-            let items: Vec<String> = items.into_iter().map(field_json).collect();
-            format!("[{}]", items.join(","))
-        }
-    }
 }
 
 /// The advice on soft invalidation and leases, for CACHE.RECOMMEND.

@@ -19,7 +19,7 @@
 //! - `CACHE.STATS`, `CACHE.RECOMMEND`, `CACHE.EVENTS`, `CACHE.HOTKEYS`, `CACHE.RESET`,
 //!   `INFO cache`: [`Metrics::stats`], [`Metrics::recommend`], [`Metrics::events`],
 //!   [`Metrics::hotkeys`], [`Metrics::reset`], [`Metrics::info`]; render with `to_fields`
-//!   (RESP) or [`to_json`].
+//!   (one form for RESP and JSON: `wire::to_json` writes the reply as JSON).
 //! - [`Metrics::new`] allocates, so it is not `const`: keep `Option<Metrics>` in the static
 //!   state and create it on first use (or at module load).
 //!
@@ -58,9 +58,6 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
 
 const SECOND_MS: i64 = 1_000;
 const MINUTE_MS: i64 = 60 * SECOND_MS;
@@ -248,7 +245,7 @@ pub struct IndexFigures {
 }
 
 /// The LAZY strategy's state: marks waiting for the reclaimer and what it did.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LazyFigures {
     /// LAZY invalidations whose entries are not all reclaimed yet.
     pub marks: u64,
@@ -275,8 +272,7 @@ impl LazyFigures {
 }
 
 /// The invalidation-rate alert level, from the number of invalidations in the last hour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AlertLevel {
     Normal,
     Warning,
@@ -309,8 +305,7 @@ impl AlertLevel {
 }
 
 /// A recommendation's severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     Info,
     Warning,
@@ -356,12 +351,6 @@ impl Field {
     }
 }
 
-/// Serializes any reply value as JSON (`CACHE.STATS JSON`, `CACHE.RECOMMEND JSON`).
-pub fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
-    // Our types only have string map keys and finite floats: serialization cannot fail.
-    serde_json::to_string(value).unwrap_or_else(|_| String::from("null"))
-}
-
 /// Name -> count pairs in reply order (largest first); a JSON object and a RESP map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts(pub Vec<(String, u64)>);
@@ -381,19 +370,9 @@ impl Counts {
     }
 }
 
-impl Serialize for Counts {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
 /// `CACHE.STATS`. Field names and nesting are the contract's (DESIGN.md §3); fields marked
 /// *extra* are ours.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stats {
     pub entries: u64,
     pub tags: u64,
@@ -425,7 +404,7 @@ pub struct Stats {
 
 /// Invalidation rates. These are true sliding windows over fixed-size time buckets, independent
 /// of the event log and its retention.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rates {
     /// Invalidations recorded in the last hour, counted in one-second buckets: the current
     /// second and the 3599 before it, i.e. timestamps `t` with
@@ -442,7 +421,7 @@ pub struct Rates {
     pub average_per_hour: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdStats {
     pub warning_per_hour: u64,
     pub critical_per_hour: u64,
@@ -450,7 +429,7 @@ pub struct ThresholdStats {
     pub current_alert_level: AlertLevel,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PatternStats {
     /// The [`MOST_COMMON`] most frequent patterns since the metrics started, largest first,
     /// each `"<type> <arguments>"` (`tag user:1`, `pattern user:*`, `all`). Counted with a
@@ -468,7 +447,7 @@ pub struct PatternStats {
     pub by_strategy: Counts,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Efficiency {
     /// `total_keys_invalidated / total_invalidations` (0 before any invalidation).
     pub avg_keys_per_invalidation: f64,
@@ -489,7 +468,7 @@ pub struct Efficiency {
 }
 
 /// Entries that left without an invalidation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RemovalStats {
     pub expired: u64,
     pub evicted: u64,
@@ -503,7 +482,7 @@ pub struct RemovalStats {
 /// Latency of one operation since the metrics started, from a log-scale histogram (exact up to
 /// 15 µs, then 8 buckets per power of two: percentiles are within 12.5 % above the true value,
 /// and never above `max_us`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OpStats {
     pub count: u64,
     pub avg_us: f64,
@@ -514,14 +493,14 @@ pub struct OpStats {
     pub slow: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Operations {
     pub get: OpStats,
     pub set: OpStats,
     pub invalidate: OpStats,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MemoryStats {
     pub index_bytes: u64,
     pub value_bytes: u64,
@@ -656,7 +635,7 @@ impl MemoryStats {
 }
 
 /// One `CACHE.RECOMMEND` item.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
     pub severity: Severity,
     pub issue: String,
@@ -676,11 +655,10 @@ impl Recommendation {
 }
 
 /// One `CACHE.EVENTS` item: one recorded invalidation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub timestamp_ms: i64,
     /// Selector type (`type` in replies).
-    #[serde(rename = "type")]
     pub kind: String,
     /// Selector arguments joined by spaces (truncated to [`MAX_PATTERN_LEN`] bytes plus `...`).
     pub pattern: String,
@@ -2224,8 +2202,6 @@ mod tests {
     fn no_recommendations_without_data() {
         let m = Metrics::new(T0);
         assert!(m.recommend(&idx(), &th(), T0).is_empty());
-        let s = to_json(&m.recommend(&idx(), &th(), T0));
-        assert_eq!(s, "[]");
     }
 
     #[test]
@@ -2676,7 +2652,6 @@ mod tests {
                 "type"
             ]
         );
-        assert_eq!(serde_json::to_value(&ev[0]).ok(), Some(fields));
     }
 
     #[test]
@@ -2934,8 +2909,7 @@ mod tests {
         );
         m.record_invalidation(&inv("all", "", 0), 0, &th, T0);
         let s = m.stats(&idx(), &th, T0);
-        let json = to_json(&s);
-        let v: Value = serde_json::from_str(&json).expect("valid JSON");
+        let v = fields_to_json(&s.to_fields());
         for k in [
             "entries",
             "tags",
@@ -3005,10 +2979,9 @@ mod tests {
         m2.record_invalidation(&inv("tag", "b", 1), 0, &th, T0);
         m2.record_invalidation(&inv("tag", "b", 1), 0, &th, T0);
         m2.record_invalidation(&inv("tag", "a", 1), 0, &th, T0);
-        let j = to_json(&m2.stats(&idx(), &th, T0).patterns.most_common_patterns);
+        let counts = m2.stats(&idx(), &th, T0).patterns.most_common_patterns;
+        let j = crate::core::wire::to_json(&crate::core::reply::Reply::from(counts.to_field()));
         assert_eq!(j, r#"{"tag b":2,"tag a":1}"#);
-        // The RESP form carries the same names and values as the JSON form.
-        assert_eq!(fields_to_json(&s.to_fields()), v);
         let names: Vec<&str> = s.to_fields().iter().map(|(k, _)| *k).collect();
         assert_eq!(&names[..3], &["entries", "tags", "tagged_entries"]);
     }
@@ -3019,13 +2992,11 @@ mod tests {
         let mut m = Metrics::new(T0);
         m.record_invalidation(&inv("tag", "t", 0), 0, &th, T0);
         let recs = m.recommend(&idx(), &th, T0);
-        let v: Value = serde_json::from_str(&to_json(&recs)).expect("valid JSON");
-        let first = &v[0];
+        let first = &fields_to_json(&recs[0].to_fields());
         assert_eq!(
             keys_of(first),
             ["issue", "message", "severity", "suggestions"]
         );
         assert!(["info", "warning", "critical"].contains(&first["severity"].as_str().unwrap_or("")));
-        assert_eq!(fields_to_json(&recs[0].to_fields()), *first);
     }
 }

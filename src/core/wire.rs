@@ -570,6 +570,12 @@ fn merge_at(nodes: &[Reply], shape: &Reply, path: &mut Vec<String>) -> Reply {
     }
 }
 
+/// The JSON form of a reply, as the bulk string the `JSON` option of CACHE.STATS and
+/// CACHE.RECOMMEND answers with.
+pub fn as_json(v: &Reply) -> Reply {
+    Reply::Bulk(to_json(v).into_bytes())
+}
+
 /// A reply as JSON text (maps keep their order; bytes that are not UTF-8 are replaced).
 pub fn to_json(v: &Reply) -> String {
     match v {
