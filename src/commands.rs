@@ -1251,12 +1251,21 @@ pub(crate) fn cache_debug(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
             "CACHE.DEBUG <subcommand>. Subcommands are:",
             "VERIFY",
             "    Rebuild every index from the entries and list the differences (empty: consistent).",
+            "REBUILD",
+            "    Replace every index with one rebuilt from the entries; reply the number of entries.",
             "HELP",
             "    Print this help.",
         ])),
         DebugArgs::Verify => Ok(Reply::Array(
             verify(ctx).into_iter().map(|s| Reply::Bulk(s.into_bytes())).collect(),
         )),
+        DebugArgs::Rebuild => {
+            rebuild_all(ctx);
+            // The entries have new ids: a LAZY walk under way starts again from the first.
+            state::lock().lazy_mut(|l| l.restart_walks());
+            let entries = state::lock().figures(false).entries;
+            Ok(Reply::Int(i64::try_from(entries).unwrap_or(i64::MAX)))
+        }
     }
 }
 

@@ -377,8 +377,46 @@ fn debug_help_lists_the_subcommands() {
     let help = strings(&ok(&mut c, &a("CACHE.DEBUG HELP")));
     assert!(help[0].starts_with("CACHE.DEBUG"), "{help:?}");
     assert!(help.iter().any(|l| l == "VERIFY"), "{help:?}");
+    assert!(help.iter().any(|l| l == "REBUILD"), "{help:?}");
     assert!(help.iter().any(|l| l == "HELP"), "{help:?}");
     assert_eq!(ok(&mut c, &a("cache.debug verify")), Value::Array(vec![]));
+    verify(&mut c);
+}
+
+#[test]
+fn debug_rebuild_replaces_the_indexes_with_the_same_content() {
+    let s = Server::start();
+    let mut c = s.conn();
+    entry(&mut c, "a", &["t", "u"], &["r"]);
+    entry(&mut c, "b", &["t"], &["a"]);
+    assert_eq!(ok(&mut c, &a("SET plain p")), Value::Okay);
+    select(&mut c, 3);
+    entry(&mut c, "c", &["t"], &[]);
+    select(&mut c, 0);
+    let before = (
+        strings(&ok(&mut c, &a("CACHE.KEYS DEPTH 2 DEPENDENTS r"))),
+        ok(&mut c, &a("CACHE.TAGS")),
+    );
+    assert_eq!(before.0, sv(&["a", "b"]));
+    // Every entry of every database, not the plain key.
+    assert_eq!(int(&ok(&mut c, &a("CACHE.DEBUG REBUILD"))), 3);
+    let after = (
+        strings(&ok(&mut c, &a("CACHE.KEYS DEPTH 2 DEPENDENTS r"))),
+        ok(&mut c, &a("CACHE.TAGS")),
+    );
+    assert_eq!(after, before);
+    assert_eq!(int(&ok(&mut c, &a("CACHE.INVALIDATE TAG t"))), 2);
+    assert_eq!(
+        ok(&mut c, &a("GET plain")),
+        Value::BulkString(b"p".to_vec())
+    );
+    select(&mut c, 3);
+    assert_eq!(strings(&ok(&mut c, &a("CACHE.KEYS TAG t"))), sv(&["c"]));
+    rejected(
+        &mut c,
+        &a("CACHE.DEBUG REBUILD now"),
+        "ERR wrong number of arguments for 'cache.debug' command",
+    );
     verify(&mut c);
 }
 

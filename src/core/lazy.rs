@@ -501,6 +501,13 @@ impl Lazy {
         }
     }
 
+    /// Every walk under way starts again from the first id (the entries' ids were given anew).
+    pub fn restart_walks(&mut self) {
+        for w in self.dbs.iter_mut().filter_map(|d| d.walk.as_mut()) {
+            w.cursor = Some(0);
+        }
+    }
+
     pub fn swap(&mut self, a: usize, b: usize) {
         self.db(a.max(b));
         self.dbs.swap(a, b);

@@ -534,6 +534,7 @@ pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DebugArgs {
     Verify,
+    Rebuild,
     Help,
 }
 
@@ -543,6 +544,8 @@ pub fn parse_debug(args: &[&[u8]]) -> Result<DebugArgs> {
     let sub = args[1];
     let which = if eq(sub, "VERIFY") {
         DebugArgs::Verify
+    } else if eq(sub, "REBUILD") {
+        DebugArgs::Rebuild
     } else if eq(sub, "HELP") {
         DebugArgs::Help
     } else {
@@ -915,6 +918,11 @@ mod tests {
         assert_eq!(parse_tags(&a("t COUNT")), Err(CacheError::Syntax));
         assert_eq!(parse_tags(&a("t MATCH a MATCH b")), Err(CacheError::Syntax));
         assert_eq!(parse_debug(&a("d verify")), Ok(DebugArgs::Verify));
+        assert_eq!(parse_debug(&a("d Rebuild")), Ok(DebugArgs::Rebuild));
+        assert_eq!(
+            parse_debug(&a("d rebuild now")),
+            Err(CacheError::WrongArity("cache.debug"))
+        );
         assert_eq!(
             parse_debug(&a("d verify x")),
             Err(CacheError::WrongArity("cache.debug"))
