@@ -2894,7 +2894,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_json_has_the_contract_fields() {
+    fn stats_fields_have_the_contract_names() {
         let th = th();
         let mut m = Metrics::new(T0);
         m.record_hit(b"a");
@@ -2987,7 +2987,7 @@ mod tests {
     }
 
     #[test]
-    fn recommendation_json_and_fields() {
+    fn recommendation_fields_have_the_contract_names() {
         let th = th();
         let mut m = Metrics::new(T0);
         m.record_invalidation(&inv("tag", "t", 0), 0, &th, T0);
