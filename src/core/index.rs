@@ -187,15 +187,6 @@ fn namespace_of(key: &[u8]) -> &[u8] {
     }
 }
 
-/// Heap bytes a key name takes beyond its id slot.
-fn boxed_bytes(key: &[u8]) -> u64 {
-    if key.len() > name::INLINE {
-        key.len() as u64
-    } else {
-        0
-    }
-}
-
 /// A 64-bit hash of a key name (fixed keys: stable within the process).
 pub fn hash_key(key: &[u8]) -> u64 {
     let mut h = AHasher::default();
@@ -313,7 +304,7 @@ impl DbIndex {
                         Members::Few(_) => 0,
                         Members::Many(s) => s.serialized_size(),
                     };
-                    (name.heap_bytes() + set) as u64
+                    (name::heap_bytes(name) + set) as u64
                 })
                 .sum();
             members
@@ -374,7 +365,7 @@ impl DbIndex {
             None => self.names.push(KeyName::new(key)) as KeyId,
         };
         self.value_bytes += value_size;
-        self.key_bytes += boxed_bytes(key);
+        self.key_bytes += name::heap_bytes(key) as u64;
         link(&mut self.namespaces, namespace_of(key), id);
         self.add(id, tags, deps);
         id
@@ -451,7 +442,7 @@ impl DbIndex {
         unlink(&mut self.namespaces, namespace_of(key), id);
         self.names[id as usize] = KeyName::vacant();
         self.value_bytes = self.value_bytes.saturating_sub(value_size);
-        self.key_bytes -= boxed_bytes(key);
+        self.key_bytes -= name::heap_bytes(key) as u64;
         self.free.push(id);
         for t in tags {
             unlink(&mut self.tags, t, id);

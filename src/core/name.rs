@@ -124,6 +124,15 @@ impl fmt::Debug for KeyName {
     }
 }
 
+/// Heap bytes a name of these bytes takes beyond its slot ([`KeyName`] or [`GroupName`]).
+pub fn heap_bytes(name: &[u8]) -> usize {
+    if name.len() > INLINE {
+        name.len()
+    } else {
+        0
+    }
+}
+
 /// A tag, resource or namespace name as a key of the index's group tables: a [`KeyName`] that
 /// is never vacant. Names of up to [`INLINE`] bytes (most tags: `user:42`, `post:1234`) live in
 /// the table's slot, with no allocation of their own, and comparing them reads no other memory.
@@ -134,14 +143,6 @@ impl GroupName {
     pub fn as_bytes(&self) -> &[u8] {
         // Made only by `From<&[u8]>`, which never makes a vacant slot.
         self.0.as_deref().unwrap_or_default()
-    }
-
-    /// Heap bytes the name takes beyond its slot.
-    pub fn heap_bytes(&self) -> usize {
-        match self.as_bytes().len() {
-            n if n > INLINE => n,
-            _ => 0,
-        }
     }
 }
 
@@ -319,14 +320,13 @@ mod tests {
             t.insert(GroupName::from(*n), i as u32);
         }
         assert_eq!(t.len(), names.len());
+        // Only the names longer than 15 bytes take heap of their own.
+        let heap = [0, 0, 0, 16, 16, 300];
         for (i, n) in names.iter().enumerate() {
             assert_eq!(t.get(*n), Some(&(i as u32)), "{n:?}");
             let k = t.get_key_value(*n).map(|(k, _)| k);
             assert_eq!(k.map(|k| k.as_bytes()), Some(*n));
-            assert_eq!(
-                k.map(GroupName::heap_bytes),
-                Some(if n.len() > INLINE { n.len() } else { 0 })
-            );
+            assert_eq!(k.map(|k| heap_bytes(k)), Some(heap[i]), "{n:?}");
         }
         assert_eq!(t.get(&b"user:4"[..]), None);
         assert_eq!(t.get(&[0xFE; 14][..]), None);
