@@ -1262,8 +1262,9 @@ pub(crate) fn cache_debug(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
         DebugArgs::Rebuild => {
             rebuild_all(ctx);
             // The entries have new ids: a LAZY walk under way starts again from the first.
-            state::lock().lazy_mut(|l| l.restart_walks());
-            let entries = state::lock().figures(false).entries;
+            let mut st = state::lock();
+            st.lazy_mut(|l| l.restart_walks());
+            let entries = st.figures(false).entries;
             Ok(Reply::Int(i64::try_from(entries).unwrap_or(i64::MAX)))
         }
     }
