@@ -1253,6 +1253,11 @@ pub(crate) fn cache_debug(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
             "    Rebuild every index from the entries and list the differences (empty: consistent).",
             "REBUILD",
             "    Replace every index with one rebuilt from the entries; reply the number of entries.",
+            "RECLAIM STEP [<keys>]",
+            "    Run one LAZY reclaimer step now (looking at up to <keys> entries); reply the",
+            "    number of entries it deleted.",
+            "RECLAIM PAUSE|RESUME",
+            "    Stop or restart the timer-driven LAZY reclaimer (for tests).",
             "HELP",
             "    Print this help.",
         ])),
@@ -1266,6 +1271,14 @@ pub(crate) fn cache_debug(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
             st.lazy_mut(|l| l.restart_walks());
             let entries = st.figures(false).entries;
             Ok(Reply::Int(i64::try_from(entries).unwrap_or(i64::MAX)))
+        }
+        DebugArgs::ReclaimStep(keys) => {
+            let n = reclaim::step_now(ctx, keys);
+            Ok(Reply::Int(i64::try_from(n).unwrap_or(i64::MAX)))
+        }
+        DebugArgs::ReclaimPause(paused) => {
+            reclaim::pause(ctx, paused);
+            Ok(Reply::Ok)
         }
     }
 }

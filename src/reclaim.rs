@@ -1,6 +1,7 @@
 //! The LAZY strategy in the server: making marks, telling readers which entries they cover, and
 //! the reclaimer that deletes those entries in small timed steps (see `core::lazy`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -353,9 +354,27 @@ pub fn finish_replayed(db: usize, upto: u64) -> usize {
     state::lock().lazy_mut(|l| l.db(db).finish(upto))
 }
 
+/// `CACHE.DEBUG RECLAIM PAUSE`: the timer-driven reclaimer takes no step until resumed (tests
+/// drive it with `CACHE.DEBUG RECLAIM STEP`). Node-local, not persisted.
+static PAUSED: AtomicBool = AtomicBool::new(false);
+
+/// `CACHE.DEBUG RECLAIM PAUSE|RESUME`.
+pub fn pause(ctx: &Context, paused: bool) {
+    PAUSED.store(paused, Ordering::Relaxed);
+    if !paused {
+        arm(ctx);
+    }
+}
+
+/// `CACHE.DEBUG RECLAIM STEP [keys]`: one step now (at most `keys` entries looked at); returns
+/// the entries it deleted.
+pub fn step_now(ctx: &Context, keys: Option<usize>) -> u64 {
+    step(ctx, keys.unwrap_or(usize::MAX))
+}
+
 /// Sets the reclaimer's timer when there is work, on a master.
 pub fn arm(ctx: &Context) {
-    if !state::lazy_active() || server::is_replica(ctx) {
+    if !state::lazy_active() || server::is_replica(ctx) || PAUSED.load(Ordering::Relaxed) {
         return;
     }
     {
@@ -380,7 +399,9 @@ pub fn arm(ctx: &Context) {
 fn on_timer(ctx: &Context, _: ()) {
     let outcome = crate::error::catch(|| {
         state::lock().reclaim_timer = false;
-        step(ctx);
+        if !PAUSED.load(Ordering::Relaxed) {
+            step(ctx, usize::MAX);
+        }
         rearm(ctx);
     });
     if let Err(why) = outcome {
@@ -420,15 +441,15 @@ pub fn armed_soon(ctx: &Context) {
 const CHUNK: usize = 4;
 
 /// One reclaimer step: goes on with the walk of the first database that has marks for about
-/// `cache.lazy-step-us`, deleting what the marks cover like DEL would; at the end of a walk its
-/// marks are done.
-fn step(ctx: &Context) {
+/// `cache.lazy-step-us` (and at most `limit` entries), deleting what the marks cover like DEL
+/// would; at the end of a walk its marks are done. Returns the entries it deleted.
+fn step(ctx: &Context, limit: usize) -> u64 {
     if server::is_replica(ctx) {
         release_waiters(ctx, None);
-        return;
+        return 0;
     }
     if server::writes_paused() {
-        return;
+        return 0;
     }
     let started = Instant::now();
     // A client waiting for a stepped invalidation: longer steps (less overhead per key).
@@ -448,14 +469,14 @@ fn step(ctx: &Context) {
             })
         })
     }) else {
-        return;
+        return 0;
     };
     let original = server::selected_db(ctx);
     if !server::select_db(ctx, db) {
         // A database this server does not have (marks loaded with other settings).
         state::lock().lazy_mut(|l| l.clear(Some(db)));
         release_waiters(ctx, Some(db));
-        return;
+        return 0;
     }
     let marks = state::lock().lazy().marks(db).unwrap_or_default();
     let mut graph = ServerGraph::new(ctx, db);
@@ -463,10 +484,12 @@ fn step(ctx: &Context) {
     let mut deleted: Vec<RedisString> = Vec::new();
     let mut chunk = PackedNames::default();
     let mut done = false;
-    while started.elapsed() < budget {
+    let mut looked = 0usize;
+    while started.elapsed() < budget && looked < limit {
         match cursor {
             Some(c) => {
-                cursor = state::with_db(db, |idx| idx.keys_from(c, CHUNK, &mut chunk));
+                let n = CHUNK.min(limit - looked);
+                cursor = state::with_db(db, |idx| idx.keys_from(c, n, &mut chunk));
             }
             None => {
                 let recheck = state::lock().lazy_mut(|l| {
@@ -486,6 +509,7 @@ fn step(ctx: &Context) {
                 }
             }
         }
+        looked += chunk.len().max(1);
         for name in chunk.iter() {
             if let Some(rs) = reclaim_one(ctx, db, name, &marks, &mut graph) {
                 deleted.push(rs);
@@ -522,6 +546,7 @@ fn step(ctx: &Context) {
         l.stats.max_step_us = l.stats.max_step_us.max(us);
     });
     server::latency_sample(ctx, "cache-reclaim", us / 1000);
+    deleted.len() as u64
 }
 
 /// Deletes the entry `name` if a mark covers it; returns its string when it did.

@@ -535,6 +535,11 @@ pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
 pub enum DebugArgs {
     Verify,
     Rebuild,
+    /// `RECLAIM STEP [keys]`: one reclaimer step now, looking at up to `keys` entries (default
+    /// the step's time budget alone bounds it).
+    ReclaimStep(Option<usize>),
+    /// `RECLAIM PAUSE` / `RECLAIM RESUME`: the timer-driven reclaimer stops or goes on (tests).
+    ReclaimPause(bool),
     Help,
 }
 
@@ -546,6 +551,36 @@ pub fn parse_debug(args: &[&[u8]]) -> Result<DebugArgs> {
         DebugArgs::Verify
     } else if eq(sub, "REBUILD") {
         DebugArgs::Rebuild
+    } else if eq(sub, "RECLAIM") {
+        at_least(args, 2, CMD)?;
+        let how = args[2];
+        let which = if eq(how, "STEP") {
+            match args.get(3) {
+                None => DebugArgs::ReclaimStep(None),
+                Some(n) => {
+                    let n = usize::try_from(parse_i64(n)?)
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or(CacheError::NotPositive)?;
+                    DebugArgs::ReclaimStep(Some(n))
+                }
+            }
+        } else if eq(how, "PAUSE") {
+            DebugArgs::ReclaimPause(true)
+        } else if eq(how, "RESUME") {
+            DebugArgs::ReclaimPause(false)
+        } else {
+            return Err(CacheError::Syntax);
+        };
+        let max = if matches!(which, DebugArgs::ReclaimStep(_)) {
+            3
+        } else {
+            2
+        };
+        if args.len() > max + 1 {
+            return Err(CacheError::Syntax);
+        }
+        return Ok(which);
     } else if eq(sub, "HELP") {
         DebugArgs::Help
     } else {
