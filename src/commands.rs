@@ -94,10 +94,6 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
     // replaced, only the links that differ change: the callback is told to leave the index
     // alone and the difference is applied after.
     let change = key.entry()?.map(|old| {
-        if old.born() < state::newest_mark() {
-            // Its dependents stay covered through it if a LAZY invalidation covers it.
-            reclaim::retire(&mut state::lock(), db, argv[1], old);
-        }
         (
             LinkChange::between(old, &entry),
             old.value().len() as u64,
@@ -430,7 +426,7 @@ fn invalidate_here(ctx: &Context, a: parse::InvalidateArgs, may_step: bool) -> R
         // A large invalidation in bounded steps: the reclaimer replies when it is done.
         let user = server::caller_name(ctx);
         let (sel, depth, context) = (a.selector, a.depth, a.context);
-        if reclaim::invalidate_stepped(ctx, db, sel, selected, depth, context, user) {
+        if reclaim::invalidate_stepped(ctx, db, sel, selected, depth, context, user)? {
             return Ok(Reply::Sent);
         }
         return Err(CacheError::Message(
@@ -453,7 +449,7 @@ fn invalidate_here(ctx: &Context, a: parse::InvalidateArgs, may_step: bool) -> R
         }
         Strategy::Lazy => {
             let user = server::caller_name(ctx);
-            let n = reclaim::invalidate(ctx, db, a.selector, a.depth, a.context, user);
+            let n = reclaim::invalidate(ctx, db, a.selector, a.depth, a.context, user, true)?;
             Ok(Reply::Int(n as i64))
         }
         Strategy::Batched => {
@@ -1052,7 +1048,7 @@ pub(crate) fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]])
     let now = server::now_ms();
     let mut st = state::lock();
     st.metrics(now).reset(now);
-    // The reclaimer's counters are metrics too (its marks and tombstones are not).
+    // The reclaimer's counters are metrics too (its marks are not).
     st.lazy_mut(|l| l.stats = Default::default());
     drop(st);
     crate::fetch::reset();
@@ -1189,8 +1185,10 @@ pub(crate) fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
                 enqueue(ctx, db, selector, None, context, step.rule.as_deref());
                 0
             }
+            // A rule's steps are not refused one by one (the write they follow happened): its
+            // cascade is not limited.
             RuleStrategy::Lazy => {
-                reclaim::invalidate(ctx, db, selector, None, context, user.clone())
+                reclaim::invalidate(ctx, db, selector, None, context, user.clone(), false)?
             }
             RuleStrategy::Immediate => apply(
                 ctx,

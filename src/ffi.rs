@@ -390,7 +390,6 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         if quiet == Some(Quiet::Replace) {
             return;
         }
-        crate::reclaim::retire(&mut st, db, key, e);
         if st
             .db(db)
             .remove(key, e.id(), e.tags(), e.deps(), e.value().len() as u64)
@@ -585,33 +584,30 @@ unsafe extern "C" fn on_keyspace(
                 e.set_born(state::generation());
             }
             let size = e.value().len() as u64;
-            let mut st = state::lock();
-            // The id it carries is its source's (or none): a new one here, unless this entry
-            // is in this index already.
-            let idx = st.db(db);
-            if !idx.holds(&name, e.id()) {
-                let id = idx.insert(&name, e.tags(), e.deps(), size);
-                e.set_id(id);
-            }
-            let departed = st.departed.take();
-            if state::lazy_active() && event != b"restore" {
-                // It keeps its generation, and what covered it under its old name still does.
-                let aliases = match &departed {
-                    Some((from, old)) => st
-                        .lazy()
-                        .marks(*from)
-                        .map(|marks| {
-                            marks
-                                .iter()
-                                .filter(|m| m.gen > e.born() && m.picks(old, e))
-                                .filter(|m| *from != db || !m.picks(&name, e))
-                                .map(|m| m.alias(&name))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    None => Vec::new(),
-                };
-                st.lazy_mut(|l| l.db(db).arrived(&name, e.born(), aliases));
+            let departed = {
+                let mut st = state::lock();
+                // The id it carries is its source's (or none): a new one here, unless this
+                // entry is in this index already.
+                let idx = st.db(db);
+                if !idx.holds(&name, e.id()) {
+                    let id = idx.insert(&name, e.tags(), e.deps(), size);
+                    e.set_id(id);
+                }
+                st.departed.take()
+            };
+            if event != b"restore" && e.born() < state::newest_mark() {
+                // A mark's selection was fixed when it was made. Covered under its old name:
+                // an alias keeps it covered under the new one. Otherwise no mark selected it,
+                // whatever range it arrives in: it is born anew, after every mark.
+                let covering = departed
+                    .and_then(|(from, old)| crate::reclaim::covered_in(&ctx, from, &old, e));
+                match covering {
+                    Some(m) => {
+                        let alias = m.alias(&name);
+                        state::lock().lazy_mut(|l| l.db(db).arrived(&name, e.born(), vec![alias]));
+                    }
+                    None => e.set_born(state::generation()),
+                }
             }
         }
         drop(handle);

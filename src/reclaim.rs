@@ -6,32 +6,29 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis_module::{Context, RedisString};
-use smallvec::SmallVec;
 
 use crate::config;
 use crate::core::entry::Entry;
-use crate::core::index::{PackedNames, Selector};
-use crate::core::lazy::{self, encode_mark, Graph, Mark, Node};
+use crate::core::index::{self, PackedNames, Selector};
+use crate::core::lazy::{self, encode_mark, Mark};
 use crate::core::parse::Strategy;
+use crate::error::Result;
 use crate::server::{self, Access, Blocked, Held, Key};
 use crate::state;
 
-/// The keyspace of one database as coverage sees it: entries opened read-only (without touching
-/// their LRU clock), tombstones from the state, and the marks' users' permissions.
-struct ServerGraph<'a> {
+/// The marks' users' permissions, asked once per user while one question or step runs.
+struct Permissions<'a> {
     ctx: &'a Context,
-    db: usize,
     users: Vec<(Vec<u8>, Option<Access>)>,
     /// The server string of the name asked for last: the reclaimer opens a key and then checks
     /// the marks' users' permissions on the same name.
     last: Option<RedisString>,
 }
 
-impl<'a> ServerGraph<'a> {
-    fn new(ctx: &'a Context, db: usize) -> Self {
-        ServerGraph {
+impl<'a> Permissions<'a> {
+    fn new(ctx: &'a Context) -> Self {
+        Permissions {
             ctx,
-            db,
             users: Vec::new(),
             last: None,
         }
@@ -41,55 +38,17 @@ impl<'a> ServerGraph<'a> {
     fn string(&mut self, name: &[u8]) -> &RedisString {
         cached(self.ctx, &mut self.last, name)
     }
-}
 
-fn cached<'s>(ctx: &Context, last: &'s mut Option<RedisString>, name: &[u8]) -> &'s RedisString {
-    if last.as_ref().is_some_and(|s| s.as_slice() != name) {
-        *last = None;
-    }
-    last.get_or_insert_with(|| server::string(ctx, name))
-}
-
-impl Graph for ServerGraph<'_> {
-    fn nodes(&mut self, name: &[u8]) -> SmallVec<[Node; 2]> {
-        let (may_hold, tombstones): (bool, SmallVec<[Node; 2]>) = {
-            let mut st = state::lock();
-            // Most dependencies name no entry (often not even a key): a name whose namespace
-            // has no entry is not opened.
-            let may_hold = st.db(self.db).may_hold(name);
-            let t = st
-                .lazy()
-                .get(self.db)
-                .map(|d| d.tombstones(name).cloned().collect())
-                .unwrap_or_default();
-            (may_hold, t)
-        };
-        let mut out = SmallVec::new();
-        if may_hold {
-            // The state is not held here: opening may expire the key, which calls back.
-            let key = Key::probe(self.ctx, &server::string(self.ctx, name));
-            if let Held::Entry(e) = key.held() {
-                if let Some(entry) = e.skeleton() {
-                    out.push(Node {
-                        entry,
-                        until: u64::MAX,
-                    });
-                }
-            }
-        }
-        out.extend(tombstones);
-        out
-    }
-
-    fn allowed(&mut self, mark: &Mark, name: &[u8]) -> bool {
-        let Some(user) = &mark.user else {
+    /// Whether `user` (None: no restriction) may delete `name`.
+    fn allowed(&mut self, user: Option<&[u8]>, name: &[u8]) -> bool {
+        let Some(user) = user else {
             return true;
         };
         let i = match self.users.iter().position(|(u, _)| u == user) {
             Some(i) => i,
             None => {
                 self.users
-                    .push((user.clone(), Access::of_user(self.ctx, user)));
+                    .push((user.to_vec(), Access::of_user(self.ctx, user)));
                 self.users.len() - 1
             }
         };
@@ -102,23 +61,37 @@ impl Graph for ServerGraph<'_> {
             None => server::is_replica(self.ctx),
         }
     }
+
+    /// The first of `marks` that covers the entry `e` under `name`.
+    fn covering<'m>(&mut self, marks: &'m [Mark], name: &[u8], e: &Entry) -> Option<&'m Mark> {
+        lazy::covering(marks, name, e, |m| self.allowed(m.user.as_deref(), name))
+    }
+}
+
+fn cached<'s>(ctx: &Context, last: &'s mut Option<RedisString>, name: &[u8]) -> &'s RedisString {
+    if last.as_ref().is_some_and(|s| s.as_slice() != name) {
+        *last = None;
+    }
+    last.get_or_insert_with(|| server::string(ctx, name))
 }
 
 /// Whether a LAZY invalidation covers the entry `e` under `name` in the selected database: then
 /// it reads as missing. Costs one flag check while no marks exist (the hot read path).
 pub fn gone(ctx: &Context, name: &[u8], e: &Entry) -> bool {
+    covered_in(ctx, server::selected_db(ctx), name, e).is_some()
+}
+
+/// The oldest mark of `db` that covers the entry `e` under `name`, if any.
+pub fn covered_in(ctx: &Context, db: usize, name: &[u8], e: &Entry) -> Option<Mark> {
     // Written after every mark (the usual case): nothing covers it, no lock taken.
     if e.born() >= state::newest_mark() {
-        return false;
+        return None;
     }
-    let db = server::selected_db(ctx);
-    let marks = state::lock().lazy().marks(db);
-    match marks {
-        Some(m) if m.last().is_some_and(|newest| newest.gen > e.born()) => {
-            lazy::covering(&m, name, e, &mut ServerGraph::new(ctx, db)).is_some()
-        }
-        _ => false,
+    let marks = state::lock().lazy().marks(db)?;
+    if marks.last().is_none_or(|newest| newest.gen <= e.born()) {
+        return None;
     }
+    Permissions::new(ctx).covering(&marks, name, e).cloned()
 }
 
 /// Whether cache commands see the entry: neither stale (SOFT) nor covered by LAZY.
@@ -126,16 +99,75 @@ pub fn live(ctx: &Context, name: &[u8], e: &Entry) -> bool {
     !e.is_stale() && !gone(ctx, name, e)
 }
 
-/// An entry under `name` in `db` is removed or replaced: keep a tombstone if marks may need it.
-/// Called with the state held (the unlink callback, CACHE.SET replacing).
-pub fn retire(st: &mut state::State, db: usize, name: &[u8], e: &Entry) {
-    // No mark can cover it (none, or all older than the entry): nothing to keep.
-    if e.born() >= state::newest_mark() {
-        return;
+/// The cascade of `mark` (made now, not added yet) in `db`, resolved on the keyspace as it is:
+/// the entries that IMMEDIATE would delete through dependencies beyond what the selector picks.
+/// An entry that an older mark already covers is gone for this one: it neither counts nor
+/// passes the cascade on, and neither does a key the mark's user may not delete.
+///
+/// Cost: the cascade can only start at a selected entry that another entry depends on, so the
+/// seeds are found among the resources that may name an entry (or among the selected entries,
+/// when they are fewer), never by visiting every selected entry; then each entry reached is
+/// opened once. Refused past `limit` entries (`cache.max-cascade-entries`, 0: none).
+fn resolve(ctx: &Context, db: usize, mark: &Mark, limit: usize) -> Result<Vec<Vec<u8>>> {
+    if mark.depth == 0 || matches!(mark.selector, Selector::All) {
+        return Ok(Vec::new());
     }
-    let depended_on = st.db(db).is_resource(name);
-    let now = state::generation();
-    st.lazy_mut(|l| l.db(db).retire(name, e, depended_on, now));
+    let older = state::lock().lazy().marks(db).unwrap_or_default();
+    let (resources, seeds) = state::with_db(db, |idx| {
+        let resources = idx.entry_resources();
+        let few = match &mark.selector {
+            Selector::Keys(k) => Some(k.clone()),
+            Selector::Tags(_) | Selector::Dependents(_) | Selector::Namespace(_)
+                if idx.count(&mark.selector) <= resources.len() as u64 =>
+            {
+                Some(idx.select(&mark.selector))
+            }
+            _ => None,
+        };
+        let seeds = few.map(|v| v.into_iter().filter(|k| idx.is_resource(k)).collect());
+        (resources, seeds)
+    });
+    let mut perms = Permissions::new(ctx);
+    let live = |perms: &mut Permissions, name: &[u8], picked: bool| -> bool {
+        if !perms.allowed(mark.user.as_deref(), name) {
+            return false;
+        }
+        let rs = perms.string(name).safe_clone(ctx);
+        let key = Key::probe(ctx, &rs);
+        let Held::Entry(e) = key.held() else {
+            return false;
+        };
+        (!picked || mark.picks(name, e)) && perms.covering(&older, name, e).is_none()
+    };
+    let seeds: Vec<Vec<u8>> = match seeds {
+        Some(s) => s,
+        None => resources
+            .into_iter()
+            .filter(|r| live(&mut perms, r, true))
+            .collect(),
+    };
+    if seeds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let allowed = if limit == 0 {
+        usize::MAX
+    } else {
+        seeds.len().saturating_add(limit)
+    };
+    let mut seen = 0usize;
+    let reach = index::cascade(
+        seeds,
+        mark.depth,
+        |keys| state::with_db(db, |idx| idx.dependents_of_all(keys)),
+        |name| {
+            seen += 1;
+            seen <= allowed && live(&mut perms, name, false)
+        },
+    );
+    if seen > allowed {
+        return Err(crate::core::limits::cascade_too_large(limit));
+    }
+    Ok(reach.keys[reach.selected..].to_vec())
 }
 
 /// What an invalidation's event records, taken before its selector moves into a mark.
@@ -176,9 +208,10 @@ impl Noted {
     }
 }
 
-/// `CACHE.INVALIDATE STRATEGY LAZY`: marks what the selector covers in `db` (no entry is
-/// visited), replicates the mark, and sets the reclaimer going. Returns the number of entries
-/// the selector picks now (counted from the index; the cascade is found by the reclaimer).
+/// `CACHE.INVALIDATE STRATEGY LAZY`: marks what the selector covers in `db` (no selected entry
+/// is visited; the cascade is resolved now, see `resolve`), replicates the mark, and sets the
+/// reclaimer going. Returns the number of entries the selector picks now (counted from the
+/// index) plus those its cascade reached.
 pub fn invalidate(
     ctx: &Context,
     db: usize,
@@ -186,37 +219,56 @@ pub fn invalidate(
     depth: Option<u32>,
     context: Option<Vec<u8>>,
     user: Option<Vec<u8>>,
-) -> u64 {
+    limited: bool,
+) -> Result<u64> {
     let noted = Noted::of(&selector, context.as_deref());
     let picked = server::entries_only(ctx, &selector);
     let selected = state::with_db(db, |idx| idx.count(&picked));
     drop(picked);
-    mark(ctx, db, selector, selected, depth, context, user);
-    noted.record(ctx, selected, Strategy::Lazy);
-    selected
+    let mark = new_mark(db, selector, selected, depth, context, user);
+    let mark = prepare(ctx, db, mark, limited)?;
+    let n = selected + mark.cascade().len() as u64;
+    add(ctx, db, mark);
+    noted.record(ctx, n, Strategy::Lazy);
+    Ok(n)
 }
 
-/// Adds a mark for `selector` (which picks `selected` entries now); returns its generation.
-fn mark(
-    ctx: &Context,
+/// A mark for `selector` (which picks `selected` entries now), its cascade not resolved yet.
+fn new_mark(
     db: usize,
     selector: Selector,
     selected: u64,
     depth: Option<u32>,
     context: Option<Vec<u8>>,
     user: Option<Vec<u8>>,
-) -> u64 {
-    let now = server::now_ms();
+) -> Mark {
     let any_dependency = state::with_db(db, |idx| idx.resource_count() > 0);
-    // Entries that depend on nothing now can only gain dependencies by being written again
-    // (a new generation): without any, there is no cascade to follow.
+    // Without any dependency there is no cascade to follow.
     let depth = if any_dependency {
         depth.unwrap_or_else(config::max_cascade_depth)
     } else {
         0
     };
+    Mark::new(0, selector, depth, user, context, server::now_ms(), selected)
+}
+
+/// The mark with its cascade resolved, not added yet: refused when `limited` and the cascade
+/// is past `cache.max-cascade-entries`.
+fn prepare(ctx: &Context, db: usize, mark: Mark, limited: bool) -> Result<Mark> {
+    let limit = if limited {
+        crate::guard::limits(ctx).cascade_entries
+    } else {
+        0
+    };
+    let cascade = resolve(ctx, db, &mark, limit)?;
+    Ok(mark.with_cascade(cascade))
+}
+
+/// Adds a prepared mark with a new generation, replicates it and arms the reclaimer; returns
+/// its generation.
+fn add(ctx: &Context, db: usize, mut mark: Mark) -> u64 {
     let gen = state::next_generation();
-    let mark = Mark::new(gen, selector, depth, user, context, now, selected);
+    mark.gen = gen;
     let bytes = encode_mark(&mark);
     state::lock().lazy_mut(|l| l.db(db).add(mark));
     server::replicate(
@@ -275,12 +327,14 @@ pub fn invalidate_stepped(
     depth: Option<u32>,
     context: Option<Vec<u8>>,
     user: Option<Vec<u8>>,
-) -> bool {
-    let Some(client) = Blocked::block(ctx) else {
-        return false;
-    };
+) -> Result<bool> {
     let noted = Noted::of(&selector, context.as_deref());
-    let gen = mark(ctx, db, selector, selected, depth, context, user);
+    let mark = new_mark(db, selector, selected, depth, context, user);
+    let mark = prepare(ctx, db, mark, true)?;
+    let Some(client) = Blocked::block(ctx) else {
+        return Ok(false);
+    };
+    let gen = add(ctx, db, mark);
     waiters().push(Waiter {
         client,
         db,
@@ -288,7 +342,7 @@ pub fn invalidate_stepped(
         deleted: 0,
         noted,
     });
-    true
+    Ok(true)
 }
 
 /// The reclaimer deleted `n` entries in `db`; a walk that covered marks up to `upto` ended
@@ -479,7 +533,7 @@ fn step(ctx: &Context, limit: usize) -> u64 {
         return 0;
     }
     let marks = state::lock().lazy().marks(db).unwrap_or_default();
-    let mut graph = ServerGraph::new(ctx, db);
+    let mut perms = Permissions::new(ctx);
     // The deleted keys' strings, kept for the DEL that propagates them.
     let mut deleted: Vec<RedisString> = Vec::new();
     let mut chunk = PackedNames::default();
@@ -511,7 +565,7 @@ fn step(ctx: &Context, limit: usize) -> u64 {
         }
         looked += chunk.len().max(1);
         for name in chunk.iter() {
-            if let Some(rs) = reclaim_one(ctx, db, name, &marks, &mut graph) {
+            if let Some(rs) = reclaim_one(ctx, db, name, &marks, &mut perms) {
                 deleted.push(rs);
             }
         }
@@ -555,14 +609,14 @@ fn reclaim_one(
     db: usize,
     name: &[u8],
     marks: &[Mark],
-    graph: &mut ServerGraph,
+    perms: &mut Permissions,
 ) -> Option<RedisString> {
-    let rs = graph.string(name).safe_clone(ctx);
+    let rs = perms.string(name).safe_clone(ctx);
     let key = Key::write(ctx, &rs);
     let covered = match key.held() {
         Held::Entry(e) => {
             marks.last().is_some_and(|m| m.gen > e.born())
-                && lazy::covering(marks, name, e, graph).is_some()
+                && perms.covering(marks, name, e).is_some()
         }
         _ => false,
     };

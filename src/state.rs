@@ -38,7 +38,7 @@ pub struct State {
     /// The timer set to apply the batch, and when it fires.
     pub batch_timer: Option<(u64, i64)>,
     rules: Option<Rules>,
-    /// LAZY marks and tombstones per database. Change them through `lazy_mut`, which keeps
+    /// LAZY marks per database. Change them through `lazy_mut`, which keeps
     /// `lazy_active` in step.
     lazy: Lazy,
     /// The reclaimer's timer is set.
@@ -188,11 +188,12 @@ impl State {
                 }
             }
         }
-        let (marks, tombstones) = self.lazy.totals();
+        let (marks, cascaded) = self.lazy.totals();
         let st = self.lazy.stats;
         f.lazy = LazyFigures {
             marks: marks as u64,
-            tombstones: tombstones as u64,
+            cascaded: cascaded as u64,
+            bytes: self.lazy.heap_bytes(),
             reclaimed: st.reclaimed,
             walks: st.walks,
             steps: st.steps,

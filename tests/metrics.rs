@@ -623,7 +623,7 @@ fn stats_are_exact_after_a_scripted_sequence() {
         "removals": {"expired": 0, "evicted": 0, "deleted": 0, "expired_unread": 0, "expired_read_once": 0},
         "operations": {"get": op(5), "set": op(11), "invalidate": op(8)},
         "memory": {"index_bytes": null, "value_bytes": 5},
-        "lazy": {"marks": 0, "tombstones": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
+        "lazy": {"marks": 0, "cascaded": 0, "bytes": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
         "metrics_since_ms": null,
         "soft": SOFT_NONE.clone()
     });
@@ -850,7 +850,7 @@ fn a_fresh_server_has_no_advice_and_empty_metrics() {
         "removals": {"expired": 0, "evicted": 0, "deleted": 0, "expired_unread": 0, "expired_read_once": 0},
         "operations": {"get": op(0), "set": op(0), "invalidate": op(0)},
         "memory": {"index_bytes": null, "value_bytes": 0},
-        "lazy": {"marks": 0, "tombstones": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
+        "lazy": {"marks": 0, "cascaded": 0, "bytes": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
         "metrics_since_ms": null,
         "soft": SOFT_NONE.clone()
     });
@@ -1407,7 +1407,8 @@ fn nested_fields() -> Vec<(&'static str, Vec<&'static str>)> {
             "lazy",
             vec![
                 "marks",
-                "tombstones",
+                "cascaded",
+                "bytes",
                 "reclaimed",
                 "walks",
                 "steps",
@@ -1849,7 +1850,7 @@ fn reset_zeroes_metrics_but_not_the_index() {
         "removals": {"expired": 0, "evicted": 0, "deleted": 0, "expired_unread": 0, "expired_read_once": 0},
         "operations": {"get": op(0), "set": op(0), "invalidate": op(0)},
         "memory": {"index_bytes": null, "value_bytes": 6},
-        "lazy": {"marks": 0, "tombstones": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
+        "lazy": {"marks": 0, "cascaded": 0, "bytes": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
         "metrics_since_ms": null,
         "soft": SOFT_NONE.clone()
     });

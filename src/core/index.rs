@@ -578,6 +578,19 @@ impl DbIndex {
         self.resources.contains_key(name)
     }
 
+    /// The resources that may name an entry here (some entry is filed under their namespace):
+    /// where a cascade can pass from one entry to another. Sorted.
+    pub fn entry_resources(&self) -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = self
+            .resources
+            .keys()
+            .filter(|r| self.may_hold(r))
+            .map(|r| r.as_bytes().to_vec())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Up to `n` keys in id order from id `from` into `out` (emptied first), and the id to go on
     /// from (None at the end). Ids are stable while an entry lives, so a walk in steps sees
     /// every entry that stays.

@@ -1,26 +1,20 @@
-//! The LAZY strategy, without a walk over the entries it covers.
+//! The LAZY strategy, without a walk over the entries it selects.
 //!
 //! Every entry carries the generation it was written at (`Entry::born`). A LAZY invalidation
-//! adds a *mark* (its selector, cascade depth and user) with a new generation; a mark covers an
-//! entry born before it that its selector picks, or that depends (up to the mark's depth, through
-//! entries born before it) on a key the mark covers. Covered entries read as misses at once. A
-//! reclaimer walks the database in small steps and deletes what the marks cover; once a walk
-//! that started after a mark ends, nothing is covered by it any more and the mark is dropped.
-//!
-//! An entry that leaves while marks exist (DEL, expiry, overwrite, RENAME's source) keeps a
-//! *tombstone* (its tags, dependencies and generations) when other entries depend on its key, so
-//! that its dependents stay covered through it. A tombstone only counts for the marks that
-//! existed when the entry left.
+//! adds a *mark* (its selector, cascade depth and user) with a new generation. A mark covers an
+//! entry born before it that its selector picks, or whose key is in the mark's *cascade*: the
+//! entries the cascade reached when the mark was made, resolved then on the dependency graph as
+//! it was (see `reclaim::resolve`), so that nothing written, expired, renamed or reclaimed
+//! afterwards can widen or narrow it. Covered entries read as misses at once. A reclaimer walks
+//! the database in small steps and deletes what the marks cover; once a walk that started after
+//! a mark ends, nothing is covered by it any more and the mark is dropped.
 //!
 //! Coverage never grows for existing marks: writing an entry again gives it a new generation,
-//! CACHE.TAG/DEPEND renew it too (the entry was not covered, or they would have failed), and a
-//! tombstone is frozen. So one walk finds everything its marks cover.
+//! CACHE.TAG/DEPEND renew it too (the entry was not covered, or they would have failed), and an
+//! entry that arrives under a new name (RENAME, MOVE, COPY) is either still covered (an alias
+//! mark names it) or born anew. So one walk finds everything its marks cover.
 
-use std::rc::Rc;
 use std::sync::Arc;
-
-use ahash::AHashMap;
-use smallvec::SmallVec;
 
 use super::batch::{put_selector, read_selector};
 use super::entry::{put_bytes, put_varint, DecodeError, Entry, Reader};
@@ -33,7 +27,8 @@ pub struct Mark {
     /// The generation it was made at: it covers entries born before.
     pub gen: u64,
     pub selector: Selector,
-    /// Cascade hops (already resolved from `cache.max-cascade-depth`).
+    /// Cascade hops (already resolved from `cache.max-cascade-depth`); the cascade itself is
+    /// `cascade`.
     pub depth: u32,
     /// The ACL user who made it: it only covers keys that user may delete.
     pub user: Option<Vec<u8>>,
@@ -41,6 +36,8 @@ pub struct Mark {
     pub created_ms: i64,
     /// The entries its selector picked when it was made (the command's reply).
     pub selected: u64,
+    /// The keys its cascade reached when it was made, beyond what the selector picks; sorted.
+    cascade: Vec<Vec<u8>>,
     glob: Option<Glob>,
 }
 
@@ -73,17 +70,51 @@ impl Mark {
             context,
             created_ms,
             selected,
+            cascade: Vec::new(),
             glob,
         }
     }
 
-    /// The same mark for one key: an entry it picked under another name (RENAME, MOVE, COPY)
+    /// The same mark with the keys its cascade reached when it was made.
+    pub fn with_cascade(mut self, mut keys: Vec<Vec<u8>>) -> Mark {
+        keys.sort_unstable();
+        keys.dedup();
+        self.cascade = keys;
+        self
+    }
+
+    /// The keys the cascade reached (sorted).
+    pub fn cascade(&self) -> &[Vec<u8>] {
+        &self.cascade
+    }
+
+    /// Bytes the mark holds on the heap (its selector and cascade), for `CACHE.STATS` `memory`.
+    pub fn heap_bytes(&self) -> u64 {
+        let names = |v: &[Vec<u8>]| {
+            v.iter()
+                .map(|k| k.capacity() + std::mem::size_of::<Vec<u8>>())
+                .sum::<usize>()
+        };
+        let selector = match &self.selector {
+            Selector::Keys(v) | Selector::Tags(v) | Selector::Dependents(v) => names(v),
+            Selector::Pattern(p) | Selector::Namespace(p) => p.capacity() * 2,
+            Selector::All => 0,
+        };
+        let optional = |o: &Option<Vec<u8>>| o.as_ref().map_or(0, Vec::capacity);
+        (selector
+            + names(&self.cascade)
+            + optional(&self.user)
+            + optional(&self.context)
+            + std::mem::size_of::<Mark>()) as u64
+    }
+
+    /// The same mark for one key: an entry it covered under another name (RENAME, MOVE, COPY)
     /// stays covered under its new one.
     pub fn alias(&self, name: &[u8]) -> Mark {
         Mark::new(
             self.gen,
             Selector::Keys(vec![name.to_vec()]),
-            self.depth,
+            0,
             self.user.clone(),
             self.context.clone(),
             self.created_ms,
@@ -105,105 +136,24 @@ impl Mark {
             Selector::Pattern(_) => self.glob.as_ref().is_some_and(|g| g.matches(name)),
         }
     }
-}
 
-/// Something under a key name that coverage looks at: the live entry, or a tombstone.
-#[derive(Debug)]
-pub struct Node {
-    /// Tags and dependencies (the value is left out) and the generation it was born at.
-    pub entry: Box<Entry>,
-    /// Marks newer than this do not see it (a tombstone: the generation it left at).
-    pub until: u64,
-}
-
-impl Clone for Node {
-    fn clone(&self) -> Node {
-        Node {
-            entry: (*self.entry).to_owned(),
-            until: self.until,
-        }
+    /// Whether the mark covers the entry `e` under `name`, the user's permissions aside: it was
+    /// born before the mark, and the selector picks it or the cascade reached it.
+    pub fn covers(&self, name: &[u8], e: &Entry) -> bool {
+        self.gen > e.born()
+            && (self.picks(name, e) || self.cascade.binary_search_by(|x| x[..].cmp(name)).is_ok())
     }
 }
 
-/// The world coverage looks into: what is under a name, and the users' permissions.
-pub trait Graph {
-    /// The live entry under `name` (if any) and its tombstones.
-    fn nodes(&mut self, name: &[u8]) -> SmallVec<[Node; 2]>;
-    /// Whether the mark's user may delete `name`.
-    fn allowed(&mut self, mark: &Mark, name: &[u8]) -> bool;
-}
-
-/// The first mark (oldest first) that covers the entry `e` under `name`, if any.
-pub fn covering<'m, G: Graph>(
+/// The first mark (oldest first) that covers the entry `e` under `name` and whose user may
+/// delete `name` (`allowed`), if any.
+pub fn covering<'m>(
     marks: &'m [Mark],
     name: &[u8],
     e: &Entry,
-    graph: &mut G,
+    mut allowed: impl FnMut(&Mark) -> bool,
 ) -> Option<&'m Mark> {
-    let mut memo = Memo {
-        graph,
-        nodes: AHashMap::new(),
-    };
-    marks.iter().find(|m| {
-        m.gen > e.born() && {
-            // Made when a dependency is first followed (most entries have none).
-            let mut seen = None;
-            within(m, name, e, m.depth, &mut memo, &mut seen) && memo.graph.allowed(m, name)
-        }
-    })
-}
-
-/// The graph as one coverage question sees it: every mark follows the same dependencies, so
-/// each name's nodes are asked for once (the server opens a key for it) and then shared.
-struct Memo<'g, G: Graph> {
-    graph: &'g mut G,
-    nodes: AHashMap<Vec<u8>, Rc<SmallVec<[Node; 2]>>>,
-}
-
-impl<G: Graph> Memo<'_, G> {
-    fn nodes(&mut self, name: &[u8]) -> Rc<SmallVec<[Node; 2]>> {
-        if let Some(n) = self.nodes.get(name) {
-            return Rc::clone(n);
-        }
-        let n = Rc::new(self.graph.nodes(name));
-        self.nodes.insert(name.to_vec(), Rc::clone(&n));
-        n
-    }
-}
-
-/// Whether `m` picks `e`, or `e` depends within `budget` hops on a key `m` covers. `seen` holds
-/// the largest budget each name was explored with (cycles and diamonds end).
-fn within<G: Graph>(
-    m: &Mark,
-    name: &[u8],
-    e: &Entry,
-    budget: u32,
-    memo: &mut Memo<'_, G>,
-    seen: &mut Option<AHashMap<Vec<u8>, u32>>,
-) -> bool {
-    if m.picks(name, e) {
-        return true;
-    }
-    if budget == 0 {
-        return false;
-    }
-    for dep in e.deps() {
-        let seen_here = seen.get_or_insert_with(AHashMap::new);
-        if seen_here.get(dep).is_some_and(|&b| b >= budget) {
-            continue;
-        }
-        seen_here.insert(dep.to_vec(), budget);
-        for n in memo.nodes(dep).iter() {
-            let visible = n.entry.born() < m.gen && m.gen <= n.until;
-            if visible
-                && within(m, dep, &n.entry, budget - 1, memo, seen)
-                && memo.graph.allowed(m, dep)
-            {
-                return true;
-            }
-        }
-    }
-    false
+    marks.iter().find(|m| m.covers(name, e) && allowed(m))
 }
 
 /// The LAZY state of one database.
@@ -211,7 +161,6 @@ fn within<G: Graph>(
 pub struct LazyDb {
     /// Oldest first. Shared with readers, which check coverage without holding the state.
     marks: Arc<Vec<Mark>>,
-    tombstones: AHashMap<Vec<u8>, SmallVec<[Node; 1]>>,
     /// The reclaimer's walk, on a master.
     pub walk: Option<Walk>,
 }
@@ -242,32 +191,20 @@ impl LazyDb {
         self.marks.last().map_or(0, |m| m.gen)
     }
 
-    pub fn tombstone_count(&self) -> usize {
-        self.tombstones.values().map(SmallVec::len).sum()
+    /// Keys listed in the marks' cascades.
+    pub fn cascade_count(&self) -> usize {
+        self.marks.iter().map(|m| m.cascade.len()).sum()
+    }
+
+    /// Bytes the marks hold.
+    pub fn heap_bytes(&self) -> u64 {
+        self.marks.iter().map(Mark::heap_bytes).sum()
     }
 
     pub fn add(&mut self, mark: Mark) {
         let marks = Arc::make_mut(&mut self.marks);
         let at = marks.partition_point(|m| m.gen <= mark.gen);
         marks.insert(at, mark);
-    }
-
-    /// An entry left under `name` at generation `now`: keep what coverage needs of it when a
-    /// mark may cover it and another entry depends on its key.
-    pub fn retire(&mut self, name: &[u8], e: &Entry, depended_on: bool, now: u64) {
-        if !depended_on || e.born() >= self.newest() {
-            return;
-        }
-        if let Some(entry) = e.skeleton() {
-            self.tombstones
-                .entry(name.to_vec())
-                .or_default()
-                .push(Node { entry, until: now });
-        }
-    }
-
-    pub fn tombstones(&self, name: &[u8]) -> impl Iterator<Item = &Node> {
-        self.tombstones.get(name).into_iter().flatten()
     }
 
     /// An entry arrived under `name` keeping its generation (RENAME, MOVE, COPY): a walk under
@@ -294,20 +231,10 @@ impl LazyDb {
         })
     }
 
-    /// The marks up to `upto` are done: drop them, and the tombstones no remaining mark sees.
-    /// Returns how many marks were dropped.
+    /// The marks up to `upto` are done: drop them. Returns how many marks were dropped.
     pub fn finish(&mut self, upto: u64) -> usize {
         let before = self.marks.len();
         Arc::make_mut(&mut self.marks).retain(|m| m.gen > upto);
-        let marks = &self.marks;
-        self.tombstones.retain(|_, nodes| {
-            nodes.retain(|n| {
-                marks
-                    .iter()
-                    .any(|m| n.entry.born() < m.gen && m.gen <= n.until)
-            });
-            !nodes.is_empty()
-        });
         if self.walk.as_ref().is_some_and(|w| w.upto <= upto) {
             self.walk = None;
         }
@@ -319,38 +246,27 @@ impl LazyDb {
         for m in self.marks.iter() {
             put_mark(out, m);
         }
-        put_varint(out, self.tombstones.len() as u64);
-        let mut names: Vec<&Vec<u8>> = self.tombstones.keys().collect();
-        names.sort();
-        for name in names {
-            put_bytes(out, name);
-            let nodes = &self.tombstones[name];
-            put_varint(out, nodes.len() as u64);
-            for n in nodes {
-                put_bytes(out, &n.entry.encode());
-                put_varint(out, n.until);
-            }
-        }
     }
 
-    fn decode_from(r: &mut Reader) -> Result<LazyDb, DecodeError> {
+    fn decode_from(r: &mut Reader, version: u8) -> Result<LazyDb, DecodeError> {
         let mut db = LazyDb::default();
         let marks = r.len()?;
         for _ in 0..marks {
-            let m = read_mark(r)?;
+            let m = read_mark(r, version)?;
             db.add(m);
         }
-        let names = r.len()?;
-        for _ in 0..names {
-            let name = r.bytes()?.to_vec();
-            let count = r.len()?;
-            let mut nodes = SmallVec::new();
-            for _ in 0..count {
-                let entry = Entry::decode(r.bytes()?)?;
-                let until = r.varint()?;
-                nodes.push(Node { entry, until });
+        if version == 1 {
+            // Version 1 kept tombstones for a cascade judged at read time; its marks have no
+            // cascade list (see `read_mark`). The tombstones are read past.
+            let names = r.len()?;
+            for _ in 0..names {
+                r.bytes()?;
+                let count = r.len()?;
+                for _ in 0..count {
+                    Entry::decode(r.bytes()?)?;
+                    r.varint()?;
+                }
             }
-            db.tombstones.insert(name, nodes);
         }
         Ok(db)
     }
@@ -372,9 +288,15 @@ pub fn put_mark(out: &mut Vec<u8>, m: &Mark) {
     }
     put_varint(out, m.created_ms as u64);
     put_varint(out, m.selected);
+    put_varint(out, m.cascade.len() as u64);
+    for k in &m.cascade {
+        put_bytes(out, k);
+    }
 }
 
-pub(crate) fn read_mark(r: &mut Reader) -> Result<Mark, DecodeError> {
+/// Reads a mark of encoding `version`. A version 1 mark has no cascade list: it covers what its
+/// selector picks (the cascade of a mark saved by an older build is not known).
+pub(crate) fn read_mark(r: &mut Reader, version: u8) -> Result<Mark, DecodeError> {
     let gen = r.varint()?;
     let selector = read_selector(r)?;
     let depth = u32::try_from(r.varint()?).map_err(|_| DecodeError::Corrupt("depth"))?;
@@ -389,9 +311,14 @@ pub(crate) fn read_mark(r: &mut Reader) -> Result<Mark, DecodeError> {
     let context = optional()?;
     let created_ms = r.varint()? as i64;
     let selected = r.varint()?;
-    Ok(Mark::new(
-        gen, selector, depth, user, context, created_ms, selected,
-    ))
+    let mut cascade = Vec::new();
+    if version >= 2 {
+        let n = r.len()?;
+        for _ in 0..n {
+            cascade.push(r.bytes()?.to_vec());
+        }
+    }
+    Ok(Mark::new(gen, selector, depth, user, context, created_ms, selected).with_cascade(cascade))
 }
 
 /// A mark as one buffer (`CACHE.PENDING MARK`).
@@ -403,19 +330,20 @@ pub fn encode_mark(m: &Mark) -> Vec<u8> {
 
 pub fn decode_mark(buf: &[u8]) -> Result<Mark, DecodeError> {
     let mut r = Reader { buf, pos: 0 };
-    read_version(&mut r)?;
-    let m = read_mark(&mut r)?;
+    let version = read_version(&mut r)?;
+    let m = read_mark(&mut r, version)?;
     if r.pos != buf.len() {
         return Err(DecodeError::Corrupt("trailing bytes"));
     }
     Ok(m)
 }
 
-const LAZY_VERSION: u8 = 1;
+/// 2: marks carry their cascade, no tombstones. 1 (read only): tombstones, no cascade.
+const LAZY_VERSION: u8 = 2;
 
-fn read_version(r: &mut Reader) -> Result<(), DecodeError> {
+fn read_version(r: &mut Reader) -> Result<u8, DecodeError> {
     match r.byte()? {
-        LAZY_VERSION => Ok(()),
+        v @ 1..=LAZY_VERSION => Ok(v),
         v if v > LAZY_VERSION => Err(DecodeError::NewerVersion(v)),
         _ => Err(DecodeError::Corrupt("version")),
     }
@@ -454,11 +382,16 @@ impl Lazy {
         }
     }
 
-    /// Marks and tombstones over every database.
+    /// Marks, and keys in their cascades, over every database.
     pub fn totals(&self) -> (usize, usize) {
         self.dbs.iter().fold((0, 0), |(m, t), d| {
-            (m + d.marks.len(), t + d.tombstone_count())
+            (m + d.marks.len(), t + d.cascade_count())
         })
+    }
+
+    /// Bytes the marks hold over every database.
+    pub fn heap_bytes(&self) -> u64 {
+        self.dbs.iter().map(LazyDb::heap_bytes).sum()
     }
 
     pub fn db(&mut self, db: usize) -> &mut LazyDb {
@@ -533,7 +466,7 @@ impl Lazy {
     /// Reads what `encode` wrote: the state and the generation.
     pub fn decode(buf: &[u8]) -> Result<(Lazy, u64), DecodeError> {
         let mut r = Reader { buf, pos: 0 };
-        read_version(&mut r)?;
+        let version = read_version(&mut r)?;
         let generation = r.varint()?;
         let mut lazy = Lazy::new();
         let n = r.len()?;
@@ -542,7 +475,7 @@ impl Lazy {
                 .ok()
                 .filter(|&d| d < 1 << 20)
                 .ok_or(DecodeError::Corrupt("db"))?;
-            *lazy.db(db) = LazyDb::decode_from(&mut r)?;
+            *lazy.db(db) = LazyDb::decode_from(&mut r, version)?;
         }
         if r.pos != buf.len() {
             return Err(DecodeError::Corrupt("trailing bytes"));
@@ -555,37 +488,6 @@ impl Lazy {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// A database in memory: live entries by name, tombstones from a LazyDb, permissions by
-    /// prefix.
-    struct World<'a> {
-        live: AHashMap<Vec<u8>, Box<Entry>>,
-        lazy: &'a LazyDb,
-        denied_prefix: Option<&'static [u8]>,
-        /// Names asked for, in order.
-        asked: Vec<Vec<u8>>,
-    }
-
-    impl Graph for World<'_> {
-        fn nodes(&mut self, name: &[u8]) -> SmallVec<[Node; 2]> {
-            self.asked.push(name.to_vec());
-            let mut v: SmallVec<[Node; 2]> = self
-                .live
-                .get(name)
-                .map(|e| Node {
-                    entry: (**e).to_owned(),
-                    until: u64::MAX,
-                })
-                .into_iter()
-                .collect();
-            v.extend(self.lazy.tombstones(name).cloned());
-            v
-        }
-
-        fn allowed(&mut self, m: &Mark, name: &[u8]) -> bool {
-            m.user.is_none() || self.denied_prefix.is_none_or(|p| !name.starts_with(p))
-        }
-    }
 
     fn entry(tags: &[&str], deps: &[&str], born: u64) -> Box<Entry> {
         let mut e = Entry::new(
@@ -608,47 +510,6 @@ mod tests {
         Mark::new(gen, sel, depth, None, None, 0, 0)
     }
 
-    fn world(entries: &[(&str, Box<Entry>)], lazy: &LazyDb) -> World<'static> {
-        // The tests keep `lazy` alive for the world's lifetime.
-        let lazy: &'static LazyDb = Box::leak(Box::new(lazy.clone()));
-        World {
-            live: entries
-                .iter()
-                .map(|(k, e)| (b(k), (**e).to_owned()))
-                .collect(),
-            lazy,
-            denied_prefix: None,
-            asked: Vec::new(),
-        }
-    }
-
-    fn covered(marks: &[Mark], w: &mut World, name: &str) -> bool {
-        let e = Entry::to_owned(w.live.get(name.as_bytes()).unwrap());
-        covering(marks, name.as_bytes(), &e, w).is_some()
-    }
-
-    #[test]
-    fn coverage_asks_for_each_dependency_once_whatever_the_marks() {
-        let entries = [
-            ("page", entry(&[], &["a", "b"], 1)),
-            ("a", entry(&[], &["b"], 1)),
-            ("b", entry(&["t"], &[], 1)),
-        ];
-        let lazy = LazyDb::default();
-        let mut w = world(&entries, &lazy);
-        // Three marks that cover nothing here, then one that covers b (and through it page).
-        let mut marks: Vec<Mark> = (2..5)
-            .map(|g| mark(g, Selector::Tags(vec![b("none")]), 16))
-            .collect();
-        assert!(!covered(&marks, &mut w, "page"));
-        let mut asked = std::mem::take(&mut w.asked);
-        asked.sort();
-        assert_eq!(asked, [b("a"), b("b")], "each name once for three marks");
-        marks.push(mark(5, Selector::Tags(vec![b("t")]), 16));
-        assert!(covered(&marks, &mut w, "page"));
-        assert_eq!(w.asked.len(), 2);
-    }
-
     #[test]
     fn selectors_cover_older_entries_only() {
         let entries = [
@@ -657,8 +518,6 @@ mod tests {
             ("post:1", entry(&["p"], &[], 1)),
             ("userx", entry(&[], &["db:users"], 1)),
         ];
-        let lazy = LazyDb::default();
-        let mut w = world(&entries, &lazy);
         let cases: Vec<(Selector, Vec<&str>)> = vec![
             (Selector::Tags(vec![b("u")]), vec!["user:1"]),
             (Selector::Namespace(b("user")), vec!["user:1"]),
@@ -674,8 +533,8 @@ mod tests {
             let marks = vec![mark(5, sel.clone(), 3)];
             let mut got: Vec<&str> = entries
                 .iter()
+                .filter(|(k, e)| covering(&marks, k.as_bytes(), e, |_| true).is_some())
                 .map(|(k, _)| *k)
-                .filter(|k| covered(&marks, &mut w, k))
                 .collect();
             got.sort();
             assert_eq!(got, want, "{sel:?}");
@@ -683,92 +542,24 @@ mod tests {
     }
 
     #[test]
-    fn cascade_follows_dependencies_within_depth() {
-        // a <- b <- c <- d (each depends on the previous key), e depends on a resource.
-        let entries = [
-            ("a", entry(&["t"], &[], 1)),
-            ("b", entry(&[], &["a"], 1)),
-            ("c", entry(&[], &["b"], 1)),
-            ("d", entry(&[], &["c"], 1)),
-            ("e", entry(&[], &["elsewhere"], 1)),
-        ];
-        let lazy = LazyDb::default();
-        let mut w = world(&entries, &lazy);
-        for (depth, want) in [(0, 1), (1, 2), (2, 3), (16, 4)] {
-            let marks = vec![mark(2, Selector::Tags(vec![b("t")]), depth)];
-            let n = ["a", "b", "c", "d", "e"]
-                .iter()
-                .filter(|k| covered(&marks, &mut w, k))
-                .count();
-            assert_eq!(n, want, "depth {depth}");
-        }
-        // An entry written again after the mark does not pass the cascade on.
-        w.live.insert(b("b"), entry(&[], &["a"], 2));
-        let marks = vec![mark(2, Selector::Tags(vec![b("t")]), 16)];
-        assert!(covered(&marks, &mut w, "a"));
-        assert!(!covered(&marks, &mut w, "b"));
-        assert!(!covered(&marks, &mut w, "c"));
-    }
-
-    #[test]
-    fn cycles_terminate() {
-        let entries = [
-            ("x", entry(&[], &["y"], 1)),
-            ("y", entry(&[], &["x"], 1)),
-            ("z", entry(&["t"], &["x"], 1)),
-        ];
-        let lazy = LazyDb::default();
-        let mut w = world(&entries, &lazy);
-        let marks = vec![mark(2, Selector::Tags(vec![b("t")]), 16)];
-        assert!(!covered(&marks, &mut w, "x"));
-        assert!(!covered(&marks, &mut w, "y"));
-        assert!(covered(&marks, &mut w, "z"));
-        let marks = vec![mark(2, Selector::Keys(vec![b("x")]), 16)];
-        assert!(covered(&marks, &mut w, "y"));
-        assert!(covered(&marks, &mut w, "z"));
-    }
-
-    #[test]
-    fn tombstones_keep_dependents_covered_for_older_marks_only() {
-        let a = entry(&["t"], &[], 1);
-        let mut lazy = LazyDb::default();
-        lazy.add(mark(2, Selector::Tags(vec![b("t")]), 4));
-        // `a` is deleted (generation 2) before the reclaimer gets to it.
-        lazy.retire(b"a", &a, true, 2);
-        assert_eq!(lazy.tombstone_count(), 1);
-        let entries = [("b", entry(&[], &["a"], 1))];
-        let mut w = world(&entries, &lazy);
-        let marks = lazy.marks();
-        assert!(covered(&marks, &mut w, "b"));
-        // A later mark on the same tag does not see the tombstone.
-        let later = vec![mark(3, Selector::Tags(vec![b("t")]), 4)];
-        assert!(!covered(&later, &mut w, "b"));
-        // Nothing is kept for an entry nobody depends on, or born after every mark.
-        lazy.retire(b"q", &a, false, 2);
-        lazy.retire(b"r", &entry(&["t"], &[], 2), true, 2);
-        assert_eq!(lazy.tombstone_count(), 1);
-        // Once the marks are done, the tombstones go.
-        assert_eq!(lazy.finish(2), 1);
-        assert!(lazy.is_empty());
-        assert_eq!(lazy.tombstone_count(), 0);
+    fn the_cascade_is_the_list_made_with_the_mark() {
+        let m = mark(5, Selector::Tags(vec![b("t")]), 3).with_cascade(vec![b("c"), b("a"), b("c")]);
+        assert_eq!(m.cascade(), [b("a"), b("c")]);
+        let old = entry(&[], &["x"], 4);
+        assert!(m.covers(b"a", &old) && m.covers(b"c", &old));
+        assert!(!m.covers(b"b", &old), "not reached, whatever it depends on");
+        // Written again after the mark: fresh, even under a listed name.
+        assert!(!m.covers(b"a", &entry(&[], &["x"], 5)));
     }
 
     #[test]
     fn permissions_limit_what_a_mark_covers() {
-        let entries = [
-            ("app:1", entry(&["t"], &[], 1)),
-            ("other:1", entry(&["t"], &[], 1)),
-            ("app:2", entry(&[], &["other:1"], 1)),
-        ];
-        let lazy = LazyDb::default();
-        let mut w = world(&entries, &lazy);
-        w.denied_prefix = Some(b"other:");
         let m = Mark::new(2, Selector::Tags(vec![b("t")]), 4, Some(b("u")), None, 0, 0);
         let marks = vec![m];
-        assert!(covered(&marks, &mut w, "app:1"));
-        assert!(!covered(&marks, &mut w, "other:1"));
-        // The cascade does not pass through a key the user may not delete.
-        assert!(!covered(&marks, &mut w, "app:2"));
+        let e = entry(&["t"], &[], 1);
+        let allowed = |name: &'static [u8]| move |_: &Mark| !name.starts_with(b"other:");
+        assert!(covering(&marks, b"app:1", &e, allowed(b"app:1")).is_some());
+        assert!(covering(&marks, b"other:1", &e, allowed(b"other:1")).is_none());
     }
 
     #[test]
@@ -778,7 +569,7 @@ mod tests {
         assert!(m.picks(b"old:1", &e) && !m.picks(b"new:1", &e));
         let a = m.alias(b"new:1");
         assert!(a.picks(b"new:1", &e) && !a.picks(b"new:2", &e));
-        assert_eq!((a.gen, a.depth), (2, 3));
+        assert_eq!((a.gen, a.depth), (2, 0), "an alias covers its one key");
         let mut lazy = LazyDb::default();
         lazy.add(m);
         lazy.arrived(b"new:1", 1, vec![a]);
@@ -815,11 +606,12 @@ mod tests {
             Some(b("ctx")),
             1_700_000_000_000,
             12,
-        );
-        assert_eq!(decode_mark(&encode_mark(&m)).unwrap().selector, m.selector);
+        )
+        .with_cascade(vec![b("dep:2"), b("dep:1")]);
+        let back = decode_mark(&encode_mark(&m)).unwrap();
+        assert_eq!(back.selector, m.selector);
+        assert_eq!(back.cascade(), m.cascade());
         lazy.db(2).add(m);
-        lazy.db(2)
-            .retire(b"gone", &entry(&["a"], &["r"], 3), true, 7);
         let bytes = lazy.encode(9);
         let (back, generation) = Lazy::decode(&bytes).unwrap();
         assert_eq!(generation, 9);
@@ -829,11 +621,39 @@ mod tests {
             (marks[0].gen, marks[0].depth, marks[0].selected),
             (7, 3, 12)
         );
+        assert_eq!(marks[0].cascade(), [b("dep:1"), b("dep:2")]);
         assert_eq!(marks[0].user.as_deref(), Some(&b"alice"[..]));
         assert!(back.marks(0).is_none());
+        assert_eq!(back.totals(), (1, 2));
         for cut in 0..bytes.len() {
             assert!(Lazy::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn version_1_state_still_loads() {
+        // What the previous build saved: one mark in db 0 and one tombstone.
+        let mut v1 = vec![1u8];
+        put_varint(&mut v1, 9); // generation
+        put_varint(&mut v1, 1); // databases
+        put_varint(&mut v1, 0); // db 0
+        put_varint(&mut v1, 1); // marks
+        put_varint(&mut v1, 7);
+        put_selector(&mut v1, &Selector::Tags(vec![b("t")]));
+        put_varint(&mut v1, 2);
+        v1.extend([0, 0]); // no user, no context
+        put_varint(&mut v1, 0);
+        put_varint(&mut v1, 1);
+        put_varint(&mut v1, 1); // tombstone names
+        put_bytes(&mut v1, b"gone");
+        put_varint(&mut v1, 1);
+        put_bytes(&mut v1, &entry(&["t"], &[], 3).encode());
+        put_varint(&mut v1, 7);
+        let (back, generation) = Lazy::decode(&v1).unwrap();
+        assert_eq!(generation, 9);
+        let marks = back.marks(0).unwrap();
+        assert_eq!((marks[0].gen, marks[0].depth), (7, 2));
+        assert!(marks[0].cascade().is_empty());
     }
 
     proptest! {

@@ -173,13 +173,18 @@ impl Limits {
             },
         );
         if seen > allowed {
-            return Err(CacheError::Message(format!(
-                "ERR cascade too large: more than {limit} dependent entries, the limit is {limit} \
-                 ({CASCADE_CONFIG}); invalidate with a smaller DEPTH or raise the limit"
-            )));
+            return Err(cascade_too_large(limit));
         }
         Ok(())
     }
+}
+
+/// The refusal of a cascade past `limit` entries beyond the selected ones.
+pub fn cascade_too_large(limit: usize) -> CacheError {
+    CacheError::Message(format!(
+        "ERR cascade too large: more than {limit} dependent entries, the limit is {limit} \
+         ({CASCADE_CONFIG}); invalidate with a smaller DEPTH or raise the limit"
+    ))
 }
 
 #[cfg(test)]

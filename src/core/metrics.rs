@@ -249,8 +249,10 @@ pub struct IndexFigures {
 pub struct LazyFigures {
     /// LAZY invalidations whose entries are not all reclaimed yet.
     pub marks: u64,
-    /// Removed entries kept so that their dependents stay covered.
-    pub tombstones: u64,
+    /// Keys listed in the marks' cascades (resolved when each mark was made).
+    pub cascaded: u64,
+    /// Bytes the marks hold (selectors and cascades).
+    pub bytes: u64,
     /// Entries the reclaimer deleted, walks and steps it finished, its longest step.
     pub reclaimed: u64,
     pub walks: u64,
@@ -262,7 +264,8 @@ impl LazyFigures {
     fn to_fields(&self) -> Vec<(&'static str, Field)> {
         vec![
             ("marks", Field::uint(self.marks)),
-            ("tombstones", Field::uint(self.tombstones)),
+            ("cascaded", Field::uint(self.cascaded)),
+            ("bytes", Field::uint(self.bytes)),
             ("reclaimed", Field::uint(self.reclaimed)),
             ("walks", Field::uint(self.walks)),
             ("steps", Field::uint(self.steps)),
