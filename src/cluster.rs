@@ -27,7 +27,7 @@ use redis_module::{raw, Context, RedisModuleTimerID};
 
 use crate::config;
 use crate::core::index::Reach;
-use crate::core::wire::{self, Answer, Master, Merge, Outcome, Request};
+use crate::core::wire::{self, Answer, Master, Merge, Outcome, Request, SlotRange, SlotSet};
 use crate::error::{CacheError, Result};
 use crate::server::{self, Access, Blocked, Reply};
 use crate::state;
@@ -81,6 +81,19 @@ struct Op {
     frontier: Frontier,
     forwarded: AHashSet<Vec<u8>>,
     timer: Option<RedisModuleTimerID>,
+    /// The slots the current round must cover (every slot served when the command began; for a
+    /// cascade round, those of the masters asked), and those the answers covered so far: a
+    /// node that ran the commands as a master covers the slots it served then. A master that
+    /// answers without serving them any more (a failover made it a replica, a reshard moved
+    /// them) covers nothing, and the round goes to the slots' owners now.
+    expected: SlotSet,
+    covered: SlotSet,
+    /// The current round's commands, to send again to a slot's new owner.
+    round: Vec<Vec<Vec<u8>>>,
+    /// The slots each master was asked for (an older build's answer does not say).
+    asked: HashMap<String, Vec<SlotRange>>,
+    /// Times the current round was sent again to new owners (bounded).
+    reroutes: u32,
 }
 
 thread_local! {
@@ -225,6 +238,15 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
         n.set(id + 1);
         id
     });
+    let mut expected = SlotSet::default();
+    for m in &masters {
+        expected.add(&m.slots);
+    }
+    let mine = masters
+        .iter()
+        .find(|m| m.myself)
+        .map(|m| m.slots.clone())
+        .unwrap_or_default();
     let mut op = Op {
         client,
         db,
@@ -238,6 +260,11 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
         frontier: Vec::new(),
         forwarded: AHashSet::new(),
         timer: None,
+        expected,
+        covered: SlotSet::of(&mine),
+        round: vec![job.argv.clone()],
+        asked: HashMap::new(),
+        reroutes: 0,
         job,
     };
     if has_dependencies(db) {
@@ -254,6 +281,7 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
     for m in masters.iter().filter(|m| !m.myself) {
         if !m.failing && send(ctx, &m.id, REQUEST, &request) {
             op.waiting.insert(m.id.clone());
+            op.asked.insert(m.id.clone(), m.slots.clone());
         } else {
             op.failed.push(m.id.clone());
         }
@@ -308,15 +336,117 @@ impl Op {
     }
 }
 
-/// Moves a cluster-wide command on once every master answered: the next cascade round, or the
-/// reply.
+/// The slots of the current round that no answer covered, among those some master serves now,
+/// and the masters that serve them now.
+fn uncovered(ctx: &Context, op: &Op) -> Option<(SlotSet, Vec<Master>)> {
+    let missing = op.expected.minus(&op.covered);
+    if missing.is_empty() {
+        return None;
+    }
+    let masters = cluster_masters(ctx).unwrap_or_default();
+    let mut served = SlotSet::default();
+    for m in &masters {
+        served.add(&m.slots);
+    }
+    // A slot no master serves any more holds no data.
+    let missing = missing.minus(&missing.minus(&served));
+    if missing.is_empty() {
+        return None;
+    }
+    let owners = masters
+        .into_iter()
+        .filter(|m| missing.meets(&m.slots))
+        .collect();
+    Some((missing, owners))
+}
+
+/// How many times one round goes again to the slots' new owners before the command fails.
+const MAX_REROUTES: u32 = 8;
+
+/// The current round reached every master asked, but some slots were not covered (a master
+/// became a replica, slots moved): sends the round to their owners now. True when it did (the
+/// command waits for them again).
+fn reroute(ctx: &Context, id: u64) -> bool {
+    let Some((round, db, user, me, owners)) = OPS.with(|ops| {
+        let ops = ops.borrow();
+        let op = ops.get(&id)?;
+        if op.reroutes >= MAX_REROUTES {
+            return None;
+        }
+        let (_, owners) = uncovered(ctx, op)?;
+        Some((
+            op.round.clone(),
+            op.db,
+            op.user.clone(),
+            op.me.clone(),
+            owners,
+        ))
+    }) else {
+        return false;
+    };
+    let request = Request {
+        id,
+        db,
+        user,
+        commands: round,
+    };
+    let payload = request.encode();
+    OPS.with(|ops| {
+        if let Some(op) = ops.borrow_mut().get_mut(&id) {
+            op.reroutes += 1;
+        }
+    });
+    let mut sent = false;
+    for m in owners {
+        if m.id == me {
+            let answer = execute(ctx, &request);
+            answered(id, &me, answer, false);
+            sent = true;
+        } else if !m.failing && send(ctx, &m.id, REQUEST, &payload) {
+            OPS.with(|ops| {
+                if let Some(op) = ops.borrow_mut().get_mut(&id) {
+                    op.waiting.insert(m.id.clone());
+                    op.asked.insert(m.id.clone(), m.slots.clone());
+                    op.failed.retain(|f| f != &m.id);
+                }
+            });
+            sent = true;
+        } else {
+            OPS.with(|ops| {
+                if let Some(op) = ops.borrow_mut().get_mut(&id) {
+                    if !op.failed.contains(&m.id) {
+                        op.failed.push(m.id.clone());
+                    }
+                }
+            });
+        }
+    }
+    sent
+}
+
+/// Moves a cluster-wide command on once every master answered and every slot was covered: the
+/// next cascade round, or the reply.
 fn advance(ctx: &Context, id: u64) {
     loop {
+        let waiting = OPS.with(|ops| ops.borrow().get(&id).map(|op| !op.done_waiting()));
+        match waiting {
+            None => return,
+            Some(true) => return,
+            Some(false) => {}
+        }
+        if reroute(ctx, id) {
+            continue;
+        }
+        let masters = cluster_masters(ctx).unwrap_or_default();
         let next = OPS.with(|ops| {
             let mut ops = ops.borrow_mut();
             let op = ops.get_mut(&id)?;
             if !op.done_waiting() {
                 return Some(None);
+            }
+            if !op.expected.minus(&op.covered).is_empty() {
+                // Slots left uncovered after the reroutes: the command fails (see `finish`).
+                return None;
             }
             let commands = op.round();
             if commands.is_empty() {
@@ -328,6 +458,14 @@ fn advance(ctx: &Context, id: u64) {
                 .filter(|n| !op.failed.contains(n))
                 .cloned()
                 .collect();
+            // The new round covers the slots of the masters it asks.
+            op.expected = SlotSet::default();
+            op.covered = SlotSet::default();
+            for m in masters.iter().filter(|m| targets.contains(&m.id)) {
+                op.expected.add(&m.slots);
+            }
+            op.round = commands.clone();
+            op.reroutes = 0;
             Some(Some((
                 commands,
                 targets,
@@ -353,8 +491,14 @@ fn advance(ctx: &Context, id: u64) {
                 let answer = execute(ctx, &request);
                 answered(id, &me, answer, false);
             } else if send(ctx, &t, REQUEST, &payload) {
+                let slots = masters
+                    .iter()
+                    .find(|m| m.id == t)
+                    .map(|m| m.slots.clone())
+                    .unwrap_or_default();
                 OPS.with(|ops| {
                     if let Some(op) = ops.borrow_mut().get_mut(&id) {
+                        op.asked.insert(t.clone(), slots);
                         op.waiting.insert(t);
                     }
                 });
@@ -381,6 +525,15 @@ fn answered(id: u64, from: &str, answer: Answer, counted: bool) -> bool {
             return false;
         }
         op.replies.extend(answer.replies);
+        match &answer.slots {
+            Some(slots) => op.covered.add(slots),
+            // An older build: taken to cover what it was asked for.
+            None => {
+                if let Some(slots) = op.asked.get(from) {
+                    op.covered.add(slots);
+                }
+            }
+        }
         if answer.dependencies {
             op.dependencies.insert(from.to_owned());
         } else {
@@ -406,7 +559,8 @@ fn finish(ctx: &Context, id: u64) {
         }
     }
     let merged = wire::combine(&op.job.merge, op.replies);
-    let answer = if op.failed.is_empty() {
+    let missing = op.expected.minus(&op.covered);
+    let answer = if op.failed.is_empty() && missing.is_empty() {
         match merged {
             Err(e) => Err(CacheError::Message(e)),
             Ok(v) if op.job.json => Ok(wire::as_json(&v)),
@@ -414,19 +568,31 @@ fn finish(ctx: &Context, id: u64) {
         }
     } else {
         op.failed.sort();
-        let answered = op.masters - op.failed.len();
         let done = match (&op.job.merge, &merged) {
             (Merge::Sum, Ok(Reply::Int(n))) => {
                 format!("; {n} entries invalidated on the masters that answered")
             }
             _ => String::new(),
         };
+        let why = if op.failed.is_empty() {
+            // Everyone answered, but the slots' owners changed under the command faster than
+            // it could follow them.
+            format!(
+                "slots {} were not covered (their masters changed while it ran)",
+                wire::ranges_text(&missing.ranges())
+            )
+        } else {
+            let answered = op.masters.saturating_sub(op.failed.len());
+            format!(
+                "{answered} of {} masters answered (cache.cluster-timeout-ms is {}); no answer from {}",
+                op.masters,
+                config::CLUSTER_TIMEOUT_MS.get(),
+                op.failed.join(", "),
+            )
+        };
         Err(CacheError::Message(format!(
-            "ERR {} reached only part of the cluster: {answered} of {} masters answered (cache.cluster-timeout-ms is {}); no answer from {}{done}",
+            "ERR {} reached only part of the cluster: {why}{done}",
             op.job.name,
-            op.masters,
-            config::CLUSTER_TIMEOUT_MS.get(),
-            op.failed.join(", "),
         )))
     };
     op.client.answer(answer);
@@ -534,22 +700,28 @@ fn on_pump(ctx: &Context, _: ()) {
 
 /// Runs another master's request here, as its user, in its database.
 fn execute(ctx: &Context, req: &Request) -> Answer {
-    let refuse = |why: String| Answer {
-        id: req.id,
-        replies: req.commands.iter().map(|_| Err(why.clone())).collect(),
-        frontier: Vec::new(),
-        dependencies: false,
-    };
     if server::is_replica(ctx) {
         // Sent while the sender still saw this node as a master (a node that just joined as a
-        // replica, or a failover): its master answers for the data; no reply to combine.
+        // replica, or a failover): it covers no slot, so the sender asks the slots' master.
         return Answer {
             id: req.id,
             replies: Vec::new(),
             frontier: Vec::new(),
             dependencies: false,
+            slots: Some(Vec::new()),
         };
     }
+    // The slots this node serves now: what running the commands here covers.
+    let slots = server::call_text(ctx, "CLUSTER", &["NODES"])
+        .map(|nodes| wire::my_slots(&nodes))
+        .unwrap_or_default();
+    let refuse = |why: String| Answer {
+        id: req.id,
+        replies: req.commands.iter().map(|_| Err(why.clone())).collect(),
+        frontier: Vec::new(),
+        dependencies: false,
+        slots: Some(slots.clone()),
+    };
     if let Some(u) = &req.user {
         if Access::of_user(ctx, u).is_none() {
             return refuse(format!(
@@ -596,6 +768,7 @@ fn execute(ctx: &Context, req: &Request) -> Answer {
         replies,
         frontier,
         dependencies,
+        slots: Some(slots),
     }
 }
 

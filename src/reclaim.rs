@@ -249,7 +249,15 @@ fn new_mark(
     } else {
         0
     };
-    Mark::new(0, selector, depth, user, context, server::now_ms(), selected)
+    Mark::new(
+        0,
+        selector,
+        depth,
+        user,
+        context,
+        server::now_ms(),
+        selected,
+    )
 }
 
 /// The mark with its cascade resolved, not added yet: refused when `limited` and the cascade

@@ -1956,3 +1956,74 @@ fn atomic_slot_migration_moves_entries_with_their_index() {
     }
     cl.verify_all();
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Failover while a cluster-wide invalidation is in flight (issue 23, defect 1).
+// ---------------------------------------------------------------------------------------------
+
+/// Master 0 is paused for writes, so the request waits there; its replica takes over meanwhile.
+/// The old master then answers as a replica, covering no slot: the sender must ask the new
+/// master for those slots (or fail loudly), never count the shard as done.
+#[test]
+fn an_invalidation_during_a_failover_reaches_the_new_master() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    const PER: usize = 40;
+    for m in MASTERS {
+        for k in cl.keys_on(m, "t:", PER) {
+            put(&mut cc, &k, &["t"], &[]);
+        }
+    }
+    drop(cc);
+    cl.sync_replica();
+    let mut m0 = cl.conn(0);
+    assert_eq!(
+        must(&mut m0, &["CLIENT", "PAUSE", "3000", "WRITE"]),
+        Value::Okay
+    );
+    let port1 = cl.port(1);
+    let sender = std::thread::spawn(move || {
+        let mut c = connect(port1).expect("connect");
+        run(&mut c, &["CACHE.INVALIDATE", "TAG", "t"])
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut r = cl.conn(REPLICA);
+    assert_eq!(
+        must(&mut r, &["CLUSTER", "FAILOVER", "TAKEOVER"]),
+        Value::Okay
+    );
+    eventually("the replica became a master", || {
+        info_field(&mut cl.conn(REPLICA), "replication", "role") == "master"
+    });
+    let reply = sender.join().expect("the sending client");
+    // The new master holds the slots of master 0: nothing tagged t may be left there.
+    let mut new_master = cl.conn(REPLICA);
+    let left = keys(&mut new_master, &["LOCAL", "TAG", "t"]);
+    match reply {
+        Ok(v) => {
+            assert_eq!(int(&v), (3 * PER) as i64, "the reply counts every shard");
+            assert!(
+                left.is_empty(),
+                "{} entries tagged t left on the new master",
+                left.len()
+            );
+        }
+        Err(e) => {
+            // Failing loudly is allowed; a silent short count is not.
+            let e = e.to_string();
+            assert!(e.contains("reached only part of the cluster"), "{e}");
+        }
+    }
+    for m in [1, 2] {
+        assert!(
+            keys(&mut cl.conn(m), &["LOCAL", "TAG", "t"]).is_empty(),
+            "master {m}"
+        );
+    }
+    eventually("the old master follows the new one", || {
+        let mut c = cl.conn(0);
+        info_field(&mut c, "replication", "role") == "slave"
+            && digest(&mut c) == digest(&mut cl.conn(REPLICA))
+    });
+    cl.verify_all();
+}

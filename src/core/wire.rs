@@ -21,13 +21,100 @@ pub struct Request {
 }
 
 /// A master's answer: one reply per command, the resources whose dependents the cascade still
-/// reaches (with the hops left), and whether that database has any dependency at all.
+/// reaches (with the hops left), whether that database has any dependency at all, and the slots
+/// the node served as a master when it ran the commands (None: an older build, which does not
+/// say). A node that is no longer a master answers with no slot: it covered nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub id: u64,
     pub replies: Vec<Outcome>,
     pub frontier: Vec<(Vec<u8>, u32)>,
     pub dependencies: bool,
+    pub slots: Option<Vec<SlotRange>>,
+}
+
+/// Slots `first..=last`.
+pub type SlotRange = (u16, u16);
+
+/// The number of hash slots of a Redis Cluster.
+pub const SLOTS: usize = 16384;
+
+/// A set of hash slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotSet([u64; SLOTS / 64]);
+
+impl Default for SlotSet {
+    fn default() -> Self {
+        SlotSet([0; SLOTS / 64])
+    }
+}
+
+impl SlotSet {
+    pub fn of(ranges: &[SlotRange]) -> SlotSet {
+        let mut s = SlotSet::default();
+        s.add(ranges);
+        s
+    }
+
+    pub fn add(&mut self, ranges: &[SlotRange]) {
+        for &(a, b) in ranges {
+            for slot in usize::from(a)..=usize::from(b).min(SLOTS - 1) {
+                self.0[slot / 64] |= 1 << (slot % 64);
+            }
+        }
+    }
+
+    pub fn contains(&self, slot: usize) -> bool {
+        slot < SLOTS && self.0[slot / 64] & (1 << (slot % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    /// The slots of `self` that `other` lacks.
+    pub fn minus(&self, other: &SlotSet) -> SlotSet {
+        let mut out = self.clone();
+        for (w, o) in out.0.iter_mut().zip(other.0.iter()) {
+            *w &= !o;
+        }
+        out
+    }
+
+    /// Whether any slot of `ranges` is in the set.
+    pub fn meets(&self, ranges: &[SlotRange]) -> bool {
+        ranges
+            .iter()
+            .any(|&(a, b)| (usize::from(a)..=usize::from(b)).any(|s| self.contains(s)))
+    }
+
+    /// The set as ranges, lowest first.
+    pub fn ranges(&self) -> Vec<SlotRange> {
+        let mut out: Vec<SlotRange> = Vec::new();
+        for slot in (0..SLOTS).filter(|&s| self.contains(s)) {
+            let slot = slot as u16;
+            match out.last_mut() {
+                Some((_, b)) if *b + 1 == slot => *b = slot,
+                _ => out.push((slot, slot)),
+            }
+        }
+        out
+    }
+}
+
+/// Ranges as `CLUSTER NODES` writes them: `0-5460,5462`.
+pub fn ranges_text(ranges: &[SlotRange]) -> String {
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 // ---------------------------------------------------------------- encoding
@@ -246,6 +333,13 @@ impl Answer {
             o.u64(u64::from(*left));
         }
         o.0.push(u8::from(self.dependencies));
+        if let Some(slots) = &self.slots {
+            o.u64(slots.len() as u64);
+            for &(a, b) in slots {
+                o.u64(u64::from(a));
+                o.u64(u64::from(b));
+            }
+        }
         o.0
     }
 
@@ -265,12 +359,30 @@ impl Answer {
             frontier.push((k, left));
         }
         let dependencies = i.byte()? != 0;
+        // An older build ends here: it does not say which slots it served.
+        let slots = if i.end().is_ok() {
+            None
+        } else {
+            let n = i.len()?;
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                let slot = |x: u64| u16::try_from(x).ok().filter(|&s| usize::from(s) < SLOTS);
+                let a = slot(i.u64()?).ok_or("bad slot")?;
+                let b = slot(i.u64()?).ok_or("bad slot")?;
+                if a > b {
+                    return Err("bad slot range".into());
+                }
+                v.push((a, b));
+            }
+            Some(v)
+        };
         i.end()?;
         Ok(Answer {
             id,
             replies,
             frontier,
             dependencies,
+            slots,
         })
     }
 }
@@ -284,6 +396,8 @@ pub struct Master {
     pub myself: bool,
     /// The cluster considers it failed (`fail` or `fail?`).
     pub failing: bool,
+    /// The slots it serves (migrations left out).
+    pub slots: Vec<SlotRange>,
 }
 
 /// The masters in `CLUSTER NODES` output. A master that failed and serves no slot is left out:
@@ -302,17 +416,38 @@ pub fn masters(cluster_nodes: &str) -> Vec<Master> {
         }
         let failing = flags.contains(&"fail") || flags.contains(&"fail?");
         // Slot ranges follow the link state; `[slot->-node]` entries are migrations.
-        let slots = fields[8..].iter().any(|s| !s.starts_with('['));
-        if failing && !slots {
+        let slots: Vec<SlotRange> = fields[8..]
+            .iter()
+            .filter(|s| !s.starts_with('['))
+            .filter_map(|s| parse_range(s))
+            .collect();
+        if failing && slots.is_empty() {
             continue;
         }
         out.push(Master {
             id: fields[0].to_string(),
             myself: flags.contains(&"myself"),
             failing,
+            slots,
         });
     }
     out
+}
+
+/// `5460` or `0-5460`.
+fn parse_range(s: &str) -> Option<SlotRange> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
+    (a <= b && usize::from(b) < SLOTS).then_some((a, b))
+}
+
+/// The slots this node serves as a master, from `CLUSTER NODES` (none when it is a replica).
+pub fn my_slots(cluster_nodes: &str) -> Vec<SlotRange> {
+    masters(cluster_nodes)
+        .into_iter()
+        .find(|m| m.myself)
+        .map(|m| m.slots)
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- combining replies
@@ -640,11 +775,52 @@ mod tests {
             ],
             frontier: vec![(b"k".to_vec(), 4)],
             dependencies: true,
+            slots: Some(vec![(0, 5460), (5462, 5462)]),
         };
         assert_eq!(Answer::decode(&a.encode()), Ok(a.clone()));
         let bytes = a.encode();
         assert!(Answer::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(Answer::decode(&[bytes.clone(), vec![0]].concat()).is_err());
+        // An older build's answer ends after `dependencies`: it says no slots.
+        let old = Answer {
+            slots: None,
+            ..a.clone()
+        };
+        let old_bytes = old.encode();
+        assert_eq!(old_bytes.len(), bytes.len() - 8);
+        assert_eq!(Answer::decode(&old_bytes), Ok(old));
+        // A replica's answer: no slot at all.
+        let none = Answer {
+            slots: Some(Vec::new()),
+            ..a
+        };
+        assert_eq!(Answer::decode(&none.encode()), Ok(none));
+        // Slots past the last one, or a range upside down, are refused.
+        for bad in [(0u64, 16384u64), (9, 3)] {
+            let mut o = Out(old_bytes.clone());
+            o.u64(1);
+            o.u64(bad.0);
+            o.u64(bad.1);
+            let b = o.0;
+            assert!(Answer::decode(&b).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn slot_sets_say_what_is_left_uncovered() {
+        let all = SlotSet::of(&[(0, 16383)]);
+        let mut covered = SlotSet::of(&[(0, 5460)]);
+        covered.add(&[(10923, 16383)]);
+        let missing = all.minus(&covered);
+        assert_eq!(missing.ranges(), vec![(5461, 10922)]);
+        assert!(missing.meets(&[(10000, 10001)]) && !missing.meets(&[(0, 5460)]));
+        assert_eq!(ranges_text(&[(0, 2), (5, 5)]), "0-2,5");
+        covered.add(&[(5461, 10922)]);
+        assert!(all.minus(&covered).is_empty());
+        assert_eq!(
+            SlotSet::of(&[(3, 3), (4, 6), (9, 9)]).ranges(),
+            vec![(3, 6), (9, 9)]
+        );
     }
 
     proptest! {
@@ -671,6 +847,14 @@ f6 127.0.0.1:7006@17006 master - 0 0 6 connected
         assert_eq!(ids, vec!["a1", "b2", "c3", "f6"]);
         assert!(m[0].myself && !m[1].myself);
         assert!(m[2].failing && !m[3].failing);
+        assert_eq!(m[0].slots, vec![(0, 5460)]);
+        assert!(m[3].slots.is_empty());
+        assert_eq!(my_slots(text), vec![(0, 5460)]);
+        let migrating =
+            "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-9 12 [13->-b2] [14-<-c3]";
+        assert_eq!(my_slots(migrating), vec![(0, 9), (12, 12)]);
+        let replica = "d4 127.0.0.1:7004@17004 myself,slave a1 0 0 1 connected";
+        assert!(my_slots(replica).is_empty());
     }
 
     #[test]
