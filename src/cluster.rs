@@ -94,6 +94,8 @@ struct Op {
     asked: HashMap<String, Vec<SlotRange>>,
     /// Times the current round was sent again to new owners (bounded).
     reroutes: u32,
+    /// How long it waits (see `deadline_ms`).
+    deadline_ms: u64,
 }
 
 thread_local! {
@@ -265,6 +267,7 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
         round: vec![job.argv.clone()],
         asked: HashMap::new(),
         reroutes: 0,
+        deadline_ms: deadline_ms(ctx),
         job,
     };
     if has_dependencies(db) {
@@ -286,11 +289,23 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
             op.failed.push(m.id.clone());
         }
     }
-    let ms = u64::try_from(config::CLUSTER_TIMEOUT_MS.get()).unwrap_or(5000);
+    let ms = op.deadline_ms;
     op.timer = Some(ctx.create_timer(Duration::from_millis(ms), on_deadline, id));
     OPS.with(|ops| ops.borrow_mut().insert(id, op));
     advance(ctx, id);
     Ok(Reply::Sent)
+}
+
+/// How long a cluster-wide command waits: `cache.cluster-timeout-ms`, but never as long as
+/// `cluster-node-timeout`. A master silent for that long is marked failed, and Redis then
+/// answers a blocked client `CLUSTERDOWN` itself, so the client would never learn what was done
+/// and which masters were missed: the module answers first, at three quarters of it.
+fn deadline_ms(ctx: &Context) -> u64 {
+    let configured = u64::try_from(config::CLUSTER_TIMEOUT_MS.get()).unwrap_or(5000);
+    match server::node_timeout_ms(ctx) {
+        0 => configured,
+        node => configured.min((node - node / 4).max(10)),
+    }
 }
 
 impl Op {
@@ -584,8 +599,10 @@ fn finish(ctx: &Context, id: u64) {
         } else {
             let answered = op.masters.saturating_sub(op.failed.len());
             format!(
-                "{answered} of {} masters answered (cache.cluster-timeout-ms is {}); no answer from {}",
+                "{answered} of {} masters answered within {} ms (cache.cluster-timeout-ms is {}, \
+                 and the wait stays under cluster-node-timeout); no answer from {}",
                 op.masters,
+                op.deadline_ms,
                 config::CLUSTER_TIMEOUT_MS.get(),
                 op.failed.join(", "),
             )

@@ -638,23 +638,26 @@ pub fn latency_sample(ctx: &Context, event: &str, ms: u64) {
     }
 }
 
-/// `latency-monitor-threshold` as last read; -1 when it must be read again.
+/// `latency-monitor-threshold` and `cluster-node-timeout` as last read; -1 when they must be
+/// read again.
 static LATENCY_THRESHOLD: AtomicI64 = AtomicI64::new(-1);
+static NODE_TIMEOUT: AtomicI64 = AtomicI64::new(-1);
 
-/// The server's configuration changed (the config-change server event): the latency threshold
-/// is read again when next needed.
+/// The server's configuration changed (the config-change server event): the server configs the
+/// module uses are read again when next needed.
 pub fn config_changed() {
     LATENCY_THRESHOLD.store(-1, Ordering::Relaxed);
+    NODE_TIMEOUT.store(-1, Ordering::Relaxed);
 }
 
-/// `latency-monitor-threshold` in ms (0: the monitor is off). A `CONFIG GET` through the server
-/// costs as much as tens of thousands of instructions, so it is read once and again after each
-/// configuration change.
-fn latency_threshold(ctx: &Context) -> u64 {
-    if let Ok(t) = u64::try_from(LATENCY_THRESHOLD.load(Ordering::Relaxed)) {
+/// An integer server config, read through `CONFIG GET` once and again after each configuration
+/// change (a `CONFIG GET` through the server costs as much as tens of thousands of
+/// instructions). 0 when it cannot be read.
+fn server_config(ctx: &Context, cache: &AtomicI64, name: &str) -> u64 {
+    if let Ok(t) = u64::try_from(cache.load(Ordering::Relaxed)) {
         return t;
     }
-    let read = match ctx.call("CONFIG", &["GET", "latency-monitor-threshold"]) {
+    let read = match ctx.call("CONFIG", &["GET", name]) {
         Ok(RedisValue::Array(v)) => match v.get(1) {
             Some(RedisValue::SimpleString(s)) => s.parse::<u64>().unwrap_or(0),
             Some(RedisValue::BulkString(s)) => s.parse::<u64>().unwrap_or(0),
@@ -663,8 +666,18 @@ fn latency_threshold(ctx: &Context) -> u64 {
         },
         _ => 0,
     };
-    LATENCY_THRESHOLD.store(i64::try_from(read).unwrap_or(i64::MAX), Ordering::Relaxed);
+    cache.store(i64::try_from(read).unwrap_or(i64::MAX), Ordering::Relaxed);
     read
+}
+
+/// `latency-monitor-threshold` in ms (0: the monitor is off).
+fn latency_threshold(ctx: &Context) -> u64 {
+    server_config(ctx, &LATENCY_THRESHOLD, "latency-monitor-threshold")
+}
+
+/// `cluster-node-timeout` in ms (0: not read).
+pub fn node_timeout_ms(ctx: &Context) -> u64 {
+    server_config(ctx, &NODE_TIMEOUT, "cluster-node-timeout")
 }
 
 /// The key permissions of the user running the command. None when no client user runs it (a

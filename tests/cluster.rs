@@ -2027,3 +2027,32 @@ fn an_invalidation_during_a_failover_reaches_the_new_master() {
     });
     cl.verify_all();
 }
+
+/// With `cluster-node-timeout` (2000 here) below `cache.cluster-timeout-ms` (5000), a frozen
+/// master is marked failed before the module's deadline, and Redis 7.0/8.2 would answer the
+/// blocked client `CLUSTERDOWN` themselves: the module answers first, with its own error that
+/// says what was done (issue 23, defect 4).
+#[test]
+fn a_frozen_master_gets_the_modules_error_before_the_cluster_goes_down() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    for m in MASTERS {
+        for k in cl.keys_on(m, "t:", 3) {
+            put(&mut cc, &k, &["t"], &[]);
+        }
+    }
+    drop(cc);
+    let mut m0 = cl.conn(0);
+    assert_eq!(config_get(&mut m0, "cache.cluster-timeout-ms"), "5000");
+    cl.pause(2);
+    let e = err(&mut m0, &["CACHE.INVALIDATE", "TAG", "t"]);
+    cl.resume(2);
+    assert!(
+        e.starts_with("ERR CACHE.INVALIDATE reached only part of the cluster: 2 of 3 masters"),
+        "{e}"
+    );
+    assert!(e.contains("6 entries invalidated"), "{e}");
+    assert!(e.contains("within 1500 ms"), "{e}");
+    cl.wait_stable();
+    cl.verify_all();
+}
