@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod entry;
 pub mod glob;
+pub mod history;
 pub mod index;
 pub mod lazy;
 pub mod lease;
