@@ -413,7 +413,14 @@ mod tests {
 
     #[test]
     fn each_selector_refuses_what_it_would_select_since_the_token() {
-        let cases: Vec<(Selector, &str, Vec<&str>, Vec<&str>, &'static str)> = vec![
+        type Case = (
+            Selector,
+            &'static str,
+            Vec<&'static str>,
+            Vec<&'static str>,
+            &'static str,
+        );
+        let cases: Vec<Case> = vec![
             (Selector::Keys(vec![b("k")]), "k", vec![], vec![], "key"),
             (Selector::Tags(vec![b("t")]), "x", vec!["t"], vec![], "tag"),
             (
