@@ -60,7 +60,8 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
     let db = server::selected_db(ctx);
     // An entry a LAZY invalidation covers is gone as far as the command can tell, and so is a
     // stale one (SOFT): NX fills it, XX and KEEPTTL find nothing.
-    let existing = key.entry()?.is_some_and(|e| reclaim::live(ctx, argv[1], e));
+    let held = key.entry()?.is_some();
+    let existing = held && key.entry()?.is_some_and(|e| reclaim::live(ctx, argv[1], e));
     match (a.condition, existing) {
         (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
         _ => {}
@@ -73,9 +74,11 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
         Expiry::Default => config::default_ttl_ms().map(|ms| now.saturating_add(ms)),
     };
     if deadline.is_some_and(|t| t <= now) && !replayed {
-        // Like SET with a past EXAT: the new value is gone at once, and so is the old one.
+        // Like SET with a past EXAT: the new value is gone at once, and so is the old one,
+        // whatever state it is in (fresh, stale, covered by LAZY): the DEL reaches the replicas
+        // and the AOF, so a stale or covered entry cannot come back from either.
         crate::fetch::end_lease(db, argv[1], now);
-        if existing {
+        if held {
             delete_as_del(ctx, db, argv[1], key, &args[1]);
             server::replicate_strings(ctx, c"DEL", &args[1..2]);
         }
