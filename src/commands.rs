@@ -639,9 +639,12 @@ fn enqueue(
     let user = server::caller_name(ctx);
     let (queued, item) = {
         let mut st = state::lock();
-        let queued = st.batch.push(db, selector, depth, context, now, delay);
+        // Requests of different users are never folded into one.
+        let queued = st
+            .batch
+            .push(db, selector, depth, context, user.as_deref(), now, delay);
         if let Queued::New(id) = queued {
-            st.batch.attribute(id, rule, user.as_deref());
+            st.batch.attribute(id, rule);
         }
         let item = match queued {
             Queued::New(id) => st.batch.get(id).map(encode_item),
