@@ -480,6 +480,9 @@ unsafe extern "C" fn on_swapdb(
             let mut st = state::lock();
             st.swap(a, b);
             st.lazy_mut(|l| l.swap(a, b));
+            // A BATCHED request is for the data it was queued for: it follows it, as the
+            // marks do (replicas and the AOF replay the same SWAPDB over the same queue).
+            st.batch.swap(a, b);
             drop(st);
             crate::reclaim::swap_waiters(a, b);
             // A lease is for the value its holder is computing for this database's key.
