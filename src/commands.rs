@@ -181,6 +181,8 @@ pub(crate) fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
         None => server::reply(ctx, &Reply::Nil),
     }
     let hit = found.map(|e| e.hit()).is_some();
+    drop(key);
+    crate::watch::read(ctx, argv[1..].iter().copied());
     record_lookups(argv, &[hit], started);
     Ok(Reply::Sent)
 }
@@ -208,6 +210,7 @@ pub(crate) fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) ->
         };
         hits.push(hit);
     }
+    crate::watch::read(ctx, argv[1..].iter().copied());
     record_lookups(argv, &hits, started);
     Ok(Reply::Sent)
 }
@@ -293,6 +296,7 @@ pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]])
     parse::exact(argv, 1, "cache.inspect")?;
     let key = Key::read(ctx, &args[1]);
     let db = server::selected_db(ctx);
+    crate::watch::read(ctx, argv[1..2].iter().copied());
     let Some(e) = key.entry()?.filter(|e| !reclaim::gone(ctx, argv[1], e)) else {
         return Ok(Reply::Nil);
     };
@@ -792,6 +796,8 @@ pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
         PendingArgs::Mark(db, bytes) => {
             let mark = decode_mark(&bytes).map_err(|e| CacheError::Message(format!("ERR {e}")))?;
             reclaim::add_replayed(db, mark);
+            // A replica's watching and tracking clients see the master's mark at once.
+            crate::watch::marked(ctx, db);
             reclaim::arm(ctx);
             return Ok(Reply::Ok);
         }
