@@ -1255,3 +1255,27 @@ fn a_request_follows_its_data_through_swapdb_across_an_aof_restart() {
     assert_eq!(all_keys(&mut c), vec![sv(&["b"]), vec![], vec![]]);
     verify(&mut c);
 }
+
+/// A request selects when it is applied, in the data set it was queued for: an entry MOVEd out
+/// of that database before is not selected (it left the data set, as with IMMEDIATE run then);
+/// FLUSHDB empties the data set but leaves the request, which selects what was written since.
+#[test]
+fn a_request_selects_at_application_after_move_and_flushdb() {
+    let s = Server::start();
+    let mut c = s.conn();
+    config_set(&mut c, "cache.batch-delay-ms", "5000");
+    entry(&mut c, "a", &["t"], &[]);
+    entry(&mut c, "b", &["t"], &[]);
+    batched(&mut c, "KEY a b");
+    assert_eq!(int(&ok(&mut c, &["MOVE", "a", "1"])), 1);
+    assert_eq!(flush(&mut c), 1);
+    assert_eq!(all_keys(&mut c), vec![vec![], sv(&["a"]), vec![]]);
+    batched(&mut c, "TAG t");
+    ok(&mut c, &["FLUSHDB"]);
+    assert_eq!(pending(&mut c).len(), 1, "FLUSHDB leaves the request");
+    entry(&mut c, "c", &["t"], &[]);
+    entry(&mut c, "d", &["u"], &[]);
+    assert_eq!(flush(&mut c), 1);
+    assert_eq!(all_keys(&mut c), vec![sv(&["d"]), sv(&["a"]), vec![]]);
+    verify(&mut c);
+}
