@@ -278,6 +278,7 @@ pub fn signal_modified(ctx: &Context, key: &RedisString) {
             f(ctx.ctx, key.inner);
         }
     }
+    crate::watch::modified(key.as_slice());
 }
 
 /// Whether the client running the command has CLIENT TRACKING on (false without a client).

@@ -13,8 +13,10 @@
 //! When a mark is made (`reclaim::mark`, and a mark from the master), each remembered key that
 //! holds an entry the mark covers (`reclaim::gone`) is signalled as modified, as a DEL would
 //! signal it: EXEC of a transaction watching it fails, and tracking clients get an invalidation
-//! message. Signalled keys are forgotten (a watch is dirty once; the server forgets a tracked
-//! key once it told its clients).
+//! message. A key the module signals as modified, for a mark or for any change it makes, is
+//! forgotten as tracked (the server forgets a tracked key once it told its clients) until it
+//! is read again; watched names are only forgotten by the bound (a name holds no database:
+//! the watch may be in another one than the change).
 //!
 //! Bounded: the most recent `REMEMBERED` names of each kind; an older name is forgotten first,
 //! and a key watched again or read again counts as recent. Over-approximating is harmless: a
@@ -140,6 +142,20 @@ pub fn read<'a>(ctx: &Context, names: impl IntoIterator<Item = &'a [u8]>) {
     settle(&r);
 }
 
+/// The module signalled `name` as modified (a write, a delete, a stale mark, a mark covering
+/// it): tracking clients were told and the server forgot the key for them (tracking ignores
+/// the database), so it need not be remembered as tracked until it is read again. A watched
+/// name stays: the watch may be in another database than the change. One flag check while
+/// nothing is remembered.
+pub fn modified(name: &[u8]) {
+    if !ANY.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut r = lock();
+    r.tracked.forget(name);
+    settle(&r);
+}
+
 /// A mark was just made in `db` (a LAZY invalidation, a stepped IMMEDIATE one, or a mark from
 /// the master): signal every remembered key it covers there, as its DEL would.
 pub fn marked(ctx: &Context, db: usize) {
@@ -166,7 +182,6 @@ pub fn marked(ctx: &Context, db: usize) {
     let names: Vec<Vec<u8>> = crate::state::with_db(db, |idx| {
         names.into_iter().filter(|n| idx.may_hold(n)).collect()
     });
-    let mut signalled = Vec::new();
     for name in names {
         let rs = server::string(ctx, &name);
         let covered = {
@@ -174,20 +189,12 @@ pub fn marked(ctx: &Context, db: usize) {
             matches!(key.held(), Held::Entry(e) if crate::reclaim::gone(ctx, &name, e))
         };
         if covered {
+            // Forgotten as tracked (see `modified`).
             server::signal_modified(ctx, &rs);
-            signalled.push(name);
         }
     }
     if db != original {
         server::select_db(ctx, original);
-    }
-    if !signalled.is_empty() {
-        let mut r = lock();
-        for n in &signalled {
-            r.watched.forget(n);
-            r.tracked.forget(n);
-        }
-        settle(&r);
     }
 }
 

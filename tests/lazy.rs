@@ -2217,6 +2217,16 @@ fn a_lazy_mark_covering_a_watched_key_aborts_exec() {
     assert!(!watched_exec(&mut c, "n:1", || {
         assert_eq!(lazy(&mut other, "PATTERN n:*"), 1);
     }));
+    // A change of the same name in another database leaves the watch (in database 0) to be
+    // told by the mark.
+    ok(&mut other, &a("CACHE.SET y v TAGS 1 yt"));
+    assert!(!watched_exec(&mut c, "y", || {
+        select(&mut other, 1);
+        ok(&mut other, &a("CACHE.SET y v1"));
+        ok(&mut other, &a("CACHE.SET y v2"));
+        select(&mut other, 0);
+        assert_eq!(lazy(&mut other, "TAG yt"), 1);
+    }));
     // A mark that does not cover the watched key leaves the transaction alone.
     assert!(watched_exec(&mut c, "u", || {
         assert_eq!(lazy(&mut other, "TAG none"), 0);
@@ -2225,8 +2235,8 @@ fn a_lazy_mark_covering_a_watched_key_aborts_exec() {
     // What an aborted transaction would have written is not there: the watched keys read as
     // IMMEDIATE left them.
     assert_eq!(
-        values(&ok(&mut c, &a("CACHE.MGET w d n:1"))),
-        vec![None, None, None]
+        values(&ok(&mut c, &a("CACHE.MGET w d n:1 y"))),
+        vec![None, None, None, None]
     );
     ok(&mut other, &a("CACHE.DEBUG RECLAIM RESUME"));
     drained(&mut other);
