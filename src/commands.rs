@@ -60,7 +60,8 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
     let db = server::selected_db(ctx);
     // An entry a LAZY invalidation covers is gone as far as the command can tell, and so is a
     // stale one (SOFT): NX fills it, XX and KEEPTTL find nothing.
-    let existing = key.entry()?.is_some_and(|e| reclaim::live(ctx, argv[1], e));
+    let held = key.entry()?.is_some();
+    let existing = held && key.entry()?.is_some_and(|e| reclaim::live(ctx, argv[1], e));
     match (a.condition, existing) {
         (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
         _ => {}
@@ -73,9 +74,11 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
         Expiry::Default => config::default_ttl_ms().map(|ms| now.saturating_add(ms)),
     };
     if deadline.is_some_and(|t| t <= now) && !replayed {
-        // Like SET with a past EXAT: the new value is gone at once, and so is the old one.
+        // Like SET with a past EXAT: the new value is gone at once, and so is the old one,
+        // whatever state it is in (fresh, stale, covered by LAZY): the DEL reaches the replicas
+        // and the AOF, so a stale or covered entry cannot come back from either.
         crate::fetch::end_lease(db, argv[1], now);
-        if existing {
+        if held {
             delete_as_del(ctx, db, argv[1], key, &args[1]);
             server::replicate_strings(ctx, c"DEL", &args[1..2]);
         }
@@ -174,6 +177,8 @@ pub(crate) fn cache_get(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
         None => server::reply(ctx, &Reply::Nil),
     }
     let hit = found.map(|e| e.hit()).is_some();
+    drop(key);
+    crate::watch::read(ctx, argv[1..].iter().copied());
     record_lookups(argv, &[hit], started);
     Ok(Reply::Sent)
 }
@@ -201,6 +206,7 @@ pub(crate) fn cache_mget(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) ->
         };
         hits.push(hit);
     }
+    crate::watch::read(ctx, argv[1..].iter().copied());
     record_lookups(argv, &hits, started);
     Ok(Reply::Sent)
 }
@@ -286,6 +292,7 @@ pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]])
     parse::exact(argv, 1, "cache.inspect")?;
     let key = Key::read(ctx, &args[1]);
     let db = server::selected_db(ctx);
+    crate::watch::read(ctx, argv[1..2].iter().copied());
     let Some(e) = key.entry()?.filter(|e| !reclaim::gone(ctx, argv[1], e)) else {
         return Ok(Reply::Nil);
     };
@@ -632,9 +639,12 @@ fn enqueue(
     let user = server::caller_name(ctx);
     let (queued, item) = {
         let mut st = state::lock();
-        let queued = st.batch.push(db, selector, depth, context, now, delay);
+        // Requests of different users are never folded into one.
+        let queued = st
+            .batch
+            .push(db, selector, depth, context, user.as_deref(), now, delay);
         if let Queued::New(id) = queued {
-            st.batch.attribute(id, rule, user.as_deref());
+            st.batch.attribute(id, rule);
         }
         let item = match queued {
             Queued::New(id) => st.batch.get(id).map(encode_item),
@@ -782,6 +792,8 @@ pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
         PendingArgs::Mark(db, bytes) => {
             let mark = decode_mark(&bytes).map_err(|e| CacheError::Message(format!("ERR {e}")))?;
             reclaim::add_replayed(db, mark);
+            // A replica's watching and tracking clients see the master's mark at once.
+            crate::watch::marked(ctx, db);
             reclaim::arm(ctx);
             return Ok(Reply::Ok);
         }

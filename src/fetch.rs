@@ -102,6 +102,7 @@ pub(crate) fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -
         _ => None,
     };
     drop(key);
+    crate::watch::read(ctx, [a.key]);
     let th = config::thresholds();
     {
         let mut st = state::lock();

@@ -401,6 +401,51 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
     })
 }
 
+/// The command filter (every command a client sends, before it runs; not the module's own
+/// calls): `WATCH`'s keys and `CLIENT TRACKING ON` go to `watch`, which tells them when a mark
+/// covers them. Reads the arguments only, changes nothing.
+unsafe extern "C" fn command_filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    guard((), || {
+        let (Some(count), Some(arg)) = (
+            raw::RedisModule_CommandFilterArgsCount,
+            raw::RedisModule_CommandFilterArgGet,
+        ) else {
+            return;
+        };
+        let n = count(fctx);
+        if n < 2 {
+            return;
+        }
+        let word = |i: c_int| {
+            let s = arg(fctx, i);
+            if s.is_null() {
+                &[][..]
+            } else {
+                RedisString::string_as_slice(s)
+            }
+        };
+        let name = word(0);
+        if name.eq_ignore_ascii_case(b"watch") {
+            crate::watch::watching((1..n).map(word));
+        } else if n >= 3
+            && name.eq_ignore_ascii_case(b"client")
+            && word(1).eq_ignore_ascii_case(b"tracking")
+            && word(2).eq_ignore_ascii_case(b"on")
+        {
+            crate::watch::tracking_seen();
+        }
+    })
+}
+
+/// Registers the command filter (see `command_filter`); false when the server refuses it.
+pub fn register_command_filter(ctx: &Context) -> bool {
+    let Some(register) = (unsafe { raw::RedisModule_RegisterCommandFilter }) else {
+        return false;
+    };
+    let flags = raw::REDISMODULE_CMDFILTER_NOSELF as c_int;
+    !unsafe { register(ctx.ctx, Some(command_filter), flags) }.is_null()
+}
+
 /// Subscribes to the server events and keyspace notifications the index follows.
 pub fn subscribe(ctx: &Context) -> bool {
     let events: [(u64, raw::RedisModuleEventCallback); 5] = [
@@ -479,6 +524,9 @@ unsafe extern "C" fn on_swapdb(
             let mut st = state::lock();
             st.swap(a, b);
             st.lazy_mut(|l| l.swap(a, b));
+            // A BATCHED request is for the data it was queued for: it follows it, as the
+            // marks do (replicas and the AOF replay the same SWAPDB over the same queue).
+            st.batch.swap(a, b);
             drop(st);
             crate::reclaim::swap_waiters(a, b);
             // A lease is for the value its holder is computing for this database's key.

@@ -14,6 +14,7 @@ pub mod guard;
 pub mod reclaim;
 pub mod server;
 pub mod state;
+pub mod watch;
 
 #[cfg(not(test))]
 mod module {
@@ -91,6 +92,10 @@ mod module {
         if let Err(why) = crate::acl::register(ctx, &COMMANDS, &SUBCOMMANDS) {
             // The commands work without their category: load anyway, and say so.
             ctx.log_warning(&format!("tagcache: {why}"));
+        }
+        if !ffi::register_command_filter(ctx) {
+            ctx.log_warning("tagcache: could not register the command filter (WATCH)");
+            return Status::Err;
         }
         if ffi::subscribe(ctx) {
             Status::Ok

@@ -284,6 +284,8 @@ fn add(ctx: &Context, db: usize, mut mark: Mark) -> u64 {
         "CACHE.PENDING",
         &[b"MARK", db.to_string().as_bytes(), &bytes],
     );
+    // WATCH and tracking see what the mark covers now, as they see IMMEDIATE's deletes.
+    crate::watch::marked(ctx, db);
     arm(ctx);
     gen
 }

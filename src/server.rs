@@ -278,6 +278,31 @@ pub fn signal_modified(ctx: &Context, key: &RedisString) {
             f(ctx.ctx, key.inner);
         }
     }
+    crate::watch::modified(key.as_slice());
+}
+
+/// Whether the client running the command has CLIENT TRACKING on (false without a client).
+pub fn client_tracks(ctx: &Context) -> bool {
+    unsafe {
+        let (Some(id_of), Some(info_of)) = (
+            raw::RedisModule_GetClientId,
+            raw::RedisModule_GetClientInfoById,
+        ) else {
+            return false;
+        };
+        let id = id_of(ctx.ctx);
+        if id == 0 {
+            return false;
+        }
+        let mut info: raw::RedisModuleClientInfo = std::mem::zeroed();
+        info.version = 1;
+        if info_of((&mut info as *mut raw::RedisModuleClientInfo).cast(), id)
+            != raw::REDISMODULE_OK as c_int
+        {
+            return false;
+        }
+        info.flags & u64::from(raw::REDISMODULE_CLIENTINFO_FLAG_TRACKING) != 0
+    }
 }
 
 /// Module options: no implicit "modified" signal on closing keys opened for writing (the module

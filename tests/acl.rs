@@ -359,3 +359,34 @@ fn a_user_with_only_cache_get_and_cache_stats_is_refused_every_write() {
     assert_eq!(int(&field(&stats, "hits")), 1, "the one CACHE.GET");
     verify(&mut admin);
 }
+
+/// Issue 21, defect 4: BATCHED requests of different users are never folded into one; each is
+/// applied with the rights of the user who queued it. Identical requests of one user still fold.
+#[test]
+fn batched_requests_of_different_users_are_not_folded() {
+    let s = Server::start();
+    let mut admin = s.conn();
+    ok(
+        &mut admin,
+        &["CONFIG", "SET", "cache.batch-delay-ms", "5000"],
+    );
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "app", "on", ">pw", "~app:*", "+@all"],
+    );
+    ok(&mut admin, &["CACHE.SET", "app:1", "a", "TAGS", "1", "t"]);
+    ok(&mut admin, &["CACHE.SET", "other:1", "b", "TAGS", "1", "t"]);
+    let mut app = user(&s, "app");
+    let batched = ["CACHE.INVALIDATE", "STRATEGY", "BATCHED", "TAG", "t"];
+    assert_eq!(int(&ok(&mut app, &batched)), 0);
+    assert_eq!(int(&ok(&mut admin, &batched)), 0);
+    assert_eq!(int(&ok(&mut admin, &batched)), 0);
+    let rows = list(&ok(&mut admin, &["CACHE.PENDING"]));
+    assert_eq!(rows.len(), 2, "one request per user: {rows:?}");
+    let coalesced: Vec<i64> = rows.iter().map(|r| int(&field(r, "coalesced"))).collect();
+    assert_eq!(coalesced, vec![0, 1], "the same user's requests still fold");
+    // app's removes app:1, default's other:1.
+    assert_eq!(int(&ok(&mut admin, &["CACHE.PENDING", "FLUSH"])), 2);
+    assert_eq!(keys(&mut admin, &["ALL"]), Vec::<String>::new());
+    verify(&mut admin);
+}

@@ -1183,3 +1183,99 @@ fn batch_delay_can_be_set_as_a_module_argument() {
     assert!(keys(&mut c, &["ALL"]).is_empty());
     verify(&mut c);
 }
+
+/// Issue 21, defect 5: a queued request follows its data through SWAPDB, as LAZY marks do: on
+/// the master, on the replica's copy of the queue (which replays the same SWAPDB; checked once
+/// promoted, as a replica refuses CACHE.PENDING), and after a restart from the AOF (which
+/// replays the queue and the SWAPDB in their order).
+#[test]
+fn a_request_follows_its_data_through_swapdb() {
+    let m = master();
+    let r = replica_of(&m);
+    let mut mc = m.conn();
+    let mut rc = r.conn();
+    wait_link(&mut rc);
+    config_set(&mut mc, "cache.batch-delay-ms", "5000");
+    config_set(&mut rc, "cache.batch-delay-ms", "5000");
+    entry(&mut mc, "a", &["t"], &[]);
+    entry(&mut mc, "keep", &["k"], &[]);
+    select(&mut mc, 1);
+    entry(&mut mc, "b", &["t"], &[]);
+    select(&mut mc, 0);
+    // Queued for database 0's data (a); then the data sets trade places.
+    batched(&mut mc, "TAG t");
+    ok(&mut mc, &["SWAPDB", "0", "1"]);
+    let dbs = |c: &mut Connection| pending(c).iter().map(|p| p.db).collect::<Vec<_>>();
+    assert_eq!(dbs(&mut mc), vec![1], "the request went with its data");
+    // Queued now for database 0 (b's data, by KEY): another request, in database 0.
+    batched(&mut mc, "KEY nothing");
+    ok(&mut mc, &["SWAPDB", "0", "1"]);
+    ok(&mut mc, &["SWAPDB", "1", "0"]);
+    assert_eq!(dbs(&mut mc), vec![1, 0]);
+    sync(&mut mc, &mut rc);
+    // The replica, promoted, holds the same queue.
+    ok(&mut rc, &["REPLICAOF", "NO", "ONE"]);
+    assert_eq!(dbs(&mut rc), vec![1, 0], "the replica's copy followed too");
+    // Applied where the data went: a (now in database 1) goes, b (never targeted) stays.
+    let end = vec![sv(&["b"]), sv(&["keep"]), vec![]];
+    assert_eq!(flush(&mut mc), 1);
+    assert_eq!(all_keys(&mut mc), end, "a went, b stayed");
+    assert_eq!(flush(&mut rc), 1);
+    assert_eq!(all_keys(&mut rc), end);
+    verify(&mut mc);
+    verify(&mut rc);
+}
+
+#[test]
+fn a_request_follows_its_data_through_swapdb_across_an_aof_restart() {
+    let mut s = Server::with(&[], &["--appendonly", "yes"]);
+    {
+        let mut c = s.conn();
+        config_set(&mut c, "cache.batch-delay-ms", "5000");
+        entry(&mut c, "a", &["t"], &[]);
+        select(&mut c, 1);
+        entry(&mut c, "b", &["t"], &[]);
+        select(&mut c, 0);
+        batched(&mut c, "TAG t");
+        ok(&mut c, &["SWAPDB", "0", "1"]);
+        assert_eq!(
+            pending(&mut c).iter().map(|p| p.db).collect::<Vec<_>>(),
+            vec![1]
+        );
+    }
+    s.restart("NOSAVE");
+    let mut c = s.conn();
+    // Still queued unless its due time (5 s after it was queued) passed during the restart.
+    let dbs: Vec<i64> = pending(&mut c).iter().map(|p| p.db).collect();
+    assert!(
+        dbs.is_empty() || dbs == vec![1],
+        "replayed from the AOF: {dbs:?}"
+    );
+    flush(&mut c);
+    assert_eq!(all_keys(&mut c), vec![sv(&["b"]), vec![], vec![]]);
+    verify(&mut c);
+}
+
+/// A request selects when it is applied, in the data set it was queued for: an entry MOVEd out
+/// of that database before is not selected (it left the data set, as with IMMEDIATE run then);
+/// FLUSHDB empties the data set but leaves the request, which selects what was written since.
+#[test]
+fn a_request_selects_at_application_after_move_and_flushdb() {
+    let s = Server::start();
+    let mut c = s.conn();
+    config_set(&mut c, "cache.batch-delay-ms", "5000");
+    entry(&mut c, "a", &["t"], &[]);
+    entry(&mut c, "b", &["t"], &[]);
+    batched(&mut c, "KEY a b");
+    assert_eq!(int(&ok(&mut c, &["MOVE", "a", "1"])), 1);
+    assert_eq!(flush(&mut c), 1);
+    assert_eq!(all_keys(&mut c), vec![vec![], sv(&["a"]), vec![]]);
+    batched(&mut c, "TAG t");
+    ok(&mut c, &["FLUSHDB"]);
+    assert_eq!(pending(&mut c).len(), 1, "FLUSHDB leaves the request");
+    entry(&mut c, "c", &["t"], &[]);
+    entry(&mut c, "d", &["u"], &[]);
+    assert_eq!(flush(&mut c), 1);
+    assert_eq!(all_keys(&mut c), vec![sv(&["d"]), sv(&["a"]), vec![]]);
+    verify(&mut c);
+}

@@ -16,6 +16,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use redis::ConnectionLike;
+
 /// A RESP2/RESP3 value as the wire has it.
 #[derive(Debug, Clone, PartialEq)]
 enum R {
@@ -702,6 +704,245 @@ fn command_info_declares_read_only_commands_and_keys() {
     assert_eq!(
         strings(&ok(&mut c, &["COMMAND", "GETKEYS", "CACHE.GET", "a"])),
         vec!["a"]
+    );
+    verify(&mut c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 21: what WATCH, CLIENT TRACKING and keyspace events see, strategy by strategy
+// ---------------------------------------------------------------------------------------------
+
+/// A tracking client that read a key a LAZY mark covers hears of it when the mark is made, not
+/// only when the reclaimer deletes the key (defect 6's tracking half).
+#[test]
+fn tracking_hears_of_a_lazy_mark_at_once() {
+    let (_s, mut c, mut t) = tracking();
+    ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
+    ok(&mut c, &["CACHE.SET", "k", "v", "TAGS", "1", "t"]);
+    ok(&mut c, &["CACHE.SET", "dep", "v", "DEPENDS", "1", "k"]);
+    ok(&mut c, &["CACHE.SET", "other", "v", "TAGS", "1", "o"]);
+    for k in ["k", "dep", "other"] {
+        read(&mut t, k, Some("v"));
+    }
+    assert_eq!(
+        int(&ok(
+            &mut c,
+            &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t"]
+        )),
+        2,
+        "k, and dep through the cascade"
+    );
+    assert_eq!(invalidated3(&t.ping_collect()), vec!["dep", "k"]);
+    // The reclaimer's DEL later: the client read nothing since, so nothing more.
+    ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "STEP"]);
+    assert_eq!(int(&ok(&mut c, &["EXISTS", "k", "dep"])), 0);
+    assert_eq!(invalidated3(&t.ping_collect()), Vec::<String>::new());
+    read(&mut t, "other", Some("v"));
+    verify(&mut c);
+}
+
+/// What one strategy's invalidation of `k` showed: at the command (for a stepped IMMEDIATE:
+/// once its mark is made, before its steps), then after its background work (the reclaimer's
+/// steps, the BATCHED queue applied, the SOFT grace's end).
+#[derive(Debug, PartialEq)]
+struct Seen {
+    events: Vec<(String, String)>,
+    tracked: Vec<String>,
+    /// A transaction watching `k` from before this moment still ran (false: EXEC failed).
+    exec_ran: bool,
+}
+
+fn seen(events: &[(&str, &str)], tracked: &[&str], exec_ran: bool) -> Seen {
+    Seen {
+        events: ev(events),
+        tracked: tracked.iter().map(|s| s.to_string()).collect(),
+        exec_ran,
+    }
+}
+
+/// Runs `MULTI` / `PING` / `EXEC` on a connection that watches: whether EXEC ran.
+fn exec_runs(w: &mut Connection) -> bool {
+    assert_eq!(ok(w, &["MULTI"]), Value::Okay);
+    ok(w, &["PING"]);
+    match w.req_command(&redis::cmd("EXEC")).expect("EXEC") {
+        Value::Nil => false,
+        Value::Array(_) => true,
+        other => panic!("EXEC: {other:?}"),
+    }
+}
+
+/// Measures `strategy` ("IMMEDIATE", "STEPPED", "LAZY", "SOFT", "BATCHED") on one entry `k`:
+/// (at the command, after the background work).
+fn measure(strategy: &str) -> (Seen, Seen) {
+    let (s, mut c, mut sub) = notifying();
+    let mut t = Resp::connect3(&s);
+    assert_eq!(
+        t.call(&["CLIENT", "TRACKING", "ON"]),
+        R::Simple("OK".into())
+    );
+    ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
+    config_set(&mut c, "cache.batch-delay-ms", "5000");
+    ok(&mut c, &["CACHE.SET", "k", "v", "TAGS", "1", "t"]);
+    let _ = sub.ping_collect();
+    let mut w1 = s.conn();
+    assert_eq!(ok(&mut w1, &["WATCH", "k"]), Value::Okay);
+    read(&mut t, "k", Some("v"));
+    let mut blocked = s.conn();
+    match strategy {
+        "STEPPED" => {
+            config_set(&mut c, "cache.stepped-threshold", "1");
+            let cmd = redis::cmd("CACHE.INVALIDATE")
+                .arg("TAG")
+                .arg("t")
+                .get_packed_command();
+            blocked.send_packed_command(&cmd).expect("send");
+            eventually("the stepped invalidation's mark", || {
+                get(&mut c, "k").is_none()
+            });
+        }
+        "SOFT" => {
+            let n = ok(
+                &mut c,
+                &[
+                    "CACHE.INVALIDATE",
+                    "STRATEGY",
+                    "SOFT",
+                    "GRACE",
+                    "1",
+                    "TAG",
+                    "t",
+                ],
+            );
+            assert_eq!(int(&n), 1);
+        }
+        other => {
+            let n = ok(&mut c, &["CACHE.INVALIDATE", "STRATEGY", other, "TAG", "t"]);
+            assert_eq!(int(&n), if other == "BATCHED" { 0 } else { 1 });
+        }
+    }
+    let at_command = Seen {
+        events: events(&sub.ping_collect()),
+        tracked: invalidated3(&t.ping_collect()),
+        exec_ran: exec_runs(&mut w1),
+    };
+    // Read again (a miss, or still a hit for BATCHED) and watched again: does the background
+    // work tell these too?
+    let mut w2 = s.conn();
+    assert_eq!(ok(&mut w2, &["WATCH", "k"]), Value::Okay);
+    let _ = t.call(&["CACHE.GET", "k"]);
+    match strategy {
+        "STEPPED" | "LAZY" => {
+            ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "STEP"]);
+            if strategy == "STEPPED" {
+                assert_eq!(int(&blocked.recv_response().expect("reply")), 1);
+            }
+        }
+        "BATCHED" => assert_eq!(int(&ok(&mut c, &["CACHE.PENDING", "FLUSH"])), 1),
+        "SOFT" => eventually("the grace ends", || int(&ok(&mut c, &["EXISTS", "k"])) == 0),
+        _ => {}
+    }
+    assert_eq!(
+        int(&ok(&mut c, &["EXISTS", "k"])),
+        0,
+        "{strategy}: k is gone"
+    );
+    let after = Seen {
+        events: events(&sub.ping_collect()),
+        tracked: invalidated3(&t.ping_collect()),
+        exec_ran: exec_runs(&mut w2),
+    };
+    verify(&mut c);
+    (at_command, after)
+}
+
+/// The table in README "What other clients see, strategy by strategy", measured.
+#[test]
+fn what_watch_tracking_and_events_see_for_each_strategy() {
+    let nothing = || seen(&[], &[], true);
+    let cases = [
+        ("IMMEDIATE", seen(&[("del", "k")], &["k"], false), nothing()),
+        (
+            "STEPPED",
+            seen(&[], &["k"], false),
+            seen(&[("del", "k")], &["k"], false),
+        ),
+        (
+            "LAZY",
+            seen(&[], &["k"], false),
+            seen(&[("del", "k")], &["k"], false),
+        ),
+        (
+            "SOFT",
+            seen(&[("cache.soft", "k")], &["k"], false),
+            seen(&[("expired", "k")], &["k"], false),
+        ),
+        ("BATCHED", nothing(), seen(&[("del", "k")], &["k"], false)),
+    ];
+    for (strategy, at_command, after) in cases {
+        assert_eq!(
+            measure(strategy),
+            (at_command, after),
+            "{strategy}: (at the command, after the background work)"
+        );
+    }
+}
+
+/// On a replica: a client tracking what it read there hears of the master's LAZY mark when the
+/// mark arrives (`CACHE.PENDING MARK`), not when the master's reclaimer sends the DEL.
+#[test]
+fn tracking_on_a_replica_hears_of_the_masters_mark() {
+    let m = master();
+    let r = replica_of(&m);
+    let mut mc = m.conn();
+    let mut rc = r.conn();
+    wait_link(&mut rc);
+    ok(&mut mc, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
+    ok(&mut mc, &["CACHE.SET", "k", "v", "TAGS", "1", "t"]);
+    ok(&mut mc, &["CACHE.SET", "other", "v", "TAGS", "1", "o"]);
+    sync(&mut mc, &mut rc);
+    let mut t = Resp::connect3(&r);
+    assert_eq!(
+        t.call(&["CLIENT", "TRACKING", "ON"]),
+        R::Simple("OK".into())
+    );
+    read(&mut t, "k", Some("v"));
+    read(&mut t, "other", Some("v"));
+    let n = ok(
+        &mut mc,
+        &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t"],
+    );
+    assert_eq!(int(&n), 1);
+    assert_eq!(int(&ok(&mut mc, &["WAIT", "1", "5000"])), 1);
+    assert_eq!(int(&ok(&mut rc, &["EXISTS", "k"])), 1, "not reclaimed yet");
+    assert_eq!(invalidated3(&t.ping_collect()), vec!["k"]);
+    read(&mut t, "k", None);
+    verify(&mut rc);
+}
+
+/// A client tracking in BCAST mode (prefixes, no record of what it read) hears of a LAZY
+/// invalidation's keys when the reclaimer deletes them, unless some client watched or tracked
+/// the key (then at the mark, see `watch.rs`).
+#[test]
+fn tracking_in_bcast_mode_hears_of_lazy_at_the_reclaimers_del() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut t = Resp::connect3(&s);
+    let on = t.call(&["CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "b:"]);
+    assert_eq!(on, R::Simple("OK".into()));
+    ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
+    ok(&mut c, &["CACHE.SET", "b:1", "v", "TAGS", "1", "t"]);
+    assert_eq!(invalidated3(&t.ping_collect()), vec!["b:1"], "the write");
+    let n = ok(
+        &mut c,
+        &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t"],
+    );
+    assert_eq!(int(&n), 1);
+    assert_eq!(invalidated3(&t.ping_collect()), Vec::<String>::new());
+    ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "STEP"]);
+    assert_eq!(
+        invalidated3(&t.ping_collect()),
+        vec!["b:1"],
+        "the reclaimer's DEL"
     );
     verify(&mut c);
 }

@@ -576,3 +576,43 @@ fn stats_and_advice_on_stale_serves_and_expiring_leases() {
     );
     verify(&mut c);
 }
+
+/// Issue 21, defect 3: a deadline already past removes the entry whatever state it is in —
+/// stale (SOFT) or covered by a LAZY mark, as well as fresh — and the removal is a `DEL` in the
+/// AOF: after a restart the entry does not come back.
+#[test]
+fn a_past_deadline_removes_a_stale_or_covered_entry_and_the_aof_keeps_it_removed() {
+    let mut s = Server::with(&[], &["--appendonly", "yes"]);
+    {
+        let mut c = s.conn();
+        wait_rewrite(&mut c);
+        // The reclaimer must not remove the covered entry itself.
+        ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+        // Stale.
+        ok(&mut c, &a("CACHE.SET p v TAGS 1 t"));
+        assert_eq!(inv(&mut c, "STRATEGY SOFT GRACE 1000 TAG t"), 1);
+        assert_eq!(ok(&mut c, &a("CACHE.SET p new PXAT 1000")), Value::Okay);
+        assert_eq!(exists(&mut c, "p"), 0, "the stale entry is removed");
+        assert_eq!(fetch(&mut c, "p"), st(None, "miss"));
+        // Covered by LAZY, with a dependent that stays covered.
+        ok(&mut c, &a("CACHE.SET q v TAGS 1 u"));
+        ok(&mut c, &a("CACHE.SET qdep v DEPENDS 1 q"));
+        assert_eq!(inv(&mut c, "STRATEGY LAZY TAG u"), 2, "q and qdep");
+        assert_eq!(ok(&mut c, &a("CACHE.SET q new EXAT 1")), Value::Okay);
+        assert_eq!(exists(&mut c, "q"), 0, "the covered entry is removed");
+        assert_eq!(get(&mut c, "qdep"), None);
+        // Fresh (the control).
+        ok(&mut c, &a("CACHE.SET r v"));
+        assert_eq!(ok(&mut c, &a("CACHE.SET r new PXAT 1000")), Value::Okay);
+        assert_eq!(exists(&mut c, "r"), 0);
+        verify(&mut c);
+    }
+    s.restart("NOSAVE");
+    let mut c = s.conn();
+    for k in ["p", "q", "r"] {
+        assert_eq!(exists(&mut c, k), 0, "{k} came back from the AOF");
+    }
+    assert_eq!(fetch(&mut c, "p"), st(None, "miss"));
+    assert_eq!(get(&mut c, "qdep"), None);
+    verify(&mut c);
+}

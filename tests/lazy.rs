@@ -2326,3 +2326,109 @@ fn a_covered_dependency_that_expires_keeps_its_dependents_covered() {
     assert_eq!(n, (2, 3));
     verify(&mut c);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 21, defect 6: WATCH sees a mark
+// ---------------------------------------------------------------------------------------------
+
+/// `WATCH key`, then whatever `meanwhile` does on another connection, then `MULTI` /
+/// `CACHE.SET key derived` / `EXEC` on the watching one: whether EXEC ran (false: aborted).
+fn watched_exec(c: &mut Connection, key: &str, meanwhile: impl FnOnce()) -> bool {
+    assert_eq!(ok(c, &["WATCH", key]), Value::Okay);
+    // What the watcher read before deciding what to write.
+    let _ = ok(c, &["CACHE.GET", key]);
+    meanwhile();
+    assert_eq!(ok(c, &["MULTI"]), Value::Okay);
+    ok(c, &["CACHE.SET", key, "derived"]);
+    match c.req_command(&redis::cmd("EXEC")).expect("EXEC") {
+        Value::Nil => false,
+        Value::Array(_) => true,
+        other => panic!("EXEC: {other:?}"),
+    }
+}
+
+#[test]
+fn a_lazy_mark_covering_a_watched_key_aborts_exec() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut other = s.conn();
+    ok(&mut other, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    for cmd in [
+        "CACHE.SET w v TAGS 1 wt",
+        "CACHE.SET x v TAGS 1 xt",
+        "CACHE.SET d v DEPENDS 1 x",
+        "CACHE.SET u v TAGS 1 ut",
+        "CACHE.SET n:1 v",
+    ] {
+        ok(&mut other, &a(cmd));
+    }
+    // The reproduction: the selector picks the watched key.
+    assert!(!watched_exec(&mut c, "w", || {
+        assert_eq!(lazy(&mut other, "TAG wt"), 1);
+    }));
+    // The cascade covers the watched key.
+    assert!(!watched_exec(&mut c, "d", || {
+        assert_eq!(lazy(&mut other, "TAG xt"), 2, "x and d through the cascade");
+    }));
+    // A pattern.
+    assert!(!watched_exec(&mut c, "n:1", || {
+        assert_eq!(lazy(&mut other, "PATTERN n:*"), 1);
+    }));
+    // A change of the same name in another database leaves the watch (in database 0) to be
+    // told by the mark.
+    ok(&mut other, &a("CACHE.SET y v TAGS 1 yt"));
+    assert!(!watched_exec(&mut c, "y", || {
+        select(&mut other, 1);
+        ok(&mut other, &a("CACHE.SET y v1"));
+        ok(&mut other, &a("CACHE.SET y v2"));
+        select(&mut other, 0);
+        assert_eq!(lazy(&mut other, "TAG yt"), 1);
+    }));
+    // A mark that does not cover the watched key leaves the transaction alone.
+    assert!(watched_exec(&mut c, "u", || {
+        assert_eq!(lazy(&mut other, "TAG none"), 0);
+    }));
+    assert_eq!(get(&mut c, "u").as_deref(), Some("derived"));
+    // What an aborted transaction would have written is not there: the watched keys read as
+    // IMMEDIATE left them.
+    assert_eq!(
+        values(&ok(&mut c, &a("CACHE.MGET w d n:1 y"))),
+        vec![None, None, None, None]
+    );
+    ok(&mut other, &a("CACHE.DEBUG RECLAIM RESUME"));
+    drained(&mut other);
+    verify(&mut c);
+}
+
+/// A stepped IMMEDIATE invalidation marks first (its client blocked until the steps deleted
+/// everything): a transaction watching a key it covers fails even before the key is deleted.
+#[test]
+fn a_stepped_immediate_invalidation_aborts_exec_before_its_steps() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut other = s.conn();
+    for k in ["s1", "s2", "s3"] {
+        ok(&mut other, &["CACHE.SET", k, "v", "TAGS", "1", "st"]);
+    }
+    ok(&mut other, &a("CACHE.SET keep v"));
+    config_set(&mut other, "cache.stepped-threshold", "2");
+    ok(&mut other, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    let mut blocked = s.conn();
+    let ran = watched_exec(&mut c, "s2", || {
+        let cmd = redis::cmd("CACHE.INVALIDATE")
+            .arg("TAG")
+            .arg("st")
+            .get_packed_command();
+        blocked.send_packed_command(&cmd).expect("send");
+        // The invalidation has made its mark once the entries read as missing.
+        eventually("the stepped invalidation's mark", || {
+            get(&mut other, "s1").is_none()
+        });
+        assert_eq!(exists(&mut other, "s2"), 1, "not deleted yet");
+    });
+    assert!(!ran, "EXEC ran over a key the stepped invalidation covers");
+    ok(&mut other, &a("CACHE.DEBUG RECLAIM RESUME"));
+    assert_eq!(int(&blocked.recv_response().expect("reply")), 3);
+    assert_eq!(keys(&mut other, &["ALL"]), sv(&["keep"]));
+    verify(&mut other);
+}

@@ -30,8 +30,9 @@ pub struct Pending {
     pub coalesced: u64,
 }
 
-/// Identical requests (same database, selector and depth) are one.
-type RequestKey = (usize, Selector, Option<u32>);
+/// Identical requests (same database, selector, depth and user) are one: requests of
+/// different users are never folded, each is applied with its own user's rights.
+type RequestKey = (usize, Selector, Option<u32>, Option<Vec<u8>>);
 
 /// The queue, oldest first (by id), with indexes by request (coalescing) and by due time: every
 /// operation is O(log n).
@@ -61,7 +62,7 @@ impl Default for Batch {
 }
 
 fn request_key(p: &Pending) -> RequestKey {
-    (p.db, p.selector.clone(), p.depth)
+    (p.db, p.selector.clone(), p.depth, p.user.clone())
 }
 
 impl Batch {
@@ -74,18 +75,20 @@ impl Batch {
         }
     }
 
-    /// Queues a request due at `now_ms + delay_ms`; an identical request (same database,
-    /// selector and depth) already waiting absorbs it.
+    /// Queues a request of `user` due at `now_ms + delay_ms`; an identical request (same
+    /// database, selector, depth and user) already waiting absorbs it.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         db: usize,
         selector: Selector,
         depth: Option<u32>,
         context: Option<Vec<u8>>,
+        user: Option<&[u8]>,
         now_ms: i64,
         delay_ms: i64,
     ) -> Queued {
-        let key = (db, selector, depth);
+        let key = (db, selector, depth, user.map(<[u8]>::to_vec));
         if let Some(&id) = self.by_request.get(&key) {
             if let Some(p) = self.items.get_mut(&id) {
                 p.coalesced += 1;
@@ -93,7 +96,7 @@ impl Batch {
             return Queued::Coalesced(id);
         }
         let id = self.next_id.max(1);
-        let (db, selector, depth) = key;
+        let (db, selector, depth, user) = key;
         self.add(Pending {
             id,
             db,
@@ -101,7 +104,7 @@ impl Batch {
             depth,
             context,
             rule: None,
-            user: None,
+            user,
             queued_ms: now_ms,
             due_ms: now_ms.saturating_add(delay_ms),
             coalesced: 0,
@@ -116,12 +119,34 @@ impl Batch {
         self.items.insert(item.id, item);
     }
 
-    /// Records who queued a new request: the rule it is credited to, the user whose
-    /// permissions apply.
-    pub fn attribute(&mut self, id: u64, rule: Option<&[u8]>, user: Option<&[u8]>) {
+    /// Records the rule a new request is credited to.
+    pub fn attribute(&mut self, id: u64, rule: Option<&[u8]>) {
         if let Some(p) = self.items.get_mut(&id) {
             p.rule = rule.map(<[u8]>::to_vec);
-            p.user = user.map(<[u8]>::to_vec);
+        }
+    }
+
+    /// SWAPDB: the requests for either database follow their data to the other one.
+    pub fn swap(&mut self, a: usize, b: usize) {
+        if a == b {
+            return;
+        }
+        let mut moved = false;
+        for p in self.items.values_mut() {
+            if p.db == a {
+                p.db = b;
+                moved = true;
+            } else if p.db == b {
+                p.db = a;
+                moved = true;
+            }
+        }
+        if moved {
+            self.by_request = self
+                .items
+                .values()
+                .map(|p| (request_key(p), p.id))
+                .collect();
         }
     }
 
@@ -354,14 +379,20 @@ mod tests {
     #[test]
     fn identical_requests_coalesce_until_applied() {
         let mut b = Batch::new();
-        assert_eq!(b.push(0, tag("a"), None, None, 1000, 100), Queued::New(1));
-        let again = b.push(0, tag("a"), None, Some(b"later".to_vec()), 1050, 100);
+        assert_eq!(
+            b.push(0, tag("a"), None, None, None, 1000, 100),
+            Queued::New(1)
+        );
+        let again = b.push(0, tag("a"), None, Some(b"later".to_vec()), None, 1050, 100);
         assert_eq!(again, Queued::Coalesced(1));
-        let other_db = b.push(1, tag("a"), None, None, 1050, 100);
+        let other_db = b.push(1, tag("a"), None, None, None, 1050, 100);
         assert_eq!(other_db, Queued::New(2));
-        let other_depth = b.push(0, tag("a"), Some(0), None, 1050, 100);
+        let other_depth = b.push(0, tag("a"), Some(0), None, None, 1050, 100);
         assert_eq!(other_depth, Queued::New(3));
-        assert_eq!(b.push(0, tag("b"), None, None, 1060, 100), Queued::New(4));
+        assert_eq!(
+            b.push(0, tag("b"), None, None, None, 1060, 100),
+            Queued::New(4)
+        );
         assert_eq!(b.len(), 4);
         assert_eq!(b.get(1).map(|p| p.coalesced), Some(1));
         assert_eq!(b.next_due(), Some(1100));
@@ -370,21 +401,72 @@ mod tests {
         assert_eq!(due.len(), 3);
         assert_eq!(due[0].context, None, "the first request's context is kept");
         assert_eq!(b.next_due(), Some(1160));
-        let new_window = b.push(0, tag("a"), None, None, 1200, 100);
+        let new_window = b.push(0, tag("a"), None, None, None, 1200, 100);
         assert_eq!(new_window, Queued::New(5), "a new window after applying");
         assert_eq!(b.take_all().len(), 2);
         assert!(b.is_empty());
     }
 
     #[test]
+    fn requests_of_different_users_never_fold() {
+        let mut b = Batch::new();
+        let app = Some(&b"app"[..]);
+        assert_eq!(b.push(0, tag("a"), None, None, app, 10, 5), Queued::New(1));
+        assert_eq!(b.push(0, tag("a"), None, None, None, 10, 5), Queued::New(2));
+        let other = b.push(0, tag("a"), None, None, Some(b"other"), 10, 5);
+        assert_eq!(other, Queued::New(3));
+        assert_eq!(
+            b.push(0, tag("a"), None, None, app, 11, 5),
+            Queued::Coalesced(1)
+        );
+        assert_eq!(
+            b.push(0, tag("a"), None, None, None, 11, 5),
+            Queued::Coalesced(2)
+        );
+        let users: Vec<_> = b.items().map(|p| p.user.clone()).collect();
+        assert_eq!(
+            users,
+            vec![Some(b"app".to_vec()), None, Some(b"other".to_vec())]
+        );
+        // A mirror (replica, AOF replay) folds the same way.
+        let mirror = Batch::decode(&b.encode()).unwrap();
+        assert_eq!(mirror, b);
+    }
+
+    #[test]
+    fn requests_follow_their_data_through_swapdb() {
+        let mut b = Batch::new();
+        b.push(0, tag("a"), None, None, None, 10, 5);
+        b.push(1, tag("b"), None, None, None, 10, 5);
+        b.push(2, tag("c"), None, None, None, 10, 5);
+        b.swap(0, 1);
+        let dbs: Vec<usize> = b.items().map(|p| p.db).collect();
+        assert_eq!(dbs, vec![1, 0, 2]);
+        // Coalescing follows too: the request for tag a is database 1's now.
+        assert_eq!(
+            b.push(1, tag("a"), None, None, None, 11, 5),
+            Queued::Coalesced(1)
+        );
+        assert_eq!(b.push(0, tag("a"), None, None, None, 11, 5), Queued::New(4));
+        b.swap(2, 2);
+        b.swap(5, 6);
+        assert_eq!(
+            b.items().map(|p| p.db).collect::<Vec<_>>(),
+            vec![1, 0, 2, 0]
+        );
+        assert!(b.remove(1));
+        assert_eq!(b.push(1, tag("a"), None, None, None, 12, 5), Queued::New(5));
+    }
+
+    #[test]
     fn a_mirror_follows_the_master() {
         let mut master = Batch::new();
         let mut mirror = Batch::new();
-        let Queued::New(id) = master.push(0, tag("a"), None, None, 10, 5) else {
+        let Queued::New(id) = master.push(0, tag("a"), None, None, None, 10, 5) else {
             panic!()
         };
         mirror.insert(decode_item(&encode_item(master.get(id).unwrap())).unwrap());
-        master.push(0, tag("a"), None, None, 11, 5);
+        master.push(0, tag("a"), None, None, None, 11, 5);
         mirror.coalesce(id);
         assert_eq!(
             mirror.items().collect::<Vec<_>>(),
@@ -397,7 +479,7 @@ mod tests {
         let mut replayed = Batch::new();
         replayed.insert(master.get(id).unwrap().clone());
         assert_eq!(
-            replayed.push(0, tag("z"), None, None, 12, 5),
+            replayed.push(0, tag("z"), None, None, None, 12, 5),
             Queued::New(id + 1)
         );
         assert!(decode_item(&[BATCH_VERSION]).is_err());
@@ -435,12 +517,13 @@ mod tests {
     #[test]
     fn encode_round_trip_and_truncation() {
         let mut b = Batch::new();
-        b.push(0, Selector::All, None, None, 5, 10);
+        b.push(0, Selector::All, None, None, None, 5, 10);
         b.push(
             3,
             Selector::Pattern(b"u:*".to_vec()),
             Some(2),
             Some(b"ctx".to_vec()),
+            None,
             6,
             10,
         );
@@ -448,6 +531,7 @@ mod tests {
             1,
             Selector::Keys(vec![b"\x00k".to_vec(), b"k2".to_vec()]),
             Some(0),
+            None,
             None,
             7,
             10,
@@ -457,13 +541,22 @@ mod tests {
             Selector::Dependents(vec![b"r".to_vec()]),
             None,
             None,
+            None,
             7,
             10,
         );
-        b.push(1, Selector::Namespace(b"n".to_vec()), None, None, 7, 10);
-        b.push(1, tag("t"), None, None, 7, 10);
+        b.push(
+            1,
+            Selector::Namespace(b"n".to_vec()),
+            None,
+            None,
+            None,
+            7,
+            10,
+        );
+        b.push(1, tag("t"), None, None, Some(b"alice"), 7, 10);
         let last = b.items().last().map(|p| p.id).unwrap();
-        b.attribute(last, Some(b"rule-1"), Some(b"alice"));
+        b.attribute(last, Some(b"rule-1"));
         let bytes = b.encode();
         assert_eq!(Batch::decode(&bytes), Ok(b.clone()));
         for cut in 0..bytes.len() {
