@@ -601,6 +601,25 @@ fn a_past_deadline_removes_a_stale_or_covered_entry_and_the_aof_keeps_it_removed
         assert_eq!(ok(&mut c, &a("CACHE.SET q new EXAT 1")), Value::Okay);
         assert_eq!(exists(&mut c, "q"), 0, "the covered entry is removed");
         assert_eq!(get(&mut c, "qdep"), None);
+        // The server's own paths with a past deadline (PEXPIREAT, RESTORE ... ABSTTL) remove a
+        // stale and a covered entry as well.
+        ok(&mut c, &a("CACHE.SET s v TAGS 1 t2"));
+        ok(&mut c, &a("CACHE.SET x v TAGS 1 u2"));
+        let dump = ok(&mut c, &a("DUMP x"));
+        assert_eq!(inv(&mut c, "STRATEGY SOFT TAG t2"), 1);
+        assert_eq!(inv(&mut c, "STRATEGY LAZY TAG u2"), 1);
+        assert_eq!(int(&ok(&mut c, &a("PEXPIREAT s 1000"))), 1);
+        let dump = bytes(&dump).expect("DUMP");
+        let restore: Value = redis::cmd("RESTORE")
+            .arg("x")
+            .arg(1000)
+            .arg(dump)
+            .arg("REPLACE")
+            .arg("ABSTTL")
+            .query(&mut c)
+            .expect("RESTORE");
+        assert_eq!(restore, Value::Okay);
+        assert_eq!(exists(&mut c, "s") + exists(&mut c, "x"), 0);
         // Fresh (the control).
         ok(&mut c, &a("CACHE.SET r v"));
         assert_eq!(ok(&mut c, &a("CACHE.SET r new PXAT 1000")), Value::Okay);
@@ -609,7 +628,7 @@ fn a_past_deadline_removes_a_stale_or_covered_entry_and_the_aof_keeps_it_removed
     }
     s.restart("NOSAVE");
     let mut c = s.conn();
-    for k in ["p", "q", "r"] {
+    for k in ["p", "q", "r", "s", "x"] {
         assert_eq!(exists(&mut c, k), 0, "{k} came back from the AOF");
     }
     assert_eq!(fetch(&mut c, "p"), st(None, "miss"));
