@@ -66,6 +66,15 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
         (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
         _ => {}
     }
+    // GUARD: nothing is stored when an invalidation since the token would select the entry
+    // (checked where the command is decided, not again on replicas or AOF replay). Refused or
+    // not, the caller's lease ends: a refused holder fetches again.
+    if let Some(token) = a.guard.filter(|_| !replayed) {
+        if !crate::history::check(ctx, db, token, argv[1], a.tags, a.deps) {
+            crate::fetch::end_lease(db, argv[1], now);
+            return Ok(Reply::Nil);
+        }
+    }
     let deadline = match a.expiry {
         Expiry::At(t) => Some(t),
         Expiry::Keep if existing => key.deadline(),
@@ -527,6 +536,7 @@ fn apply(
         return 0;
     }
     let started = Instant::now();
+    let seq = crate::history::begin(db, selector);
     let mut unread = 0u64;
     let mut denied = 0u64;
     // The deleted keys' strings, kept for the DEL that propagates them.
@@ -555,7 +565,12 @@ fn apply(
         true
     });
     if !matches!(selector, Selector::All) {
-        cluster::capture(&reached, depth.unwrap_or_else(config::max_cascade_depth));
+        let hops = depth.unwrap_or_else(config::max_cascade_depth);
+        cluster::capture(&reached, hops);
+        // An entry written later that depends on a removed key (with hops left) would have
+        // been reached: the guard refuses it.
+        let frontier = reached.frontier(hops);
+        crate::history::removed(db, seq, frontier.iter().map(|(k, _)| k.as_slice()));
     }
     let deleted = &reached.keys;
     for chunk in strings.chunks(DEL_CHUNK) {
@@ -989,6 +1004,7 @@ pub(crate) fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
     drop(st);
     let mut f = stats.to_fields();
     f.push(crate::fetch::stats_section());
+    f.push(crate::history::stats_section());
     let reply = fields(f);
     if !fan {
         return Ok(if json { wire::as_json(&reply) } else { reply });
@@ -1017,6 +1033,7 @@ pub(crate) fn cache_recommend(
     let mut advice = st.metrics(now).recommend(&figures, &th, now);
     drop(st);
     advice.extend(crate::fetch::advice());
+    advice.extend(crate::history::advice());
     advice.sort_by_key(|r| std::cmp::Reverse(r.severity));
     let reply = Reply::Array(advice.iter().map(|r| fields(r.to_fields())).collect());
     Ok(if json { wire::as_json(&reply) } else { reply })
@@ -1064,6 +1081,7 @@ pub(crate) fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]])
     st.lazy_mut(|l| l.stats = Default::default());
     drop(st);
     crate::fetch::reset();
+    crate::history::reset();
     Ok(Reply::Ok)
 }
 

@@ -93,6 +93,13 @@ pub static STEPPED_STEP_US: IntConfig = IntConfig::new("stepped-step-us", 2_000,
 /// How long a cluster-wide command waits for the other masters' answers.
 pub static CLUSTER_TIMEOUT_MS: IntConfig = IntConfig::new("cluster-timeout-ms", 5_000, 10, 600_000);
 
+/// The stale-set guard's history covers at least this much time: a GUARD token older than what
+/// it still holds is refused.
+pub static GUARD_WINDOW_MS: IntConfig = IntConfig::new("guard-window-ms", 60_000, 1, 86_400_000);
+/// The stale-set guard's history holds at most about this many bytes (the oldest facts go
+/// first, and tokens from before them are refused).
+pub static GUARD_MAX_BYTES: IntConfig = IntConfig::new("guard-max-bytes", 64 << 20, 0, i64::MAX);
+
 /// The limits in force for commands from clients.
 pub fn limits() -> Limits {
     let u = |c: &IntConfig| usize::try_from(c.get()).unwrap_or(0);

@@ -52,6 +52,9 @@ impl Drop for LeaseGuard {
 pub(crate) fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let started = Instant::now();
     let a = parse::parse_fetch(argv)?;
+    // Taken before the read: whatever the caller computes from here on is checked against
+    // the invalidations after it.
+    let token = a.with_token.then(crate::history::token);
     let now = server::now_ms();
     let lease_ms = a.lease_ms.unwrap_or_else(|| config::LEASE_MS.get());
     let may_grant = !server::is_replica(ctx);
@@ -115,7 +118,11 @@ pub(crate) fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -
         let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         m.record_op(Op::Get, us, &th);
     }
-    Ok(Reply::Array(vec![value, state]))
+    let mut reply = vec![value, state];
+    if let Some(t) = token {
+        reply.push(Reply::Int(t));
+    }
+    Ok(Reply::Array(reply))
 }
 
 /// `CACHE.SET` wrote (or deleted) the key: its lease ends. One flag check while no lease
@@ -179,6 +186,8 @@ pub fn soft(
     let mut denied = 0u64;
     // Keys by the deadline their mark got (an earlier mark keeps its own).
     let mut marked: Vec<(i64, Vec<u8>)> = Vec::new();
+    let db = server::selected_db(ctx);
+    let seq = crate::history::begin(db, selector);
     let reached = commands::reach(ctx, selector, depth, |name| {
         let rs = server::string(ctx, name);
         if !commands::may_delete(access, &rs, &mut denied) {
@@ -202,6 +211,11 @@ pub fn soft(
         true
     });
     replicate_marks(ctx, marked);
+    if !matches!(selector, Selector::All) {
+        let hops = depth.unwrap_or_else(config::max_cascade_depth);
+        let frontier = reached.frontier(hops);
+        crate::history::removed(db, seq, frontier.iter().map(|(k, _)| k.as_slice()));
+    }
     if denied > 0 {
         ctx.log_notice(&format!(
             "tagcache: an invalidation skipped {denied} entries its user may not delete (see ACL LOG)"

@@ -529,6 +529,7 @@ unsafe extern "C" fn on_swapdb(
             st.batch.swap(a, b);
             drop(st);
             crate::reclaim::swap_waiters(a, b);
+            crate::history::swap(a, b);
             // A lease is for the value its holder is computing for this database's key.
             crate::fetch::forget(Some(a));
             crate::fetch::forget(Some(b));
@@ -549,6 +550,9 @@ unsafe extern "C" fn on_role_change(
         crate::reclaim::arm(&ctx);
         // A replica hands out no leases; a new master starts with none.
         crate::fetch::forget(None);
+        // A replica does not know what its master invalidated (it replays deletes): a new
+        // master vouches for no token of before.
+        crate::history::new_epoch();
     })
 }
 
@@ -579,6 +583,8 @@ unsafe extern "C" fn on_loading(
             st.lazy_mut(|l| *l = Lazy::new());
             drop(st);
             crate::fetch::forget(None);
+            // What was invalidated before the data came is not known: no older token holds.
+            crate::history::new_epoch();
         }
     })
 }
@@ -647,11 +653,11 @@ unsafe extern "C" fn on_keyspace(
                 // A mark's selection was fixed when it was made. Covered under its old name:
                 // an alias keeps it covered under the new one. Otherwise no mark selected it,
                 // whatever range it arrives in: it is born anew, after every mark.
-                let covering = departed
-                    .and_then(|(from, old)| crate::reclaim::covered_in(&ctx, from, &old, e));
-                match covering {
-                    Some(m) => {
-                        let alias = m.alias(&name);
+                let alias = departed.and_then(|(from, old)| {
+                    crate::reclaim::alias_if_covered(&ctx, from, &old, e, &name)
+                });
+                match alias {
+                    Some(alias) => {
                         state::lock().lazy_mut(|l| l.db(db).arrived(&name, e.born(), vec![alias]));
                     }
                     None => e.set_born(state::generation()),
@@ -746,6 +752,11 @@ pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_repor
         ] {
             add_u(ctx, n.as_ptr() as *mut c_char, v);
         }
+        if for_crash_report == 0 {
+            let (accepted, refused, _) = crate::history::figures();
+            add_u(ctx, c"guard_accepted".as_ptr() as *mut c_char, accepted);
+            add_u(ctx, c"guard_refused".as_ptr() as *mut c_char, refused);
+        }
     })
 }
 
@@ -811,6 +822,7 @@ commands! {
     set => crate::commands::cache_set as Set,
     get => crate::commands::cache_get,
     fetch => crate::fetch::cache_fetch,
+    token => crate::history::cache_token,
     mget => crate::commands::cache_mget,
     tag => crate::commands::cache_tag,
     depend => crate::commands::cache_depend,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fetch;
 pub mod ffi;
 pub mod guard;
+pub mod history;
 pub mod reclaim;
 pub mod server;
 pub mod state;
@@ -26,6 +27,7 @@ mod module {
         EVENT_RETENTION_SECONDS, LAZY_STEP_US, MAX_CASCADE_DEPTH, MAX_EVENTS, SLOW_OP_US,
         STEPPED_STEP_US, STEPPED_THRESHOLD, WARNING_PER_HOUR,
     };
+    use crate::config::{GUARD_MAX_BYTES, GUARD_WINDOW_MS};
     use crate::config::{HOT_THRESHOLD, LEASE_MS, REFRESH_AHEAD_PERCENT, SOFT_GRACE_SECONDS};
     use crate::config::{
         MAX_CASCADE_ENTRIES, MAX_DEPENDS_PER_ENTRY, MAX_META_BYTES, MAX_NAME_BYTES,
@@ -39,10 +41,11 @@ mod module {
     /// the flags here: `write` or `read`, `fast` or `slow`, `admin dangerous` for the admin
     /// commands, and the module's own `cache` for all.
     #[rustfmt::skip]
-    const COMMANDS: [CommandRow; 20] = [
+    const COMMANDS: [CommandRow; 21] = [
         (c"cache.set", Some(ffi::set), c"write deny-oom", 1, 1, 1, c"cache write slow"),
         (c"cache.get", Some(ffi::get), c"readonly fast", 1, 1, 1, c"cache read fast"),
         (c"cache.fetch", Some(ffi::fetch), c"readonly fast", 1, 1, 1, c"cache read fast"),
+        (c"cache.token", Some(ffi::token), c"readonly fast", 1, 1, 1, c"cache read fast"),
         (c"cache.mget", Some(ffi::mget), c"readonly fast", 1, -1, 1, c"cache read fast"),
         (c"cache.tag", Some(ffi::tag), c"write deny-oom", 1, 1, 1, c"cache write slow"),
         (c"cache.depend", Some(ffi::depend), c"write deny-oom", 1, 1, 1, c"cache write slow"),
@@ -135,6 +138,8 @@ mod module {
                 [STEPPED_THRESHOLD.name, &STEPPED_THRESHOLD.value, STEPPED_THRESHOLD.default, STEPPED_THRESHOLD.min, STEPPED_THRESHOLD.max, ConfigurationFlags::DEFAULT, None],
                 [CLUSTER_TIMEOUT_MS.name, &CLUSTER_TIMEOUT_MS.value, CLUSTER_TIMEOUT_MS.default, CLUSTER_TIMEOUT_MS.min, CLUSTER_TIMEOUT_MS.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_CASCADE_ENTRIES.name, &MAX_CASCADE_ENTRIES.value, MAX_CASCADE_ENTRIES.default, MAX_CASCADE_ENTRIES.min, MAX_CASCADE_ENTRIES.max, ConfigurationFlags::DEFAULT, None],
+                [GUARD_WINDOW_MS.name, &GUARD_WINDOW_MS.value, GUARD_WINDOW_MS.default, GUARD_WINDOW_MS.min, GUARD_WINDOW_MS.max, ConfigurationFlags::DEFAULT, None],
+                [GUARD_MAX_BYTES.name, &GUARD_MAX_BYTES.value, GUARD_MAX_BYTES.default, GUARD_MAX_BYTES.min, GUARD_MAX_BYTES.max, ConfigurationFlags::DEFAULT, None],
             ],
             string: [],
             bool: [],

@@ -78,11 +78,17 @@ fn cached<'s>(ctx: &Context, last: &'s mut Option<RedisString>, name: &[u8]) -> 
 /// Whether a LAZY invalidation covers the entry `e` under `name` in the selected database: then
 /// it reads as missing. Costs one flag check while no marks exist (the hot read path).
 pub fn gone(ctx: &Context, name: &[u8], e: &Entry) -> bool {
-    covered_in(ctx, server::selected_db(ctx), name, e).is_some()
+    with_covering(ctx, server::selected_db(ctx), name, e, |_| ()).is_some()
 }
 
-/// The oldest mark of `db` that covers the entry `e` under `name`, if any.
-pub fn covered_in(ctx: &Context, db: usize, name: &[u8], e: &Entry) -> Option<Mark> {
+/// The oldest mark of `db` that covers the entry `e` under `name` (what `f` makes of it), if any.
+fn with_covering<R>(
+    ctx: &Context,
+    db: usize,
+    name: &[u8],
+    e: &Entry,
+    f: impl FnOnce(&Mark) -> R,
+) -> Option<R> {
     // Written after every mark (the usual case): nothing covers it, no lock taken.
     if e.born() >= state::newest_mark() {
         return None;
@@ -91,7 +97,24 @@ pub fn covered_in(ctx: &Context, db: usize, name: &[u8], e: &Entry) -> Option<Ma
     if marks.last().is_none_or(|newest| newest.gen <= e.born()) {
         return None;
     }
-    Permissions::new(ctx).covering(&marks, name, e).cloned()
+    Permissions::new(ctx).covering(&marks, name, e).map(f)
+}
+
+/// Whether a mark of `db` covers the entry `e` under `name`: what an alias under `to` would be.
+pub fn alias_if_covered(
+    ctx: &Context,
+    db: usize,
+    name: &[u8],
+    e: &Entry,
+    to: &[u8],
+) -> Option<Mark> {
+    with_covering(ctx, db, name, e, |m| m.alias(to))
+}
+
+/// The guard's question of a dependency that still holds an entry: the history number of the
+/// mark covering it whose cascade goes on from it (the mark cascades), if any.
+pub fn covering_seq(ctx: &Context, db: usize, name: &[u8], e: &Entry) -> Option<u64> {
+    with_covering(ctx, db, name, e, |m| (m.hops > 0).then_some(m.seq)).flatten()
 }
 
 /// Whether cache commands see the entry: neither stale (SOFT) nor covered by LAZY.
@@ -108,9 +131,9 @@ pub fn live(ctx: &Context, name: &[u8], e: &Entry) -> bool {
 /// seeds are found among the resources that may name an entry (or among the selected entries,
 /// when they are fewer), never by visiting every selected entry; then each entry reached is
 /// opened once. Refused past `limit` entries (`cache.max-cascade-entries`, 0: none).
-fn resolve(ctx: &Context, db: usize, mark: &Mark, limit: usize) -> Result<Vec<Vec<u8>>> {
+fn resolve(ctx: &Context, db: usize, mark: &Mark, limit: usize) -> Result<Resolved> {
     if mark.depth == 0 || matches!(mark.selector, Selector::All) {
-        return Ok(Vec::new());
+        return Ok(Resolved::default());
     }
     let older = state::lock().lazy().marks(db).unwrap_or_default();
     let (resources, seeds) = state::with_db(db, |idx| {
@@ -147,7 +170,7 @@ fn resolve(ctx: &Context, db: usize, mark: &Mark, limit: usize) -> Result<Vec<Ve
             .collect(),
     };
     if seeds.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Resolved::default());
     }
     let allowed = if limit == 0 {
         usize::MAX
@@ -167,7 +190,24 @@ fn resolve(ctx: &Context, db: usize, mark: &Mark, limit: usize) -> Result<Vec<Ve
     if seen > allowed {
         return Err(crate::core::limits::cascade_too_large(limit));
     }
-    Ok(reach.keys[reach.selected..].to_vec())
+    Ok(Resolved {
+        cascade: reach.keys[reach.selected..].to_vec(),
+        frontier: reach
+            .frontier(mark.depth)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect(),
+    })
+}
+
+/// A mark's cascade as `resolve` found it.
+#[derive(Default)]
+struct Resolved {
+    /// The keys reached beyond what the selector picks.
+    cascade: Vec<Vec<u8>>,
+    /// The keys reached (selected ones included) from which the cascade could go on: the
+    /// guard's history records them.
+    frontier: Vec<Vec<u8>>,
 }
 
 /// What an invalidation's event records, taken before its selector moves into a mark.
@@ -227,7 +267,7 @@ pub fn invalidate(
     drop(picked);
     let mark = new_mark(db, selector, selected, depth, context, user);
     let mark = prepare(ctx, db, mark, limited)?;
-    let n = selected + mark.cascade().len() as u64;
+    let n = selected + mark.0.cascade().len() as u64;
     add(ctx, db, mark);
     noted.record(ctx, n, Strategy::Lazy);
     Ok(n)
@@ -243,13 +283,10 @@ fn new_mark(
     user: Option<Vec<u8>>,
 ) -> Mark {
     let any_dependency = state::with_db(db, |idx| idx.resource_count() > 0);
+    let hops = depth.unwrap_or_else(config::max_cascade_depth);
     // Without any dependency there is no cascade to follow.
-    let depth = if any_dependency {
-        depth.unwrap_or_else(config::max_cascade_depth)
-    } else {
-        0
-    };
-    Mark::new(
+    let depth = if any_dependency { hops } else { 0 };
+    let mut m = Mark::new(
         0,
         selector,
         depth,
@@ -257,26 +294,36 @@ fn new_mark(
         context,
         server::now_ms(),
         selected,
-    )
+    );
+    m.hops = if matches!(m.selector, Selector::All) {
+        0
+    } else {
+        hops
+    };
+    m
 }
 
 /// The mark with its cascade resolved, not added yet: refused when `limited` and the cascade
 /// is past `cache.max-cascade-entries`.
-fn prepare(ctx: &Context, db: usize, mark: Mark, limited: bool) -> Result<Mark> {
+fn prepare(ctx: &Context, db: usize, mark: Mark, limited: bool) -> Result<(Mark, Vec<Vec<u8>>)> {
     let limit = if limited {
         crate::guard::limits(ctx).cascade_entries
     } else {
         0
     };
-    let cascade = resolve(ctx, db, &mark, limit)?;
-    Ok(mark.with_cascade(cascade))
+    let r = resolve(ctx, db, &mark, limit)?;
+    Ok((mark.with_cascade(r.cascade), r.frontier))
 }
 
 /// Adds a prepared mark with a new generation, replicates it and arms the reclaimer; returns
 /// its generation.
-fn add(ctx: &Context, db: usize, mut mark: Mark) -> u64 {
+fn add(ctx: &Context, db: usize, (mut mark, frontier): (Mark, Vec<Vec<u8>>)) -> u64 {
     let gen = state::next_generation();
     mark.gen = gen;
+    // The guard's history: the selector now, the cascade's keys now, the selected entries as
+    // the reclaimer deletes them (see `reclaim_one`).
+    mark.seq = crate::history::begin(db, &mark.selector);
+    crate::history::removed(db, mark.seq, frontier.iter().map(Vec::as_slice));
     let bytes = encode_mark(&mark);
     state::lock().lazy_mut(|l| l.db(db).add(mark));
     server::replicate(
@@ -623,15 +670,17 @@ fn reclaim_one(
 ) -> Option<RedisString> {
     let rs = perms.string(name).safe_clone(ctx);
     let key = Key::write(ctx, &rs);
-    let covered = match key.held() {
-        Held::Entry(e) => {
-            marks.last().is_some_and(|m| m.gen > e.born())
-                && perms.covering(marks, name, e).is_some()
-        }
-        _ => false,
+    // The mark that covers it, and whether its history must learn that it removed the entry
+    // (selected by the mark, which cascades: the cascade's own keys were recorded with it).
+    let covering = match key.held() {
+        Held::Entry(e) if marks.last().is_some_and(|m| m.gen > e.born()) => perms
+            .covering(marks, name, e)
+            .map(|m| (m.seq, m.hops > 0 && m.seq > 0 && m.picks(name, e))),
+        _ => None,
     };
-    if !covered {
-        return None;
+    let (seq, record) = covering?;
+    if record {
+        crate::history::removed(db, seq, [name]);
     }
     crate::commands::delete_as_del(ctx, db, name, key, &rs);
     Some(rs)

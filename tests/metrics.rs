@@ -625,7 +625,8 @@ fn stats_are_exact_after_a_scripted_sequence() {
         "memory": {"index_bytes": null, "value_bytes": 5},
         "lazy": {"marks": 0, "cascaded": 0, "bytes": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
         "metrics_since_ms": null,
-        "soft": SOFT_NONE.clone()
+        "soft": SOFT_NONE.clone(),
+        "guard": guard_none(&j)
     });
     assert_json(&j, &expected, "CACHE.STATS JSON");
 
@@ -693,6 +694,8 @@ fn stats_are_exact_after_a_scripted_sequence() {
         ("cache_removed_expired", "0"),
         ("cache_removed_evicted", "0"),
         ("cache_removed_deleted", "0"),
+        ("cache_guard_accepted", "0"),
+        ("cache_guard_refused", "0"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -764,7 +767,7 @@ fn index_counters_return_to_zero_whatever_removes_the_entries() {
     assert_empty_index(&mut c, "eviction");
     assert_eq!(removals(&mut c), [3, 3, 6]);
     assert_eq!(
-        info_cache(&mut c)[9..].to_vec(),
+        info_cache(&mut c)[9..12].to_vec(),
         vec![
             ("cache_removed_expired".to_string(), "3".to_string()),
             ("cache_removed_evicted".to_string(), "3".to_string()),
@@ -852,7 +855,8 @@ fn a_fresh_server_has_no_advice_and_empty_metrics() {
         "memory": {"index_bytes": null, "value_bytes": 0},
         "lazy": {"marks": 0, "cascaded": 0, "bytes": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
         "metrics_since_ms": null,
-        "soft": SOFT_NONE.clone()
+        "soft": SOFT_NONE.clone(),
+        "guard": guard_none(&j)
     });
     assert_json(&j, &expected, "fresh CACHE.STATS");
     assert_eq!(info_get(&mut c, "cache_alert_level"), "normal");
@@ -1317,7 +1321,7 @@ fn alert_level_follows_the_thresholds_and_logs_once_per_level() {
 // 5. Reply shapes: RESP2, RESP3, JSON
 // ---------------------------------------------------------------------------------------------
 
-const STATS_FIELDS: [&str; 20] = [
+const STATS_FIELDS: [&str; 21] = [
     "entries",
     "tags",
     "tagged_entries",
@@ -1338,7 +1342,23 @@ const STATS_FIELDS: [&str; 20] = [
     "lazy",
     "metrics_since_ms",
     "soft",
+    "guard",
 ];
+
+/// The `guard` section of a server that had no guarded write, checked; returned as it is
+/// (its history's size follows the invalidations made).
+fn guard_none(j: &J) -> J {
+    let g = j["guard"].clone();
+    for f in ["accepted", "refused", "refused_unknown_token"] {
+        assert_eq!(g[f], 0, "guard.{f} in {g}");
+    }
+    assert_eq!(g["top_refusal"], serde_json::json!({}), "{g}");
+    assert!(
+        g["history_facts"].is_u64() && g["history_bytes"].is_u64(),
+        "{g}"
+    );
+    g
+}
 
 /// The `soft` section (issue 8) of a server that had no SOFT invalidation, fetch or lease.
 static SOFT_NONE: std::sync::LazyLock<J> = std::sync::LazyLock::new(|| {
@@ -1432,6 +1452,17 @@ fn nested_fields() -> Vec<(&'static str, Vec<&'static str>)> {
         (
             "soft.fetches",
             vec!["hit", "miss", "wait", "refresh", "stale"],
+        ),
+        (
+            "guard",
+            vec![
+                "accepted",
+                "refused",
+                "refused_unknown_token",
+                "history_facts",
+                "history_bytes",
+                "top_refusal",
+            ],
         ),
     ]
 }
@@ -1852,7 +1883,8 @@ fn reset_zeroes_metrics_but_not_the_index() {
         "memory": {"index_bytes": null, "value_bytes": 6},
         "lazy": {"marks": 0, "cascaded": 0, "bytes": 0, "reclaimed": 0, "walks": 0, "steps": 0, "max_step_us": 0},
         "metrics_since_ms": null,
-        "soft": SOFT_NONE.clone()
+        "soft": SOFT_NONE.clone(),
+        "guard": guard_none(&j)
     });
     assert_json(&j, &expected, "CACHE.STATS after CACHE.RESET");
     assert!(events(&mut c, &[]).is_empty());

@@ -22,6 +22,9 @@ use ahash::AHashMap;
 
 use super::glob::Glob;
 use super::index::Selector;
+use super::metrics::{Recommendation, Severity};
+
+pub const ISSUE_GUARD_REFUSED: &str = "Stale sets refused";
 
 /// Bits of a token below the epoch.
 const SEQ_BITS: u32 = 32;
@@ -129,6 +132,51 @@ impl GuardStats {
                 }
             }
         }
+    }
+
+    /// Advice for CACHE.RECOMMEND: many guarded writes refused (at least 20, and a tenth of
+    /// them).
+    pub fn advice(&self) -> Vec<Recommendation> {
+        let total = self.accepted + self.refused;
+        if self.refused < 20 || self.refused * 10 < total {
+            return Vec::new();
+        }
+        let share = 100.0 * self.refused as f64 / total as f64;
+        let mut suggestions = Vec::new();
+        let named = self.top().filter(|&(_, _, n)| n * 4 >= self.refused);
+        let message = match named {
+            Some((kind, name, n)) => {
+                let name = String::from_utf8_lossy(name);
+                suggestions.push(format!(
+                    "Writers race invalidations of {kind} {name}: shorten the compute between \
+                     CACHE.FETCH WITHTOKEN and CACHE.SET ... GUARD, or invalidate {name} with \
+                     STRATEGY SOFT so readers keep a value meanwhile"
+                ));
+                format!(
+                    "{} of {total} guarded sets were refused ({share:.1}%), {n} of them by {kind} {name}",
+                    self.refused
+                )
+            }
+            None => format!(
+                "{} of {total} guarded sets were refused ({share:.1}%)",
+                self.refused
+            ),
+        };
+        if self.refused_unknown * 2 >= self.refused {
+            suggestions.push(
+                "Most refusals came from tokens the node could not vouch for: take the token \
+                 from the node that stores the key (CACHE.FETCH ... WITHTOKEN, or CACHE.TOKEN \
+                 key), and raise cache.guard-window-ms above the longest compute"
+                    .into(),
+            );
+        }
+        suggestions.push("A refused writer should fetch again and recompute".into());
+        vec![Recommendation {
+            severity: Severity::Warning,
+            issue: ISSUE_GUARD_REFUSED.into(),
+            message,
+            suggestions,
+        }]
     }
 
     /// The name that refused most, and how often.

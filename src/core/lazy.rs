@@ -38,6 +38,13 @@ pub struct Mark {
     pub selected: u64,
     /// The keys its cascade reached when it was made, beyond what the selector picks; sorted.
     cascade: Vec<Vec<u8>>,
+    /// Its number in the stale-set guard's history on the node that made it (0: made before
+    /// this process, or on another node; not persisted).
+    pub seq: u64,
+    /// The cascade depth the invalidation asked for (`depth` is 0 when nothing depended on
+    /// anything then): an entry written later that depends on a key it covers would have been
+    /// reached, which the guard asks. Not persisted.
+    pub hops: u32,
     glob: Option<Glob>,
 }
 
@@ -71,6 +78,8 @@ impl Mark {
             created_ms,
             selected,
             cascade: Vec::new(),
+            seq: 0,
+            hops: depth,
             glob,
         }
     }
@@ -111,7 +120,7 @@ impl Mark {
     /// The same mark for one key: an entry it covered under another name (RENAME, MOVE, COPY)
     /// stays covered under its new one.
     pub fn alias(&self, name: &[u8]) -> Mark {
-        Mark::new(
+        let mut a = Mark::new(
             self.gen,
             Selector::Keys(vec![name.to_vec()]),
             0,
@@ -119,7 +128,10 @@ impl Mark {
             self.context.clone(),
             self.created_ms,
             0,
-        )
+        );
+        a.seq = self.seq;
+        a.hops = self.hops;
+        a
     }
 
     /// Whether the selector itself picks the entry `name`.

@@ -63,6 +63,8 @@ pub struct SetArgs<'a> {
     pub tags: &'a [&'a [u8]],
     pub deps: &'a [&'a [u8]],
     pub meta: Option<&'a str>,
+    /// GUARD token: store only if no invalidation since the token would select the entry.
+    pub guard: Option<i64>,
 }
 
 const SET: &str = "cache.set";
@@ -82,6 +84,7 @@ pub fn parse_set<'a>(args: &'a [&'a [u8]], now_ms: i64) -> Result<SetArgs<'a>> {
         tags: &[],
         deps: &[],
         meta: None,
+        guard: None,
     };
     let (mut have_ttl, mut have_cond, mut have_tags, mut have_deps) = (false, false, false, false);
     let mut i = 3;
@@ -139,6 +142,13 @@ pub fn parse_set<'a>(args: &'a [&'a [u8]], now_ms: i64) -> Result<SetArgs<'a>> {
                 return Err(CacheError::Syntax);
             }
             out.meta = Some(parse_meta(json)?);
+            i += 2;
+        } else if eq(opt, "GUARD") {
+            let token = next.ok_or(CacheError::Syntax)?;
+            if out.guard.is_some() {
+                return Err(CacheError::Syntax);
+            }
+            out.guard = Some(parse_i64(token)?);
             i += 2;
         } else {
             return Err(CacheError::Syntax);
@@ -322,30 +332,51 @@ pub struct FetchArgs<'a> {
     pub key: &'a [u8],
     /// LEASE in ms (None: `cache.lease-ms`).
     pub lease_ms: Option<i64>,
+    /// WITHTOKEN: the reply carries the node's invalidation token as a third element.
+    pub with_token: bool,
 }
 
-/// `CACHE.FETCH key [LEASE ms]`, ms from 1 up to `i32::MAX` (the range of `cache.lease-ms`).
+/// `CACHE.FETCH key [LEASE ms] [WITHTOKEN]`, ms from 1 up to `i32::MAX` (the range of
+/// `cache.lease-ms`); the options in any order, each once.
 pub fn parse_fetch<'a>(args: &[&'a [u8]]) -> Result<FetchArgs<'a>> {
-    match args.len() {
-        2 => Ok(FetchArgs {
-            key: args[1],
-            lease_ms: None,
-        }),
-        4 if eq(args[2], "LEASE") => {
-            let n = parse_i64(args[3])?;
+    if args.len() < 2 {
+        return Err(CacheError::WrongArity("cache.fetch"));
+    }
+    if args.len() > 5 {
+        return Err(CacheError::Syntax);
+    }
+    let mut out = FetchArgs {
+        key: args[1],
+        lease_ms: None,
+        with_token: false,
+    };
+    let mut i = 2;
+    while i < args.len() {
+        if eq(args[i], "LEASE") && out.lease_ms.is_none() {
+            let n = parse_i64(args.get(i + 1).ok_or(CacheError::Syntax)?)?;
             if n <= 0 {
                 return Err(CacheError::NotPositive);
             }
             if n > i64::from(i32::MAX) {
                 return Err(CacheError::NotInteger);
             }
-            Ok(FetchArgs {
-                key: args[1],
-                lease_ms: Some(n),
-            })
+            out.lease_ms = Some(n);
+            i += 2;
+        } else if eq(args[i], "WITHTOKEN") && !out.with_token {
+            out.with_token = true;
+            i += 1;
+        } else {
+            return Err(CacheError::Syntax);
         }
-        3 | 4 => Err(CacheError::Syntax),
-        _ => Err(CacheError::WrongArity("cache.fetch")),
+    }
+    Ok(out)
+}
+
+/// `CACHE.TOKEN [key]`: the key only routes the command in a cluster.
+pub fn parse_token(args: &[&[u8]]) -> Result<()> {
+    match args.len() {
+        1 | 2 => Ok(()),
+        _ => Err(CacheError::WrongArity("cache.token")),
     }
 }
 
@@ -802,8 +833,29 @@ mod tests {
             parse_fetch(&a("f k")),
             Ok(FetchArgs {
                 key: b"k",
-                lease_ms: None
+                lease_ms: None,
+                with_token: false,
             })
+        );
+        assert_eq!(
+            parse_fetch(&a("f k withtoken LEASE 9")),
+            Ok(FetchArgs {
+                key: b"k",
+                lease_ms: Some(9),
+                with_token: true,
+            })
+        );
+        assert_eq!(
+            parse_fetch(&a("f k WITHTOKEN WITHTOKEN")),
+            Err(CacheError::Syntax)
+        );
+        assert_eq!(
+            parse_fetch(&a("f k LEASE 1 LEASE 2")),
+            Err(CacheError::Syntax)
+        );
+        assert_eq!(
+            parse_fetch(&a("f k LEASE 1 WITHTOKEN x")),
+            Err(CacheError::Syntax)
         );
         assert_eq!(
             parse_fetch(&a("f k lease 250")).unwrap().lease_ms,
@@ -813,10 +865,7 @@ mod tests {
             parse_fetch(&a("f")),
             Err(CacheError::WrongArity("cache.fetch"))
         );
-        assert_eq!(
-            parse_fetch(&a("f k LEASE 1 x")),
-            Err(CacheError::WrongArity("cache.fetch"))
-        );
+        assert_eq!(parse_fetch(&a("f k LEASE 1 x")), Err(CacheError::Syntax));
         assert_eq!(parse_fetch(&a("f k LEASE")), Err(CacheError::Syntax));
         assert_eq!(parse_fetch(&a("f k TTL 5")), Err(CacheError::Syntax));
         assert_eq!(parse_fetch(&a("f k LEASE 0")), Err(CacheError::NotPositive));

@@ -1,0 +1,197 @@
+//! The stale-set guard in the server (see `core::history`): `CACHE.TOKEN`, the check of
+//! `CACHE.SET ... GUARD`, and what every invalidation records.
+//!
+//! The history is node-local and never persisted nor replicated: a token is only good on the
+//! node, in the epoch, that made it. A new epoch starts when the module loads, when data is
+//! loaded (restart, `DEBUG RELOAD`, full sync) and when the node becomes a master, so a restarted
+//! node or a promoted replica refuses every older token: more conservative, never wrong. Behind
+//! its own lock, never held while calling into the server.
+
+use std::sync::{Mutex, MutexGuard};
+
+use redis_module::{Context, RedisString};
+
+use crate::config;
+use crate::core::history::History;
+use crate::core::index::Selector;
+use crate::core::metrics::Field;
+use crate::core::parse;
+use crate::error::Result;
+use crate::reclaim;
+use crate::server::{self, Held, Key, Reply};
+
+static HISTORY: Mutex<Option<History>> = Mutex::new(None);
+
+/// A seed for a new epoch: the clock and the process, mixed.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let x = nanos ^ (u64::from(std::process::id()) << 32);
+    // splitmix64's finaliser: neighbouring seeds give unrelated epochs.
+    let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+struct Guard(MutexGuard<'static, Option<History>>);
+
+impl Guard {
+    fn get(&mut self) -> &mut History {
+        self.0.get_or_insert_with(|| History::new(seed()))
+    }
+}
+
+fn history() -> Guard {
+    Guard(HISTORY.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// The history within its bounds now.
+fn trimmed(h: &mut History) {
+    let window = config::GUARD_WINDOW_MS.get();
+    let bytes = u64::try_from(config::GUARD_MAX_BYTES.get()).unwrap_or(0);
+    h.trim(server::now_ms(), window, bytes);
+}
+
+/// `CACHE.TOKEN [key]` -> the token now.
+pub(crate) fn cache_token(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    parse::parse_token(argv)?;
+    Ok(Reply::Int(token()))
+}
+
+pub fn token() -> i64 {
+    history().get().token()
+}
+
+/// A new invalidation begins in `db` with `selector`: its sequence number, the selector
+/// recorded.
+pub fn begin(db: usize, selector: &Selector) -> u64 {
+    let mut g = history();
+    let h = g.get();
+    trimmed(h);
+    let seq = h.begin(seed());
+    h.selected(db, seq, selector, server::now_ms());
+    seq
+}
+
+/// The invalidation `seq` removed these entries of `db`, each with cascade hops left after it:
+/// an entry depending on one of them would have been reached.
+pub fn removed<'a>(db: usize, seq: u64, keys: impl IntoIterator<Item = &'a [u8]>) {
+    let now = server::now_ms();
+    let mut g = history();
+    let h = g.get();
+    for k in keys {
+        h.removed(db, seq, k, now);
+    }
+}
+
+/// Every token made so far is refused from now on (loading, a new master).
+pub fn new_epoch() {
+    history().get().new_epoch(seed());
+}
+
+/// SWAPDB: the histories follow their data.
+pub fn swap(a: usize, b: usize) {
+    history().get().swap(a, b);
+}
+
+/// `CACHE.SET key ... GUARD token` in `db`: whether the entry may be stored. A dependency that
+/// still holds an entry covered by a LAZY mark made since the token refuses it too (the mark's
+/// cascade goes on from it). Counted.
+pub fn check<'a>(
+    ctx: &Context,
+    db: usize,
+    token: i64,
+    key: &[u8],
+    tags: &[&'a [u8]],
+    deps: &[&'a [u8]],
+) -> bool {
+    // Opening keys calls into the server: what the marks say is asked before the lock.
+    let covered: Vec<Option<u64>> = if crate::state::lazy_active() {
+        deps.iter()
+            .map(|d| {
+                let k = Key::probe(ctx, &server::string(ctx, d));
+                match k.held() {
+                    Held::Entry(e) => reclaim::covering_seq(ctx, db, d, e),
+                    _ => None,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut g = history();
+    let h = g.get();
+    trimmed(h);
+    let verdict = h.check(
+        db,
+        token,
+        key,
+        tags.iter().copied(),
+        deps.iter().copied(),
+        |d| {
+            deps.iter()
+                .position(|x| *x == d)
+                .and_then(|i| covered.get(i).copied().flatten())
+        },
+    );
+    h.stats.count(&verdict);
+    verdict.is_ok()
+}
+
+/// `CACHE.RESET`: zeroes the counters (the history stays).
+pub fn reset() {
+    history().get().stats = Default::default();
+}
+
+/// Bytes the history holds.
+pub fn bytes() -> u64 {
+    history().get().bytes()
+}
+
+/// The `guard` section of CACHE.STATS.
+pub fn stats_section() -> (&'static str, Field) {
+    let mut g = history();
+    let h = g.get();
+    let st = &h.stats;
+    let top = match st.top() {
+        Some((kind, name, n)) => Field::Map(vec![
+            ("type".into(), Field::Str(kind.into())),
+            (
+                "name".into(),
+                Field::Str(String::from_utf8_lossy(name).into_owned()),
+            ),
+            ("refused".into(), Field::uint(n)),
+        ]),
+        None => Field::Map(Vec::new()),
+    };
+    (
+        "guard",
+        Field::Map(vec![
+            ("accepted".into(), Field::uint(st.accepted)),
+            ("refused".into(), Field::uint(st.refused)),
+            (
+                "refused_unknown_token".into(),
+                Field::uint(st.refused_unknown),
+            ),
+            ("history_facts".into(), Field::uint(h.len() as u64)),
+            ("history_bytes".into(), Field::uint(h.bytes())),
+            ("top_refusal".into(), top),
+        ]),
+    )
+}
+
+/// CACHE.RECOMMEND's advice on refused guarded writes.
+pub fn advice() -> Vec<crate::core::metrics::Recommendation> {
+    history().get().stats.advice()
+}
+
+/// The refusal counts, for INFO and advice: (accepted, refused, the top refusal).
+pub fn figures() -> (u64, u64, Option<(&'static str, String, u64)>) {
+    let mut g = history();
+    let st = &g.get().stats;
+    let top = st
+        .top()
+        .map(|(k, n, c)| (k, String::from_utf8_lossy(n).into_owned(), c));
+    (st.accepted, st.refused, top)
+}

@@ -1,0 +1,413 @@
+//! The stale-set guard: `CACHE.TOKEN`, `CACHE.SET ... GUARD token`, `CACHE.FETCH ... WITHTOKEN`.
+//! A slow writer that took its token before an invalidation must not put the old value back
+//! after it, whichever way the invalidation would have selected the new entry; what no
+//! invalidation would have selected is stored.
+
+mod common;
+use common::*;
+
+use redis::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn a(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+fn token(c: &mut Connection) -> i64 {
+    int(&ok(c, &["CACHE.TOKEN"]))
+}
+
+/// `CACHE.SET <rest> GUARD <token>`: true when stored, false when refused (nil).
+fn guarded(c: &mut Connection, rest: &str, token: i64) -> bool {
+    let mut parts = a(&format!("CACHE.SET {rest}"));
+    parts.push("GUARD".into());
+    parts.push(token.to_string());
+    match ok(c, &parts) {
+        Value::Okay => true,
+        Value::Nil => false,
+        other => panic!("CACHE.SET {rest}: {other:?}"),
+    }
+}
+
+fn guard_stat(c: &mut Connection, name: &str) -> i64 {
+    let v = ok(c, &["CACHE.STATS"]);
+    int(&field(&field(&v, "guard"), name))
+}
+
+/// The race, once per way an invalidation selects the entry: the writer takes a token, the
+/// invalidation runs, the writer stores what it computed before. Refused; the same write with a
+/// token taken after the invalidation is stored.
+#[test]
+fn each_selector_refuses_the_write_it_would_have_selected() {
+    let s = Server::start();
+    let mut c = s.conn();
+    // (what the entry is, the invalidation, an entry the invalidation does not select)
+    let cases = [
+        ("user:1 v TAGS 1 t", "KEY user:1", "user:2 v TAGS 1 t"),
+        ("p1 v TAGS 2 a t", "TAG t", "p2 v TAGS 1 a"),
+        ("img:9 v", "PATTERN img:?", "img:10 v"),
+        ("ns:x:1 v", "NAMESPACE ns:x", "ns:y:1 v"),
+        (
+            "row v DEPENDS 1 row:42",
+            "DEPENDENTS row:42",
+            "row2 v DEPENDS 1 row:43",
+        ),
+        ("anything v", "ALL", ""),
+    ];
+    for (write, inv, unrelated) in cases {
+        ok(&mut c, &["FLUSHALL"]);
+        let key = write.split(' ').next().unwrap().to_string();
+        let t = token(&mut c);
+        let mut parts = a("CACHE.INVALIDATE");
+        parts.extend(a(inv));
+        ok(&mut c, &parts);
+        assert!(!guarded(&mut c, write, t), "{inv}: stored over the race");
+        assert_eq!(get(&mut c, &key), None, "{inv}");
+        if !unrelated.is_empty() {
+            assert!(guarded(&mut c, unrelated, t), "{inv}: {unrelated} refused");
+        }
+        let after = token(&mut c);
+        assert!(guarded(&mut c, write, after), "{inv}: a token after it");
+        assert_eq!(get(&mut c, &key).as_deref(), Some("v"));
+    }
+    verify(&mut c);
+}
+
+#[test]
+fn the_cascade_refuses_dependents_of_what_it_removed_within_its_depth() {
+    let s = Server::start();
+    let mut c = s.conn();
+    // a <- b: invalidating a removes b through the cascade; a guarded c on b would be next.
+    entry(&mut c, "a", &["t"], &[]);
+    entry(&mut c, "b", &[], &["a"]);
+    let t = token(&mut c);
+    assert_eq!(int(&ok(&mut c, &a("CACHE.INVALIDATE DEPTH 2 TAG t"))), 2);
+    assert!(!guarded(&mut c, "b v DEPENDS 1 a", t), "depth 1: b again");
+    assert!(!guarded(&mut c, "c v DEPENDS 1 b", t), "depth 2: on b");
+    // Depth 1 reaches b but not what would depend on b.
+    entry(&mut c, "a", &["t"], &[]);
+    entry(&mut c, "b", &[], &["a"]);
+    let t = token(&mut c);
+    assert_eq!(int(&ok(&mut c, &a("CACHE.INVALIDATE DEPTH 1 TAG t"))), 2);
+    assert!(!guarded(&mut c, "b v DEPENDS 1 a", t));
+    assert!(guarded(&mut c, "c v DEPENDS 1 b", t), "past the depth");
+    // DEPTH 0: nothing through dependencies.
+    entry(&mut c, "a", &["t"], &[]);
+    let t = token(&mut c);
+    ok(&mut c, &a("CACHE.INVALIDATE DEPTH 0 TAG t"));
+    assert!(guarded(&mut c, "d v DEPENDS 1 a", t));
+    verify(&mut c);
+}
+
+#[test]
+fn expiry_deletion_and_unrelated_invalidations_do_not_refuse() {
+    let s = Server::start();
+    let mut c = s.conn();
+    entry(&mut c, "dep", &["t"], &[]);
+    entry(&mut c, "gone", &["t"], &[]);
+    let t = token(&mut c);
+    ok(&mut c, &["DEL", "dep"]);
+    ok(&mut c, &["PEXPIRE", "gone", "1"]);
+    std::thread::sleep(Duration::from_millis(20));
+    ok(&mut c, &a("CACHE.INVALIDATE TAG other"));
+    ok(&mut c, &a("CACHE.SET x y"));
+    assert!(guarded(&mut c, "e1 v TAGS 1 t DEPENDS 2 dep gone", t));
+    assert_eq!(guard_stat(&mut c, "accepted"), 1);
+    assert_eq!(guard_stat(&mut c, "refused"), 0);
+}
+
+#[test]
+fn every_strategy_refuses_from_its_selection_on() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    // LAZY: from the command's reply, before the reclaimer ran, and after it.
+    entry(&mut c, "l1", &["lt"], &[]);
+    entry(&mut c, "l2", &["lt"], &[]);
+    let t = token(&mut c);
+    assert_eq!(
+        int(&ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY TAG lt"))),
+        2
+    );
+    assert!(!guarded(&mut c, "l1 v TAGS 1 lt", t));
+    assert!(
+        !guarded(&mut c, "x1 v DEPENDS 1 l2", t),
+        "on a covered entry"
+    );
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    eventually("reclaimed", || exists(&mut c, "l2") == 0);
+    assert!(
+        !guarded(&mut c, "x1 v DEPENDS 1 l2", t),
+        "on a reclaimed entry"
+    );
+    let now = token(&mut c);
+    assert!(guarded(&mut c, "x1 v DEPENDS 1 l2", now));
+    // SOFT: from the command on.
+    entry(&mut c, "s1", &["st"], &[]);
+    let t = token(&mut c);
+    ok(&mut c, &a("CACHE.INVALIDATE STRATEGY SOFT TAG st"));
+    assert!(!guarded(&mut c, "s1 v TAGS 1 st", t));
+    assert!(!guarded(&mut c, "s2 v DEPENDS 1 s1", t));
+    // BATCHED: from when it is applied; a token taken while it waits is before it.
+    config_set(&mut c, "cache.batch-delay-ms", "5000");
+    entry(&mut c, "b1", &["bt"], &[]);
+    ok(&mut c, &a("CACHE.INVALIDATE STRATEGY BATCHED TAG bt"));
+    let waiting = token(&mut c);
+    assert!(
+        guarded(&mut c, "b2 v TAGS 1 bt", waiting),
+        "not applied yet"
+    );
+    ok(&mut c, &a("CACHE.PENDING FLUSH"));
+    assert!(!guarded(&mut c, "b1 v TAGS 1 bt", waiting));
+    let now = token(&mut c);
+    assert!(guarded(&mut c, "b1 v TAGS 1 bt", now));
+    verify(&mut c);
+}
+
+#[test]
+fn a_rule_fired_by_cache_write_refuses_too() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(
+        &mut c,
+        &a("CACHE.RULE SET r ON user INVALIDATE 1 list:{id}"),
+    );
+    let t = token(&mut c);
+    ok(&mut c, &a("CACHE.WRITE user 7"));
+    assert!(!guarded(&mut c, "page v TAGS 1 list:7", t));
+    assert!(
+        !guarded(&mut c, "u v TAGS 1 user:7", t),
+        "the type's own tag"
+    );
+    assert!(guarded(&mut c, "page v TAGS 1 list:8", t));
+}
+
+#[test]
+fn tokens_the_node_cannot_vouch_for_are_refused() {
+    let mut s = Server::with(&[], &["--appendonly", "no"]);
+    let mut c = s.conn();
+    let t = token(&mut c);
+    assert!(t > 0);
+    // Made up: from the future, negative, another epoch.
+    for forged in [t + 1, t + 1_000_000, -1, 1, i64::MAX] {
+        assert!(!guarded(&mut c, "k v", forged), "{forged}");
+    }
+    assert!(guarded(&mut c, "k v", t));
+    assert_eq!(guard_stat(&mut c, "refused_unknown_token"), 5);
+    // Older than the window: the facts since it are gone, and so is the token.
+    config_set(&mut c, "cache.guard-window-ms", "50");
+    let old = token(&mut c);
+    ok(&mut c, &a("CACHE.INVALIDATE TAG t"));
+    std::thread::sleep(Duration::from_millis(120));
+    let fresh = token(&mut c);
+    assert!(!guarded(&mut c, "k v", old), "older than the window");
+    assert!(guarded(&mut c, "k v", fresh));
+    config_set(&mut c, "cache.guard-window-ms", "60000");
+    // DEBUG RELOAD and a restart: tokens of before are refused.
+    let t = token(&mut c);
+    ok(&mut c, &["DEBUG", "RELOAD"]);
+    assert!(!guarded(&mut c, "k v", t), "after DEBUG RELOAD");
+    let t = token(&mut c);
+    s.restart("NOSAVE");
+    let mut c = s.conn();
+    assert!(!guarded(&mut c, "k v", t), "after a restart");
+    let now = token(&mut c);
+    assert!(guarded(&mut c, "k v", now));
+    // Bad input changes nothing.
+    let d = digest(&mut c);
+    for (cmd, e) in [
+        ("CACHE.SET k v GUARD", "ERR syntax error"),
+        (
+            "CACHE.SET k v GUARD x",
+            "ERR value is not an integer or out of range",
+        ),
+        ("CACHE.SET k v GUARD 1 GUARD 2", "ERR syntax error"),
+        (
+            "CACHE.TOKEN a b",
+            "ERR wrong number of arguments for 'cache.token' command",
+        ),
+    ] {
+        assert_eq!(err(&mut c, &a(cmd)), e, "{cmd}");
+    }
+    assert_eq!(digest(&mut c), d);
+    // The key only routes: the same token.
+    assert_eq!(int(&ok(&mut c, &["CACHE.TOKEN", "somekey"])), token(&mut c));
+}
+
+#[test]
+fn guard_with_nx_xx_and_the_fetch_lease() {
+    let s = Server::start();
+    let mut c = s.conn();
+    // NX/XX first: an unmet condition replies nil and is no refusal.
+    entry(&mut c, "e", &["t"], &[]);
+    let t = token(&mut c);
+    assert!(!guarded(&mut c, "e v NX", t));
+    assert!(!guarded(&mut c, "missing v XX", t));
+    assert_eq!(guard_stat(&mut c, "refused"), 0);
+    // FETCH WITHTOKEN: the lease holder's guarded SET ends its lease, stored or refused.
+    let r = list(&ok(&mut c, &a("CACHE.FETCH f LEASE 10000 WITHTOKEN")));
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0], Value::Nil);
+    assert_eq!(text(&r[1]), "miss");
+    let t = int(&r[2]);
+    assert_eq!(t, token(&mut c));
+    assert_eq!(text(&list(&ok(&mut c, &a("CACHE.FETCH f")))[1]), "wait");
+    ok(&mut c, &a("CACHE.INVALIDATE KEY f"));
+    assert!(!guarded(&mut c, "f old", t));
+    // The lease ended: the next caller gets it.
+    let r = list(&ok(&mut c, &a("CACHE.FETCH f WITHTOKEN LEASE 10000")));
+    assert_eq!(text(&r[1]), "miss");
+    assert!(guarded(&mut c, "f new", int(&r[2])));
+    let r = list(&ok(&mut c, &a("CACHE.FETCH f WITHTOKEN")));
+    assert_eq!(
+        (bytes(&r[0]), text(&r[1])),
+        (Some(b"new".to_vec()), "hit".into())
+    );
+    // RESP3 too.
+    let mut c3 = s.conn3();
+    let r = list(&ok(&mut c3, &a("CACHE.FETCH f WITHTOKEN")));
+    assert_eq!(r.len(), 3);
+    // Inside MULTI, the token and the guarded write run together.
+    let r = redis::pipe()
+        .atomic()
+        .cmd("CACHE.TOKEN")
+        .query::<Vec<i64>>(&mut c)
+        .expect("MULTI");
+    assert!(guarded(&mut c, "m v TAGS 1 t", r[0]));
+    // Stats, INFO and advice.
+    assert!(guard_stat(&mut c, "accepted") >= 2);
+    let info = info(&mut c, "cache");
+    assert!(info.contains("cache_guard_refused:1"), "{info}");
+}
+
+#[test]
+fn many_refusals_on_one_tag_are_advised_on() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for _ in 0..25 {
+        let t = token(&mut c);
+        ok(&mut c, &a("CACHE.INVALIDATE TAG hot"));
+        assert!(!guarded(&mut c, "k v TAGS 1 hot", t));
+    }
+    let advice = list(&ok(&mut c, &["CACHE.RECOMMEND"]));
+    let found = advice
+        .iter()
+        .find(|r| text(&field(r, "issue")) == "Stale sets refused")
+        .expect("the advice");
+    assert!(text(&field(found, "message")).contains("tag hot"));
+    let top = field(
+        &field(&ok(&mut c, &["CACHE.STATS"]), "guard"),
+        "top_refusal",
+    );
+    assert_eq!(text(&field(&top, "name")), "hot");
+}
+
+/// Writers read a versioned row (a plain key standing in for the database), compute slowly,
+/// and store; another thread bumps the row and invalidates its dependents. With GUARD no entry
+/// ends older than the row; without it (the same test) stale entries stay, so the test can fail.
+fn race(s: &Server, use_guard: bool) -> usize {
+    let mut c = s.conn();
+    ok(&mut c, &["SET", "row", "0"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut c = s.conn();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 400 {
+                    n += 1;
+                    let key = format!("page:{}", n % 8);
+                    let t = int(&ok(&mut c, &["CACHE.TOKEN"]));
+                    let v: String = redis::cmd("GET").arg("row").query(&mut c).expect("GET");
+                    std::thread::sleep(Duration::from_micros(200 + (w * 97) as u64));
+                    let mut parts = vec![
+                        "CACHE.SET".to_string(),
+                        key,
+                        v,
+                        "DEPENDS".into(),
+                        "1".into(),
+                        "row".into(),
+                    ];
+                    if use_guard {
+                        parts.extend(["GUARD".into(), t.to_string()]);
+                    }
+                    ok(&mut c, &parts);
+                }
+            })
+        })
+        .collect();
+    let mut inv = s.conn();
+    for i in 1..=200 {
+        ok(&mut inv, &["SET", "row", &i.to_string()]);
+        ok(&mut inv, &a("CACHE.INVALIDATE DEPENDENTS row"));
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let row: i64 = redis::cmd("GET").arg("row").query(&mut c).expect("GET");
+    let mut stale = 0;
+    for k in 0..8 {
+        if let Some(v) = get(&mut c, &format!("page:{k}")) {
+            if v.parse::<i64>().unwrap() < row {
+                stale += 1;
+            }
+        }
+    }
+    verify(&mut c);
+    stale
+}
+
+#[test]
+fn racing_writers_with_guard_leave_no_stale_entry_and_without_it_do() {
+    let s = Server::start();
+    assert_eq!(race(&s, true), 0, "stale entries with GUARD");
+    let s = Server::start();
+    let mut without = 0;
+    // Without the guard the race shows within a few rounds (it is a race: try more than once).
+    for _ in 0..5 {
+        without = race(&s, false);
+        if without > 0 {
+            break;
+        }
+    }
+    assert!(without > 0, "the test never saw the race it guards against");
+}
+
+#[test]
+fn a_promoted_replica_refuses_its_old_masters_tokens() {
+    let m = master();
+    let r = replica_of(&m);
+    let mut mc = m.conn();
+    let mut rc = r.conn();
+    wait_link(&mut rc);
+    let t = token(&mut mc);
+    // The replica answers with its own token, which is no token of the master.
+    let rt = token(&mut rc);
+    assert!(
+        !guarded(&mut mc, "k v", rt),
+        "a replica's token on the master"
+    );
+    entry(&mut mc, "k", &["t"], &[]);
+    sync(&mut mc, &mut rc);
+    ok(&mut rc, &["REPLICAOF", "NO", "ONE"]);
+    assert!(!guarded(&mut rc, "k v", t), "the old master's token");
+    assert!(
+        !guarded(&mut rc, "k v", rt),
+        "its own token from before the promotion"
+    );
+    let now = token(&mut rc);
+    assert!(guarded(&mut rc, "k v2", now));
+    // What a guarded write replicates is the write: the replica stores it without a check.
+    let r2 = replica_of(&r);
+    let mut r2c = r2.conn();
+    wait_link(&mut r2c);
+    let now = token(&mut rc);
+    assert!(guarded(&mut rc, "k v3 TAGS 1 t", now));
+    sync(&mut rc, &mut r2c);
+    assert_eq!(get(&mut r2c, "k").as_deref(), Some("v3"));
+}
