@@ -15,32 +15,6 @@ use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-/// xorshift64*: tiny, deterministic, good enough to pick operations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 enum Val {
     Entry {
@@ -61,37 +35,6 @@ const PATTERNS: [&str; 14] = [
 ];
 const NAMESPACES: [&str; 4] = ["u", "p", "s", "none"];
 const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
-
-/// Redis glob matching (`*`, `?`, `[...]` with ranges and `^`, `\` escapes) for the model.
-fn glob(p: &[u8], s: &[u8]) -> bool {
-    match p.first() {
-        None => s.is_empty(),
-        Some(b'*') => (0..=s.len()).any(|i| glob(&p[1..], &s[i..])),
-        Some(b'?') => !s.is_empty() && glob(&p[1..], &s[1..]),
-        Some(b'[') => {
-            let Some(&c) = s.first() else { return false };
-            let mut i = 1;
-            let negate = p.get(1) == Some(&b'^');
-            if negate {
-                i += 1;
-            }
-            let mut hit = false;
-            while i < p.len() && p[i] != b']' {
-                if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
-                    let (lo, hi) = (p[i].min(p[i + 2]), p[i].max(p[i + 2]));
-                    hit |= (lo..=hi).contains(&c);
-                    i += 3;
-                } else {
-                    hit |= p[i] == c;
-                    i += 1;
-                }
-            }
-            hit != negate && glob(&p[(i + 1).min(p.len())..], &s[1..])
-        }
-        Some(b'\\') if p.len() > 1 => s.first() == Some(&p[1]) && glob(&p[2..], &s[1..]),
-        Some(&c) => s.first() == Some(&c) && glob(&p[1..], &s[1..]),
-    }
-}
 
 #[test]
 fn model_glob_agrees_with_redis_on_the_patterns_used() {
