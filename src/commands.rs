@@ -307,6 +307,13 @@ pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]])
     };
     let names = |l: NameIter| Reply::Array(l.map(|n| Reply::Bulk(n.to_vec())).collect());
     let mut dependents = state::with_db(db, |idx| idx.dependents_of(argv[1]));
+    if state::lazy_active() {
+        // Entries a LAZY mark covers are gone, as after IMMEDIATE.
+        dependents.retain(|k| {
+            let key = Key::probe(ctx, &server::string(ctx, k));
+            matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, k, e))
+        });
+    }
     if let Some(a) = Access::of_caller(ctx) {
         // Never reveal a key the user may not read.
         dependents.retain(|k| a.allows(&server::string(ctx, k), false));
@@ -956,6 +963,36 @@ pub(crate) fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
     cluster::fan_out(ctx, job, cluster::outcome(Ok(reply)))
 }
 
+/// Tag sizes while LAZY marks wait in `db`: the entries they cover are gone, as after
+/// IMMEDIATE, so each tag's entries are looked at (cost proportional to the tag links, only
+/// until the reclaimer is done); a tag left with none is not listed.
+fn covered_out(ctx: &Context, db: usize, glob: Option<&Glob>) -> Vec<(Vec<u8>, usize)> {
+    let members = state::with_db(db, |idx| idx.tag_members(glob));
+    let mut live: ahash::AHashMap<Vec<u8>, bool> = ahash::AHashMap::new();
+    let mut sizes: Vec<(Vec<u8>, usize)> = members
+        .into_iter()
+        .map(|(tag, keys)| {
+            let n = keys
+                .into_iter()
+                .filter(|k| {
+                    if let Some(&l) = live.get(k) {
+                        return l;
+                    }
+                    let key = Key::probe(ctx, &server::string(ctx, k));
+                    let l =
+                        matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, k, e));
+                    live.insert(k.clone(), l);
+                    l
+                })
+                .count();
+            (tag, n)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    sizes
+}
+
 pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let (local, argv) = cluster::strip_local(argv);
     let a = parse::parse_tags(&argv)?;
@@ -963,7 +1000,12 @@ pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
     let fan = cluster::fans_out(ctx, local, "cache.tags")?;
     let glob = a.pattern.as_deref().map(Glob::new);
     let db = server::selected_db(ctx);
-    let mut sizes = state::with_db(db, |idx| idx.tag_sizes(glob.as_ref()));
+    let marked = state::lock().lazy().marks(db).is_some();
+    let mut sizes = if marked {
+        covered_out(ctx, db, glob.as_ref())
+    } else {
+        state::with_db(db, |idx| idx.tag_sizes(glob.as_ref()))
+    };
     if let (Some(n), false) = (a.count, fan) {
         sizes.truncate(n);
     }

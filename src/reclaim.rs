@@ -151,22 +151,27 @@ fn resolve(ctx: &Context, db: usize, mark: &Mark, limit: usize) -> Result<Resolv
         (resources, seeds)
     });
     let mut perms = Permissions::new(ctx);
-    let live = |perms: &mut Permissions, name: &[u8], picked: bool| -> bool {
+    // Whether `name` is an entry this mark can take (None: not), and whether its selector
+    // picks it.
+    let live = |perms: &mut Permissions, name: &[u8]| -> Option<bool> {
         if !perms.allowed(mark.user.as_deref(), name) {
-            return false;
+            return None;
         }
         let rs = perms.string(name).safe_clone(ctx);
         let key = Key::probe(ctx, &rs);
         let Held::Entry(e) = key.held() else {
-            return false;
+            return None;
         };
-        (!picked || mark.picks(name, e)) && perms.covering(&older, name, e).is_none()
+        if perms.covering(&older, name, e).is_some() {
+            return None;
+        }
+        Some(mark.picks(name, e))
     };
     let seeds: Vec<Vec<u8>> = match seeds {
         Some(s) => s,
         None => resources
             .into_iter()
-            .filter(|r| live(&mut perms, r, true))
+            .filter(|r| live(&mut perms, r) == Some(true))
             .collect(),
     };
     if seeds.is_empty() {
@@ -178,20 +183,35 @@ fn resolve(ctx: &Context, db: usize, mark: &Mark, limit: usize) -> Result<Resolv
         seeds.len().saturating_add(limit)
     };
     let mut seen = 0usize;
+    // Entries the cascade reached that the selector picks too: the selector covers them.
+    let mut picked = ahash::AHashSet::new();
     let reach = index::cascade(
         seeds,
         mark.depth,
         |keys| state::with_db(db, |idx| idx.dependents_of_all(keys)),
         |name| {
             seen += 1;
-            seen <= allowed && live(&mut perms, name, false)
+            match (seen <= allowed).then(|| live(&mut perms, name)).flatten() {
+                Some(picks) => {
+                    if picks {
+                        picked.insert(name.to_vec());
+                    }
+                    true
+                }
+                None => false,
+            }
         },
     );
     if seen > allowed {
         return Err(crate::core::limits::cascade_too_large(limit));
     }
+    let cascade = reach.keys[reach.selected..]
+        .iter()
+        .filter(|k| !picked.contains(*k))
+        .cloned()
+        .collect();
     Ok(Resolved {
-        cascade: reach.keys[reach.selected..].to_vec(),
+        cascade,
         frontier: reach
             .frontier(mark.depth)
             .into_iter()

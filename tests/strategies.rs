@@ -1164,13 +1164,20 @@ impl H {
             }
             Strategy::Lazy => {
                 let (lo, hi) = self.lazy_bounds(sel);
+                // README: the entries the selector picks in the index, plus those its cascade
+                // reached beyond them (resolved when the mark is made: exact); IMMEDIATE's
+                // count would do too.
+                let db = &self.dbs[self.cur];
+                let cascaded = want
+                    .iter()
+                    .filter(|k| !matches!(db.keys.get(*k), Some(Val::Entry(e)) if sel.picks(k, e)))
+                    .count();
+                let (lo, hi) = (lo + cascaded, hi + cascaded);
                 let n = as_int(&r).unwrap_or(-1);
-                // README: the entries the selector picks in the index; IMMEDIATE's count would
-                // do too (a mark that resolves its cascade when it is made may reply that).
                 if (n < lo as i64 || n > hi as i64) && n != want.len() as i64 {
                     return fail(
                         "reply",
-                        format!("{label}: count {r:?}, want {lo}..={hi} (the entries the selector picks) or {} (IMMEDIATE's: {want:?})", want.len()),
+                        format!("{label}: count {r:?}, want {lo}..={hi} (the entries the selector picks, plus {cascaded} through the cascade) or {} (IMMEDIATE's: {want:?})", want.len()),
                     );
                 }
                 let cur = self.cur;

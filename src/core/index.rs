@@ -642,6 +642,16 @@ impl DbIndex {
         v
     }
 
+    /// The tags matching the glob with the keys of their entries (what `tag_sizes` counts, for a
+    /// caller that must look at each entry).
+    pub fn tag_members(&self, pattern: Option<&Glob>) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
+        self.tags
+            .iter()
+            .filter(|(name, _)| pattern.is_none_or(|p| p.matches(name)))
+            .map(|(name, m)| (name.to_vec(), self.names_of(m.iter())))
+            .collect()
+    }
+
     /// Number of entries with at least one tag.
     pub fn tagged_entries(&self) -> usize {
         let mut seen = RoaringBitmap::new();

@@ -118,13 +118,14 @@ impl Mark {
     }
 
     /// The same mark for one key: an entry it covered under another name (RENAME, MOVE, COPY)
-    /// stays covered under its new one.
+    /// stays covered under its new one, whoever may delete that name (the mark's user could
+    /// delete the old one: under IMMEDIATE the entry would be gone).
     pub fn alias(&self, name: &[u8]) -> Mark {
         let mut a = Mark::new(
             self.gen,
             Selector::Keys(vec![name.to_vec()]),
             0,
-            self.user.clone(),
+            None,
             self.context.clone(),
             self.created_ms,
             0,
