@@ -21,7 +21,7 @@ use crate::core::wire::{self, Merge};
 use crate::error::{self, CacheError, Result};
 use crate::guard;
 use crate::reclaim;
-use crate::server::{self, Access, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
+use crate::server::{self, Access, Key, Reply, Viewer, NOTIFY_GENERIC, NOTIFY_MODULE};
 use crate::state::{self, Quiet};
 
 type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
@@ -578,6 +578,7 @@ fn apply(
         &context,
         strategy,
         unread,
+        access.map(Access::name),
     );
     deleted.len() as u64
 }
@@ -595,6 +596,7 @@ pub fn record(
     context: &str,
     strategy: Strategy,
     unread: u64,
+    user: Option<&[u8]>,
 ) {
     let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let record = InvalidationRecord {
@@ -606,6 +608,7 @@ pub fn record(
         duration_us,
         context,
         strategy: strategy.name(),
+        user,
     };
     let now = server::now_ms();
     let th = config::thresholds();
@@ -795,7 +798,7 @@ pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
         PendingArgs::Stale(deadline, keys) => {
             return Ok(Reply::Int(crate::fetch::replay_stale(ctx, deadline, &keys)));
         }
-        PendingArgs::Lazy => return Ok(lazy_marks()),
+        PendingArgs::Lazy => return Ok(lazy_marks(&Viewer::of_caller(ctx))),
         // Both come only from an AOF rewrite: applied when the AOF loads, ignored when the same
         // format arrives otherwise (Valkey's atomic slot migration sends a slot snapshot this
         // way: the source's generations and module state are not the target's).
@@ -831,12 +834,13 @@ pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
         }
         PendingArgs::List => {}
     }
+    let viewer = Viewer::of_caller(ctx);
     let st = state::lock();
     let rows = st
         .batch
         .items()
         .map(|p| {
-            Reply::fields(vec![
+            let mut row = Reply::fields(vec![
                 ("db", Reply::Int(p.db as i64)),
                 ("type", Reply::Bulk(p.selector.kind().as_bytes().to_vec())),
                 ("pattern", Reply::Bulk(p.selector.arguments().into_bytes())),
@@ -848,14 +852,18 @@ pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
                     "coalesced",
                     Reply::Int(i64::try_from(p.coalesced).unwrap_or(i64::MAX)),
                 ),
-            ])
+            ]);
+            if !viewer.sees(p.user.as_deref()) {
+                hide_names(&mut row);
+            }
+            row
         })
         .collect();
     Ok(Reply::Array(rows))
 }
 
 /// `CACHE.PENDING LAZY`: the LAZY marks of every database, oldest first.
-fn lazy_marks() -> Reply {
+fn lazy_marks(viewer: &Viewer) -> Reply {
     let st = state::lock();
     let rows = st
         .lazy()
@@ -864,7 +872,7 @@ fn lazy_marks() -> Reply {
             d.marks()
                 .iter()
                 .map(|m| {
-                    Reply::fields(vec![
+                    let mut row = Reply::fields(vec![
                         ("db", Reply::Int(db as i64)),
                         ("type", Reply::Bulk(m.selector.kind().as_bytes().to_vec())),
                         ("pattern", Reply::Bulk(m.selector.arguments().into_bytes())),
@@ -879,7 +887,11 @@ fn lazy_marks() -> Reply {
                             "generation",
                             Reply::Int(i64::try_from(m.gen).unwrap_or(i64::MAX)),
                         ),
-                    ])
+                    ]);
+                    if !viewer.sees(m.user.as_deref()) {
+                        hide_names(&mut row);
+                    }
+                    row
                 })
                 .collect::<Vec<_>>()
         })
@@ -937,6 +949,13 @@ pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
     let (local, argv) = cluster::strip_local(argv);
     let a = parse::parse_tags(&argv)?;
     guard::limits(ctx).check_pattern(a.pattern.as_deref().unwrap_or_default())?;
+    if let Viewer::Only(_) = Viewer::of_caller(ctx) {
+        // A tag's count covers every entry that carries it, whoever may read them; counting
+        // only the reachable ones would cost an ACL check per (tag, entry) link.
+        return Err(CacheError::Message(
+            "NOPERM CACHE.TAGS needs read access to every key (~* or %R~*): its counts cover entries of any key".into(),
+        ));
+    }
     let fan = cluster::fans_out(ctx, local, "cache.tags")?;
     let glob = a.pattern.as_deref().map(Glob::new);
     let db = server::selected_db(ctx);
@@ -972,12 +991,17 @@ pub(crate) fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
     let (local, argv) = cluster::strip_local(argv);
     let json = parse::parse_json_flag(&argv, "cache.stats")?;
     let fan = cluster::fans_out(ctx, local, "cache.stats")?;
+    let viewer = Viewer::of_caller(ctx);
     let now = server::now_ms();
     let th = config::thresholds();
     let mut st = state::lock();
     st.settle_removal();
     let figures = st.figures(true);
-    let stats = st.metrics(now).stats(&figures, &th, now);
+    let metrics = st.metrics(now);
+    let mut stats = metrics.stats(&figures, &th, now);
+    if let Some(user) = viewer.restricted_to() {
+        metrics.restrict(&mut stats, user);
+    }
     drop(st);
     let mut f = stats.to_fields();
     f.push(crate::fetch::stats_section());
@@ -996,17 +1020,20 @@ pub(crate) fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
 }
 
 pub(crate) fn cache_recommend(
-    _ctx: &Context,
+    ctx: &Context,
     _args: &[RedisString],
     argv: &[&[u8]],
 ) -> Result<Reply> {
     let json = parse::parse_json_flag(argv, "cache.recommend")?;
+    let viewer = Viewer::of_caller(ctx);
     let now = server::now_ms();
     let th = config::thresholds();
     let mut st = state::lock();
     st.settle_removal();
     let figures = st.figures(true);
-    let mut advice = st.metrics(now).recommend(&figures, &th, now);
+    let mut advice = st
+        .metrics(now)
+        .recommend_for(&figures, &th, now, viewer.restricted_to());
     drop(st);
     advice.extend(crate::fetch::advice());
     advice.sort_by_key(|r| std::cmp::Reverse(r.severity));
@@ -1014,16 +1041,39 @@ pub(crate) fn cache_recommend(
     Ok(if json { wire::as_json(&reply) } else { reply })
 }
 
-pub(crate) fn cache_events(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_events(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let count = parse::parse_count(argv, "cache.events")?;
+    let viewer = Viewer::of_caller(ctx);
     let now = server::now_ms();
     let th = config::thresholds();
     let events = state::lock()
         .metrics(now)
         .events(count.unwrap_or(usize::MAX), &th, now);
     Ok(Reply::Array(
-        events.iter().map(|e| fields(e.to_fields())).collect(),
+        events
+            .iter()
+            .map(|e| {
+                let mut reply = fields(e.to_fields());
+                if !viewer.sees(e.user.as_deref()) {
+                    hide_names(&mut reply);
+                }
+                reply
+            })
+            .collect(),
     ))
+}
+
+/// Another user's event or request shown to a user restricted by key patterns: its `pattern`
+/// and `context` (which may name keys out of the viewer's reach) read as nil; its type, counts
+/// and times stay.
+fn hide_names(reply: &mut Reply) {
+    if let Reply::Map(pairs) = reply {
+        for (k, v) in pairs.iter_mut() {
+            if k == "pattern" || k == "context" {
+                *v = Reply::Nil;
+            }
+        }
+    }
 }
 
 pub(crate) fn cache_hotkeys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {

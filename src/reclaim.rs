@@ -144,11 +144,14 @@ struct Noted {
     pattern: String,
     context: String,
     started: Instant,
+    /// The ACL user it runs for (the metrics show its names to that user only).
+    user: Option<Vec<u8>>,
 }
 
 impl Noted {
-    fn of(selector: &Selector, context: Option<&[u8]>) -> Noted {
+    fn of(selector: &Selector, context: Option<&[u8]>, user: Option<&[u8]>) -> Noted {
         Noted {
+            user: user.map(<[u8]>::to_vec),
             kind: selector.kind(),
             pattern: selector.arguments(),
             context: context
@@ -172,6 +175,7 @@ impl Noted {
             context,
             strategy,
             0,
+            self.user.as_deref(),
         );
     }
 }
@@ -187,7 +191,7 @@ pub fn invalidate(
     context: Option<Vec<u8>>,
     user: Option<Vec<u8>>,
 ) -> u64 {
-    let noted = Noted::of(&selector, context.as_deref());
+    let noted = Noted::of(&selector, context.as_deref(), user.as_deref());
     let picked = server::entries_only(ctx, &selector);
     let selected = state::with_db(db, |idx| idx.count(&picked));
     drop(picked);
@@ -279,7 +283,7 @@ pub fn invalidate_stepped(
     let Some(client) = Blocked::block(ctx) else {
         return false;
     };
-    let noted = Noted::of(&selector, context.as_deref());
+    let noted = Noted::of(&selector, context.as_deref(), user.as_deref());
     let gen = mark(ctx, db, selector, selected, depth, context, user);
     waiters().push(Waiter {
         client,
