@@ -519,17 +519,52 @@ impl Glob {
     }
 }
 
+/// The most tokens a searched piece with wildcards inside may have where a limit applies
+/// ([`widest_search`]): four words of Shift-And state, so a key costs at most about 8 steps per
+/// byte.
+pub const MAX_SEARCHED_WILDCARD_PIECE: usize = 256;
+
+/// The tokens of the longest middle segment that has a `?` or a class inside (leading and
+/// trailing `?`s left out: those cost nothing); 0 when there is none. Literal segments do not
+/// count: they are searched in linear time whatever their length. This is what
+/// `Glob::matches` pays per key byte, in 64-token words.
+pub fn widest_search(pattern: &[u8]) -> usize {
+    let tokens: Vec<Token> = compile(pattern).into_iter().map(simplify).collect();
+    let parts: Vec<&[Token]> = tokens.split(|t| *t == Token::Star).collect();
+    if parts.len() < 3 {
+        return 0;
+    }
+    parts[1..parts.len() - 1]
+        .iter()
+        .map(|seg| {
+            let body = trim_any(seg);
+            if body.iter().all(|t| matches!(t, Token::Literal(_))) {
+                0
+            } else {
+                body.len()
+            }
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// A middle segment: its leading and trailing `?`s become lengths.
 fn segment(tokens: &[Token]) -> Segment {
+    let body = trim_any(tokens);
+    let skip = tokens.iter().take_while(|t| **t == Token::Any).count();
+    Segment {
+        skip,
+        after: tokens.len() - skip - body.len(),
+        body: Body::new(body),
+    }
+}
+
+/// The tokens without their leading and trailing `?`s.
+fn trim_any(tokens: &[Token]) -> &[Token] {
     let skip = tokens.iter().take_while(|t| **t == Token::Any).count();
     let rest = &tokens[skip..];
     let after = rest.iter().rev().take_while(|t| **t == Token::Any).count();
-    let body = &rest[..rest.len() - after];
-    Segment {
-        skip,
-        body: Body::new(body),
-        after,
-    }
+    &rest[..rest.len() - after]
 }
 
 /// Convenience: `Glob::new(pattern).matches(subject)`.
@@ -1202,6 +1237,35 @@ mod tests {
         assert!(g.cost(key.len()) <= 2 * 4096 + 4096 + 8);
         // A key shorter than the pattern's minimum length costs one step.
         assert_eq!(Glob::new(&issue).cost(100), 1);
+    }
+
+    #[test]
+    fn widest_search_counts_pieces_with_wildcards_inside() {
+        assert_eq!(widest_search(b"user:*"), 0);
+        assert_eq!(
+            widest_search(b"*abc*"),
+            0,
+            "literal pieces are searched in linear time"
+        );
+        assert_eq!(
+            widest_search(b"*??a?b??*"),
+            3,
+            "leading and trailing ? cost nothing"
+        );
+        assert_eq!(widest_search(b"*a[xy]b*c?d*"), 3);
+        assert_eq!(
+            widest_search(b"a?b*c[d]e"),
+            0,
+            "head and tail are not searched"
+        );
+        let mut issue = b"*".to_vec();
+        issue.extend(std::iter::repeat_n(b'?', 4094));
+        issue.push(b'b');
+        assert_eq!(widest_search(&issue), 0);
+        let mut dense = b"*a".to_vec();
+        dense.extend(std::iter::repeat_n(b'?', 4092));
+        dense.extend_from_slice(b"b*");
+        assert_eq!(widest_search(&dense), 4094);
     }
 
     fn token_strategy() -> impl Strategy<Value = &'static str> {

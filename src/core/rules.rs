@@ -492,6 +492,20 @@ fn check_pattern(p: &[u8]) -> RuleResult<()> {
     }
 }
 
+/// RULE SET only (a rule already stored, or decoded, is not refused for it): the pattern's
+/// cost per byte of id stays small (see `glob::widest_search`).
+fn check_pattern_complexity(p: &[u8]) -> RuleResult<()> {
+    let widest = crate::core::glob::widest_search(p);
+    let most = crate::core::glob::MAX_SEARCHED_WILDCARD_PIECE;
+    if widest > most {
+        Err(format!(
+            "ERR pattern too complex: {widest} bytes between two stars with ? or [...] inside, the limit is {most}"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 fn check_template_count(n: usize) -> RuleResult<()> {
     if n == 0 {
         Err("ERR INVALIDATE needs at least one template".to_string())
@@ -1177,6 +1191,7 @@ fn parse_rule_set(args: &[&[u8]]) -> RuleResult<Rule> {
             }
             let p = value.ok_or_else(syntax)?;
             check_pattern(p)?;
+            check_pattern_complexity(p)?;
             pattern = Some(p);
         } else if eq(opt, "INVALIDATE") {
             if templates.is_some() {
