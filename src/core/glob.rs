@@ -56,7 +56,9 @@
 //! searched ranges do not overlap: all middle segments together look at each byte of the
 //! subject at most once. Per byte, a segment of literals costs O(1) amortised (Knuth-Morris-
 //! Pratt); one with `?` or classes inside costs one step per 64 of its tokens (bit-parallel
-//! Shift-And, only over the words that hold a live partial match); a `?` next to a star costs
+//! Shift-And, its state unrolled on the stack up to four words, the 256 positions the limits
+//! allow; wider ones, from the master or the AOF, only over the words holding a live partial
+//! match); a `?` next to a star costs
 //! nothing (`*?` is `?*`: leading and trailing `?` of a segment are a minimum length, not
 //! searched for). The head and tail cost their length. So matching a key of `n` bytes costs at
 //! most `n × ⌈m/64⌉ + |pattern|` steps for the longest middle segment `m` (at most 64 steps per
@@ -333,6 +335,39 @@ impl ShiftAnd {
 
     /// The first `p` with all tokens matching `hay[p..p + len]`.
     fn find(&self, hay: &[u8]) -> Option<usize> {
+        match self.words {
+            1 => self.find_in::<1>(hay),
+            2 => self.find_in::<2>(hay),
+            3 => self.find_in::<3>(hay),
+            4 => self.find_in::<4>(hay),
+            _ => self.find_wide(hay),
+        }
+    }
+
+    /// [`ShiftAnd::find`] with the state in `W` words on the stack (the words loop unrolled):
+    /// every piece the limits allow.
+    fn find_in<const W: usize>(&self, hay: &[u8]) -> Option<usize> {
+        let last = 1u64 << ((self.len - 1) % 64);
+        let rows: &[[u64; W]] = self.table.as_chunks::<W>().0;
+        let mut state = [0u64; W];
+        for (i, &b) in hay.iter().enumerate() {
+            let row = rows.get(usize::from(self.class_of[usize::from(b)]))?;
+            let mut carry = 1u64;
+            for k in 0..W {
+                let old = state[k];
+                state[k] = ((old << 1) | carry) & row[k];
+                carry = old >> 63;
+            }
+            if state[W - 1] & last != 0 {
+                return Some(i + 1 - self.len);
+            }
+        }
+        None
+    }
+
+    /// [`ShiftAnd::find`] for any number of words (patterns from the master, the AOF or a
+    /// stored rule may be wider than the limits allow now).
+    fn find_wide(&self, hay: &[u8]) -> Option<usize> {
         let w = self.words;
         let last = 1u64 << ((self.len - 1) % 64);
         let mut state: SmallVec<[u64; 8]> = SmallVec::from_elem(0, w);
@@ -1385,11 +1420,11 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1024))]
 
-        /// Segments of 60 to 200 tokens with subjects built to (nearly) match them, against
+        /// Segments of 60 to 330 tokens (one to six words) with subjects built to (nearly) match them, against
         /// the backtracking reference: exercises Shift-And over several words.
         #[test]
         fn long_segments_match_like_the_backtracking_reference(
-            tokens in prop::collection::vec(segment_token_strategy(), 60..=200),
+            tokens in prop::collection::vec(segment_token_strategy(), 60..=330),
             fill in prop::collection::vec(prop::sample::select(b"abc".to_vec()), 1..=16),
             pad in 0usize..=3,
             star_ends in any::<(bool, bool)>(),
@@ -1416,6 +1451,32 @@ mod tests {
                     pattern.escape_ascii().to_string(),
                     s.escape_ascii().to_string()
                 );
+            }
+        }
+
+        /// One piece of 257 to 330 tokens between two stars (five or six words: wider than
+        /// the limits allow now, as patterns from the master or the AOF may be).
+        #[test]
+        fn wide_pieces_match_like_the_backtracking_reference(
+            tokens in prop::collection::vec(
+                prop::sample::select(vec!["a", "b", "?", "[ab]", "[^a]"]),
+                257..=330,
+            ),
+            fill in prop::collection::vec(prop::sample::select(b"abc".to_vec()), 1..=16),
+            pad in 0usize..=3,
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let mut tokens = tokens;
+            tokens.insert(0, "*");
+            tokens.push("*");
+            let pattern = tokens.concat().into_bytes();
+            let subject = subject_for(&tokens, &fill, pad);
+            let mut flipped = subject.clone();
+            let i = flip.index(flipped.len());
+            flipped[i] = if flipped[i] == b'a' { b'b' } else { b'a' };
+            let g = Glob::new(&pattern);
+            for s in [&subject, &flipped] {
+                prop_assert_eq!(g.matches(s), backtrack_ref(&pattern, s));
             }
         }
 
