@@ -477,9 +477,9 @@ def worst_cases(srv):
     c.pipeline([["CACHE.SET", "a" * 4090 + "%05d" % i, "v", "TAGS", "1", "a" * 4090 + "%05d" % i]
                 for i in range(long_keys)], batch=200)
     issue = "*" + "?" * 4094 + "b"
-    piece = "*a" + "?" * 254 + "b*"
+    piece = "*a" + "?" * 126 + "b*"
     figure("KEYS '*'+'?'x4094+'b' (%d keys of 4 KB)" % long_keys, "CACHE.KEYS", "PATTERN", issue)
-    figure("KEYS '*a'+'?'x254+'b*' (the costliest piece allowed)", "CACHE.KEYS", "PATTERN", piece)
+    figure("KEYS '*a'+'?'x126+'b*' (the costliest piece allowed)", "CACHE.KEYS", "PATTERN", piece)
     figure("KEYS '*a'+'?'x4092+'b*' (refused)", "CACHE.KEYS", "PATTERN",
            "*a" + "?" * 4092 + "b*")
     figure("TAGS MATCH '*'+'?'x4094+'b' (%d tags of 4 KB)" % long_keys,

@@ -56,8 +56,8 @@
 //! searched ranges do not overlap: all middle segments together look at each byte of the
 //! subject at most once. Per byte, a segment of literals costs O(1) amortised (Knuth-Morris-
 //! Pratt); one with `?` or classes inside costs one step per 64 of its tokens (bit-parallel
-//! Shift-And, its state unrolled on the stack up to four words, the 256 positions the limits
-//! allow; wider ones, from the master or the AOF, only over the words holding a live partial
+//! Shift-And, its state unrolled on the stack up to four words; the limits allow 128 positions,
+//! two words; wider ones, from the master or the AOF, only over the words holding a live partial
 //! match); a `?` next to a star costs
 //! nothing (`*?` is `?*`: leading and trailing `?` of a segment are a minimum length, not
 //! searched for). The head and tail cost their length. So matching a key of `n` bytes costs at
@@ -555,9 +555,9 @@ impl Glob {
 }
 
 /// The most tokens a searched piece with wildcards inside may have where a limit applies
-/// ([`widest_search`]): four words of Shift-And state, so a key costs at most about 8 steps per
+/// ([`widest_search`]): two words of Shift-And state, so a key costs at most about 4 steps per
 /// byte.
-pub const MAX_SEARCHED_WILDCARD_PIECE: usize = 256;
+pub const MAX_SEARCHED_WILDCARD_PIECE: usize = 128;
 
 /// The tokens of the longest middle segment that has a `?` or a class inside (leading and
 /// trailing `?`s left out: those cost nothing); 0 when there is none. Literal segments do not

@@ -209,7 +209,7 @@ mod tests {
             meta_bytes: 10,
             pattern_bytes: 5,
             cascade_entries: 2,
-            wildcard_piece: 256,
+            wildcard_piece: 128,
         }
     }
 
@@ -285,11 +285,11 @@ mod tests {
             ..limits()
         };
         let mut piece = b"*a".to_vec();
-        piece.extend(std::iter::repeat_n(b'?', 255));
+        piece.extend(std::iter::repeat_n(b'?', 127));
         piece.extend_from_slice(b"b*");
         assert_eq!(
             msg(wide.check_pattern(&piece)),
-            "ERR pattern too complex: 257 bytes between two stars with ? or [...] inside, the limit is 256"
+            "ERR pattern too complex: 129 bytes between two stars with ? or [...] inside, the limit is 128"
         );
         piece.remove(2);
         assert!(wide.check_pattern(&piece).is_ok());
