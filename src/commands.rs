@@ -959,10 +959,9 @@ pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
     let fan = cluster::fans_out(ctx, local, "cache.tags")?;
     let glob = a.pattern.as_deref().map(Glob::new);
     let db = server::selected_db(ctx);
-    let mut sizes = state::with_db(db, |idx| idx.tag_sizes(glob.as_ref()));
-    if let (Some(n), false) = (a.count, fan) {
-        sizes.truncate(n);
-    }
+    // The others list every matching tag when fanning out (see below).
+    let count = a.count.filter(|_| !fan);
+    let sizes = state::with_db(db, |idx| idx.tag_sizes(glob.as_ref(), count));
     let reply = Reply::Array(
         sizes
             .into_iter()
