@@ -299,9 +299,23 @@ pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]])
         // Never reveal a key the user may not read.
         dependents.retain(|k| a.allows(&server::string(ctx, k), false));
     }
+    // A user restricted by key patterns sees no dependency named like a key it may not read
+    // (a dependency is often another entry's key; the module cannot tell which are).
+    let depends = match Viewer::of_caller(ctx) {
+        Viewer::All => names(e.deps()),
+        Viewer::Only(_) => match Access::of_caller(ctx) {
+            Some(a) => Reply::Array(
+                e.deps()
+                    .filter(|d| a.allows(&server::string(ctx, d), false))
+                    .map(|d| Reply::Bulk(d.to_vec()))
+                    .collect(),
+            ),
+            None => Reply::Array(Vec::new()),
+        },
+    };
     let mut fields = vec![
         ("tags", names(e.tags())),
-        ("depends", names(e.deps())),
+        ("depends", depends),
         (
             "dependents",
             Reply::Array(dependents.into_iter().map(Reply::Bulk).collect()),

@@ -631,3 +631,28 @@ fn tags_needs_read_access_to_every_key() {
         assert_eq!(list(&ok(c, &["CACHE.TAGS"])), expected);
     }
 }
+
+#[test]
+fn inspect_shows_no_dependency_named_like_a_key_out_of_reach() {
+    let s = Server::start();
+    let (mut admin, mut narrow, mut wide) = narrow_and_wide(&s);
+    ok(
+        &mut admin,
+        &[
+            "CACHE.SET",
+            "app:9",
+            "v",
+            "DEPENDS",
+            "3",
+            "other:1",
+            "app:1",
+            "db:users",
+        ],
+    );
+    let depends =
+        |c: &mut Connection| strings(&field(&ok(c, &["CACHE.INSPECT", "app:9"]), "depends"));
+    assert_eq!(depends(&mut narrow), vec!["app:1"]);
+    for c in [&mut wide, &mut admin] {
+        assert_eq!(depends(c), vec!["app:1", "db:users", "other:1"]);
+    }
+}
