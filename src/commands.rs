@@ -1043,7 +1043,11 @@ pub(crate) fn cache_recommend(
     let th = config::thresholds();
     let mut st = state::lock();
     st.settle_removal();
-    let figures = st.figures(true);
+    let mut figures = st.figures(true);
+    if viewer.restricted_to().is_some() {
+        // "Oversized tag" counts entries of any key (as CACHE.TAGS, refused to such a user).
+        figures.largest_tag = None;
+    }
     let mut advice = st
         .metrics(now)
         .recommend_for(&figures, &th, now, viewer.restricted_to());

@@ -656,3 +656,28 @@ fn inspect_shows_no_dependency_named_like_a_key_out_of_reach() {
         assert_eq!(depends(c), vec!["app:1", "db:users", "other:1"]);
     }
 }
+
+#[test]
+fn recommend_does_not_tell_a_restricted_user_of_tags_on_entries_out_of_reach() {
+    let s = Server::start();
+    let (mut admin, mut narrow, _wide) = narrow_and_wide(&s);
+    let mut pipe = redis::pipe();
+    for i in 0..120 {
+        pipe.cmd("CACHE.SET")
+            .arg(format!("other:big:{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg("big")
+            .ignore();
+    }
+    pipe.query::<()>(&mut admin).expect("fill");
+    let issues = |c: &mut Connection| -> Vec<String> {
+        list(&ok(c, &["CACHE.RECOMMEND"]))
+            .iter()
+            .map(|r| text(&field(r, "issue")))
+            .collect()
+    };
+    assert!(issues(&mut admin).contains(&"Oversized tag".to_string()));
+    assert!(!issues(&mut narrow).contains(&"Oversized tag".to_string()));
+}
