@@ -423,6 +423,88 @@ def stall(srv):
 
 
 # ---------------------------------------------------------------------------------------------
+# 6b. Worst cases (issue 22): the longest PING round trip from a second connection while each
+# runs (goal <= 50 ms). The pinger is another process, so reading a large reply here does not
+# hold it up.
+
+def _pinger(port, stop, out):
+    probe = Resp(port)
+    worst = 0.0
+    while not stop.is_set():
+        t = time.perf_counter()
+        probe.call("PING")
+        worst = max(worst, (time.perf_counter() - t) * 1000.0)
+        time.sleep(0.0005)
+    out.put(worst)
+
+
+def longest_ping(srv, *command):
+    """Runs one command; returns (its wall ms, the longest PING round trip meanwhile, reply)."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    stop, out = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=_pinger, args=(srv.port, stop, out))
+    proc.start()
+    time.sleep(0.1)
+    t = time.perf_counter()
+    try:
+        reply = srv.conn.call(*command)
+    except RuntimeError as e:
+        reply = "error: %s" % str(e)[:60]
+    ms = (time.perf_counter() - t) * 1000.0
+    time.sleep(0.05)
+    stop.set()
+    worst = out.get()
+    proc.join()
+    return ms, worst, reply
+
+
+def worst_cases(srv):
+    c = srv.conn
+
+    def figure(label, *command):
+        ms, worst, reply = longest_ping(srv, *command)
+        if isinstance(reply, list):
+            what = "%d items" % len(reply)
+        elif isinstance(reply, bytes):
+            what = "%d bytes" % len(reply)
+        else:
+            what = str(reply)
+        report("ms longest PING during %s" % label, worst, "ms", "(%s; client %.0f ms)" % (what, ms))
+
+    flush(c)
+    long_keys = n(2000)
+    c.pipeline([["CACHE.SET", "a" * 4090 + "%05d" % i, "v", "TAGS", "1", "a" * 4090 + "%05d" % i]
+                for i in range(long_keys)], batch=200)
+    issue = "*" + "?" * 4094 + "b"
+    piece = "*a" + "?" * 126 + "b*"
+    figure("KEYS '*'+'?'x4094+'b' (%d keys of 4 KB)" % long_keys, "CACHE.KEYS", "PATTERN", issue)
+    figure("KEYS '*a'+'?'x126+'b*' (the costliest piece allowed)", "CACHE.KEYS", "PATTERN", piece)
+    figure("KEYS '*a'+'?'x4092+'b*' (refused)", "CACHE.KEYS", "PATTERN",
+           "*a" + "?" * 4092 + "b*")
+    figure("TAGS MATCH '*'+'?'x4094+'b' (%d tags of 4 KB)" % long_keys,
+           "CACHE.TAGS", "MATCH", issue)
+    figure("INVALIDATE PATTERN '*'+'?'x4094+'b'", "CACHE.INVALIDATE", "PATTERN", issue)
+    flush(c)
+    kb_keys = n(10_000)
+    c.pipeline([["CACHE.SET", "a" * 1019 + "%05d" % i, "v"] for i in range(kb_keys)], batch=500)
+    figure("KEYS 900-byte pattern (%d keys of 1 KB)" % kb_keys,
+           "CACHE.KEYS", "PATTERN", "*" + "?" * 898 + "b")
+    flush(c)
+    count = n(1_000_000)
+    c.pipeline([["CACHE.SET", "k:%d" % i, "v", "TAGS", "2", "t:%d" % i, "all",
+                 "DEPENDS", "1", "root"] for i in range(count)])
+    c.call("CACHE.SET", "root", "v")
+    figure("KEYS TAG all (%d entries)" % count, "CACHE.KEYS", "TAG", "all")
+    figure("KEYS PATTERN k:* (%d entries)" % count, "CACHE.KEYS", "PATTERN", "k:*")
+    figure("INSPECT of an entry with %d dependents" % count, "CACHE.INSPECT", "root")
+    figure("STATS over %d tags" % count, "CACHE.STATS", "LOCAL")
+    figure("TAGS COUNT 10 over %d tags" % count, "CACHE.TAGS", "LOCAL", "COUNT", "10")
+    figure("INVALIDATE KEY root (cascade of %d)" % count, "CACHE.INVALIDATE", "KEY", "root")
+    flush(c)
+
+
+# ---------------------------------------------------------------------------------------------
 # 7. Cost of CACHE.STATS and CACHE.RECOMMEND after 100 and after 100 000 invalidations.
 
 def stats_cost(srv):
@@ -604,6 +686,7 @@ def main():
     only = set(sys.argv[1:])
     figures = [("throughput", throughput), ("memory", memory), ("tag", tag_invalidation),
                ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall),
+               ("worst", worst_cases),
                ("stats", stats_cost), ("lazy", lazy), ("herd", herd)]
     srv = Server()
     try:

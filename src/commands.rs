@@ -21,7 +21,7 @@ use crate::core::wire::{self, Merge};
 use crate::error::{self, CacheError, Result};
 use crate::guard;
 use crate::reclaim;
-use crate::server::{self, Access, Key, Reply, NOTIFY_GENERIC, NOTIFY_MODULE};
+use crate::server::{self, Access, Key, Reply, Viewer, NOTIFY_GENERIC, NOTIFY_MODULE};
 use crate::state::{self, Quiet};
 
 type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
@@ -318,9 +318,23 @@ pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]])
         // Never reveal a key the user may not read.
         dependents.retain(|k| a.allows(&server::string(ctx, k), false));
     }
+    // A user restricted by key patterns sees no dependency named like a key it may not read
+    // (a dependency is often another entry's key; the module cannot tell which are).
+    let depends = match Viewer::of_caller(ctx) {
+        Viewer::All => names(e.deps()),
+        Viewer::Only(_) => match Access::of_caller(ctx) {
+            Some(a) => Reply::Array(
+                e.deps()
+                    .filter(|d| a.allows(&server::string(ctx, d), false))
+                    .map(|d| Reply::Bulk(d.to_vec()))
+                    .collect(),
+            ),
+            None => Reply::Array(Vec::new()),
+        },
+    };
     let mut fields = vec![
         ("tags", names(e.tags())),
-        ("depends", names(e.deps())),
+        ("depends", depends),
         (
             "dependents",
             Reply::Array(dependents.into_iter().map(Reply::Bulk).collect()),
@@ -603,6 +617,7 @@ fn apply(
         &context,
         strategy,
         unread,
+        access.map(Access::name),
     );
     deleted.len() as u64
 }
@@ -620,6 +635,7 @@ pub fn record(
     context: &str,
     strategy: Strategy,
     unread: u64,
+    user: Option<&[u8]>,
 ) {
     let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let record = InvalidationRecord {
@@ -631,6 +647,7 @@ pub fn record(
         duration_us,
         context,
         strategy: strategy.name(),
+        user,
     };
     let now = server::now_ms();
     let th = config::thresholds();
@@ -825,7 +842,7 @@ pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
         PendingArgs::Stale(deadline, keys) => {
             return Ok(Reply::Int(crate::fetch::replay_stale(ctx, deadline, &keys)));
         }
-        PendingArgs::Lazy => return Ok(lazy_marks()),
+        PendingArgs::Lazy => return Ok(lazy_marks(&Viewer::of_caller(ctx))),
         // Both come only from an AOF rewrite: applied when the AOF loads, ignored when the same
         // format arrives otherwise (Valkey's atomic slot migration sends a slot snapshot this
         // way: the source's generations and module state are not the target's).
@@ -861,12 +878,13 @@ pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
         }
         PendingArgs::List => {}
     }
+    let viewer = Viewer::of_caller(ctx);
     let st = state::lock();
     let rows = st
         .batch
         .items()
         .map(|p| {
-            Reply::fields(vec![
+            let mut row = Reply::fields(vec![
                 ("db", Reply::Int(p.db as i64)),
                 ("type", Reply::Bulk(p.selector.kind().as_bytes().to_vec())),
                 ("pattern", Reply::Bulk(p.selector.arguments().into_bytes())),
@@ -878,14 +896,18 @@ pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
                     "coalesced",
                     Reply::Int(i64::try_from(p.coalesced).unwrap_or(i64::MAX)),
                 ),
-            ])
+            ]);
+            if !viewer.sees(p.user.as_deref()) {
+                hide_names(&mut row);
+            }
+            row
         })
         .collect();
     Ok(Reply::Array(rows))
 }
 
 /// `CACHE.PENDING LAZY`: the LAZY marks of every database, oldest first.
-fn lazy_marks() -> Reply {
+fn lazy_marks(viewer: &Viewer) -> Reply {
     let st = state::lock();
     let rows = st
         .lazy()
@@ -894,7 +916,7 @@ fn lazy_marks() -> Reply {
             d.marks()
                 .iter()
                 .map(|m| {
-                    Reply::fields(vec![
+                    let mut row = Reply::fields(vec![
                         ("db", Reply::Int(db as i64)),
                         ("type", Reply::Bulk(m.selector.kind().as_bytes().to_vec())),
                         ("pattern", Reply::Bulk(m.selector.arguments().into_bytes())),
@@ -909,7 +931,11 @@ fn lazy_marks() -> Reply {
                             "generation",
                             Reply::Int(i64::try_from(m.gen).unwrap_or(i64::MAX)),
                         ),
-                    ])
+                    ]);
+                    if !viewer.sees(m.user.as_deref()) {
+                        hide_names(&mut row);
+                    }
+                    row
                 })
                 .collect::<Vec<_>>()
         })
@@ -997,18 +1023,28 @@ pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
     let (local, argv) = cluster::strip_local(argv);
     let a = parse::parse_tags(&argv)?;
     guard::limits(ctx).check_pattern(a.pattern.as_deref().unwrap_or_default())?;
+    if let Viewer::Only(_) = Viewer::of_caller(ctx) {
+        // A tag's count covers every entry that carries it, whoever may read them; counting
+        // only the reachable ones would cost an ACL check per (tag, entry) link.
+        return Err(CacheError::Message(
+            "NOPERM CACHE.TAGS needs read access to every key (~* or %R~*): its counts cover entries of any key".into(),
+        ));
+    }
     let fan = cluster::fans_out(ctx, local, "cache.tags")?;
     let glob = a.pattern.as_deref().map(Glob::new);
     let db = server::selected_db(ctx);
+    // The others list every matching tag when fanning out (see below).
+    let count = a.count.filter(|_| !fan);
     let marked = state::lock().lazy().marks(db).is_some();
-    let mut sizes = if marked {
-        covered_out(ctx, db, glob.as_ref())
+    let sizes = if marked {
+        let mut sizes = covered_out(ctx, db, glob.as_ref());
+        if let Some(n) = count {
+            sizes.truncate(n);
+        }
+        sizes
     } else {
-        state::with_db(db, |idx| idx.tag_sizes(glob.as_ref()))
+        state::with_db(db, |idx| idx.tag_sizes(glob.as_ref(), count))
     };
-    if let (Some(n), false) = (a.count, fan) {
-        sizes.truncate(n);
-    }
     let reply = Reply::Array(
         sizes
             .into_iter()
@@ -1037,12 +1073,17 @@ pub(crate) fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
     let (local, argv) = cluster::strip_local(argv);
     let json = parse::parse_json_flag(&argv, "cache.stats")?;
     let fan = cluster::fans_out(ctx, local, "cache.stats")?;
+    let viewer = Viewer::of_caller(ctx);
     let now = server::now_ms();
     let th = config::thresholds();
     let mut st = state::lock();
     st.settle_removal();
     let figures = st.figures(true);
-    let stats = st.metrics(now).stats(&figures, &th, now);
+    let metrics = st.metrics(now);
+    let mut stats = metrics.stats(&figures, &th, now);
+    if let Some(user) = viewer.restricted_to() {
+        metrics.restrict(&mut stats, user);
+    }
     drop(st);
     let mut f = stats.to_fields();
     f.push(crate::fetch::stats_section());
@@ -1062,17 +1103,24 @@ pub(crate) fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
 }
 
 pub(crate) fn cache_recommend(
-    _ctx: &Context,
+    ctx: &Context,
     _args: &[RedisString],
     argv: &[&[u8]],
 ) -> Result<Reply> {
     let json = parse::parse_json_flag(argv, "cache.recommend")?;
+    let viewer = Viewer::of_caller(ctx);
     let now = server::now_ms();
     let th = config::thresholds();
     let mut st = state::lock();
     st.settle_removal();
-    let figures = st.figures(true);
-    let mut advice = st.metrics(now).recommend(&figures, &th, now);
+    let mut figures = st.figures(true);
+    if viewer.restricted_to().is_some() {
+        // "Oversized tag" counts entries of any key (as CACHE.TAGS, refused to such a user).
+        figures.largest_tag = None;
+    }
+    let mut advice = st
+        .metrics(now)
+        .recommend_for(&figures, &th, now, viewer.restricted_to());
     drop(st);
     advice.extend(crate::fetch::advice());
     advice.extend(crate::history::advice());
@@ -1081,16 +1129,39 @@ pub(crate) fn cache_recommend(
     Ok(if json { wire::as_json(&reply) } else { reply })
 }
 
-pub(crate) fn cache_events(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+pub(crate) fn cache_events(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let count = parse::parse_count(argv, "cache.events")?;
+    let viewer = Viewer::of_caller(ctx);
     let now = server::now_ms();
     let th = config::thresholds();
     let events = state::lock()
         .metrics(now)
         .events(count.unwrap_or(usize::MAX), &th, now);
     Ok(Reply::Array(
-        events.iter().map(|e| fields(e.to_fields())).collect(),
+        events
+            .iter()
+            .map(|e| {
+                let mut reply = fields(e.to_fields());
+                if !viewer.sees(e.user.as_deref()) {
+                    hide_names(&mut reply);
+                }
+                reply
+            })
+            .collect(),
     ))
+}
+
+/// Another user's event or request shown to a user restricted by key patterns: its `pattern`
+/// and `context` (which may name keys out of the viewer's reach) read as nil; its type, counts
+/// and times stay.
+fn hide_names(reply: &mut Reply) {
+    if let Reply::Map(pairs) = reply {
+        for (k, v) in pairs.iter_mut() {
+            if k == "pattern" || k == "context" {
+                *v = Reply::Nil;
+            }
+        }
+    }
 }
 
 pub(crate) fn cache_hotkeys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {

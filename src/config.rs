@@ -110,6 +110,7 @@ pub fn limits() -> Limits {
         meta_bytes: u(&MAX_META_BYTES),
         pattern_bytes: u(&MAX_PATTERN_BYTES),
         cascade_entries: u(&MAX_CASCADE_ENTRIES),
+        wildcard_piece: crate::core::glob::MAX_SEARCHED_WILDCARD_PIECE,
     }
 }
 

@@ -240,6 +240,7 @@ pub fn soft(
         &context,
         Strategy::Soft(grace_s),
         unread,
+        server::caller_name(ctx).as_deref(),
     );
     n
 }

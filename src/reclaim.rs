@@ -236,11 +236,14 @@ struct Noted {
     pattern: String,
     context: String,
     started: Instant,
+    /// The ACL user it runs for (the metrics show its names to that user only).
+    user: Option<Vec<u8>>,
 }
 
 impl Noted {
-    fn of(selector: &Selector, context: Option<&[u8]>) -> Noted {
+    fn of(selector: &Selector, context: Option<&[u8]>, user: Option<&[u8]>) -> Noted {
         Noted {
+            user: user.map(<[u8]>::to_vec),
             kind: selector.kind(),
             pattern: selector.arguments(),
             context: context
@@ -264,6 +267,7 @@ impl Noted {
             context,
             strategy,
             0,
+            self.user.as_deref(),
         );
     }
 }
@@ -281,7 +285,7 @@ pub fn invalidate(
     user: Option<Vec<u8>>,
     limited: bool,
 ) -> Result<u64> {
-    let noted = Noted::of(&selector, context.as_deref());
+    let noted = Noted::of(&selector, context.as_deref(), user.as_deref());
     let picked = server::entries_only(ctx, &selector);
     let selected = state::with_db(db, |idx| idx.count(&picked));
     drop(picked);
@@ -405,7 +409,7 @@ pub fn invalidate_stepped(
     context: Option<Vec<u8>>,
     user: Option<Vec<u8>>,
 ) -> Result<bool> {
-    let noted = Noted::of(&selector, context.as_deref());
+    let noted = Noted::of(&selector, context.as_deref(), user.as_deref());
     let mark = new_mark(db, selector, selected, depth, context, user);
     let mark = prepare(ctx, db, mark, true)?;
     let Some(client) = Blocked::block(ctx) else {

@@ -708,6 +708,7 @@ pub fn node_timeout_ms(ctx: &Context) -> u64 {
 /// The key permissions of the user running the command. None when no client user runs it (a
 /// timer, the master's stream, the AOF): then everything is allowed, as for the server itself.
 pub struct Access {
+    name: Vec<u8>,
     user: *mut raw::RedisModuleUser,
     ctx: *mut raw::RedisModuleCtx,
 }
@@ -742,11 +743,20 @@ impl Access {
         let user = unsafe {
             raw::RedisModule_GetModuleUserFromUserName.map_or(ptr::null_mut(), |f| f(name.inner))
         };
-        (!user.is_null()).then_some(Access { user, ctx: ctx.ctx })
+        (!user.is_null()).then(|| Access {
+            name: name.as_slice().to_vec(),
+            user,
+            ctx: ctx.ctx,
+        })
     }
 
     pub fn of_caller(ctx: &Context) -> Option<Access> {
         Access::of_user(ctx, &caller_name(ctx)?)
+    }
+
+    /// The user's name.
+    pub fn name(&self) -> &[u8] {
+        &self.name
     }
 
     /// Whether the user may read (`write` false) or delete (`write` true) this key.
@@ -777,6 +787,75 @@ impl Access {
             }
         }
     }
+}
+
+/// Who reads a listing of what other users did (events, stats patterns, pending requests):
+/// a user who may read every key sees everything; a user restricted by ACL key patterns sees in
+/// full only what it made itself, and other users' items without their names (the contract's
+/// "Visibility" bound).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// No client user (a timer, the master, the AOF), or a user whose key patterns cover every
+    /// key for reading.
+    All,
+    /// A user who may not read every key.
+    Only(Vec<u8>),
+}
+
+impl Viewer {
+    pub fn of_caller(ctx: &Context) -> Viewer {
+        match caller_name(ctx) {
+            None => Viewer::All,
+            Some(name) if reads_every_key(ctx, &name) => Viewer::All,
+            Some(name) => Viewer::Only(name),
+        }
+    }
+
+    /// Whether an item made by `made_by` (None: no client user) may be shown with its names.
+    pub fn sees(&self, made_by: Option<&[u8]>) -> bool {
+        match self {
+            Viewer::All => true,
+            Viewer::Only(me) => made_by == Some(me.as_slice()),
+        }
+    }
+
+    /// The user whose own items alone are shown in full; None for [`Viewer::All`].
+    pub fn restricted_to(&self) -> Option<&[u8]> {
+        match self {
+            Viewer::All => None,
+            Viewer::Only(me) => Some(me),
+        }
+    }
+}
+
+/// Whether the user's root key patterns let it read every key: one of them is `~*`, `%R~*`
+/// or `%RW~*` (`allkeys` reads back as `~*`). Read from `ACL GETUSER`, the one place the module
+/// API shows a user's patterns. Selectors are not looked at, so a user reaching every key only
+/// through a selector counts as restricted: the safe side (it sees less, never more). A user
+/// the server does not know (or a reply the module cannot read) is restricted too.
+pub fn reads_every_key(ctx: &Context, name: &[u8]) -> bool {
+    let args: [&[u8]; 2] = [b"GETUSER", name];
+    let Ok(RedisValue::Array(items)) = ctx.call("ACL", &args[..]) else {
+        return false;
+    };
+    let text = |v: &RedisValue| -> Option<String> {
+        match v {
+            RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
+            RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
+            RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    };
+    items.chunks(2).any(|pair| match pair {
+        [k, v] if text(k).as_deref() == Some("keys") => text(v).is_some_and(|keys| {
+            keys.split(' ').any(|p| {
+                p.split_once('~').is_some_and(|(flags, pattern)| {
+                    pattern == "*" && (flags.is_empty() || flags.contains('R'))
+                })
+            })
+        }),
+        _ => false,
+    })
 }
 
 impl Drop for Access {

@@ -390,3 +390,324 @@ fn batched_requests_of_different_users_are_not_folded() {
     assert_eq!(keys(&mut admin, &["ALL"]), Vec::<String>::new());
     verify(&mut admin);
 }
+// ---------------------------------------------------------------------------------------------
+// Visibility: a user restricted by key patterns learns no key name outside them from any cache
+// command. `narrow` may use `app:*` only; `wide` reads every key (as the default user does).
+// ---------------------------------------------------------------------------------------------
+
+fn narrow_and_wide(s: &Server) -> (Connection, Connection, Connection) {
+    let mut admin = s.conn();
+    for (name, keys) in [("narrow", "~app:*"), ("wide", "~*")] {
+        ok(
+            &mut admin,
+            &[
+                "ACL",
+                "SETUSER",
+                name,
+                "on",
+                ">pw",
+                keys,
+                "+@all",
+                "-@dangerous",
+            ],
+        );
+    }
+    app_setup(&mut admin);
+    entry(&mut admin, "other:3", &["u"], &[]);
+    entry(&mut admin, "app:4", &["u"], &[]);
+    (admin, user(s, "narrow"), user(s, "wide"))
+}
+
+/// Every string anywhere in a reply, map keys included.
+fn all_text(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => out.push(s.clone()),
+        Value::VerbatimString { text, .. } => out.push(text.clone()),
+        Value::Array(a) | Value::Set(a) => a.iter().for_each(|x| all_text(x, out)),
+        Value::Map(m) => m.iter().for_each(|(k, x)| {
+            all_text(k, out);
+            all_text(x, out);
+        }),
+        _ => {}
+    }
+}
+
+/// The reply names nothing outside `app:*`: no `other` anywhere in it (keys, patterns and
+/// contexts below all carry that word).
+fn names_no_other(what: &str, v: &Value) {
+    let mut t = Vec::new();
+    all_text(v, &mut t);
+    let leaked: Vec<&String> = t.iter().filter(|s| s.contains("other")).collect();
+    assert!(leaked.is_empty(), "{what} shows {leaked:?}");
+}
+
+fn mentions_other(v: &Value) -> bool {
+    let mut t = Vec::new();
+    all_text(v, &mut t);
+    t.iter().any(|s| s.contains("other"))
+}
+
+/// Invalidations by the wide user (every strategy) and one by the narrow user.
+fn invalidate_as_both(admin: &mut Connection, narrow: &mut Connection, wide: &mut Connection) {
+    ok(
+        wide,
+        &["CACHE.INVALIDATE", "CONTEXT", "other-ctx", "KEY", "other:1"],
+    );
+    ok(
+        wide,
+        &[
+            "CACHE.INVALIDATE",
+            "STRATEGY",
+            "LAZY",
+            "CONTEXT",
+            "other-lazy",
+            "PATTERN",
+            "other:2*",
+        ],
+    );
+    ok(
+        wide,
+        &[
+            "CACHE.INVALIDATE",
+            "STRATEGY",
+            "SOFT",
+            "CONTEXT",
+            "other-soft",
+            "DEPENDENTS",
+            "other:9",
+        ],
+    );
+    ok(admin, &["CACHE.INVALIDATE", "NAMESPACE", "other"]);
+    ok(
+        narrow,
+        &["CACHE.INVALIDATE", "CONTEXT", "mine", "KEY", "app:2"],
+    );
+}
+
+#[test]
+fn events_show_other_users_names_only_to_users_who_read_every_key() {
+    let s = Server::start();
+    let (mut admin, mut narrow, mut wide) = narrow_and_wide(&s);
+    invalidate_as_both(&mut admin, &mut narrow, &mut wide);
+    let seen = ok(&mut narrow, &["CACHE.EVENTS"]);
+    names_no_other("CACHE.EVENTS", &seen);
+    let items = list(&seen);
+    assert_eq!(
+        items.len(),
+        5,
+        "every event is listed, by counts: {items:?}"
+    );
+    // Its own event in full, the others with pattern and context nil.
+    assert_eq!(text(&field(&items[0], "pattern")), "app:2");
+    assert_eq!(text(&field(&items[0], "context")), "mine");
+    for e in &items[1..] {
+        assert_eq!(field(e, "pattern"), Value::Nil, "{e:?}");
+        assert_eq!(field(e, "context"), Value::Nil, "{e:?}");
+        int(&field(e, "keys_invalidated"));
+    }
+    assert_eq!(
+        items
+            .iter()
+            .map(|e| text(&field(e, "type")))
+            .collect::<Vec<_>>(),
+        vec!["key", "namespace", "dependents", "pattern", "key"]
+    );
+    // Users who read every key see everything.
+    for c in [&mut wide, &mut admin] {
+        let all = ok(c, &["CACHE.EVENTS"]);
+        assert!(mentions_other(&all), "{all:?}");
+        assert_eq!(events(c)[3].1, "other:2*");
+    }
+}
+
+#[test]
+fn stats_and_recommend_name_only_the_users_own_patterns_and_contexts() {
+    let s = Server::start();
+    let (mut admin, mut narrow, mut wide) = narrow_and_wide(&s);
+    invalidate_as_both(&mut admin, &mut narrow, &mut wide);
+    for _ in 0..3 {
+        // "Dominant invalidation pattern" names the wide user's pattern.
+        ok(&mut wide, &["CACHE.INVALIDATE", "KEY", "other:7"]);
+        ok(&mut wide, &["CACHE.INVALIDATE", "KEY", "other:7"]);
+    }
+    let stats = ok(&mut narrow, &["CACHE.STATS"]);
+    names_no_other("CACHE.STATS", &stats);
+    let patterns = field(&stats, "patterns");
+    let common: Vec<String> = map(&field(&patterns, "most_common_patterns"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(common, vec!["key app:2"]);
+    let contexts: Vec<String> = map(&field(&patterns, "by_context"))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(contexts, vec!["mine"]);
+    assert_eq!(
+        int(&field(&stats, "total_invalidations")),
+        11,
+        "counts cover everyone"
+    );
+    for line in [
+        &["CACHE.STATS", "JSON"][..],
+        &["CACHE.STATS", "LOCAL", "JSON"],
+        &["CACHE.RECOMMEND"],
+        &["CACHE.RECOMMEND", "JSON"],
+    ] {
+        names_no_other(&format!("{line:?}"), &ok(&mut narrow, line));
+    }
+    for c in [&mut wide, &mut admin] {
+        let stats = ok(c, &["CACHE.STATS"]);
+        let common = field(&field(&stats, "patterns"), "most_common_patterns");
+        assert!(mentions_other(&common), "{common:?}");
+        assert!(mentions_other(&ok(c, &["CACHE.RECOMMEND"])));
+        assert!(mentions_other(&ok(c, &["CACHE.STATS", "JSON"])));
+    }
+}
+
+#[test]
+fn pending_shows_other_users_requests_and_marks_without_their_names() {
+    let s = Server::start();
+    let (mut admin, mut narrow, mut wide) = narrow_and_wide(&s);
+    config_set(&mut admin, "cache.batch-delay-ms", "5000");
+    ok(&mut admin, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
+    let batched = |c: &mut Connection, sel: &[&str], context: &str| {
+        let mut line = vec![
+            "CACHE.INVALIDATE",
+            "STRATEGY",
+            "BATCHED",
+            "CONTEXT",
+            context,
+        ];
+        line.extend_from_slice(sel);
+        ok(c, &line);
+    };
+    batched(&mut wide, &["PATTERN", "other:*"], "other-batch");
+    batched(&mut admin, &["KEY", "other:3"], "other-batch2");
+    batched(&mut narrow, &["KEY", "app:1"], "mine");
+    for c in [&mut wide, &mut narrow] {
+        ok(
+            c,
+            &[
+                "CACHE.INVALIDATE",
+                "STRATEGY",
+                "LAZY",
+                "CONTEXT",
+                "lazy",
+                "TAG",
+                "u",
+            ],
+        );
+    }
+    ok(
+        &mut wide,
+        &[
+            "CACHE.INVALIDATE",
+            "STRATEGY",
+            "LAZY",
+            "CONTEXT",
+            "other-lazy",
+            "KEY",
+            "other:2",
+        ],
+    );
+    let queue = ok(&mut narrow, &["CACHE.PENDING"]);
+    names_no_other("CACHE.PENDING", &queue);
+    let queue = list(&queue);
+    assert_eq!(queue.len(), 3, "{queue:?}");
+    assert_eq!(field(&queue[0], "pattern"), Value::Nil);
+    assert_eq!(field(&queue[1], "context"), Value::Nil);
+    assert_eq!(text(&field(&queue[1], "type")), "key");
+    assert_eq!(text(&field(&queue[2], "pattern")), "app:1");
+    assert_eq!(text(&field(&queue[2], "context")), "mine");
+    let marks = ok(&mut narrow, &["CACHE.PENDING", "LAZY"]);
+    names_no_other("CACHE.PENDING LAZY", &marks);
+    let marks = list(&marks);
+    assert_eq!(marks.len(), 3, "{marks:?}");
+    assert_eq!(field(&marks[0], "pattern"), Value::Nil);
+    assert_eq!(text(&field(&marks[1], "pattern")), "u");
+    assert_eq!(field(&marks[2], "pattern"), Value::Nil);
+    for c in [&mut wide, &mut admin] {
+        assert!(mentions_other(&ok(c, &["CACHE.PENDING"])));
+        assert!(mentions_other(&ok(c, &["CACHE.PENDING", "LAZY"])));
+    }
+    ok(&mut admin, &["CACHE.DEBUG", "RECLAIM", "RESUME"]);
+    verify(&mut admin);
+}
+
+#[test]
+fn tags_needs_read_access_to_every_key() {
+    let s = Server::start();
+    let (mut admin, mut narrow, mut wide) = narrow_and_wide(&s);
+    ok(
+        &mut admin,
+        &["ACL", "SETUSER", "reads", "on", ">pw", "%R~*", "+@all"],
+    );
+    let mut reads = user(&s, "reads");
+    // `t` is on app:1 and other:1: a count of 2 would tell of an entry out of reach.
+    for line in [&["CACHE.TAGS"][..], &["CACHE.TAGS", "MATCH", "t"]] {
+        let e = err(&mut narrow, line);
+        assert!(
+            e.starts_with("NOPERM CACHE.TAGS needs read access to every key"),
+            "{e}"
+        );
+    }
+    let expected = vec![
+        Value::Array(vec![Value::BulkString(b"t".to_vec()), Value::Int(2)]),
+        Value::Array(vec![Value::BulkString(b"u".to_vec()), Value::Int(2)]),
+    ];
+    for c in [&mut admin, &mut wide, &mut reads] {
+        assert_eq!(list(&ok(c, &["CACHE.TAGS"])), expected);
+    }
+}
+
+#[test]
+fn inspect_shows_no_dependency_named_like_a_key_out_of_reach() {
+    let s = Server::start();
+    let (mut admin, mut narrow, mut wide) = narrow_and_wide(&s);
+    ok(
+        &mut admin,
+        &[
+            "CACHE.SET",
+            "app:9",
+            "v",
+            "DEPENDS",
+            "3",
+            "other:1",
+            "app:1",
+            "db:users",
+        ],
+    );
+    let depends =
+        |c: &mut Connection| strings(&field(&ok(c, &["CACHE.INSPECT", "app:9"]), "depends"));
+    assert_eq!(depends(&mut narrow), vec!["app:1"]);
+    for c in [&mut wide, &mut admin] {
+        assert_eq!(depends(c), vec!["app:1", "db:users", "other:1"]);
+    }
+}
+
+#[test]
+fn recommend_does_not_tell_a_restricted_user_of_tags_on_entries_out_of_reach() {
+    let s = Server::start();
+    let (mut admin, mut narrow, _wide) = narrow_and_wide(&s);
+    let mut pipe = redis::pipe();
+    for i in 0..120 {
+        pipe.cmd("CACHE.SET")
+            .arg(format!("other:big:{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg("big")
+            .ignore();
+    }
+    pipe.query::<()>(&mut admin).expect("fill");
+    let issues = |c: &mut Connection| -> Vec<String> {
+        list(&ok(c, &["CACHE.RECOMMEND"]))
+            .iter()
+            .map(|r| text(&field(r, "issue")))
+            .collect()
+    };
+    assert!(issues(&mut admin).contains(&"Oversized tag".to_string()));
+    assert!(!issues(&mut narrow).contains(&"Oversized tag".to_string()));
+}

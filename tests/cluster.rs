@@ -1507,6 +1507,65 @@ fn tags_and_stats_aggregate_over_masters() {
     cl.verify_all();
 }
 
+/// Issue 22, Visibility: the merged CACHE.STATS (RESP and JSON) names only the narrow user's
+/// own patterns and contexts, on every master; CACHE.TAGS is refused to it before fanning out.
+#[test]
+fn merged_stats_name_nothing_out_of_a_restricted_users_reach() {
+    let cl = Cluster::start();
+    for m in MASTERS {
+        must(
+            &mut cl.conn(m),
+            &["ACL", "SETUSER", "narrow", "on", ">pw", "~app:*", "+@all"],
+        );
+    }
+    let mut cc = cl.client();
+    for m in MASTERS {
+        put(&mut cc, &cl.key_on(m, "other:"), &["t"], &[]);
+        put(&mut cc, &cl.key_on(m, "app:"), &["t"], &[]);
+    }
+    let mut c0 = cl.conn(0);
+    must(
+        &mut c0,
+        &[
+            "CACHE.INVALIDATE",
+            "CONTEXT",
+            "other-ctx",
+            "PATTERN",
+            "other:*",
+        ],
+    );
+    must(
+        &mut c0,
+        &["CACHE.INVALIDATE", "KEY", &cl.key_on(1, "other:")],
+    );
+    let mut narrow = cl.conn(2);
+    must(&mut narrow, &["AUTH", "narrow", "pw"]);
+    must(
+        &mut narrow,
+        &["CACHE.INVALIDATE", "CONTEXT", "mine", "PATTERN", "app:*"],
+    );
+    let named = |v: &Value| format!("{v:?}").contains("other");
+    for m in MASTERS {
+        let mut c = cl.conn(m);
+        must(&mut c, &["AUTH", "narrow", "pw"]);
+        let st = stats(&mut c, &[]);
+        assert!(!named(&st), "master {m}: {st:?}");
+        let common = map(&field(&field(&st, "patterns"), "most_common_patterns"));
+        assert_eq!(common.len(), 1, "master {m}: {common:?}");
+        assert_eq!(common[0].0, "pattern app:*");
+        assert_eq!(int(&common[0].1), 3, "one per master");
+        let js = text(&stats(&mut c, &["JSON"]));
+        assert!(!js.contains("other"), "master {m}: {js}");
+        assert!(js.contains("pattern app:*"), "{js}");
+        let e = fails(&mut c, &["CACHE.TAGS"]);
+        assert!(e.starts_with("NOPERM"), "{e}");
+        // The default user sees everyone's.
+        let all = stats(&mut cl.conn(m), &[]);
+        assert!(named(&all), "master {m}");
+    }
+    cl.verify_all();
+}
+
 /// Outside cluster mode LOCAL is accepted and changes nothing.
 #[test]
 fn local_is_accepted_outside_cluster_mode() {

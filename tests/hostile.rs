@@ -560,6 +560,102 @@ fn pathological_patterns_return_and_the_server_answers() {
     verify(&mut c);
 }
 
+/// Issue 22: the worst patterns within the 4096-byte limit over long keys. Those the matcher
+/// takes in time linear in the key run and answer right; a piece between two stars that would
+/// cost more than a few steps per key byte (more than 128 positions with `?` or `[...]`
+/// inside) is refused before anything changes, by every command that takes a pattern.
+#[test]
+fn worst_case_patterns_over_long_keys_finish_or_are_refused() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        let key = format!(
+            "{}{i:04}{}",
+            "a".repeat(4090),
+            if i == 7 { "b" } else { "a" }
+        );
+        pipe.cmd("CACHE.SET")
+            .arg(&key)
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg(&key)
+            .ignore();
+    }
+    pipe.query::<()>(&mut c).expect("fill");
+    let wanted = format!("{}0007b", "a".repeat(4090));
+    // The issue's pattern: one star, then 4094 `?` and a `b` (the tail, checked at the end).
+    let issue = format!("*{}b", "?".repeat(4094));
+    // The same with the `?`s inside a piece between stars, up to the limit.
+    let at_limit = format!("*a{}c*", "?".repeat(126));
+    let at_limit_hit = format!("*a{}0007b*", "?".repeat(122));
+    for (p, expected) in [
+        (&issue, vec![wanted.clone()]),
+        (&at_limit, vec![]),
+        (&at_limit_hit, vec![wanted.clone()]),
+    ] {
+        assert!(p.len() <= 4096, "{} bytes", p.len());
+        assert_eq!(keys(&mut c, &["PATTERN", p]), expected, "{p:.20}");
+        let tags: Vec<String> = list(&ok(&mut c, &["CACHE.TAGS", "MATCH", p]))
+            .iter()
+            .map(|pair| text(&list(pair)[0]))
+            .collect();
+        assert_eq!(tags, expected, "{p:.20}: tags have the names of the keys");
+        pong(&mut c);
+    }
+    let d = digest(&mut c);
+    let over = format!("*a{}b*", "?".repeat(127));
+    let dense = format!("*a{}b*", "?".repeat(4092));
+    let classes = format!("*{}*", "[ab]".repeat(200));
+    for p in [&over, &dense, &classes] {
+        let widest = if p == &classes { 200 } else { p.len() - 2 };
+        let expected = format!(
+            "ERR pattern too complex: {widest} bytes between two stars with ? or [...] inside, the limit is 128"
+        );
+        for line in [
+            vec!["CACHE.KEYS", "PATTERN", p],
+            vec!["CACHE.INVALIDATE", "PATTERN", p],
+            vec!["CACHE.INVALIDATE", "STRATEGY", "LAZY", "PATTERN", p],
+            vec!["CACHE.INVALIDATE", "STRATEGY", "BATCHED", "PATTERN", p],
+            vec![
+                "CACHE.INVALIDATE",
+                "STRATEGY",
+                "SOFT",
+                "GRACE",
+                "5",
+                "PATTERN",
+                p,
+            ],
+            vec!["CACHE.TAGS", "MATCH", p],
+            vec![
+                "CACHE.RULE",
+                "SET",
+                "r",
+                "ON",
+                "user",
+                "MATCH",
+                p,
+                "INVALIDATE",
+                "1",
+                "t",
+            ],
+        ] {
+            assert_eq!(err(&mut c, &line), expected, "{:?}", &line[..2]);
+        }
+    }
+    assert_eq!(digest(&mut c), d, "a refused pattern changed something");
+    assert!(list(&ok(&mut c, &["CACHE.PENDING"])).is_empty());
+    assert!(list(&ok(&mut c, &["CACHE.PENDING", "LAZY"])).is_empty());
+    assert!(list(&ok(&mut c, &["CACHE.RULE", "LIST"])).is_empty());
+    assert_eq!(
+        int(&ok(&mut c, &["CACHE.INVALIDATE", "PATTERN", &issue])),
+        1
+    );
+    pong(&mut c);
+    verify(&mut c);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Random hostile arguments
 

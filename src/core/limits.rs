@@ -23,6 +23,9 @@ pub struct Limits {
     pub meta_bytes: usize,
     pub pattern_bytes: usize,
     pub cascade_entries: usize,
+    /// Tokens of a searched pattern piece with wildcards inside (not a config: the matcher's
+    /// cost per key byte, see `glob::widest_search`).
+    pub wildcard_piece: usize,
 }
 
 /// Config names, as the errors show them.
@@ -48,6 +51,7 @@ impl Limits {
         meta_bytes: usize::MAX,
         pattern_bytes: usize::MAX,
         cascade_entries: 0,
+        wildcard_piece: usize::MAX,
     };
 
     fn names(&self, to_deps: bool, names: &[&[u8]], total: usize) -> Result<()> {
@@ -142,6 +146,16 @@ impl Limits {
                 PATTERN_CONFIG,
             ));
         }
+        if self.wildcard_piece == usize::MAX {
+            return Ok(());
+        }
+        let widest = crate::core::glob::widest_search(pattern);
+        if widest > self.wildcard_piece {
+            return Err(CacheError::Message(format!(
+                "ERR pattern too complex: {widest} bytes between two stars with ? or [...] inside, the limit is {}",
+                self.wildcard_piece
+            )));
+        }
         Ok(())
     }
 
@@ -200,6 +214,7 @@ mod tests {
             meta_bytes: 10,
             pattern_bytes: 5,
             cascade_entries: 2,
+            wildcard_piece: 128,
         }
     }
 
@@ -270,6 +285,27 @@ mod tests {
         assert!(l
             .check_selector(&Selector::Pattern(b"******".to_vec()))
             .is_err());
+        let wide = Limits {
+            pattern_bytes: 4096,
+            ..limits()
+        };
+        let mut piece = b"*a".to_vec();
+        piece.extend(std::iter::repeat_n(b'?', 127));
+        piece.extend_from_slice(b"b*");
+        assert_eq!(
+            msg(wide.check_pattern(&piece)),
+            "ERR pattern too complex: 129 bytes between two stars with ? or [...] inside, the limit is 128"
+        );
+        piece.remove(2);
+        assert!(wide.check_pattern(&piece).is_ok());
+        // Literal pieces and the ends are not searched with wildcards: no limit but the length.
+        assert!(wide
+            .check_pattern(&[b"*".to_vec(), b"x".repeat(4000), b"*".to_vec()].concat())
+            .is_ok());
+        let mut ends = b"*".to_vec();
+        ends.extend(std::iter::repeat_n(b'?', 4094));
+        ends.push(b'b');
+        assert!(wide.check_pattern(&ends).is_ok());
         assert!(l
             .check_selector(&Selector::Tags(vec![b"******".to_vec()]))
             .is_ok());

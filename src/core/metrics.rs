@@ -44,13 +44,17 @@
 //! - invalidation patterns: [`PATTERN_SLOTS`] slots of at most `MAX_PATTERN_LEN + 3` bytes
 //!   (under 40 KiB);
 //! - contexts: [`CONTEXT_SLOTS`] slots of at most `MAX_CONTEXT_LEN + 3` bytes (under 6 KiB);
+//! - the same two tables keyed by user (names of at most [`MAX_TRACKED_USER_LEN`] bytes), for
+//!   the users restricted by key patterns (under 64 KiB);
 //! - selector types and strategies: [`LABEL_SLOTS`] names each, of at most
 //!   `MAX_LABEL_LEN + 3` bytes;
 //! - hot keys: [`HOTKEY_SLOTS`] slots of at most [`MAX_TRACKED_KEY_LEN`] bytes (longer keys
 //!   are not tracked), under 280 KiB;
 //! - event ring: at most `max_events` events (the largest `cache.max-events` in effect since
 //!   the ring was last trimmed), each 120 bytes plus its pattern (at most `MAX_PATTERN_LEN + 3`
-//!   bytes), context (`MAX_CONTEXT_LEN + 3`), type and strategy (`MAX_LABEL_LEN + 3` each):
+//!   bytes), context (`MAX_CONTEXT_LEN + 3`), type and strategy (`MAX_LABEL_LEN + 3` each)
+//!   and the name of its user (at most [`MAX_TRACKED_USER_LEN`] bytes; a longer name is not
+//!   kept, and that user then sees its own events without names):
 //!   at most about 600 bytes per event, 6 MB for the default 10 000 events (typically a
 //!   tenth of that).
 
@@ -84,6 +88,8 @@ pub const HOTKEY_SLOTS: usize = 256;
 pub const MAX_TRACKED_KEY_LEN: usize = 1_024;
 /// Patterns (selector type plus arguments) are truncated to this many bytes, plus `...`.
 pub const MAX_PATTERN_LEN: usize = 256;
+/// Users with longer names are not tracked in the per-user pattern and context tables.
+pub const MAX_TRACKED_USER_LEN: usize = 128;
 /// Contexts are truncated to this many bytes, plus `...`.
 pub const MAX_CONTEXT_LEN: usize = 128;
 /// Selector types and strategies are truncated to this many bytes, plus `...`.
@@ -227,6 +233,9 @@ pub struct InvalidationRecord<'a> {
     pub context: &'a str,
     /// `immediate`, `lazy` or `batched` (lowercased here), `""` if unknown.
     pub strategy: &'a str,
+    /// The ACL user it ran for (None: no client user, e.g. a replica applying its master's
+    /// stream). Users restricted by key patterns see the names of their own invalidations only.
+    pub user: Option<&'a [u8]>,
 }
 
 /// Figures that come from the index and the keyspace, passed in by the shell.
@@ -669,6 +678,8 @@ pub struct Event {
     pub duration_us: u64,
     pub context: String,
     pub strategy: String,
+    /// Who made it (see [`InvalidationRecord::user`]); not part of the reply.
+    pub user: Option<Vec<u8>>,
 }
 
 impl Event {
@@ -1123,6 +1134,10 @@ pub struct Metrics {
     ops: [Histogram; 3],
     patterns: TopN,
     contexts: TopN,
+    /// The same two tables keyed by `user NUL name`, for the users who may not see the others'
+    /// names ([`Metrics::restrict`]).
+    own_patterns: TopN,
+    own_contexts: TopN,
     kinds: Labels,
     strategies: Labels,
     hot: TopN,
@@ -1168,6 +1183,8 @@ impl Metrics {
             ops: [Histogram::new(), Histogram::new(), Histogram::new()],
             patterns: TopN::new(PATTERN_SLOTS),
             contexts: TopN::new(CONTEXT_SLOTS),
+            own_patterns: TopN::new(PATTERN_SLOTS),
+            own_contexts: TopN::new(CONTEXT_SLOTS),
             kinds: Labels::new(LABEL_SLOTS),
             strategies: Labels::new(LABEL_SLOTS),
             hot: TopN::new(HOTKEY_SLOTS),
@@ -1256,12 +1273,20 @@ impl Metrics {
         self.hour.add(now_ms, 1);
         self.day.add(now_ms, 1);
 
-        self.patterns
-            .add(pattern_key(&kind, r.pattern).as_bytes(), 1);
+        let pattern = pattern_key(&kind, r.pattern);
+        self.patterns.add(pattern.as_bytes(), 1);
+        let own = |user: &[u8], name: &str| [user, b"\0", name.as_bytes()].concat();
+        let user = r.user.filter(|u| u.len() <= MAX_TRACKED_USER_LEN);
+        if let Some(u) = user {
+            self.own_patterns.add(&own(u, &pattern), 1);
+        }
         self.kinds.add(&kind, 1);
         if !r.context.is_empty() {
-            self.contexts
-                .add(truncate(r.context, MAX_CONTEXT_LEN).as_bytes(), 1);
+            let context = truncate(r.context, MAX_CONTEXT_LEN);
+            self.contexts.add(context.as_bytes(), 1);
+            if let Some(u) = user {
+                self.own_contexts.add(&own(u, &context), 1);
+            }
         }
         let strategy = label(r.strategy);
         if !strategy.is_empty() {
@@ -1277,6 +1302,7 @@ impl Metrics {
                 duration_us: r.duration_us,
                 context: truncate(r.context, MAX_CONTEXT_LEN).into_owned(),
                 strategy,
+                user: user.map(<[u8]>::to_vec),
             },
             th,
             now_ms,
@@ -1462,6 +1488,30 @@ impl Metrics {
         }
     }
 
+    /// What a user restricted by key patterns may see of `stats`: `most_common_patterns` and
+    /// `by_context` list only its own invalidations (counted in tables of the same size keyed by
+    /// user, so the counts are lower bounds in the same way). Every other figure is a count and
+    /// names nothing.
+    pub fn restrict(&self, stats: &mut Stats, user: &[u8]) {
+        let own = |table: &TopN| {
+            let mut prefix = user.to_vec();
+            prefix.push(0);
+            Counts(
+                table
+                    .top(usize::MAX)
+                    .into_iter()
+                    .filter_map(|(k, c)| {
+                        let name = k.strip_prefix(prefix.as_slice())?;
+                        Some((String::from_utf8_lossy(name).into_owned(), c))
+                    })
+                    .take(MOST_COMMON)
+                    .collect(),
+            )
+        };
+        stats.patterns.most_common_patterns = own(&self.own_patterns);
+        stats.patterns.by_context = own(&self.own_contexts);
+    }
+
     /// `CACHE.EVENTS [COUNT n]`: at most `count` (and `th.max_events`) events, newest first,
     /// leaving out those older than `th.event_retention_seconds`.
     pub fn events(&self, count: usize, th: &Thresholds, now_ms: i64) -> Vec<Event> {
@@ -1519,7 +1569,22 @@ impl Metrics {
         th: &Thresholds,
         now_ms: i64,
     ) -> Vec<Recommendation> {
-        let s = self.stats(idx, th, now_ms);
+        self.recommend_for(idx, th, now_ms, None)
+    }
+
+    /// [`Metrics::recommend`] as a user restricted by key patterns sees it (`Some(user)`): the
+    /// rules that name a pattern judge the user's own ([`Metrics::restrict`]).
+    pub fn recommend_for(
+        &self,
+        idx: &IndexFigures,
+        th: &Thresholds,
+        now_ms: i64,
+        restricted_to: Option<&[u8]>,
+    ) -> Vec<Recommendation> {
+        let mut s = self.stats(idx, th, now_ms);
+        if let Some(user) = restricted_to {
+            self.restrict(&mut s, user);
+        }
         let mut out: Vec<Recommendation> = [
             self.rule_high_frequency(&s),
             self.rule_dominant_pattern(&s),
@@ -1945,6 +2010,7 @@ mod tests {
             duration_us: 1_500,
             context: "login",
             strategy: "IMMEDIATE",
+            user: None,
         };
         assert_eq!(m.record_invalidation(&r1, 0, &th, T0 + 1_000), None);
         let r2 = InvalidationRecord {
@@ -1965,6 +2031,7 @@ mod tests {
             duration_us: 4_000,
             context: "deploy",
             strategy: "batched",
+            user: None,
         };
         m.record_invalidation(&r3, 6, &th, T0 + 3_000);
         let r4 = InvalidationRecord {
@@ -2605,6 +2672,7 @@ mod tests {
                 duration_us: 40,
                 context: "ctx".into(),
                 strategy: "lazy".into(),
+                user: None,
             }
         );
         assert_eq!(m.events(2, &th, T0 + 5_000).len(), 2);
@@ -3001,5 +3069,53 @@ mod tests {
             ["issue", "message", "severity", "suggestions"]
         );
         assert!(["info", "warning", "critical"].contains(&first["severity"].as_str().unwrap_or("")));
+    }
+
+    #[test]
+    fn restricted_users_see_their_own_patterns_and_contexts_only() {
+        let th = th();
+        let mut m = Metrics::new(T0);
+        let mut add =
+            |pattern: &'static str, context: &'static str, user: Option<&'static [u8]>| {
+                let r = InvalidationRecord {
+                    kind: "key",
+                    pattern,
+                    context,
+                    user,
+                    ..Default::default()
+                };
+                m.record_invalidation(&r, 0, &th, T0);
+            };
+        for _ in 0..4 {
+            add("other:1", "theirs", Some(b"wide"));
+        }
+        add("other:2", "", None);
+        add("app:1", "mine", Some(b"app"));
+        // A user whose name has the other's as a prefix sees nothing of it.
+        add("other:3", "x", Some(b"ap"));
+        let all = m.stats(&idx(), &th, T0);
+        assert_eq!(all.patterns.most_common_patterns.0.len(), 4);
+        let mut s = all.clone();
+        m.restrict(&mut s, b"app");
+        assert_eq!(
+            s.patterns.most_common_patterns.0,
+            vec![("key app:1".to_owned(), 1)]
+        );
+        assert_eq!(s.patterns.by_context.0, vec![("mine".to_owned(), 1)]);
+        assert_eq!(s.total_invalidations, 7, "counts stay");
+        m.restrict(&mut s, b"nobody");
+        assert!(s.patterns.most_common_patterns.0.is_empty());
+        assert!(s.patterns.by_context.0.is_empty());
+        let events = m.events(10, &th, T0);
+        assert_eq!(events[1].user.as_deref(), Some(&b"app"[..]));
+        assert_eq!(events[2].user, None);
+        // The dominant pattern (the wide user's) is not named to the app user.
+        let named = |recs: &[Recommendation]| {
+            recs.iter().any(|r| {
+                r.message.contains("other") || r.suggestions.iter().any(|x| x.contains("other"))
+            })
+        };
+        assert!(named(&m.recommend(&idx(), &th, T0)));
+        assert!(!named(&m.recommend_for(&idx(), &th, T0, Some(b"app"))));
     }
 }

@@ -365,6 +365,8 @@ pub struct Rule {
     pub ops: Option<Vec<Op>>,
     /// A glob on the id.
     pub pattern: Option<Vec<u8>>,
+    /// `pattern` compiled once (CACHE.WRITE matches every rule of the type against the id).
+    pub glob: Option<Box<Glob>>,
     pub templates: Vec<Template>,
     pub strategy: RuleStrategy,
     pub priority: i64,
@@ -375,10 +377,7 @@ impl Rule {
     /// Whether a write of `op` on an id fires this rule (the type is checked by the caller).
     pub fn applies(&self, id: &[u8], op: Op) -> bool {
         self.ops.as_ref().is_none_or(|ops| ops.contains(&op))
-            && self
-                .pattern
-                .as_ref()
-                .is_none_or(|p| Glob::new(p).matches(id))
+            && self.glob.as_ref().is_none_or(|g| g.matches(id))
     }
 
     /// The tags of this rule for a write, duplicates removed (first occurrence kept).
@@ -486,6 +485,20 @@ fn check_pattern(p: &[u8]) -> RuleResult<()> {
     if p.len() > MAX_PATTERN_LEN {
         Err(format!(
             "ERR MATCH pattern is too long (limit {MAX_PATTERN_LEN} bytes)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// RULE SET only (a rule already stored, or decoded, is not refused for it): the pattern's
+/// cost per byte of id stays small (see `glob::widest_search`).
+fn check_pattern_complexity(p: &[u8]) -> RuleResult<()> {
+    let widest = crate::core::glob::widest_search(p);
+    let most = crate::core::glob::MAX_SEARCHED_WILDCARD_PIECE;
+    if widest > most {
+        Err(format!(
+            "ERR pattern too complex: {widest} bytes between two stars with ? or [...] inside, the limit is {most}"
         ))
     } else {
         Ok(())
@@ -1177,6 +1190,7 @@ fn parse_rule_set(args: &[&[u8]]) -> RuleResult<Rule> {
             }
             let p = value.ok_or_else(syntax)?;
             check_pattern(p)?;
+            check_pattern_complexity(p)?;
             pattern = Some(p);
         } else if eq(opt, "INVALIDATE") {
             if templates.is_some() {
@@ -1238,6 +1252,7 @@ fn parse_rule_set(args: &[&[u8]]) -> RuleResult<Rule> {
         on_type: on_type.to_vec(),
         ops,
         pattern: pattern.map(<[u8]>::to_vec),
+        glob: pattern.map(|p| Box::new(Glob::new(p))),
         templates,
         strategy: strategy.unwrap_or_default(),
         priority: priority.unwrap_or(0),
@@ -1367,6 +1382,7 @@ fn decode(buf: &[u8]) -> RuleResult<Rules> {
             name,
             on_type,
             ops,
+            glob: pattern.as_deref().map(|p| Box::new(Glob::new(p))),
             pattern,
             templates,
             strategy,
