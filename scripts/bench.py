@@ -678,6 +678,49 @@ def herd(srv):
            out["CACHE.GET after IMMEDIATE"] / max(out["CACHE.FETCH after SOFT"], 1e-9), "x")
 
 
+# ---------------------------------------------------------------------------------------------
+# The stale-set guard: what CACHE.SET ... GUARD costs over CACHE.SET with a full history.
+
+def guard(srv):
+    c = srv.conn
+    flush(c)
+    value = "x" * 100
+    c.pipeline([["CACHE.SET", "c:%012d" % i, VALUE, "TAGS", "3", "tag:a", "tag:b", "item:%d" % i]
+                for i in range(100_000)])
+    # A 60 s history of 10 000 invalidations per second: 600 000 facts (one tag each), kept
+    # whole (the memory bound raised for it; its default is 64 MiB).
+    count = n(600_000)
+    c.call("CONFIG", "SET", "cache.guard-max-bytes", str(1 << 30))
+    before = used_memory(c)
+    c.pipeline([["CACHE.INVALIDATE", "DEPTH", "0", "TAG", "inv:%d" % i] for i in range(count)])
+    st = c.call("CACHE.STATS", "JSON")
+    g = json.loads(st)["guard"]
+    report("guard history facts", g["history_facts"], "facts", "%d invalidations" % count)
+    report("guard history bytes per invalidation", g["history_bytes"] / count, "B",
+           "the history's own estimate")
+    report("guard used_memory per invalidation", (used_memory(c) - before) / count, "B",
+           "used_memory, events and windows included")
+    token = str(c.call("CACHE.TOKEN"))
+    requests = n(300_000)
+    tags = ["TAGS", "3", "tag:a", "tag:b", "item:__rand_int__"]
+    cmds = {
+        "CACHE.SET": ["CACHE.SET", "c:__rand_int__", value] + tags,
+        "CACHE.SET GUARD": ["CACHE.SET", "c:__rand_int__", value] + tags + ["GUARD", token],
+    }
+    runs = {k: [] for k in cmds}
+    for _ in range(5):  # interleaved rounds
+        for k, cmd in cmds.items():
+            runs[k].append(benchmark_rps(srv, cmd, requests))
+    cpu = {k: statistics.median(ns for _, ns in v) for k, v in runs.items()}
+    for k in cmds:
+        report("server CPU per %s (full history)" % k, cpu[k], "ns", "median of 5")
+    accepted = json.loads(c.call("CACHE.STATS", "JSON"))["guard"]["accepted"]
+    report("guarded sets accepted", accepted, "sets", "every one: nothing invalidated since")
+    report("ratio CPU GUARD/plain CACHE.SET (goal <= 1.10)",
+           cpu["CACHE.SET GUARD"] / cpu["CACHE.SET"], "x")
+    c.call("CONFIG", "SET", "cache.guard-max-bytes", str(64 << 20))
+
+
 def main():
     if not os.path.exists(MODULE):
         raise SystemExit("module not found: %s (run scripts/bench.sh)" % MODULE)
@@ -687,7 +730,7 @@ def main():
     figures = [("throughput", throughput), ("memory", memory), ("tag", tag_invalidation),
                ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall),
                ("worst", worst_cases),
-               ("stats", stats_cost), ("lazy", lazy), ("herd", herd)]
+               ("stats", stats_cost), ("lazy", lazy), ("herd", herd), ("guard", guard)]
     srv = Server()
     try:
         for name, fn in figures:

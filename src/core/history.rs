@@ -75,6 +75,8 @@ struct DbHistory {
     all: u64,
     /// Oldest first.
     patterns: VecDeque<(u64, Glob, Vec<u8>)>,
+    /// The newest sequence number recorded here: a token at or past it has seen everything.
+    newest: u64,
 }
 
 impl DbHistory {
@@ -271,6 +273,7 @@ impl History {
 
     fn remember(&mut self, db: usize, seq: u64, kind: Kind, name: &[u8], now_ms: i64) {
         let d = self.db(db);
+        d.newest = d.newest.max(seq);
         match kind {
             Kind::All => d.all = d.all.max(seq),
             Kind::Pattern => d.patterns.push_back((seq, Glob::new(name), name.to_vec())),
@@ -369,6 +372,19 @@ impl History {
         }
     }
 
+    /// Whether `token` is one this history vouches for and nothing was recorded in `db` since
+    /// it: then any entry may be written (the usual case: a fresh token), with no lookup.
+    pub fn quiet_since(&self, db: usize, token: i64) -> bool {
+        let Ok(t) = u64::try_from(token) else {
+            return false;
+        };
+        let (epoch, from) = (t >> SEQ_BITS, t & SEQ_MASK);
+        epoch == self.epoch
+            && from >= self.floor
+            && from <= self.next
+            && self.dbs.get(db).is_none_or(|d| d.newest < from)
+    }
+
     /// Whether the entry `key` (with `tags` and `deps`) may be written in `db` under `token`:
     /// no invalidation since the token would have selected it. `covered` tells, for a
     /// dependency that still holds an entry, the sequence number of the LAZY mark covering it
@@ -386,6 +402,10 @@ impl History {
         let (epoch, from) = (t >> SEQ_BITS, t & SEQ_MASK);
         if epoch != self.epoch || from < self.floor || from > self.next {
             return Err(Refusal::Unknown);
+        }
+        if self.dbs.get(db).is_some_and(|d| d.newest < from) {
+            // Nothing recorded here since the token (a LAZY mark made since would have been).
+            return Ok(());
         }
         let since = |s: Option<&u64>| s.is_some_and(|&s| s >= from);
         let refuse = |kind: &'static str, name: &[u8]| Err(Refusal::Selected(kind, name.to_vec()));
@@ -526,6 +546,21 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn a_token_after_every_fact_of_its_database_is_quiet() {
+        let mut h = History::new(2);
+        let before = h.token();
+        let s = h.begin(2);
+        h.selected(1, s, &Selector::Tags(vec![b("t")]), 0);
+        let after = h.token();
+        assert!(h.quiet_since(0, before), "nothing in db 0");
+        assert!(!h.quiet_since(1, before));
+        assert!(h.quiet_since(1, after));
+        assert!(!h.quiet_since(1, after + 1), "from the future");
+        assert!(!h.quiet_since(1, -3));
+        assert!(!h.quiet_since(0, History::new(3).token()), "another epoch");
     }
 
     #[test]
