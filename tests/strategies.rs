@@ -1111,6 +1111,19 @@ impl H {
         (lo, lo + limbo)
     }
 
+    /// The count a LAZY reply may give (README): the selector's count from the index (see
+    /// `lazy_bounds`), plus the entries IMMEDIATE would take (`want`) beyond those the
+    /// selector picks: the cascade, resolved exactly when the mark is made.
+    fn lazy_reply_bounds(&self, sel: &Selector, want: &BTreeSet<String>) -> (usize, usize) {
+        let (lo, hi) = self.lazy_bounds(sel);
+        let db = &self.dbs[self.cur];
+        let cascaded = want
+            .iter()
+            .filter(|k| !matches!(db.keys.get(*k), Some(Val::Entry(e)) if sel.picks(k, e)))
+            .count();
+        (lo + cascaded, hi + cascaded)
+    }
+
     fn cover(&mut self, db: usize, keys: &BTreeSet<String>, why: &str) {
         for k in keys {
             if let Some(e) = self.dbs[db].entry_mut(k) {
@@ -1163,21 +1176,15 @@ impl H {
                 }
             }
             Strategy::Lazy => {
-                let (lo, hi) = self.lazy_bounds(sel);
                 // README: the entries the selector picks in the index, plus those its cascade
                 // reached beyond them (resolved when the mark is made: exact); IMMEDIATE's
                 // count would do too.
-                let db = &self.dbs[self.cur];
-                let cascaded = want
-                    .iter()
-                    .filter(|k| !matches!(db.keys.get(*k), Some(Val::Entry(e)) if sel.picks(k, e)))
-                    .count();
-                let (lo, hi) = (lo + cascaded, hi + cascaded);
+                let (lo, hi) = self.lazy_reply_bounds(sel, &want);
                 let n = as_int(&r).unwrap_or(-1);
                 if (n < lo as i64 || n > hi as i64) && n != want.len() as i64 {
                     return fail(
                         "reply",
-                        format!("{label}: count {r:?}, want {lo}..={hi} (the entries the selector picks, plus {cascaded} through the cascade) or {} (IMMEDIATE's: {want:?})", want.len()),
+                        format!("{label}: count {r:?}, want {lo}..={hi} (the entries the selector picks, plus the cascade) or {} (IMMEDIATE's: {want:?})", want.len()),
                     );
                 }
                 let cur = self.cur;
@@ -1265,7 +1272,7 @@ impl H {
             let why = self.why(format!("{label} (rule step TAG {tag}, {strategy:?})"));
             match strategy {
                 Strategy::Lazy => {
-                    let (l, h) = self.lazy_bounds(&sel);
+                    let (l, h) = self.lazy_reply_bounds(&sel, &want);
                     lo += l;
                     hi += h;
                     exact += want.len();
