@@ -66,7 +66,8 @@ pub struct Cascade {
 
 /// One cluster-wide command waiting for answers.
 struct Op {
-    client: Blocked,
+    /// None: a cascade taken up again after its command failed (see `resume_late`).
+    client: Option<Blocked>,
     job: Job,
     db: u32,
     user: Option<Vec<u8>>,
@@ -109,7 +110,27 @@ thread_local! {
     static OPS: RefCell<HashMap<u64, Op>> = RefCell::new(HashMap::new());
     static PUMP_ARMED: Cell<bool> = const { Cell::new(false) };
     static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+    /// Invalidations that failed with part of the cluster silent, kept a while so that a late
+    /// answer's cascade is followed to its end (see `resume_late`).
+    static LEFTOVERS: RefCell<HashMap<u64, Leftover>> = RefCell::new(HashMap::new());
 }
+
+/// What a failed cluster-wide invalidation leaves for a late answer to go on with.
+struct Leftover {
+    db: u32,
+    user: Option<Vec<u8>>,
+    context: Option<Vec<u8>>,
+    dependencies: AHashSet<String>,
+    forwarded: AHashSet<Vec<u8>>,
+    /// Keys reached whose dependents were not asked for yet (the next round never went out).
+    frontier: Frontier,
+    /// Dropped after this (Unix ms).
+    until_ms: i64,
+}
+
+/// How many failed invalidations are kept for late answers, and for how long.
+const LEFTOVERS_MAX: usize = 64;
+const LEFTOVER_MS: i64 = 600_000;
 
 /// Registers the bus message receivers (the server ignores them outside cluster mode).
 pub fn register(ctx: &Context) {
@@ -250,7 +271,7 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
         .map(|m| m.slots.clone())
         .unwrap_or_default();
     let mut op = Op {
-        client,
+        client: Some(client),
         db,
         user: server::caller_name(ctx),
         me: me.clone(),
@@ -612,7 +633,116 @@ fn finish(ctx: &Context, id: u64) {
             op.job.name,
         )))
     };
-    op.client.answer(answer);
+    let failed = !op.failed.is_empty() || !missing.is_empty();
+    match op.client.take() {
+        Some(client) => client.answer(answer),
+        None => match &answer {
+            Ok(_) => ctx.log_notice(&format!(
+                "tagcache: the cascade of a {} that reached only part of the cluster went on \
+                 from a late answer and ended",
+                op.job.name
+            )),
+            Err(e) => ctx.log_warning(&format!("tagcache: a late cascade ended: {e}")),
+        },
+    }
+    // A master that answers late may still have removed entries whose dependents elsewhere
+    // are then left: keep what the cascade needs to go on from its answer.
+    if let (true, Some(c)) = (failed, &op.job.cascade) {
+        if !c.dry_run {
+            let now = server::now_ms();
+            LEFTOVERS.with(|l| {
+                let mut l = l.borrow_mut();
+                l.retain(|_, x| x.until_ms > now);
+                if l.len() < LEFTOVERS_MAX {
+                    l.insert(
+                        id,
+                        Leftover {
+                            db: op.db,
+                            user: op.user.clone(),
+                            context: c.context.clone(),
+                            dependencies: op.dependencies.clone(),
+                            forwarded: op.forwarded.clone(),
+                            frontier: std::mem::take(&mut op.frontier),
+                            until_ms: now + LEFTOVER_MS,
+                        },
+                    );
+                }
+            });
+        }
+    }
+}
+
+/// An answer for a cluster-wide invalidation that already failed (a master that was silent,
+/// then ran the request): its cascade goes on from what that master removed, with no client
+/// waiting, so the dependents on other shards do not stay behind.
+fn resume_late(ctx: &Context, id: u64, from: &str, answer: Answer) {
+    let Some(left) = LEFTOVERS.with(|l| l.borrow().get(&id).map(|x| x.until_ms)) else {
+        return;
+    };
+    if left <= server::now_ms() {
+        return;
+    }
+    let Some(mut x) = LEFTOVERS.with(|l| l.borrow_mut().remove(&id)) else {
+        return;
+    };
+    if answer.frontier.is_empty() && x.frontier.is_empty() {
+        return;
+    }
+    if answer.dependencies {
+        x.dependencies.insert(from.to_owned());
+    }
+    let Ok(masters) = cluster_masters(ctx) else {
+        return;
+    };
+    let Some(me) = masters.iter().find(|m| m.myself).map(|m| m.id.clone()) else {
+        return;
+    };
+    if has_dependencies(x.db) {
+        x.dependencies.insert(me.clone());
+    }
+    let new_id = NEXT_ID.with(|n| {
+        let v = n.get();
+        n.set(v + 1);
+        v
+    });
+    let mut op = Op {
+        client: None,
+        job: Job {
+            name: "CACHE.INVALIDATE",
+            argv: Vec::new(),
+            merge: Merge::Sum,
+            json: false,
+            cascade: Some(Cascade {
+                dry_run: false,
+                context: x.context,
+            }),
+        },
+        db: x.db,
+        user: x.user,
+        me,
+        masters: masters.len(),
+        replies: Vec::new(),
+        waiting: AHashSet::new(),
+        failed: Vec::new(),
+        dependencies: x.dependencies,
+        frontier: Vec::new(),
+        forwarded: x.forwarded,
+        timer: None,
+        expected: SlotSet::default(),
+        covered: SlotSet::default(),
+        round: Vec::new(),
+        asked: HashMap::new(),
+        reroutes: 0,
+        deadline_ms: deadline_ms(ctx),
+    };
+    // What was reached before the failure and never asked for, then what the late master
+    // reached (each key once: `forwarded` holds what went out already).
+    op.frontier = x.frontier;
+    op.add_frontier(answer.frontier);
+    let ms = op.deadline_ms;
+    op.timer = Some(ctx.create_timer(Duration::from_millis(ms), on_deadline, new_id));
+    OPS.with(|ops| ops.borrow_mut().insert(new_id, op));
+    advance(ctx, new_id);
 }
 
 fn on_deadline(ctx: &Context, id: u64) {
@@ -687,7 +817,9 @@ fn on_pump(ctx: &Context, _: ()) {
                 Ok(a) if paused && op_writes(a.id) => Some((kind, sender, payload)),
                 Ok(a) => {
                     let id = a.id;
-                    if answered(id, &sender, a, true) {
+                    if OPS.with(|ops| !ops.borrow().contains_key(&id)) {
+                        resume_late(ctx, id, &sender, a);
+                    } else if answered(id, &sender, a, true) {
                         advance(ctx, id);
                     }
                     None

@@ -2115,3 +2115,36 @@ fn a_frozen_master_gets_the_modules_error_before_the_cluster_goes_down() {
     cl.wait_stable();
     cl.verify_all();
 }
+
+/// a1 on master 0; c1 on master 2 depends on a1; b1 on master 1 depends on c1. Master 2 sleeps
+/// through the invalidation of a1: the command fails with the partial error, and once master 2
+/// answers (late), the cascade goes on by itself to c1 and then b1, with no client waiting
+/// (issue 23, defect 3). Before, c1 and b1 stayed, and a retry found nothing to start from.
+#[test]
+fn a_cascade_through_a_silent_master_completes_when_it_answers() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    let a1 = cl.key_on(0, "a1:");
+    let c1 = cl.key_on(2, "c1:");
+    let b1 = cl.key_on(1, "b1:");
+    put(&mut cc, &a1, &[], &[]);
+    put(&mut cc, &c1, &[], &[&a1]);
+    put(&mut cc, &b1, &[], &[&c1]);
+    for i in MASTERS {
+        config_set(&mut cl.conn(i), "cache.cluster-timeout-ms", "300");
+    }
+    let port2 = cl.port(2);
+    let sleeper = std::thread::spawn(move || {
+        let mut c = connect(port2).expect("connect");
+        let _ = run(&mut c, &["DEBUG", "SLEEP", "1"]);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let e = err(&mut cl.conn(0), &["CACHE.INVALIDATE", "KEY", &a1]);
+    assert!(e.contains("reached only part of the cluster"), "{e}");
+    sleeper.join().expect("sleeper");
+    eventually("the cascade reached c1 and b1", || {
+        !exists(&mut cc, &c1) && !exists(&mut cc, &b1)
+    });
+    assert!(!exists(&mut cc, &a1));
+    cl.verify_all();
+}
