@@ -66,7 +66,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://127.0.0.1:{self.port}"
 
     def stop(self):
         if self.proc.poll() is None:

@@ -32,7 +32,9 @@ from __future__ import annotations
 import pickle
 import re
 
+from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from redis.exceptions import ResponseError
 from django.utils.functional import cached_property
 from django.utils.module_loading import import_string
 
@@ -181,7 +183,12 @@ class TagCacheBackend(BaseCache):
 
     def has_key(self, key, version=None):
         key = self.make_and_validate_key(key, version=version)
-        i = self.client.inspect(key)
+        try:
+            i = self.client.inspect(key)
+        except ResponseError as e:
+            if str(e).startswith("WRONGTYPE"):
+                return False  # a plain key: no cache value
+            raise
         return i is not None and not i.stale
 
     def incr(self, key, delta=1, version=None):
@@ -229,6 +236,23 @@ class TagCacheBackend(BaseCache):
         """Invalidates every entry depending on any of the resources (and the cascade)."""
         res = [r for group in resources for r in ([group] if isinstance(group, (str, bytes)) else group)]
         return self.client.invalidate(dependents=res, strategy=strategy, context=context) if res else 0
+
+    # The async variants: BaseCache runs the sync methods in a thread (as for RedisCache); these
+    # add the tags/depends/meta keywords to them.
+    async def aset(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, **kw):
+        return await sync_to_async(self.set, thread_sensitive=True)(key, value, timeout, version, **kw)
+
+    async def aadd(self, key, value, timeout=DEFAULT_TIMEOUT, version=None, **kw):
+        return await sync_to_async(self.add, thread_sensitive=True)(key, value, timeout, version, **kw)
+
+    async def aset_many(self, data, timeout=DEFAULT_TIMEOUT, version=None, **kw):
+        return await sync_to_async(self.set_many, thread_sensitive=True)(data, timeout, version, **kw)
+
+    async def ainvalidate_tags(self, *tags, **kw):
+        return await sync_to_async(self.invalidate_tags, thread_sensitive=True)(*tags, **kw)
+
+    async def ainvalidate_dependents(self, *resources, **kw):
+        return await sync_to_async(self.invalidate_dependents, thread_sensitive=True)(*resources, **kw)
 
     def tagged(self, tags):
         """A view whose writes carry `tags` (Laravel's Cache::tags()); flush() invalidates them."""
