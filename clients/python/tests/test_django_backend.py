@@ -134,3 +134,27 @@ def test_values_are_binary_safe_pickles(dj):
     dj.set("blob", blob)
     assert dj.get("blob") == blob
     assert isinstance(tagcache.TagCache, type)
+
+
+def test_incr_version_keeps_tags(dj):
+    dj.set("v", "x", 100, tags=["t"])
+    assert dj.incr_version("v") == 2
+    assert dj.get("v") is None and dj.get("v", version=2) == "x"
+    i = dj.client.inspect("site:2:v")
+    assert i.tags == ["t"] and 0 < i.ttl_ms <= 100000
+    assert dj.decr_version("v", version=2) == 1 and dj.get("v") == "x"
+    with pytest.raises(ValueError):
+        dj.incr_version("missing")
+    assert dj.invalidate_tags("t") == 1
+
+
+def test_resp3_connection(server):
+    conf = {"default": {"BACKEND": BACKEND, "LOCATION": server.url, "OPTIONS": {"protocol": 3}}}
+    with override_settings(CACHES=conf):
+        c = caches["default"]
+        c.set("k", {"a": 1}, tags=["t"])
+        c.set("n", 1)
+        assert c.get("k") == {"a": 1} and c.incr("n") == 2 and c.has_key("k")
+        assert c.get_many(["k", "n"]) == {"k": {"a": 1}, "n": 2}
+        assert c.client.connection_pool.connection_kwargs["protocol"] == 3
+        assert c.invalidate_tags("t") == 1

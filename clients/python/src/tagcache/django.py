@@ -24,6 +24,7 @@ BaseCache API it has ``set(..., tags=, depends=, meta=)``, ``invalidate_tags``,
 - ``incr()``/``decr()`` run one Lua script (atomic): CACHE.GET, integer check, then CACHE.SET with
   KEEPTTL and the entry's own tags, dependencies and meta (from CACHE.INSPECT). Values within
   +/-2^53 (Lua numbers are doubles).
+- ``incr_version()`` renames the entry (tags, dependencies, meta and TTL stay with it).
 - Tags and resources are used as given (not prefixed).
 """
 
@@ -97,6 +98,17 @@ return redis.call('EXPIRE', KEYS[1], ARGV[1])
 """
 
 
+# incr_version: RENAME the entry to its new version's key (value, tags, dependencies, meta and
+# TTL move with it; a LAZY-covered entry stays covered). 0 when there is no fresh entry.
+_RENAME = """
+local i = redis.call('CACHE.INSPECT', KEYS[1])
+if not i then return 0 end
+for j = 1, #i, 2 do if i[j] == 'stale_ms' then return 0 end end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
+"""
+
+
 def _glob_escape(s: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", s)
 
@@ -131,6 +143,10 @@ class TagCacheBackend(BaseCache):
     @cached_property
     def _touch_script(self):
         return self.client.register_script(_TOUCH)
+
+    @cached_property
+    def _rename_script(self):
+        return self.client.register_script(_RENAME)
 
     def get_backend_timeout(self, timeout=DEFAULT_TIMEOUT):
         if timeout == DEFAULT_TIMEOUT:
@@ -213,6 +229,19 @@ class TagCacheBackend(BaseCache):
         safe = [self.make_and_validate_key(k, version=version) for k in keys]
         if safe:
             self.client.invalidate(keys=safe)
+
+    def incr_version(self, key, delta=1, version=None):
+        """As BaseCache's (the value moves to version + delta), in one step that keeps the
+        entry's tags, dependencies, meta and TTL (BaseCache's get/set/delete would drop them)."""
+        if version is None:
+            version = self.version
+        old = self.make_and_validate_key(key, version=version)
+        new = self.make_and_validate_key(key, version=version + delta)
+        if old != new and not self._rename_script(keys=[old, new]):
+            raise ValueError("Key '%s' not found." % key)
+        if old == new and not self.has_key(key, version=version):
+            raise ValueError("Key '%s' not found." % key)
+        return version + delta
 
     def clear(self):
         if self._clear_pattern is not None:
