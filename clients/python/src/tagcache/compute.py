@@ -13,7 +13,15 @@ The loop (README "CACHE.FETCH"):
                       storing (the caller gets a value, the lease holder still stores its own)
 
 The token is taken by the FETCH, before compute() reads anything, so a value computed from
-data read before an invalidation is refused by the server and never stored.
+data read before an invalidation is refused by the server and never stored (the caller still
+gets the value it computed).
+
+- compute() raising: the exception propagates; the lease stays until it expires (LEASE ms,
+  default cache.lease-ms), the module has no command to give it back, so meanwhile the others
+  wait (up to `wait`) and then compute for themselves.
+- Values go to CACHE.SET as they are (bytes, str, int, float) unless `dumps`/`loads` are given
+  (@cached pickles).
+- `refresh` (a stale or refresh-ahead value and the lease) recomputes before returning.
 """
 
 from __future__ import annotations
