@@ -46,6 +46,21 @@ def test_mget_mset(tc):
     assert sorted(tc.keys(tag="t")) == ["k1", "k2"]
 
 
+@pytest.mark.parametrize("transaction", [False, True], ids=["pipeline", "multi"])
+def test_pipeline_parses_replies(tc, transaction):
+    tc.set("x", "v", tags=["t"])
+    p = tc.pipeline(transaction=transaction)
+    p.set("a", "1", 10, tags=["t"]).get("a").inspect("a").fetch("nope").keys(tag="t")
+    p.mset({"b": "2", "c": "3"}, nx=True).stats()
+    a_set, a_get, a_inspect, f, ks, b, c, st = p.execute()
+    assert a_set is True and a_get == b"1" and a_inspect.tags == ["t"] and a_inspect.ttl_ms > 0
+    assert f.state == "miss" and isinstance(f.token, int)
+    assert ks == ["a", "x"] and b is True and c is True and st.entries == 4
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        tc.plain.set("p", "v")
+        tc.pipeline(transaction=transaction).get("p").execute()
+
+
 def test_tag_depend(tc):
     tc.set("e", "v")
     assert tc.tag("e", "a", "b") == 2
@@ -202,6 +217,9 @@ def test_async_client(server, protocol):
             assert (await c.stats()).entries == 4
             assert await c.invalidate(tag="t") == 3
             assert (await c.events())[0].keys_invalidated == 3
+            p = c.pipeline()
+            p.set("e", "1", tags=["u"]).inspect("e").invalidate(tag="u")
+            assert [type(x).__name__ for x in await p.execute()] == ["bool", "Inspect", "int"]
             with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
                 await c.plain.set("p", "v")
                 await c.get("p")

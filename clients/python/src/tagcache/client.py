@@ -534,11 +534,61 @@ class CacheCommands:
         return self._call(_ok, "CACHE.DEBUG", "RECLAIM", "RESUME")
 
 
+CACHE_COMMANDS = (
+    "CACHE.SET CACHE.GET CACHE.MGET CACHE.FETCH CACHE.TOKEN CACHE.TAG CACHE.DEPEND CACHE.INSPECT "
+    "CACHE.INVALIDATE CACHE.KEYS CACHE.TAGS CACHE.STATS CACHE.RECOMMEND CACHE.EVENTS CACHE.HOTKEYS "
+    "CACHE.RESET CACHE.PENDING CACHE.RULE CACHE.RELATE CACHE.WRITE CACHE.DEBUG"
+).split()
+
+
+def _dispatch(response, **options):
+    """The response callback of every CACHE.* command: pipelines queue the parser with the
+    command (option _tc_parse) and it runs on the reply at execute()."""
+    parse = options.get("_tc_parse")
+    return response if parse is None or isinstance(response, Exception) else parse(response)
+
+
+def _register(client):
+    for name in CACHE_COMMANDS:
+        client.set_response_callback(name, _dispatch)
+
+
+class _PipelineCommands(CacheCommands):
+    """The CACHE.* methods on a pipeline: each queues its command; execute() returns the parsed
+    replies in order."""
+
+    def _call(self, parse, *args):
+        return self.execute_command(*args, _tc_parse=parse)
+
+    def mset(self, mapping, ttl=None, **kw):
+        for k, v in mapping.items():
+            self.set(k, v, ttl, **kw)
+        return self
+
+
+class TagCachePipeline(_PipelineCommands, redis.client.Pipeline):
+    pass
+
+
+class AsyncTagCachePipeline(_PipelineCommands, redis.asyncio.client.Pipeline):
+    pass
+
+
 class TagCache(CacheCommands, redis.Redis):
-    """redis.Redis with the CACHE.* commands (see CacheCommands) and get_or_compute."""
+    """redis.Redis with the CACHE.* commands (see CacheCommands) and get_or_compute.
+    pipeline() has the CACHE.* methods too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _register(self)
 
     def _call(self, parse, *args):
         return parse(self.execute_command(*args))
+
+    def pipeline(self, transaction=True, shard_hint=None) -> TagCachePipeline:
+        p = super().pipeline(transaction, shard_hint)
+        p.__class__ = TagCachePipeline
+        return p
 
     @property
     def plain(self) -> redis.Redis:
@@ -549,9 +599,8 @@ class TagCache(CacheCommands, redis.Redis):
         """Several CACHE.SET with the same options, in one pipeline (one round trip, not atomic:
         the module has no CACHE.MSET yet). One bool per key, as set() returns."""
         pipe = self.pipeline(transaction=False)
-        for k, v in mapping.items():
-            pipe.execute_command(*set_args(k, v, ttl, **kw))
-        return [_stored(r) for r in pipe.execute()]
+        pipe.mset(mapping, ttl, **kw)
+        return pipe.execute()
 
     def get_or_compute(self, key, compute: Callable[[], Any], ttl: Seconds = None, *, tags=None,
                        depends=None, meta=None, wait: float = 5.0, lease_ms: Optional[int] = None,
@@ -565,8 +614,17 @@ class TagCache(CacheCommands, redis.Redis):
 class AsyncTagCache(CacheCommands, redis.asyncio.Redis):
     """redis.asyncio.Redis with the CACHE.* commands; every method is a coroutine."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _register(self)
+
     async def _call(self, parse, *args):
         return parse(await self.execute_command(*args))
+
+    def pipeline(self, transaction=True, shard_hint=None) -> AsyncTagCachePipeline:
+        p = super().pipeline(transaction, shard_hint)
+        p.__class__ = AsyncTagCachePipeline
+        return p
 
     @property
     def plain(self) -> redis.asyncio.Redis:
@@ -575,9 +633,8 @@ class AsyncTagCache(CacheCommands, redis.asyncio.Redis):
     async def mset(self, mapping: Mapping[Any, Any], ttl: Seconds = None, **kw) -> List[bool]:
         """See TagCache.mset (a pipeline of CACHE.SET)."""
         pipe = self.pipeline(transaction=False)
-        for k, v in mapping.items():
-            pipe.execute_command(*set_args(k, v, ttl, **kw))
-        return [_stored(r) for r in await pipe.execute()]
+        pipe.mset(mapping, ttl, **kw)
+        return await pipe.execute()
 
     async def get_or_compute(self, key, compute, ttl: Seconds = None, *, tags=None, depends=None,
                              meta=None, wait: float = 5.0, lease_ms: Optional[int] = None,
