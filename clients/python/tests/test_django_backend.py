@@ -158,3 +158,20 @@ def test_resp3_connection(server):
         assert c.get_many(["k", "n"]) == {"k": {"a": 1}, "n": 2}
         assert c.client.connection_pool.connection_kwargs["protocol"] == 3
         assert c.invalidate_tags("t") == 1
+
+
+def test_clear_escapes_glob_characters_of_the_prefix(server):
+    conf = {
+        "default": {"BACKEND": BACKEND, "LOCATION": server.url, "KEY_PREFIX": "a*[b]"},
+        "near": {"BACKEND": BACKEND, "LOCATION": server.url, "KEY_PREFIX": "ax[b]"},
+        "custom": {"BACKEND": BACKEND, "LOCATION": server.url,
+                   "KEY_FUNCTION": lambda k, p, v: f"c/{k}", "OPTIONS": {"CLEAR_PATTERN": "c/*"}},
+    }
+    with override_settings(CACHES=conf):
+        caches["default"].set("k", 1)
+        caches["near"].set("k", 2)
+        caches["custom"].set("k", 3)
+        caches["default"].clear()
+        assert caches["default"].get("k") is None and caches["near"].get("k") == 2
+        caches["custom"].clear()
+        assert caches["custom"].get("k") is None and caches["near"].get("k") == 2
