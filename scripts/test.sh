@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Full check: formatting, clippy, unit tests, a short fuzzing run (scripts/fuzz.sh), debug
-# build of the module, then the integration suite (tests/*.rs) once per server binary.
+# build of the module, then the integration suite (tests/*.rs) once per server binary, then
+# the Python client's tests (clients/python, pytest: its own and Django's cache suite) once per
+# server binary (PYTHON_TESTS=0 skips them).
 #
 #   scripts/test.sh                    # everything
 #   scripts/test.sh some_test_name     # filter passed to the test binaries
@@ -13,7 +15,8 @@
 # Each integration run gets TAGCACHE_SERVER=<server binary> and
 # TAGCACHE_MODULE=<abs path of target/debug/libtagcache.so>. Logs of each run
 # go to target/test-logs/. The last line printed is "N passed, M failed",
-# summed over the unit-test run and every integration run.
+# summed over the unit-test run, every integration run and every pytest run (pytest's
+# "errors" count as failed; its skips are listed in its log, -rs).
 #
 # TAGCACHE_SERVER_TIMEOUT (seconds, default 900) bounds each integration run.
 set -euo pipefail
@@ -173,5 +176,41 @@ for line in "${SERVERS[@]}"; do
         cargo test --test '*' --no-fail-fast -- --test-threads=2 "${FILTER[@]}" \
         || RC=1
 done
+
+# ---------------------------------------------------------------- Python client
+# clients/python's tests (the commands under RESP2 and RESP3, get_or_compute's herd and
+# stale-set race, the Django backend and Django's own BaseCacheTests), one pytest run per
+# server, each test on a server of its own. About 30 s per server.
+if [ "${PYTHON_TESTS:-1}" != 0 ]; then
+    header "python client: set-up"
+    tc_ensure_python_client
+    PYFILTER=()
+    [ "${#FILTER[@]}" -gt 0 ] && PYFILTER=(-k "${FILTER[*]}")
+    for line in "${SERVERS[@]}"; do
+        read -r name path <<<"$line"
+        header "python client tests: $name ($path)"
+        log="$LOGDIR/python-$name.log"
+        set +e
+        (cd "$TC_ROOT/clients/python" && env TAGCACHE_SERVER="$path" TAGCACHE_MODULE="$MODULE" \
+            TAGCACHE_DJANGO_TESTS="$TC_DJANGO_TESTS" PYTHONDONTWRITEBYTECODE=1 \
+            timeout --kill-after=30 "$TIMEOUT" \
+            "$TC_VENV/bin/python" -m pytest -q -rs -p no:cacheprovider tests "${PYFILTER[@]}") 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+        set -e
+        # pytest's last line: "== 1 failed, 107 passed, 3 skipped, 2 errors in 29.15s ==" (-q drops the ==).
+        last="$(grep -E '^=*[ ]*[0-9]+ (passed|failed|error|errors|skipped|deselected)' "$log" | tail -n1)"
+        pp="$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<" $last")"
+        pf="$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<" $last")"
+        pe="$(sed -nE 's/.* ([0-9]+) errors?.*/\1/p' <<<" $last")"
+        pp=${pp:-0}; pf=$(( ${pf:-0} + ${pe:-0} ))
+        # 5: nothing collected (a filter matching no Python test) is no failure.
+        if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ] && [ "$pf" -eq 0 ]; then pf=1; fi
+        TOTAL_PASSED=$((TOTAL_PASSED + pp))
+        TOTAL_FAILED=$((TOTAL_FAILED + pf))
+        if [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ]; then pstatus=ok; else pstatus="FAILED (exit $rc)"; RC=1; fi
+        [ "$rc" -eq 124 ] && pstatus="FAILED (timed out after ${TIMEOUT}s)"
+        SUMMARY+=("$(printf '  %-12s %-28s passed=%-5s failed=%s' "py-$name" "$pstatus" "$pp" "$pf")")
+    done
+fi
 
 finish "$RC"
