@@ -866,8 +866,8 @@ pub(crate) fn cache_pending(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
         PendingArgs::Help => {
             return Ok(help(&[
                 "CACHE.PENDING [<subcommand>]. Subcommands are:",
-                "(none)",
-                "    List the queued BATCHED invalidations.",
+                "CACHE.PENDING",
+                "    (no subcommand) List the queued BATCHED invalidations.",
                 "FLUSH",
                 "    Apply them all now; reply the number of entries invalidated.",
                 "LAZY",

@@ -564,8 +564,8 @@ fn pending_help_lists_the_subcommands() {
         strings(&ok(&mut c, &["cache.pending", "help"])),
         sv(&[
             "CACHE.PENDING [<subcommand>]. Subcommands are:",
-            "(none)",
-            "    List the queued BATCHED invalidations.",
+            "CACHE.PENDING",
+            "    (no subcommand) List the queued BATCHED invalidations.",
             "FLUSH",
             "    Apply them all now; reply the number of entries invalidated.",
             "LAZY",

@@ -639,8 +639,8 @@ fn check_pending_lazy(resp3: bool) {
         strings(&ok(&mut c, &["CACHE.PENDING", "HELP"])),
         sv(&[
             "CACHE.PENDING [<subcommand>]. Subcommands are:",
-            "(none)",
-            "    List the queued BATCHED invalidations.",
+            "CACHE.PENDING",
+            "    (no subcommand) List the queued BATCHED invalidations.",
             "FLUSH",
             "    Apply them all now; reply the number of entries invalidated.",
             "LAZY",

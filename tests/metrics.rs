@@ -1284,8 +1284,8 @@ fn alert_level_follows_the_thresholds_and_logs_once_per_level() {
     };
     let lines =
         |s: &Server, what: &str| -> usize { s.log().lines().filter(|l| l.contains(what)).count() };
-    let warn_line = "High invalidation rate: 2 invalidations in last hour (>2 threshold)";
-    let crit_line = "Critical invalidation rate: 4 invalidations in last hour (>4 threshold)";
+    let warn_line = "High invalidation rate: 2 invalidations in last hour (>=2 threshold)";
+    let crit_line = "Critical invalidation rate: 4 invalidations in last hour (>=4 threshold)";
 
     assert_eq!(level(&mut c), ("normal".into(), "normal".into()));
     inv(&mut c, &["KEY", "k1"]);

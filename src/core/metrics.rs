@@ -1246,8 +1246,8 @@ impl Metrics {
     ///
     /// Returns a line for the server log when the last-hour rate is at or above a threshold,
     /// at most once per [`ALERT_LOG_INTERVAL_MS`] per level, in seed 000's wording:
-    /// `Critical invalidation rate: N invalidations in last hour (>C threshold)` or
-    /// `High invalidation rate: N invalidations in last hour (>W threshold)`.
+    /// `Critical invalidation rate: N invalidations in last hour (>=C threshold)` or
+    /// `High invalidation rate: N invalidations in last hour (>=W threshold)`.
     pub fn record_invalidation(
         &mut self,
         r: &InvalidationRecord<'_>,
@@ -1337,14 +1337,14 @@ impl Metrics {
             AlertLevel::Warning => (
                 0,
                 format!(
-                    "High invalidation rate: {n} invalidations in last hour (>{} threshold)",
+                    "High invalidation rate: {n} invalidations in last hour (>={} threshold)",
                     th.warning_per_hour
                 ),
             ),
             AlertLevel::Critical => (
                 1,
                 format!(
-                    "Critical invalidation rate: {n} invalidations in last hour (>{} threshold)",
+                    "Critical invalidation rate: {n} invalidations in last hour (>={} threshold)",
                     th.critical_per_hour
                 ),
             ),
@@ -2236,7 +2236,7 @@ mod tests {
         );
         assert_eq!(
             m.record_invalidation(&r, 0, &th, T0 + 1_000).as_deref(),
-            Some("High invalidation rate: 2 invalidations in last hour (>2 threshold)")
+            Some("High invalidation rate: 2 invalidations in last hour (>=2 threshold)")
         );
         assert_eq!(m.alert_level(&th, T0 + 1_000), AlertLevel::Warning);
         // Still warning, within the minute: silent.
@@ -2244,7 +2244,7 @@ mod tests {
         // Critical is a separate level: logged at once.
         assert_eq!(
             m.record_invalidation(&r, 0, &th, T0 + 3_000).as_deref(),
-            Some("Critical invalidation rate: 4 invalidations in last hour (>4 threshold)")
+            Some("Critical invalidation rate: 4 invalidations in last hour (>=4 threshold)")
         );
         assert_eq!(m.alert_level(&th, T0 + 3_000), AlertLevel::Critical);
         assert_eq!(
@@ -2257,7 +2257,7 @@ mod tests {
         assert_eq!(m.record_invalidation(&r, 0, &th, T0 + 62_999), None);
         assert_eq!(
             m.record_invalidation(&r, 0, &th, T0 + 63_000).as_deref(),
-            Some("Critical invalidation rate: 7 invalidations in last hour (>4 threshold)")
+            Some("Critical invalidation rate: 7 invalidations in last hour (>=4 threshold)")
         );
         // An hour later the rate is back to normal.
         assert_eq!(m.record_invalidation(&r, 0, &th, T0 + 2 * HOUR), None);
