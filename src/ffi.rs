@@ -387,6 +387,23 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
             }
             _ => None,
         };
+        // An entry a LAZY mark covers that leaves its name by another way than the reclaimer
+        // (DEL, expiry, an overwrite, RENAME's source): the guard's history learns that the
+        // mark removed it, as the reclaimer would have told it (its cascade goes on from it).
+        // The mark's user is not asked (no call into the server here): recording more only
+        // refuses more.
+        if e.born() < state::newest_mark() {
+            let seq = st.lazy().get(db).and_then(|l| {
+                l.marks()
+                    .iter()
+                    .find(|m| m.covers(key, e))
+                    .filter(|m| m.hops > 0 && m.seq > 0)
+                    .map(|m| m.seq)
+            });
+            if let Some(seq) = seq {
+                crate::history::removed(db, seq, [key]);
+            }
+        }
         if quiet == Some(Quiet::Replace) {
             return;
         }
@@ -566,6 +583,14 @@ unsafe extern "C" fn on_loading(
 ) {
     guard((), || {
         let ctx = Context::new(ctx);
+        if sub != raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+            && sub != raw::REDISMODULE_SUBEVENT_LOADING_FAILED
+        {
+            // The generation is what the loaded data says (its aux field, its entries): a
+            // replica ahead of its new master must not keep its own, or everything the master
+            // writes after would be born after the master's marks.
+            state::reset_generation();
+        }
         if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
             crate::commands::rebuild_all(&ctx);
             crate::commands::arm_batch_timer(&ctx);

@@ -46,11 +46,11 @@ fn history() -> Guard {
     Guard(HISTORY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// The history within its bounds now.
-fn trimmed(h: &mut History) {
+/// The history within its bounds at `now` (Unix ms, read before the lock is taken).
+fn trimmed(h: &mut History, now: i64) {
     let window = config::GUARD_WINDOW_MS.get();
     let bytes = u64::try_from(config::GUARD_MAX_BYTES.get()).unwrap_or(0);
-    h.trim(server::now_ms(), window, bytes);
+    h.trim(now, window, bytes);
 }
 
 /// `CACHE.TOKEN [key]` -> the token now.
@@ -66,11 +66,12 @@ pub fn token() -> i64 {
 /// A new invalidation begins in `db` with `selector`: its sequence number, the selector
 /// recorded.
 pub fn begin(db: usize, selector: &Selector) -> u64 {
+    let (now, seed) = (server::now_ms(), seed());
     let mut g = history();
     let h = g.get();
-    trimmed(h);
-    let seq = h.begin(seed());
-    h.selected(db, seq, selector, server::now_ms());
+    trimmed(h, now);
+    let seq = h.begin(seed);
+    h.selected(db, seq, selector, now);
     seq
 }
 
@@ -83,11 +84,14 @@ pub fn removed<'a>(db: usize, seq: u64, keys: impl IntoIterator<Item = &'a [u8]>
     for k in keys {
         h.removed(db, seq, k, now);
     }
+    // Within the bounds after a large invalidation too.
+    trimmed(h, now);
 }
 
 /// Every token made so far is refused from now on (loading, a new master).
 pub fn new_epoch() {
-    history().get().new_epoch(seed());
+    let seed = seed();
+    history().get().new_epoch(seed);
 }
 
 /// SWAPDB: the histories follow their data.
@@ -106,6 +110,7 @@ pub fn check<'a>(
     tags: &[&'a [u8]],
     deps: &[&'a [u8]],
 ) -> bool {
+    let now = server::now_ms();
     {
         // The usual case: a fresh token, nothing recorded in this database since.
         let mut g = history();
@@ -131,7 +136,7 @@ pub fn check<'a>(
     };
     let mut g = history();
     let h = g.get();
-    trimmed(h);
+    trimmed(h, now);
     let verdict = h.check(
         db,
         token,

@@ -329,7 +329,21 @@ fn new_mark(
 
 /// The mark with its cascade resolved, not added yet: refused when `limited` and the cascade
 /// is past `cache.max-cascade-entries`.
-fn prepare(ctx: &Context, db: usize, mark: Mark, limited: bool) -> Result<(Mark, Vec<Vec<u8>>)> {
+fn prepare(
+    ctx: &Context,
+    db: usize,
+    mut mark: Mark,
+    limited: bool,
+) -> Result<(Mark, Vec<Vec<u8>>)> {
+    // A user who may delete every key covers what the selector picks, whatever happens to the
+    // user later (deleted, its rights changed): the mark keeps no user to ask.
+    if mark
+        .user
+        .as_deref()
+        .is_some_and(|u| server::writes_every_key(ctx, u))
+    {
+        mark.user = None;
+    }
     let limit = if limited {
         crate::guard::limits(ctx).cascade_entries
     } else {

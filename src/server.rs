@@ -834,6 +834,16 @@ impl Viewer {
 /// through a selector counts as restricted: the safe side (it sees less, never more). A user
 /// the server does not know (or a reply the module cannot read) is restricted too.
 pub fn reads_every_key(ctx: &Context, name: &[u8]) -> bool {
+    every_key(ctx, name, 'R')
+}
+
+/// Whether the user `name`'s root key patterns let it write (so delete) every key (`~*`,
+/// `%W~*`, `%RW~*`, `allkeys`); selectors are not looked at (false then errs toward less).
+pub fn writes_every_key(ctx: &Context, name: &[u8]) -> bool {
+    every_key(ctx, name, 'W')
+}
+
+fn every_key(ctx: &Context, name: &[u8], access: char) -> bool {
     let args: [&[u8]; 2] = [b"GETUSER", name];
     let Ok(RedisValue::Array(items)) = ctx.call("ACL", &args[..]) else {
         return false;
@@ -850,7 +860,7 @@ pub fn reads_every_key(ctx: &Context, name: &[u8]) -> bool {
         [k, v] if text(k).as_deref() == Some("keys") => text(v).is_some_and(|keys| {
             keys.split(' ').any(|p| {
                 p.split_once('~').is_some_and(|(flags, pattern)| {
-                    pattern == "*" && (flags.is_empty() || flags.contains('R'))
+                    pattern == "*" && (flags.is_empty() || flags.contains(access))
                 })
             })
         }),

@@ -65,6 +65,11 @@ pub fn raise_generation(g: u64) {
     GENERATION.fetch_max(g.min(crate::core::entry::STAMP_MAX), Ordering::Relaxed);
 }
 
+/// Loading starts: the generation comes from what is loaded (see `raise_generation`).
+pub fn reset_generation() {
+    GENERATION.store(0, Ordering::Relaxed);
+}
+
 /// The next generation (a new LAZY mark's).
 pub fn next_generation() -> u64 {
     GENERATION.fetch_add(1, Ordering::Relaxed) + 1

@@ -411,3 +411,56 @@ fn a_promoted_replica_refuses_its_old_masters_tokens() {
     sync(&mut rc, &mut r2c);
     assert_eq!(get(&mut r2c, "k").as_deref(), Some("v3"));
 }
+
+/// An entry a LAZY (or stepped) mark covers that leaves its name before the reclaimer gets to
+/// it (DEL, overwrite, RENAME away, expiry) was still removed by that invalidation: a guarded
+/// dependent is refused, as after IMMEDIATE (review finding).
+#[test]
+fn a_covered_entry_that_leaves_before_the_reclaimer_still_refuses_its_dependents() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    for (i, leave) in [
+        "DEL x0",
+        "CACHE.SET x1 new",
+        "RENAME x2 moved",
+        "PEXPIRE x3 1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = format!("x{i}");
+        ok(&mut c, &a(&format!("CACHE.SET {x} v TAGS 1 t{i}")));
+        let t = token(&mut c);
+        ok(
+            &mut c,
+            &a(&format!("CACHE.INVALIDATE STRATEGY LAZY TAG t{i}")),
+        );
+        ok(&mut c, &a(leave));
+        std::thread::sleep(Duration::from_millis(5));
+        let _ = get(&mut c, &x);
+        assert!(
+            !guarded(&mut c, &format!("y{i} v DEPENDS 1 {x}"), t),
+            "after {leave}"
+        );
+    }
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    verify(&mut c);
+}
+
+/// The history keeps to its memory bound after a large invalidation too, not only at the next
+/// one (review finding).
+#[test]
+fn the_history_keeps_to_its_memory_bound() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for i in 0..2000 {
+        ok(&mut c, &a(&format!("CACHE.SET k{i} v TAGS 1 t")));
+    }
+    config_set(&mut c, "cache.guard-max-bytes", "10000");
+    let t = token(&mut c);
+    assert_eq!(int(&ok(&mut c, &a("CACHE.INVALIDATE TAG t"))), 2000);
+    assert!(guard_stat(&mut c, "history_bytes") <= 10_000);
+    // Past the bound the token is refused, never accepted wrongly.
+    assert!(!guarded(&mut c, "y v DEPENDS 1 k5", t));
+}

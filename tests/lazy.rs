@@ -2432,3 +2432,57 @@ fn a_stepped_immediate_invalidation_aborts_exec_before_its_steps() {
     assert_eq!(keys(&mut other, &["ALL"]), sv(&["keep"]));
     verify(&mut other);
 }
+
+/// A mark made by a user who may delete every key keeps covering its entries when the user is
+/// deleted afterwards (review finding: the mark asked the user's rights at every read).
+#[test]
+fn a_mark_outlives_the_user_who_made_it() {
+    let s = Server::start();
+    let mut c = s.conn();
+    pause_reclaimer(&mut c);
+    ok(
+        &mut c,
+        &["ACL", "SETUSER", "bob", "on", "nopass", "~*", "+@all"],
+    );
+    entry(&mut c, "x", &["t"], &[]);
+    let mut bob = user(&s, "bob");
+    assert_eq!(lazy(&mut bob, "TAG t"), 1);
+    assert_eq!(get(&mut c, "x"), None);
+    ok(&mut c, &["ACL", "DELUSER", "bob"]);
+    assert_eq!(get(&mut c, "x"), None, "after ACL DELUSER");
+    step_through(&mut c, |c, i| {
+        assert_eq!(get(c, "x"), None, "after step {i}")
+    });
+    assert_eq!(exists(&mut c, "x"), 0);
+    verify(&mut c);
+}
+
+/// A replica whose generation is ahead of its new master's (it had marks of its own) takes the
+/// master's after the full sync: what the master writes and then marks is covered there too
+/// (review finding).
+#[test]
+fn a_replica_ahead_of_its_new_master_reads_the_masters_marks() {
+    let m = master();
+    let r = master();
+    let mut rc = r.conn();
+    for i in 0..20 {
+        entry(&mut rc, &format!("old{i}"), &["o"], &[]);
+        lazy(&mut rc, &format!("KEY old{i}"));
+    }
+    let port = m.port.to_string();
+    ok(&mut rc, &["REPLICAOF", "127.0.0.1", &port]);
+    wait_link(&mut rc);
+    let mut mc = m.conn();
+    pause_reclaimer(&mut mc);
+    entry(&mut mc, "k2", &["t2"], &[]);
+    assert_eq!(lazy(&mut mc, "TAG t2"), 1);
+    sync(&mut mc, &mut rc);
+    assert_eq!(get(&mut mc, "k2"), None);
+    assert_eq!(
+        get(&mut rc, "k2"),
+        None,
+        "the replica serves what its master invalidated"
+    );
+    ok(&mut rc, &["REPLICAOF", "NO", "ONE"]);
+    assert_eq!(get(&mut rc, "k2"), None, "promoted");
+}

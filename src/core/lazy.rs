@@ -225,7 +225,14 @@ impl LazyDb {
     /// old name (see `Mark::alias`).
     pub fn arrived(&mut self, name: &[u8], born: u64, aliases: Vec<Mark>) {
         for m in aliases {
-            self.add(m);
+            // An entry renamed back and forth needs one alias per name and mark.
+            let known = self
+                .marks
+                .iter()
+                .any(|x| x.gen == m.gen && x.selector == m.selector && x.user == m.user);
+            if !known {
+                self.add(m);
+            }
         }
         if born < self.newest() {
             if let Some(w) = &mut self.walk {
@@ -585,6 +592,9 @@ mod tests {
         assert_eq!((a.gen, a.depth), (2, 0), "an alias covers its one key");
         let mut lazy = LazyDb::default();
         lazy.add(m);
+        lazy.arrived(b"new:1", 1, vec![a.clone()]);
+        assert_eq!(lazy.marks().len(), 2);
+        // Renamed away and back: no second alias for the same name.
         lazy.arrived(b"new:1", 1, vec![a]);
         assert_eq!(lazy.marks().len(), 2);
     }
