@@ -1182,6 +1182,7 @@ fn command_flags_keep_invalidation_possible_under_oom_and_admin_commands_for_adm
         ("cache.depend", write_oom, &["readonly"]),
         ("cache.get", &["readonly", "fast"], &["write"]),
         ("cache.fetch", &["readonly", "fast"], &["write"]),
+        ("cache.token", &["readonly", "fast"], &["write"]),
         ("cache.mget", &["readonly", "fast"], &["write"]),
         ("cache.inspect", &["readonly", "fast"], &["write"]),
         ("cache.keys", &["readonly"], &["write"]),

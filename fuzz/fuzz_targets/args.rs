@@ -19,6 +19,7 @@ const LIMITS: Limits = Limits {
     meta_bytes: 64,
     pattern_bytes: 32,
     cascade_entries: 3,
+    wildcard_piece: 8,
 };
 
 fn redis_style(e: &str) {
@@ -117,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(t) = check(parse::parse_tags(&args)) {
         if let Some(p) = &t.pattern {
             let _ = LIMITS.check_pattern(p);
-            let _ = index().tag_sizes(Some(&tagcache_fuzz::core::glob::Glob::new(p)));
+            let _ = index().tag_sizes(Some(&tagcache_fuzz::core::glob::Glob::new(p)), Some(2));
         }
     }
     for cmd in ["cache.events", "cache.hotkeys"] {
