@@ -2148,3 +2148,74 @@ fn a_cascade_through_a_silent_master_completes_when_it_answers() {
     assert!(!exists(&mut cc, &a1));
     cl.verify_all();
 }
+
+/// `CACHE.SET ... GUARD` through the cluster client: true when stored, false when refused.
+fn guarded_set(cc: &mut ClusterConnection, key: &str, rest: &[&str], token: i64) -> bool {
+    let t = token.to_string();
+    let mut parts = vec!["CACHE.SET", key, "old"];
+    parts.extend_from_slice(rest);
+    parts.extend(["GUARD", &t]);
+    match must(cc, &parts) {
+        Value::Okay => true,
+        Value::Nil => false,
+        other => panic!("{parts:?}: {other:?}"),
+    }
+}
+
+/// The stale-set guard in a cluster (issue 25): a token taken on the key's master (CACHE.TOKEN
+/// key, or FETCH WITHTOKEN, through the cluster client), a cluster-wide invalidation sent to
+/// another master, the guarded SET on the key's master refused; a token of another master
+/// refused; a token taken after the invalidation accepted.
+#[test]
+fn cluster_wide_invalidations_refuse_guarded_sets_on_the_keys_master() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    let k = cl.key_on(1, "g:");
+    let dep = cl.key_on(0, "gd:");
+    let tok = |cc: &mut ClusterConnection, key: &str| int(&must(cc, &["CACHE.TOKEN", key]));
+
+    // TAG, sent to master 0.
+    let t = tok(&mut cc, &k);
+    must(&mut cl.conn(0), &["CACHE.INVALIDATE", "TAG", "gt"]);
+    assert!(
+        !guarded_set(&mut cc, &k, &["TAGS", "1", "gt"], t),
+        "TAG from master 0"
+    );
+    let t = tok(&mut cc, &k);
+    assert!(
+        guarded_set(&mut cc, &k, &["TAGS", "1", "gt"], t),
+        "a token after it"
+    );
+
+    // DEPENDENTS, sent to master 2; the token from FETCH WITHTOKEN.
+    let r = must(&mut cc, &["CACHE.FETCH", &k, "WITHTOKEN"]);
+    let t = int(&list(&r)[2]);
+    must(&mut cl.conn(2), &["CACHE.INVALIDATE", "DEPENDENTS", "db:g"]);
+    assert!(
+        !guarded_set(&mut cc, &k, &["DEPENDS", "1", "db:g"], t),
+        "DEPENDENTS from master 2"
+    );
+    let t = tok(&mut cc, &k);
+    assert!(guarded_set(&mut cc, &k, &["DEPENDS", "1", "db:g"], t));
+
+    // A cross-shard cascade: the dependency lives on master 0, the invalidation is sent to
+    // master 2, the guarded entry depending on it is written on master 1.
+    put(&mut cc, &dep, &["gc"], &[]);
+    let t = tok(&mut cc, &k);
+    must(&mut cl.conn(2), &["CACHE.INVALIDATE", "TAG", "gc"]);
+    assert!(!exists(&mut cc, &dep));
+    assert!(
+        !guarded_set(&mut cc, &k, &["DEPENDS", "1", &dep], t),
+        "the cascade through {dep} (master 0), from master 2"
+    );
+    let t = tok(&mut cc, &k);
+    assert!(guarded_set(&mut cc, &k, &["DEPENDS", "1", &dep], t));
+
+    // A token of another master is refused.
+    let other = int(&must(&mut cl.conn(0), &["CACHE.TOKEN"]));
+    assert!(
+        !guarded_set(&mut cc, &k, &[], other),
+        "master 0's token on master 1"
+    );
+    cl.verify_all();
+}

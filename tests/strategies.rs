@@ -44,6 +44,15 @@
 //! and at the end: `CACHE.DEBUG VERIFY` empty, CACHE.TAGS, CACHE.KEYS of every tag at DEPTH 0
 //! and the default depth for both users, CACHE.INSPECT of every key.
 //!
+//! **The stale-set guard** (issue 25): CACHE.TOKEN and CACHE.FETCH key WITHTOKEN take tokens;
+//! a fifth of CACHE.SETs carry `GUARD` with the last token, an older one, or a made-up one, and
+//! a scenario (`stale-set`) lines up the race. The model logs every invalidation as IMMEDIATE
+//! applied it (selector, user, the keys removed with their hop; BATCHED when applied, SOFT,
+//! LAZY and stepped at the command, rule steps) and refuses (nil, check `guard`) exactly when
+//! one since the token would select the new entry: the selector picks it, or it depends on a
+//! key removed at a hop below the depth; only if the user may delete the key. NX/XX first;
+//! tokens from before DEBUG RELOAD and made-up ones are refused.
+//!
 //! **Runs.** CI: `TAGCACHE_STRATEGY_SEEDS` seeds (default 16) × `TAGCACHE_STRATEGY_STEPS` steps
 //! (default 700) per test, two tests (default depth, and `max-cascade-depth 2`), about 2.5 ms a
 //! step on a debug build. Long mode: `TAGCACHE_STRATEGY_SECONDS=n` runs seeds until n seconds
@@ -361,6 +370,11 @@ fn strict_soft() -> bool {
 /// up to `depth` hops, every entry the user may delete depending on a key removed in the
 /// previous hop. ALL never cascades (it selects every entry).
 fn resolve(db: &Db, sel: &Selector, depth: u32, user: User) -> BTreeSet<String> {
+    resolve_hops(db, sel, depth, user).into_keys().collect()
+}
+
+/// `resolve`, with the hop at which each key is reached (0: the selector picks it).
+fn resolve_hops(db: &Db, sel: &Selector, depth: u32, user: User) -> BTreeMap<String, u32> {
     let world: Vec<(&String, &Entry)> = db.world().filter(|(k, _)| user.may_delete(k)).collect();
     let seeds: BTreeSet<String> = world
         .iter()
@@ -368,21 +382,76 @@ fn resolve(db: &Db, sel: &Selector, depth: u32, user: User) -> BTreeSet<String> 
         .map(|(k, _)| (*k).clone())
         .collect();
     let depth = if *sel == Selector::All { 0 } else { depth };
-    let mut seen = seeds.clone();
+    let mut seen: BTreeMap<String, u32> = seeds.iter().map(|k| (k.clone(), 0)).collect();
     let mut frontier = seeds;
-    for _ in 0..depth {
+    for hop in 1..=depth {
         if frontier.is_empty() {
             break;
         }
         let next: BTreeSet<String> = world
             .iter()
-            .filter(|(k, e)| !seen.contains(*k) && e.deps.iter().any(|d| frontier.contains(d)))
+            .filter(|(k, e)| !seen.contains_key(*k) && e.deps.iter().any(|d| frontier.contains(d)))
             .map(|(k, _)| (*k).clone())
             .collect();
-        seen.extend(next.iter().cloned());
+        seen.extend(next.iter().map(|k| (k.clone(), hop)));
         frontier = next;
     }
     seen
+}
+
+/// A token taken (CACHE.TOKEN or FETCH WITHTOKEN), as the model knows it.
+#[derive(Clone, Debug)]
+struct Tok {
+    value: i64,
+    /// The model's invalidation count when it was taken: later ones are since it.
+    seq: u64,
+    /// The model's epoch (DEBUG RELOAD starts a new one).
+    epoch: u64,
+    step: usize,
+}
+
+/// An invalidation as IMMEDIATE applied it, for the guard: what it selected and the keys it
+/// removed, each with the hop it was reached at (its cascade goes on from it when `hop < depth`).
+#[derive(Clone, Debug)]
+struct Applied {
+    seq: u64,
+    /// Follows SWAPDB.
+    db: usize,
+    sel: Selector,
+    user: User,
+    depth: u32,
+    removed: BTreeMap<String, u32>,
+    label: String,
+}
+
+impl Applied {
+    /// Why it would have selected a new entry `key` with `tags` and `deps`, if it would.
+    fn selects(&self, key: &str, tags: &[String], deps: &[String]) -> Option<String> {
+        // A restricted user's invalidation selects only what the user may delete.
+        // (TAGCACHE_STRATEGY_GUARD_ANY_USER=1: as if it selected for every user, what the module
+        // does at fa1dc67, to look past that divergence.)
+        if !self.user.may_delete(key) && env_u64("TAGCACHE_STRATEGY_GUARD_ANY_USER") != Some(1) {
+            return None;
+        }
+        let e = Entry {
+            value: String::new(),
+            tags: tags.iter().cloned().collect(),
+            deps: deps.iter().cloned().collect(),
+            life: Life::Fresh,
+            why: String::new(),
+        };
+        if self.sel.picks(key, &e) {
+            return Some(format!("{} selects it", self.label));
+        }
+        deps.iter()
+            .find(|d| self.removed.get(*d).is_some_and(|h| *h < self.depth))
+            .map(|d| {
+                format!(
+                    "{} removed its dependency {d} at hop {} of {}",
+                    self.label, self.removed[d], self.depth
+                )
+            })
+    }
 }
 
 /// A queued BATCHED request, as the model applies it at the flush.
@@ -412,6 +481,15 @@ enum Ttl {
     Short,
 }
 
+/// The token of a guarded CACHE.SET.
+#[derive(Clone, Copy, Debug)]
+enum Guard {
+    /// The n-th newest token taken (0: the last one); made up (12345) when there are fewer.
+    Taken(usize),
+    /// A token no server made.
+    MadeUp(i64),
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Cond {
     None,
@@ -438,6 +516,12 @@ enum Op {
         cond: Cond,
         tags: Option<Vec<String>>,
         deps: Option<Vec<String>>,
+        /// `GUARD token`: one of the tokens taken, or one made up.
+        guard: Option<Guard>,
+    },
+    /// CACHE.TOKEN, or CACHE.FETCH key WITHTOKEN: a token for later guarded sets.
+    Token {
+        fetch: Option<String>,
     },
     Tag {
         key: String,
@@ -514,7 +598,10 @@ impl Op {
     fn kind(&self) -> &'static str {
         match self {
             Op::Select(_) => "SELECT",
-            Op::Set { .. } => "CACHE.SET",
+            Op::Set { guard: None, .. } => "CACHE.SET",
+            Op::Set { .. } => "CACHE.SET GUARD",
+            Op::Token { fetch: None } => "CACHE.TOKEN",
+            Op::Token { .. } => "CACHE.FETCH WITHTOKEN",
             Op::Tag { .. } => "CACHE.TAG",
             Op::Depend { .. } => "CACHE.DEPEND",
             Op::Del { .. } => "DEL",
@@ -660,7 +747,16 @@ struct H {
     reclaimed: [usize; 2],
     watching: Option<Watching>,
     checks: Checks,
+    /// Tokens taken, oldest first (the last `TOKENS_KEPT`).
+    tokens: Vec<Tok>,
+    /// The invalidations applied in this epoch, oldest first.
+    applied: Vec<Applied>,
+    /// Invalidations applied so far (the next one's number).
+    gseq: u64,
+    epoch: u64,
 }
+
+const TOKENS_KEPT: usize = 8;
 
 impl H {
     fn new(cfg: &Cfg) -> R<H> {
@@ -681,6 +777,10 @@ impl H {
             reclaimed: [0; 2],
             watching: None,
             checks: cfg.checks.clone(),
+            tokens: Vec::new(),
+            applied: Vec::new(),
+            gseq: 0,
+            epoch: 0,
         };
         let setup = [
             "DEBUG SET-ACTIVE-EXPIRE 0",
@@ -792,7 +892,9 @@ impl H {
                 cond,
                 tags,
                 deps,
-            } => self.cache_set(key, *ttl, *cond, tags.as_deref(), deps.as_deref())?,
+                guard,
+            } => self.cache_set(key, *ttl, *cond, tags.as_deref(), deps.as_deref(), *guard)?,
+            Op::Token { fetch } => self.take_token(fetch.as_deref())?,
             Op::Tag { key, tags } => self.add_links(key, tags, true)?,
             Op::Depend { key, res } => self.add_links(key, res, false)?,
             Op::Del { keys, unlink } => {
@@ -873,6 +975,9 @@ impl H {
                 for q in &mut self.queue {
                     q.db = 1 - q.db;
                 }
+                for a in &mut self.applied {
+                    a.db = 1 - a.db;
+                }
             }
             Op::FlushDb => {
                 let r = self.ok(Who::Main, &words("FLUSHDB"))?;
@@ -922,6 +1027,9 @@ impl H {
             Op::Reload => {
                 let r = self.ok(Who::Main, &words("DEBUG RELOAD"))?;
                 self.expect(r, Value::Okay, "DEBUG RELOAD")?;
+                // A new epoch: every token taken so far is refused.
+                self.epoch += 1;
+                self.applied.clear();
                 for db in &mut self.dbs {
                     db.limbo.clear();
                 }
@@ -946,6 +1054,14 @@ impl H {
                 let mut total = 0;
                 let mut applied = Vec::new();
                 for q in std::mem::take(&mut self.queue) {
+                    let label = format!(
+                        "s{} BATCHED {}{} of s{} (applied)",
+                        self.step,
+                        q.user.prefix(),
+                        q.sel.args().join(" "),
+                        q.step
+                    );
+                    self.applied(q.db, &q.sel, q.user, q.depth, label);
                     let want = resolve(
                         &self.dbs[q.db],
                         &q.sel,
@@ -1001,6 +1117,7 @@ impl H {
         cond: Cond,
         tags: Option<&[String]>,
         deps: Option<&[String]>,
+        guard: Option<Guard>,
     ) -> R {
         self.at(Who::Main)?;
         self.writes += 1;
@@ -1025,6 +1142,18 @@ impl H {
                 parts.extend(names.iter().cloned());
             }
         }
+        let token = guard.map(|g| match g {
+            Guard::Taken(back) => self.tokens.iter().rev().nth(back).cloned(),
+            Guard::MadeUp(_) => None,
+        });
+        if let Some(t) = &token {
+            let value = match (t, guard) {
+                (Some(t), _) => t.value,
+                (None, Some(Guard::MadeUp(v))) => v,
+                (None, _) => 12345,
+            };
+            parts.extend(["GUARD".into(), value.to_string()]);
+        }
         let existing = self.dbs[self.cur].keys.get(key).cloned();
         if let Some(Val::Plain(_)) = existing {
             let e = self.refused(Who::Main, &parts)?;
@@ -1039,6 +1168,41 @@ impl H {
         let r = self.ok(Who::Main, &parts)?;
         if !writes {
             return self.expect(r, Value::Nil, "CACHE.SET NX/XX not met");
+        }
+        if let Some(t) = &token {
+            let tags = tags.unwrap_or_default();
+            let deps = deps.unwrap_or_default();
+            let refusal = self.guard_refusal(t.as_ref(), key, tags, deps);
+            let want = if refusal.is_some() {
+                Value::Nil
+            } else {
+                Value::Okay
+            };
+            let since: Vec<&str> = match t {
+                Some(t) => self
+                    .applied
+                    .iter()
+                    .filter(|a| a.seq >= t.seq && a.db == self.cur)
+                    .map(|a| a.label.as_str())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let what = format!(
+                "CACHE.SET ... GUARD: the model {} ({}; token {}; invalidations of db{} since it: {since:?})",
+                if refusal.is_some() { "refuses" } else { "stores" },
+                refusal.as_deref().unwrap_or("nothing since the token selects it"),
+                match t {
+                    Some(t) => format!("taken at s{}", t.step),
+                    None => "made up".into(),
+                },
+                self.cur
+            );
+            if r != want {
+                return fail("guard", format!("{what}: server replied {r:?}"));
+            }
+            if refusal.is_some() {
+                return Ok(());
+            }
         }
         self.expect(r, Value::Okay, "CACHE.SET")?;
         let entry = Entry {
@@ -1060,6 +1224,85 @@ impl H {
                 self.db().expire(key, &why);
             }
             _ => self.db().put(key, Val::Entry(entry)),
+        }
+        Ok(())
+    }
+
+    /// Records an invalidation as IMMEDIATE applies it now in `db` (before the model removes
+    /// what it selects): the guard refuses from here on what it would have selected.
+    fn applied(
+        &mut self,
+        db: usize,
+        sel: &Selector,
+        user: User,
+        depth: Option<u32>,
+        label: String,
+    ) {
+        let depth = depth.unwrap_or(self.default_depth);
+        let removed = resolve_hops(&self.dbs[db], sel, depth, user);
+        let depth = if *sel == Selector::All { 0 } else { depth };
+        self.applied.push(Applied {
+            seq: self.gseq,
+            db,
+            sel: sel.clone(),
+            user,
+            depth,
+            removed,
+            label,
+        });
+        self.gseq += 1;
+    }
+
+    /// Why the contract refuses `CACHE.SET key ... GUARD token` in the steps' database now, if
+    /// it does (`None` token: made up).
+    fn guard_refusal(
+        &self,
+        t: Option<&Tok>,
+        key: &str,
+        tags: &[String],
+        deps: &[String],
+    ) -> Option<String> {
+        let Some(t) = t else {
+            return Some("a made-up token".into());
+        };
+        if t.epoch != self.epoch {
+            return Some("a token from before DEBUG RELOAD".into());
+        }
+        self.applied
+            .iter()
+            .filter(|a| a.seq >= t.seq && a.db == self.cur)
+            .find_map(|a| a.selects(key, tags, deps))
+    }
+
+    /// CACHE.TOKEN, or CACHE.FETCH key WITHTOKEN (its third element).
+    fn take_token(&mut self, fetch: Option<&str>) -> R {
+        let value = match fetch {
+            None => {
+                let r = self.ok(Who::Main, &words("CACHE.TOKEN"))?;
+                as_int(&r)
+            }
+            Some(key) => {
+                self.at(Who::Main)?;
+                let parts = words(&format!("CACHE.FETCH {key} WITHTOKEN"));
+                if let Some(Val::Plain(_)) = self.dbs[self.cur].keys.get(key) {
+                    let e = self.refused(Who::Main, &parts)?;
+                    return self.expect(e.as_str(), WRONGTYPE, "CACHE.FETCH of a string");
+                }
+                let r = self.ok(Who::Main, &parts)?;
+                list(&r).get(2).and_then(as_int)
+            }
+        };
+        let Some(value) = value.filter(|v| *v > 0) else {
+            return fail("reply", "the token is not a positive integer");
+        };
+        self.tokens.push(Tok {
+            value,
+            seq: self.gseq,
+            epoch: self.epoch,
+            step: self.step,
+        });
+        if self.tokens.len() > TOKENS_KEPT {
+            self.tokens.remove(0);
         }
         Ok(())
     }
@@ -1167,6 +1410,10 @@ impl H {
         let label = format!("{}{}", user.prefix(), parts[1..].join(" "));
         let why = self.why(&label);
         let r = self.ok(who, &parts)?;
+        if strategy != Strategy::Batched {
+            let (cur, why) = (self.cur, why.clone());
+            self.applied(cur, sel, user, depth, why);
+        }
         let what = format!("{label}: count (the model selects {want:?})");
         match strategy {
             Strategy::Unnamed | Strategy::Immediate => {
@@ -1270,6 +1517,10 @@ impl H {
             let sel = Selector::Tags(vec![tag.clone()]);
             let want = resolve(&self.dbs[self.cur], &sel, d, user);
             let why = self.why(format!("{label} (rule step TAG {tag}, {strategy:?})"));
+            if strategy != Strategy::Batched {
+                let cur = self.cur;
+                self.applied(cur, &sel, user, None, why.clone());
+            }
             match strategy {
                 Strategy::Lazy => {
                     let (l, h) = self.lazy_reply_bounds(&sel, &want);
@@ -1342,6 +1593,7 @@ impl H {
         let label = format!("[stepped] {}{}", user.prefix(), parts.join(" "));
         self.log.push(format!("s{} {label}", self.step));
         let sent = parts.clone();
+        self.applied(db, sel, user, depth, format!("s{} {label}", self.step));
         let handle = std::thread::spawn(move || {
             let r = cmd(&mut conn, &sent);
             (r, conn)
@@ -2133,7 +2385,7 @@ struct Gen {
 /// Short sequences the random steps rarely line up by chance, each the shape of one of issue
 /// 21's defects, with random names (`Gen::scenario`). Without TAGCACHE_STRATEGY_FOCUS each starts
 /// at a step with probability 1/400; with FOCUS=<name> that one with 1/12 (FOCUS=all: each 1/60).
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "cascade-order",
     "into-a-mark",
     "past-over-stale",
@@ -2143,6 +2395,7 @@ const SCENARIOS: [&str; 9] = [
     "second-mark",
     "expire-covered",
     "expire-chain",
+    "stale-set",
 ];
 
 fn set(key: &str, tags: &[&str], deps: &[&str]) -> Op {
@@ -2152,6 +2405,7 @@ fn set(key: &str, tags: &[&str], deps: &[&str]) -> Op {
         cond: Cond::None,
         tags: Some(tags.iter().map(|s| s.to_string()).collect()),
         deps: Some(deps.iter().map(|s| s.to_string()).collect()),
+        guard: None,
     }
 }
 
@@ -2265,6 +2519,7 @@ impl Gen {
                     cond: Cond::None,
                     tags: None,
                     deps: None,
+                    guard: None,
                 },
             ],
             // 4: the same BATCHED request from both users, one of them restricted.
@@ -2337,6 +2592,45 @@ impl Gen {
                 },
                 Op::ReclaimAll,
             ],
+            // Issue 25's race: a token, an invalidation that selects the entry (or its
+            // dependency) in some way, then the guarded write of the old value.
+            "stale-set" => {
+                let depth = gen_depth(&mut self.rng);
+                let sel = match self.rng.below(6) {
+                    0 => tag_sel(t),
+                    1 => Selector::Keys(vec![x.to_string()]),
+                    2 => Selector::Keys(vec![y.to_string()]),
+                    3 => Selector::Dependents(vec![y.to_string()]),
+                    4 => Selector::Namespace(x[..1].to_string()),
+                    _ => Selector::Pattern(self.rng.pick(&PATTERNS).to_string()),
+                };
+                let strategy = gen_strategy(&mut self.rng);
+                let fetch = self.rng.chance(50).then(|| x.to_string());
+                let mut ops = vec![
+                    set(y, &[t], &[]),
+                    set(z, &[], &[y]),
+                    Op::Token { fetch },
+                    Op::Invalidate {
+                        user,
+                        strategy,
+                        depth,
+                        sel,
+                        dry: false,
+                    },
+                    Op::Set {
+                        key: x.to_string(),
+                        ttl: Ttl::None,
+                        cond: Cond::None,
+                        tags: Some(vec![t.to_string()]),
+                        deps: Some(vec![if self.rng.chance(50) { y } else { z }.to_string()]),
+                        guard: Some(Guard::Taken(0)),
+                    },
+                ];
+                if self.rng.chance(50) {
+                    ops.push(Op::Flush);
+                }
+                ops
+            }
             _ => Vec::new(),
         }
     }
@@ -2383,12 +2677,14 @@ impl Gen {
                     gen_resources(rng, 1, 2)
                 };
                 let deps = (!deps.is_empty() || rng.chance(10)).then_some(deps);
+                let guard = rng.chance(30).then(|| gen_guard(rng));
                 Op::Set {
                     key,
                     ttl,
                     cond,
                     tags,
                     deps,
+                    guard,
                 }
             }
             200..=224 => Op::Tag {
@@ -2508,8 +2804,20 @@ impl Gen {
                     inner: Box::new(inner),
                 }
             }
+            936..=965 => Op::Token {
+                fetch: rng.chance(40).then(|| gen_key(rng)),
+            },
             _ => Op::Select(1 - h.cur),
         }
+    }
+}
+
+/// A guarded set's token: mostly the last one taken, sometimes an older one, rarely made up.
+fn gen_guard(rng: &mut Rng) -> Guard {
+    match rng.below(100) {
+        0..=54 => Guard::Taken(0),
+        55..=89 => Guard::Taken(1 + rng.below(TOKENS_KEPT - 1)),
+        _ => Guard::MadeUp(*rng.pick(&[0, -7, 12345, i64::MAX, 1 << 40])),
     }
 }
 
