@@ -454,8 +454,16 @@ pub(crate) fn cache_invalidate(
 }
 
 /// CACHE.INVALIDATE on this node only (`may_step`: a large IMMEDIATE one may run in steps).
-fn invalidate_here(ctx: &Context, a: parse::InvalidateArgs, may_step: bool) -> Result<Reply> {
+fn invalidate_here(ctx: &Context, mut a: parse::InvalidateArgs, may_step: bool) -> Result<Reply> {
     let db = server::selected_db(ctx);
+    // Over maxmemory a BATCHED request is not queued and a LAZY mark not kept: both run as
+    // IMMEDIATE now (stepped when large), which frees memory instead of holding more.
+    if matches!(a.strategy, Strategy::Batched | Strategy::Lazy)
+        && !server::replayed(ctx)
+        && server::over_maxmemory()
+    {
+        a.strategy = Strategy::Immediate;
+    }
     let stepped = (may_step && a.strategy == Strategy::Immediate)
         .then(|| reclaim::steps_pay_off(ctx, db, &a.selector))
         .flatten();

@@ -57,7 +57,9 @@ pub(crate) fn cache_fetch(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -
     let token = a.with_token.then(crate::history::token);
     let now = server::now_ms();
     let lease_ms = a.lease_ms.unwrap_or_else(|| config::LEASE_MS.get());
-    let may_grant = !server::is_replica(ctx);
+    // Over maxmemory no lease is handed out (the table would grow): the caller gets what a
+    // replica answers.
+    let may_grant = !server::is_replica(ctx) && !server::over_maxmemory();
     let db = server::selected_db(ctx);
     let key = Key::read(ctx, &args[1]);
     let entry = key.entry()?.filter(|e| !reclaim::gone(ctx, a.key, e));

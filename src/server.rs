@@ -47,6 +47,12 @@ pub fn writes_paused() -> bool {
     unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
 }
 
+/// The server is over `maxmemory` now (the test the server makes before a `deny-oom`
+/// command); false without `maxmemory`, and where the API is missing.
+pub fn over_maxmemory() -> bool {
+    unsafe { raw::RedisModule_GetUsedMemoryRatio.is_some_and(|f| f() > 1.0) }
+}
+
 /// The command came from our master or from the AOF: its outcome was decided elsewhere, so
 /// local defaults (such as the default TTL) must not apply.
 pub fn replayed(ctx: &Context) -> bool {
