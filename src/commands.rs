@@ -13,6 +13,7 @@ use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
 use crate::core::index::hash_key;
 use crate::core::index::{self, DbIndex, Reach, Selector};
+use crate::core::limits;
 use crate::core::lazy::decode_mark;
 use crate::core::metrics::{Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
@@ -267,6 +268,7 @@ fn add_links(
     let Some((mut grown, added)) = grown else {
         return Ok(Reply::Int(0));
     };
+    let had_tags = entry.tags().next().is_some();
     // Not covered by any LAZY invalidation now, and new names must not make it covered by
     // one made before: it counts as written now.
     grown.set_born(state::generation());
@@ -276,9 +278,9 @@ fn add_links(
     let none = std::iter::empty();
     state::with_db(db, |idx| {
         if to_deps {
-            idx.add_links(argv[1], id, none, new)
+            idx.add_links(argv[1], id, had_tags, none, new)
         } else {
-            idx.add_links(argv[1], id, new, none)
+            idx.add_links(argv[1], id, had_tags, new, none)
         }
     });
     drop(key);
@@ -297,6 +299,10 @@ fn add_links(
     Ok(Reply::Int(added.len() as i64))
 }
 
+/// How many dependents CACHE.INSPECT lists at most, and how many it looks at to find them.
+pub const INSPECT_DEPENDENTS: usize = 1000;
+const INSPECT_LOOKS: usize = 4 * INSPECT_DEPENDENTS;
+
 pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     parse::exact(argv, 1, "cache.inspect")?;
     let key = Key::read(ctx, &args[1]);
@@ -306,18 +312,36 @@ pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]])
         return Ok(Reply::Nil);
     };
     let names = |l: NameIter| Reply::Array(l.map(|n| Reply::Bulk(n.to_vec())).collect());
-    let mut dependents = state::with_db(db, |idx| idx.dependents_of(argv[1]));
-    if state::lazy_active() {
-        // Entries a LAZY mark covers are gone, as after IMMEDIATE.
-        dependents.retain(|k| {
-            let key = Key::probe(ctx, &server::string(ctx, k));
-            matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, k, e))
-        });
+    // The first INSPECT_DEPENDENTS of them: a resource with a million dependents must not
+    // stall the server. Entries a LAZY mark covers are gone, as after IMMEDIATE, and a key the
+    // user may not read is never shown. Looking at a candidate opens its key, so it is done
+    // with the index unlocked: the ids are taken first, a bounded number of them.
+    let lazy = state::lazy_active();
+    let access = Access::of_caller(ctx);
+    let (candidates, unseen) = state::with_db(db, |idx| {
+        idx.some_dependents(argv[1], INSPECT_LOOKS, INSPECT_LOOKS, |_| true)
+    });
+    let looked = candidates.len();
+    let mut dependents: Vec<Vec<u8>> = Vec::new();
+    let mut stopped_at = looked;
+    for (i, k) in candidates.into_iter().enumerate() {
+        if dependents.len() == INSPECT_DEPENDENTS {
+            stopped_at = i;
+            break;
+        }
+        let rs = server::string(ctx, &k);
+        if access.as_ref().is_some_and(|a| !a.allows(&rs, false)) {
+            continue;
+        }
+        if lazy {
+            let key = Key::probe(ctx, &rs);
+            if !matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, &k, e)) {
+                continue;
+            }
+        }
+        dependents.push(k);
     }
-    if let Some(a) = Access::of_caller(ctx) {
-        // Never reveal a key the user may not read.
-        dependents.retain(|k| a.allows(&server::string(ctx, k), false));
-    }
+    let more = unseen + (looked - stopped_at);
     // A user restricted by key patterns sees no dependency named like a key it may not read
     // (a dependency is often another entry's key; the module cannot tell which are).
     let depends = match Viewer::of_caller(ctx) {
@@ -352,6 +376,11 @@ pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]])
         ),
         ("size", Reply::Int(e.value().len() as i64)),
     ];
+    if more > 0 {
+        // Ours, only when `dependents` was cut: how many more entries the index files as
+        // depending on this key (neither opened nor filtered).
+        fields.push(("dependents_more", Reply::Int(more as i64)));
+    }
     if e.is_stale() {
         // Ours, only while a SOFT invalidation covers the entry: the ms left of its grace.
         let left = e.stale_until().saturating_sub(server::now_ms()).max(0);
@@ -385,8 +414,29 @@ pub(crate) fn reach(
     depth: Option<u32>,
     visit: impl FnMut(&[u8]) -> bool,
 ) -> Reach {
+    reach_up_to(ctx, selector, depth, usize::MAX, visit)
+}
+
+/// [`reach`], stopped past `limit` live entries (`Reach::cut`). A selector the index counts
+/// at more than `limit` entries is not walked at all.
+pub(crate) fn reach_up_to(
+    ctx: &Context,
+    selector: &Selector,
+    depth: Option<u32>,
+    limit: usize,
+    visit: impl FnMut(&[u8]) -> bool,
+) -> Reach {
     let db = server::selected_db(ctx);
     let picked = server::entries_only(ctx, selector);
+    if limit != usize::MAX
+        && !matches!(*picked, Selector::Keys(_))
+        && state::with_db(db, |idx| idx.count(&picked)) > limit as u64
+    {
+        return Reach {
+            cut: true,
+            ..Reach::default()
+        };
+    }
     let (seeds, any_dependency) =
         state::with_db(db, |idx| (idx.select(&picked), idx.resource_count() > 0));
     // Nothing depends on anything in this database: no cascade to follow (and no need to
@@ -396,9 +446,10 @@ pub(crate) fn reach(
         _ if !any_dependency => 0,
         _ => depth.unwrap_or_else(config::max_cascade_depth),
     };
-    index::cascade(
+    index::cascade_up_to(
         seeds,
         depth,
+        limit,
         |keys| state::with_db(db, |idx| idx.dependents_of_all(keys)),
         visit,
     )
@@ -959,7 +1010,12 @@ pub(crate) fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
     // Exactly what CACHE.INVALIDATE would remove: live entries (one that expired would not be
     // invalidated, nor cascade) that the user may delete.
     let access = Access::of_caller(ctx);
-    let reached = reach(ctx, &a.selector, a.depth, |name| {
+    let limit = if server::replayed(ctx) {
+        usize::MAX
+    } else {
+        config::max_reply_keys()
+    };
+    let reached = reach_up_to(ctx, &a.selector, a.depth, limit, |name| {
         let rs = server::string(ctx, name);
         if access.as_ref().is_some_and(|a| !a.allows(&rs, true)) {
             return false;
@@ -967,6 +1023,9 @@ pub(crate) fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
         let key = Key::probe(ctx, &rs);
         matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, name, e))
     });
+    if reached.cut {
+        return Err(limits::reply_too_large("CACHE.KEYS", "keys", limit, "narrow the selector or lower DEPTH"));
+    }
     let depth = a.depth.unwrap_or_else(config::max_cascade_depth);
     if fan {
         cluster::start_capture();
@@ -1000,7 +1059,16 @@ pub(crate) fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
 /// Tag sizes while LAZY marks wait in `db`: the entries they cover are gone, as after
 /// IMMEDIATE, so each tag's entries are looked at (cost proportional to the tag links, only
 /// until the reclaimer is done); a tag left with none is not listed.
-fn covered_out(ctx: &Context, db: usize, glob: Option<&Glob>) -> Vec<(Vec<u8>, usize)> {
+fn covered_out(ctx: &Context, db: usize, glob: Option<&Glob>) -> Result<Vec<(Vec<u8>, usize)>> {
+    // Each link costs a key opened: past the budget, the answer waits for the reclaimer.
+    let budget = config::max_reply_keys().saturating_mul(2);
+    let links = state::with_db(db, |idx| idx.tag_links_up_to(glob, budget));
+    if links > budget {
+        return Err(CacheError::Message(format!(
+            "TRYAGAIN CACHE.TAGS would open more than {budget} entries while LAZY invalidations \
+             are reclaimed in this database; retry when CACHE.PENDING lists no LAZY mark"
+        )));
+    }
     let members = state::with_db(db, |idx| idx.tag_members(glob));
     let mut live: ahash::AHashMap<Vec<u8>, bool> = ahash::AHashMap::new();
     let mut sizes: Vec<(Vec<u8>, usize)> = members
@@ -1024,7 +1092,7 @@ fn covered_out(ctx: &Context, db: usize, glob: Option<&Glob>) -> Vec<(Vec<u8>, u
         .filter(|(_, n)| *n > 0)
         .collect();
     sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    sizes
+    Ok(sizes)
 }
 
 pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
@@ -1043,9 +1111,22 @@ pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
     let db = server::selected_db(ctx);
     // The others list every matching tag when fanning out (see below).
     let count = a.count.filter(|_| !fan);
+    // Every tag is listed without COUNT (the others list every matching one when fanning
+    // out): not past the limit, as for CACHE.KEYS.
+    let limit = if server::replayed(ctx) || count.is_some() {
+        usize::MAX
+    } else {
+        config::max_reply_keys()
+    };
+    if limit != usize::MAX {
+        let listed = state::with_db(db, |idx| idx.tag_count_up_to(glob.as_ref(), limit));
+        if listed > limit {
+            return Err(limits::reply_too_large("CACHE.TAGS", "tags", limit, "use COUNT or MATCH"));
+        }
+    }
     let marked = state::lock().lazy().marks(db).is_some();
     let sizes = if marked {
-        let mut sizes = covered_out(ctx, db, glob.as_ref());
+        let mut sizes = covered_out(ctx, db, glob.as_ref())?;
         if let Some(n) = count {
             sizes.truncate(n);
         }

@@ -82,6 +82,10 @@ pub static MAX_PATTERN_BYTES: IntConfig = IntConfig::new("max-pattern-bytes", 40
 pub static MAX_CASCADE_ENTRIES: IntConfig =
     IntConfig::new("max-cascade-entries", 1_000_000, 0, i32::MAX as i64);
 
+/// Keys one CACHE.KEYS may list, and tags one CACHE.TAGS without COUNT: a larger answer is
+/// refused (its walk stops there), so that no listing keeps the server busy long. 0: no limit.
+pub static MAX_REPLY_KEYS: IntConfig = IntConfig::new("max-reply-keys", 20_000, 0, i32::MAX as i64);
+
 /// IMMEDIATE invalidations selecting at least this many entries (and a quarter of the
 /// database or more) run in the reclaimer's bounded steps, the client blocked until done (0: never).
 pub static STEPPED_THRESHOLD: IntConfig =
@@ -111,6 +115,14 @@ pub fn limits() -> Limits {
         pattern_bytes: u(&MAX_PATTERN_BYTES),
         cascade_entries: u(&MAX_CASCADE_ENTRIES),
         wildcard_piece: crate::core::glob::MAX_SEARCHED_WILDCARD_PIECE,
+    }
+}
+
+/// The most keys (or tags) one listing may answer with (`usize::MAX`: no limit).
+pub fn max_reply_keys() -> usize {
+    match usize::try_from(MAX_REPLY_KEYS.get()) {
+        Ok(0) | Err(_) => usize::MAX,
+        Ok(n) => n,
     }
 }
 

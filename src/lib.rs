@@ -31,7 +31,7 @@ mod module {
     use crate::config::{HOT_THRESHOLD, LEASE_MS, REFRESH_AHEAD_PERCENT, SOFT_GRACE_SECONDS};
     use crate::config::{
         MAX_CASCADE_ENTRIES, MAX_DEPENDS_PER_ENTRY, MAX_META_BYTES, MAX_NAME_BYTES,
-        MAX_PATTERN_BYTES, MAX_TAGS_PER_ENTRY,
+        MAX_PATTERN_BYTES, MAX_REPLY_KEYS, MAX_TAGS_PER_ENTRY,
     };
     use crate::ffi::{self, CommandRow, SubcommandRow, CACHE_TYPE};
 
@@ -137,6 +137,7 @@ mod module {
                 [STEPPED_STEP_US.name, &STEPPED_STEP_US.value, STEPPED_STEP_US.default, STEPPED_STEP_US.min, STEPPED_STEP_US.max, ConfigurationFlags::DEFAULT, None],
                 [STEPPED_THRESHOLD.name, &STEPPED_THRESHOLD.value, STEPPED_THRESHOLD.default, STEPPED_THRESHOLD.min, STEPPED_THRESHOLD.max, ConfigurationFlags::DEFAULT, None],
                 [CLUSTER_TIMEOUT_MS.name, &CLUSTER_TIMEOUT_MS.value, CLUSTER_TIMEOUT_MS.default, CLUSTER_TIMEOUT_MS.min, CLUSTER_TIMEOUT_MS.max, ConfigurationFlags::DEFAULT, None],
+                [MAX_REPLY_KEYS.name, &MAX_REPLY_KEYS.value, MAX_REPLY_KEYS.default, MAX_REPLY_KEYS.min, MAX_REPLY_KEYS.max, ConfigurationFlags::DEFAULT, None],
                 [MAX_CASCADE_ENTRIES.name, &MAX_CASCADE_ENTRIES.value, MAX_CASCADE_ENTRIES.default, MAX_CASCADE_ENTRIES.min, MAX_CASCADE_ENTRIES.max, ConfigurationFlags::DEFAULT, None],
                 [GUARD_WINDOW_MS.name, &GUARD_WINDOW_MS.value, GUARD_WINDOW_MS.default, GUARD_WINDOW_MS.min, GUARD_WINDOW_MS.max, ConfigurationFlags::DEFAULT, None],
                 [GUARD_MAX_BYTES.name, &GUARD_MAX_BYTES.value, GUARD_MAX_BYTES.default, GUARD_MAX_BYTES.min, GUARD_MAX_BYTES.max, ConfigurationFlags::DEFAULT, None],

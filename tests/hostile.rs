@@ -1264,3 +1264,101 @@ fn command_flags_keep_invalidation_possible_under_oom_and_admin_commands_for_adm
     assert!(err(&mut viewer, &["CACHE.INVALIDATE", "ALL"]).starts_with("NOPERM"));
     verify(&mut c);
 }
+
+/// Listings are bounded: CACHE.KEYS and CACHE.TAGS without COUNT refuse an answer over
+/// `cache.max-reply-keys` (counted in the index before anything is opened) and change nothing;
+/// CACHE.INSPECT lists at most 1 000 dependents and counts the rest.
+#[test]
+fn listings_past_the_reply_limit_are_refused_and_inspect_is_cut() {
+    let s = Server::start();
+    let mut c = s.conn();
+    assert_eq!(config_get(&mut c, "cache.max-reply-keys"), "20000");
+    config_set(&mut c, "cache.max-reply-keys", "100");
+    let mut p = redis::pipe();
+    for i in 0..1500 {
+        p.cmd("CACHE.SET")
+            .arg(format!("d:{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(2)
+            .arg(format!("t:{i}"))
+            .arg(if i < 100 { "small" } else { "big" })
+            .arg("DEPENDS")
+            .arg(1)
+            .arg("root");
+    }
+    p.query::<()>(&mut c).unwrap();
+    entry(&mut c, "root", &["r"], &[]);
+    // 100 keys are allowed, 101 are not: by a tag, a pattern, ALL, and through a cascade.
+    assert_eq!(keys(&mut c, &["TAG", "small"]).len(), 100);
+    for sel in [
+        &["TAG", "big"][..],
+        &["PATTERN", "d:*"],
+        &["NAMESPACE", "d"],
+        &["ALL"],
+        &["DEPENDENTS", "root"],
+        &["KEY", "root"],
+    ] {
+        let mut args = vec!["CACHE.KEYS"];
+        args.extend_from_slice(sel);
+        let e = err(&mut c, &args);
+        assert!(
+            e.contains("CACHE.KEYS selects more than 100 keys, the limit is 100 (cache.max-reply-keys)"),
+            "{sel:?}: {e}"
+        );
+    }
+    // Within the limit through DEPTH 0, and KEY root alone.
+    assert_eq!(keys(&mut c, &["DEPTH", "0", "KEY", "root"]), ["root"]);
+    // CACHE.TAGS: every tag is over the limit; COUNT and a narrow MATCH answer.
+    let e = err(&mut c, &["CACHE.TAGS"]);
+    assert!(e.contains("CACHE.TAGS selects more than 100 tags"), "{e}");
+    let top = list(&ok(&mut c, &["CACHE.TAGS", "COUNT", "2"]));
+    assert_eq!(text(&list(&top[0])[0]), "big");
+    assert_eq!(int(&list(&top[0])[1]), 1400);
+    assert_eq!(text(&list(&top[1])[0]), "small");
+    assert_eq!(list(&ok(&mut c, &["CACHE.TAGS", "MATCH", "t:1?"])).len(), 10);
+    // INSPECT: 1 000 dependents listed (sorted), the other 500 counted.
+    let r = ok(&mut c, &["CACHE.INSPECT", "root"]);
+    let deps = strings(&field(&r, "dependents"));
+    assert_eq!(deps.len(), 1000);
+    assert!(deps.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(int(&field(&r, "dependents_more")), 500);
+    let one = ok(&mut c, &["CACHE.INSPECT", "d:0"]);
+    assert!(map(&one).iter().all(|(k, _)| k != "dependents_more"));
+    // Nothing was removed by the refusals; without the limit the listing is whole.
+    assert_eq!(dbsize(&mut c), 1501);
+    config_set(&mut c, "cache.max-reply-keys", "0");
+    assert_eq!(keys(&mut c, &["KEY", "root"]).len(), 1501);
+    assert_eq!(list(&ok(&mut c, &["CACHE.TAGS"])).len(), 1503);
+    // STATS' figures, kept as links change, agree with the data.
+    let st = ok(&mut c, &["CACHE.STATS"]);
+    assert_eq!(int(&field(&st, "tagged_entries")), 1501);
+    assert_eq!(int(&field(&st, "dependency_edges")), 1500);
+    verify(&mut c);
+}
+
+/// CACHE.TAGS while a LAZY mark waits opens each tagged entry: past twice the reply limit it
+/// answers TRYAGAIN instead, and answers again once the reclaimer is done.
+#[test]
+fn tags_while_a_lazy_mark_waits_are_bounded() {
+    let s = Server::start();
+    let mut c = s.conn();
+    config_set(&mut c, "cache.max-reply-keys", "50");
+    let mut p = redis::pipe();
+    for i in 0..300 {
+        p.cmd("CACHE.SET").arg(format!("k:{i}")).arg("v").arg("TAGS").arg(1).arg("all");
+    }
+    p.query::<()>(&mut c).unwrap();
+    ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
+    assert_eq!(
+        int(&ok(&mut c, &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "PATTERN", "k:1*"])),
+        111
+    );
+    let e = err(&mut c, &["CACHE.TAGS", "COUNT", "1"]);
+    assert!(e.starts_with("TRYAGAIN CACHE.TAGS would open more than 100 entries"), "{e}");
+    ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "RESUME"]);
+    eventually("the mark is reclaimed", || dbsize(&mut c) == 189);
+    let top = list(&ok(&mut c, &["CACHE.TAGS", "COUNT", "1"]));
+    assert_eq!((text(&list(&top[0])[0]), int(&list(&top[0])[1])), ("all".into(), 189));
+    verify(&mut c);
+}

@@ -914,6 +914,8 @@ fn a_dependency_gone_before_the_reclaim_keeps_its_dependents_covered() {
 fn a_tag_over_90_000_of_100_000_entries_misses_at_once_and_drains_to_the_rest() {
     let s = Server::start();
     let mut c = s.conn();
+    // The listings below are over the default cache.max-reply-keys.
+    config_set(&mut c, "cache.max-reply-keys", "0");
     fill(&mut c, "keep:", 0..10_000, &["keep"]);
     fill(&mut c, "big:", 0..90_000, &["big", "all"]);
     assert_eq!(dbsize(&mut c), 100_000);

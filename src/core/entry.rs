@@ -230,11 +230,16 @@ pub enum Link {
 pub struct LinkChange {
     bytes: SmallVec<[u8; 64]>,
     ends: SmallVec<[(Link, usize); 4]>,
+    /// Whether the old entry had a tag, and the new one has.
+    tagged: (bool, bool),
 }
 
 impl LinkChange {
     pub fn between(old: &Entry, new: &Entry) -> LinkChange {
-        let mut c = LinkChange::default();
+        let mut c = LinkChange {
+            tagged: (old.tags().next().is_some(), new.tags().next().is_some()),
+            ..LinkChange::default()
+        };
         diff_names(old.tags(), new.tags(), |came, n| {
             c.push(if came { Link::TagNew } else { Link::TagGone }, n)
         });
@@ -242,6 +247,16 @@ impl LinkChange {
             c.push(if came { Link::DepNew } else { Link::DepGone }, n)
         });
         c
+    }
+
+    /// Whether the old entry had a tag, and whether the new one has.
+    pub fn tagged(&self) -> (bool, bool) {
+        self.tagged
+    }
+
+    /// Says whether the old entry had a tag and the new one has (a change made by hand).
+    pub fn set_tagged(&mut self, old: bool, new: bool) {
+        self.tagged = (old, new);
     }
 
     pub fn push(&mut self, link: Link, name: &[u8]) {

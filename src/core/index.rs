@@ -76,11 +76,12 @@ impl Members {
         Members::Few(v)
     }
 
-    fn insert(&mut self, id: KeyId) {
+    /// Adds `id`; false when it was a member already.
+    fn insert(&mut self, id: KeyId) -> bool {
         match self {
             Members::Few(v) => {
                 if v.contains(&id) {
-                    return;
+                    return false;
                 }
                 if v.len() < FEW {
                     v.push(id);
@@ -89,28 +90,43 @@ impl Members {
                     set.insert(id);
                     *self = Members::Many(set);
                 }
+                true
             }
+            Members::Many(s) => s.insert(id),
+        }
+    }
+
+    /// Heap bytes of the set (none while it is inline). A bitmap is estimated from its size
+    /// and span (2 bytes a member, at most 8 KB per container of 65 536 ids, plus the
+    /// container): cheap enough to ask at every change.
+    fn heap(&self) -> usize {
+        match self {
+            Members::Few(v) if v.spilled() => v.capacity() * 4,
+            Members::Few(_) => 0,
             Members::Many(s) => {
-                s.insert(id);
+                let (lo, hi) = (s.min().unwrap_or(0), s.max().unwrap_or(0));
+                let containers = ((hi >> 16) - (lo >> 16) + 1) as usize;
+                (2 * s.len() as usize).min(8192 * containers) + 32 * containers
             }
         }
     }
 
-    /// Removes `id`; true when the set is now empty.
+    /// Removes `id`; whether it was a member.
     fn remove(&mut self, id: KeyId) -> bool {
         match self {
-            Members::Few(v) => {
-                if let Some(i) = v.iter().position(|&x| x == id) {
+            Members::Few(v) => match v.iter().position(|&x| x == id) {
+                Some(i) => {
                     v.swap_remove(i);
+                    true
                 }
-                v.is_empty()
-            }
+                None => false,
+            },
             Members::Many(s) => {
-                s.remove(id);
+                let was = s.remove(id);
                 if s.len() <= (FEW / 2) as u64 {
                     *self = Members::Few(s.iter().collect());
                 }
-                self.len() == 0
+                was
             }
         }
     }
@@ -141,11 +157,33 @@ impl Members {
 /// at least one entry links to it.
 type Groups = hashbrown::HashMap<GroupName, Members, ahash::RandomState>;
 
-fn link(groups: &mut Groups, name: &[u8], id: KeyId) {
+/// What linking or unlinking one member did to its group: whether the member was added (or
+/// removed), the change in heap bytes, and the group's size after.
+struct Linked {
+    changed: bool,
+    bytes: i64,
+    len: usize,
+}
+
+fn link(groups: &mut Groups, name: &[u8], id: KeyId) -> Linked {
     match groups.entry_ref(name) {
-        hashbrown::hash_map::EntryRef::Occupied(mut m) => m.get_mut().insert(id),
+        hashbrown::hash_map::EntryRef::Occupied(mut m) => {
+            let m = m.get_mut();
+            let before = m.heap();
+            let changed = m.insert(id);
+            Linked {
+                changed,
+                bytes: m.heap() as i64 - before as i64,
+                len: m.len(),
+            }
+        }
         hashbrown::hash_map::EntryRef::Vacant(v) => {
             v.insert(Members::one(id));
+            Linked {
+                changed: true,
+                bytes: name::heap_bytes(name) as i64,
+                len: 1,
+            }
         }
     }
 }
@@ -169,14 +207,65 @@ fn union_count(groups: &Groups, names: &[Vec<u8>]) -> usize {
     total
 }
 
-fn unlink(groups: &mut Groups, name: &[u8], id: KeyId) {
+fn unlink(groups: &mut Groups, name: &[u8], id: KeyId) -> Linked {
     // One probe: the entry found is the one removed when its last member goes.
-    if let hashbrown::hash_map::EntryRef::Occupied(mut m) = groups.entry_ref(name) {
-        if m.get_mut().remove(id) {
-            m.remove();
-        }
+    let hashbrown::hash_map::EntryRef::Occupied(mut m) = groups.entry_ref(name) else {
+        return Linked {
+            changed: false,
+            bytes: 0,
+            len: 0,
+        };
+    };
+    let set = m.get_mut();
+    let before = set.heap();
+    let changed = set.remove(id);
+    let len = set.len();
+    let mut bytes = set.heap() as i64 - before as i64;
+    if len == 0 {
+        // The group goes, with its set and its name.
+        bytes = -(before as i64) - name::heap_bytes(name) as i64;
+        m.remove();
+    }
+    Linked {
+        changed,
+        bytes,
+        len,
     }
 }
+
+/// The `n` largest of `sizes` that `keep` keeps (ties: the smaller name), in no order: one pass
+/// holding `n` of them, not a list of them all.
+fn top<'a>(
+    sizes: impl Iterator<Item = (&'a [u8], usize)>,
+    n: usize,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Vec<(&'a [u8], usize)> {
+    use std::cmp::Reverse;
+    // A min-heap of the best so far, by (size, then the smaller name): the worst kept on top.
+    let mut heap: std::collections::BinaryHeap<Reverse<(usize, Reverse<&[u8]>)>> =
+        std::collections::BinaryHeap::with_capacity(n.min(1 << 16) + 1);
+    for (name, len) in sizes {
+        let rank = (len, Reverse(name));
+        if heap.len() == n && heap.peek().is_some_and(|Reverse(worst)| rank <= *worst) {
+            continue;
+        }
+        if !keep(name) {
+            continue;
+        }
+        heap.push(Reverse(rank));
+        if heap.len() > n {
+            heap.pop();
+        }
+    }
+    heap.into_iter()
+        .map(|Reverse((len, Reverse(name)))| (name, len))
+        .collect()
+}
+
+/// A tag joins the large tags at this many entries, and leaves them below [`BIG_LEAVE`] (so a
+/// tag near the line does not come and go).
+pub const BIG_ENTER: usize = 32;
+const BIG_LEAVE: usize = 16;
 
 /// Where a key is filed for prefix lookups: its namespace, the part before the first `:`.
 /// Keys without `:` are filed under `:`, which no namespace can be.
@@ -210,6 +299,28 @@ pub struct DbIndex {
     namespaces: Groups,
     tags: Groups,
     resources: Groups,
+    tally: Tally,
+}
+
+/// Figures kept as the links change, so that statistics read them without a walk over the
+/// tables (`check_internal`, hence CACHE.DEBUG VERIFY, counts them again).
+#[derive(Default, Debug)]
+struct Tally {
+    /// Entries with at least one tag.
+    tagged: u64,
+    /// (entry, resource) links.
+    dep_edges: u64,
+    /// Heap bytes of the group names and member sets of the three tables.
+    group_bytes: u64,
+    /// Every tag with at least [`BIG_ENTER`] entries, and some with fewer (down to
+    /// [`BIG_LEAVE`]): where the largest tags are found without a walk over all of them.
+    big: AHashSet<Box<[u8]>>,
+}
+
+impl Tally {
+    fn add_bytes(&mut self, delta: i64) {
+        self.group_bytes = self.group_bytes.saturating_add_signed(delta);
+    }
 }
 
 impl std::fmt::Debug for DbIndex {
@@ -292,48 +403,41 @@ impl DbIndex {
     }
 
     /// An estimate of the heap the index takes: tables by capacity, names by length, member
-    /// sets by size (allocator rounding left out).
+    /// sets by size (allocator rounding left out). Kept as the links change: no walk.
     pub fn heap_bytes(&self) -> u64 {
         let table = |len: usize, per: usize| (len * per) as u64;
-        let groups = |g: &Groups| -> u64 {
-            let members: u64 = g
-                .iter()
-                .map(|(name, m)| {
-                    let set = match m {
-                        Members::Few(v) if v.spilled() => v.capacity() * 4,
-                        Members::Few(_) => 0,
-                        Members::Many(s) => s.serialized_size(),
-                    };
-                    (name::heap_bytes(name) + set) as u64
-                })
-                .sum();
-            members
-                + table(
-                    g.capacity(),
-                    std::mem::size_of::<(GroupName, Members)>() + 1,
-                )
-        };
+        let group = std::mem::size_of::<(GroupName, Members)>() + 1;
         table(self.names.capacity(), 16)
             + table(self.free.capacity(), 4)
             + self.key_bytes
-            + groups(&self.namespaces)
-            + groups(&self.tags)
-            + groups(&self.resources)
+            + self.tally.group_bytes
+            + table(self.namespaces.capacity(), group)
+            + table(self.tags.capacity(), group)
+            + table(self.resources.capacity(), group)
+    }
+
+    /// What `tally.group_bytes` counts, counted again.
+    fn count_group_bytes(&self) -> u64 {
+        [&self.namespaces, &self.tags, &self.resources]
+            .into_iter()
+            .flat_map(|g| g.iter())
+            .map(|(name, m)| (name::heap_bytes(name) + m.heap()) as u64)
+            .sum()
     }
 
     /// Figures for statistics: (entries with at least one tag, dependency links, the largest
-    /// tag and its size). Visits every tag and resource.
+    /// tag and its size). The largest is looked for among the tags with at least
+    /// [`BIG_ENTER`] entries only (none when no tag has as many); nothing else is visited.
     pub fn link_figures(&self) -> (u64, u64, Option<(Vec<u8>, u64)>) {
         let largest = self
-            .tags
+            .tally
+            .big
             .iter()
-            .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| b.0.cmp(a.0)))
-            .map(|(name, m)| (name.to_vec(), m.len() as u64));
-        (
-            self.tagged_entries() as u64,
-            self.dependency_edges() as u64,
-            largest,
-        )
+            .filter_map(|t| Some((t, self.tags.get(&t[..])?.len())))
+            .filter(|&(_, n)| n >= BIG_ENTER)
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(name, n)| (name.to_vec(), n as u64));
+        (self.tally.tagged, self.tally.dep_edges, largest)
     }
 
     /// Whether `id` is the id of `key` here: what every call that names an entry checks first
@@ -366,38 +470,76 @@ impl DbIndex {
         };
         self.value_bytes += value_size;
         self.key_bytes += name::heap_bytes(key) as u64;
-        link(&mut self.namespaces, namespace_of(key), id);
-        self.add(id, tags, deps);
+        let filed = link(&mut self.namespaces, namespace_of(key), id);
+        self.tally.add_bytes(filed.bytes);
+        if self.add(id, tags, deps) {
+            self.tally.tagged += 1;
+        }
         id
     }
 
+    /// Links tags and dependencies to `id`; whether some tag was linked.
     fn add<'a>(
+        &mut self,
+        id: KeyId,
+        tags: impl IntoIterator<Item = &'a [u8]>,
+        deps: impl IntoIterator<Item = &'a [u8]>,
+    ) -> bool {
+        let mut tagged = false;
+        for t in tags {
+            let l = link(&mut self.tags, t, id);
+            self.tally.add_bytes(l.bytes);
+            if l.changed && l.len == BIG_ENTER {
+                self.tally.big.insert(t.into());
+            }
+            tagged |= l.changed;
+        }
+        for d in deps {
+            let l = link(&mut self.resources, d, id);
+            self.tally.add_bytes(l.bytes);
+            self.tally.dep_edges += u64::from(l.changed);
+        }
+        tagged
+    }
+
+    /// Unlinks tags and dependencies from `id`.
+    fn drop_links<'a>(
         &mut self,
         id: KeyId,
         tags: impl IntoIterator<Item = &'a [u8]>,
         deps: impl IntoIterator<Item = &'a [u8]>,
     ) {
         for t in tags {
-            link(&mut self.tags, t, id);
+            let l = unlink(&mut self.tags, t, id);
+            self.tally.add_bytes(l.bytes);
+            if l.changed && l.len == BIG_LEAVE - 1 {
+                self.tally.big.remove(t);
+            }
         }
         for d in deps {
-            link(&mut self.resources, d, id);
+            let l = unlink(&mut self.resources, d, id);
+            self.tally.add_bytes(l.bytes);
+            self.tally.dep_edges -= u64::from(l.changed);
         }
     }
 
-    /// Links more names to the entry `id` under `key` (CACHE.TAG, CACHE.DEPEND); false (and
-    /// nothing changed) when that is not an indexed entry.
+    /// Links more names to the entry `id` under `key` (CACHE.TAG, CACHE.DEPEND; `had_tags`:
+    /// whether the entry had a tag before); false (and nothing changed) when that is not an
+    /// indexed entry.
     pub fn add_links<'a>(
         &mut self,
         key: &[u8],
         id: KeyId,
+        had_tags: bool,
         tags: impl IntoIterator<Item = &'a [u8]>,
         deps: impl IntoIterator<Item = &'a [u8]>,
     ) -> bool {
         if !self.holds(key, id) {
             return false;
         }
-        self.add(id, tags, deps);
+        if self.add(id, tags, deps) && !had_tags {
+            self.tally.tagged += 1;
+        }
         true
     }
 
@@ -416,13 +558,13 @@ impl DbIndex {
             return false;
         }
         self.value_bytes = self.value_bytes.saturating_sub(old) + new;
-        for t in change.names(Link::TagGone) {
-            unlink(&mut self.tags, t, id);
-        }
-        for d in change.names(Link::DepGone) {
-            unlink(&mut self.resources, d, id);
-        }
+        self.drop_links(id, change.names(Link::TagGone), change.names(Link::DepGone));
         self.add(id, change.names(Link::TagNew), change.names(Link::DepNew));
+        match change.tagged() {
+            (false, true) => self.tally.tagged += 1,
+            (true, false) => self.tally.tagged -= 1,
+            _ => {}
+        }
         true
     }
 
@@ -439,17 +581,17 @@ impl DbIndex {
         if !self.holds(key, id) {
             return false;
         }
-        unlink(&mut self.namespaces, namespace_of(key), id);
+        let filed = unlink(&mut self.namespaces, namespace_of(key), id);
+        self.tally.add_bytes(filed.bytes);
         self.names[id as usize] = KeyName::vacant();
         self.value_bytes = self.value_bytes.saturating_sub(value_size);
         self.key_bytes -= name::heap_bytes(key) as u64;
         self.free.push(id);
-        for t in tags {
-            unlink(&mut self.tags, t, id);
+        let mut tags = tags.into_iter().peekable();
+        if tags.peek().is_some() {
+            self.tally.tagged -= 1;
         }
-        for d in deps {
-            unlink(&mut self.resources, d, id);
-        }
+        self.drop_links(id, tags, deps);
         true
     }
 
@@ -470,14 +612,32 @@ impl DbIndex {
         self.names.iter().filter_map(KeyName::as_deref)
     }
 
-    /// Keys of the entries that depend on `resource`, sorted.
-    pub fn dependents_of(&self, resource: &[u8]) -> Vec<Vec<u8>> {
-        let mut v = match self.resources.get(resource) {
-            Some(m) => self.names_of(m.iter()),
-            None => Vec::new(),
+    /// Keys of the first `limit` entries (by id) that depend on `resource` and pass `keep`,
+    /// sorted, with the number of dependents the walk did not reach (at most `budget` are looked
+    /// at, so a resource with a million dependents costs `budget` steps).
+    pub fn some_dependents(
+        &self,
+        resource: &[u8],
+        limit: usize,
+        budget: usize,
+        mut keep: impl FnMut(&[u8]) -> bool,
+    ) -> (Vec<Vec<u8>>, usize) {
+        let Some(m) = self.resources.get(resource) else {
+            return (Vec::new(), 0);
         };
-        v.sort();
-        v
+        let mut out = Vec::new();
+        let mut looked = 0;
+        for name in m.iter().filter_map(|id| self.name(id)) {
+            if out.len() == limit || looked == budget {
+                break;
+            }
+            looked += 1;
+            if keep(name) {
+                out.push(name.to_vec());
+            }
+        }
+        out.sort();
+        (out, m.len() - looked)
     }
 
     /// Keys starting with `prefix`, from its namespace when it has one (cost proportional to
@@ -631,27 +791,70 @@ impl DbIndex {
     }
 
     /// `(tag, entries)` for tags matching the glob, largest first, then by name; the first
-    /// `count` only when given (selected in linear time, and only those names copied: `COUNT
-    /// 10` over a million tags does not sort them all).
+    /// `count` only when given: from the large tags alone when enough of them are large, else
+    /// in one pass that holds `count` of them (only those names copied: `COUNT 10` over a
+    /// million tags neither lists nor sorts them all).
     pub fn tag_sizes(&self, pattern: Option<&Glob>, count: Option<usize>) -> Vec<(Vec<u8>, usize)> {
-        let mut v: Vec<(&[u8], usize)> = self
-            .tags
-            .iter()
-            .filter(|(name, _)| pattern.is_none_or(|p| p.matches(name)))
-            .map(|(name, m)| (&name[..], m.len()))
-            .collect();
+        let keep = |name: &[u8]| pattern.is_none_or(|p| p.matches(name));
         let order =
             |a: &(&[u8], usize), b: &(&[u8], usize)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
-        if let Some(n) = count.filter(|&n| n < v.len()) {
-            if n == 0 {
-                v.clear();
-            } else {
-                v.select_nth_unstable_by(n - 1, order);
-                v.truncate(n);
+        let mut v: Vec<(&[u8], usize)> = match count {
+            Some(0) => Vec::new(),
+            Some(n) => {
+                // Every tag outside the large ones has fewer than BIG_ENTER entries: when n
+                // large ones have at least that many, they are the answer.
+                let mut big: Vec<(&[u8], usize)> = self
+                    .tally
+                    .big
+                    .iter()
+                    .filter(|t| keep(t))
+                    .filter_map(|t| Some((&t[..], self.tags.get(&t[..])?.len())))
+                    .filter(|&(_, len)| len >= BIG_ENTER)
+                    .collect();
+                if big.len() >= n {
+                    big.sort_unstable_by(order);
+                    big.truncate(n);
+                    big
+                } else {
+                    top(self.tags.iter().map(|(name, m)| (&name[..], m.len())), n, keep)
+                }
             }
-        }
+            None => self
+                .tags
+                .iter()
+                .filter(|(name, _)| keep(name))
+                .map(|(name, m)| (&name[..], m.len()))
+                .collect(),
+        };
         v.sort_unstable_by(order);
         v.into_iter().map(|(name, n)| (name.to_vec(), n)).collect()
+    }
+
+    /// How many tags match the glob, counted up to `limit + 1` (no walk without a glob).
+    pub fn tag_count_up_to(&self, pattern: Option<&Glob>, limit: usize) -> usize {
+        match pattern {
+            None => self.tags.len(),
+            Some(p) => self
+                .tags
+                .keys()
+                .filter(|t| p.matches(t))
+                .take(limit.saturating_add(1))
+                .count(),
+        }
+    }
+
+    /// The (tag, entry) links of the tags matching the glob, counted up to past `limit`.
+    pub fn tag_links_up_to(&self, pattern: Option<&Glob>, limit: usize) -> usize {
+        let mut n = 0usize;
+        for (t, m) in &self.tags {
+            if pattern.is_none_or(|p| p.matches(t)) {
+                n += m.len();
+                if n > limit {
+                    break;
+                }
+            }
+        }
+        n
     }
 
     /// The tags matching the glob with the keys of their entries (what `tag_sizes` counts, for a
@@ -666,16 +869,43 @@ impl DbIndex {
 
     /// Number of entries with at least one tag.
     pub fn tagged_entries(&self) -> usize {
-        let mut seen = RoaringBitmap::new();
-        for m in self.tags.values() {
-            seen.extend(m.iter());
-        }
-        seen.len() as usize
+        self.tally.tagged as usize
     }
 
     /// Number of (entry, resource) dependency links.
     pub fn dependency_edges(&self) -> usize {
-        self.resources.values().map(Members::len).sum()
+        self.tally.dep_edges as usize
+    }
+
+    /// The figures of [`Tally`] counted again from the tables, with what disagrees.
+    fn check_tally(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut seen = RoaringBitmap::new();
+        for m in self.tags.values() {
+            seen.extend(m.iter());
+        }
+        let edges: u64 = self.resources.values().map(|m| m.len() as u64).sum();
+        let bytes = self.count_group_bytes();
+        for (what, kept, counted) in [
+            ("tagged entries", self.tally.tagged, seen.len()),
+            ("dependency links", self.tally.dep_edges, edges),
+            ("group bytes", self.tally.group_bytes, bytes),
+        ] {
+            if kept != counted {
+                out.push(format!("{kept} {what} kept but {counted} counted"));
+            }
+        }
+        for (name, m) in &self.tags {
+            if m.len() >= BIG_ENTER && !self.tally.big.contains(&name[..]) {
+                out.push(format!("tag {} is large but not listed so", show(name)));
+            }
+        }
+        for t in &self.tally.big {
+            if self.tags.get(&t[..]).is_none_or(|m| m.len() < BIG_LEAVE) {
+                out.push(format!("tag {} is listed as large but is not", show(t)));
+            }
+        }
+        out
     }
 
     /// All entries with their sorted tags and dependencies, sorted by key.
@@ -711,7 +941,7 @@ impl DbIndex {
     /// every key is filed under its namespace, every linked id is a live entry, no name outlives its last
     /// entry.
     pub fn check_internal(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.check_tally();
         let live = self.names.iter().filter(|k| k.is_some()).count();
         if live != self.len() {
             out.push(format!(
@@ -778,6 +1008,8 @@ pub struct Reach {
     pub depth: u32,
     /// Where each hop starts in `keys` (hop 0, the selected entries, starts at 0).
     pub hops: Vec<usize>,
+    /// The walk stopped at its limit (see [`cascade_up_to`]): `keys` is not all it reaches.
+    pub cut: bool,
 }
 
 impl Reach {
@@ -804,25 +1036,53 @@ impl Reach {
 pub fn cascade(
     seeds: Vec<Vec<u8>>,
     depth: u32,
+    expand: impl FnMut(&[Vec<u8>]) -> Vec<Vec<u8>>,
+    visit: impl FnMut(&[u8]) -> bool,
+) -> Reach {
+    cascade_up_to(seeds, depth, usize::MAX, expand, visit)
+}
+
+/// [`cascade`], stopped as soon as more than `limit` live entries are reached (`Reach::cut`
+/// then says so, and `keys` holds `limit + 1` of them): a walk whose answer would be too large
+/// costs no more than the limit.
+pub fn cascade_up_to(
+    seeds: Vec<Vec<u8>>,
+    depth: u32,
+    limit: usize,
     mut expand: impl FnMut(&[Vec<u8>]) -> Vec<Vec<u8>>,
     mut visit: impl FnMut(&[u8]) -> bool,
 ) -> Reach {
     let mut out = Vec::new();
+    let mut cut = false;
     if depth == 0 {
         // Seeds are distinct (selectors deduplicate): no need to remember what was seen.
-        out.extend(seeds.into_iter().filter(|k| visit(k)));
+        for k in seeds {
+            if out.len() > limit {
+                cut = true;
+                break;
+            }
+            if visit(&k) {
+                out.push(k);
+            }
+        }
+        cut |= out.len() > limit;
         let selected = out.len();
         return Reach {
             keys: out,
             selected,
             depth: 0,
             hops: vec![0],
+            cut,
         };
     }
-    let mut seen: AHashSet<Vec<u8>> = AHashSet::with_capacity(seeds.len());
-    let mut take = |candidates: Vec<Vec<u8>>, out: &mut Vec<Vec<u8>>| -> usize {
+    let mut seen: AHashSet<Vec<u8>> = AHashSet::with_capacity(seeds.len().min(limit));
+    let mut take = |candidates: Vec<Vec<u8>>, out: &mut Vec<Vec<u8>>, cut: &mut bool| -> usize {
         let before = out.len();
         for k in candidates {
+            if out.len() > limit {
+                *cut = true;
+                break;
+            }
             if !seen.contains(&k) {
                 seen.insert(k.clone());
                 if visit(&k) {
@@ -830,20 +1090,21 @@ pub fn cascade(
                 }
             }
         }
+        *cut |= out.len() > limit;
         out.len() - before
     };
     let mut start = 0;
-    let mut added = take(seeds, &mut out);
+    let mut added = take(seeds, &mut out, &mut cut);
     let selected = added;
     let mut reached = 0;
     let mut hops = vec![0];
     for hop in 1..=depth {
-        if added == 0 {
+        if added == 0 || cut {
             break;
         }
         let next = expand(&out[start..]);
         start = out.len();
-        added = take(next, &mut out);
+        added = take(next, &mut out, &mut cut);
         if added > 0 {
             reached = hop;
             hops.push(start);
@@ -854,6 +1115,7 @@ pub fn cascade(
         selected,
         depth: reached,
         hops,
+        cut,
     }
 }
 
@@ -1093,7 +1355,7 @@ mod tests {
         for (key, id) in [(&b"copy"[..], a), (b"b", a), (b"a", 99)] {
             assert!(!idx.remove(key, id, bs(&["t"]), bs(&["r"]), 1));
             assert!(!idx.relink(key, id, &change, 1, 1));
-            assert!(!idx.add_links(key, id, bs(&["new"]), bs(&[])));
+            assert!(!idx.add_links(key, id, true, bs(&["new"]), bs(&[])));
         }
         assert_eq!(idx.facts(), before);
         assert_eq!((idx.len(), idx.value_bytes()), (2, 2));
@@ -1142,8 +1404,8 @@ mod tests {
         let mut idx = DbIndex::new();
         let a = ins(&mut idx, "a", &["t"], &["r"]);
         ins(&mut idx, "b", &["u"], &[]);
-        assert!(idx.add_links(b"a", a, bs(&["t2"]), bs(&[])));
-        assert!(!idx.add_links(b"missing", a, bs(&["t2"]), bs(&[])));
+        assert!(idx.add_links(b"a", a, true, bs(&["t2"]), bs(&[])));
+        assert!(!idx.add_links(b"missing", a, true, bs(&["t2"]), bs(&[])));
         assert_eq!(
             idx.facts(),
             vec![
@@ -1306,6 +1568,27 @@ mod tests {
     }
 
     #[test]
+    fn a_cascade_up_to_a_limit_stops_past_it() {
+        let idx = chain(40);
+        let walk = |depth, limit| {
+            cascade_up_to(vec![b("c0")], depth, limit, |k| idx.dependents_of_all(k), |_| true)
+        };
+        let whole = walk(100, 40);
+        assert_eq!((whole.keys.len(), whole.cut), (40, false));
+        let cut = walk(100, 39);
+        assert_eq!((cut.keys.len(), cut.cut), (40, true));
+        let cut = walk(100, 5);
+        assert_eq!((cut.keys.len(), cut.cut), (6, true));
+        assert_eq!(&cut.keys[..], &whole.keys[..6]);
+        // The seeds alone (no cascade) are cut the same way.
+        let seeds: Vec<Vec<u8>> = (0..10).map(|i| b(&format!("c{i}"))).collect();
+        let flat = cascade_up_to(seeds.clone(), 0, 3, |_| Vec::new(), |_| true);
+        assert_eq!((flat.keys.len(), flat.cut), (4, true));
+        let flat = cascade_up_to(seeds, 0, 10, |_| Vec::new(), |_| true);
+        assert_eq!((flat.keys.len(), flat.cut), (10, false));
+    }
+
+    #[test]
     fn cascade_respects_depth() {
         let idx = chain(40);
         assert_eq!(idx.resolve(&Selector::Keys(vec![b("c0")]), 0).len(), 1);
@@ -1339,6 +1622,7 @@ mod tests {
                 selected: 1,
                 depth: 1,
                 hops: vec![0, 1],
+                cut: false,
             }
         );
         let all = cascade(
@@ -1420,7 +1704,9 @@ mod tests {
         ins(&mut idx, "x", &["big", "small"], &["r"]);
         ins(&mut idx, "y", &["big"], &["r"]);
         ins(&mut idx, "z", &[], &[]);
-        assert_eq!(idx.dependents_of(b"r"), vec![b("x"), b("y")]);
+        assert_eq!(idx.some_dependents(b"r", 9, 9, |_| true), (vec![b("x"), b("y")], 0));
+        assert_eq!(idx.some_dependents(b"r", 1, 9, |_| true).1, 1);
+        assert_eq!(idx.some_dependents(b"r", 9, 9, |k| k == b"y"), (vec![b("y")], 0));
         let g = Glob::new(b"b*");
         assert_eq!(
             idx.tag_sizes(None, None),
@@ -1446,7 +1732,69 @@ mod tests {
         assert!(diff(0, &exp, &exp).is_empty());
     }
 
+    fn slices(l: &NameList) -> Vec<&[u8]> {
+        l.iter().map(Vec::as_slice).collect()
+    }
+
     proptest! {
+        /// The figures kept as links change (tagged entries, dependency links, bytes, the large
+        /// tags) agree with a count after any mix of inserts, replacements, added links and
+        /// removals; the largest tags found through them are those of a full sort.
+        #[test]
+        fn tally_follows_every_change(ops in proptest::collection::vec(
+            (0u8..4, 0u8..90, proptest::collection::vec(0u8..4, 0..3), proptest::collection::vec(0u8..6, 0..2)),
+            0..600)) {
+            let mut idx = DbIndex::new();
+            let mut model: BTreeMap<Vec<u8>, (NameList, NameList)> = BTreeMap::new();
+            for (op, k, tags, deps) in ops {
+                let key = format!("k{k}").into_bytes();
+                let mut tags: NameList = sorted(tags.iter().map(|t| format!("t{t}").into_bytes()).collect());
+                let mut deps: NameList = sorted(deps.iter().map(|d| format!("r{d}").into_bytes()).collect());
+                tags.dedup();
+                deps.dedup();
+                match (op, model.get(&key).cloned()) {
+                    (0, None) | (1, None) | (2, None) => {
+                        idx.insert(&key, slices(&tags), slices(&deps), 1);
+                        model.insert(key, (tags, deps));
+                    }
+                    (0, Some((ot, od))) => {
+                        // Replaced whole: the change between the old links and the new.
+                        let mut c = LinkChange::default();
+                        c.set_tagged(!ot.is_empty(), !tags.is_empty());
+                        for t in ot.iter().filter(|t| !tags.contains(t)) { c.push(Link::TagGone, t); }
+                        for t in tags.iter().filter(|t| !ot.contains(t)) { c.push(Link::TagNew, t); }
+                        for d in od.iter().filter(|d| !deps.contains(d)) { c.push(Link::DepGone, d); }
+                        for d in deps.iter().filter(|d| !od.contains(d)) { c.push(Link::DepNew, d); }
+                        prop_assert!(idx.relink(&key, id(&idx, &key), &c, 1, 1));
+                        model.insert(key, (tags, deps));
+                    }
+                    (1, Some((mut ot, mut od))) => {
+                        let new_t: NameList = tags.into_iter().filter(|t| !ot.contains(t)).collect();
+                        let new_d: NameList = deps.into_iter().filter(|d| !od.contains(d)).collect();
+                        prop_assert!(idx.add_links(&key, id(&idx, &key), !ot.is_empty(), slices(&new_t), slices(&new_d)));
+                        ot.extend(new_t);
+                        od.extend(new_d);
+                        model.insert(key, (sorted(ot), sorted(od)));
+                    }
+                    (_, Some((ot, od))) => {
+                        prop_assert!(idx.remove(&key, id(&idx, &key), slices(&ot), slices(&od), 1));
+                        model.remove(&key);
+                    }
+                    (_, None) => {}
+                }
+                prop_assert_eq!(idx.check_internal(), Vec::<String>::new());
+            }
+            let all = idx.tag_sizes(None, None);
+            for n in 0..6 {
+                prop_assert_eq!(idx.tag_sizes(None, Some(n)), all[..n.min(all.len())].to_vec());
+            }
+            let glob = Glob::new(b"t[12]");
+            let matching: Vec<_> = all.iter().filter(|(t, _)| glob.matches(t)).cloned().collect();
+            prop_assert_eq!(idx.tag_sizes(Some(&glob), Some(1)), matching[..matching.len().min(1)].to_vec());
+            let largest = all.first().filter(|(_, n)| *n >= BIG_ENTER).map(|(t, n)| (t.clone(), *n as u64));
+            prop_assert_eq!(idx.link_figures().2, largest);
+        }
+
         /// Random inserts and removes keep the index consistent with a simple model.
         #[test]
         fn index_matches_model(ops in proptest::collection::vec(

@@ -194,6 +194,17 @@ impl Limits {
 }
 
 /// The refusal of a cascade past `limit` entries beyond the selected ones.
+pub const REPLY_CONFIG: &str = "cache.max-reply-keys";
+
+/// A listing (`command`, of `what`) that selects more than `limit` items (counted in the
+/// index, before LAZY marks and ACL reach are applied).
+pub fn reply_too_large(command: &str, what: &str, limit: usize, hint: &str) -> CacheError {
+    CacheError::Message(format!(
+        "ERR {command} selects more than {limit} {what}, the limit is {limit} ({REPLY_CONFIG}); \
+         {hint} or raise the limit"
+    ))
+}
+
 pub fn cascade_too_large(limit: usize) -> CacheError {
     CacheError::Message(format!(
         "ERR cascade too large: more than {limit} dependent entries, the limit is {limit} \
