@@ -465,12 +465,14 @@ pub(crate) fn cache_invalidate(
 ) -> Result<Reply> {
     let (local, argv) = cluster::strip_local(argv);
     let a = parse::parse_invalidate(&argv, "cache.invalidate", false)?;
+    // The cascade's size on the index, when it was measured (0: not).
+    let mut cascade = 0;
     if a.strategy == Strategy::Lazy {
         // LAZY visits nothing now and its reclaimer works in bounded steps: only the selector
         // itself is limited (measuring the cascade would be the walk LAZY avoids).
         guard::limits(ctx).check_selector(&a.selector)?;
     } else {
-        guard::check_reach(ctx, &a.selector, a.depth)?;
+        cascade = guard::check_reach(ctx, &a.selector, a.depth)?;
     }
     let fan = cluster::fans_out(ctx, local, "cache.invalidate")?;
     let immediate = a.strategy == Strategy::Immediate;
@@ -481,7 +483,7 @@ pub(crate) fn cache_invalidate(
     let depth = a.depth;
     // The stepped form blocks the client: not when the other masters are to be waited for,
     // nor for another master's request (no client here).
-    let reply = invalidate_here(ctx, a, !fan && !cluster::remote());
+    let reply = invalidate_here(ctx, a, (!fan && !cluster::remote()).then_some(cascade));
     if !fan || reply.is_err() {
         return reply;
     }
@@ -504,8 +506,13 @@ pub(crate) fn cache_invalidate(
     cluster::fan_out(ctx, job, cluster::outcome(reply))
 }
 
-/// CACHE.INVALIDATE on this node only (`may_step`: a large IMMEDIATE one may run in steps).
-fn invalidate_here(ctx: &Context, mut a: parse::InvalidateArgs, may_step: bool) -> Result<Reply> {
+/// CACHE.INVALIDATE on this node only (`may_step`: a large IMMEDIATE one may run in steps,
+/// with the size of its cascade on the index when that was measured, else 0).
+fn invalidate_here(
+    ctx: &Context,
+    mut a: parse::InvalidateArgs,
+    may_step: Option<usize>,
+) -> Result<Reply> {
     let db = server::selected_db(ctx);
     // Over maxmemory a BATCHED request is not queued and a LAZY mark not kept: both run as
     // IMMEDIATE now (stepped when large), which frees memory instead of holding more.
@@ -515,9 +522,9 @@ fn invalidate_here(ctx: &Context, mut a: parse::InvalidateArgs, may_step: bool) 
     {
         a.strategy = Strategy::Immediate;
     }
-    let stepped = (may_step && a.strategy == Strategy::Immediate)
-        .then(|| reclaim::steps_pay_off(ctx, db, &a.selector))
-        .flatten();
+    let stepped = may_step
+        .filter(|_| a.strategy == Strategy::Immediate)
+        .and_then(|cascade| reclaim::steps_pay_off(ctx, db, &a.selector, cascade));
     if let Some(selected) = stepped {
         // A large invalidation in bounded steps: the reclaimer replies when it is done.
         let user = server::caller_name(ctx);
@@ -1005,16 +1012,23 @@ fn lazy_marks(viewer: &Viewer) -> Reply {
 pub(crate) fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let (local, argv) = cluster::strip_local(argv);
     let a = parse::parse_invalidate(&argv, "cache.keys", true)?;
-    guard::check_reach(ctx, &a.selector, a.depth)?;
-    let fan = cluster::fans_out(ctx, local, "cache.keys")?;
-    // Exactly what CACHE.INVALIDATE would remove: live entries (one that expired would not be
-    // invalidated, nor cascade) that the user may delete.
-    let access = Access::of_caller(ctx);
     let limit = if server::replayed(ctx) {
         usize::MAX
     } else {
         config::max_reply_keys()
     };
+    // A walk cut at the reply limit never reaches a larger cascade limit: the cascade is
+    // measured beforehand only when the reply may be larger than it.
+    let l = guard::limits(ctx);
+    if l.cascade_entries == 0 || limit > l.cascade_entries {
+        guard::check_reach(ctx, &a.selector, a.depth)?;
+    } else {
+        l.check_selector(&a.selector)?;
+    }
+    let fan = cluster::fans_out(ctx, local, "cache.keys")?;
+    // Exactly what CACHE.INVALIDATE would remove: live entries (one that expired would not be
+    // invalidated, nor cascade) that the user may delete.
+    let access = Access::of_caller(ctx);
     let reached = reach_up_to(ctx, &a.selector, a.depth, limit, |name| {
         let rs = server::string(ctx, name);
         if access.as_ref().is_some_and(|a| !a.allows(&rs, true)) {

@@ -27,18 +27,20 @@ pub fn limits_for(replayed: bool) -> Limits {
 }
 
 /// An invalidation (or its dry run) of `selector` in the selected database: its pattern's
-/// length, and the size of its cascade (refused past `cache.max-cascade-entries`).
-pub fn check_reach(ctx: &Context, selector: &Selector, depth: Option<u32>) -> Result<()> {
+/// length, and the size of its cascade (refused past `cache.max-cascade-entries`). Gives the
+/// entries the cascade's walk on the index reached, the selected ones included (0 when there
+/// was no walk).
+pub fn check_reach(ctx: &Context, selector: &Selector, depth: Option<u32>) -> Result<usize> {
     let l = limits(ctx);
     l.check_selector(selector)?;
     if l.cascade_entries == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let depth = depth.unwrap_or_else(config::max_cascade_depth);
     let db = server::selected_db(ctx);
     if depth == 0 || state::with_db(db, |idx| idx.resource_count() == 0) {
         // Nothing to cascade to.
-        return Ok(());
+        return Ok(0);
     }
     let picked = server::entries_only(ctx, selector);
     state::with_db(db, |idx| l.check_cascade(idx, &picked, depth))

@@ -392,9 +392,15 @@ fn waiters() -> std::sync::MutexGuard<'static, Vec<Waiter>> {
 }
 
 /// Whether an IMMEDIATE invalidation of `selector` in `db` should run in bounded steps: it
-/// selects at least `cache.stepped-threshold` entries and a good part of the database (the
-/// reclaimer walks the whole database), and the client can wait. Some(entries it selects).
-pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector) -> Option<u64> {
+/// selects (or its `cascade`, as measured on the index, reaches) at least
+/// `cache.stepped-threshold` entries and a good part of the database (the reclaimer walks the
+/// whole database), and the client can wait. Some(entries it selects).
+pub fn steps_pay_off(
+    ctx: &Context,
+    db: usize,
+    selector: &Selector,
+    cascade: usize,
+) -> Option<u64> {
     let threshold = config::STEPPED_THRESHOLD.get();
     if threshold == 0 || server::is_replica(ctx) || !server::can_block(ctx) {
         return None;
@@ -403,6 +409,13 @@ pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector) -> Option<u6
     // Counting a pattern visits names, and a KEY list opens keys: not where the database is
     // too small anyway, nor for a list shorter than the threshold.
     let entries = state::with_db(db, |idx| idx.len() as u64);
+    let cascade = cascade as u64;
+    if entries >= threshold && cascade >= threshold && cascade * 4 >= entries {
+        // A cascade this large (as measured on the index) is deleted in steps too, whatever
+        // the selector picks itself.
+        let selector = server::entries_only(ctx, selector);
+        return Some(state::with_db(db, |idx| idx.count(&selector)));
+    }
     let few_keys = matches!(selector, Selector::Keys(k) if (k.len() as u64) < threshold);
     if entries < threshold || few_keys {
         return None;

@@ -2076,6 +2076,37 @@ fn a_large_immediate_invalidation_runs_in_steps_and_replies_the_count() {
     verify(&mut c);
 }
 
+/// The cascade decides too: one key with 3000 dependents (a chain of them behind) is deleted
+/// in steps, and the reply counts every entry the cascade reached.
+#[test]
+fn a_large_cascade_from_one_key_runs_in_steps() {
+    let s = stepped_server();
+    let mut c = s.conn();
+    ok(&mut c, &["CACHE.SET", "root", "v"]);
+    let mut p = redis::pipe();
+    for i in 0..3000 {
+        p.cmd("CACHE.SET").arg(format!("d{i}")).arg("v").arg("DEPENDS").arg(1).arg("root");
+    }
+    p.query::<()>(&mut c).unwrap();
+    ok(&mut c, &["CACHE.SET", "deeper", "v", "DEPENDS", "1", "d7"]);
+    ok(&mut c, &["CACHE.SET", "other", "v"]);
+    ok(&mut c, &["SET", "plain", "1"]);
+    let steps = lazy_stat(&mut c, "steps");
+    assert_eq!(int(&ok(&mut c, &["CACHE.INVALIDATE", "KEY", "root"])), 3002);
+    assert!(lazy_stat(&mut c, "steps") > steps + 1, "not stepped");
+    assert_eq!(dbsize(&mut c), 2);
+    assert_eq!(get(&mut c, "other").as_deref(), Some("v"));
+    assert_eq!(lazy_stat(&mut c, "marks"), 0);
+    let e = events(&mut c);
+    assert_eq!(e[0], ev("key", "root", 3002, "", "immediate"));
+    // DEPTH 0 selects one key: no steps.
+    ok(&mut c, &["CACHE.SET", "root", "v"]);
+    let steps = lazy_stat(&mut c, "steps");
+    assert_eq!(int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPTH", "0", "KEY", "root"])), 1);
+    assert_eq!(lazy_stat(&mut c, "steps"), steps);
+    verify(&mut c);
+}
+
 #[test]
 fn inside_multi_a_large_immediate_invalidation_runs_at_once() {
     let s = stepped_server();

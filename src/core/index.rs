@@ -96,18 +96,14 @@ impl Members {
         }
     }
 
-    /// Heap bytes of the set (none while it is inline). A bitmap is estimated from its size
-    /// and span (2 bytes a member, at most 8 KB per container of 65 536 ids, plus the
-    /// container): cheap enough to ask at every change.
+    /// Heap bytes of the set (none while it is inline). A bitmap is counted at 2 bytes a
+    /// member, what its array containers take (a dense one takes less): asked at every change,
+    /// so it must not look at the containers.
     fn heap(&self) -> usize {
         match self {
             Members::Few(v) if v.spilled() => v.capacity() * 4,
             Members::Few(_) => 0,
-            Members::Many(s) => {
-                let (lo, hi) = (s.min().unwrap_or(0), s.max().unwrap_or(0));
-                let containers = ((hi >> 16) - (lo >> 16) + 1) as usize;
-                (2 * s.len() as usize).min(8192 * containers) + 32 * containers
-            }
+            Members::Many(s) => 2 * s.len() as usize + 32,
         }
     }
 

@@ -167,11 +167,13 @@ impl Limits {
     }
 
     /// Refuses a selector whose cascade (up to `depth` hops) would reach more than
-    /// `cascade_entries` entries beyond the selected ones, on this index.
-    pub fn check_cascade(&self, idx: &DbIndex, sel: &Selector, depth: u32) -> Result<()> {
+    /// `cascade_entries` entries beyond the selected ones, on this index. Else the number of
+    /// entries the walk reached, the selected ones included (0 when nothing was walked: no
+    /// limit, no cascade).
+    pub fn check_cascade(&self, idx: &DbIndex, sel: &Selector, depth: u32) -> Result<usize> {
         let limit = self.cascade_entries;
         if limit == 0 || depth == 0 || matches!(sel, Selector::All) || idx.resource_count() == 0 {
-            return Ok(());
+            return Ok(0);
         }
         let seeds = idx.select(sel);
         let allowed = seeds.len().saturating_add(limit);
@@ -189,7 +191,7 @@ impl Limits {
         if seen > allowed {
             return Err(cascade_too_large(limit));
         }
-        Ok(())
+        Ok(seen)
     }
 }
 
@@ -235,7 +237,7 @@ mod tests {
         limits().check_set(&a)
     }
 
-    fn msg(r: Result<()>) -> String {
+    fn msg<T: std::fmt::Debug>(r: Result<T>) -> String {
         r.unwrap_err().to_string()
     }
 
