@@ -480,6 +480,21 @@ pub fn notify(ctx: &Context, class: c_int, event: &CStr, key: &RedisString) {
     }
 }
 
+/// `REDISMODULE_CTX_FLAGS_RESP3`: the client speaks RESP3.
+const REDISMODULE_CTX_FLAGS_RESP3: u32 = 1 << 22;
+
+/// A double as RESP2 text: the shortest digits that read back as the same number; `inf`,
+/// `-inf` and `nan` as the server writes them.
+fn double_text(x: f64) -> String {
+    if x.is_nan() {
+        "nan".to_owned()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf" } else { "-inf" }.to_owned()
+    } else {
+        format!("{x}")
+    }
+}
+
 pub fn reply(ctx: &Context, r: &Reply) {
     let c = ctx.ctx;
     unsafe {
@@ -500,6 +515,12 @@ pub fn reply(ctx: &Context, r: &Reply) {
                 }
             }
             Reply::Bulk(b) => reply_bulk(ctx, b),
+            Reply::Double(x) if flags(ctx) & REDISMODULE_CTX_FLAGS_RESP3 == 0 => {
+                // Under RESP2 a double is a bulk string, which Redis 7.0 writes with 17 digits
+                // (0.025999999999999999): the shortest form that reads back as the same number
+                // instead, as the JSON form and newer servers write it.
+                reply_bulk(ctx, double_text(*x).as_bytes());
+            }
             Reply::Double(x) => {
                 if let Some(f) = raw::RedisModule_ReplyWithDouble {
                     f(c, *x);

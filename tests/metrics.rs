@@ -2105,3 +2105,21 @@ fn the_latency_monitor_stays_empty_while_disabled() {
     assert_eq!(latency_latest(&mut c), vec![], "monitor is off");
     verify(&mut c);
 }
+
+/// Doubles read the same in every form: under RESP2 the shortest digits (Redis 7.0 alone would
+/// write `2.6000000000000001`), as in the JSON form.
+#[test]
+fn doubles_are_written_with_the_shortest_digits() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &["CACHE.SET", "k", "v"]);
+    let mut p = redis::pipe();
+    for i in 0..500 {
+        p.cmd("CACHE.GET").arg(if i < 13 { "k" } else { "missing" });
+    }
+    p.query::<()>(&mut c).unwrap();
+    let st = ok(&mut c, &["CACHE.STATS"]);
+    assert_eq!(text(&field(&st, "hit_rate")), "2.6");
+    let json = text(&ok(&mut c, &["CACHE.STATS", "JSON"]));
+    assert!(json.contains("\"hit_rate\":2.6"), "{json}");
+}
