@@ -858,7 +858,7 @@ commands! {
     // Every CACHE.RULE subcommand: the handler reads which one from the arguments.
     rule => crate::commands::cache_rule,
     relate => crate::commands::cache_relate,
-    write => crate::commands::cache_write,
+    write => crate::commands::cache_write as Invalidate,
     tags => crate::commands::cache_tags,
     stats => crate::commands::cache_stats,
     recommend => crate::commands::cache_recommend,

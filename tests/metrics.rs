@@ -2123,3 +2123,21 @@ fn doubles_are_written_with_the_shortest_digits() {
     let json = text(&ok(&mut c, &["CACHE.STATS", "JSON"]));
     assert!(json.contains("\"hit_rate\":2.6"), "{json}");
 }
+
+/// CACHE.WRITE runs invalidations: it is timed with them in `operations.invalidate`.
+#[test]
+fn cache_write_counts_as_an_invalidate_operation() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let count = |c: &mut Connection| {
+        let st = ok(c, &["CACHE.STATS"]);
+        int(&field(&field(&field(&st, "operations"), "invalidate"), "count"))
+    };
+    assert_eq!(count(&mut c), 0);
+    ok(&mut c, &["CACHE.INVALIDATE", "TAG", "nothing"]);
+    assert_eq!(count(&mut c), 1);
+    entry(&mut c, "u1", "v", &["user:1"], &[]);
+    assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "user", "1"])), 1);
+    assert_eq!(count(&mut c), 2);
+    verify(&mut c);
+}
