@@ -1271,10 +1271,17 @@ pub(crate) fn cache_hotkeys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]
     let count = parse::parse_count(argv, "cache.hotkeys")?.unwrap_or(10);
     let now = server::now_ms();
     let mut hot = state::lock().metrics(now).hotkeys(usize::MAX);
-    if let Some(a) = Access::of_caller(ctx) {
-        // Never reveal a key the user may not read.
-        hot.retain(|(k, _)| a.allows(&server::string(ctx, k), false));
-    }
+    let access = Access::of_caller(ctx);
+    hot.retain(|(k, _)| {
+        let rs = server::string(ctx, k);
+        // Never reveal a key the user may not read; a key that is no longer a cache entry here
+        // (deleted, expired, invalidated) is not hot any more (at most 256 keys are opened).
+        if access.as_ref().is_some_and(|a| !a.allows(&rs, false)) {
+            return false;
+        }
+        let key = Key::probe(ctx, &rs);
+        matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, k, e))
+    });
     hot.truncate(count);
     Ok(Reply::Array(
         hot.into_iter()

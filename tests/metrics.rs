@@ -1802,8 +1802,11 @@ fn hotkeys_are_hottest_first_with_count() {
         int(&field(&ok(&mut c, &["CACHE.INSPECT", "h2"]), "hits")),
         3
     );
-    // Metrics outlive the entries.
+    // A key invalidated is not hot any more (its count stays in the table: written again and
+    // read, it is listed with it).
     assert_eq!(inv(&mut c, &["KEY", "h1"]), 1);
+    assert_eq!(hotkeys(&mut c, &["COUNT", "1"]), pairs(&[("h2", 3)]));
+    ok(&mut c, &["CACHE.SET", "h1", "v"]);
     assert_eq!(hotkeys(&mut c, &["COUNT", "1"]), pairs(&[("h1", 5)]));
 
     let d = digest(&mut c);
@@ -2140,4 +2143,23 @@ fn cache_write_counts_as_an_invalidate_operation() {
     assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "user", "1"])), 1);
     assert_eq!(count(&mut c), 2);
     verify(&mut c);
+}
+
+/// A hot key that is gone (deleted, invalidated, expired) is not listed, nor one that is hot in
+/// another database.
+#[test]
+fn hotkeys_leave_out_keys_that_are_gone() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for k in ["a", "b", "c", "d"] {
+        ok(&mut c, &["CACHE.SET", k, "v", "TAGS", "1", k]);
+        get(&mut c, k);
+    }
+    ok(&mut c, &["DEL", "a"]);
+    ok(&mut c, &["CACHE.INVALIDATE", "TAG", "b"]);
+    ok(&mut c, &["CACHE.SET", "c", "v", "PX", "1"]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(hotkeys(&mut c, &[]), pairs(&[("d", 1)]));
+    ok(&mut c, &["SELECT", "1"]);
+    assert_eq!(hotkeys(&mut c, &[]), pairs(&[]));
 }
