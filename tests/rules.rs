@@ -215,7 +215,9 @@ fn events(c: &mut Connection, n: usize) -> Vec<Ev> {
             (
                 text(&field(e, "pattern")),
                 int(&field(e, "keys_invalidated")),
-                text(&field(e, "context")),
+                bytes(&field(e, "context"))
+                    .map(|b| String::from_utf8(b).expect("utf-8"))
+                    .unwrap_or_default(),
                 text(&field(e, "strategy")),
             )
         })

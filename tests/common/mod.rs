@@ -486,7 +486,10 @@ pub fn events(c: &mut Connection) -> Vec<Ev> {
                 text(&field(e, "type")),
                 text(&field(e, "pattern")),
                 int(&field(e, "keys_invalidated")),
-                text(&field(e, "context")),
+                // No context reads as nil; "" here.
+                bytes(&field(e, "context"))
+                    .map(|b| String::from_utf8(b).expect("utf-8"))
+                    .unwrap_or_default(),
                 text(&field(e, "strategy")),
             )
         })
