@@ -111,6 +111,16 @@ pub const LOW_HIT_RATE_PCT: f64 = 50.0;
 /// ... once at least this many lookups were counted.
 pub const LOW_HIT_RATE_MIN_LOOKUPS: u64 = 100;
 /// "Oversized tag": one tag on at least this share of the entries ...
+/// `n` with the noun in its number: "1 entry", "2 entries".
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// [`counted`] entries.
+fn entries(n: u64) -> String {
+    counted(n, "entry", "entries")
+}
+
 pub const OVERSIZED_TAG_SHARE: f64 = 0.5;
 /// ... when the cache holds at least this many entries.
 pub const OVERSIZED_TAG_MIN_ENTRIES: u64 = 100;
@@ -1681,8 +1691,8 @@ impl Metrics {
             severity: Severity::Warning,
             issue: ISSUE_HIGH_IMPACT.into(),
             message: format!(
-                "Average of {avg:.0} keys invalidated per operation ({} entries over {} invalidations; the largest removed {})",
-                s.total_keys_invalidated, s.total_invalidations, self.max_keys
+                "Average of {avg:.0} keys invalidated per operation ({} over {}; the largest removed {})",
+                entries(s.total_keys_invalidated), counted(s.total_invalidations, "invalidation", "invalidations"), self.max_keys
             ),
             suggestions: vec![
                 "Invalidation operations are clearing large numbers of entries".into(),
@@ -1702,20 +1712,20 @@ impl Metrics {
         ];
         if s.removals.expired > 0 {
             suggestions.push(format!(
-                "Raise TTLs where the data stays valid longer: {} entries expired so far",
-                s.removals.expired
+                "Raise TTLs where the data stays valid longer: {} expired so far",
+                entries(s.removals.expired)
             ));
         }
         if s.total_keys_invalidated > 0 {
             suggestions.push(format!(
-                "Invalidate more narrowly (a TAG or KEY rather than a PATTERN or NAMESPACE): {} entries invalidated so far, {:.1} per invalidation",
-                s.total_keys_invalidated, s.efficiency.avg_keys_per_invalidation
+                "Invalidate more narrowly (a TAG or KEY rather than a PATTERN or NAMESPACE): {} invalidated so far, {:.1} per invalidation",
+                entries(s.total_keys_invalidated), s.efficiency.avg_keys_per_invalidation
             ));
         }
         if s.removals.evicted > 0 {
             suggestions.push(format!(
-                "Give the server more memory or review maxmemory-policy: {} entries were evicted and each later read misses",
-                s.removals.evicted
+                "Give the server more memory or review maxmemory-policy: {} evicted, and each later read misses",
+                entries(s.removals.evicted)
             ));
         }
         suggestions.push(
@@ -1752,7 +1762,7 @@ impl Metrics {
             suggestions: vec![
                 format!("Split '{tag}' into narrower tags (per tenant, per record, per page) and invalidate only the part that changed"),
                 "If the tag marks a whole data set or version, invalidate that set with NAMESPACE or PATTERN over its keys, or drop the tag".into(),
-                format!("When '{tag}' must be invalidated, use STRATEGY LAZY so its {n} entries are reclaimed in the background"),
+                format!("When '{tag}' must be invalidated, use STRATEGY LAZY so its {} are reclaimed in the background", entries(n)),
                 "CACHE.TAGS COUNT 10 lists the next largest tags".into(),
             ],
         })
@@ -1773,12 +1783,14 @@ impl Metrics {
         ];
         if expired_unread > 0 {
             suggestions.push(format!(
-                "{expired_unread} entries expired unread: give write-ahead entries a shorter TTL, or stop writing them"
+                "{} expired unread: give write-ahead entries a shorter TTL, or stop writing them",
+                entries(expired_unread)
             ));
         }
         if invalidated_unread > 0 {
             suggestions.push(format!(
-                "{invalidated_unread} entries were invalidated before any read: the data changes faster than it is read, so write it on first read instead of on every change"
+                "{} invalidated before any read: the data changes faster than it is read, so write it on first read instead of on every change",
+                entries(invalidated_unread)
             ));
         }
         suggestions.push(
@@ -2425,7 +2437,7 @@ mod tests {
         assert!(r
             .suggestions
             .iter()
-            .any(|s| s.contains("1 entries were evicted")));
+            .any(|s| s.contains("1 entry evicted, and")));
         // Too few lookups, or a good hit rate: absent.
         let mut few = Metrics::new(T0);
         few.record_miss();
