@@ -48,8 +48,25 @@ pub static CACHE_TYPE: redis_module::native_types::RedisType =
         },
     );
 
+/// The panic boundary of every callback the server calls: a panic never crosses into the
+/// server; it is logged (with where the callback is) and the callback does `default`.
+#[track_caller]
 fn guard<R>(default: R, f: impl FnOnce() -> R) -> R {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
+    let at = std::panic::Location::caller();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            redis_module::logging::log_warning(format!(
+                "tagcache: the callback at {at} failed: {why}"
+            ));
+            default
+        }
+    }
 }
 
 unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
@@ -499,7 +516,7 @@ unsafe extern "C" fn on_config_change(
     _sub: u64,
     _data: *mut c_void,
 ) {
-    server::config_changed();
+    guard((), server::config_changed);
 }
 
 unsafe extern "C" fn on_flush(
@@ -1020,16 +1037,18 @@ pub(crate) unsafe extern "C" fn blocked_reply(
     _argv: *mut *mut raw::RedisModuleString,
     _argc: c_int,
 ) -> c_int {
-    let data =
-        raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
-    if !data.is_null() {
-        let c = Context::new(ctx);
-        match &*data.cast::<server::Answer>() {
-            Ok(r) => server::reply(&c, r),
-            Err(e) => server::reply_error(&c, e),
+    guard(raw::REDISMODULE_OK as c_int, || {
+        let data =
+            raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
+        if !data.is_null() {
+            let c = Context::new(ctx);
+            match &*data.cast::<server::Answer>() {
+                Ok(r) => server::reply(&c, r),
+                Err(e) => server::reply_error(&c, e),
+            }
         }
-    }
-    raw::REDISMODULE_OK as c_int
+        raw::REDISMODULE_OK as c_int
+    })
 }
 
 /// Frees a blocked client's answer.
@@ -1051,19 +1070,21 @@ pub(crate) unsafe extern "C" fn cluster_message(
     if sender.is_null() || (payload.is_null() && len > 0) {
         return;
     }
-    let sender =
-        std::slice::from_raw_parts(sender.cast::<u8>(), raw::REDISMODULE_NODE_ID_LEN as usize);
-    let payload = if len == 0 {
-        Vec::new()
-    } else {
-        std::slice::from_raw_parts(payload, len as usize).to_vec()
-    };
-    crate::cluster::received(
-        &Context::new(ctx),
-        kind,
-        String::from_utf8_lossy(sender).into_owned(),
-        payload,
-    );
+    guard((), || {
+        let sender =
+            std::slice::from_raw_parts(sender.cast::<u8>(), raw::REDISMODULE_NODE_ID_LEN as usize);
+        let payload = if len == 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts(payload, len as usize).to_vec()
+        };
+        crate::cluster::received(
+            &Context::new(ctx),
+            kind,
+            String::from_utf8_lossy(sender).into_owned(),
+            payload,
+        );
+    })
 }
 
 /// The event loop's one-shot callback that arms the reclaimer's next step for a client waiting
