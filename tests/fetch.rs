@@ -344,7 +344,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         ("CACHE.INVALIDATE STRATEGY SOFT TAG", "ERR syntax error"),
         (
             "CACHE.PENDING STALE 99999999999999 k",
-            "ERR wrong number of arguments for 'cache.pending' command",
+            "ERR CACHE.PENDING STALE is internal: only the master and the AOF send it",
         ),
         ("CONFIG SET cache.refresh-ahead-percent 101", ""),
         ("CONFIG SET cache.lease-ms 0", ""),

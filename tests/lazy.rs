@@ -1115,19 +1115,19 @@ fn a_replica_reads_the_same_misses_and_ends_with_the_same_keys() {
     for (parts, want) in [
         (
             a("CACHE.PENDING MARK 0 blob"),
-            "ERR wrong number of arguments for 'cache.pending' command",
+            "ERR CACHE.PENDING MARK is internal: only the master and the AOF send it",
         ),
         (
             a("CACHE.PENDING MARK"),
-            "ERR unknown subcommand 'MARK'. Try CACHE.PENDING HELP.",
+            "ERR CACHE.PENDING MARK is internal: only the master and the AOF send it",
         ),
         (
             a("CACHE.PENDING RECLAIMED 1 99"),
-            "ERR wrong number of arguments for 'cache.pending' command",
+            "ERR CACHE.PENDING RECLAIMED is internal: only the master and the AOF send it",
         ),
         (
-            a("CACHE.PENDING RECLAIMED"),
-            "ERR unknown subcommand 'RECLAIMED'. Try CACHE.PENDING HELP.",
+            a("CACHE.PENDING reclaimed"),
+            "ERR CACHE.PENDING RECLAIMED is internal: only the master and the AOF send it",
         ),
     ] {
         assert_eq!(err(&mut mc, &parts), want, "{parts:?}");

@@ -521,6 +521,11 @@ pub enum PendingArgs {
 /// the AOF) also `ADD <request>`, `COALESCE <id>`, `DONE <id>`, `MARK <db> <mark>` and
 /// `RECLAIMED <db> <generation>`, and from an AOF rewrite `BORN <key> <generation>` and
 /// `STATE <queue> <rules> <marks>`, which clients cannot send.
+/// The subcommands of CACHE.PENDING that only replication and the AOF send.
+const PENDING_INTERNAL: [&str; 8] = [
+    "ADD", "COALESCE", "DONE", "MARK", "RECLAIMED", "BORN", "STATE", "STALE",
+];
+
 pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
     let id = |a: &[u8]| -> Result<u64> {
         u64::try_from(parse_i64(a)?).map_err(|_| CacheError::NotInteger)
@@ -554,6 +559,12 @@ pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
             parse_i64(args[2])?,
             args[3..].iter().map(|k| k.to_vec()).collect(),
         )),
+        n if n >= 2 && !replayed && PENDING_INTERNAL.iter().any(|w| eq(args[1], w)) => {
+            Err(CacheError::Message(format!(
+                "ERR CACHE.PENDING {} is internal: only the master and the AOF send it",
+                word(args[1]).to_uppercase()
+            )))
+        }
         2 => Err(CacheError::UnknownSubcommand(
             word(args[1]),
             "CACHE.PENDING",
@@ -963,6 +974,18 @@ mod tests {
         );
         assert_eq!(
             parse_pending(&a("p DONE 3"), false),
+            Err(CacheError::Message(
+                "ERR CACHE.PENDING DONE is internal: only the master and the AOF send it".into()
+            ))
+        );
+        assert_eq!(
+            parse_pending(&a("p stale"), false),
+            Err(CacheError::Message(
+                "ERR CACHE.PENDING STALE is internal: only the master and the AOF send it".into()
+            ))
+        );
+        assert_eq!(
+            parse_pending(&a("p DONE x y"), true),
             Err(CacheError::WrongArity("cache.pending"))
         );
         assert_eq!(
@@ -973,10 +996,10 @@ mod tests {
             parse_pending(&a("p STALE 100 a b"), true),
             Ok(PendingArgs::Stale(100, vec![b"a".to_vec(), b"b".to_vec()]))
         );
-        assert_eq!(
+        assert!(matches!(
             parse_pending(&a("p STALE 100 a"), false),
-            Err(CacheError::WrongArity("cache.pending"))
-        );
+            Err(CacheError::Message(m)) if m.contains("is internal")
+        ));
         assert!(matches!(
             parse_pending(&a("p nope"), false),
             Err(CacheError::UnknownSubcommand(..))
