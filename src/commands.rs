@@ -13,8 +13,8 @@ use crate::core::entry::{Entry, LinkChange, NameIter};
 use crate::core::glob::Glob;
 use crate::core::index::hash_key;
 use crate::core::index::{self, DbIndex, Reach, Selector};
-use crate::core::limits;
 use crate::core::lazy::decode_mark;
+use crate::core::limits;
 use crate::core::metrics::{Field, InvalidationRecord, Op};
 use crate::core::parse::{self, Condition, DebugArgs, Expiry, PendingArgs, Strategy};
 use crate::core::rules::{RelateCommand, RowValue, RuleCommand, RuleReply, RuleStrategy, Rules};
@@ -1038,7 +1038,12 @@ pub(crate) fn cache_keys(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
         matches!(key.held(), server::Held::Entry(e) if !reclaim::gone(ctx, name, e))
     });
     if reached.cut {
-        return Err(limits::reply_too_large("CACHE.KEYS", "keys", limit, "narrow the selector or lower DEPTH"));
+        return Err(limits::reply_too_large(
+            "CACHE.KEYS",
+            "keys",
+            limit,
+            "narrow the selector or lower DEPTH",
+        ));
     }
     let depth = a.depth.unwrap_or_else(config::max_cascade_depth);
     if fan {
@@ -1125,9 +1130,10 @@ pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
     let db = server::selected_db(ctx);
     // The others list every matching tag when fanning out (see below).
     let count = a.count.filter(|_| !fan);
-    // Every tag is listed without COUNT (the others list every matching one when fanning
-    // out): not past the limit, as for CACHE.KEYS.
-    let limit = if server::replayed(ctx) || count.is_some() {
+    // Every tag is listed without COUNT: not past the limit, as for CACHE.KEYS. (With COUNT
+    // and fanning out, this node and the others list every matching tag for the merge: not
+    // refused, nor bounded.)
+    let limit = if server::replayed(ctx) || a.count.is_some() || cluster::remote() {
         usize::MAX
     } else {
         config::max_reply_keys()
@@ -1135,7 +1141,12 @@ pub(crate) fn cache_tags(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
     if limit != usize::MAX {
         let listed = state::with_db(db, |idx| idx.tag_count_up_to(glob.as_ref(), limit));
         if listed > limit {
-            return Err(limits::reply_too_large("CACHE.TAGS", "tags", limit, "use COUNT or MATCH"));
+            return Err(limits::reply_too_large(
+                "CACHE.TAGS",
+                "tags",
+                limit,
+                "use COUNT or MATCH",
+            ));
         }
     }
     let marked = state::lock().lazy().marks(db).is_some();

@@ -395,12 +395,7 @@ fn waiters() -> std::sync::MutexGuard<'static, Vec<Waiter>> {
 /// selects (or its `cascade`, as measured on the index, reaches) at least
 /// `cache.stepped-threshold` entries and a good part of the database (the reclaimer walks the
 /// whole database), and the client can wait. Some(entries it selects).
-pub fn steps_pay_off(
-    ctx: &Context,
-    db: usize,
-    selector: &Selector,
-    cascade: usize,
-) -> Option<u64> {
+pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector, cascade: usize) -> Option<u64> {
     let threshold = config::STEPPED_THRESHOLD.get();
     if threshold == 0 || server::is_replica(ctx) || !server::can_block(ctx) {
         return None;

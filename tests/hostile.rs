@@ -1303,7 +1303,9 @@ fn listings_past_the_reply_limit_are_refused_and_inspect_is_cut() {
         args.extend_from_slice(sel);
         let e = err(&mut c, &args);
         assert!(
-            e.contains("CACHE.KEYS selects more than 100 keys, the limit is 100 (cache.max-reply-keys)"),
+            e.contains(
+                "CACHE.KEYS selects more than 100 keys, the limit is 100 (cache.max-reply-keys)"
+            ),
             "{sel:?}: {e}"
         );
     }
@@ -1316,7 +1318,10 @@ fn listings_past_the_reply_limit_are_refused_and_inspect_is_cut() {
     assert_eq!(text(&list(&top[0])[0]), "big");
     assert_eq!(int(&list(&top[0])[1]), 1400);
     assert_eq!(text(&list(&top[1])[0]), "small");
-    assert_eq!(list(&ok(&mut c, &["CACHE.TAGS", "MATCH", "t:1?"])).len(), 10);
+    assert_eq!(
+        list(&ok(&mut c, &["CACHE.TAGS", "MATCH", "t:1?"])).len(),
+        10
+    );
     // INSPECT: 1 000 dependents listed (sorted), the other 500 counted.
     let r = ok(&mut c, &["CACHE.INSPECT", "root"]);
     let deps = strings(&field(&r, "dependents"));
@@ -1346,19 +1351,33 @@ fn tags_while_a_lazy_mark_waits_are_bounded() {
     config_set(&mut c, "cache.max-reply-keys", "50");
     let mut p = redis::pipe();
     for i in 0..300 {
-        p.cmd("CACHE.SET").arg(format!("k:{i}")).arg("v").arg("TAGS").arg(1).arg("all");
+        p.cmd("CACHE.SET")
+            .arg(format!("k:{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg("all");
     }
     p.query::<()>(&mut c).unwrap();
     ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
     assert_eq!(
-        int(&ok(&mut c, &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "PATTERN", "k:1*"])),
+        int(&ok(
+            &mut c,
+            &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "PATTERN", "k:1*"]
+        )),
         111
     );
     let e = err(&mut c, &["CACHE.TAGS", "COUNT", "1"]);
-    assert!(e.starts_with("TRYAGAIN CACHE.TAGS would open more than 100 entries"), "{e}");
+    assert!(
+        e.starts_with("TRYAGAIN CACHE.TAGS would open more than 100 entries"),
+        "{e}"
+    );
     ok(&mut c, &["CACHE.DEBUG", "RECLAIM", "RESUME"]);
     eventually("the mark is reclaimed", || dbsize(&mut c) == 189);
     let top = list(&ok(&mut c, &["CACHE.TAGS", "COUNT", "1"]));
-    assert_eq!((text(&list(&top[0])[0]), int(&list(&top[0])[1])), ("all".into(), 189));
+    assert_eq!(
+        (text(&list(&top[0])[0]), int(&list(&top[0])[1])),
+        ("all".into(), 189)
+    );
     verify(&mut c);
 }

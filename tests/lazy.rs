@@ -2085,7 +2085,12 @@ fn a_large_cascade_from_one_key_runs_in_steps() {
     ok(&mut c, &["CACHE.SET", "root", "v"]);
     let mut p = redis::pipe();
     for i in 0..3000 {
-        p.cmd("CACHE.SET").arg(format!("d{i}")).arg("v").arg("DEPENDS").arg(1).arg("root");
+        p.cmd("CACHE.SET")
+            .arg(format!("d{i}"))
+            .arg("v")
+            .arg("DEPENDS")
+            .arg(1)
+            .arg("root");
     }
     p.query::<()>(&mut c).unwrap();
     ok(&mut c, &["CACHE.SET", "deeper", "v", "DEPENDS", "1", "d7"]);
@@ -2102,7 +2107,13 @@ fn a_large_cascade_from_one_key_runs_in_steps() {
     // DEPTH 0 selects one key: no steps.
     ok(&mut c, &["CACHE.SET", "root", "v"]);
     let steps = lazy_stat(&mut c, "steps");
-    assert_eq!(int(&ok(&mut c, &["CACHE.INVALIDATE", "DEPTH", "0", "KEY", "root"])), 1);
+    assert_eq!(
+        int(&ok(
+            &mut c,
+            &["CACHE.INVALIDATE", "DEPTH", "0", "KEY", "root"]
+        )),
+        1
+    );
     assert_eq!(lazy_stat(&mut c, "steps"), steps);
     verify(&mut c);
 }

@@ -2136,7 +2136,10 @@ fn cache_write_counts_as_an_invalidate_operation() {
     let mut c = s.conn();
     let count = |c: &mut Connection| {
         let st = ok(c, &["CACHE.STATS"]);
-        int(&field(&field(&field(&st, "operations"), "invalidate"), "count"))
+        int(&field(
+            &field(&field(&st, "operations"), "invalidate"),
+            "count",
+        ))
     };
     assert_eq!(count(&mut c), 0);
     ok(&mut c, &["CACHE.INVALIDATE", "TAG", "nothing"]);

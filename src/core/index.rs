@@ -237,8 +237,10 @@ fn top<'a>(
     keep: impl Fn(&[u8]) -> bool,
 ) -> Vec<(&'a [u8], usize)> {
     use std::cmp::Reverse;
-    // A min-heap of the best so far, by (size, then the smaller name): the worst kept on top.
-    let mut heap: std::collections::BinaryHeap<Reverse<(usize, Reverse<&[u8]>)>> =
+    /// A tag's rank: larger first, then the smaller name.
+    type Rank<'n> = (usize, Reverse<&'n [u8]>);
+    // A min-heap of the best so far: the worst kept on top.
+    let mut heap: std::collections::BinaryHeap<Reverse<Rank<'a>>> =
         std::collections::BinaryHeap::with_capacity(n.min(1 << 16) + 1);
     for (name, len) in sizes {
         let rank = (len, Reverse(name));
@@ -812,7 +814,11 @@ impl DbIndex {
                     big.truncate(n);
                     big
                 } else {
-                    top(self.tags.iter().map(|(name, m)| (&name[..], m.len())), n, keep)
+                    top(
+                        self.tags.iter().map(|(name, m)| (&name[..], m.len())),
+                        n,
+                        keep,
+                    )
                 }
             }
             None => self
@@ -1567,7 +1573,13 @@ mod tests {
     fn a_cascade_up_to_a_limit_stops_past_it() {
         let idx = chain(40);
         let walk = |depth, limit| {
-            cascade_up_to(vec![b("c0")], depth, limit, |k| idx.dependents_of_all(k), |_| true)
+            cascade_up_to(
+                vec![b("c0")],
+                depth,
+                limit,
+                |k| idx.dependents_of_all(k),
+                |_| true,
+            )
         };
         let whole = walk(100, 40);
         assert_eq!((whole.keys.len(), whole.cut), (40, false));
@@ -1700,9 +1712,15 @@ mod tests {
         ins(&mut idx, "x", &["big", "small"], &["r"]);
         ins(&mut idx, "y", &["big"], &["r"]);
         ins(&mut idx, "z", &[], &[]);
-        assert_eq!(idx.some_dependents(b"r", 9, 9, |_| true), (vec![b("x"), b("y")], 0));
+        assert_eq!(
+            idx.some_dependents(b"r", 9, 9, |_| true),
+            (vec![b("x"), b("y")], 0)
+        );
         assert_eq!(idx.some_dependents(b"r", 1, 9, |_| true).1, 1);
-        assert_eq!(idx.some_dependents(b"r", 9, 9, |k| k == b"y"), (vec![b("y")], 0));
+        assert_eq!(
+            idx.some_dependents(b"r", 9, 9, |k| k == b"y"),
+            (vec![b("y")], 0)
+        );
         let g = Glob::new(b"b*");
         assert_eq!(
             idx.tag_sizes(None, None),

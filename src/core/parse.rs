@@ -523,7 +523,14 @@ pub enum PendingArgs {
 /// `STATE <queue> <rules> <marks>`, which clients cannot send.
 /// The subcommands of CACHE.PENDING that only replication and the AOF send.
 const PENDING_INTERNAL: [&str; 8] = [
-    "ADD", "COALESCE", "DONE", "MARK", "RECLAIMED", "BORN", "STATE", "STALE",
+    "ADD",
+    "COALESCE",
+    "DONE",
+    "MARK",
+    "RECLAIMED",
+    "BORN",
+    "STATE",
+    "STALE",
 ];
 
 pub fn parse_pending(args: &[&[u8]], replayed: bool) -> Result<PendingArgs> {
