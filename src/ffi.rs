@@ -2,7 +2,7 @@
 //! notifications. Nothing here may panic across the boundary or touch shared state from a
 //! background thread (`free` may run on the lazy-free thread).
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::mem::ManuallyDrop;
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -944,10 +944,17 @@ pub fn create_subcommands(ctx: &Context, rows: &[SubcommandRow]) -> bool {
     }
 }
 
-/// Key specs for the keyed commands (Redis 7.0 command info): reads are read-only access, so an
-/// ACL user with `%R~` patterns may CACHE.GET what it may read, and writes need write access.
-/// Without key specs the server treats the legacy key positions as read-write.
-pub fn set_key_specs(ctx: &Context, rows: &[CommandRow]) -> bool {
+/// The command info of every command and subcommand (Redis 7.0): its docs from
+/// `core::docs` (summary, since, complexity, arguments, for `COMMAND DOCS` and redis-cli's
+/// hints), and key specs for the keyed commands: reads are read-only access, so an ACL user
+/// with `%R~` patterns may CACHE.GET what it may read, and writes need write access. Without
+/// key specs the server treats the legacy key positions as read-write. Err names a command
+/// that has no docs or that the server refused; on a server without the API nothing is set.
+pub fn set_command_info(
+    ctx: &Context,
+    rows: &[CommandRow],
+    subcommands: &[SubcommandRow],
+) -> Result<(), String> {
     use raw::{
         RedisModuleCommandKeySpec as Spec, RedisModuleCommandKeySpec__bindgen_ty_1 as Begin,
         RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 as Index,
@@ -995,40 +1002,130 @@ pub fn set_key_specs(ctx: &Context, rows: &[CommandRow]) -> bool {
         sizeof_keyspec: std::mem::size_of::<Spec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
     };
-    // The keyed commands: read-only ones by their flags, a range to the end for a last key -1.
-    let commands = rows
-        .iter()
-        .filter(|r| r.3 > 0)
-        .map(|&(name, _, flags, first, last, _, _)| {
-            let readonly = flags
-                .to_bytes()
-                .split(|&b| b == b' ')
-                .any(|f| f == b"readonly");
-            let lastkey = if last < 0 { last } else { last - first };
-            (name, if readonly { read } else { write }, first, lastkey)
-        });
+    // Every command (the keyed ones with their spec: read-only ones by their flags, a range to
+    // the end for a last key -1), then every subcommand (`container|name`).
+    let commands = rows.iter().map(|&(name, _, flags, first, last, _, _)| {
+        let readonly = flags
+            .to_bytes()
+            .split(|&b| b == b' ')
+            .any(|f| f == b"readonly");
+        let lastkey = if last < 0 { last } else { last - first };
+        let key = (first > 0).then_some((if readonly { read } else { write }, first, lastkey));
+        (name.to_string_lossy().into_owned(), key)
+    });
+    let subs = subcommands.iter().map(|&(parent, name, ..)| {
+        let full = format!("{}|{}", parent.to_string_lossy(), name.to_string_lossy());
+        (full, None)
+    });
+    // SAFETY: the server's API, called at load time from the main thread with the module's
+    // context; every pointer handed over stays alive until SetCommandInfo returns (it copies).
     unsafe {
         let (Some(get), Some(set_info)) =
             (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo)
         else {
-            // An older server: the legacy key positions stay.
-            return true;
+            // An older server: the legacy key positions stay, and no docs.
+            return Ok(());
         };
-        for (name, flags, first, lastkey) in commands {
-            let cmd = get(ctx.ctx, name.as_ptr());
+        for (name, key) in commands.chain(subs) {
+            let doc = crate::core::docs::of(&name).ok_or_else(|| format!("{name} has no docs"))?;
+            let cname = CString::new(name.as_str()).map_err(|_| name.clone())?;
+            let cmd = get(ctx.ctx, cname.as_ptr());
             if cmd.is_null() {
-                return false;
+                return Err(format!("{name} is not registered"));
             }
-            let mut specs = [spec(flags, first, lastkey), end];
+            let mut raw_doc = RawDoc::default();
+            let args = raw_doc.args(doc.args, key.is_some());
+            let (summary, complexity, since) = (
+                raw_doc.text(doc.summary),
+                raw_doc.text(doc.complexity),
+                raw_doc.text(doc.since),
+            );
+            let mut specs = key.map(|(flags, first, lastkey)| [spec(flags, first, lastkey), end]);
             let mut info: raw::RedisModuleCommandInfo = std::mem::zeroed();
             info.version = &version;
-            info.key_specs = specs.as_mut_ptr();
+            info.summary = summary;
+            info.complexity = complexity;
+            info.since = since;
+            info.args = args;
+            if let Some(specs) = &mut specs {
+                info.key_specs = specs.as_mut_ptr();
+            }
             if set_info(cmd, &info) != raw::REDISMODULE_OK as c_int {
-                return false;
+                return Err(format!("the server refused the command info of {name}"));
             }
         }
     }
-    true
+    Ok(())
+}
+
+/// A command's docs in the server's structures: the strings and argument arrays they point to
+/// live as long as this value.
+#[derive(Default)]
+struct RawDoc {
+    strings: Vec<CString>,
+    arrays: Vec<Box<[raw::RedisModuleCommandArg]>>,
+}
+
+impl RawDoc {
+    fn text(&mut self, s: &str) -> *const c_char {
+        let c = CString::new(s).unwrap_or_default();
+        let p = c.as_ptr();
+        self.strings.push(c);
+        p
+    }
+
+    /// The arguments as an array ended by a zeroed one (null when there are none). A key
+    /// argument points at the command's one key spec (`keyed`), else it is a plain string.
+    fn args(
+        &mut self,
+        args: &[crate::core::docs::Arg],
+        keyed: bool,
+    ) -> *mut raw::RedisModuleCommandArg {
+        use crate::core::docs::Kind;
+        if args.is_empty() {
+            return std::ptr::null_mut();
+        }
+        let mut out: Vec<raw::RedisModuleCommandArg> = Vec::with_capacity(args.len() + 1);
+        for a in args {
+            let kind = match a.kind {
+                Kind::Text => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                Kind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                Kind::Key if keyed => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
+                Kind::Key => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                Kind::Pattern => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PATTERN,
+                Kind::UnixTime => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_UNIX_TIME,
+                Kind::Token => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
+                Kind::OneOf => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF,
+                Kind::Block => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK,
+            };
+            let mut flags = 0;
+            if a.optional {
+                flags |= raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int;
+            }
+            if a.multiple {
+                flags |= raw::REDISMODULE_CMD_ARG_MULTIPLE as c_int;
+            }
+            let subargs = self.args(a.sub, keyed);
+            out.push(raw::RedisModuleCommandArg {
+                name: self.text(a.name),
+                type_: kind,
+                key_spec_index: if a.kind == Kind::Key && keyed { 0 } else { -1 },
+                token: a.token.map_or(std::ptr::null(), |t| self.text(t)),
+                summary: std::ptr::null(),
+                since: std::ptr::null(),
+                flags,
+                deprecated_since: std::ptr::null(),
+                subargs,
+                display_text: std::ptr::null(),
+            });
+        }
+        // SAFETY: an all-zero argument (null pointers, type 0) is the array's end marker.
+        out.push(unsafe { std::mem::zeroed() });
+        let mut boxed = out.into_boxed_slice();
+        let p = boxed.as_mut_ptr();
+        self.arrays.push(boxed);
+        p
+    }
 }
 
 /// The reply callback of every client the module blocks: renders its `server::Answer`.

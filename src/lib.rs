@@ -83,12 +83,12 @@ mod module {
         redis_module::raw::register_info_function(ctx.ctx, Some(ffi::info));
         crate::server::set_module_options(ctx);
         crate::server::keep_detached_context(ctx);
-        if !ffi::set_key_specs(ctx, &COMMANDS) {
-            ctx.log_warning("tagcache: could not set the key specs of the commands");
-            return Status::Err;
-        }
         if !ffi::create_subcommands(ctx, &SUBCOMMANDS) {
             ctx.log_warning("tagcache: could not register CACHE.RULE");
+            return Status::Err;
+        }
+        if let Err(why) = ffi::set_command_info(ctx, &COMMANDS, &SUBCOMMANDS) {
+            ctx.log_warning(&format!("tagcache: could not set the command info: {why}"));
             return Status::Err;
         }
         crate::cluster::register(ctx);

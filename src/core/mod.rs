@@ -1,6 +1,7 @@
 //! The pure core: no `redis_module` imports, fully unit-tested.
 
 pub mod batch;
+pub mod docs;
 pub mod entry;
 pub mod glob;
 pub mod history;
