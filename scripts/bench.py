@@ -211,6 +211,9 @@ def throughput(srv):
     if FLOOR:
         # The same string operations as SET and GET, through the module API only.
         cmds["FLOOR.SET"] = ["FLOOR.SET", "p:__rand_int__", value]
+        # With CACHE.SET's argument count: the arguments after the value are ignored.
+        cmds["FLOOR.SET+tags"] = ["FLOOR.SET", "p:__rand_int__", value] + tags
+        cmds["CACHE.SET no tags"] = ["CACHE.SET", "n:__rand_int__", value]
         cmds["FLOOR.GET"] = ["FLOOR.GET", "p:__rand_int__"]
     runs = {k: [] for k in cmds}
     for _ in range(5):  # interleaved rounds
@@ -234,6 +237,15 @@ def throughput(srv):
         report("ratio floor FLOOR.GET/GET (module API only)", med["FLOOR.GET"] / med["GET"], "x")
         report("ratio floor CPU SET/FLOOR.SET", cpu["SET"] / cpu["FLOOR.SET"], "x")
         report("ratio floor CPU GET/FLOOR.GET", cpu["GET"] / cpu["FLOOR.GET"], "x")
+        # CACHE.SET against its floor at the same argument count (issue 26: goal >= 0.85).
+        report("ratio CPU FLOOR.SET+tags/CACHE.SET (%d args each; goal >= 0.85)"
+               % (len(cmds["CACHE.SET"])), cpu["FLOOR.SET+tags"] / cpu["CACHE.SET"], "x")
+        report("ratio CPU FLOOR.SET/CACHE.SET no tags (3 args each)",
+               cpu["FLOOR.SET"] / cpu["CACHE.SET no tags"], "x")
+        report("ratio rps CACHE.SET/FLOOR.SET+tags (same args)",
+               med["CACHE.SET"] / med["FLOOR.SET+tags"], "x")
+        report("ratio CPU FLOOR.GET/CACHE.GET (goal >= 0.95)",
+               cpu["FLOOR.GET"] / cpu["CACHE.GET"], "x")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -720,6 +732,73 @@ def guard(srv):
            cpu["CACHE.SET GUARD"] / cpu["CACHE.SET"], "x")
     c.call("CONFIG", "SET", "cache.guard-max-bytes", str(64 << 20))
 
+# ---------------------------------------------------------------------------------------------
+# The real peer (issue 26): Symfony Cache's RedisTagAwareAdapter through its own API
+# (saveDeferred + commit, getItems, invalidateTags) against tagcache from the same PHP client
+# (phpredis rawCommand, pipelines of 1000), scripts/bench/peer.php. Each side gets a fresh
+# server of the same binary in this run; the server's CPU comes from INFO cpu.
+
+PEER = os.path.join(ROOT, "scripts", "bench", "peer.php")
+
+
+def peer_side(side, count):
+    srv = Server()
+    try:
+        out = subprocess.run(["php", PEER, side, str(srv.port), str(count)],
+                             check=True, capture_output=True, text=True).stdout
+    finally:
+        srv.stop()
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def symfony(srv):
+    if not shutil.which("php"):
+        print("symfony: no php (scripts/bench.sh installs php-cli php-redis php-symfony-cache);"
+              " left out", flush=True)
+        return
+    count = n(100_000)
+    sides = {s: peer_side(s, count) for s in ("symfony", "tagcache")}
+    for s, f in sides.items():
+        assert f["read_hits"] == count, (s, f["read_hits"])
+        assert f["hits_after_small"] == 0 and f["hits_after_all"] == 0, (s, f)
+    small = sides["tagcache"]["small_tag_entries"]
+    rows = [
+        ("server CPU per saved entry", "us", lambda f: f["cpu_save_s"] / count * 1e6),
+        ("server CPU per entry read (batches of 1000)", "us",
+         lambda f: f["cpu_read_s"] / count * 1e6),
+        ("bytes per entry", "B", lambda f: f["memory_bytes"] / count),
+        ("invalidate the tag all %d share: server CPU" % count, "ms",
+         lambda f: f["cpu_invalidate_all_s"] * 1e3),
+        ("longest PING round trip during it", "ms", lambda f: f["ping_max_ms"]),
+        ("invalidate a 1%% tag (%d entries): server CPU" % small, "ms",
+         lambda f: f["cpu_invalidate_small_s"] * 1e3),
+    ]
+    print("%-52s %12s %12s %10s" % ("figure (%d entries, 3 tags, 100 B)" % count, "Symfony",
+                                    "tagcache", "tc/Symfony"), flush=True)
+    for label, unit, get in rows:
+        theirs, ours = get(sides["symfony"]), get(sides["tagcache"])
+        print("%-52s %9.2f %-2s %9.2f %-2s %10.3f" % (label, theirs, unit, ours, unit,
+                                                     ours / theirs if theirs else float("nan")),
+              flush=True)
+        RESULTS["peer %s Symfony" % label] = theirs
+        RESULTS["peer %s tagcache" % label] = ours
+        RESULTS["peer ratio %s tagcache/Symfony" % label] = ours / theirs if theirs else None
+    for what in ("keys_left_after_invalidations", "keys_left_after_ttl"):
+        label = what.replace("_", " ")
+        print("%-52s %12d %12d %10s" % (label, sides["symfony"][what], sides["tagcache"][what],
+                                        "-"), flush=True)
+        RESULTS["peer %s Symfony" % label] = sides["symfony"][what]
+        RESULTS["peer %s tagcache" % label] = sides["tagcache"][what]
+    save = sides["tagcache"]["cpu_save_s"] / sides["symfony"]["cpu_save_s"]
+    report("ratio CPU per saved entry tagcache/Symfony (goal <= 0.5)", save, "x",
+           "pipelined CACHE.SET against commit")
+    inv = sides["tagcache"]["cpu_invalidate_small_s"] / sides["symfony"]["cpu_invalidate_small_s"]
+    report("ratio CPU 1% tag tagcache/Symfony (goal <= 0.5)", inv, "x")
+    mem = sides["tagcache"]["memory_bytes"] / sides["symfony"]["memory_bytes"]
+    report("ratio bytes per entry tagcache/Symfony (goal <= 0.5)", mem, "x")
+    read = sides["tagcache"]["cpu_read_s"] / sides["symfony"]["cpu_read_s"]
+    report("ratio CPU per entry read tagcache/Symfony (goal <= 1.0)", read, "x")
+
 
 def main():
     if not os.path.exists(MODULE):
@@ -730,7 +809,8 @@ def main():
     figures = [("throughput", throughput), ("memory", memory), ("tag", tag_invalidation),
                ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall),
                ("worst", worst_cases),
-               ("stats", stats_cost), ("lazy", lazy), ("herd", herd), ("guard", guard)]
+               ("stats", stats_cost), ("lazy", lazy), ("herd", herd), ("guard", guard),
+               ("symfony", symfony)]
     srv = Server()
     try:
         for name, fn in figures:
