@@ -5,7 +5,6 @@
 use std::ffi::{CStr, CString};
 use std::mem::ManuallyDrop;
 use std::os::raw::{c_char, c_int, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use redis_module::{raw, Context, RedisString};
@@ -53,20 +52,10 @@ pub static CACHE_TYPE: redis_module::native_types::RedisType =
 #[track_caller]
 fn guard<R>(default: R, f: impl FnOnce() -> R) -> R {
     let at = std::panic::Location::caller();
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(panic) => {
-            let why = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
-            redis_module::logging::log_warning(format!(
-                "tagcache: the callback at {at} failed: {why}"
-            ));
-            default
-        }
-    }
+    crate::error::catch(f).unwrap_or_else(|why| {
+        redis_module::logging::log_warning(format!("tagcache: the callback at {at} failed: {why}"));
+        default
+    })
 }
 
 unsafe extern "C" fn rdb_load(io: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
