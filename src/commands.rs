@@ -318,9 +318,8 @@ pub(crate) fn cache_inspect(ctx: &Context, args: &[RedisString], argv: &[&[u8]])
     // with the index unlocked: the ids are taken first, a bounded number of them.
     let lazy = state::lazy_active();
     let access = Access::of_caller(ctx);
-    let (candidates, unseen) = state::with_db(db, |idx| {
-        idx.some_dependents(argv[1], INSPECT_LOOKS, INSPECT_LOOKS, |_| true)
-    });
+    let (candidates, unseen) =
+        state::with_db(db, |idx| idx.some_dependents(argv[1], INSPECT_LOOKS));
     let looked = candidates.len();
     let mut dependents: Vec<Vec<u8>> = Vec::new();
     let mut stopped_at = looked;

@@ -610,32 +610,21 @@ impl DbIndex {
         self.names.iter().filter_map(KeyName::as_deref)
     }
 
-    /// Keys of the first `limit` entries (by id) that depend on `resource` and pass `keep`,
-    /// sorted, with the number of dependents the walk did not reach (at most `budget` are looked
-    /// at, so a resource with a million dependents costs `budget` steps).
-    pub fn some_dependents(
-        &self,
-        resource: &[u8],
-        limit: usize,
-        budget: usize,
-        mut keep: impl FnMut(&[u8]) -> bool,
-    ) -> (Vec<Vec<u8>>, usize) {
+    /// Keys of the first `limit` entries (by id) that depend on `resource`, sorted, with the
+    /// number of its dependents left out (a resource with a million dependents costs `limit`).
+    pub fn some_dependents(&self, resource: &[u8], limit: usize) -> (Vec<Vec<u8>>, usize) {
         let Some(m) = self.resources.get(resource) else {
             return (Vec::new(), 0);
         };
-        let mut out = Vec::new();
-        let mut looked = 0;
-        for name in m.iter().filter_map(|id| self.name(id)) {
-            if out.len() == limit || looked == budget {
-                break;
-            }
-            looked += 1;
-            if keep(name) {
-                out.push(name.to_vec());
-            }
-        }
+        let mut out: Vec<Vec<u8>> = m
+            .iter()
+            .filter_map(|id| self.name(id))
+            .take(limit)
+            .map(<[u8]>::to_vec)
+            .collect();
         out.sort();
-        (out, m.len() - looked)
+        let left = m.len() - out.len();
+        (out, left)
     }
 
     /// Keys starting with `prefix`, from its namespace when it has one (cost proportional to
@@ -1712,15 +1701,8 @@ mod tests {
         ins(&mut idx, "x", &["big", "small"], &["r"]);
         ins(&mut idx, "y", &["big"], &["r"]);
         ins(&mut idx, "z", &[], &[]);
-        assert_eq!(
-            idx.some_dependents(b"r", 9, 9, |_| true),
-            (vec![b("x"), b("y")], 0)
-        );
-        assert_eq!(idx.some_dependents(b"r", 1, 9, |_| true).1, 1);
-        assert_eq!(
-            idx.some_dependents(b"r", 9, 9, |k| k == b"y"),
-            (vec![b("y")], 0)
-        );
+        assert_eq!(idx.some_dependents(b"r", 9), (vec![b("x"), b("y")], 0));
+        assert_eq!(idx.some_dependents(b"r", 1).1, 1);
         let g = Glob::new(b"b*");
         assert_eq!(
             idx.tag_sizes(None, None),
