@@ -161,15 +161,26 @@ struct Linked {
     len: usize,
 }
 
+/// The heap change of one member added to (or removed from, `sign` -1) `m`, whose heap was
+/// `before` when it was a bitmap too: a bitmap counts 2 bytes a member (see `Members::heap`), so
+/// its size need not be read again on this path (every CACHE.SET's).
+fn heap_change(m: &Members, was_many: bool, before: usize, changed: bool, sign: i64) -> i64 {
+    match m {
+        Members::Many(_) if was_many => sign * 2 * i64::from(changed),
+        _ => m.heap() as i64 - before as i64,
+    }
+}
+
 fn link(groups: &mut Groups, name: &[u8], id: KeyId) -> Linked {
     match groups.entry_ref(name) {
         hashbrown::hash_map::EntryRef::Occupied(mut m) => {
             let m = m.get_mut();
-            let before = m.heap();
+            let was_many = matches!(m, Members::Many(_));
+            let before = if was_many { 0 } else { m.heap() };
             let changed = m.insert(id);
             Linked {
                 changed,
-                bytes: m.heap() as i64 - before as i64,
+                bytes: heap_change(m, was_many, before, changed, 1),
                 len: m.len(),
             }
         }
@@ -213,10 +224,17 @@ fn unlink(groups: &mut Groups, name: &[u8], id: KeyId) -> Linked {
         };
     };
     let set = m.get_mut();
-    let before = set.heap();
+    let was_many = matches!(set, Members::Many(_));
+    let before = if was_many { 0 } else { set.heap() };
     let changed = set.remove(id);
     let len = set.len();
-    let mut bytes = set.heap() as i64 - before as i64;
+    let mut bytes = match set {
+        // A bitmap that went back to a list: it held one member more than the list now does.
+        Members::Few(_) if was_many => {
+            set.heap() as i64 - (2 * (len + usize::from(changed)) + 32) as i64
+        }
+        _ => heap_change(set, was_many, before, changed, -1),
+    };
     if len == 0 {
         // The group goes, with its set and its name.
         bytes = -(before as i64) - name::heap_bytes(name) as i64;
