@@ -331,6 +331,8 @@ struct Tally {
     /// Every tag with at least [`BIG_ENTER`] entries, and some with fewer (down to
     /// [`BIG_LEAVE`]): where the largest tags are found without a walk over all of them.
     big: AHashSet<Box<[u8]>>,
+    /// Bytes of the names in `big`.
+    big_bytes: u64,
 }
 
 impl Tally {
@@ -430,6 +432,11 @@ impl DbIndex {
             + table(self.namespaces.capacity(), group)
             + table(self.tags.capacity(), group)
             + table(self.resources.capacity(), group)
+            + self.tally.big_bytes
+            + table(
+                self.tally.big.capacity(),
+                std::mem::size_of::<Box<[u8]>>() + 1,
+            )
     }
 
     /// What `tally.group_bytes` counts, counted again.
@@ -505,8 +512,8 @@ impl DbIndex {
         for t in tags {
             let l = link(&mut self.tags, t, id);
             self.tally.add_bytes(l.bytes);
-            if l.changed && l.len == BIG_ENTER {
-                self.tally.big.insert(t.into());
+            if l.changed && l.len == BIG_ENTER && self.tally.big.insert(t.into()) {
+                self.tally.big_bytes += t.len() as u64;
             }
             tagged |= l.changed;
         }
@@ -528,8 +535,8 @@ impl DbIndex {
         for t in tags {
             let l = unlink(&mut self.tags, t, id);
             self.tally.add_bytes(l.bytes);
-            if l.changed && l.len == BIG_LEAVE - 1 {
-                self.tally.big.remove(t);
+            if l.changed && l.len == BIG_LEAVE - 1 && self.tally.big.remove(t) {
+                self.tally.big_bytes -= t.len() as u64;
             }
         }
         for d in deps {
@@ -899,6 +906,11 @@ impl DbIndex {
             ("tagged entries", self.tally.tagged, seen.len()),
             ("dependency links", self.tally.dep_edges, edges),
             ("group bytes", self.tally.group_bytes, bytes),
+            (
+                "large-tag name bytes",
+                self.tally.big_bytes,
+                self.tally.big.iter().map(|t| t.len() as u64).sum(),
+            ),
         ] {
             if kept != counted {
                 out.push(format!("{kept} {what} kept but {counted} counted"));
