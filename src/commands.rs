@@ -1257,13 +1257,6 @@ pub(crate) fn cache_events(ctx: &Context, _args: &[RedisString], argv: &[&[u8]])
                 let mut reply = fields(e.to_fields());
                 if !viewer.sees(e.user.as_deref()) {
                     hide_names(&mut reply);
-                } else if e.context.is_empty() {
-                    // No CONTEXT: nil, as CACHE.PENDING shows it.
-                    if let Reply::Map(pairs) = &mut reply {
-                        for (_, v) in pairs.iter_mut().filter(|(k, _)| k == "context") {
-                            *v = Reply::Nil;
-                        }
-                    }
                 }
                 reply
             })

@@ -773,7 +773,7 @@ pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_repor
                         add_s(ctx, n, s.as_ptr() as *mut c_char);
                     }
                 }
-                Field::Map(_) | Field::List(_) => {}
+                Field::Nil | Field::Map(_) | Field::List(_) => {}
             }
         }
         for (n, v) in [

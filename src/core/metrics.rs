@@ -351,6 +351,8 @@ impl Severity {
 /// A reply value for the shell to render as RESP (maps are RESP3 maps, flat arrays under RESP2).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Field {
+    /// Nothing (nil; `null` in JSON).
+    Nil,
     Int(i64),
     Float(f64),
     Str(String),
@@ -700,7 +702,15 @@ impl Event {
             ("pattern", Field::Str(self.pattern.clone())),
             ("keys_invalidated", Field::uint(self.keys_invalidated)),
             ("duration_us", Field::uint(self.duration_us)),
-            ("context", Field::Str(self.context.clone())),
+            // No CONTEXT (or an empty one): nil, as CACHE.PENDING shows it.
+            (
+                "context",
+                if self.context.is_empty() {
+                    Field::Nil
+                } else {
+                    Field::Str(self.context.clone())
+                },
+            ),
             ("strategy", Field::Str(self.strategy.clone())),
         ]
     }
@@ -1961,6 +1971,7 @@ mod tests {
 
     fn field_to_json(f: &Field) -> Value {
         match f {
+            Field::Nil => Value::Null,
             Field::Int(i) => Value::from(*i),
             Field::Float(x) => Value::from(*x),
             Field::Str(s) => Value::from(s.clone()),

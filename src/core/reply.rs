@@ -28,6 +28,7 @@ impl Reply {
 impl From<Field> for Reply {
     fn from(f: Field) -> Reply {
         match f {
+            Field::Nil => Reply::Nil,
             Field::Int(n) => Reply::Int(n),
             Field::Float(x) => Reply::Double(x),
             Field::Str(s) => Reply::Bulk(s.into_bytes()),
