@@ -1226,6 +1226,13 @@ pub(crate) fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
 pub(crate) fn cache_relate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let cmd = Rules::parse_relate_command(argv).map_err(CacheError::Message)?;
     let writes = matches!(cmd, RelateCommand::Set(_) | RelateCommand::Del { .. });
+    // Adding relations grows the rules' tables: refused over maxmemory as a `deny-oom` command
+    // would be (the command also deletes and lists, which must keep working, so it is not
+    // flagged). What the master sent is applied.
+    if matches!(cmd, RelateCommand::Set(_)) && !server::replayed(ctx) && server::over_maxmemory()
+    {
+        return Err(CacheError::Message(server::OOM_ERROR.to_string()));
+    }
     let fan = writes && cluster::fans_out(ctx, false, "cache.relate")?;
     let reply = state::lock().rules().apply_relate(cmd);
     everywhere(

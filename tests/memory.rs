@@ -120,3 +120,31 @@ fn every_strategy_invalidates_over_maxmemory() {
     }
     ok(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
 }
+
+#[test]
+fn rules_and_relations_are_refused_over_maxmemory_and_can_still_be_removed() {
+    let s = Server::with(&[], &["--maxmemory-policy", "noeviction"]);
+    let mut c = s.conn();
+    let rule = |name: &'static str| -> [&'static str; 8] {
+        ["CACHE.RULE", "SET", name, "ON", "user", "INVALIDATE", "1", "user:{id}"]
+    };
+    ok(&mut c, &rule("old"));
+    ok(&mut c, &["CACHE.RELATE", "user", "post"]);
+    ok(&mut c, &["CACHE.SET", "user:7", "v", "TAGS", "1", "user:7"]);
+    ok(&mut c, &["CONFIG", "SET", "maxmemory", "1"]);
+    const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+    assert_eq!(err(&mut c, &rule("new")), OOM);
+    assert_eq!(err(&mut c, &["CACHE.RELATE", "user", "order"]), OOM);
+    // Nothing was added.
+    assert_eq!(list(&ok(&mut c, &["CACHE.RULE", "LIST"])).len(), 1);
+    assert_eq!(list(&ok(&mut c, &["CACHE.RELATE", "LIST"])).len(), 1);
+    // Writes still invalidate; removing rules and relations still works.
+    assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "user", "7"])), 1);
+    assert_eq!(int(&ok(&mut c, &["CACHE.RULE", "DEL", "old"])), 1);
+    assert_eq!(int(&ok(&mut c, &["CACHE.RELATE", "DEL", "user", "post"])), 1);
+    assert!(list(&ok(&mut c, &["CACHE.RULE", "LIST"])).is_empty());
+    assert!(list(&ok(&mut c, &["CACHE.RELATE", "LIST"])).is_empty());
+    ok(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
+    ok(&mut c, &rule("new"));
+    ok(&mut c, &["CACHE.RELATE", "user", "order"]);
+}
