@@ -273,7 +273,11 @@ mod tests {
         }
         assert!(r.bytes <= REMEMBERED_BYTES, "{} bytes", r.bytes);
         let kept = r.by_seq.len();
-        assert_eq!(kept, REMEMBERED_BYTES / Recent::cost(4096), "as many as fit");
+        assert_eq!(
+            kept,
+            REMEMBERED_BYTES / Recent::cost(4096),
+            "as many as fit"
+        );
         assert_eq!(r.by_name.len(), kept);
         // The newest are the ones kept.
         assert!(r.by_name.contains_key(&name(REMEMBERED - 1)));
