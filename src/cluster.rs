@@ -115,6 +115,64 @@ thread_local! {
     static LEFTOVERS: RefCell<HashMap<u64, Leftover>> = RefCell::new(HashMap::new());
 }
 
+fn strings_heap(v: &[Vec<u8>]) -> usize {
+    v.iter()
+        .map(|s| s.capacity() + std::mem::size_of::<Vec<u8>>())
+        .sum()
+}
+
+fn set_heap<'a>(v: impl Iterator<Item = &'a [u8]>) -> usize {
+    v.map(|s| s.len() + std::mem::size_of::<Vec<u8>>() + 9)
+        .sum()
+}
+
+fn frontier_heap(f: &Frontier) -> usize {
+    f.iter().map(|(k, _)| k.capacity() + 32).sum()
+}
+
+/// The heap the cluster bookkeeping takes (commands waiting for answers, failed invalidations
+/// kept for late answers, messages not handled yet): an estimate, walking the few of them
+/// (at most one per blocked client, and `LEFTOVERS_MAX`).
+pub fn heap_bytes() -> u64 {
+    let ops = OPS.with(|o| {
+        o.borrow()
+            .values()
+            .map(|op| {
+                std::mem::size_of::<Op>()
+                    + 8
+                    + strings_heap(&op.job.argv)
+                    + op.round.iter().map(|r| strings_heap(r)).sum::<usize>()
+                    + set_heap(op.forwarded.iter().map(Vec::as_slice))
+                    + set_heap(op.waiting.iter().map(String::as_bytes))
+                    + set_heap(op.dependencies.iter().map(String::as_bytes))
+                    + frontier_heap(&op.frontier)
+                    + op.replies.capacity() * std::mem::size_of::<Outcome>()
+            })
+            .sum::<usize>()
+    });
+    let leftovers = LEFTOVERS.with(|l| {
+        l.borrow()
+            .values()
+            .map(|l| {
+                std::mem::size_of::<Leftover>()
+                    + 8
+                    + l.context.as_ref().map_or(0, Vec::capacity)
+                    + l.user.as_ref().map_or(0, Vec::capacity)
+                    + set_heap(l.forwarded.iter().map(Vec::as_slice))
+                    + set_heap(l.dependencies.iter().map(String::as_bytes))
+                    + frontier_heap(&l.frontier)
+            })
+            .sum::<usize>()
+    });
+    let inbox = INBOX.with(|i| {
+        i.borrow()
+            .iter()
+            .map(|(_, from, m)| from.capacity() + m.capacity() + 56)
+            .sum::<usize>()
+    });
+    (ops + leftovers + inbox) as u64
+}
+
 /// What a failed cluster-wide invalidation leaves for a late answer to go on with.
 struct Leftover {
     db: u32,

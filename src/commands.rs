@@ -1189,9 +1189,16 @@ pub(crate) fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
     let viewer = Viewer::of_caller(ctx);
     let now = server::now_ms();
     let th = config::thresholds();
+    // Taken before the state's lock (each structure has its own).
+    let (lease_bytes, watch_bytes) = (crate::fetch::heap_bytes(), crate::watch::heap_bytes());
+    let (cluster_bytes, history_bytes) = (cluster::heap_bytes(), crate::history::bytes());
     let mut st = state::lock();
     st.settle_removal();
-    let figures = st.figures(true);
+    let mut figures = st.figures(true);
+    figures.module.lease_bytes = lease_bytes;
+    figures.module.watch_bytes = watch_bytes;
+    figures.module.cluster_bytes = cluster_bytes;
+    figures.module.history_bytes = history_bytes;
     let metrics = st.metrics(now);
     let mut stats = metrics.stats(&figures, &th, now);
     if let Some(user) = viewer.restricted_to() {
@@ -1338,6 +1345,12 @@ pub(crate) fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
 pub(crate) fn cache_relate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let cmd = Rules::parse_relate_command(argv).map_err(CacheError::Message)?;
     let writes = matches!(cmd, RelateCommand::Set(_) | RelateCommand::Del { .. });
+    // Adding relations grows the rules' tables: refused over maxmemory as a `deny-oom` command
+    // would be (the command also deletes and lists, which must keep working, so it is not
+    // flagged). What the master sent is applied.
+    if matches!(cmd, RelateCommand::Set(_)) && !server::replayed(ctx) && server::over_maxmemory() {
+        return Err(CacheError::Message(server::OOM_ERROR.to_string()));
+    }
     let fan = writes && cluster::fans_out(ctx, false, "cache.relate")?;
     let reply = state::lock().rules().apply_relate(cmd);
     everywhere(

@@ -136,6 +136,11 @@ pub fn end_lease(db: usize, key: &[u8], now: i64) {
     leases().get().end(db, key, now);
 }
 
+/// The heap the table of leases takes (an estimate, O(1)).
+pub fn heap_bytes() -> u64 {
+    leases().get().heap_bytes()
+}
+
 /// Drops the leases of a database (None: all), e.g. when it is flushed or swapped.
 pub fn forget(db: Option<usize>) {
     leases().get().forget(db);

@@ -69,7 +69,7 @@ mod module {
     /// is a write it refuses): container, name, callback, flags, ACL categories.
     #[rustfmt::skip]
     const SUBCOMMANDS: [SubcommandRow; 4] = [
-        (c"cache.rule", c"set", ffi::rule, c"write", c"cache write slow"),
+        (c"cache.rule", c"set", ffi::rule, c"write deny-oom", c"cache write slow"),
         (c"cache.rule", c"del", ffi::rule, c"write", c"cache write slow"),
         (c"cache.rule", c"list", ffi::rule, c"readonly", c"cache read slow"),
         (c"cache.rule", c"help", ffi::rule, c"readonly", c"cache slow"),

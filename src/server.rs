@@ -47,6 +47,9 @@ pub fn writes_paused() -> bool {
     unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
 }
 
+/// The server's own reply to a `deny-oom` command over `maxmemory`, word for word.
+pub const OOM_ERROR: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+
 /// The server is over `maxmemory` now (the test the server makes before a `deny-oom`
 /// command); false without `maxmemory`, and where the API is missing.
 pub fn over_maxmemory() -> bool {

@@ -205,6 +205,11 @@ impl State {
             max_step_us: st.max_step_us,
         };
         f.largest_tag = largest.map(|(name, n)| (String::from_utf8_lossy(&name).into_owned(), n));
+        if full {
+            f.module.batch_bytes = self.batch.heap_bytes();
+            f.module.lazy_bytes = f.lazy.bytes;
+            f.module.rules_bytes = self.rules.as_ref().map_or(0, Rules::heap_bytes);
+        }
         f
     }
 }

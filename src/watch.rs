@@ -18,12 +18,16 @@
 //! is read again; watched names are only forgotten by the bound (a name holds no database:
 //! the watch may be in another one than the change).
 //!
-//! Bounded: the most recent `REMEMBERED` names of each kind; an older name is forgotten first,
-//! and a key watched again or read again counts as recent. Over-approximating is harmless: a
+//! Bounded: the most recent `REMEMBERED` names of each kind, and at most `REMEMBERED_BYTES` of
+//! heap for each kind (names are any key names, up to the server's 512 MB); an older name is
+//! forgotten first, a key watched again or read again counts as recent, and a name that alone
+//! would take more than `REMEMBERED_BYTES` is not remembered (as if it were pushed out at once). Over-approximating is harmless: a
 //! name remembered for a watch that already ended, or in another database, costs one look-up
 //! at the next mark (a signal where nobody watches does nothing). Under-approximating is the
-//! limit: a transaction watching a key through more than `REMEMBERED` other watched names is
-//! not told by a mark (it is told by the reclaimer's DEL later, as before).
+//! limit: a transaction watching a key through more than `REMEMBERED` other watched names (or
+//! more than `REMEMBERED_BYTES` of them) is not told by a mark (it is told by the reclaimer's
+//! DEL later, as before). An entry's name is at most `cache.max-name-bytes` (4 KiB by default),
+//! so only a limit raised past 512 KiB lets a single entry name be too large to remember.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
@@ -37,12 +41,16 @@ use crate::server::{self, Held, Key};
 
 /// How many names of each kind (watched, tracked) are remembered at most.
 pub const REMEMBERED: usize = 4096;
+/// How many heap bytes (see `Recent::cost`) the names of each kind take at most: 1 MiB.
+pub const REMEMBERED_BYTES: usize = 1 << 20;
 
 /// Names in the order they were last seen, each once.
 struct Recent {
     by_name: HashMap<Vec<u8>, u64, BuildHasherDefault<AHasher>>,
     by_seq: BTreeMap<u64, Vec<u8>>,
     next: u64,
+    /// The sum of `cost` over the names remembered.
+    bytes: usize,
 }
 
 impl Recent {
@@ -51,10 +59,28 @@ impl Recent {
             by_name: HashMap::with_hasher(BuildHasherDefault::new()),
             by_seq: BTreeMap::new(),
             next: 0,
+            bytes: 0,
         }
     }
 
+    /// The heap one remembered name takes: its two copies (the map's key and the order's
+    /// value) plus the map's slot (key, sequence, control byte) and the B-tree's share of a
+    /// node (sequence and value, nodes about two thirds full).
+    const fn cost(len: usize) -> usize {
+        2 * len + (24 + 8 + 1) + (8 + 24) * 3 / 2
+    }
+
+    /// The heap the names take, with the tables' spare capacity (an estimate, O(1)).
+    fn heap_bytes(&self) -> usize {
+        let spare = self.by_name.capacity().saturating_sub(self.by_name.len());
+        self.bytes + spare * (24 + 8 + 1)
+    }
+
     fn note(&mut self, name: &[u8]) {
+        if Self::cost(name.len()) > REMEMBERED_BYTES {
+            self.forget(name);
+            return;
+        }
         let seq = self.next;
         self.next += 1;
         match self.by_name.get_mut(name) {
@@ -66,18 +92,22 @@ impl Recent {
             None => {
                 self.by_name.insert(name.to_vec(), seq);
                 self.by_seq.insert(seq, name.to_vec());
+                self.bytes += Self::cost(name.len());
             }
         }
-        while self.by_seq.len() > REMEMBERED {
-            if let Some((_, oldest)) = self.by_seq.pop_first() {
-                self.by_name.remove(&oldest);
-            }
+        while self.by_seq.len() > REMEMBERED || self.bytes > REMEMBERED_BYTES {
+            let Some((_, oldest)) = self.by_seq.pop_first() else {
+                break;
+            };
+            self.by_name.remove(&oldest);
+            self.bytes -= Self::cost(oldest.len());
         }
     }
 
     fn forget(&mut self, name: &[u8]) {
         if let Some(seq) = self.by_name.remove(name) {
             self.by_seq.remove(&seq);
+            self.bytes -= Self::cost(name.len());
         }
     }
 
@@ -103,6 +133,12 @@ static REMEMBERED_NAMES: Mutex<Remembered> = Mutex::new(Remembered {
 static ANY: AtomicBool = AtomicBool::new(false);
 /// The filter has seen `CLIENT TRACKING ON`: reads ask whether their client tracks only then.
 static TRACKING_SEEN: AtomicBool = AtomicBool::new(false);
+
+/// The heap the remembered names (watched and tracked) take: an estimate, O(1).
+pub fn heap_bytes() -> u64 {
+    let r = lock();
+    (r.watched.heap_bytes() + r.tracked.heap_bytes()) as u64
+}
 
 fn lock() -> MutexGuard<'static, Remembered> {
     REMEMBERED_NAMES.lock().unwrap_or_else(|e| e.into_inner())
@@ -223,5 +259,42 @@ mod tests {
         assert!(!r.by_name.contains_key(&b"k10"[..]));
         assert_eq!(r.by_seq.len(), REMEMBERED - 1);
         assert_eq!(r.names().last().map(Vec::as_slice), Some(&b"new"[..]));
+        let sum: usize = r.names().map(|n| Recent::cost(n.len())).sum();
+        assert_eq!(r.bytes, sum, "the byte count follows notes and forgets");
+    }
+
+    #[test]
+    fn recent_names_are_bounded_in_bytes() {
+        let mut r = Recent::new();
+        // 4 KB names: 4096 of them would be 32 MB; the byte bound keeps about 127.
+        let name = |i: usize| format!("{i:06}{}", "x".repeat(4090)).into_bytes();
+        for i in 0..REMEMBERED {
+            r.note(&name(i));
+        }
+        assert!(r.bytes <= REMEMBERED_BYTES, "{} bytes", r.bytes);
+        let kept = r.by_seq.len();
+        assert_eq!(
+            kept,
+            REMEMBERED_BYTES / Recent::cost(4096),
+            "as many as fit"
+        );
+        assert_eq!(r.by_name.len(), kept);
+        // The newest are the ones kept.
+        assert!(r.by_name.contains_key(&name(REMEMBERED - 1)));
+        assert!(r.by_name.contains_key(&name(REMEMBERED - kept)));
+        assert!(!r.by_name.contains_key(&name(REMEMBERED - kept - 1)));
+        let sum: usize = r.names().map(|n| Recent::cost(n.len())).sum();
+        assert_eq!(r.bytes, sum);
+        assert!(r.heap_bytes() >= r.bytes);
+        // A name larger than the bound alone is not remembered, and pushes nothing out.
+        r.note(&vec![b'y'; REMEMBERED_BYTES]);
+        assert_eq!(r.by_seq.len(), kept);
+        assert!(!r.by_name.contains_key(&vec![b'y'; REMEMBERED_BYTES]));
+        // Short names fill back up to the count bound once the long ones are pushed out.
+        for i in 0..REMEMBERED {
+            r.note(format!("k{i}").as_bytes());
+        }
+        assert_eq!(r.by_seq.len(), REMEMBERED);
+        assert!(r.bytes <= REMEMBERED_BYTES);
     }
 }

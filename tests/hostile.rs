@@ -1195,7 +1195,7 @@ fn command_flags_keep_invalidation_possible_under_oom_and_admin_commands_for_adm
         ("cache.write", &["write"], &["denyoom"]),
         ("cache.relate", &["write"], &["denyoom"]),
         ("cache.pending", &["write"], &["denyoom"]),
-        ("cache.rule|set", &["write"], &["denyoom"]),
+        ("cache.rule|set", write_oom, &["readonly"]),
         ("cache.rule|del", &["write"], &["denyoom"]),
         ("cache.rule|list", &["readonly"], &["write"]),
         ("cache.reset", &["admin"], &[]),

@@ -120,3 +120,192 @@ fn every_strategy_invalidates_over_maxmemory() {
     }
     ok(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
 }
+
+#[test]
+fn rules_and_relations_are_refused_over_maxmemory_and_can_still_be_removed() {
+    let s = Server::with(&[], &["--maxmemory-policy", "noeviction"]);
+    let mut c = s.conn();
+    let rule = |name: &'static str| -> [&'static str; 8] {
+        [
+            "CACHE.RULE",
+            "SET",
+            name,
+            "ON",
+            "user",
+            "INVALIDATE",
+            "1",
+            "user:{id}",
+        ]
+    };
+    ok(&mut c, &rule("old"));
+    ok(&mut c, &["CACHE.RELATE", "user", "post"]);
+    ok(&mut c, &["CACHE.SET", "user:7", "v", "TAGS", "1", "user:7"]);
+    ok(&mut c, &["CONFIG", "SET", "maxmemory", "1"]);
+    const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+    assert_eq!(err(&mut c, &rule("new")), OOM);
+    assert_eq!(err(&mut c, &["CACHE.RELATE", "user", "order"]), OOM);
+    // Nothing was added.
+    assert_eq!(list(&ok(&mut c, &["CACHE.RULE", "LIST"])).len(), 1);
+    assert_eq!(list(&ok(&mut c, &["CACHE.RELATE", "LIST"])).len(), 1);
+    // Writes still invalidate; removing rules and relations still works.
+    assert_eq!(int(&ok(&mut c, &["CACHE.WRITE", "user", "7"])), 1);
+    assert_eq!(int(&ok(&mut c, &["CACHE.RULE", "DEL", "old"])), 1);
+    assert_eq!(
+        int(&ok(&mut c, &["CACHE.RELATE", "DEL", "user", "post"])),
+        1
+    );
+    assert!(list(&ok(&mut c, &["CACHE.RULE", "LIST"])).is_empty());
+    assert!(list(&ok(&mut c, &["CACHE.RELATE", "LIST"])).is_empty());
+    ok(&mut c, &["CONFIG", "SET", "maxmemory", "0"]);
+    ok(&mut c, &rule("new"));
+    ok(&mut c, &["CACHE.RELATE", "user", "order"]);
+}
+
+/// CACHE.STATS `memory`, field by field.
+fn memory(c: &mut Connection) -> std::collections::HashMap<String, i64> {
+    map(&field(&ok(c, &["CACHE.STATS"]), "memory"))
+        .into_iter()
+        .map(|(k, v)| (k, int(&v)))
+        .collect()
+}
+
+#[test]
+fn stats_memory_shows_each_structure_grow_and_fall_back() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let m0 = memory(&mut c);
+    for f in [
+        "index_bytes",
+        "value_bytes",
+        "lease_bytes",
+        "batch_bytes",
+        "lazy_bytes",
+        "metrics_bytes",
+        "rules_bytes",
+        "watch_bytes",
+        "cluster_bytes",
+        "history_bytes",
+    ] {
+        assert!(m0.contains_key(f), "{f} in {m0:?}");
+    }
+    let sum: i64 = m0
+        .iter()
+        .filter(|(k, _)| *k != "total_bytes")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(m0["total_bytes"], sum);
+
+    // 1000 leases on keys of 100 bytes: at least their keys and slots, not wildly more.
+    let key = |i: i32| format!("lease:{i:04}:{}", "k".repeat(89));
+    let mut p = redis::pipe();
+    for i in 0..1000 {
+        p.cmd("CACHE.FETCH")
+            .arg(key(i))
+            .arg("LEASE")
+            .arg(60_000)
+            .ignore();
+    }
+    p.query::<()>(&mut c).unwrap();
+    let grown = memory(&mut c)["lease_bytes"] - m0["lease_bytes"];
+    assert!(
+        (140_000..400_000).contains(&grown),
+        "1000 leases: {grown} bytes"
+    );
+    // They end when their keys are written.
+    let mut p = redis::pipe();
+    for i in 0..1000 {
+        p.cmd("CACHE.SET").arg(key(i)).arg("v").ignore();
+    }
+    p.query::<()>(&mut c).unwrap();
+    let after = memory(&mut c)["lease_bytes"] - m0["lease_bytes"];
+    assert!(
+        after < grown / 2,
+        "the leases ended: {after} bytes of {grown}"
+    );
+
+    // 100 BATCHED requests of 4 KB patterns: at least the patterns, twice each.
+    ok(&mut c, &["CONFIG", "SET", "cache.batch-delay-ms", "5000"]);
+    for i in 0..100 {
+        let pattern = format!("{i:03}{}*", "p".repeat(4000));
+        ok(
+            &mut c,
+            &[
+                "CACHE.INVALIDATE",
+                "STRATEGY",
+                "BATCHED",
+                "PATTERN",
+                &pattern,
+            ],
+        );
+    }
+    let grown = memory(&mut c)["batch_bytes"] - m0["batch_bytes"];
+    assert!(
+        (800_000..2_000_000).contains(&grown),
+        "100 requests: {grown} bytes"
+    );
+    ok(&mut c, &["CACHE.PENDING", "FLUSH"]);
+    assert!(
+        memory(&mut c)["batch_bytes"] < grown / 10,
+        "the queue drained"
+    );
+
+    // Rules and relations.
+    let m1 = memory(&mut c);
+    for i in 0..100 {
+        let name = format!("rule{i}");
+        let template = format!("{}:{{id}}", "t".repeat(1000));
+        ok(
+            &mut c,
+            &[
+                "CACHE.RULE",
+                "SET",
+                &name,
+                "ON",
+                "user",
+                "INVALIDATE",
+                "1",
+                &template,
+            ],
+        );
+    }
+    let grown = memory(&mut c)["rules_bytes"] - m1["rules_bytes"];
+    assert!(
+        (200_000..1_000_000).contains(&grown),
+        "100 rules: {grown} bytes"
+    );
+
+    // WATCH of 4 KB names: the list is bounded at 1 MiB however many are watched.
+    let mut w = s.conn();
+    for i in 0..1000 {
+        let name = format!("w:{i:04}:{}", "n".repeat(4090));
+        ok(&mut w, &["WATCH", &name]);
+    }
+    let watch = memory(&mut c)["watch_bytes"];
+    assert!(
+        (500_000..1_200_000).contains(&watch),
+        "1000 watched names of 4 KB: {watch} bytes"
+    );
+
+    // Events: the log of 100 invalidations with 1 KB contexts.
+    let m2 = memory(&mut c);
+    for i in 0..100 {
+        let context = format!("{i:03}{}", "c".repeat(1000));
+        ok(
+            &mut c,
+            &["CACHE.INVALIDATE", "CONTEXT", &context, "TAG", "none"],
+        );
+    }
+    let grown = memory(&mut c)["metrics_bytes"] - m2["metrics_bytes"];
+    // (Contexts are kept shortened in the log.)
+    assert!(
+        grown >= 40_000,
+        "100 events with 1 KB contexts: {grown} bytes"
+    );
+    let m = memory(&mut c);
+    let sum: i64 = m
+        .iter()
+        .filter(|(k, _)| *k != "total_bytes")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(m["total_bytes"], sum);
+}

@@ -42,6 +42,30 @@ pub struct Batch {
     by_request: HashMap<RequestKey, u64, BuildHasherDefault<AHasher>>,
     due: BTreeSet<(i64, u64)>,
     next_id: u64,
+    /// The sum of `pending_heap` over the queue (kept as it changes: STATS reads it in O(1)).
+    heap: u64,
+}
+
+fn selector_heap(s: &Selector) -> usize {
+    let list = |v: &Vec<Vec<u8>>| {
+        v.capacity() * std::mem::size_of::<Vec<u8>>() + v.iter().map(Vec::capacity).sum::<usize>()
+    };
+    match s {
+        Selector::Keys(v) | Selector::Tags(v) | Selector::Dependents(v) => list(v),
+        Selector::Pattern(p) | Selector::Namespace(p) => p.capacity(),
+        Selector::All => 0,
+    }
+}
+
+/// The heap one queued request takes: its strings, the copy of its selector and user in the
+/// request index, and its share of the three tables (B-tree nodes about two thirds full).
+fn pending_heap(p: &Pending) -> u64 {
+    let opt = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::capacity);
+    let strings = 2 * (selector_heap(&p.selector) + opt(&p.user)) + opt(&p.context) + opt(&p.rule);
+    let item = (8 + std::mem::size_of::<Pending>()) * 3 / 2;
+    let request = std::mem::size_of::<RequestKey>() + 8 + 1;
+    let due = 16 * 3 / 2;
+    (strings + item + request + due) as u64
 }
 
 /// What `push` did.
@@ -72,6 +96,7 @@ impl Batch {
             by_request: HashMap::with_hasher(BuildHasherDefault::new()),
             due: BTreeSet::new(),
             next_id: 1,
+            heap: 0,
         }
     }
 
@@ -114,6 +139,7 @@ impl Batch {
 
     fn add(&mut self, item: Pending) {
         self.next_id = self.next_id.max(item.id.saturating_add(1));
+        self.heap += pending_heap(&item);
         self.by_request.insert(request_key(&item), item.id);
         self.due.insert((item.due_ms, item.id));
         self.items.insert(item.id, item);
@@ -122,7 +148,9 @@ impl Batch {
     /// Records the rule a new request is credited to.
     pub fn attribute(&mut self, id: u64, rule: Option<&[u8]>) {
         if let Some(p) = self.items.get_mut(&id) {
+            self.heap -= pending_heap(p);
             p.rule = rule.map(<[u8]>::to_vec);
+            self.heap += pending_heap(p);
         }
     }
 
@@ -168,6 +196,7 @@ impl Batch {
         let Some(p) = self.items.remove(&id) else {
             return false;
         };
+        self.heap -= pending_heap(&p);
         let key = request_key(&p);
         if self.by_request.get(&key) == Some(&id) {
             self.by_request.remove(&key);
@@ -197,6 +226,7 @@ impl Batch {
     pub fn take_all(&mut self) -> Vec<Pending> {
         self.by_request.clear();
         self.due.clear();
+        self.heap = 0;
         std::mem::take(&mut self.items).into_values().collect()
     }
 
@@ -216,6 +246,13 @@ impl Batch {
 
     pub fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// The heap the queue takes (an estimate, O(1)): its requests and the request index's
+    /// spare slots.
+    pub fn heap_bytes(&self) -> u64 {
+        let spare = self.by_request.capacity() - self.by_request.len();
+        self.heap + (spare * (std::mem::size_of::<RequestKey>() + 8 + 1)) as u64
     }
 
     pub fn is_empty(&self) -> bool {
@@ -370,6 +407,49 @@ fn read_item(r: &mut Reader, version: u8) -> Result<Pending, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_bytes_follow_the_queue() {
+        let mut b = Batch::new();
+        let empty = b.heap_bytes();
+        let pattern = vec![b'p'; 4000];
+        for i in 0..100u8 {
+            let mut p = Vec::with_capacity(4001);
+            p.extend_from_slice(&pattern);
+            p.push(i);
+            b.push(
+                0,
+                Selector::Pattern(p),
+                None,
+                Some(b"ctx".to_vec()),
+                Some(b"u"),
+                0,
+                100,
+            );
+        }
+        let grown = b.heap_bytes() - empty;
+        // Each request holds its pattern twice (the request and the request index).
+        assert!(grown >= 100 * 2 * 4001, "{grown}");
+        assert!(grown <= 100 * (2 * 4001 + 1024), "{grown}");
+        // Coalescing adds nothing; attributing adds the rule's name.
+        let before = b.heap;
+        let mut p = pattern.clone();
+        p.push(0);
+        let Queued::Coalesced(id) = b.push(0, Selector::Pattern(p), None, None, Some(b"u"), 0, 100)
+        else {
+            panic!("coalesced")
+        };
+        assert_eq!(b.heap, before);
+        b.attribute(id, Some(b"rule"));
+        assert_eq!(b.heap, before + 4);
+        let half = b.take_due(100).len();
+        assert_eq!(half, 100);
+        assert_eq!(b.heap, 0, "every request taken");
+        b.push(0, Selector::All, None, None, None, 0, 100);
+        assert!(b.heap > 0);
+        b.take_all();
+        assert_eq!(b.heap, 0);
+    }
     use proptest::prelude::*;
 
     fn tag(t: &str) -> Selector {

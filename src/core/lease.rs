@@ -255,6 +255,8 @@ const SWEEP_MIN: usize = 1024;
 #[derive(Debug, Default)]
 pub struct Leases {
     map: HashMap<(usize, Vec<u8>), i64>,
+    /// The bytes of the keys in `map` (kept as it changes: STATS reads it in O(1)).
+    key_bytes: usize,
     sweep_at: usize,
     pub stats: SoftStats,
 }
@@ -263,6 +265,7 @@ impl Leases {
     pub fn new() -> Leases {
         Leases {
             map: HashMap::new(),
+            key_bytes: 0,
             sweep_at: SWEEP_MIN,
             stats: SoftStats::default(),
         }
@@ -276,6 +279,12 @@ impl Leases {
         self.map.is_empty()
     }
 
+    /// The heap the table takes (an estimate, O(1)): its slots, spare ones included, and keys.
+    pub fn heap_bytes(&self) -> u64 {
+        let slot = std::mem::size_of::<((usize, Vec<u8>), i64)>() + 1;
+        (self.map.capacity() * slot + self.key_bytes) as u64
+    }
+
     /// Whether an unexpired lease is held on the key (an expired one is dropped and counted).
     pub fn held(&mut self, db: usize, key: &[u8], now_ms: i64) -> bool {
         let k = (db, key.to_vec());
@@ -283,6 +292,7 @@ impl Leases {
             Some(&until) if until > now_ms => true,
             Some(_) => {
                 self.map.remove(&k);
+                self.key_bytes -= key.len();
                 self.stats.leases_expired += 1;
                 false
             }
@@ -296,12 +306,15 @@ impl Leases {
             self.sweep(now_ms);
             self.sweep_at = (self.map.len() * 2).max(SWEEP_MIN);
         }
-        self.map.insert((db, key.to_vec()), until);
+        if self.map.insert((db, key.to_vec()), until).is_none() {
+            self.key_bytes += key.len();
+        }
     }
 
     /// The key was written: its lease (if any) ends; counted completed, or expired if it had.
     pub fn end(&mut self, db: usize, key: &[u8], now_ms: i64) {
         if let Some(until) = self.map.remove(&(db, key.to_vec())) {
+            self.key_bytes -= key.len();
             if until > now_ms {
                 self.stats.leases_completed += 1;
             } else {
@@ -313,15 +326,33 @@ impl Leases {
     /// Drops the expired leases (counted).
     pub fn sweep(&mut self, now_ms: i64) {
         let before = self.map.len();
-        self.map.retain(|_, until| *until > now_ms);
+        let bytes = &mut self.key_bytes;
+        self.map.retain(|(_, key), until| {
+            let keep = *until > now_ms;
+            if !keep {
+                *bytes -= key.len();
+            }
+            keep
+        });
         self.stats.leases_expired += (before - self.map.len()) as u64;
     }
 
     /// Drops the leases of one database (None: all), not counted: their keys went with it.
     pub fn forget(&mut self, db: Option<usize>) {
         match db {
-            Some(d) => self.map.retain(|(k, _), _| *k != d),
-            None => self.map.clear(),
+            Some(d) => {
+                let bytes = &mut self.key_bytes;
+                self.map.retain(|(k, key), _| {
+                    if *k == d {
+                        *bytes -= key.len();
+                    }
+                    *k != d
+                });
+            }
+            None => {
+                self.map.clear();
+                self.key_bytes = 0;
+            }
         }
     }
 }
@@ -329,6 +360,34 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_bytes_follow_the_leases() {
+        let mut l = Leases::new();
+        let key = |i: usize| format!("key:{i:04}:{}", "k".repeat(91)).into_bytes();
+        for i in 0..1000 {
+            l.grant(0, &key(i), 1_000 + i as i64, 0);
+        }
+        assert_eq!(l.key_bytes, 1000 * 100);
+        let h = l.heap_bytes();
+        assert!((1000 * (100 + 40)..=1000 * 300).contains(&h), "{h}");
+        l.grant(0, &key(1), 5_000, 0);
+        assert_eq!(
+            l.key_bytes,
+            1000 * 100,
+            "a lease granted again is counted once"
+        );
+        l.end(0, &key(0), 0);
+        assert!(!l.held(0, &key(1), 10_000));
+        assert_eq!(l.key_bytes, 998 * 100);
+        l.sweep(1_500);
+        assert_eq!(l.key_bytes, l.len() * 100);
+        l.grant(1, &key(0), 9_000, 0);
+        l.forget(Some(0));
+        assert_eq!((l.len(), l.key_bytes), (1, 100));
+        l.forget(None);
+        assert_eq!(l.key_bytes, 0);
+    }
 
     const F: Found = Found::Fresh { refresh_due: false };
     const DUE: Found = Found::Fresh { refresh_due: true };

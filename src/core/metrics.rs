@@ -261,6 +261,7 @@ pub struct IndexFigures {
     /// The tag with the most entries, and that number (for the "Oversized tag" rule).
     pub largest_tag: Option<(String, u64)>,
     pub lazy: LazyFigures,
+    pub module: ModuleBytes,
 }
 
 /// The LAZY strategy's state: marks waiting for the reclaimer and what it did.
@@ -528,6 +529,27 @@ pub struct Operations {
 pub struct MemoryStats {
     pub index_bytes: u64,
     pub value_bytes: u64,
+    /// The structures besides the index, each an estimate of its heap.
+    pub lease_bytes: u64,
+    pub batch_bytes: u64,
+    pub lazy_bytes: u64,
+    pub metrics_bytes: u64,
+    pub rules_bytes: u64,
+    pub watch_bytes: u64,
+    pub cluster_bytes: u64,
+    pub history_bytes: u64,
+}
+
+/// The heap of the structures the shell holds besides the index (see [`MemoryStats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleBytes {
+    pub lease_bytes: u64,
+    pub batch_bytes: u64,
+    pub lazy_bytes: u64,
+    pub rules_bytes: u64,
+    pub watch_bytes: u64,
+    pub cluster_bytes: u64,
+    pub history_bytes: u64,
 }
 
 impl Stats {
@@ -654,7 +676,30 @@ impl MemoryStats {
         vec![
             ("index_bytes", Field::uint(self.index_bytes)),
             ("value_bytes", Field::uint(self.value_bytes)),
+            ("lease_bytes", Field::uint(self.lease_bytes)),
+            ("batch_bytes", Field::uint(self.batch_bytes)),
+            ("lazy_bytes", Field::uint(self.lazy_bytes)),
+            ("metrics_bytes", Field::uint(self.metrics_bytes)),
+            ("rules_bytes", Field::uint(self.rules_bytes)),
+            ("watch_bytes", Field::uint(self.watch_bytes)),
+            ("cluster_bytes", Field::uint(self.cluster_bytes)),
+            ("history_bytes", Field::uint(self.history_bytes)),
+            ("total_bytes", Field::uint(self.total_bytes())),
         ]
+    }
+
+    /// Everything the module holds: the sum of the fields.
+    pub fn total_bytes(&self) -> u64 {
+        self.index_bytes
+            + self.value_bytes
+            + self.lease_bytes
+            + self.batch_bytes
+            + self.lazy_bytes
+            + self.metrics_bytes
+            + self.rules_bytes
+            + self.watch_bytes
+            + self.cluster_bytes
+            + self.history_bytes
     }
 }
 
@@ -956,6 +1001,14 @@ impl TopN {
         self.slots.len()
     }
 
+    fn heap_bytes(&self) -> usize {
+        self.pos.capacity() * (8 + 8 + 1)
+            + self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.slots.iter().map(|s| s.key.capacity()).sum::<usize>()
+            + self.counts.capacity() * 8
+            + self.at_floor.capacity() * 8
+    }
+
     fn add(&mut self, key: &[u8], n: u64) {
         let hash = self.hasher.hash_one(key);
         if let Some(&s) = self.pos.get(&hash) {
@@ -1050,6 +1103,11 @@ struct Labels {
 }
 
 impl Labels {
+    fn heap_bytes(&self) -> usize {
+        self.items.capacity() * std::mem::size_of::<(Box<str>, u64)>()
+            + self.items.iter().map(|(n, _)| n.len()).sum::<usize>()
+    }
+
     fn new(cap: usize) -> Labels {
         Labels {
             cap,
@@ -1181,6 +1239,40 @@ impl fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// The heap the metrics take (windows, histograms, pattern and context counters, hot keys,
+    /// the event log): an estimate, walking the bounded tables (`cache.max-events` events and
+    /// the top-N tables' slots).
+    pub fn heap_bytes(&self) -> u64 {
+        let ring = |r: &Ring| (r.bucket.len() + r.count.len()) * 8;
+        let histograms: usize = self.ops.iter().map(|h| h.buckets.len() * 8).sum();
+        let tops = [
+            &self.patterns,
+            &self.contexts,
+            &self.own_patterns,
+            &self.own_contexts,
+            &self.hot,
+        ];
+        let events: usize = self.events.capacity() * std::mem::size_of::<Event>()
+            + self
+                .events
+                .iter()
+                .map(|e| {
+                    e.kind.capacity()
+                        + e.pattern.capacity()
+                        + e.context.capacity()
+                        + e.strategy.capacity()
+                        + e.user.as_ref().map_or(0, Vec::capacity)
+                })
+                .sum::<usize>();
+        (ring(&self.hour)
+            + ring(&self.day)
+            + histograms
+            + tops.iter().map(|t| t.heap_bytes()).sum::<usize>()
+            + self.kinds.heap_bytes()
+            + self.strategies.heap_bytes()
+            + events) as u64
+    }
+
     /// Empty metrics, started at `now_ms` (the origin of `average_per_hour`).
     pub fn new(now_ms: i64) -> Metrics {
         Metrics {
@@ -1502,6 +1594,14 @@ impl Metrics {
             memory: MemoryStats {
                 index_bytes: idx.index_bytes,
                 value_bytes: idx.value_bytes,
+                lease_bytes: idx.module.lease_bytes,
+                batch_bytes: idx.module.batch_bytes,
+                lazy_bytes: idx.module.lazy_bytes,
+                metrics_bytes: self.heap_bytes(),
+                rules_bytes: idx.module.rules_bytes,
+                watch_bytes: idx.module.watch_bytes,
+                cluster_bytes: idx.module.cluster_bytes,
+                history_bytes: idx.module.history_bytes,
             },
             lazy: idx.lazy.clone(),
             metrics_since_ms: self.since_ms,
@@ -2166,13 +2266,15 @@ mod tests {
         assert_eq!(s.operations.set.p50_us, 50);
         assert_eq!(s.operations.invalidate.slow, 1);
         assert_eq!(s.operations.invalidate.max_us, 20_000);
+        assert_eq!((s.memory.index_bytes, s.memory.value_bytes), (1_000, 2_000));
+        // The metrics' own tables: the two windows and the histograms at least, and the event
+        // log's slots; the shell's structures were given as none.
+        assert!(s.memory.metrics_bytes > 8 * 60, "{:?}", s.memory);
         assert_eq!(
-            s.memory,
-            MemoryStats {
-                index_bytes: 1_000,
-                value_bytes: 2_000
-            }
+            s.memory.lease_bytes + s.memory.batch_bytes + s.memory.rules_bytes,
+            0
         );
+        assert_eq!(s.memory.total_bytes(), 3_000 + s.memory.metrics_bytes);
         assert_eq!(s.metrics_since_ms, T0);
         assert_eq!(m.hotkeys(10), vec![(b"a".to_vec(), 3), (b"b".to_vec(), 1)]);
 
@@ -3048,7 +3150,22 @@ mod tests {
                 ],
             ),
             ("removals", &["expired", "evicted", "deleted"]),
-            ("memory", &["index_bytes", "value_bytes"]),
+            (
+                "memory",
+                &[
+                    "index_bytes",
+                    "value_bytes",
+                    "lease_bytes",
+                    "batch_bytes",
+                    "lazy_bytes",
+                    "metrics_bytes",
+                    "rules_bytes",
+                    "watch_bytes",
+                    "cluster_bytes",
+                    "history_bytes",
+                    "total_bytes",
+                ],
+            ),
         ] {
             for n in names {
                 assert!(v[section].get(n).is_some(), "missing {section}.{n}");

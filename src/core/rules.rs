@@ -705,6 +705,53 @@ impl Rules {
         self.rules.is_empty() && self.relations.is_empty()
     }
 
+    /// The heap the rules and relations take: an estimate, walking them (at most 10 000 of
+    /// each, see the limits), with B-tree nodes about two thirds full.
+    pub fn heap_bytes(&self) -> u64 {
+        const NODE: usize = 3; // a share of 3/2 of each element, in halves
+        let v = |b: &Vec<u8>| b.capacity();
+        let rules: usize = self
+            .rules
+            .iter()
+            .map(|(name, r)| {
+                let templates: usize = r
+                    .templates
+                    .iter()
+                    .map(|t| {
+                        2 * t.source.capacity() + t.parts.capacity() * std::mem::size_of::<Part>()
+                    })
+                    .sum();
+                v(name)
+                    + v(&r.name)
+                    + v(&r.on_type)
+                    + r.pattern.as_ref().map_or(0, v)
+                    + r.glob
+                        .as_ref()
+                        .map_or(0, |g| g.heap_bytes() + std::mem::size_of::<Glob>())
+                    + r.ops
+                        .as_ref()
+                        .map_or(0, |o| o.capacity() * std::mem::size_of::<Op>())
+                    + r.templates.capacity() * std::mem::size_of::<Template>()
+                    + templates
+                    + (24 + std::mem::size_of::<Rule>()) * NODE / 2
+            })
+            .sum();
+        let pairs = |set: &BTreeSet<(Vec<u8>, Vec<u8>)>| -> usize {
+            set.iter().map(|(a, b)| v(a) + v(b) + 48 * NODE / 2).sum()
+        };
+        let relations: usize = self
+            .relations
+            .iter()
+            .map(|((a, b), r)| {
+                v(a) + v(b)
+                    + v(&r.source)
+                    + v(&r.target)
+                    + (48 + std::mem::size_of::<Relation>()) * NODE / 2
+            })
+            .sum();
+        (rules + pairs(&self.by_type) + relations + pairs(&self.reverse)) as u64
+    }
+
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
