@@ -282,6 +282,81 @@ def memory(srv):
     report("ratio memory tagcache/tag-set (goal <= 0.5)", ours / theirs, "x")
 
 
+def settled_memory(c, seconds=3.0):
+    """used_memory once the server's cron has had time to shrink its tables (it resizes a
+    database's dict when under a tenth full, one step per 100 ms)."""
+    time.sleep(seconds)
+    return used_memory(c)
+
+
+def memory_return(srv):
+    """Issue 22: what used_memory keeps after a load-and-invalidate cycle, per peak entry,
+    against the same server before the load. The tag-set scheme (SET + SADD, then UNLINK of the
+    members and the sets) is the peer; the module's own `memory` fields say where its part is."""
+    c = srv.conn
+    count = n(1_000_000)
+    keys = ["k:%012d" % i for i in range(count)]
+    tags = lambda i: ["t10:%d" % (i % 10), "t100:%d" % (i % 100), "t1000:%d" % (i % 1000)]
+    chunk = 50_000
+
+    flush(c)
+    base = settled_memory(c)
+    for i in range(0, count, chunk):
+        c.pipeline([["SET", k, VALUE] for k in keys[i:i + chunk]])
+        c.pipeline([["SADD", "tagset:" + t, k] for j, k in enumerate(keys[i:i + chunk], i)
+                    for t in tags(j)])
+    peak = used_memory(c) - base
+    for t in range(10):
+        members = c.call("SMEMBERS", "tagset:t10:%d" % t)
+        for j in range(0, len(members), 1000):
+            c.call("UNLINK", *members[j:j + 1000])
+    c.call("UNLINK", *["tagset:" + t for i in range(1000) for t in tags(i)])
+    while c.info("memory").get("lazyfree_pending_objects", "0") != "0":
+        time.sleep(0.05)
+    peer_left = settled_memory(c) - base
+    assert c.call("DBSIZE") == 0
+
+    flush(c)
+    base = settled_memory(c)
+    before = json.loads(c.call("CACHE.STATS", "LOCAL", "JSON"))["memory"]
+    for i in range(0, count, chunk):
+        c.pipeline([["CACHE.SET", k, VALUE, "TAGS", "3"] + tags(j)
+                    for j, k in enumerate(keys[i:i + chunk], i)])
+    ours_peak = used_memory(c) - base
+    removed = sum(c.call("CACHE.INVALIDATE", "TAG", "t10:%d" % t) for t in range(10))
+    assert removed == count, removed
+    while c.call("DBSIZE") != 0:
+        time.sleep(0.05)
+    ours_left = settled_memory(c) - base
+    after = json.loads(c.call("CACHE.STATS", "LOCAL", "JSON"))["memory"]
+    # The stale-set guard remembers what was removed for cache.guard-window-ms (60 s): shorten
+    # the window to see what is kept once it has passed.
+    window = c.call("CONFIG", "GET", "cache.guard-window-ms")[1]
+    c.call("CONFIG", "SET", "cache.guard-window-ms", "1000")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if json.loads(c.call("CACHE.STATS", "LOCAL", "JSON"))["memory"]["history_bytes"] < 65536:
+            break
+        time.sleep(0.2)
+    ours_later = settled_memory(c) - base
+    later = json.loads(c.call("CACHE.STATS", "LOCAL", "JSON"))["memory"]
+    c.call("CONFIG", "SET", "cache.guard-window-ms", window)
+    c.call("CACHE.DEBUG", "VERIFY")
+    report("peak bytes/entry tag-set scheme (3 tags)", peak / count, "B")
+    report("peak bytes/entry tagcache (3 tags)", ours_peak / count, "B")
+    report("bytes/peak entry kept after, tag-set scheme", peer_left / count, "B")
+    report("bytes/peak entry kept after, tagcache (guard window)", ours_left / count, "B")
+    for field in sorted(after):
+        grown = after[field] - before.get(field, 0)
+        if grown:
+            report("  of which memory.%s" % field, grown / count, "B")
+    report("bytes/peak entry kept after the guard window", ours_later / count, "B")
+    for field in sorted(later):
+        grown = later[field] - before.get(field, 0)
+        if grown:
+            report("  of which memory.%s " % field, grown / count, "B")
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. Tag invalidation of 100 000 entries.
 
@@ -806,7 +881,7 @@ def main():
     version = subprocess.run([SERVER, "--version"], capture_output=True, text=True).stdout.strip()
     print("server: %s\nmodule: %s\nscale: %s" % (version, MODULE, SCALE), flush=True)
     only = set(sys.argv[1:])
-    figures = [("throughput", throughput), ("memory", memory), ("tag", tag_invalidation),
+    figures = [("throughput", throughput), ("memory", memory), ("return", memory_return), ("tag", tag_invalidation),
                ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall),
                ("worst", worst_cases),
                ("stats", stats_cost), ("lazy", lazy), ("herd", herd), ("guard", guard),

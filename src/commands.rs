@@ -1191,7 +1191,7 @@ pub(crate) fn cache_stats(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
     let th = config::thresholds();
     // Taken before the state's lock (each structure has its own).
     let (lease_bytes, watch_bytes) = (crate::fetch::heap_bytes(), crate::watch::heap_bytes());
-    let (cluster_bytes, history_bytes) = (cluster::heap_bytes(), crate::history::bytes());
+    let (cluster_bytes, history_bytes) = (cluster::heap_bytes(), crate::history::heap_bytes());
     let mut st = state::lock();
     st.settle_removal();
     let mut figures = st.figures(true);

@@ -471,7 +471,7 @@ pub fn register_command_filter(ctx: &Context) -> bool {
 
 /// Subscribes to the server events and keyspace notifications the index follows.
 pub fn subscribe(ctx: &Context) -> bool {
-    let events: [(u64, raw::RedisModuleEventCallback); 5] = [
+    let events: [(u64, raw::RedisModuleEventCallback); 6] = [
         (
             raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
             Some(on_role_change),
@@ -480,6 +480,7 @@ pub fn subscribe(ctx: &Context) -> bool {
         (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb)),
         (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
         (raw::REDISMODULE_EVENT_CONFIG, Some(on_config_change)),
+        (raw::REDISMODULE_EVENT_CRON_LOOP, Some(on_cron)),
     ];
     for (id, cb) in events {
         let ev = raw::RedisModuleEvent { id, dataver: 1 };
@@ -506,6 +507,16 @@ unsafe extern "C" fn on_config_change(
     _data: *mut c_void,
 ) {
     guard((), server::config_changed);
+}
+
+/// The server's cron (`hz` times a second): housekeeping that must not wait for a command.
+unsafe extern "C" fn on_cron(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    _sub: u64,
+    _data: *mut c_void,
+) {
+    guard((), crate::history::tidy);
 }
 
 unsafe extern "C" fn on_flush(

@@ -46,8 +46,14 @@ fn history() -> Guard {
     Guard(HISTORY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// The history within its bounds at `now` (Unix ms, read before the lock is taken).
-fn trimmed(h: &mut History, now: i64) {
+/// Facts past the window one call drops at most (about a millisecond): after a large
+/// invalidation leaves the window, its facts go over several calls instead of in one stall.
+/// Facts past the byte bound always go at once (as many as the call added).
+const TRIM_BUDGET: usize = 20_000;
+
+/// The history within its bounds at `now` (Unix ms, read before the lock is taken), facts past
+/// the window at most `TRIM_BUDGET` of them.
+fn trimmed(h: &mut History, now: i64) -> usize {
     let window = config::GUARD_WINDOW_MS.get();
     // Over maxmemory the history holds nothing: tokens from before are refused (safe), and
     // invalidations keep freeing memory instead of adding facts.
@@ -56,7 +62,23 @@ fn trimmed(h: &mut History, now: i64) {
     } else {
         u64::try_from(config::GUARD_MAX_BYTES.get()).unwrap_or(0)
     };
-    h.trim(now, window, bytes);
+    h.trim(now, window, bytes, TRIM_BUDGET)
+}
+
+/// On the server's cron (`hz` times a second): the facts past the window go even when no
+/// invalidation or guarded write comes, and the tables give their room back once mostly
+/// empty, so the memory of a large invalidation returns after the window.
+pub fn tidy() {
+    let now = server::now_ms();
+    let mut g = history();
+    let Some(h) = g.0.as_mut() else {
+        return;
+    };
+    if h.is_empty() && h.heap_bytes() == 0 {
+        return;
+    }
+    trimmed(h, now);
+    h.shrink();
 }
 
 /// `CACHE.TOKEN [key]` -> the token now.
@@ -164,9 +186,14 @@ pub fn reset() {
     history().get().stats = Default::default();
 }
 
-/// Bytes the history holds.
+/// Bytes the history holds (what `cache.guard-max-bytes` bounds).
 pub fn bytes() -> u64 {
     history().get().bytes()
+}
+
+/// The heap the history takes, its tables' spare room included (STATS `memory`).
+pub fn heap_bytes() -> u64 {
+    history().get().heap_bytes()
 }
 
 /// The `guard` section of CACHE.STATS.

@@ -309,3 +309,38 @@ fn stats_memory_shows_each_structure_grow_and_fall_back() {
         .sum();
     assert_eq!(m["total_bytes"], sum);
 }
+
+#[test]
+fn memory_returns_after_a_large_invalidation_leaves_the_guard_window() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &["CONFIG", "SET", "cache.guard-window-ms", "1000"]);
+    let before = used(&mut c);
+    let mut p = redis::pipe();
+    for i in 0..50_000 {
+        p.cmd("CACHE.SET")
+            .arg(format!("k:{i:08}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg("all");
+    }
+    let _: Vec<redis::Value> = p.query(&mut c).unwrap();
+    assert_eq!(
+        int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "all"])),
+        50_000
+    );
+    // The guard remembers the 50 000 removed keys for the window.
+    let held = memory(&mut c)["history_bytes"];
+    assert!(held > 50_000 * 100, "history_bytes {held}");
+    // No other command comes: the server's cron drops the facts and gives the room back.
+    eventually("the guard history to empty", || {
+        memory(&mut c)["history_bytes"] < 8_192
+    });
+    let kept = used(&mut c) - before;
+    // What stays is the index's id table (20 B per peak entry, reused by the next entries),
+    // with slack for the server's own tables.
+    assert!(kept < 50_000 * 40, "used_memory kept {kept} bytes");
+    ok(&mut c, &["CONFIG", "SET", "cache.guard-window-ms", "60000"]);
+    verify(&mut c);
+}
