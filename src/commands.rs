@@ -57,12 +57,61 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
     let a = parse::parse_set(argv, now)?;
     let replayed = server::replayed(ctx);
     guard::limits_for(replayed).check_set(&a)?;
-    let mut key = Key::write(ctx, &args[1]);
+    store(ctx, &args[1], &a, now, replayed, Some(argv))
+}
+
+/// `CACHE.MSET [options] ENTRY key value [options] ...`: every entry is parsed and checked
+/// against the limits, and every key is checked to hold a cache entry or nothing, before the
+/// first is stored; then each is stored as CACHE.SET stores it. The server wraps what they
+/// propagate (one canonical CACHE.SET each) in one MULTI/EXEC, so replicas and the AOF apply
+/// the batch at once too.
+pub(crate) fn cache_mset(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
+    let now = server::now_ms();
+    let entries = parse::parse_mset(argv, now)?;
+    let replayed = server::replayed(ctx);
+    let limits = guard::limits_for(replayed);
+    for (_, e) in &entries {
+        limits.check_set(e)?;
+        if !Entry::fits(e.value, e.tags, e.deps, e.meta) {
+            return Err(CacheError::TooLarge);
+        }
+    }
+    for (at, _) in &entries {
+        Key::write(ctx, &args[*at]).entry()?;
+    }
+    for (at, e) in &entries {
+        store(ctx, &args[*at], e, now, replayed, None)?;
+    }
+    Ok(Reply::Ok)
+}
+
+/// Key positions of a CACHE.MSET, for the server's getkeys (cluster slots, ACL): none when
+/// the command does not parse (it is refused when it runs).
+pub fn mset_keys(argv: &[&[u8]]) -> Vec<usize> {
+    parse::parse_mset(argv, 0).map_or_else(
+        |_| Vec::new(),
+        |v| v.into_iter().map(|(at, _)| at).collect(),
+    )
+}
+
+/// Stores one parsed CACHE.SET at `key_name` (CACHE.SET, or one entry of CACHE.MSET).
+/// `verbatim`: the command's arguments, which propagate as sent when they are deterministic;
+/// None: always the canonical CACHE.SET.
+fn store(
+    ctx: &Context,
+    key_name: &RedisString,
+    a: &parse::SetArgs,
+    now: i64,
+    replayed: bool,
+    verbatim: Option<&[&[u8]]>,
+) -> Result<Reply> {
+    let name = a.key;
+    let mut key = Key::write(ctx, key_name);
     let db = server::selected_db(ctx);
     // An entry a LAZY invalidation covers is gone as far as the command can tell, and so is a
     // stale one (SOFT): NX fills it, XX and KEEPTTL find nothing.
     let held = key.entry()?.is_some();
-    let existing = held && key.entry()?.is_some_and(|e| reclaim::live(ctx, argv[1], e));
+    let existing = held && key.entry()?.is_some_and(|e| reclaim::live(ctx, name, e));
     match (a.condition, existing) {
         (Condition::IfMissing, true) | (Condition::IfExists, false) => return Ok(Reply::Nil),
         _ => {}
@@ -71,8 +120,8 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
     // (checked where the command is decided, not again on replicas or AOF replay). Refused or
     // not, the caller's lease ends: a refused holder fetches again.
     if let Some(token) = a.guard.filter(|_| !replayed) {
-        if !crate::history::check(ctx, db, token, argv[1], a.tags, a.deps) {
-            crate::fetch::end_lease(db, argv[1], now);
+        if !crate::history::check(ctx, db, token, name, a.tags, a.deps) {
+            crate::fetch::end_lease(db, name, now);
             return Ok(Reply::Nil);
         }
     }
@@ -87,10 +136,10 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
         // Like SET with a past EXAT: the new value is gone at once, and so is the old one,
         // whatever state it is in (fresh, stale, covered by LAZY): the DEL reaches the replicas
         // and the AOF, so a stale or covered entry cannot come back from either.
-        crate::fetch::end_lease(db, argv[1], now);
+        crate::fetch::end_lease(db, name, now);
         if held {
-            delete_as_del(ctx, db, argv[1], key, &args[1]);
-            server::replicate_strings(ctx, c"DEL", &args[1..2]);
+            delete_as_del(ctx, db, name, key, key_name);
+            server::replicate_strings(ctx, c"DEL", std::slice::from_ref(key_name));
         }
         return Ok(Reply::Ok);
     }
@@ -116,7 +165,7 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
     if let Some((_, _, id)) = change {
         // The new entry takes the old one's place in the index, id and all.
         entry.set_id(id);
-        quiet(db, argv[1], Quiet::Replace);
+        quiet(db, name, Quiet::Replace);
     }
     let stored = key.set_entry(entry);
     if change.is_some() {
@@ -125,7 +174,7 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
     }
     stored?;
     // Written: whoever held the lease to compute it is done (a rejected SET ends nothing).
-    crate::fetch::end_lease(db, argv[1], now);
+    crate::fetch::end_lease(db, name, now);
     if let Some(t) = deadline {
         key.set_deadline(t);
     }
@@ -134,27 +183,28 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
         .ok_or_else(|| CacheError::Internal("entry vanished".into()))?;
     state::with_db(db, |idx| {
         let size = stored.value().len() as u64;
-        if !change.is_some_and(|(c, old, id)| idx.relink(argv[1], id, &c, old, size)) {
-            let id = idx.insert(argv[1], stored.tags(), stored.deps(), size);
+        if !change.is_some_and(|(c, old, id)| idx.relink(name, id, &c, old, size)) {
+            let id = idx.insert(name, stored.tags(), stored.deps(), size);
             stored.set_id(id);
         }
     });
     // The command as sent is deterministic unless it had a relative TTL or took the default:
     // then it propagates with the absolute deadline it resolved to.
-    if a.relative_ttl || (a.expiry == Expiry::Default && deadline.is_some()) {
-        replicate_set(ctx, argv, deadline, stored);
-    } else {
-        ctx.replicate_verbatim();
+    match verbatim {
+        Some(_) if !(a.relative_ttl || (a.expiry == Expiry::Default && deadline.is_some())) => {
+            ctx.replicate_verbatim();
+        }
+        _ => replicate_set(ctx, a, deadline, stored),
     }
     drop(key);
-    server::signal_modified(ctx, &args[1]);
-    server::notify(ctx, NOTIFY_MODULE, c"cache.set", &args[1]);
+    server::signal_modified(ctx, key_name);
+    server::notify(ctx, NOTIFY_MODULE, c"cache.set", key_name);
     Ok(Reply::Ok)
 }
 
 /// Propagates CACHE.SET with an absolute deadline (or none), no condition, canonical tags and
 /// dependencies: its outcome cannot differ on a replica or on AOF replay.
-fn replicate_set(ctx: &Context, argv: &[&[u8]], deadline: Option<i64>, entry: &Entry) {
+fn replicate_set(ctx: &Context, a: &parse::SetArgs, deadline: Option<i64>, entry: &Entry) {
     let mut owned: Vec<Vec<u8>> = Vec::new();
     if let Some(t) = deadline {
         owned.push(b"PXAT".to_vec());
@@ -172,7 +222,7 @@ fn replicate_set(ctx: &Context, argv: &[&[u8]], deadline: Option<i64>, entry: &E
         owned.push(b"META".to_vec());
         owned.push(m.as_bytes().to_vec());
     }
-    let mut out: Vec<&[u8]> = vec![argv[1], argv[2]];
+    let mut out: Vec<&[u8]> = vec![a.key, a.value];
     out.extend(owned.iter().map(|v| v.as_slice()));
     server::replicate(ctx, "CACHE.SET", &out);
 }

@@ -860,6 +860,51 @@ macro_rules! commands {
     };
 }
 
+/// CACHE.MSET, whose keys are found by parsing (`getkeys-api`): asked for key positions, it
+/// names each entry's key as read-write (as CACHE.SET's key spec does); else it runs.
+///
+/// # Safety
+/// Called by the server with a command's arguments.
+pub unsafe extern "C" fn mset(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    if raw::RedisModule_IsKeysPositionRequest.is_some_and(|f| f(ctx) != 0) {
+        guard((), || {
+            let given: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
+                Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
+                _ => &[],
+            };
+            let words: SmallVec<[&[u8]; 16]> = given
+                .iter()
+                .map(|&s| RedisString::string_as_slice(s))
+                .collect();
+            let write = (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
+            for at in crate::commands::mset_keys(&words) {
+                let at = c_int::try_from(at).unwrap_or(c_int::MAX);
+                match (
+                    raw::RedisModule_KeyAtPosWithFlags,
+                    raw::RedisModule_KeyAtPos,
+                ) {
+                    (Some(with_flags), _) => with_flags(ctx, at, write),
+                    (None, Some(plain)) => plain(ctx, at),
+                    (None, None) => {}
+                }
+            }
+        });
+        return raw::REDISMODULE_OK as c_int;
+    }
+    call_command(ctx, argv, argc, |ctx, args| {
+        crate::commands::run(
+            ctx,
+            args,
+            crate::commands::cache_mset,
+            Some(crate::core::metrics::Op::Set),
+        )
+    })
+}
+
 commands! {
     set => crate::commands::cache_set as Set,
     get => crate::commands::cache_get,

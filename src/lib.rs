@@ -41,8 +41,9 @@ mod module {
     /// the flags here: `write` or `read`, `fast` or `slow`, `admin dangerous` for the admin
     /// commands, and the module's own `cache` for all.
     #[rustfmt::skip]
-    const COMMANDS: [CommandRow; 21] = [
+    const COMMANDS: [CommandRow; 22] = [
         (c"cache.set", Some(ffi::set), c"write deny-oom", 1, 1, 1, c"cache write slow"),
+        (c"cache.mset", Some(ffi::mset), c"write deny-oom getkeys-api", 0, 0, 0, c"cache write slow"),
         (c"cache.get", Some(ffi::get), c"readonly fast", 1, 1, 1, c"cache read fast"),
         (c"cache.fetch", Some(ffi::fetch), c"readonly fast", 1, 1, 1, c"cache read fast"),
         (c"cache.token", Some(ffi::token), c"readonly fast", 1, 1, 1, c"cache read fast"),

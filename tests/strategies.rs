@@ -509,6 +509,13 @@ enum Exp {
 }
 
 #[derive(Clone, Debug)]
+struct MSetEntry {
+    key: String,
+    tags: Option<Vec<String>>,
+    deps: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug)]
 enum Op {
     Select(usize),
     Set {
@@ -519,6 +526,12 @@ enum Op {
         deps: Option<Vec<String>>,
         /// `GUARD token`: one of the tokens taken, or one made up.
         guard: Option<Guard>,
+    },
+    /// CACHE.MSET with shared TAGS (or none) and entries with their own TAGS and DEPENDS
+    /// (None: the shared tags, no dependencies).
+    MSet {
+        shared: Option<Vec<String>>,
+        entries: Vec<MSetEntry>,
     },
     /// CACHE.TOKEN, or CACHE.FETCH key WITHTOKEN: a token for later guarded sets.
     Token {
@@ -601,6 +614,7 @@ impl Op {
             Op::Select(_) => "SELECT",
             Op::Set { guard: None, .. } => "CACHE.SET",
             Op::Set { .. } => "CACHE.SET GUARD",
+            Op::MSet { .. } => "CACHE.MSET",
             Op::Token { fetch: None } => "CACHE.TOKEN",
             Op::Token { .. } => "CACHE.FETCH WITHTOKEN",
             Op::Tag { .. } => "CACHE.TAG",
@@ -895,6 +909,7 @@ impl H {
                 deps,
                 guard,
             } => self.cache_set(key, *ttl, *cond, tags.as_deref(), deps.as_deref(), *guard)?,
+            Op::MSet { shared, entries } => self.cache_mset(shared.as_deref(), entries)?,
             Op::Token { fetch } => self.take_token(fetch.as_deref())?,
             Op::Tag { key, tags } => self.add_links(key, tags, true)?,
             Op::Depend { key, res } => self.add_links(key, res, false)?,
@@ -1108,6 +1123,58 @@ impl H {
         let cur = self.cur.to_string();
         self.ok(Who::Main, &words(&format!("SELECT {cur}")))?;
         self.dbsel[0] = self.cur;
+        Ok(())
+    }
+
+    /// CACHE.MSET: refused whole (WRONGTYPE) when a key holds a plain string, else every entry
+    /// stored in order as CACHE.SET without options stores it, with the shared tags where it
+    /// gives none.
+    fn cache_mset(&mut self, shared: Option<&[String]>, entries: &[MSetEntry]) -> R {
+        self.at(Who::Main)?;
+        let mut parts = vec!["CACHE.MSET".to_string()];
+        if let Some(t) = shared {
+            parts.extend(["TAGS".to_string(), t.len().to_string()]);
+            parts.extend(t.iter().cloned());
+        }
+        let mut values = Vec::new();
+        for e in entries {
+            self.writes += 1;
+            let value = format!("v{}", self.writes);
+            parts.extend(["ENTRY".to_string(), e.key.clone(), value.clone()]);
+            for (word, names) in [("TAGS", &e.tags), ("DEPENDS", &e.deps)] {
+                if let Some(names) = names {
+                    parts.extend([word.to_string(), names.len().to_string()]);
+                    parts.extend(names.iter().cloned());
+                }
+            }
+            values.push(value);
+        }
+        let plain = entries
+            .iter()
+            .any(|e| matches!(self.dbs[self.cur].keys.get(&e.key), Some(Val::Plain(_))));
+        if plain {
+            let e = self.refused(Who::Main, &parts)?;
+            return self.expect(e.as_str(), WRONGTYPE, "CACHE.MSET over a string");
+        }
+        let r = self.ok(Who::Main, &parts)?;
+        self.expect(r, Value::Okay, "CACHE.MSET")?;
+        for (e, value) in entries.iter().zip(values) {
+            let tags = e.tags.as_deref().or(shared).unwrap_or_default();
+            let entry = Entry {
+                value,
+                tags: tags.iter().cloned().collect(),
+                deps: e
+                    .deps
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .cloned()
+                    .collect(),
+                life: Life::Fresh,
+                why: self.why("CACHE.MSET"),
+            };
+            self.db().put(&e.key, Val::Entry(entry));
+        }
         Ok(())
     }
 
@@ -2679,6 +2746,24 @@ impl Gen {
                 };
                 let deps = (!deps.is_empty() || rng.chance(10)).then_some(deps);
                 let guard = rng.chance(30).then(|| gen_guard(rng));
+                if matches!((ttl, cond), (Ttl::None, Cond::None))
+                    && guard.is_none()
+                    && rng.chance(25)
+                {
+                    // The same entry, with one or two more, in one CACHE.MSET.
+                    let shared = rng.chance(50).then(|| gen_tags(rng, 1, 2));
+                    let mut entries = vec![MSetEntry { key, tags, deps }];
+                    for _ in 0..1 + rng.below(2) {
+                        let own = rng.chance(50).then(|| gen_tags(rng, 0, 2));
+                        let deps = rng.chance(40).then(|| gen_resources(rng, 1, 2));
+                        entries.push(MSetEntry {
+                            key: gen_key(rng),
+                            tags: own,
+                            deps,
+                        });
+                    }
+                    return Op::MSet { shared, entries };
+                }
                 Op::Set {
                     key,
                     ttl,

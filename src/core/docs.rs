@@ -97,6 +97,22 @@ const SELECTOR: Arg = a("selector", OneOf).of(&[
 
 const CONSTANT: &str = "O(1)";
 
+const EXPIRATION: Arg = a("expiration", OneOf).optional().of(&[
+    a("seconds", Integer).token("EX"),
+    a("ms", Integer).token("PX"),
+    a("unix-seconds", UnixTime).token("EXAT"),
+    a("unix-ms", UnixTime).token("PXAT"),
+]);
+const TAGS: Arg = a("tags", Block)
+    .token("TAGS")
+    .optional()
+    .of(&[a("count", Integer), a("tag", Text).multiple()]);
+const DEPENDS: Arg = a("depends", Block)
+    .token("DEPENDS")
+    .optional()
+    .of(&[a("count", Integer), a("resource", Text).multiple()]);
+const META: Arg = a("json-object", Text).token("META").optional();
+
 /// Every command and subcommand, in the order they are registered.
 pub const DOCS: &[Doc] = &[
     Doc {
@@ -117,16 +133,30 @@ pub const DOCS: &[Doc] = &[
             a("condition", OneOf)
                 .optional()
                 .of(&[word("nx", "NX"), word("xx", "XX")]),
-            a("tags", Block)
-                .token("TAGS")
-                .optional()
-                .of(&[a("count", Integer), a("tag", Text).multiple()]),
-            a("depends", Block)
-                .token("DEPENDS")
-                .optional()
-                .of(&[a("count", Integer), a("resource", Text).multiple()]),
-            a("json-object", Text).token("META").optional(),
+            TAGS,
+            DEPENDS,
+            META,
             a("token", Integer).token("GUARD").optional(),
+        ],
+    },
+    Doc {
+        name: "cache.mset",
+        summary: "Stores several cache entries at once, with shared or their own options",
+        since: "1.0.0",
+        complexity: "O(N + T + D) for N entries, T tags and D dependencies in all",
+        args: &[
+            EXPIRATION,
+            TAGS,
+            DEPENDS,
+            META,
+            a("entry", Block).token("ENTRY").multiple().of(&[
+                a("key", Key),
+                a("value", Text),
+                EXPIRATION,
+                TAGS,
+                DEPENDS,
+                META,
+            ]),
         ],
     },
     Doc {

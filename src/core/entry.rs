@@ -351,6 +351,17 @@ impl Entry {
         Self::build(Header::created_at(created_ms), value, &tags, &deps, 0, meta)
     }
 
+    /// Whether [`Entry::new`] can lay out an entry of these parts (within [`MAX_ENTRY_BYTES`]):
+    /// names are counted as sent, before duplicates are dropped, so a true answer is certain.
+    pub fn fits(value: &[u8], tags: &[&[u8]], deps: &[&[u8]], meta: Option<&str>) -> bool {
+        let len = value.len() as u128
+            + packed_len(tags) as u128
+            + packed_len(deps) as u128
+            + meta.map_or(0, str::len) as u128
+            + 8;
+        len <= MAX_ENTRY_BYTES as u128
+    }
+
     /// Lays out `value`, the names (sorted, unique), the stale deadline (when not 0) and `meta`
     /// after `head`'s counters.
     fn build(

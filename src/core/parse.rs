@@ -86,81 +86,163 @@ pub fn parse_set<'a>(args: &'a [&'a [u8]], now_ms: i64) -> Result<SetArgs<'a>> {
         meta: None,
         guard: None,
     };
-    let (mut have_ttl, mut have_cond, mut have_tags, mut have_deps) = (false, false, false, false);
+    let mut seen = Seen::default();
     let mut i = 3;
     while i < args.len() {
-        let opt = args[i];
-        let next = args.get(i + 1).copied();
-        if ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| eq(opt, w)) {
-            let n = next.ok_or(CacheError::Syntax)?;
-            if have_ttl {
-                return Err(CacheError::Syntax);
-            }
-            have_ttl = true;
-            out.expiry = Expiry::At(deadline(opt, n, now_ms)?);
-            out.relative_ttl = eq(opt, "EX") || eq(opt, "PX");
-            i += 2;
-        } else if eq(opt, "KEEPTTL") {
-            if have_ttl {
-                return Err(CacheError::Syntax);
-            }
-            have_ttl = true;
-            out.expiry = Expiry::Keep;
-            i += 1;
-        } else if eq(opt, "NX") || eq(opt, "XX") {
-            if have_cond {
-                return Err(CacheError::Syntax);
-            }
-            have_cond = true;
-            out.condition = if eq(opt, "NX") {
-                Condition::IfMissing
-            } else {
-                Condition::IfExists
-            };
-            i += 1;
-        } else if eq(opt, "TAGS") || eq(opt, "DEPENDS") {
-            let is_tags = eq(opt, "TAGS");
-            let seen = if is_tags {
-                &mut have_tags
-            } else {
-                &mut have_deps
-            };
-            if *seen {
-                return Err(CacheError::Syntax);
-            }
-            *seen = true;
-            let (names, used) = counted(&args[i + 1..])?;
-            if is_tags {
-                out.tags = names;
-            } else {
-                out.deps = names;
-            }
-            i += 1 + used;
-        } else if eq(opt, "META") {
-            let json = next.ok_or(CacheError::Syntax)?;
-            if out.meta.is_some() {
-                return Err(CacheError::Syntax);
-            }
-            out.meta = Some(parse_meta(json)?);
-            i += 2;
-        } else if eq(opt, "GUARD") {
-            let token = next.ok_or(CacheError::Syntax)?;
-            if out.guard.is_some() {
-                return Err(CacheError::Syntax);
-            }
-            out.guard = Some(parse_i64(token)?);
-            i += 2;
-        } else {
+        i = set_option(args, i, now_ms, &mut out, &mut seen, SET)?;
+    }
+    Ok(out)
+}
+
+/// Which options of one entry were given (each at most once).
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    ttl: bool,
+    cond: bool,
+    tags: bool,
+    deps: bool,
+}
+
+/// The option of CACHE.SET at `args[i]` into `out`; the index after it. For CACHE.MSET (`cmd`
+/// is `MSET`) only the expiry, TAGS, DEPENDS and META are options: KEEPTTL, NX, XX and GUARD
+/// are syntax errors there.
+fn set_option<'a>(
+    args: &'a [&'a [u8]],
+    i: usize,
+    now_ms: i64,
+    out: &mut SetArgs<'a>,
+    seen: &mut Seen,
+    cmd: &'static str,
+) -> Result<usize> {
+    let single = cmd == SET;
+    let opt = args[i];
+    let next = args.get(i + 1).copied();
+    if ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| eq(opt, w)) {
+        let n = next.ok_or(CacheError::Syntax)?;
+        if seen.ttl {
             return Err(CacheError::Syntax);
         }
+        seen.ttl = true;
+        out.expiry = Expiry::At(deadline(opt, n, now_ms, cmd)?);
+        out.relative_ttl = eq(opt, "EX") || eq(opt, "PX");
+        Ok(i + 2)
+    } else if single && eq(opt, "KEEPTTL") {
+        if seen.ttl {
+            return Err(CacheError::Syntax);
+        }
+        seen.ttl = true;
+        out.expiry = Expiry::Keep;
+        Ok(i + 1)
+    } else if single && (eq(opt, "NX") || eq(opt, "XX")) {
+        if seen.cond {
+            return Err(CacheError::Syntax);
+        }
+        seen.cond = true;
+        out.condition = if eq(opt, "NX") {
+            Condition::IfMissing
+        } else {
+            Condition::IfExists
+        };
+        Ok(i + 1)
+    } else if eq(opt, "TAGS") || eq(opt, "DEPENDS") {
+        let is_tags = eq(opt, "TAGS");
+        let given = if is_tags {
+            &mut seen.tags
+        } else {
+            &mut seen.deps
+        };
+        if *given {
+            return Err(CacheError::Syntax);
+        }
+        *given = true;
+        let (names, used) = counted(&args[i + 1..])?;
+        if is_tags {
+            out.tags = names;
+        } else {
+            out.deps = names;
+        }
+        Ok(i + 1 + used)
+    } else if eq(opt, "META") {
+        let json = next.ok_or(CacheError::Syntax)?;
+        if out.meta.is_some() {
+            return Err(CacheError::Syntax);
+        }
+        out.meta = Some(parse_meta(json)?);
+        Ok(i + 2)
+    } else if single && eq(opt, "GUARD") {
+        let token = next.ok_or(CacheError::Syntax)?;
+        if out.guard.is_some() {
+            return Err(CacheError::Syntax);
+        }
+        out.guard = Some(parse_i64(token)?);
+        Ok(i + 2)
+    } else {
+        Err(CacheError::Syntax)
+    }
+}
+
+const MSET: &str = "cache.mset";
+
+/// `CACHE.MSET [options] ENTRY key value [options] [ENTRY key value [options] ...]`: the
+/// options before the first ENTRY are shared; an entry's own option of a kind (expiry, TAGS,
+/// DEPENDS, META) replaces the shared one of that kind. Each entry with the position of its key
+/// in `args`, in order.
+pub fn parse_mset<'a>(args: &'a [&'a [u8]], now_ms: i64) -> Result<Vec<(usize, SetArgs<'a>)>> {
+    let blank = |key: &'a [u8], value: &'a [u8]| SetArgs {
+        key,
+        value,
+        expiry: Expiry::Default,
+        relative_ttl: false,
+        condition: Condition::Always,
+        tags: &[],
+        deps: &[],
+        meta: None,
+        guard: None,
+    };
+    let entry_at = |i: usize| args.get(i).is_some_and(|w| eq(w, "ENTRY"));
+    let mut shared = blank(b"", b"");
+    let mut shared_seen = Seen::default();
+    let mut i = 1;
+    while i < args.len() && !entry_at(i) {
+        i = set_option(args, i, now_ms, &mut shared, &mut shared_seen, MSET)?;
+    }
+    if i >= args.len() {
+        return Err(CacheError::WrongArity(MSET));
+    }
+    let mut out = Vec::new();
+    while i < args.len() {
+        let (Some(key), Some(value)) = (args.get(i + 1), args.get(i + 2)) else {
+            return Err(CacheError::Syntax);
+        };
+        let mut e = blank(key, value);
+        let mut seen = Seen::default();
+        let at = i + 1;
+        i += 3;
+        while i < args.len() && !entry_at(i) {
+            i = set_option(args, i, now_ms, &mut e, &mut seen, MSET)?;
+        }
+        if !seen.ttl {
+            e.expiry = shared.expiry;
+            e.relative_ttl = shared.relative_ttl;
+        }
+        if !seen.tags {
+            e.tags = shared.tags;
+        }
+        if !seen.deps {
+            e.deps = shared.deps;
+        }
+        if e.meta.is_none() {
+            e.meta = shared.meta;
+        }
+        out.push((at, e));
     }
     Ok(out)
 }
 
 /// The deadline an EX/PX/EXAT/PXAT option sets, with Redis's checks and wording.
-fn deadline(unit: &[u8], arg: &[u8], now_ms: i64) -> Result<i64> {
+fn deadline(unit: &[u8], arg: &[u8], now_ms: i64, cmd: &'static str) -> Result<i64> {
     let n = parse_i64(arg)?;
-    let bad = CacheError::InvalidExpire(SET);
+    let bad = CacheError::InvalidExpire(cmd);
     if n <= 0 {
         return Err(bad);
     }
@@ -647,6 +729,66 @@ mod tests {
 
     fn a(s: &str) -> Vec<&[u8]> {
         s.split(' ').map(str::as_bytes).collect()
+    }
+
+    fn mset(s: &'static str) -> Result<Vec<(usize, SetArgs<'static>)>> {
+        let args: &'static [&'static [u8]] =
+            s.split(' ').map(str::as_bytes).collect::<Vec<_>>().leak();
+        parse_mset(args, NOW)
+    }
+
+    #[test]
+    fn mset_shares_options_and_an_entrys_own_replace_them() {
+        let v = mset(
+            "CACHE.MSET PX 10 TAGS 2 a ENTRY META {} ENTRY k1 v1 ENTRY k2 v2 TAGS 0 EXAT 5 \
+             ENTRY ENTRY v3 DEPENDS 1 r META {\"x\":1}",
+        )
+        .unwrap();
+        let keys: Vec<(usize, &[u8])> = v.iter().map(|(at, e)| (*at, e.key)).collect();
+        assert_eq!(keys, vec![(10, &b"k1"[..]), (13, b"k2"), (20, b"ENTRY")]);
+        let (_, k1) = &v[0];
+        assert_eq!(k1.expiry, Expiry::At(NOW + 10));
+        assert!(k1.relative_ttl);
+        assert_eq!(k1.tags, &[&b"a"[..], b"ENTRY"]);
+        assert_eq!(k1.meta, Some("{}"));
+        let (_, k2) = &v[1];
+        assert_eq!(k2.expiry, Expiry::At(5_000));
+        assert!(!k2.relative_ttl);
+        assert!(
+            k2.tags.is_empty(),
+            "its own TAGS 0 replaces the shared tags"
+        );
+        let (_, k3) = &v[2];
+        assert_eq!(k3.deps, &[&b"r"[..]]);
+        assert_eq!(k3.meta, Some("{\"x\":1}"));
+        assert_eq!(k3.tags.len(), 2);
+    }
+
+    #[test]
+    fn mset_refuses_what_cache_set_alone_may_say() {
+        for bad in [
+            "CACHE.MSET ENTRY k v NX",
+            "CACHE.MSET XX ENTRY k v",
+            "CACHE.MSET ENTRY k v KEEPTTL",
+            "CACHE.MSET ENTRY k v GUARD 1",
+            "CACHE.MSET ENTRY k v TAGS 1 a TAGS 1 b",
+            "CACHE.MSET ENTRY k",
+            "CACHE.MSET ENTRY k v ENTRY",
+            "CACHE.MSET BOGUS ENTRY k v",
+        ] {
+            assert_eq!(mset(bad).err(), Some(CacheError::Syntax), "{bad}");
+        }
+        for bad in ["CACHE.MSET", "CACHE.MSET TAGS 1 a", "CACHE.MSET EX 5"] {
+            assert_eq!(
+                mset(bad).err(),
+                Some(CacheError::WrongArity("cache.mset")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            mset("CACHE.MSET ENTRY k v EX 0").err(),
+            Some(CacheError::InvalidExpire("cache.mset"))
+        );
     }
 
     fn set(s: &'static str) -> Result<SetArgs<'static>> {
