@@ -46,6 +46,17 @@ def test_mget_mset(tc):
     assert sorted(tc.keys(tag="t")) == ["k1", "k2"]
 
 
+def test_mset_is_one_atomic_command(tc):
+    tc.plain.set("plain", "x")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        tc.mset({"m1": "a", "plain": "b"}, tags=["m"])
+    assert tc.mget(["m1"]) == [None], "nothing stored"
+    assert tc.mset({"m1": "a", "m2": "b"}, 60, tags=["m"], meta={"by": "mset"}) == [True, True]
+    assert sorted(tc.keys(tag="m")) == ["m1", "m2"]
+    assert tc.inspect("m2").meta == {"by": "mset"}
+    assert 0 < tc.inspect("m1").ttl_ms <= 60_000
+
+
 @pytest.mark.parametrize("transaction", [False, True], ids=["pipeline", "multi"])
 def test_pipeline_parses_replies(tc, transaction):
     tc.set("x", "v", tags=["t"])

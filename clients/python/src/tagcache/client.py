@@ -323,6 +323,34 @@ def set_args(
     return args
 
 
+# The options CACHE.MSET shares among its entries; with any other (nx, xx, keepttl, guard)
+# mset() sends one CACHE.SET per key instead.
+_MSET_OPTIONS = {"ex", "px", "exat", "pxat", "tags", "depends", "meta"}
+
+
+def mset_args(mapping, ttl=None, *, ex=None, px=None, exat=None, pxat=None, tags=None,
+              depends=None, meta=None) -> List[Any]:
+    """CACHE.MSET with the options shared by every entry, then ENTRY key value for each."""
+    args: List[Any] = ["CACHE.MSET"] + _ttl_args(ttl, ex, px, exat, pxat, False)
+    if tags is not None:
+        t = _names(tags)
+        args += ["TAGS", len(t), *t]
+    if depends is not None:
+        d = _names(depends)
+        args += ["DEPENDS", len(d), *d]
+    m = _meta_arg(meta)
+    if m is not None:
+        args += ["META", m]
+    for k, v in mapping.items():
+        args += ["ENTRY", k, v]
+    return args
+
+
+def _one_mset(mapping, kw) -> bool:
+    """Whether mset(mapping, **kw) is one CACHE.MSET (atomic) rather than a pipeline of CACHE.SET."""
+    return bool(mapping) and all(k in _MSET_OPTIONS or not v for k, v in kw.items())
+
+
 def _selector(key=None, keys=None, tag=None, tags=None, pattern=None, namespace=None,
               dependents=None, all=False) -> List[Any]:
     sel = []
@@ -535,7 +563,7 @@ class CacheCommands:
 
 
 CACHE_COMMANDS = (
-    "CACHE.SET CACHE.GET CACHE.MGET CACHE.FETCH CACHE.TOKEN CACHE.TAG CACHE.DEPEND CACHE.INSPECT "
+    "CACHE.SET CACHE.MSET CACHE.GET CACHE.MGET CACHE.FETCH CACHE.TOKEN CACHE.TAG CACHE.DEPEND CACHE.INSPECT "
     "CACHE.INVALIDATE CACHE.KEYS CACHE.TAGS CACHE.STATS CACHE.RECOMMEND CACHE.EVENTS CACHE.HOTKEYS "
     "CACHE.RESET CACHE.PENDING CACHE.RULE CACHE.RELATE CACHE.WRITE CACHE.DEBUG"
 ).split()
@@ -596,8 +624,12 @@ class TagCache(CacheCommands, redis.Redis):
         return redis.Redis(connection_pool=self.connection_pool)
 
     def mset(self, mapping: Mapping[Any, Any], ttl: Seconds = None, **kw) -> List[bool]:
-        """Several CACHE.SET with the same options, in one pipeline (one round trip, not atomic:
-        the module has no CACHE.MSET yet). One bool per key, as set() returns."""
+        """Several entries with the same options: one CACHE.MSET (atomic), or with nx, xx,
+        keepttl or guard one CACHE.SET per key in one pipeline (not atomic). One bool per key,
+        as set() returns. In a cluster the keys of one CACHE.MSET must share a slot."""
+        if _one_mset(mapping, kw):
+            self.execute_command(*mset_args(mapping, ttl, **kw))
+            return [True] * len(mapping)
         pipe = self.pipeline(transaction=False)
         pipe.mset(mapping, ttl, **kw)
         return pipe.execute()
@@ -631,7 +663,10 @@ class AsyncTagCache(CacheCommands, redis.asyncio.Redis):
         return redis.asyncio.Redis(connection_pool=self.connection_pool)
 
     async def mset(self, mapping: Mapping[Any, Any], ttl: Seconds = None, **kw) -> List[bool]:
-        """See TagCache.mset (a pipeline of CACHE.SET)."""
+        """See TagCache.mset."""
+        if _one_mset(mapping, kw):
+            await self.execute_command(*mset_args(mapping, ttl, **kw))
+            return [True] * len(mapping)
         pipe = self.pipeline(transaction=False)
         pipe.mset(mapping, ttl, **kw)
         return await pipe.execute()
