@@ -832,7 +832,7 @@ def symfony(srv):
               " left out", flush=True)
         return
     count = n(100_000)
-    sides = {s: peer_side(s, count) for s in ("symfony", "tagcache")}
+    sides = {s: peer_side(s, count) for s in ("symfony", "tagcache", "tagcache-mset")}
     for s, f in sides.items():
         assert f["read_hits"] == count, (s, f["read_hits"])
         assert f["hits_after_small"] == 0 and f["hits_after_all"] == 0, (s, f)
@@ -867,6 +867,11 @@ def symfony(srv):
     save = sides["tagcache"]["cpu_save_s"] / sides["symfony"]["cpu_save_s"]
     report("ratio CPU per saved entry tagcache/Symfony (goal <= 0.5)", save, "x",
            "pipelined CACHE.SET against commit")
+    mset = sides["tagcache-mset"]["cpu_save_s"] / sides["symfony"]["cpu_save_s"]
+    report("ratio CPU per saved entry CACHE.MSET/Symfony (goal <= 0.5)", mset, "x",
+           "one CACHE.MSET per batch of %d against commit" % sides["tagcache-mset"]["batch"])
+    report("ratio CPU per saved entry CACHE.MSET/pipelined CACHE.SET",
+           sides["tagcache-mset"]["cpu_save_s"] / sides["tagcache"]["cpu_save_s"], "x")
     inv = sides["tagcache"]["cpu_invalidate_small_s"] / sides["symfony"]["cpu_invalidate_small_s"]
     report("ratio CPU 1% tag tagcache/Symfony (goal <= 0.5)", inv, "x")
     mem = sides["tagcache"]["memory_bytes"] / sides["symfony"]["memory_bytes"]

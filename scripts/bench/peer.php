@@ -3,8 +3,8 @@
 // Symfony Cache's RedisTagAwareAdapter, driven from PHP through phpredis.
 //   php scripts/bench/peer.php SIDE PORT N
 // SIDE is `symfony` (the adapter through its own API: saveDeferred + commit, getItems,
-// invalidateTags) or `tagcache` (CACHE.SET in pipelines, CACHE.MGET, CACHE.INVALIDATE TAG, over
-// rawCommand). Run it against a fresh server. Entry i has a 100-byte value and three tags: `all`
+// invalidateTags), `tagcache` (CACHE.SET in pipelines, CACHE.MGET, CACHE.INVALIDATE TAG, over
+// rawCommand) or `tagcache-mset` (the same with one CACHE.MSET per batch of saves). Run it against a fresh server. Entry i has a 100-byte value and three tags: `all`
 // (shared by every entry), `g.(i % 100)` (1% of them) and `i.i` (its own). Prints one JSON object
 // of raw figures; the ratios are bench.py's.
 
@@ -100,8 +100,22 @@ if ($side === 'symfony') {
     $invalidate = function (string $tag) use ($cache) {
         $cache->invalidateTags([$tag]);
     };
-} else {
+} elseif ($side === 'tagcache-mset') {
+    // As Symfony's commit maps onto it: one CACHE.MSET per batch, the lifetime shared, each
+    // entry with its own tags.
     $save = function (array $ids, int $lifetime) use ($redis, $value) {
+        $args = ['EX', (string) $lifetime];
+        foreach ($ids as $i) {
+            array_push($args, 'ENTRY', key_of($i), $value, 'TAGS', '3', ...tags_of($i));
+        }
+        $reply = $redis->rawCommand('CACHE.MSET', ...$args);
+        if ($reply !== true && $reply !== 'OK') {
+            throw new RuntimeException('CACHE.MSET: ' . var_export($reply, true));
+        }
+    };
+}
+if ($side !== 'symfony') {
+    $save ??= function (array $ids, int $lifetime) use ($redis, $value) {
         $redis->multi(Redis::PIPELINE);
         foreach ($ids as $i) {
             $redis->rawCommand('CACHE.SET', key_of($i), $value, 'EX', (string) $lifetime,
