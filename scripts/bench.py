@@ -9,6 +9,7 @@ default; 0.1 for a quick run: every entry count is scaled).
 
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -119,6 +120,9 @@ class Server:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="tagcache-bench-")
         self.port = free_port()
+        self.launch()
+
+    def launch(self):
         self.proc = subprocess.Popen(
             [SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--save", "", "--appendonly", "no", "--logfile", "server.log",
@@ -135,6 +139,25 @@ class Server:
                 if time.time() > deadline or self.proc.poll() is not None:
                     raise SystemExit("server did not start (%s)" % SERVER)
                 time.sleep(0.05)
+
+    def restart_loading(self):
+        """SAVE, restart on the same directory, and the load time the server logs (seconds)."""
+        self.conn.call("SAVE")
+        try:
+            self.conn.call("SHUTDOWN", "NOSAVE")
+        except (ConnectionError, OSError, RuntimeError):
+            pass
+        self.proc.wait(timeout=60)
+        self.launch()
+        while True:
+            try:
+                self.conn.call("DBSIZE")
+                break
+            except RuntimeError:  # -LOADING
+                time.sleep(0.05)
+        with open(os.path.join(self.dir, "server.log")) as f:
+            found = re.findall(r"DB loaded from disk: ([0-9.]+) seconds", f.read())
+        return float(found[-1])
 
     def stop(self):
         try:
@@ -589,6 +612,13 @@ def worst_cases(srv):
     figure("TAGS COUNT 10 over %d tags" % count, "CACHE.TAGS", "LOCAL", "COUNT", "10")
     figure("INVALIDATE KEY root (cascade of %d)" % count, "CACHE.INVALIDATE", "KEY", "root")
     flush(c)
+    # A selection over cache.stepped-threshold that is a small part of the database: 6% of
+    # 1 000 000 entries, in steps over a walk of all of them.
+    c.pipeline([["CACHE.SET", "k:%d" % i, "v", "TAGS", "1", "few" if i % 16 == 0 else "rest"]
+                for i in range(count)])
+    figure("INVALIDATE TAG few (%d of %d entries)" % (count // 16, count),
+           "CACHE.INVALIDATE", "DEPTH", "0", "TAG", "few")
+    flush(c)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -880,6 +910,76 @@ def symfony(srv):
     report("ratio CPU per entry read tagcache/Symfony (goal <= 1.0)", read, "x")
 
 
+# ---------------------------------------------------------------------------------------------
+# Scale (issue 26): the same figures at 1M and 10M entries (BENCH_SCALE_SIZES, default
+# "1000000 10000000", each scaled): bytes per entry, CACHE.SET and CACHE.GET CPU per request,
+# the longest PING while invalidating 10% of the entries, and the RDB load time against a
+# plain-string dataset of the same keys and values.
+
+def _bulk(b):
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def fast_load(c, count, cache, chunk=5000):
+    """Entries `e:<i>` with a 100-byte value: CACHE.MSET of `chunk` entries, each with the tags
+    all, g.<i % 100> and i.<i> (as the Symfony figure), or plain MSET when not `cache`."""
+    value = _bulk(VALUE)
+    for start in range(0, count, chunk):
+        ids = range(start, min(count, start + chunk))
+        if cache:
+            head = [_bulk(b"CACHE.MSET")]
+            parts = [b"$5\r\nENTRY\r\n" + _bulk(b"e:%d" % i) + value + b"$4\r\nTAGS\r\n$1\r\n3\r\n"
+                     + b"$3\r\nall\r\n" + _bulk(b"g.%d" % (i % 100)) + _bulk(b"i.%d" % i)
+                     for i in ids]
+            argc = 1 + 8 * len(ids)
+        else:
+            head = [_bulk(b"MSET")]
+            parts = [_bulk(b"e:%d" % i) + value for i in ids]
+            argc = 1 + 2 * len(ids)
+        c.sock.sendall(b"*%d\r\n" % argc + b"".join(head) + b"".join(parts))
+        c.read()
+
+
+def scale(srv):
+    sizes = [n(int(x)) for x in os.environ.get("BENCH_SCALE_SIZES", "1000000 10000000").split()]
+    for count in sizes:
+        fresh = Server()
+        try:
+            c = fresh.conn
+            base = used_memory(c)
+            t = time.perf_counter()
+            fast_load(c, count, cache=True)
+            load_s = time.perf_counter() - t
+            per_entry = (used_memory(c) - base) / count
+            report("scale %d: bytes per entry (3 tags)" % count, per_entry, "B",
+                   "loaded in %.1f s" % load_s)
+            ms_cache = fresh.restart_loading() * 1000.0
+            c = fresh.conn
+            report("scale %d: RDB load ms, tagcache" % count, ms_cache, "ms", "the server's log")
+            tags = ["g.%d" % g for g in range(10)]
+            ms, worst, removed = longest_ping(fresh, "CACHE.INVALIDATE", "DEPTH", "0", "TAG", *tags)
+            assert removed == count // 10, removed
+            report("scale %d: longest PING invalidating 10%% (goal <= 10)" % count, worst, "ms",
+                   "%s entries, %.0f ms" % (removed, ms))
+            # On the 90% left: keys e:<i> for i below 100 000 (CACHE.GET hits nine in ten);
+            # CACHE.SET writes keys of their own, so the dataset's entries stay as loaded.
+            for label, cmd in (("CACHE.GET", ["CACHE.GET", "e:__rand_int__"]),
+                               ("CACHE.SET", ["CACHE.SET", "s:__rand_int__", VALUE.decode(),
+                                              "TAGS", "3", "all", "g.1", "i.__rand_int__"])):
+                runs = [benchmark_rps(fresh, cmd, n(200_000))[1] for _ in range(3)]
+                report("scale %d: server CPU per %s" % (count, label), statistics.median(runs),
+                       "ns", "median of 3 runs of redis-benchmark -P 16 -r 100000")
+            assert c.call("CACHE.DEBUG", "VERIFY") == []
+            c.call("FLUSHALL")
+            fast_load(c, count, cache=False)
+            ms_plain = fresh.restart_loading() * 1000.0
+            report("scale %d: RDB load ms, plain strings" % count, ms_plain, "ms")
+            report("scale %d: ratio RDB load tagcache/plain (goal <= 1.5)" % count,
+                   ms_cache / ms_plain, "x")
+        finally:
+            fresh.stop()
+
+
 def main():
     if not os.path.exists(MODULE):
         raise SystemExit("module not found: %s (run scripts/bench.sh)" % MODULE)
@@ -890,7 +990,7 @@ def main():
                ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall),
                ("worst", worst_cases),
                ("stats", stats_cost), ("lazy", lazy), ("herd", herd), ("guard", guard),
-               ("symfony", symfony)]
+               ("symfony", symfony), ("scale", scale)]
     srv = Server()
     try:
         for name, fn in figures:

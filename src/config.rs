@@ -86,8 +86,8 @@ pub static MAX_CASCADE_ENTRIES: IntConfig =
 /// refused (its walk stops there), so that no listing keeps the server busy long. 0: no limit.
 pub static MAX_REPLY_KEYS: IntConfig = IntConfig::new("max-reply-keys", 20_000, 0, i32::MAX as i64);
 
-/// IMMEDIATE invalidations selecting (or cascading to) at least this many entries (and a
-/// quarter of the database or more) run in the reclaimer's bounded steps, the client blocked until done (0: never).
+/// IMMEDIATE invalidations selecting (or cascading to) at least this many entries run in the
+/// reclaimer's bounded steps, the client blocked until done (0: never).
 pub static STEPPED_THRESHOLD: IntConfig =
     IntConfig::new("stepped-threshold", 50_000, 0, i32::MAX as i64);
 

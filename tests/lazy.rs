@@ -2076,6 +2076,34 @@ fn a_large_immediate_invalidation_runs_in_steps_and_replies_the_count() {
     verify(&mut c);
 }
 
+/// A selection over the threshold is stepped however small a part of the database it is: at
+/// once it would hold the server for all of it (the 50 ms bound), so a tag of 500 entries among
+/// 20 000 runs in steps too.
+#[test]
+fn a_selection_over_the_threshold_is_stepped_in_a_much_larger_database() {
+    let s = Server::with(&["stepped-threshold", "500", "stepped-step-us", "50"], &[]);
+    let mut c = s.conn();
+    let mut p = redis::pipe();
+    for i in 0..20_000 {
+        p.cmd("CACHE.SET")
+            .arg(format!("e{i}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg(if i % 40 == 0 { "few" } else { "rest" })
+            .ignore();
+    }
+    p.query::<()>(&mut c).expect("pipeline");
+    let steps = lazy_stat(&mut c, "steps");
+    assert_eq!(int(&ok(&mut c, &["CACHE.INVALIDATE", "TAG", "few"])), 500);
+    assert!(lazy_stat(&mut c, "steps") > steps + 1, "not stepped");
+    assert_eq!(dbsize(&mut c), 19_500);
+    assert_eq!(get(&mut c, "e0"), None);
+    assert_eq!(get(&mut c, "e1").as_deref(), Some("v"));
+    assert_eq!(lazy_stat(&mut c, "marks"), 0);
+    verify(&mut c);
+}
+
 /// The cascade decides too: one key with 3000 dependents (a chain of them behind) is deleted
 /// in steps, and the reply counts every entry the cascade reached.
 #[test]
