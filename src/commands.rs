@@ -152,38 +152,43 @@ fn store(
     )
     .ok_or(CacheError::TooLarge)?;
     entry.set_born(state::generation());
-    // Replacing a value runs the type's unlink callback for the old entry. When an entry is
-    // replaced, only the links that differ change: the callback is told to leave the index
-    // alone and the difference is applied after.
+    // An entry replaced in place: the key stays where it is in the keyspace (no delete and
+    // add, no unlink callback), only the index links that differ change, and the new entry
+    // takes the old one's id. What the unlink callback would have done for a covered entry
+    // leaving is done here.
     let change = key.entry()?.map(|old| {
         (
             LinkChange::between(old, &entry),
             old.value().len() as u64,
             old.id(),
+            state::lock().covered_leaving(db, name, old),
         )
     });
-    if let Some((_, _, id)) = change {
-        // The new entry takes the old one's place in the index, id and all.
-        entry.set_id(id);
-        quiet(db, name, Quiet::Replace);
+    let had_deadline = change.is_some() && key.deadline().is_some();
+    match change {
+        Some((_, _, id, leaving)) => {
+            entry.set_id(id);
+            if let Some(seq) = leaving {
+                crate::history::removed(db, seq, [name]);
+            }
+            key.replace_entry(entry)?;
+        }
+        None => key.set_entry(entry)?,
     }
-    let stored = key.set_entry(entry);
-    if change.is_some() {
-        // Normally consumed by the unlink callback; cleared in case the server did not call it.
-        state::lock().quiet = None;
-    }
-    stored?;
     // Written: whoever held the lease to compute it is done (a rejected SET ends nothing).
     crate::fetch::end_lease(db, name, now);
-    if let Some(t) = deadline {
-        key.set_deadline(t);
+    match deadline {
+        Some(t) => key.set_deadline(t),
+        // The replaced entry's TTL goes with it, as SET without KEEPTTL drops it.
+        None if had_deadline => key.clear_deadline(),
+        None => {}
     }
     let stored = key
         .entry()?
         .ok_or_else(|| CacheError::Internal("entry vanished".into()))?;
     state::with_db(db, |idx| {
         let size = stored.value().len() as u64;
-        if !change.is_some_and(|(c, old, id)| idx.relink(name, id, &c, old, size)) {
+        if !change.is_some_and(|(c, old, id, _)| idx.relink(name, id, &c, old, size)) {
             let id = idx.insert(name, stored.tags(), stored.deps(), size);
             stored.set_id(id);
         }

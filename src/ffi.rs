@@ -17,7 +17,7 @@ use crate::core::lazy::Lazy;
 use crate::core::metrics::{Field, Removal};
 use crate::core::rules::Rules;
 use crate::server;
-use crate::state::{self, Quiet};
+use crate::state;
 
 /// The module data type of cache entries. The name is 9 characters, as the server requires.
 pub static CACHE_TYPE: redis_module::native_types::RedisType =
@@ -393,25 +393,9 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
             }
             _ => None,
         };
-        // An entry a LAZY mark covers that leaves its name by another way than the reclaimer
-        // (DEL, expiry, an overwrite, RENAME's source): the guard's history learns that the
-        // mark removed it, as the reclaimer would have told it (its cascade goes on from it).
-        // The mark's user is not asked (no call into the server here): recording more only
-        // refuses more.
-        if e.born() < state::newest_mark() {
-            let seq = st.lazy().get(db).and_then(|l| {
-                l.marks()
-                    .iter()
-                    .find(|m| m.covers(key, e))
-                    .filter(|m| m.hops > 0 && m.seq > 0)
-                    .map(|m| m.seq)
-            });
-            if let Some(seq) = seq {
-                crate::history::removed(db, seq, [key]);
-            }
-        }
-        if quiet == Some(Quiet::Replace) {
-            return;
+        // A covered entry leaving: the guard's history learns that its mark removed it.
+        if let Some(seq) = st.covered_leaving(db, key, e) {
+            crate::history::removed(db, seq, [key]);
         }
         if st
             .db(db)

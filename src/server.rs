@@ -193,6 +193,15 @@ impl Key {
         }
     }
 
+    /// Drops the key's deadline (as PERSIST does).
+    pub fn clear_deadline(&self) {
+        unsafe {
+            if let Some(f) = raw::RedisModule_SetExpire {
+                f(self.key, raw::REDISMODULE_NO_EXPIRE.into());
+            }
+        }
+    }
+
     pub fn set_deadline(&self, at_ms: i64) {
         unsafe {
             match raw::RedisModule_SetAbsExpire {

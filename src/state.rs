@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::core::batch::Batch;
+use crate::core::entry::Entry;
 use crate::core::index::DbIndex;
 use crate::core::lazy::Lazy;
 use crate::core::metrics::{IndexFigures, LazyFigures, Metrics, Removal};
@@ -16,8 +17,6 @@ use crate::core::rules::Rules;
 /// Why the module removes an entry itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quiet {
-    /// CACHE.SET replaces it: the command updates the index with only the links that change.
-    Replace,
     /// An invalidation (or a past deadline) deletes it: the index drops it as usual.
     Delete,
 }
@@ -85,6 +84,24 @@ pub fn newest_mark() -> u64 {
 }
 
 impl State {
+    /// An entry `e` at `key` of `db` is leaving its name by another way than the reclaimer (DEL,
+    /// expiry, an overwrite, RENAME's source): the sequence number of the LAZY mark that covers
+    /// it with cascade hops left, which the guard's history must learn removed it (the mark's
+    /// cascade goes on from it, as the reclaimer would have told). The mark's user is not asked
+    /// (no call into the server): recording more only refuses more.
+    pub fn covered_leaving(&self, db: usize, key: &[u8], e: &Entry) -> Option<u64> {
+        if e.born() >= newest_mark() {
+            return None;
+        }
+        self.lazy().get(db).and_then(|l| {
+            l.marks()
+                .iter()
+                .find(|m| m.covers(key, e))
+                .filter(|m| m.hops > 0 && m.seq > 0)
+                .map(|m| m.seq)
+        })
+    }
+
     pub fn db(&mut self, db: usize) -> &mut DbIndex {
         if self.dbs.len() <= db {
             self.dbs.resize_with(db + 1, DbIndex::new);
