@@ -186,11 +186,6 @@ pub fn reset() {
     history().get().stats = Default::default();
 }
 
-/// Bytes the history holds (what `cache.guard-max-bytes` bounds).
-pub fn bytes() -> u64 {
-    history().get().bytes()
-}
-
 /// The heap the history takes, its tables' spare room included (STATS `memory`).
 pub fn heap_bytes() -> u64 {
     history().get().heap_bytes()

@@ -244,6 +244,7 @@ impl Batch {
         self.items.get(&id)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.items.len()
     }

@@ -404,6 +404,7 @@ pub fn of(name: &str) -> Option<&'static Doc> {
 /// One argument as redis-cli writes its hint: `TOKEN name`, `[...]` when optional, `x [x ...]`
 /// when it repeats, a one-of's choices joined by ` | `, a block's parts by spaces. A
 /// pure token within a one-of needs no brackets of its own.
+#[cfg(test)]
 pub fn render(arg: &Arg) -> String {
     let body = match arg.kind {
         Token => String::new(),
@@ -434,6 +435,7 @@ pub fn render(arg: &Arg) -> String {
 }
 
 /// The whole syntax line of a command (`CACHE.RULE SET name ON type ...` for a subcommand).
+#[cfg(test)]
 pub fn syntax(doc: &Doc) -> String {
     let mut out = doc.name.replace('|', " ").to_uppercase();
     for arg in doc.args {

@@ -255,6 +255,7 @@ impl LinkChange {
     }
 
     /// Says whether the old entry had a tag and the new one has (a change made by hand).
+    #[cfg(test)]
     pub fn set_tagged(&mut self, old: bool, new: bool) {
         self.tagged = (old, new);
     }
@@ -588,20 +589,6 @@ impl Entry {
                 .ok_or(TooLarge)?
         };
         Ok(Some((rebuilt, added)))
-    }
-
-    /// The entry without its value, meta and counters: what coverage needs of it.
-    pub fn skeleton(&self) -> Option<Box<Entry>> {
-        let mut head = Header::default();
-        head.set_born(self.born());
-        Entry::build(
-            head,
-            b"",
-            &self.tags().collect::<Vec<_>>(),
-            &self.deps().collect::<Vec<_>>(),
-            0,
-            None,
-        )
     }
 
     /// Bytes this entry holds on the heap (an estimate for MEMORY USAGE).

@@ -164,6 +164,7 @@ impl Segment {
         Some(start + self.body.len() + self.after)
     }
 
+    #[cfg(test)]
     fn steps_per_byte(&self) -> usize {
         match &self.body {
             Body::Bits(b) => b.words,
@@ -493,6 +494,7 @@ impl Glob {
 
     /// An upper bound of the steps [`Glob::matches`] takes on a subject of `len` bytes (one
     /// step: a byte compared, or one 64-bit word of Shift-And state updated).
+    #[cfg(test)]
     pub fn cost(&self, len: usize) -> usize {
         match &self.plan {
             Plan::Exact(tokens) => tokens.len().min(len) + 1,
@@ -603,6 +605,7 @@ fn trim_any(tokens: &[Token]) -> &[Token] {
 }
 
 /// Convenience: `Glob::new(pattern).matches(subject)`.
+#[cfg(test)]
 pub fn glob_match(pattern: &[u8], subject: &[u8]) -> bool {
     Glob::new(pattern).matches(subject)
 }

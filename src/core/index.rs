@@ -376,6 +376,7 @@ impl PackedNames {
         self.ends.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -401,6 +402,7 @@ impl DbIndex {
         self.names.len() - self.free.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -787,6 +789,7 @@ impl DbIndex {
     }
 
     /// Every entry the selector reaches with the cascade, when every entry counts as live.
+    #[cfg(any(test, fuzzing))]
     pub fn resolve(&self, sel: &Selector, depth: u32) -> Vec<Vec<u8>> {
         let depth = if matches!(sel, Selector::All) {
             0
@@ -884,11 +887,13 @@ impl DbIndex {
     }
 
     /// Number of entries with at least one tag.
+    #[cfg(test)]
     pub fn tagged_entries(&self) -> usize {
         self.tally.tagged as usize
     }
 
     /// Number of (entry, resource) dependency links.
+    #[cfg(test)]
     pub fn dependency_edges(&self) -> usize {
         self.tally.dep_edges as usize
     }

@@ -381,6 +381,7 @@ impl Field {
 pub struct Counts(pub Vec<(String, u64)>);
 
 impl Counts {
+    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<u64> {
         self.0.iter().find(|(k, _)| k == name).map(|&(_, v)| v)
     }
@@ -1473,11 +1474,13 @@ impl Metrics {
     }
 
     /// Invalidations in the last hour (see [`Rates::last_hour`]).
+    #[cfg(test)]
     pub fn last_hour(&self, now_ms: i64) -> u64 {
         self.hour.sum(now_ms)
     }
 
     /// The current alert level (for `INFO cache`).
+    #[cfg(test)]
     pub fn alert_level(&self, th: &Thresholds, now_ms: i64) -> AlertLevel {
         AlertLevel::for_rate(self.hour.sum(now_ms), th)
     }
@@ -1491,18 +1494,22 @@ impl Metrics {
         )
     }
 
+    #[cfg(test)]
     pub fn hits(&self) -> u64 {
         self.hits
     }
 
+    #[cfg(test)]
     pub fn misses(&self) -> u64 {
         self.misses
     }
 
+    #[cfg(test)]
     pub fn total_invalidations(&self) -> u64 {
         self.invalidations
     }
 
+    #[cfg(test)]
     pub fn total_keys_invalidated(&self) -> u64 {
         self.keys_invalidated
     }
@@ -1683,6 +1690,7 @@ impl Metrics {
     ///    reached through dependencies and they are more than half of all invalidated entries.
     /// 10. "Slow cache operations" (`warning`): an operation had at least 10 slow calls and they
     ///     are at least 1 % of its calls (skipped when `cache.slow-op-us` is 0).
+    #[cfg(test)]
     pub fn recommend(
         &self,
         idx: &IndexFigures,

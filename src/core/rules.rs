@@ -44,8 +44,8 @@
 //!   the id is the same everywhere, so a rule fires at most once per write). Duplicate tags inside
 //!   one step are dropped.
 //! * Limits: 10 000 rules, 10 000 relations.
-//! * Persistence: [`Rules::encode`]/[`Rules::decode`] (versioned binary, counters included) and
-//!   [`Rules::to_commands`] (the commands that recreate rules and relations; counters start at 0).
+//! * Persistence: [`Rules::encode`]/[`Rules::decode`] (versioned binary, counters included). The
+//!   tests also render the registry as the commands that recreate it (`to_commands`).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -344,6 +344,7 @@ impl Template {
     }
 
     /// The template as written.
+    #[cfg(test)]
     pub fn source(&self) -> &[u8] {
         &self.source
     }
@@ -449,6 +450,7 @@ impl Rule {
         ]
     }
 
+    #[cfg(test)]
     fn to_command(&self) -> Vec<Vec<u8>> {
         let mut argv: Vec<Vec<u8>> = vec![
             b"CACHE.RULE".to_vec(),
@@ -596,6 +598,7 @@ impl Relation {
         ]
     }
 
+    #[cfg(test)]
     fn to_command(&self) -> Vec<Vec<u8>> {
         let mut argv = vec![
             b"CACHE.RELATE".to_vec(),
@@ -752,28 +755,34 @@ impl Rules {
         (rules + pairs(&self.by_type) + relations + pairs(&self.reverse)) as u64
     }
 
+    #[cfg(test)]
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
 
+    #[cfg(test)]
     pub fn relation_count(&self) -> usize {
         self.relations.len()
     }
 
+    #[cfg(test)]
     pub fn rule(&self, name: &[u8]) -> Option<&Rule> {
         self.rules.get(name)
     }
 
+    #[cfg(test)]
     pub fn relation(&self, source: &[u8], target: &[u8]) -> Option<&Relation> {
         self.relations.get(&(source.to_vec(), target.to_vec()))
     }
 
     /// Rules by name.
+    #[cfg(test)]
     pub fn rules(&self) -> impl Iterator<Item = &Rule> {
         self.rules.values()
     }
 
     /// Relations by (source, target).
+    #[cfg(test)]
     pub fn relations(&self) -> impl Iterator<Item = &Relation> {
         self.relations.values()
     }
@@ -1192,6 +1201,7 @@ impl Rules {
 
     /// The commands that recreate the registry (AOF rewrite, replica sync), each as argv:
     /// rules by name, then relations by (source, target). Counters are not carried.
+    #[cfg(test)]
     pub fn to_commands(&self) -> Vec<Vec<Vec<u8>>> {
         self.rules
             .values()
