@@ -69,23 +69,30 @@ pub struct SetArgs<'a> {
 
 const SET: &str = "cache.set";
 
+impl<'a> SetArgs<'a> {
+    /// `key` and `value` with no option given.
+    fn new(key: &'a [u8], value: &'a [u8]) -> SetArgs<'a> {
+        SetArgs {
+            key,
+            value,
+            expiry: Expiry::Default,
+            relative_ttl: false,
+            condition: Condition::Always,
+            tags: &[],
+            deps: &[],
+            meta: None,
+            guard: None,
+        }
+    }
+}
+
 /// `CACHE.SET key value [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] [NX|XX] [TAGS n t..] [DEPENDS n r..]
 /// [META json]`; `now_ms` turns relative times into deadlines.
 pub fn parse_set<'a>(args: &'a [&'a [u8]], now_ms: i64) -> Result<SetArgs<'a>> {
     if args.len() < 3 {
         return Err(CacheError::WrongArity(SET));
     }
-    let mut out = SetArgs {
-        key: args[1],
-        value: args[2],
-        expiry: Expiry::Default,
-        relative_ttl: false,
-        condition: Condition::Always,
-        tags: &[],
-        deps: &[],
-        meta: None,
-        guard: None,
-    };
+    let mut out = SetArgs::new(args[1], args[2]);
     let mut seen = Seen::default();
     let mut i = 3;
     while i < args.len() {
@@ -188,17 +195,7 @@ const MSET: &str = "cache.mset";
 /// DEPENDS, META) replaces the shared one of that kind. Each entry with the position of its key
 /// in `args`, in order.
 pub fn parse_mset<'a>(args: &'a [&'a [u8]], now_ms: i64) -> Result<Vec<(usize, SetArgs<'a>)>> {
-    let blank = |key: &'a [u8], value: &'a [u8]| SetArgs {
-        key,
-        value,
-        expiry: Expiry::Default,
-        relative_ttl: false,
-        condition: Condition::Always,
-        tags: &[],
-        deps: &[],
-        meta: None,
-        guard: None,
-    };
+    let blank = SetArgs::new;
     let entry_at = |i: usize| args.get(i).is_some_and(|w| eq(w, "ENTRY"));
     let mut shared = blank(b"", b"");
     let mut shared_seen = Seen::default();
