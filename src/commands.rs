@@ -161,7 +161,9 @@ fn store(
             LinkChange::between(old, &entry),
             old.value().len() as u64,
             old.id(),
-            state::lock().covered_leaving(db, name, old),
+            (old.born() < state::newest_mark())
+                .then(|| state::lock().covered_leaving(db, name, old))
+                .flatten(),
         )
     });
     let had_deadline = change.is_some() && key.deadline().is_some();
