@@ -68,6 +68,7 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
 pub(crate) fn cache_mset(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
     let now = server::now_ms();
     let entries = parse::parse_mset(argv, now)?;
+    crate::core::limits::check_mset(&entries)?;
     let replayed = server::replayed(ctx);
     let limits = guard::limits_for(replayed);
     for (_, e) in &entries {

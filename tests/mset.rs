@@ -110,6 +110,23 @@ fn a_bad_entry_anywhere_stores_nothing() {
         "1100",
     ];
     over.extend(many_tags.iter().map(String::as_str));
+    // Past what one command may carry (the 50 ms bound): entries, and names over all entries.
+    let mut big: Vec<String> = vec!["CACHE.MSET".into()];
+    for i in 0..10_001 {
+        big.extend(["ENTRY".into(), format!("b{i}"), "v".into()]);
+    }
+    let mut wide: Vec<String> = vec!["CACHE.MSET".into()];
+    for i in 0..50_001 / 1000 + 1 {
+        let names = if i == 50 { 1 } else { 1000 };
+        wide.extend([
+            "ENTRY".into(),
+            format!("w{i}"),
+            "v".into(),
+            "DEPENDS".into(),
+        ]);
+        wide.push(names.to_string());
+        wide.extend((0..names).map(|j| format!("r{j}")));
+    }
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["CACHE.MSET", "ENTRY", "new1", "v", "ENTRY", "plain", "y"],
@@ -165,6 +182,8 @@ fn a_bad_entry_anywhere_stores_nothing() {
             "ERR wrong number of arguments for 'cache.mset' command",
         ),
         (over, "ERR too many tags for one entry"),
+        (big.iter().map(String::as_str).collect(), "ERR CACHE.MSET too large: 10001 entries, the limit is 10000; send several"),
+        (wide.iter().map(String::as_str).collect(), "ERR CACHE.MSET too large: 50001 tag and resource names, the limit is 50000; send several"),
     ];
     for (args, want) in cases {
         let e = err(&mut c, &args);

@@ -36,6 +36,32 @@ pub const META_CONFIG: &str = "cache.max-meta-bytes";
 pub const PATTERN_CONFIG: &str = "cache.max-pattern-bytes";
 pub const CASCADE_CONFIG: &str = "cache.max-cascade-entries";
 
+/// What one CACHE.MSET may carry (not configs: the 50 ms bound on one command): entries, and
+/// tag and resource names over all its entries (as sent).
+pub const MSET_ENTRIES: usize = 10_000;
+pub const MSET_NAMES: usize = 50_000;
+
+/// CACHE.MSET within [`MSET_ENTRIES`] and [`MSET_NAMES`] (commands from the master or the AOF
+/// never carry CACHE.MSET: it propagates as CACHE.SET).
+pub fn check_mset(entries: &[(usize, SetArgs)]) -> Result<()> {
+    let names: usize = entries
+        .iter()
+        .map(|(_, e)| e.tags.len() + e.deps.len())
+        .sum();
+    let refuse = |what: &str, n: usize, limit: usize| {
+        CacheError::Message(format!(
+            "ERR CACHE.MSET too large: {n} {what}, the limit is {limit}; send several"
+        ))
+    };
+    if entries.len() > MSET_ENTRIES {
+        return Err(refuse("entries", entries.len(), MSET_ENTRIES));
+    }
+    if names > MSET_NAMES {
+        return Err(refuse("tag and resource names", names, MSET_NAMES));
+    }
+    Ok(())
+}
+
 fn over(what: &str, size: String, limit: usize, config: &str) -> CacheError {
     CacheError::Message(format!(
         "ERR {what}: {size}, the limit is {limit} ({config})"

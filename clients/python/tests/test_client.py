@@ -55,6 +55,10 @@ def test_mset_is_one_atomic_command(tc):
     assert sorted(tc.keys(tag="m")) == ["m1", "m2"]
     assert tc.inspect("m2").meta == {"by": "mset"}
     assert 0 < tc.inspect("m1").ttl_ms <= 60_000
+    # Past one CACHE.MSET's limits: sent as several.
+    many = {"many:%d" % i: "v" for i in range(2500)}
+    assert tc.mset(many, tags=["t%d" % i for i in range(30)]) == [True] * 2500
+    assert len(tc.keys(tag="t29")) == 2500
 
 
 @pytest.mark.parametrize("transaction", [False, True], ids=["pipeline", "multi"])

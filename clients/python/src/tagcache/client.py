@@ -328,6 +328,11 @@ def set_args(
 _MSET_OPTIONS = {"ex", "px", "exat", "pxat", "tags", "depends", "meta"}
 
 
+# Entries per CACHE.MSET that mset() sends (the module takes at most 10 000 entries and 50 000
+# tag and resource names per call): a larger mapping goes as several, each atomic.
+MSET_CHUNK = 1000
+
+
 def mset_args(mapping, ttl=None, *, ex=None, px=None, exat=None, pxat=None, tags=None,
               depends=None, meta=None) -> List[Any]:
     """CACHE.MSET with the options shared by every entry, then ENTRY key value for each."""
@@ -344,6 +349,16 @@ def mset_args(mapping, ttl=None, *, ex=None, px=None, exat=None, pxat=None, tags
     for k, v in mapping.items():
         args += ["ENTRY", k, v]
     return args
+
+
+def _chunks(mapping, kw):
+    """The mapping in dicts of at most MSET_CHUNK entries, fewer when each carries many tags and
+    dependencies (every entry of a CACHE.MSET counts the shared ones)."""
+    names = len(_names(kw.get("tags"))) + len(_names(kw.get("depends")))
+    size = max(1, min(MSET_CHUNK, 40_000 // max(1, names)))
+    items = list(mapping.items())
+    for i in range(0, len(items), size):
+        yield dict(items[i:i + size])
 
 
 def _one_mset(mapping, kw) -> bool:
@@ -624,11 +639,12 @@ class TagCache(CacheCommands, redis.Redis):
         return redis.Redis(connection_pool=self.connection_pool)
 
     def mset(self, mapping: Mapping[Any, Any], ttl: Seconds = None, **kw) -> List[bool]:
-        """Several entries with the same options: one CACHE.MSET (atomic), or with nx, xx,
-        keepttl or guard one CACHE.SET per key in one pipeline (not atomic). One bool per key,
+        """Several entries with the same options: CACHE.MSET (atomic for each MSET_CHUNK entries),
+        or with nx, xx, keepttl or guard one CACHE.SET per key in one pipeline (not atomic). One bool per key,
         as set() returns. In a cluster the keys of one CACHE.MSET must share a slot."""
         if _one_mset(mapping, kw):
-            self.execute_command(*mset_args(mapping, ttl, **kw))
+            for part in _chunks(mapping, kw):
+                self.execute_command(*mset_args(part, ttl, **kw))
             return [True] * len(mapping)
         pipe = self.pipeline(transaction=False)
         pipe.mset(mapping, ttl, **kw)
@@ -665,7 +681,8 @@ class AsyncTagCache(CacheCommands, redis.asyncio.Redis):
     async def mset(self, mapping: Mapping[Any, Any], ttl: Seconds = None, **kw) -> List[bool]:
         """See TagCache.mset."""
         if _one_mset(mapping, kw):
-            await self.execute_command(*mset_args(mapping, ttl, **kw))
+            for part in _chunks(mapping, kw):
+                await self.execute_command(*mset_args(part, ttl, **kw))
             return [True] * len(mapping)
         pipe = self.pipeline(transaction=False)
         pipe.mset(mapping, ttl, **kw)
