@@ -619,6 +619,13 @@ def worst_cases(srv):
     figure("INVALIDATE TAG few (%d of %d entries)" % (count // 16, count),
            "CACHE.INVALIDATE", "DEPTH", "0", "TAG", "few")
     flush(c)
+    # The largest CACHE.MSET allowed: 10 000 entries, 50 000 tag names over them.
+    mset = ["CACHE.MSET"]
+    for i in range(10_000):
+        mset += ["ENTRY", "m:%d" % i, VALUE.decode(), "TAGS", "5"] + ["t%d" % ((i + j) % 1000)
+                                                                       for j in range(5)]
+    figure("MSET of 10 000 entries with 5 tags each (the limit)", *mset)
+    flush(c)
 
 
 # ---------------------------------------------------------------------------------------------
