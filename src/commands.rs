@@ -57,7 +57,7 @@ pub(crate) fn cache_set(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) -> 
     let a = parse::parse_set(argv, now)?;
     let replayed = server::replayed(ctx);
     guard::limits_for(replayed).check_set(&a)?;
-    store(ctx, &args[1], &a, now, replayed, Some(argv))
+    store(ctx, &args[1], &a, now, replayed, true)
 }
 
 /// `CACHE.MSET [options] ENTRY key value [options] ...`: every entry is parsed and checked
@@ -81,7 +81,7 @@ pub(crate) fn cache_mset(ctx: &Context, args: &[RedisString], argv: &[&[u8]]) ->
         Key::write(ctx, &args[*at]).entry()?;
     }
     for (at, e) in &entries {
-        store(ctx, &args[*at], e, now, replayed, None)?;
+        store(ctx, &args[*at], e, now, replayed, false)?;
     }
     Ok(Reply::Ok)
 }
@@ -96,15 +96,15 @@ pub fn mset_keys(argv: &[&[u8]]) -> Vec<usize> {
 }
 
 /// Stores one parsed CACHE.SET at `key_name` (CACHE.SET, or one entry of CACHE.MSET).
-/// `verbatim`: the command's arguments, which propagate as sent when they are deterministic;
-/// None: always the canonical CACHE.SET.
+/// `verbatim`: the command is this CACHE.SET alone, which propagates as sent when it is
+/// deterministic; else the canonical CACHE.SET propagates.
 fn store(
     ctx: &Context,
     key_name: &RedisString,
     a: &parse::SetArgs,
     now: i64,
     replayed: bool,
-    verbatim: Option<&[&[u8]]>,
+    verbatim: bool,
 ) -> Result<Reply> {
     let name = a.key;
     let mut key = Key::write(ctx, key_name);
@@ -198,11 +198,10 @@ fn store(
     });
     // The command as sent is deterministic unless it had a relative TTL or took the default:
     // then it propagates with the absolute deadline it resolved to.
-    match verbatim {
-        Some(_) if !(a.relative_ttl || (a.expiry == Expiry::Default && deadline.is_some())) => {
-            ctx.replicate_verbatim();
-        }
-        _ => replicate_set(ctx, a, deadline, stored),
+    if verbatim && !a.relative_ttl && !(a.expiry == Expiry::Default && deadline.is_some()) {
+        ctx.replicate_verbatim();
+    } else {
+        replicate_set(ctx, a, deadline, stored);
     }
     drop(key);
     server::signal_modified(ctx, key_name);
