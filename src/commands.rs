@@ -1385,7 +1385,7 @@ pub(crate) fn cache_reset(_ctx: &Context, _args: &[RedisString], argv: &[&[u8]])
 /// `CACHE.RULE SET|DEL|LIST|HELP` (registered as subcommands: SET and DEL write, LIST and
 /// HELP read). Definitions replicate as sent; the counters are this node's.
 pub(crate) fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    let cmd = Rules::parse_rule_command(argv).map_err(CacheError::Message)?;
+    let cmd = Rules::parse_rule_command(argv)?;
     let writes = matches!(cmd, RuleCommand::Set(_) | RuleCommand::Del(_));
     let fan = writes && cluster::fans_out(ctx, false, "cache.rule")?;
     let reply = state::lock().rules().apply_rule(cmd);
@@ -1400,7 +1400,7 @@ pub(crate) fn cache_rule(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -
 
 /// `CACHE.RELATE source target [target ...] [DEPTH n] [BIDIRECTIONAL]`, `DEL`, `LIST`, `HELP`.
 pub(crate) fn cache_relate(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) -> Result<Reply> {
-    let cmd = Rules::parse_relate_command(argv).map_err(CacheError::Message)?;
+    let cmd = Rules::parse_relate_command(argv)?;
     let writes = matches!(cmd, RelateCommand::Set(_) | RelateCommand::Del { .. });
     // Adding relations grows the rules' tables: refused over maxmemory as a `deny-oom` command
     // would be (the command also deletes and lists, which must keep working, so it is not
@@ -1443,7 +1443,7 @@ fn everywhere(
 /// Renders a rules reply; a change that succeeded replicates as sent.
 fn rule_reply(ctx: &Context, reply: RuleReply, writes: bool, argv: &[&[u8]]) -> Result<Reply> {
     let out = match reply {
-        RuleReply::Error(text) => return Err(CacheError::Message(text)),
+        RuleReply::Error(e) => return Err(e.into()),
         RuleReply::Ok => Reply::Ok,
         RuleReply::Int(n) => Reply::Int(n),
         RuleReply::Help(lines) => help(lines),
@@ -1488,7 +1488,7 @@ pub(crate) fn cache_write(ctx: &Context, _args: &[RedisString], argv: &[&[u8]]) 
     } else {
         (false, std::borrow::Cow::Borrowed(argv))
     };
-    let w = Rules::parse_write(&argv).map_err(CacheError::Message)?;
+    let w = Rules::parse_write(&argv)?;
     let plan = state::lock().rules().plan(&w);
     for step in &plan {
         let tags = Selector::Tags(step.tags.clone());

@@ -24,6 +24,8 @@ pub enum CacheError {
     CannotWait(&'static str),
     /// A full error text made by the core (it starts with the error code).
     Message(String),
+    /// What the rules engine (CACHE.RULE, CACHE.RELATE, CACHE.WRITE) refuses.
+    Rule(Box<crate::core::rules::RuleError>),
     Internal(String),
 }
 
@@ -67,6 +69,7 @@ impl fmt::Display for CacheError {
                 "ERR '{cmd}' reaches every master and cannot wait for them inside MULTI, a script or a module's call: send it alone, or add LOCAL as first argument for this node only"
             ),
             CacheError::Message(text) => write!(f, "{text}"),
+            CacheError::Rule(e) => write!(f, "{e}"),
             CacheError::Internal(why) => write!(f, "ERR tagcache internal error: {why}"),
         }
     }

@@ -33,8 +33,8 @@ fn check<T>(r: Result<T, tagcache_fuzz::error::CacheError>) -> Option<T> {
     r.map_err(|e| redis_style(&e.to_string())).ok()
 }
 
-fn check_rule<T>(r: Result<T, String>) -> Option<T> {
-    r.map_err(|e| redis_style(&e)).ok()
+fn check_rule<T>(r: Result<T, tagcache_fuzz::core::rules::RuleError>) -> Option<T> {
+    r.map_err(|e| redis_style(&e.to_string())).ok()
 }
 
 /// A small index: a chain a <- b <- c <- d, tags on some, a namespace.

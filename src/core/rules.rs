@@ -56,8 +56,135 @@ use crate::core::glob::Glob;
 use crate::core::parse::parse_i64;
 use crate::error::{CacheError, Result};
 
-/// Results of this module: the error is the full reply text (`ERR ...`).
-pub type RuleResult<T> = std::result::Result<T, String>;
+/// Results of this module.
+pub type RuleResult<T> = std::result::Result<T, RuleError>;
+
+/// What the rules engine refuses; `Display` is the reply, worded as Redis words its errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleError {
+    /// One of the module's common errors (arity, syntax, integers, DEPTH's sign, subcommand).
+    Cache(CacheError),
+    /// An option given twice (`ERR OPS given more than once`).
+    Twice(&'static str),
+    Empty(&'static str),
+    /// A name or text past its limit in bytes.
+    TooLong(&'static str, usize),
+    /// Rules or relations or templates past their count.
+    TooMany(&'static str, usize),
+    UnknownOp(String),
+    /// A template's `{` without its `}`, its `}` alone, or a placeholder it does not know: the
+    /// template, and the placeholder.
+    Unclosed(String),
+    Unmatched(String),
+    UnknownPlaceholder(String, String),
+    NoOps,
+    NoTemplate,
+    NegativePriority,
+    PriorityRange,
+    DepthZero,
+    DepthRange,
+    SelfRelation(String),
+    SourceIsSubcommand(String),
+    TargetIsOption(String),
+    NoTarget,
+    PatternTooComplex {
+        widest: usize,
+        most: usize,
+    },
+    NeedsOn,
+    NeedsInvalidate,
+    /// INVALIDATE's count against the templates given (and the word after them, when one is).
+    CountMismatch(i64, Option<String>),
+    /// Stored rules that do not decode: what was wrong.
+    Data(String),
+}
+
+impl std::fmt::Display for RuleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use RuleError::*;
+        match self {
+            Cache(e) => write!(f, "{e}"),
+            Twice(option) => write!(f, "ERR {option} given more than once"),
+            Empty(what) => write!(f, "ERR {what} can't be empty"),
+            TooLong(what, limit) => write!(f, "ERR {what} is too long (limit {limit} bytes)"),
+            TooMany(what, limit) => write!(f, "ERR too many {what} (limit {limit})"),
+            UnknownOp(op) => write!(
+                f,
+                "ERR unknown operation '{op}', expected create, update or delete"
+            ),
+            Unclosed(t) => write!(
+                f,
+                "ERR unclosed '{{' in template '{t}' (write '{{{{' for a literal '{{')"
+            ),
+            Unmatched(t) => write!(
+                f,
+                "ERR unmatched '}}' in template '{t}' (write '}}}}' for a literal '}}')"
+            ),
+            UnknownPlaceholder(p, t) => write!(
+                f,
+                "ERR unknown placeholder '{{{p}}}' in template '{t}', expected {{type}}, {{id}} or {{op}}"
+            ),
+            NoOps => write!(f, "ERR OPS needs at least one operation"),
+            NoTemplate => write!(f, "ERR INVALIDATE needs at least one template"),
+            NegativePriority => write!(f, "ERR PRIORITY can't be negative"),
+            PriorityRange => write!(
+                f,
+                "ERR PRIORITY is out of range, must be between 0 and {MAX_PRIORITY}"
+            ),
+            DepthZero => write!(f, "ERR DEPTH must be at least 1"),
+            DepthRange => write!(
+                f,
+                "ERR DEPTH is out of range, must be between 1 and {}",
+                u32::MAX
+            ),
+            SelfRelation(t) => write!(f, "ERR a type can't be related to itself ('{t}')"),
+            SourceIsSubcommand(t) => write!(
+                f,
+                "ERR '{t}' is a subcommand of CACHE.RELATE and can't be a relation's source"
+            ),
+            TargetIsOption(t) => write!(
+                f,
+                "ERR '{t}' is an option of CACHE.RELATE and can't be a relation's target"
+            ),
+            NoTarget => write!(f, "ERR CACHE.RELATE needs at least one target"),
+            PatternTooComplex { widest, most } => write!(
+                f,
+                "ERR pattern too complex: {widest} bytes between two stars with ? or [...] inside, the limit is {most}"
+            ),
+            NeedsOn => write!(f, "ERR CACHE.RULE SET needs ON <type>"),
+            NeedsInvalidate => write!(
+                f,
+                "ERR CACHE.RULE SET needs INVALIDATE <count> <template> [<template> ...]"
+            ),
+            CountMismatch(n, after) => {
+                write!(
+                    f,
+                    "ERR INVALIDATE count {n} doesn't match the number of templates given"
+                )?;
+                match after {
+                    Some(w) => write!(f, " (or '{w}' is not an option)"),
+                    None => Ok(()),
+                }
+            }
+            Data(why) => write!(f, "ERR invalid tagcache rules data: {why}"),
+        }
+    }
+}
+
+impl From<CacheError> for RuleError {
+    fn from(e: CacheError) -> RuleError {
+        RuleError::Cache(e)
+    }
+}
+
+impl From<RuleError> for CacheError {
+    fn from(e: RuleError) -> CacheError {
+        match e {
+            RuleError::Cache(e) => e,
+            other => CacheError::Rule(Box::new(other)),
+        }
+    }
+}
 
 pub const MAX_RULES: usize = 10_000;
 pub const MAX_RELATIONS: usize = 10_000;
@@ -116,28 +243,26 @@ fn word(arg: &[u8]) -> String {
 
 fn int(arg: &[u8]) -> RuleResult<i64> {
     let n: Result<i64> = parse_i64(arg);
-    n.map_err(|e: CacheError| e.to_string())
+    Ok(n?)
 }
 
-fn syntax() -> String {
-    CacheError::Syntax.to_string()
+fn syntax() -> RuleError {
+    RuleError::Cache(CacheError::Syntax)
 }
 
-fn arity(cmd: &'static str) -> String {
-    CacheError::WrongArity(cmd).to_string()
+fn arity(cmd: &'static str) -> RuleError {
+    RuleError::Cache(CacheError::WrongArity(cmd))
 }
 
-fn twice(option: &str) -> String {
-    format!("ERR {option} given more than once")
+fn twice(option: &'static str) -> RuleError {
+    RuleError::Twice(option)
 }
 
-fn check_name(what: &str, name: &[u8]) -> RuleResult<()> {
+fn check_name(what: &'static str, name: &[u8]) -> RuleResult<()> {
     if name.is_empty() {
-        Err(format!("ERR {what} can't be empty"))
+        Err(RuleError::Empty(what))
     } else if name.len() > MAX_NAME_LEN {
-        Err(format!(
-            "ERR {what} is too long (limit {MAX_NAME_LEN} bytes)"
-        ))
+        Err(RuleError::TooLong(what, MAX_NAME_LEN))
     } else {
         Ok(())
     }
@@ -159,12 +284,7 @@ impl Op {
         Op::ALL
             .into_iter()
             .find(|op| eq(arg, op.name()))
-            .ok_or_else(|| {
-                format!(
-                    "ERR unknown operation '{}', expected create, update or delete",
-                    word(arg)
-                )
-            })
+            .ok_or_else(|| RuleError::UnknownOp(word(arg)))
     }
 
     pub fn name(self) -> &'static str {
@@ -213,7 +333,7 @@ impl RuleStrategy {
         ]
         .into_iter()
         .find(|s| eq(arg, s.name()))
-        .ok_or_else(|| CacheError::UnknownRuleStrategy(word(arg)).to_string())
+        .ok_or_else(|| CacheError::UnknownRuleStrategy(word(arg)).into())
     }
 
     /// Lowercase, as CACHE.EVENTS shows strategies.
@@ -262,12 +382,10 @@ pub struct Template {
 impl Template {
     pub fn parse(src: &[u8]) -> RuleResult<Template> {
         if src.is_empty() {
-            return Err("ERR template can't be empty".to_string());
+            return Err(RuleError::Empty("template"));
         }
         if src.len() > MAX_TEMPLATE_LEN {
-            return Err(format!(
-                "ERR template is too long (limit {MAX_TEMPLATE_LEN} bytes)"
-            ));
+            return Err(RuleError::TooLong("template", MAX_TEMPLATE_LEN));
         }
         let mut parts = Vec::new();
         let mut literal = Vec::new();
@@ -286,22 +404,13 @@ impl Template {
                 b'{' => {
                     let rest = &src[i + 1..];
                     let Some(len) = rest.iter().position(|&c| c == b'}') else {
-                        return Err(format!(
-                            "ERR unclosed '{{' in template '{}' (write '{{{{' for a literal '{{')",
-                            word(src)
-                        ));
+                        return Err(RuleError::Unclosed(word(src)));
                     };
                     let part = match &rest[..len] {
                         b"type" => Part::Type,
                         b"id" => Part::Id,
                         b"op" => Part::Op,
-                        other => {
-                            return Err(format!(
-                                "ERR unknown placeholder '{{{}}}' in template '{}', expected {{type}}, {{id}} or {{op}}",
-                                word(other),
-                                word(src)
-                            ))
-                        }
+                        other => return Err(RuleError::UnknownPlaceholder(word(other), word(src))),
                     };
                     if !literal.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
@@ -309,12 +418,7 @@ impl Template {
                     parts.push(part);
                     i += len + 2;
                 }
-                b'}' => {
-                    return Err(format!(
-                        "ERR unmatched '}}' in template '{}' (write '}}}}' for a literal '}}')",
-                        word(src)
-                    ))
-                }
+                b'}' => return Err(RuleError::Unmatched(word(src))),
                 _ => {
                     literal.push(b);
                     i += 1;
@@ -403,7 +507,7 @@ impl Rule {
             ops.sort_unstable();
             ops.dedup();
             if ops.is_empty() {
-                return Err("ERR OPS needs at least one operation".to_string());
+                return Err(RuleError::NoOps);
             }
         }
         if let Some(p) = &self.pattern {
@@ -485,9 +589,7 @@ fn sat(n: u64) -> i64 {
 
 fn check_pattern(p: &[u8]) -> RuleResult<()> {
     if p.len() > MAX_PATTERN_LEN {
-        Err(format!(
-            "ERR MATCH pattern is too long (limit {MAX_PATTERN_LEN} bytes)"
-        ))
+        Err(RuleError::TooLong("MATCH pattern", MAX_PATTERN_LEN))
     } else {
         Ok(())
     }
@@ -499,9 +601,7 @@ fn check_pattern_complexity(p: &[u8]) -> RuleResult<()> {
     let widest = crate::core::glob::widest_search(p);
     let most = crate::core::glob::MAX_SEARCHED_WILDCARD_PIECE;
     if widest > most {
-        Err(format!(
-            "ERR pattern too complex: {widest} bytes between two stars with ? or [...] inside, the limit is {most}"
-        ))
+        Err(RuleError::PatternTooComplex { widest, most })
     } else {
         Ok(())
     }
@@ -509,9 +609,9 @@ fn check_pattern_complexity(p: &[u8]) -> RuleResult<()> {
 
 fn check_template_count(n: usize) -> RuleResult<()> {
     if n == 0 {
-        Err("ERR INVALIDATE needs at least one template".to_string())
+        Err(RuleError::NoTemplate)
     } else if n > MAX_TEMPLATES {
-        Err(format!("ERR too many templates (limit {MAX_TEMPLATES})"))
+        Err(RuleError::TooMany("templates", MAX_TEMPLATES))
     } else {
         Ok(())
     }
@@ -519,11 +619,9 @@ fn check_template_count(n: usize) -> RuleResult<()> {
 
 fn check_priority(p: i64) -> RuleResult<()> {
     if p < 0 {
-        Err("ERR PRIORITY can't be negative".to_string())
+        Err(RuleError::NegativePriority)
     } else if p > MAX_PRIORITY {
-        Err(format!(
-            "ERR PRIORITY is out of range, must be between 0 and {MAX_PRIORITY}"
-        ))
+        Err(RuleError::PriorityRange)
     } else {
         Ok(())
     }
@@ -531,17 +629,12 @@ fn check_priority(p: i64) -> RuleResult<()> {
 
 fn check_depth(d: i64) -> RuleResult<u32> {
     if d < 0 {
-        return Err(CacheError::NegativeDepth.to_string());
+        return Err(RuleError::Cache(CacheError::NegativeDepth));
     }
     if d == 0 {
-        return Err("ERR DEPTH must be at least 1".to_string());
+        return Err(RuleError::DepthZero);
     }
-    u32::try_from(d).map_err(|_| {
-        format!(
-            "ERR DEPTH is out of range, must be between 1 and {}",
-            u32::MAX
-        )
-    })
+    u32::try_from(d).map_err(|_| RuleError::DepthRange)
 }
 
 /// A write on `source` id X is also a write on `target` id X (and, when bidirectional, the
@@ -563,25 +656,16 @@ impl Relation {
         check_name("type", &self.source)?;
         check_name("type", &self.target)?;
         if self.source == self.target {
-            return Err(format!(
-                "ERR a type can't be related to itself ('{}')",
-                word(&self.source)
-            ));
+            return Err(RuleError::SelfRelation(word(&self.source)));
         }
         if ["DEL", "LIST", "HELP"].iter().any(|w| eq(&self.source, w)) {
-            return Err(format!(
-                "ERR '{}' is a subcommand of CACHE.RELATE and can't be a relation's source",
-                word(&self.source)
-            ));
+            return Err(RuleError::SourceIsSubcommand(word(&self.source)));
         }
         if is_relate_option(&self.target) {
-            return Err(format!(
-                "ERR '{}' is an option of CACHE.RELATE and can't be a relation's target",
-                word(&self.target)
-            ));
+            return Err(RuleError::TargetIsOption(word(&self.target)));
         }
         if self.depth == 0 {
-            return Err("ERR DEPTH must be at least 1".to_string());
+            return Err(RuleError::DepthZero);
         }
         Ok(())
     }
@@ -675,7 +759,7 @@ pub enum RuleReply {
     /// HELP: an array of status lines.
     Help(&'static [&'static str]),
     /// The command was rejected and changed nothing; the full error text.
-    Error(String),
+    Error(RuleError),
 }
 
 pub type RelateReply = RuleReply;
@@ -812,7 +896,7 @@ impl Rules {
             exact(2)?;
             Ok(RuleCommand::Help)
         } else {
-            Err(CacheError::UnknownSubcommand(word(sub), "CACHE.RULE").to_string())
+            Err(CacheError::UnknownSubcommand(word(sub), "CACHE.RULE").into())
         }
     }
 
@@ -860,7 +944,7 @@ impl Rules {
             i += 1;
         }
         if targets.is_empty() {
-            return Err("ERR CACHE.RELATE needs at least one target".to_string());
+            return Err(RuleError::NoTarget);
         }
         let mut depth = None;
         let mut bidirectional = false;
@@ -904,7 +988,7 @@ impl Rules {
             return Err(arity(WRITE_CMD));
         }
         if args[1].is_empty() {
-            return Err("ERR type can't be empty".to_string());
+            return Err(RuleError::Empty("type"));
         }
         let mut op = None;
         let mut context = None;
@@ -979,7 +1063,7 @@ impl Rules {
         rule.validate()?;
         let replaced = self.rules.get(&rule.name).map(|old| old.on_type.clone());
         if replaced.is_none() && self.rules.len() >= MAX_RULES {
-            return Err(format!("ERR too many rules (limit {MAX_RULES})"));
+            return Err(RuleError::TooMany("rules", MAX_RULES));
         }
         if let Some(old_type) = replaced {
             self.by_type.remove(&(old_type, rule.name.clone()));
@@ -1010,7 +1094,7 @@ impl Rules {
             }
         }
         if self.relations.len() + new.len() > MAX_RELATIONS {
-            return Err(format!("ERR too many relations (limit {MAX_RELATIONS})"));
+            return Err(RuleError::TooMany("relations", MAX_RELATIONS));
         }
         for r in relations {
             let key = (r.source.clone(), r.target.clone());
@@ -1191,11 +1275,13 @@ impl Rules {
     /// Reads [`Rules::encode`]'s form. Never panics; checks every length against the input
     /// before allocating and every value as the commands would.
     pub fn decode(buf: &[u8]) -> RuleResult<Rules> {
-        decode(buf).map_err(|why| {
-            format!(
-                "ERR invalid tagcache rules data: {}",
-                why.strip_prefix("ERR ").unwrap_or(&why)
-            )
+        decode(buf).map_err(|why| match why {
+            RuleError::Data(_) => why,
+            // A value the commands would refuse.
+            other => {
+                let text = other.to_string();
+                RuleError::Data(text.strip_prefix("ERR ").unwrap_or(&text).to_string())
+            }
         })
     }
 
@@ -1255,7 +1341,7 @@ fn parse_rule_set(args: &[&[u8]]) -> RuleResult<Rule> {
             }
             let n = int(value.ok_or_else(syntax)?)?;
             if n <= 0 {
-                return Err("ERR INVALIDATE needs at least one template".to_string());
+                return Err(RuleError::NoTemplate);
             }
             let count = usize::try_from(n).unwrap_or(usize::MAX);
             check_template_count(count)?;
@@ -1286,23 +1372,17 @@ fn parse_rule_set(args: &[&[u8]]) -> RuleResult<Rule> {
             priority = Some(p);
         } else {
             return match after_templates {
-                Some((at, n)) if at == i => Err(format!(
-                    "{} (or '{}' is not an option)",
-                    count_mismatch(n),
-                    word(opt)
-                )),
+                Some((at, n)) if at == i => Err(RuleError::CountMismatch(n, Some(word(opt)))),
                 _ => Err(syntax()),
             };
         }
         i += 2;
     }
     let Some(on_type) = on_type else {
-        return Err("ERR CACHE.RULE SET needs ON <type>".to_string());
+        return Err(RuleError::NeedsOn);
     };
     let Some(templates) = templates else {
-        return Err(
-            "ERR CACHE.RULE SET needs INVALIDATE <count> <template> [<template> ...]".to_string(),
-        );
+        return Err(RuleError::NeedsInvalidate);
     };
     Ok(Rule {
         name: name.to_vec(),
@@ -1317,8 +1397,8 @@ fn parse_rule_set(args: &[&[u8]]) -> RuleResult<Rule> {
     })
 }
 
-fn count_mismatch(n: i64) -> String {
-    format!("ERR INVALIDATE count {n} doesn't match the number of templates given")
+fn count_mismatch(n: i64) -> RuleError {
+    RuleError::CountMismatch(n, None)
 }
 
 fn put_len(out: &mut Vec<u8>, n: usize) {
@@ -1338,7 +1418,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> RuleResult<&'a [u8]> {
         if n > self.buf.len() {
-            return Err("truncated".to_string());
+            return Err(RuleError::Data("truncated".into()));
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -1371,19 +1451,21 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            b => Err(format!("bad flag {b}")),
+            b => Err(RuleError::Data(format!("bad flag {b}"))),
         }
     }
 
     fn len(&mut self) -> RuleResult<usize> {
-        usize::try_from(self.u32()?).map_err(|_| "length out of range".to_string())
+        usize::try_from(self.u32()?).map_err(|_| RuleError::Data("length out of range".into()))
     }
 
     /// A length-prefixed byte string of at most `limit` bytes.
     fn bytes(&mut self, limit: usize) -> RuleResult<&'a [u8]> {
         let n = self.len()?;
         if n > limit {
-            return Err(format!("string of {n} bytes over the limit of {limit}"));
+            return Err(RuleError::Data(format!(
+                "string of {n} bytes over the limit of {limit}"
+            )));
         }
         self.take(n)
     }
@@ -1392,16 +1474,16 @@ impl<'a> Reader<'a> {
 fn decode(buf: &[u8]) -> RuleResult<Rules> {
     let mut r = Reader { buf };
     if r.take(MAGIC.len())? != MAGIC {
-        return Err("bad magic".to_string());
+        return Err(RuleError::Data("bad magic".into()));
     }
     let version = r.u8()?;
     if version != VERSION {
-        return Err(format!("unsupported version {version}"));
+        return Err(RuleError::Data(format!("unsupported version {version}")));
     }
     let mut rules = Rules::default();
     let n_rules = r.len()?;
     if n_rules > MAX_RULES {
-        return Err(format!("too many rules ({n_rules})"));
+        return Err(RuleError::Data(format!("too many rules ({n_rules})")));
     }
     for _ in 0..n_rules {
         let name = r.bytes(MAX_NAME_LEN)?.to_vec();
@@ -1414,7 +1496,7 @@ fn decode(buf: &[u8]) -> RuleResult<Rules> {
                     .filter(|o| mask & o.bit() != 0)
                     .collect(),
             ),
-            mask => return Err(format!("bad operation mask {mask}")),
+            mask => return Err(RuleError::Data(format!("bad operation mask {mask}"))),
         };
         let pattern = if r.flag()? {
             Some(r.bytes(MAX_PATTERN_LEN)?.to_vec())
@@ -1427,13 +1509,14 @@ fn decode(buf: &[u8]) -> RuleResult<Rules> {
         for _ in 0..n_templates {
             templates.push(Template::parse(r.bytes(MAX_TEMPLATE_LEN)?)?);
         }
-        let strategy = RuleStrategy::from_code(r.u8()?).ok_or("bad strategy")?;
+        let strategy = RuleStrategy::from_code(r.u8()?)
+            .ok_or_else(|| RuleError::Data("bad strategy".into()))?;
         let priority = r.i64()?;
         let executions = r.u64()?;
         let entries_invalidated = r.u64()?;
         let last_run_ms = if r.flag()? { Some(r.i64()?) } else { None };
         if rules.rules.contains_key(&name) {
-            return Err(format!("duplicate rule '{}'", word(&name)));
+            return Err(RuleError::Data(format!("duplicate rule '{}'", word(&name))));
         }
         rules.insert_rule(Rule {
             name,
@@ -1453,7 +1536,9 @@ fn decode(buf: &[u8]) -> RuleResult<Rules> {
     }
     let n_relations = r.len()?;
     if n_relations > MAX_RELATIONS {
-        return Err(format!("too many relations ({n_relations})"));
+        return Err(RuleError::Data(format!(
+            "too many relations ({n_relations})"
+        )));
     }
     for _ in 0..n_relations {
         let source = r.bytes(MAX_NAME_LEN)?.to_vec();
@@ -1464,11 +1549,11 @@ fn decode(buf: &[u8]) -> RuleResult<Rules> {
             .relations
             .contains_key(&(source.clone(), target.clone()))
         {
-            return Err(format!(
+            return Err(RuleError::Data(format!(
                 "duplicate relation '{}' -> '{}'",
                 word(&source),
                 word(&target)
-            ));
+            )));
         }
         rules.insert_relations(vec![Relation {
             source,
@@ -1478,13 +1563,21 @@ fn decode(buf: &[u8]) -> RuleResult<Rules> {
         }])?;
     }
     if !r.buf.is_empty() {
-        return Err(format!("{} trailing bytes", r.buf.len()));
+        return Err(RuleError::Data(format!("{} trailing bytes", r.buf.len())));
     }
     Ok(rules)
 }
 
 #[cfg(test)]
 mod tests {
+    /// The text of a refusal (None: the reply is no error).
+    fn refusal(r: RuleReply) -> Option<String> {
+        match r {
+            RuleReply::Error(e) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 
@@ -1510,7 +1603,7 @@ mod tests {
     fn err(r: RuleResult<impl std::fmt::Debug>) -> String {
         match r {
             Ok(v) => panic!("expected an error, got {v:?}"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 
@@ -1908,7 +2001,7 @@ mod tests {
             assert!(op.name().eq_ignore_ascii_case(s));
         }
         assert_eq!(
-            Op::parse(b"\xffx\n"),
+            Op::parse(b"\xffx\n").map_err(|e| e.to_string()),
             Err("ERR unknown operation '\u{fffd}x ', expected create, update or delete".into())
         );
         for s in [
@@ -2132,8 +2225,9 @@ mod tests {
         }
         let before = rules.clone();
         assert_eq!(
-            rules.apply_rule(set_cmd("CACHE.RULE SET extra ON t INVALIDATE 1 x")),
-            RuleReply::Error("ERR too many rules (limit 10000)".into())
+            refusal(rules.apply_rule(set_cmd("CACHE.RULE SET extra ON t INVALIDATE 1 x")))
+                .as_deref(),
+            Some("ERR too many rules (limit 10000)")
         );
         // Replacing at the limit is fine.
         assert_eq!(
@@ -2152,8 +2246,9 @@ mod tests {
         let before = rules.clone();
         // One new, one existing: over the limit as a whole, nothing changes.
         assert_eq!(
-            rules.apply_relate(relate_cmd("CACHE.RELATE s0 t1 t3 DEPTH 5").unwrap()),
-            RuleReply::Error("ERR too many relations (limit 10000)".into())
+            refusal(rules.apply_relate(relate_cmd("CACHE.RELATE s0 t1 t3 DEPTH 5").unwrap()))
+                .as_deref(),
+            Some("ERR too many relations (limit 10000)")
         );
         assert_eq!(rules, before);
         assert_eq!(
@@ -2169,14 +2264,14 @@ mod tests {
         let mut rule = set_rule("CACHE.RULE SET r ON t INVALIDATE 1 x");
         rule.priority = -1;
         assert_eq!(
-            rules.apply_rule(RuleCommand::Set(rule.clone())),
-            RuleReply::Error("ERR PRIORITY can't be negative".into())
+            refusal(rules.apply_rule(RuleCommand::Set(rule.clone()))).as_deref(),
+            Some("ERR PRIORITY can't be negative")
         );
         rule.priority = 0;
         rule.ops = Some(vec![]);
         assert_eq!(
-            rules.apply_rule(RuleCommand::Set(rule.clone())),
-            RuleReply::Error("ERR OPS needs at least one operation".into())
+            refusal(rules.apply_rule(RuleCommand::Set(rule.clone()))).as_deref(),
+            Some("ERR OPS needs at least one operation")
         );
         rule.ops = Some(vec![Op::Delete, Op::Create, Op::Delete]);
         rule.templates.clear();
@@ -2220,8 +2315,8 @@ mod tests {
                 bidirectional: false,
             };
             assert_eq!(
-                rules.apply_relate(RelateCommand::Set(vec![bad])),
-                RuleReply::Error(want.into())
+                refusal(rules.apply_relate(RelateCommand::Set(vec![bad]))).as_deref(),
+                Some(want)
             );
         }
     }
@@ -2429,21 +2524,21 @@ mod tests {
         let mut long = buf.clone();
         long.push(0);
         assert_eq!(
-            Rules::decode(&long),
+            Rules::decode(&long).map_err(|e| e.to_string()),
             Err("ERR invalid tagcache rules data: 1 trailing bytes".into())
         );
         let mut bad = buf.clone();
         bad[4] = 2;
         assert_eq!(
-            Rules::decode(&bad),
+            Rules::decode(&bad).map_err(|e| e.to_string()),
             Err("ERR invalid tagcache rules data: unsupported version 2".into())
         );
         assert_eq!(
-            Rules::decode(b"XXXX\x01"),
+            Rules::decode(b"XXXX\x01").map_err(|e| e.to_string()),
             Err("ERR invalid tagcache rules data: bad magic".into())
         );
         assert_eq!(
-            Rules::decode(b"TCRL\x01\xff\xff\xff\xff"),
+            Rules::decode(b"TCRL\x01\xff\xff\xff\xff").map_err(|e| e.to_string()),
             Err("ERR invalid tagcache rules data: too many rules (4294967295)".into())
         );
         // A huge string length is refused before allocating.
@@ -2456,7 +2551,7 @@ mod tests {
         dup.extend_from_slice(body);
         dup.extend_from_slice(&[0, 0, 0, 0]);
         assert_eq!(
-            Rules::decode(&dup),
+            Rules::decode(&dup).map_err(|e| e.to_string()),
             Err("ERR invalid tagcache rules data: duplicate rule 'r'".into())
         );
         // An invalid value inside: a negative priority.
@@ -2464,7 +2559,7 @@ mod tests {
         let at = neg.len() - 4 - 1 - 16 - 8;
         neg[at..at + 8].copy_from_slice(&(-1i64).to_le_bytes());
         assert_eq!(
-            Rules::decode(&neg),
+            Rules::decode(&neg).map_err(|e| e.to_string()),
             Err("ERR invalid tagcache rules data: PRIORITY can't be negative".into())
         );
     }
