@@ -51,6 +51,12 @@ impl Node {
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub root: PathBuf,
+    /// The nodes that are masters now: `MASTERS` until a failover (`failover`) swaps the
+    /// replica and its master.
+    pub masters: Vec<usize>,
+    /// The replica now (`REPLICA` until a failover) and its master.
+    pub replica: usize,
+    pub replica_of: usize,
 }
 
 /// A port `p` such that `p` and its cluster bus port `p + 10000` are free now and not in `taken`.
@@ -168,6 +174,9 @@ impl Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             root,
+            masters: MASTERS.to_vec(),
+            replica: REPLICA,
+            replica_of: 0,
         };
         // Start all four, then wait for each: the servers boot in parallel.
         let mut taken = Vec::new();
@@ -293,14 +302,15 @@ impl Cluster {
 
     /// A connection to the replica that may read (`READONLY`).
     pub fn replica_conn(&self) -> Connection {
-        let mut c = self.conn(REPLICA);
+        let mut c = self.conn(self.replica);
         assert_eq!(must(&mut c, &["READONLY"]), Value::Okay);
         c
     }
 
     /// A cluster client (redis-rs `ClusterClient`) seeded with every running master.
     pub fn client(&self) -> ClusterConnection {
-        let urls: Vec<String> = MASTERS
+        let urls: Vec<String> = self
+            .masters
             .iter()
             .filter(|&&i| self.nodes[i].running())
             .map(|&i| format!("redis://127.0.0.1:{}/", self.port(i)))
@@ -320,7 +330,8 @@ impl Cluster {
 
     /// A running master to ask about the cluster.
     pub fn any_master(&self) -> usize {
-        *MASTERS
+        *self
+            .masters
             .iter()
             .find(|&&i| self.nodes[i].running())
             .expect("a running master")
@@ -422,12 +433,12 @@ impl Cluster {
         }
     }
 
-    /// Waits (bounded) until the replica processed everything master 0 propagated so far and
+    /// Waits (bounded) until the replica processed everything its master propagated so far and
     /// holds the same data. (Not `WAIT` on a new connection: it waits for the offset of that
     /// connection's own last write, none.)
     pub fn sync_replica(&self) {
-        let mut m = self.conn(0);
-        let mut r = self.conn(REPLICA);
+        let mut m = self.conn(self.replica_of);
+        let mut r = self.conn(self.replica);
         let target = repl_offset(&mut m);
         eventually("the replica reached master 0's offset", || {
             repl_offset(&mut r) >= target
@@ -474,10 +485,10 @@ impl Cluster {
             if l.slots.iter().any(|s| s.starts_with('[')) {
                 return Some(format!("node {i}: a slot is migrating: {l:?}"));
             }
-            let want_replica = l.port == self.port(REPLICA);
+            let want_replica = l.port == self.port(self.replica);
             let is_replica = l.flags.iter().any(|f| f == "slave");
             if want_replica != is_replica
-                || (is_replica && l.master != self.nodes[0].id)
+                || (is_replica && l.master != self.nodes[self.replica_of].id)
                 || (!is_replica && !l.flags.iter().any(|f| f == "master"))
             {
                 return Some(format!("node {i}: unexpected role: {l:?}"));
@@ -519,7 +530,7 @@ impl Cluster {
             .collect();
         view.sort();
         *slots = view;
-        if i == REPLICA {
+        if i == self.replica {
             let repl: String = redis::cmd("INFO")
                 .arg("replication")
                 .query(&mut c)
@@ -594,6 +605,90 @@ impl Cluster {
         let (ok, out) = redis_cli(&self.root, &args, 120);
         assert!(ok, "redis-cli --cluster reshard failed:\n{out}");
         self.wait_stable();
+    }
+}
+
+impl Cluster {
+    /// `CLUSTER FAILOVER` (graceful: the master pauses its clients until the replica caught up)
+    /// or `CLUSTER FAILOVER TAKEOVER` (the replica takes the slots without its master's consent;
+    /// first waits until it holds the master's data, so nothing is lost) sent to the replica;
+    /// then waits until the two swapped roles and the cluster is stable again.
+    pub fn failover(&mut self, takeover: bool) {
+        let (r, m) = (self.replica, self.replica_of);
+        if takeover {
+            self.sync_replica();
+        }
+        let mut parts = vec!["CLUSTER", "FAILOVER"];
+        if takeover {
+            parts.push("TAKEOVER");
+        }
+        assert_eq!(must(&mut self.conn(r), &parts), Value::Okay, "{parts:?}");
+        eventually(
+            "the replica became a master and its master a replica",
+            || {
+                info_field(&mut self.conn(r), "replication", "role") == "master"
+                    && info_field(&mut self.conn(m), "replication", "role") == "slave"
+            },
+        );
+        for x in self.masters.iter_mut() {
+            if *x == m {
+                *x = r;
+            }
+        }
+        self.replica = m;
+        self.replica_of = r;
+        self.wait_stable();
+        self.sync_replica();
+    }
+
+    /// The first step of a slot's migration, as `redis-cli --cluster reshard` takes it:
+    /// `CLUSTER SETSLOT slot IMPORTING` on the target, then `MIGRATING` on the source.
+    pub fn migrate_begin(&self, slot: u16, from: usize, to: usize) {
+        let s = slot.to_string();
+        let (idf, idt) = (self.id(from).to_string(), self.id(to).to_string());
+        must(
+            &mut self.conn(to),
+            &["CLUSTER", "SETSLOT", &s, "IMPORTING", &idf],
+        );
+        must(
+            &mut self.conn(from),
+            &["CLUSTER", "SETSLOT", &s, "MIGRATING", &idt],
+        );
+    }
+
+    /// Moves up to `count` keys of `slot` from `from` to `to` with one `MIGRATE ... KEYS`
+    /// (`CLUSTER GETKEYSINSLOT` first, as redis-cli does). Returns the keys moved.
+    pub fn migrate_keys(&self, slot: u16, from: usize, to: usize, count: usize) -> Vec<String> {
+        let mut src = self.conn(from);
+        let keys = strings(&must(
+            &mut src,
+            &[
+                "CLUSTER",
+                "GETKEYSINSLOT",
+                &slot.to_string(),
+                &count.to_string(),
+            ],
+        ));
+        if keys.is_empty() {
+            return keys;
+        }
+        let port = self.port(to).to_string();
+        let mut parts = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        parts.extend(keys.iter().map(String::as_str));
+        must(&mut src, &parts);
+        keys
+    }
+
+    /// The last step: `CLUSTER SETSLOT slot NODE <to>` on the target, the source, then the
+    /// other masters (as redis-cli does; the replica learns it over the bus).
+    pub fn migrate_end(&self, slot: u16, from: usize, to: usize) {
+        let s = slot.to_string();
+        let idt = self.id(to).to_string();
+        let mut order = vec![to, from];
+        order.extend(self.masters.iter().filter(|&&m| m != to && m != from));
+        for n in order {
+            must(&mut self.conn(n), &["CLUSTER", "SETSLOT", &s, "NODE", &idt]);
+        }
     }
 }
 
