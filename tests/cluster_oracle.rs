@@ -36,8 +36,13 @@
 //! random order, at evenly spread random steps):
 //! - `failover`: `CLUSTER FAILOVER` on the replica (graceful), then the cluster is stable with the
 //!   roles swapped; `takeover`: the same with `CLUSTER FAILOVER TAKEOVER`, once the replica holds
-//!   its master's data (with writes in flight a takeover may lose them, as the README says).
-//! - `reshard`: the slots of one to three pool keys (keys that hold an entry first) move from one master to another as
+//!   its master's data (with writes in flight a takeover may lose them, as the README says). A
+//!   takeover always, a graceful failover every other time, happens while a random invalidation
+//!   is under way: the master losing its slots has its writes paused (`CLIENT PAUSE 800 WRITE`),
+//!   so it holds the request back until it is a replica and then answers covering no slot (issue
+//!   23, defect 1): the reply must be the server's (or the partial error, then as for `sleep`).
+//! - `reshard`: the slots of two or three pool keys (keys that hold an entry first; most keys of
+//!   those slots are written just before) move from one master to another as
 //!   `redis-cli --cluster reshard` moves them (`SETSLOT IMPORTING`/`MIGRATING`, `MIGRATE` one key
 //!   at a time, `SETSLOT NODE`), with random steps (no CACHE.MGET) between the keys, so commands
 //!   run while keys are in both places and follow `ASK`.
@@ -228,33 +233,36 @@ fn invalidation(rng: &mut Rng) -> Vec<String> {
     a
 }
 
+/// CACHE.SET of `key` with random options, tags and dependencies (rows, other entries).
+fn set_step(rng: &mut Rng, key: String, n: usize) -> Step {
+    let mut a = vec!["CACHE.SET".to_string(), key, format!("v{n}")];
+    if rng.chance(20) {
+        a.extend(words(&["EX", "3600"]));
+    }
+    match rng.below(10) {
+        0 => a.push("NX".into()),
+        1 => a.push("XX".into()),
+        _ => {}
+    }
+    if rng.chance(70) {
+        let t = some(rng, &TAGS, 3);
+        a.extend(["TAGS".to_string(), t.len().to_string()]);
+        a.extend(words(&t));
+    }
+    if rng.chance(60) {
+        let d = resources(rng);
+        a.extend(["DEPENDS".to_string(), d.len().to_string()]);
+        a.extend(words(&d));
+    }
+    step(To::Keyed, a)
+}
+
 /// One random step; `migrating`: no CACHE.MGET (a group's keys may be on two nodes: TRYAGAIN).
 fn gen(rng: &mut Rng, n: usize, migrating: bool, metrics: bool) -> Step {
     let master = To::Master(rng.below(3));
     let key = rng.pick(&KEYS).to_string();
     match rng.below(100) {
-        0..=35 => {
-            let mut a = vec!["CACHE.SET".to_string(), key, format!("v{n}")];
-            if rng.chance(20) {
-                a.extend(words(&["EX", "3600"]));
-            }
-            match rng.below(10) {
-                0 => a.push("NX".into()),
-                1 => a.push("XX".into()),
-                _ => {}
-            }
-            if rng.chance(70) {
-                let t = some(rng, &TAGS, 3);
-                a.extend(["TAGS".to_string(), t.len().to_string()]);
-                a.extend(words(&t));
-            }
-            if rng.chance(60) {
-                let d = resources(rng);
-                a.extend(["DEPENDS".to_string(), d.len().to_string()]);
-                a.extend(words(&d));
-            }
-            step(To::Keyed, a)
-        }
+        0..=35 => set_step(rng, key, n),
         36..=41 => step(To::Keyed, vec!["CACHE.GET".into(), key]),
         42..=45 if !migrating => {
             let g = rng.pick(&GROUPS);
@@ -342,6 +350,8 @@ struct Tally {
     faults: usize,
     failovers: usize,
     takeovers: usize,
+    /// Failovers with an invalidation under way.
+    in_flight: usize,
     reshards: usize,
     moved_keys: usize,
     steps_while_migrating: usize,
@@ -527,6 +537,50 @@ impl Pair {
         Ok(())
     }
 
+    /// After an invalidation that ran while a fault was under way: a reply must be the
+    /// server's, or the partial error the README documents; then the cluster must reach the
+    /// server's hits by itself (within 5 s), or after the documented retry (the same command,
+    /// once the cluster is whole).
+    fn in_flight(
+        &mut self,
+        argv: &[String],
+        theirs: &redis::RedisResult<Value>,
+        mine: &redis::RedisResult<Value>,
+        log: &mut VecDeque<String>,
+    ) -> Result<(), String> {
+        let (t, m) = (shown(theirs, Compare::Reply), shown(mine, Compare::Reply));
+        log.push_back(format!("   {} -> cluster {t} / server {m}", argv.join(" ")));
+        match theirs {
+            Ok(_) if t != m => {
+                return Err(format!(
+                    "{} while the fault was under way\n  cluster: {t}\n  server:  {m}",
+                    argv.join(" ")
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("reached only part of the cluster") => {
+                self.tally.partial_errors += 1;
+            }
+            Err(e) => return Err(format!("{}: {e}", argv.join(" "))),
+        }
+        if argv.iter().any(|a| a == "BATCHED") {
+            self.run(&step(To::Every, words(&["CACHE.PENDING", "FLUSH"])))?;
+        }
+        if self.settles(5) {
+            self.tally.settled_by_itself += 1;
+        } else {
+            self.cl.wait_stable();
+            let parts: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let r = run(&mut self.masters[0], &parts);
+            log.push_back(format!("   retry -> {}", shown(&r, Compare::Reply)));
+            if argv.iter().any(|a| a == "BATCHED") {
+                self.run(&step(To::Every, words(&["CACHE.PENDING", "FLUSH"])))?;
+            }
+            self.tally.settled_after_retry += 1;
+        }
+        Ok(())
+    }
+
     /// Waits (bounded) until the cluster's hits and entries are the server's; false if not within
     /// `secs`.
     fn settles(&mut self, secs: u64) -> bool {
@@ -624,13 +678,49 @@ fn seed_run(p: &mut Pair, seed: u64, steps: usize, faults: usize) -> Result<(), 
     while n < steps {
         if at.last().is_some_and(|&(s, _)| s <= n) {
             let (_, fault) = at.pop().expect("a fault");
+            eprintln!("cluster oracle: seed {seed}, step {n}: {fault:?}");
             log.push_back(format!("-- fault: {fault:?}"));
             metrics = false;
             p.tally.faults += 1;
             match fault {
                 Fault::Failover | Fault::Takeover => {
                     let takeover = fault == Fault::Takeover;
-                    p.cl.failover(takeover);
+                    // A takeover always, a graceful failover every other time, while an
+                    // invalidation is under way: the master that loses its slots holds the
+                    // request back (its writes are paused for 800 ms, less than the 1500 ms
+                    // the sender waits with cluster-node-timeout 2000) until it is a replica,
+                    // then answers covering no slot: the sender must ask the new master.
+                    let during = takeover || rng.chance(50);
+                    if during {
+                        p.cl.sync_replica();
+                        let old = p.cl.replica_of;
+                        let others: Vec<usize> =
+                            (0..3).filter(|&i| p.cl.masters[i] != old).collect();
+                        let sender = p.cl.masters[*rng.pick(&others)];
+                        let argv = invalidation(&mut rng);
+                        must(&mut p.cl.conn(old), &["CLIENT", "PAUSE", "800", "WRITE"]);
+                        let port = p.cl.port(sender);
+                        let sent = argv.clone();
+                        let t = std::thread::spawn(move || {
+                            let parts: Vec<&str> = sent.iter().map(String::as_str).collect();
+                            let mut c = connect(port).expect("connect");
+                            run(&mut c, &parts)
+                        });
+                        std::thread::sleep(Duration::from_millis(200));
+                        p.cl.failover(takeover);
+                        let theirs = t.join().expect("the sending client");
+                        let parts: Vec<&str> = argv.iter().map(String::as_str).collect();
+                        let mine = run(&mut p.single, &parts);
+                        p.reconnect();
+                        log.push_back(format!(
+                            "   master {old} paused, failover; meanwhile to node {sender}:"
+                        ));
+                        p.in_flight(&argv, &theirs, &mine, &mut log)
+                            .map_err(|e| report(n, e, &log))?;
+                        p.tally.in_flight += 1;
+                    } else {
+                        p.cl.failover(takeover);
+                    }
                     p.reconnect();
                     if takeover {
                         p.tally.takeovers += 1;
@@ -659,7 +749,7 @@ fn seed_run(p: &mut Pair, seed: u64, steps: usize, faults: usize) -> Result<(), 
                         .map(|(k, _)| *k)
                         .collect();
                     order.extend(pool.iter().zip(&held).filter(|(_, &h)| !h).map(|(k, _)| *k));
-                    let want = 1 + rng.below(3);
+                    let want = 2 + rng.below(2);
                     for k in order {
                         if slots.len() < want && p.cl.owner(k) == from {
                             let s = p.cl.slot(k);
@@ -669,6 +759,22 @@ fn seed_run(p: &mut Pair, seed: u64, steps: usize, faults: usize) -> Result<(), 
                         }
                     }
                     log.push_back(format!("   slots {slots:?} from node {from} to node {to}"));
+                    // Most keys of those slots written first, so that entries move.
+                    for k in KEYS {
+                        if slots.contains(&p.cl.slot(k)) && rng.chance(80) {
+                            let s = set_step(&mut rng, k.to_string(), n);
+                            one(
+                                p,
+                                &mut rng,
+                                &mut n,
+                                Some(s),
+                                false,
+                                &mut log,
+                                metrics,
+                                &mut batched_since,
+                            )?;
+                        }
+                    }
                     // KNOWN DIVERGENCE (see the file's comment): an entry a LAZY mark
                     // covers comes back on its new node. Unless asked to show it, the
                     // reclaimers run until no mark is left first.
@@ -726,34 +832,12 @@ fn seed_run(p: &mut Pair, seed: u64, steps: usize, faults: usize) -> Result<(), 
                     let theirs = run(&mut p.masters[sender], &parts);
                     let mine = run(&mut p.single, &parts);
                     t.join().expect("the sleeping client");
-                    log.push_back(format!(
-                        "   node {sleeper} sleeps; to master {sender}: {} -> cluster {} / server {}",
-                        argv.join(" "),
-                        shown(&theirs, Compare::Reply),
-                        shown(&mine, Compare::Reply)
-                    ));
-                    if let Err(e) = &theirs {
-                        if !e.to_string().contains("reached only part of the cluster") {
-                            return Err(report(n, format!("{}: {e}", argv.join(" ")), &log));
-                        }
-                        p.tally.partial_errors += 1;
-                    }
+                    log.push_back(format!("   node {sleeper} sleeps; to master {sender}:"));
                     for c in p.masters.iter_mut() {
                         config_set(c, "cache.cluster-timeout-ms", "5000");
                     }
-                    if argv.iter().any(|a| a == "BATCHED") {
-                        p.run(&step(To::Every, words(&["CACHE.PENDING", "FLUSH"])))
-                            .map_err(|e| report(n, e, &log))?;
-                    }
-                    if p.settles(5) {
-                        p.tally.settled_by_itself += 1;
-                    } else {
-                        // The documented retry: the same command, once the cluster is whole.
-                        p.cl.wait_stable();
-                        let r = run(&mut p.masters[sender], &parts);
-                        log.push_back(format!("   retry -> {}", shown(&r, Compare::Reply)));
-                        p.tally.settled_after_retry += 1;
-                    }
+                    p.in_flight(&argv, &theirs, &mine, &mut log)
+                        .map_err(|e| report(n, e, &log))?;
                     p.tally.sleeps += 1;
                 }
             }

@@ -622,14 +622,29 @@ impl Cluster {
         if takeover {
             parts.push("TAKEOVER");
         }
-        assert_eq!(must(&mut self.conn(r), &parts), Value::Okay, "{parts:?}");
-        eventually(
-            "the replica became a master and its master a replica",
-            || {
-                info_field(&mut self.conn(r), "replication", "role") == "master"
-                    && info_field(&mut self.conn(m), "replication", "role") == "slave"
-            },
-        );
+        // A manual failover that does not complete (the replica's election timed out) is
+        // given up by the server after a while: sent again, up to three times.
+        let swapped = || {
+            info_field(&mut self.conn(r), "replication", "role") == "master"
+                && info_field(&mut self.conn(m), "replication", "role") == "slave"
+        };
+        let mut attempts = 0;
+        'attempts: loop {
+            attempts += 1;
+            assert_eq!(must(&mut self.conn(r), &parts), Value::Okay, "{parts:?}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if swapped() {
+                    break 'attempts;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                attempts < 3,
+                "{parts:?} on node {r}: the replica did not become a master, three times"
+            );
+            eprintln!("{parts:?} on node {r} did not complete within 10 s: sent again");
+        }
         for x in self.masters.iter_mut() {
             if *x == m {
                 *x = r;
