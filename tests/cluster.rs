@@ -362,6 +362,20 @@ fn invalidation_applies_on_every_master() {
         assert_eq!(dbsize(&mut r), dbsize(&mut cl.conn(0)));
         cl.verify_all();
     }
+
+    // Through the cluster client itself (README, "Clients and keyless commands"): redis-rs
+    // routes a command it does not know by its first argument, taken as a key, to that slot's
+    // master, which fans out as any master does.
+    let s = spread(&cl, &mut cc, 3);
+    assert_eq!(int(&must(&mut cc, &["CACHE.INVALIDATE", "TAG", "t"])), 6);
+    for k in &s.tagged {
+        assert!(!exists(&mut cc, k), "through the cluster client: {k}");
+    }
+    assert_eq!(
+        strings(&must(&mut cc, &["CACHE.KEYS", "TAG", "keep"])).len(),
+        12
+    );
+    cl.verify_all();
 }
 
 // ---------------------------------------------------------------------------------------------
