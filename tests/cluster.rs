@@ -1650,3 +1650,99 @@ fn known_divergence_a_reshard_brings_back_an_entry_a_lazy_mark_covers() {
     );
     cl.verify_all();
 }
+
+// ---------------------------------------------------------------------------------------------
+// 12. Large frontiers from masters without dependencies (issue 23, defect 6).
+// ---------------------------------------------------------------------------------------------
+
+/// `count` entries `<group>:<n>` tagged `t` (one slot: the group's hash tag), pipelined on
+/// the connection to their master.
+fn tagged_group(c: &mut Connection, group: &str, count: usize) {
+    let mut p = redis::pipe();
+    for n in 0..count {
+        p.cmd("CACHE.SET")
+            .arg(format!("{group}:{n}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg("t")
+            .ignore();
+    }
+    p.query::<()>(c).expect("pipelined CACHE.SET");
+}
+
+/// 1500 entries tagged t on each master, none depending on anything, so masters 0 and 1 (no
+/// dependency at all) hold their frontiers (over 1024 keys) instead of sending them. On master
+/// 2: d0 depends on a key of master 0, d1 on a key of master 1, e on d0. The cascade must still
+/// cross: the sender asks the holders for their keys because master 2 has dependencies (also as
+/// a dry run, and when master 2 answers late); with no dependency anywhere nothing is asked.
+#[test]
+fn a_large_cascade_crosses_from_masters_without_dependencies() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    const PER: usize = 1500;
+    let groups: Vec<String> = MASTERS
+        .iter()
+        .map(|&m| cl.names_on(m, 1, |n| format!("{{g{n}}}")).remove(0))
+        .collect();
+    let fill = |cl: &Cluster| {
+        for (m, g) in MASTERS.iter().zip(&groups) {
+            tagged_group(&mut cl.conn(*m), g, PER);
+        }
+    };
+    fill(&cl);
+    let d0 = cl.key_on(2, "d0:");
+    let d1 = cl.key_on(2, "d1:");
+    let e = cl.key_on(2, "e:");
+    let a = format!("{}:7", groups[0]);
+    let b = format!("{}:9", groups[1]);
+    put(&mut cc, &d0, &[], &[&a]);
+    put(&mut cc, &d1, &[], &[&b]);
+    put(&mut cc, &e, &[], &[&d0]);
+
+    // The dry run: depth 1 reaches d0 and d1 (not e).
+    let listed = keys(&mut cl.conn(1), &["DEPTH", "1", "TAG", "t"]);
+    assert_eq!(listed.len(), 3 * PER + 2);
+    assert!(listed.contains(&d0) && listed.contains(&d1) && !listed.contains(&e));
+
+    // From master 1, which holds its own keys and has no dependency either.
+    let n = int(&must(&mut cl.conn(1), &["CACHE.INVALIDATE", "TAG", "t"]));
+    assert_eq!(n, (3 * PER + 3) as i64);
+    for k in [&d0, &d1, &e, &a, &b] {
+        assert!(!exists(&mut cc, k), "{k} left");
+    }
+    cl.verify_all();
+
+    // No dependency anywhere: every frontier stays where it is (and is dropped).
+    fill(&cl);
+    let n = int(&must(&mut cl.conn(0), &["CACHE.INVALIDATE", "TAG", "t"]));
+    assert_eq!(n, (3 * PER) as i64);
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+
+    // Master 2, the one with dependencies, answers late: the cascade goes on by itself from
+    // its answer, asking the holders for their keys then.
+    fill(&cl);
+    put(&mut cc, &d0, &[], &[&a]);
+    put(&mut cc, &d1, &[], &[&b]);
+    for i in MASTERS {
+        config_set(&mut cl.conn(i), "cache.cluster-timeout-ms", "300");
+    }
+    let port2 = cl.port(2);
+    let sleeper = std::thread::spawn(move || {
+        let mut c = connect(port2).expect("connect");
+        let _ = run(&mut c, &["DEBUG", "SLEEP", "1"]);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let e = err(&mut cl.conn(0), &["CACHE.INVALIDATE", "TAG", "t"]);
+    assert!(e.contains("reached only part of the cluster"), "{e}");
+    sleeper.join().expect("sleeper");
+    eventually("the late cascade reached d0 and d1", || {
+        !exists(&mut cc, &d0) && !exists(&mut cc, &d1)
+    });
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    cl.verify_all();
+}
