@@ -987,6 +987,129 @@ def scale(srv):
             fresh.stop()
 
 
+# ---------------------------------------------------------------------------------------------
+# Cluster: a cluster-wide tag invalidation over 3 masters x 200 000 entries.
+
+CLUSTER_ROUNDS = 3
+
+
+def cluster_figure(_srv):
+    """Three masters (redis-cli --cluster create), 200 000 entries tagged t on each, none
+    depending on anything. The cluster-wide CACHE.INVALIDATE TAG t from one master against the
+    slowest master's own part (CACHE.INVALIDATE LOCAL TAG t on each; `stepped-threshold 0`, so
+    that it runs at once as a cluster-wide invalidation does): what the fan-out and the
+    cascade bookkeeping add (issue 23, defect 6: every master used to send back every key it
+    removed, for a cascade round no master could take). Then the same with one entry on the
+    third master depending on a key of the first: the keys are needed and asked for."""
+    count = n(200_000)
+    root = tempfile.mkdtemp(prefix="tagcache-bench-cluster-")
+    procs, ports = [], []
+    try:
+        for i in range(3):
+            port = free_port()
+            while any(abs(port - p) == 10000 for p in ports) or port > 55535:
+                port = free_port()
+            d = os.path.join(root, "n%d" % i)
+            os.makedirs(d)
+            procs.append(subprocess.Popen(
+                [SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
+                 "--appendonly", "no", "--logfile", "server.log", "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "60000",
+                 "--loadmodule", MODULE, "cluster-timeout-ms", "40000",
+                 "stepped-threshold", "0"],
+                cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            ports.append(port)
+        conns = []
+        for port in ports:
+            deadline = time.time() + 10
+            while True:
+                try:
+                    c = Resp(port)
+                    c.call("PING")
+                    conns.append(c)
+                    break
+                except (ConnectionError, OSError, RuntimeError):
+                    if time.time() > deadline:
+                        raise SystemExit("cluster node did not start")
+                    time.sleep(0.05)
+        subprocess.run(["redis-cli", "--cluster", "create"]
+                       + ["127.0.0.1:%d" % p for p in ports] + ["--cluster-yes"],
+                       check=True, capture_output=True)
+        deadline = time.time() + 30
+        while not all(b"cluster_state:ok" in c.call("CLUSTER", "INFO") for c in conns):
+            if time.time() > deadline:
+                raise SystemExit("cluster not ok")
+            time.sleep(0.1)
+        time.sleep(1)
+        # A hash tag on each master: all of its entries in one of that master's slots.
+        slots = conns[0].call("CLUSTER", "SLOTS")
+        owner = {}
+        for first, last, master, *_ in slots:
+            owner[(first, last)] = ports.index(master[1])
+        tags = [None] * 3
+        g = 0
+        while None in tags:
+            slot = conns[0].call("CLUSTER", "KEYSLOT", "{g%d}" % g)
+            for (first, last), m in owner.items():
+                if first <= slot <= last and tags[m] is None:
+                    tags[m] = "{g%d}" % g
+            g += 1
+
+        def fill():
+            for c, tag in zip(conns, tags):
+                c.pipeline([["CACHE.SET", "%s:%d" % (tag, i), VALUE, "TAGS", "1", "t"]
+                            for i in range(count)])
+
+        # CPU time of the masters (/proc, 10 ms ticks), robust to a loaded machine, beside the
+        # wall time of the command.
+        def cpu(i=None):
+            pids = [p.pid for p in procs] if i is None else [procs[i].pid]
+            return sum(server_cpu_seconds(pid) for pid in pids) * 1000.0
+
+        rows = {k: [] for k in ("cluster", "local", "dep")}
+        for _ in range(CLUSTER_ROUNDS):
+            fill()
+            before, before0 = cpu(), cpu(0)
+            ms, removed = timed(conns[0], "CACHE.INVALIDATE", "TAG", "t")
+            assert removed == 3 * count, removed
+            rows["cluster"].append((ms, cpu(0) - before0, cpu() - before))
+            fill()
+            before, before0, local = cpu(), cpu(0), []
+            for c in conns:
+                ms, removed = timed(c, "CACHE.INVALIDATE", "LOCAL", "TAG", "t")
+                assert removed == count, removed
+                local.append(ms)
+            rows["local"].append((max(local), cpu(0) - before0, cpu() - before))
+            fill()
+            conns[2].call("CACHE.SET", "%s:dep" % tags[2], VALUE, "DEPENDS", "1", "%s:7" % tags[0])
+            before, before0 = cpu(), cpu(0)
+            ms, removed = timed(conns[0], "CACHE.INVALIDATE", "TAG", "t")
+            assert removed == 3 * count + 1, removed
+            rows["dep"].append((ms, cpu(0) - before0, cpu() - before))
+        for c in conns:
+            assert c.call("CACHE.DEBUG", "VERIFY") == [], "VERIFY"
+        med = {k: [statistics.median(r[j] for r in v) for j in range(3)]
+               for k, v in rows.items()}
+        note = "3 masters, median of %d" % CLUSTER_ROUNDS
+        report("ms cluster-wide tag invalidation (3x%d)" % count, med["cluster"][0], "ms", note)
+        report("ms slowest master's LOCAL part (%d)" % count, med["local"][0], "ms", note)
+        report("ms cluster-wide, one cross-shard dependency", med["dep"][0], "ms", note)
+        report("ms CPU, sender, cluster-wide", med["cluster"][1], "ms", note)
+        report("ms CPU, sender, its LOCAL part", med["local"][1], "ms", note)
+        report("ms CPU, sender, one dependency", med["dep"][1], "ms", note)
+        report("ratio sender CPU cluster-wide vs LOCAL", med["cluster"][1] / med["local"][1], "x",
+               "no dependency (the cascade bookkeeping)")
+        report("ratio all masters' CPU cluster-wide vs LOCAL", med["cluster"][2] / med["local"][2],
+               "x", "no dependency")
+        report("ratio sender CPU, one dependency vs LOCAL", med["dep"][1] / med["local"][1], "x",
+               "the keys are asked for")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main():
     if not os.path.exists(MODULE):
         raise SystemExit("module not found: %s (run scripts/bench.sh)" % MODULE)
@@ -997,7 +1120,7 @@ def main():
                ("pattern", pattern_invalidation), ("cascade", cascade), ("stall", stall),
                ("worst", worst_cases),
                ("stats", stats_cost), ("lazy", lazy), ("herd", herd), ("guard", guard),
-               ("symfony", symfony), ("scale", scale)]
+               ("symfony", symfony), ("scale", scale), ("cluster", cluster_figure)]
     srv = Server()
     try:
         for name, fn in figures:

@@ -2,7 +2,7 @@
 # Benchmark tagcache against the schemes it replaces, in one run on one server.
 #   scripts/bench.sh                      # everything, full size (a few minutes)
 #   BENCH_SCALE=0.1 scripts/bench.sh      # every entry count x0.1
-#   scripts/bench.sh memory tag           # only some figures: throughput memory return tag pattern cascade stall worst stats lazy herd guard symfony scale
+#   scripts/bench.sh memory tag           # only some figures: throughput memory return tag pattern cascade stall worst stats lazy herd guard symfony scale cluster
 #   TAGCACHE_SERVER=/path/to/valkey-server scripts/bench.sh
 set -euo pipefail
 # shellcheck source=scripts/servers.sh

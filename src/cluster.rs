@@ -97,6 +97,9 @@ struct Op {
     reroutes: u32,
     /// How long it waits (see `deadline_ms`).
     deadline_ms: u64,
+    /// Masters that hold a frontier for this command instead of having sent it, with the
+    /// request id they hold it under (see `FRONTIER_INLINE`).
+    held: HashMap<String, u64>,
 }
 
 thread_local! {
@@ -113,6 +116,9 @@ thread_local! {
     /// Invalidations that failed with part of the cluster silent, kept a while so that a late
     /// answer's cascade is followed to its end (see `resume_late`).
     static LEFTOVERS: RefCell<HashMap<u64, Leftover>> = RefCell::new(HashMap::new());
+    /// Frontiers this master holds for another master's request (see `FRONTIER_INLINE`), by
+    /// (that master, request id), with when each is dropped (Unix ms).
+    static HELD: RefCell<HashMap<(String, u64), (Frontier, i64)>> = RefCell::new(HashMap::new());
 }
 
 fn strings_heap(v: &[Vec<u8>]) -> usize {
@@ -146,6 +152,7 @@ pub fn heap_bytes() -> u64 {
                     + set_heap(op.waiting.iter().map(String::as_bytes))
                     + set_heap(op.dependencies.iter().map(String::as_bytes))
                     + frontier_heap(&op.frontier)
+                    + set_heap(op.held.keys().map(String::as_bytes))
                     + op.replies.capacity() * std::mem::size_of::<Outcome>()
             })
             .sum::<usize>()
@@ -161,7 +168,15 @@ pub fn heap_bytes() -> u64 {
                     + set_heap(l.forwarded.iter().map(Vec::as_slice))
                     + set_heap(l.dependencies.iter().map(String::as_bytes))
                     + frontier_heap(&l.frontier)
+                    + set_heap(l.held.keys().map(String::as_bytes))
             })
+            .sum::<usize>()
+    });
+    // Frontiers this master holds for another's request (at most HELD_MAX).
+    let held = HELD.with(|h| {
+        h.borrow()
+            .iter()
+            .map(|((node, _), (f, _))| node.capacity() + 48 + frontier_heap(f))
             .sum::<usize>()
     });
     let inbox = INBOX.with(|i| {
@@ -170,7 +185,7 @@ pub fn heap_bytes() -> u64 {
             .map(|(_, from, m)| from.capacity() + m.capacity() + 56)
             .sum::<usize>()
     });
-    (ops + leftovers + inbox) as u64
+    (ops + leftovers + held + inbox) as u64
 }
 
 /// What a failed cluster-wide invalidation leaves for a late answer to go on with.
@@ -182,6 +197,8 @@ struct Leftover {
     forwarded: AHashSet<Vec<u8>>,
     /// Keys reached whose dependents were not asked for yet (the next round never went out).
     frontier: Frontier,
+    /// Frontiers held by masters and not asked for yet.
+    held: HashMap<String, u64>,
     /// Dropped after this (Unix ms).
     until_ms: i64,
 }
@@ -189,6 +206,18 @@ struct Leftover {
 /// How many failed invalidations are kept for late answers, and for how long.
 const LEFTOVERS_MAX: usize = 64;
 const LEFTOVER_MS: i64 = 600_000;
+
+/// A master whose database has no dependency (no entry there depends on anything) sends a
+/// frontier of more keys than this only when asked (issue 23, defect 6): its keys matter only if
+/// another master has dependencies, which the sender learns from the answers. Until then it
+/// holds them (at most `HELD_MAX` frontiers, each at most as long as a leftover is kept).
+const FRONTIER_INLINE: usize = 1024;
+const HELD_MAX: usize = 64;
+
+/// Internal commands of a request (never sent by clients: the first byte is 0): send the
+/// frontier held for a request (argument: its id), or drop it (no answer).
+const FETCH: &[u8] = b"\0fetch-frontier";
+const DROP: &[u8] = b"\0drop-frontier";
 
 /// Registers the bus message receivers (the server ignores them outside cluster mode).
 pub fn register(ctx: &Context) {
@@ -347,6 +376,7 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
         asked: HashMap::new(),
         reroutes: 0,
         deadline_ms: deadline_ms(ctx),
+        held: HashMap::new(),
         job,
     };
     if has_dependencies(db) {
@@ -493,7 +523,7 @@ fn reroute(ctx: &Context, id: u64) -> bool {
     let mut sent = false;
     for m in owners {
         if m.id == me {
-            let answer = execute(ctx, &request);
+            let answer = execute(ctx, &request, None);
             answered(id, &me, answer, false);
             sent = true;
         } else if !m.failing && send(ctx, &m.id, REQUEST, &payload) {
@@ -532,19 +562,31 @@ fn advance(ctx: &Context, id: u64) {
             continue;
         }
         let masters = cluster_masters(ctx).unwrap_or_default();
+        let mut unneeded = None;
         let next = OPS.with(|ops| {
             let mut ops = ops.borrow_mut();
-            let op = ops.get_mut(&id)?;
+            let Some(op) = ops.get_mut(&id) else {
+                return Next::Finish;
+            };
             if !op.done_waiting() {
-                return Some(None);
+                return Next::Wait;
             }
             if !op.expected.minus(&op.covered).is_empty() {
                 // Slots left uncovered after the reroutes: the command fails (see `finish`).
-                return None;
+                return Next::Finish;
+            }
+            // A round only reaches masters with dependencies: with none, the frontier is of no
+            // use, and the frontiers masters hold are not asked for (issue 23, defect 6).
+            if op.dependencies.is_empty() {
+                op.frontier.clear();
+                unneeded = Some((std::mem::take(&mut op.held), op.db));
+            } else if !op.held.is_empty() {
+                let held = std::mem::take(&mut op.held).into_iter().collect();
+                return Next::Fetch(held, op.db, op.user.clone());
             }
             let commands = op.round();
             if commands.is_empty() {
-                return None;
+                return Next::Finish;
             }
             let targets: Vec<String> = op
                 .dependencies
@@ -560,18 +602,37 @@ fn advance(ctx: &Context, id: u64) {
             }
             op.round = commands.clone();
             op.reroutes = 0;
-            Some(Some((
-                commands,
-                targets,
-                op.db,
-                op.user.clone(),
-                op.me.clone(),
-            )))
+            Next::Round(commands, targets, op.db, op.user.clone(), op.me.clone())
         });
+        if let Some((held, db)) = unneeded {
+            drop_held(ctx, held, db);
+        }
         let (commands, targets, db, user, me) = match next {
-            None => return finish(ctx, id),
-            Some(None) => return,
-            Some(Some(round)) => round,
+            Next::Finish => return finish(ctx, id),
+            Next::Wait => return,
+            Next::Fetch(held, db, user) => {
+                for (node, hid) in held {
+                    let request = Request {
+                        id,
+                        db,
+                        user: user.clone(),
+                        commands: vec![vec![FETCH.to_vec(), hid.to_string().into_bytes()]],
+                    };
+                    let sent = send(ctx, &node, REQUEST, &request.encode());
+                    OPS.with(|ops| {
+                        if let Some(op) = ops.borrow_mut().get_mut(&id) {
+                            if sent {
+                                op.waiting.insert(node);
+                            } else {
+                                // Its keys are lost: the command fails, naming it.
+                                op.failed.push(node);
+                            }
+                        }
+                    });
+                }
+                continue;
+            }
+            Next::Round(commands, targets, db, user, me) => (commands, targets, db, user, me),
         };
         let request = Request {
             id,
@@ -582,7 +643,7 @@ fn advance(ctx: &Context, id: u64) {
         let payload = request.encode();
         for t in targets {
             if t == me {
-                let answer = execute(ctx, &request);
+                let answer = execute(ctx, &request, None);
                 answered(id, &me, answer, false);
             } else if send(ctx, &t, REQUEST, &payload) {
                 let slots = masters
@@ -605,6 +666,16 @@ fn advance(ctx: &Context, id: u64) {
             }
         }
     }
+}
+
+/// What `advance` does next.
+enum Next {
+    Wait,
+    Finish,
+    /// Ask these masters for the frontiers they hold (under these request ids).
+    Fetch(Vec<(String, u64)>, u32, Option<Vec<u8>>),
+    /// Send a cascade round: commands, targets, database, user, this node.
+    Round(Vec<Vec<Vec<u8>>>, Vec<String>, u32, Option<Vec<u8>>, String),
 }
 
 /// Records a master's answer; true when the command may move on.
@@ -634,6 +705,9 @@ fn answered(id: u64, from: &str, answer: Answer, counted: bool) -> bool {
             op.dependencies.remove(from);
         }
         op.add_frontier(answer.frontier);
+        if answer.held > 0 {
+            op.held.insert(from.to_owned(), id);
+        }
         op.done_waiting()
     })
 }
@@ -721,12 +795,62 @@ fn finish(ctx: &Context, id: u64) {
                             dependencies: op.dependencies.clone(),
                             forwarded: op.forwarded.clone(),
                             frontier: std::mem::take(&mut op.frontier),
+                            held: std::mem::take(&mut op.held),
                             until_ms: now + LEFTOVER_MS,
                         },
                     );
                 }
             });
         }
+    }
+    // Frontiers still held for it that nothing will ask for.
+    drop_held(ctx, std::mem::take(&mut op.held), op.db);
+}
+
+/// Tells the masters holding a frontier that it is not needed.
+fn drop_held(ctx: &Context, held: HashMap<String, u64>, db: u32) {
+    for (node, hid) in held {
+        let req = Request {
+            id: hid,
+            db,
+            user: None,
+            commands: vec![vec![DROP.to_vec(), hid.to_string().into_bytes()]],
+        };
+        let _ = send(ctx, &node, REQUEST, &req.encode());
+    }
+}
+
+/// Keeps `frontier` for master `from`'s request `id`; false when too many are held already
+/// (then it is sent with the answer).
+fn hold(from: &str, id: u64, frontier: &mut Frontier) -> bool {
+    let now = server::now_ms();
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.retain(|_, (_, until)| *until > now);
+        if h.len() >= HELD_MAX {
+            return false;
+        }
+        h.insert(
+            (from.to_owned(), id),
+            (std::mem::take(frontier), now + LEFTOVER_MS),
+        );
+        true
+    })
+}
+
+/// The request id argument of FETCH/DROP.
+fn held_id(argv: &[Vec<u8>]) -> Option<u64> {
+    std::str::from_utf8(argv.get(1)?).ok()?.parse().ok()
+}
+
+/// A request that is only FETCH or DROP (internal: it writes nothing).
+fn internal(req: &Request) -> Option<&[u8]> {
+    match req.commands.as_slice() {
+        [argv] => argv
+            .first()
+            .map(Vec::as_slice)
+            .filter(|n| *n == FETCH || *n == DROP),
+        _ => None,
     }
 }
 
@@ -743,7 +867,8 @@ fn resume_late(ctx: &Context, id: u64, from: &str, answer: Answer) {
     let Some(mut x) = LEFTOVERS.with(|l| l.borrow_mut().remove(&id)) else {
         return;
     };
-    if answer.frontier.is_empty() && x.frontier.is_empty() {
+    if answer.frontier.is_empty() && x.frontier.is_empty() && answer.held == 0 && x.held.is_empty()
+    {
         return;
     }
     if answer.dependencies {
@@ -792,11 +917,15 @@ fn resume_late(ctx: &Context, id: u64, from: &str, answer: Answer) {
         asked: HashMap::new(),
         reroutes: 0,
         deadline_ms: deadline_ms(ctx),
+        held: x.held,
     };
     // What was reached before the failure and never asked for, then what the late master
-    // reached (each key once: `forwarded` holds what went out already).
+    // reached (each key once: `forwarded` holds what went out already), and what it holds.
     op.frontier = x.frontier;
     op.add_frontier(answer.frontier);
+    if answer.held > 0 {
+        op.held.insert(from.to_owned(), id);
+    }
     let ms = op.deadline_ms;
     op.timer = Some(ctx.create_timer(Duration::from_millis(ms), on_deadline, new_id));
     OPS.with(|ops| ops.borrow_mut().insert(new_id, op));
@@ -845,9 +974,17 @@ fn on_pump(ctx: &Context, _: ()) {
     while let Some((kind, sender, payload)) = INBOX.with(|q| q.borrow_mut().pop_front()) {
         let outcome = crate::error::catch(|| match kind {
             REQUEST => match Request::decode(&payload) {
-                // A request with a command that writes waits out the pause.
+                Ok(req) if internal(&req) == Some(DROP) => {
+                    if let Some(hid) = held_id(&req.commands[0]) {
+                        HELD.with(|h| h.borrow_mut().remove(&(sender.clone(), hid)));
+                    }
+                    None
+                }
+                // A request with a command that writes waits out the pause (a FETCH writes
+                // nothing).
                 Ok(req)
                     if paused
+                        && internal(&req).is_none()
                         && req
                             .commands
                             .iter()
@@ -856,7 +993,7 @@ fn on_pump(ctx: &Context, _: ()) {
                     Some((kind, sender, payload))
                 }
                 Ok(req) => {
-                    let answer = execute(ctx, &req);
+                    let answer = execute(ctx, &req, Some(&sender));
                     if !send(ctx, &sender, ANSWER, &answer.encode()) {
                         ctx.log_warning(&format!(
                             "tagcache: could not answer master {sender} (request {})",
@@ -905,8 +1042,12 @@ fn on_pump(ctx: &Context, _: ()) {
     }
 }
 
-/// Runs another master's request here, as its user, in its database.
-fn execute(ctx: &Context, req: &Request) -> Answer {
+/// Runs another master's request here, as its user, in its database. `holder`: the master
+/// that sent it (None: this node's own round), for which a large frontier may be held.
+fn execute(ctx: &Context, req: &Request, holder: Option<&str>) -> Answer {
+    if let (Some(FETCH), Some(from)) = (internal(req), holder) {
+        return fetched(req, from);
+    }
     if server::is_replica(ctx) {
         // Sent while the sender still saw this node as a master (a node that just joined as a
         // replica, or a failover): it covers no slot, so the sender asks the slots' master.
@@ -916,6 +1057,7 @@ fn execute(ctx: &Context, req: &Request) -> Answer {
             frontier: Vec::new(),
             dependencies: false,
             slots: Some(Vec::new()),
+            held: 0,
         };
     }
     // The slots this node serves now: what running the commands here covers.
@@ -928,6 +1070,7 @@ fn execute(ctx: &Context, req: &Request) -> Answer {
         frontier: Vec::new(),
         dependencies: false,
         slots: Some(slots.clone()),
+        held: 0,
     };
     if let Some(u) = &req.user {
         if Access::of_user(ctx, u).is_none() {
@@ -965,17 +1108,53 @@ fn execute(ctx: &Context, req: &Request) -> Answer {
             }
         })
         .collect();
-    let frontier = take_capture();
+    let mut frontier = take_capture();
     REMOTE.with(|r| r.set(false));
     USER.with(|u| *u.borrow_mut() = None);
     let dependencies = has_dependencies(req.db);
     server::select_db(ctx, original);
+    // No entry here depends on anything: the keys matter only if another master has
+    // dependencies, which the sender learns from every answer. A large frontier waits here.
+    let mut held = 0;
+    if let Some(from) = holder {
+        let n = frontier.len() as u64;
+        if !dependencies && frontier.len() > FRONTIER_INLINE && hold(from, req.id, &mut frontier) {
+            held = n;
+        }
+    }
     Answer {
         id: req.id,
         replies,
         frontier,
         dependencies,
         slots: Some(slots),
+        held,
+    }
+}
+
+/// The answer to a FETCH: the frontier held for it, or an error when it is gone.
+fn fetched(req: &Request, from: &str) -> Answer {
+    let hid = held_id(&req.commands[0]);
+    let got = hid.and_then(|h| HELD.with(|x| x.borrow_mut().remove(&(from.to_owned(), h))));
+    let (replies, frontier) = match got {
+        Some((frontier, _)) => (Vec::new(), frontier),
+        None => (
+            vec![Err(format!(
+                "ERR the cascade's keys this master held for request {} are gone (kept {} s \
+                 at most): its dependents on other masters were not invalidated",
+                hid.unwrap_or(0),
+                LEFTOVER_MS / 1000
+            ))],
+            Vec::new(),
+        ),
+    };
+    Answer {
+        id: req.id,
+        replies,
+        frontier,
+        dependencies: false,
+        slots: Some(Vec::new()),
+        held: 0,
     }
 }
 

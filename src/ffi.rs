@@ -660,8 +660,12 @@ unsafe extern "C" fn on_keyspace(
         let db = handle.db().unwrap_or(db);
         if let server::Held::Entry(e) = handle.held() {
             if event == b"restore" {
-                // A new entry here, whatever generation it had where it was dumped.
-                e.set_born(state::generation());
+                // Its generation where it was dumped means nothing here: it is born here as
+                // of when it was written (its `created_ms`), so the marks made here since then
+                // that pick it cover it, as they would have had it been here (a reshard moves
+                // an entry a cluster-wide LAZY mark covers: it stays gone).
+                let born = restored_born(db, e.created_ms());
+                e.set_born(born);
             }
             let size = e.value().len() as u64;
             let departed = {
@@ -675,6 +679,10 @@ unsafe extern "C" fn on_keyspace(
                 }
                 st.departed.take()
             };
+            if event == b"restore" && e.born() < state::newest_mark() {
+                // A walk under way may have passed its name: it looks again.
+                state::lock().lazy_mut(|l| l.db(db).arrived(&name, e.born(), Vec::new()));
+            }
             if event != b"restore" && e.born() < state::newest_mark() {
                 // A mark's selection was fixed when it was made. Covered under its old name:
                 // an alias keeps it covered under the new one. Otherwise no mark selected it,
@@ -696,6 +704,20 @@ unsafe extern "C" fn on_keyspace(
         }
     });
     raw::REDISMODULE_OK as c_int
+}
+
+/// The generation a restored entry written at `created_ms` is born at in `db`: just before the
+/// oldest mark made after that (marks cover entries born before them), or now when there is
+/// none.
+fn restored_born(db: usize, created_ms: i64) -> u64 {
+    let marks = state::lock().lazy().marks(db);
+    marks
+        .and_then(|m| {
+            m.iter()
+                .find(|m| m.created_ms > created_ms)
+                .map(|m| m.gen.saturating_sub(1))
+        })
+        .unwrap_or_else(state::generation)
 }
 
 /// Classifies the entry `unlink2` held by the notification that follows: expired, evicted, not

@@ -9,649 +9,12 @@
 //! Every test ends with `CACHE.DEBUG VERIFY` empty on every running node, replica included.
 
 mod common;
+use common::cluster::*;
 use common::*;
 
-use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::cluster::ClusterConnection;
 use redis::ConnectionLike;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-// ---------------------------------------------------------------------------------------------
-// The cluster harness.
-// ---------------------------------------------------------------------------------------------
-
-/// Node indexes: 0, 1 and 2 are the masters, 3 the replica of master 0.
-const MASTERS: [usize; 3] = [0, 1, 2];
-const REPLICA: usize = 3;
-const NODE_TIMEOUT_MS: &str = "2000";
-
-static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
-
-/// One server process of the cluster.
-struct Node {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    id: String,
-}
-
-impl Node {
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-
-    fn running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Three masters and a replica of master 0, with the module, on loopback ports, each in its own
-/// directory under one temporary root. Every process is killed and the root removed on drop,
-/// also when a test panics (then the end of each node's log is printed first).
-struct Cluster {
-    nodes: Vec<Node>,
-    root: PathBuf,
-}
-
-/// A port `p` such that `p` and its cluster bus port `p + 10000` are free now and not in `taken`.
-fn free_cluster_port(taken: &[u16]) -> u16 {
-    for _ in 0..1000 {
-        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(p) = l.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if p > 55535
-            || taken
-                .iter()
-                .any(|&t| t == p || t + 10000 == p || p + 10000 == t)
-        {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port pair for a cluster node");
-}
-
-fn connect(port: u16) -> redis::RedisResult<Connection> {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
-    c.get_connection_with_timeout(Duration::from_secs(5))
-}
-
-/// `INFO`/`CLUSTER INFO`-style text: the value of `name:`.
-fn text_field(text: &str, name: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(|v| v.trim().to_string())
-}
-
-/// One line of `CLUSTER NODES`.
-#[derive(Debug, Clone, PartialEq)]
-struct NodeLine {
-    id: String,
-    port: u16,
-    flags: Vec<String>,
-    master: String,
-    link: String,
-    /// Slot ranges as written (`0-5460`, `7`, or `[slot->-id]` while migrating).
-    slots: Vec<String>,
-}
-
-fn parse_nodes(text: &str) -> Vec<NodeLine> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let addr = f[1].split('@').next().unwrap_or("");
-            let port = addr.rsplit(':').next().unwrap_or("0").parse().unwrap_or(0);
-            NodeLine {
-                id: f[0].to_string(),
-                port,
-                flags: f[2].split(',').map(String::from).collect(),
-                master: f[3].to_string(),
-                link: f.get(7).unwrap_or(&"").to_string(),
-                slots: f.iter().skip(8).map(|s| s.to_string()).collect(),
-            }
-        })
-        .collect()
-}
-
-/// Runs `redis-cli` with `args`, bounded by `secs`; output goes to a file in the cluster's root.
-/// Returns (success, output).
-fn redis_cli(root: &std::path::Path, args: &[String], secs: u64) -> (bool, String) {
-    let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
-    let out_path = root.join(format!("redis-cli-{n}.out"));
-    let out = std::fs::File::create(&out_path).expect("redis-cli output file");
-    let err = out.try_clone().expect("redis-cli output file");
-    let mut child = Command::new("redis-cli")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("redis-cli on PATH (Debian's redis-tools)");
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("redis-cli wait") {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
-    match status {
-        Some(st) => (st.success(), text),
-        None => (false, format!("{text}\n(redis-cli killed after {secs} s)")),
-    }
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        Cluster::with(&[])
-    }
-
-    /// `module_args` go after the module path on `--loadmodule` (e.g. `["cluster-timeout-ms",
-    /// "500"]`).
-    fn with(module_args: &[&str]) -> Cluster {
-        let n = CLUSTERS.fetch_add(1, Ordering::SeqCst);
-        let root =
-            std::env::temp_dir().join(format!("tagcache-cluster-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("cluster temp dir");
-        let mut cluster = Cluster {
-            nodes: Vec::new(),
-            root,
-        };
-        // Start all four, then wait for each: the servers boot in parallel.
-        let mut taken = Vec::new();
-        for i in 0..4 {
-            let dir = cluster.root.join(format!("node{i}"));
-            std::fs::create_dir_all(&dir).expect("node dir");
-            let port = free_cluster_port(&taken);
-            taken.push(port);
-            let mut node = Node {
-                child: None,
-                port,
-                dir,
-                id: String::new(),
-            };
-            Cluster::spawn(&mut node, module_args);
-            cluster.nodes.push(node);
-        }
-        for i in 0..4 {
-            let mut attempts = 0;
-            while !cluster.wait_ready(i) {
-                attempts += 1;
-                cluster.nodes[i].kill();
-                assert!(
-                    attempts < 5,
-                    "node {i} did not start; log:\n{}",
-                    cluster.nodes[i].log()
-                );
-                // Most likely a port taken meanwhile: another pair.
-                let taken: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
-                cluster.nodes[i].port = free_cluster_port(&taken);
-                Cluster::spawn(&mut cluster.nodes[i], module_args);
-            }
-        }
-        for i in 0..4 {
-            let mut c = cluster.conn(i);
-            let id: String = redis::cmd("CLUSTER")
-                .arg("MYID")
-                .query(&mut c)
-                .expect("CLUSTER MYID");
-            cluster.nodes[i].id = id;
-        }
-        cluster.create();
-        cluster
-    }
-
-    fn spawn(node: &mut Node, module_args: &[&str]) {
-        let mut load = vec![module_path().display().to_string()];
-        load.extend(module_args.iter().map(|s| s.to_string()));
-        let child = Command::new(server_binary())
-            .current_dir(&node.dir)
-            .args(["--port", &node.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--dir", &node.dir.display().to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--enable-debug-command", "yes"])
-            .args(["--logfile", "server.log"])
-            .args(["--cluster-enabled", "yes"])
-            .args(["--cluster-config-file", "nodes.conf"])
-            .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
-            .args(["--repl-diskless-sync-delay", "0"])
-            .arg("--loadmodule")
-            .args(&load)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary()));
-        node.child = Some(child);
-    }
-
-    fn wait_ready(&mut self, i: usize) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(_))) = self.nodes[i].child.as_mut().map(|c| c.try_wait()) {
-                return false;
-            }
-            if let Ok(mut c) = connect(self.nodes[i].port) {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// `redis-cli --cluster create` with the masters, then `add-node --cluster-slave` for the
-    /// replica; waits until the cluster is stable.
-    fn create(&mut self) {
-        let addr = |i: usize| format!("127.0.0.1:{}", self.nodes[i].port);
-        let mut args = vec!["--cluster".to_string(), "create".to_string()];
-        args.extend(MASTERS.iter().map(|&i| addr(i)));
-        args.push("--cluster-yes".into());
-        let (ok, out) = redis_cli(&self.root, &args, 60);
-        assert!(ok, "redis-cli --cluster create failed:\n{out}");
-        let args: Vec<String> = [
-            "--cluster",
-            "add-node",
-            &addr(REPLICA),
-            &addr(0),
-            "--cluster-slave",
-            "--cluster-master-id",
-            &self.nodes[0].id,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let (ok, out) = redis_cli(&self.root, &args, 60);
-        assert!(ok, "redis-cli --cluster add-node failed:\n{out}");
-        self.wait_stable();
-    }
-
-    fn port(&self, i: usize) -> u16 {
-        self.nodes[i].port
-    }
-
-    fn id(&self, i: usize) -> &str {
-        &self.nodes[i].id
-    }
-
-    fn conn(&self, i: usize) -> Connection {
-        connect(self.nodes[i].port)
-            .unwrap_or_else(|e| panic!("connect to node {i} (port {}): {e}", self.port(i)))
-    }
-
-    /// A connection to the replica that may read (`READONLY`).
-    fn replica_conn(&self) -> Connection {
-        let mut c = self.conn(REPLICA);
-        assert_eq!(must(&mut c, &["READONLY"]), Value::Okay);
-        c
-    }
-
-    /// A cluster client (redis-rs `ClusterClient`) seeded with every running master.
-    fn client(&self) -> ClusterConnection {
-        let urls: Vec<String> = MASTERS
-            .iter()
-            .filter(|&&i| self.nodes[i].running())
-            .map(|&i| format!("redis://127.0.0.1:{}/", self.port(i)))
-            .collect();
-        ClusterClient::new(urls)
-            .and_then(|c| c.get_connection())
-            .expect("cluster client")
-    }
-
-    /// The index of the node listening on `port`.
-    fn index_of_port(&self, port: u16) -> usize {
-        self.nodes
-            .iter()
-            .position(|n| n.port == port)
-            .unwrap_or_else(|| panic!("no node on port {port}"))
-    }
-
-    /// A running master to ask about the cluster.
-    fn any_master(&self) -> usize {
-        *MASTERS
-            .iter()
-            .find(|&&i| self.nodes[i].running())
-            .expect("a running master")
-    }
-
-    fn slot(&self, key: &str) -> u16 {
-        let mut c = self.conn(self.any_master());
-        int(&must(&mut c, &["CLUSTER", "KEYSLOT", key])) as u16
-    }
-
-    /// (first slot, last slot, master index) from `CLUSTER SLOTS` of a running master.
-    fn slot_map(&self) -> Vec<(u16, u16, usize)> {
-        let mut c = self.conn(self.any_master());
-        list(&must(&mut c, &["CLUSTER", "SLOTS"]))
-            .iter()
-            .map(|range| {
-                let r = list(range);
-                let master = list(&r[2]);
-                (
-                    int(&r[0]) as u16,
-                    int(&r[1]) as u16,
-                    self.index_of_port(int(&master[1]) as u16),
-                )
-            })
-            .collect()
-    }
-
-    /// The master that owns `key`'s slot (`CLUSTER KEYSLOT` + `CLUSTER SLOTS`).
-    fn owner(&self, key: &str) -> usize {
-        let slot = self.slot(key);
-        self.slot_map()
-            .into_iter()
-            .find(|&(a, b, _)| a <= slot && slot <= b)
-            .map(|(_, _, m)| m)
-            .unwrap_or_else(|| panic!("slot {slot} of {key} has no owner"))
-    }
-
-    /// `count` keys `<prefix><n>` whose slots master `m` owns.
-    fn keys_on(&self, m: usize, prefix: &str, count: usize) -> Vec<String> {
-        self.names_on(m, count, |n| format!("{prefix}{n}"))
-    }
-
-    /// The first `count` of `name(0)`, `name(1)`, ... whose slots master `m` owns.
-    fn names_on(&self, m: usize, count: usize, name: impl Fn(usize) -> String) -> Vec<String> {
-        let map = self.slot_map();
-        let mut out = Vec::new();
-        for n in 0.. {
-            if out.len() == count {
-                break;
-            }
-            let k = name(n);
-            let slot = self.slot(&k);
-            if map
-                .iter()
-                .any(|&(a, b, o)| o == m && a <= slot && slot <= b)
-            {
-                out.push(k);
-            }
-            assert!(n < 10_000, "no key like {} on master {m}", name(0));
-        }
-        out
-    }
-
-    fn key_on(&self, m: usize, prefix: &str) -> String {
-        self.keys_on(m, prefix, 1).remove(0)
-    }
-
-    /// Kills node `i` (SIGKILL): it answers nothing from now on.
-    fn stop(&mut self, i: usize) {
-        self.nodes[i].kill();
-    }
-
-    /// Freezes node `i` (SIGSTOP): its connections stay up, it answers nothing until `resume`.
-    fn pause(&self, i: usize) {
-        self.signal(i, "-STOP");
-    }
-
-    fn resume(&self, i: usize) {
-        self.signal(i, "-CONT");
-    }
-
-    fn signal(&self, i: usize, sig: &str) {
-        let pid = self.nodes[i].child.as_ref().expect("a running node").id();
-        let st = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success(), "kill {sig} {pid}");
-    }
-
-    /// CACHE.DEBUG VERIFY is empty on every running node.
-    fn verify_all(&self) {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if !n.running() {
-                continue;
-            }
-            let diffs = strings(&must(&mut self.conn(i), &["CACHE.DEBUG", "VERIFY"]));
-            assert!(diffs.is_empty(), "node {i}: CACHE.DEBUG VERIFY: {diffs:#?}");
-        }
-    }
-
-    /// Waits (bounded) until the replica processed everything master 0 propagated so far and
-    /// holds the same data. (Not `WAIT` on a new connection: it waits for the offset of that
-    /// connection's own last write, none.)
-    fn sync_replica(&self) {
-        let mut m = self.conn(0);
-        let mut r = self.conn(REPLICA);
-        let target = repl_offset(&mut m);
-        eventually("the replica reached master 0's offset", || {
-            repl_offset(&mut r) >= target
-        });
-        eventually("replica converged", || digest(&mut m) == digest(&mut r));
-    }
-
-    /// What is not yet right with node `i`'s view of the cluster (None: all good). `slots` gets
-    /// the node's slot assignment, to compare between nodes.
-    fn unstable(&self, i: usize, slots: &mut Vec<(u16, Vec<String>)>) -> Option<String> {
-        let mut c = match connect(self.port(i)) {
-            Ok(c) => c,
-            Err(e) => return Some(format!("node {i}: {e}")),
-        };
-        let info: String = match redis::cmd("CLUSTER").arg("INFO").query(&mut c) {
-            Ok(t) => t,
-            Err(e) => return Some(format!("node {i}: CLUSTER INFO: {e}")),
-        };
-        for (name, want) in [
-            ("cluster_state", "ok"),
-            ("cluster_slots_assigned", "16384"),
-            ("cluster_slots_ok", "16384"),
-            ("cluster_known_nodes", "4"),
-            ("cluster_size", "3"),
-        ] {
-            let got = text_field(&info, name).unwrap_or_default();
-            if got != want {
-                return Some(format!("node {i}: {name}:{got}, want {want}"));
-            }
-        }
-        let text: String = match redis::cmd("CLUSTER").arg("NODES").query(&mut c) {
-            Ok(t) => t,
-            Err(e) => return Some(format!("node {i}: CLUSTER NODES: {e}")),
-        };
-        let lines = parse_nodes(&text);
-        if lines.len() != 4 {
-            return Some(format!("node {i} knows {} nodes:\n{text}", lines.len()));
-        }
-        for l in &lines {
-            let bad = ["handshake", "fail", "fail?", "noaddr"];
-            if l.flags.iter().any(|f| bad.contains(&f.as_str())) || l.link != "connected" {
-                return Some(format!("node {i} sees {l:?}"));
-            }
-            if l.slots.iter().any(|s| s.starts_with('[')) {
-                return Some(format!("node {i}: a slot is migrating: {l:?}"));
-            }
-            let want_replica = l.port == self.port(REPLICA);
-            let is_replica = l.flags.iter().any(|f| f == "slave");
-            if want_replica != is_replica
-                || (is_replica && l.master != self.nodes[0].id)
-                || (!is_replica && !l.flags.iter().any(|f| f == "master"))
-            {
-                return Some(format!("node {i}: unexpected role: {l:?}"));
-            }
-        }
-        // Each other node has a link to this one that this one has tied to it (the other's
-        // PING arrived on it), as well as a link from this one. Valkey 8.1 closes an inbound
-        // link whose first message is a module message and drops that message: a cluster-wide
-        // request sent before then could go unanswered.
-        let links: Value = match redis::cmd("CLUSTER").arg("LINKS").query(&mut c) {
-            Ok(v) => v,
-            Err(e) => return Some(format!("node {i}: CLUSTER LINKS: {e}")),
-        };
-        let links: Vec<(String, String)> = list(&links)
-            .iter()
-            .map(|l| {
-                let fields = map(l);
-                let get = |name: &str| {
-                    fields
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| common::text(v))
-                        .unwrap_or_default()
-                };
-                (get("direction"), get("node"))
-            })
-            .collect();
-        for (j, other) in self.nodes.iter().enumerate().filter(|&(j, _)| j != i) {
-            for direction in ["to", "from"] {
-                if !links.iter().any(|(d, n)| d == direction && *n == other.id) {
-                    return Some(format!("node {i} has no link {direction} node {j}"));
-                }
-            }
-        }
-        let mut view: Vec<(u16, Vec<String>)> = lines
-            .iter()
-            .filter(|l| !l.slots.is_empty())
-            .map(|l| (l.port, l.slots.clone()))
-            .collect();
-        view.sort();
-        *slots = view;
-        if i == REPLICA {
-            let repl: String = redis::cmd("INFO")
-                .arg("replication")
-                .query(&mut c)
-                .unwrap_or_default();
-            if text_field(&repl, "master_link_status").as_deref() != Some("up") {
-                return Some("the replica's link is not up".into());
-            }
-        }
-        None
-    }
-
-    /// Waits (bounded) until every node reports `cluster_state:ok`, knows the four nodes in
-    /// their roles with no failure flag nor migrating slot, all nodes agree on the slots, and
-    /// the replica's link is up.
-    fn wait_stable(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut problem = None;
-            let mut first: Option<Vec<(u16, Vec<String>)>> = None;
-            for i in 0..4 {
-                let mut view = Vec::new();
-                if let Some(p) = self.unstable(i, &mut view) {
-                    problem = Some(p);
-                    break;
-                }
-                match &first {
-                    None => first = Some(view),
-                    Some(f) if *f != view => {
-                        problem = Some(format!("node {i} sees slots {view:?}, node 0 {f:?}"));
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            let Some(problem) = problem else {
-                return;
-            };
-            if Instant::now() > deadline {
-                let views: Vec<String> = (0..4)
-                    .map(|i| {
-                        let t: String = connect(self.port(i))
-                            .and_then(|mut c| redis::cmd("CLUSTER").arg("NODES").query(&mut c))
-                            .unwrap_or_else(|e| e.to_string());
-                        format!("node {i} (port {}):\n{t}", self.port(i))
-                    })
-                    .collect();
-                panic!(
-                    "cluster not stable after 30 s: {problem}\n{}",
-                    views.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `redis-cli --cluster reshard`: `slots` slots from master `from` to master `to`, then
-    /// waits until the cluster is stable again.
-    fn reshard(&self, from: usize, to: usize, slots: usize) {
-        let args: Vec<String> = [
-            "--cluster".to_string(),
-            "reshard".into(),
-            format!("127.0.0.1:{}", self.port(0)),
-            "--cluster-from".into(),
-            self.id(from).into(),
-            "--cluster-to".into(),
-            self.id(to).into(),
-            "--cluster-slots".into(),
-            slots.to_string(),
-            "--cluster-yes".into(),
-        ]
-        .to_vec();
-        let (ok, out) = redis_cli(&self.root, &args, 120);
-        assert!(ok, "redis-cli --cluster reshard failed:\n{out}");
-        self.wait_stable();
-    }
-}
-
-impl Drop for Cluster {
-    /// Kills every node and removes the directories; when the test failed, first prints the
-    /// last lines of each node's log.
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            n.kill();
-        }
-        if std::thread::panicking() {
-            for (i, n) in self.nodes.iter().enumerate() {
-                let log = n.log();
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-                eprintln!("--- node {i} (port {}), end of server.log:\n{tail}", n.port);
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Command helpers for any connection (a node's or the cluster client's).
-// ---------------------------------------------------------------------------------------------
-
-fn run<C: redis::ConnectionLike>(c: &mut C, parts: &[&str]) -> redis::RedisResult<Value> {
-    let mut k = redis::cmd(parts[0]);
-    for p in &parts[1..] {
-        k.arg(*p);
-    }
-    k.query(c)
-}
-
-/// A command that must succeed.
-fn must<C: redis::ConnectionLike>(c: &mut C, parts: &[&str]) -> Value {
-    run(c, parts).unwrap_or_else(|e| panic!("{parts:?} failed: {e}"))
-}
-
-/// A command that must fail: the error as the server sent it ("MOVED 12 127.0.0.1:7001").
-fn fails<C: redis::ConnectionLike>(c: &mut C, parts: &[&str]) -> String {
-    match run(c, parts) {
-        Ok(v) => panic!("{parts:?}: expected an error, got {v:?}"),
-        Err(e) => format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
-            .trim()
-            .to_string(),
-    }
-}
 
 /// CACHE.SET key v-<key> [TAGS ...] [DEPENDS ...] through any connection.
 fn put<C: redis::ConnectionLike>(c: &mut C, key: &str, tags: &[&str], deps: &[&str]) {
@@ -999,6 +362,20 @@ fn invalidation_applies_on_every_master() {
         assert_eq!(dbsize(&mut r), dbsize(&mut cl.conn(0)));
         cl.verify_all();
     }
+
+    // Through the cluster client itself (README, "Clients and keyless commands"): redis-rs
+    // routes a command it does not know by its first argument, taken as a key, to that slot's
+    // master, which fans out as any master does.
+    let s = spread(&cl, &mut cc, 3);
+    assert_eq!(int(&must(&mut cc, &["CACHE.INVALIDATE", "TAG", "t"])), 6);
+    for k in &s.tagged {
+        assert!(!exists(&mut cc, k), "through the cluster client: {k}");
+    }
+    assert_eq!(
+        strings(&must(&mut cc, &["CACHE.KEYS", "TAG", "keep"])).len(),
+        12
+    );
+    cl.verify_all();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2217,5 +1594,153 @@ fn cluster_wide_invalidations_refuse_guarded_sets_on_the_keys_master() {
         !guarded_set(&mut cc, &k, &[], other),
         "master 0's token on master 1"
     );
+    cl.verify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Resharding and LAZY marks (found by tests/cluster_oracle.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// An entry a LAZY mark covers, not yet reclaimed, moves with a reshard (`MIGRATE` =
+/// `DUMP`/`RESTORE`): it must stay gone on its new node, as it is on one server; one written
+/// after the mark stays a hit. Found by tests/cluster_oracle.rs (seed 1 and the long run's seed
+/// 19): the target took every restored entry as new, so a covered one read as a hit again.
+#[test]
+fn a_reshard_keeps_an_entry_a_lazy_mark_covers_gone() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    let k = cl.key_on(0, "k:");
+    let fresh = format!("{{{k}}}:fresh");
+    put(&mut cc, &k, &["t"], &[]);
+    for i in 0..4 {
+        must(&mut cl.conn(i), &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
+    }
+    assert_eq!(
+        int(&must(
+            &mut cl.conn(1),
+            &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t"]
+        )),
+        1
+    );
+    // Written after the mark: fresh, and it must stay a hit after the move.
+    put(&mut cc, &fresh, &["t"], &[]);
+    assert_eq!(must(&mut cc, &["CACHE.GET", &k]), Value::Nil);
+    let slot = cl.slot(&k);
+    cl.migrate_begin(slot, 0, 1);
+    let moved = cl.migrate_keys(slot, 0, 1, 10);
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    cl.migrate_end(slot, 0, 1);
+    cl.wait_stable();
+    let mut cc = cl.client();
+    assert_eq!(
+        must(&mut cc, &["CACHE.GET", &k]),
+        Value::Nil,
+        "{k} came back"
+    );
+    assert_eq!(
+        keys(&mut cl.conn(2), &["TAG", "t"]),
+        vec![fresh.clone()],
+        "CACHE.KEYS over the cluster"
+    );
+    assert_eq!(
+        text(&must(&mut cc, &["CACHE.GET", &fresh])),
+        format!("v-{fresh}")
+    );
+    cl.verify_all();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Large frontiers from masters without dependencies (issue 23, defect 6).
+// ---------------------------------------------------------------------------------------------
+
+/// `count` entries `<group>:<n>` tagged `t` (one slot: the group's hash tag), pipelined on
+/// the connection to their master.
+fn tagged_group(c: &mut Connection, group: &str, count: usize) {
+    let mut p = redis::pipe();
+    for n in 0..count {
+        p.cmd("CACHE.SET")
+            .arg(format!("{group}:{n}"))
+            .arg("v")
+            .arg("TAGS")
+            .arg(1)
+            .arg("t")
+            .ignore();
+    }
+    p.query::<()>(c).expect("pipelined CACHE.SET");
+}
+
+/// 1500 entries tagged t on each master, none depending on anything, so masters 0 and 1 (no
+/// dependency at all) hold their frontiers (over 1024 keys) instead of sending them. On master
+/// 2: d0 depends on a key of master 0, d1 on a key of master 1, e on d0. The cascade must still
+/// cross: the sender asks the holders for their keys because master 2 has dependencies (also as
+/// a dry run, and when master 2 answers late); with no dependency anywhere nothing is asked.
+#[test]
+fn a_large_cascade_crosses_from_masters_without_dependencies() {
+    let cl = Cluster::start();
+    let mut cc = cl.client();
+    const PER: usize = 1500;
+    let groups: Vec<String> = MASTERS
+        .iter()
+        .map(|&m| cl.names_on(m, 1, |n| format!("{{g{n}}}")).remove(0))
+        .collect();
+    let fill = |cl: &Cluster| {
+        for (m, g) in MASTERS.iter().zip(&groups) {
+            tagged_group(&mut cl.conn(*m), g, PER);
+        }
+    };
+    fill(&cl);
+    let d0 = cl.key_on(2, "d0:");
+    let d1 = cl.key_on(2, "d1:");
+    let e = cl.key_on(2, "e:");
+    let a = format!("{}:7", groups[0]);
+    let b = format!("{}:9", groups[1]);
+    put(&mut cc, &d0, &[], &[&a]);
+    put(&mut cc, &d1, &[], &[&b]);
+    put(&mut cc, &e, &[], &[&d0]);
+
+    // The dry run: depth 1 reaches d0 and d1 (not e).
+    let listed = keys(&mut cl.conn(1), &["DEPTH", "1", "TAG", "t"]);
+    assert_eq!(listed.len(), 3 * PER + 2);
+    assert!(listed.contains(&d0) && listed.contains(&d1) && !listed.contains(&e));
+
+    // From master 1, which holds its own keys and has no dependency either.
+    let n = int(&must(&mut cl.conn(1), &["CACHE.INVALIDATE", "TAG", "t"]));
+    assert_eq!(n, (3 * PER + 3) as i64);
+    for k in [&d0, &d1, &e, &a, &b] {
+        assert!(!exists(&mut cc, k), "{k} left");
+    }
+    cl.verify_all();
+
+    // No dependency anywhere: every frontier stays where it is (and is dropped).
+    fill(&cl);
+    let n = int(&must(&mut cl.conn(0), &["CACHE.INVALIDATE", "TAG", "t"]));
+    assert_eq!(n, (3 * PER) as i64);
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+
+    // Master 2, the one with dependencies, answers late: the cascade goes on by itself from
+    // its answer, asking the holders for their keys then.
+    fill(&cl);
+    put(&mut cc, &d0, &[], &[&a]);
+    put(&mut cc, &d1, &[], &[&b]);
+    for i in MASTERS {
+        config_set(&mut cl.conn(i), "cache.cluster-timeout-ms", "300");
+    }
+    let port2 = cl.port(2);
+    let sleeper = std::thread::spawn(move || {
+        let mut c = connect(port2).expect("connect");
+        let _ = run(&mut c, &["DEBUG", "SLEEP", "1"]);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let e = err(&mut cl.conn(0), &["CACHE.INVALIDATE", "TAG", "t"]);
+    assert!(e.contains("reached only part of the cluster"), "{e}");
+    sleeper.join().expect("sleeper");
+    eventually("the late cascade reached d0 and d1", || {
+        !exists(&mut cc, &d0) && !exists(&mut cc, &d1)
+    });
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
     cl.verify_all();
 }

@@ -2338,21 +2338,6 @@ fn pairs_of(v: &Value) -> Vec<(String, Value)> {
     }
 }
 
-fn shuffle<T>(rng: &mut Rng, v: &mut [T]) {
-    for i in (1..v.len()).rev() {
-        let j = rng.below(i + 1);
-        v.swap(i, j);
-    }
-}
-
-/// splitmix64: spreads consecutive seeds over the xorshift state (never 0).
-fn mix(seed: u64) -> u64 {
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) | 1
-}
-
 // ---------------------------------------------------------------------------------------------
 // The generator
 // ---------------------------------------------------------------------------------------------
@@ -3114,10 +3099,6 @@ fn report(cfg: &Cfg, f: &Failure, shrink_budget: Duration) -> String {
         }
     }
     out
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|s| s.trim().parse().ok())
 }
 
 fn run(test: &'static str, label: &str, module_args: &[&str], default_depth: u32, first_seed: u64) {

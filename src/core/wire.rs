@@ -23,7 +23,10 @@ pub struct Request {
 /// A master's answer: one reply per command, the resources whose dependents the cascade still
 /// reaches (with the hops left), whether that database has any dependency at all, and the slots
 /// the node served as a master when it ran the commands (None: an older build, which does not
-/// say). A node that is no longer a master answers with no slot: it covered nothing.
+/// say). A node that is no longer a master answers with no slot: it covered nothing. `held`:
+/// the number of frontier keys the master kept instead of sending them (a large frontier from
+/// a database without dependencies: only needed when another master has some, and then asked
+/// for); 0 when it sent them all (and from an older build).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub id: u64,
@@ -31,6 +34,7 @@ pub struct Answer {
     pub frontier: Vec<(Vec<u8>, u32)>,
     pub dependencies: bool,
     pub slots: Option<Vec<SlotRange>>,
+    pub held: u64,
 }
 
 /// Slots `first..=last`.
@@ -339,6 +343,10 @@ impl Answer {
                 o.u64(u64::from(a));
                 o.u64(u64::from(b));
             }
+            // Only when there is something held: otherwise the answer reads as before.
+            if self.held > 0 {
+                o.u64(self.held);
+            }
         }
         o.0
     }
@@ -360,6 +368,7 @@ impl Answer {
         }
         let dependencies = i.byte()? != 0;
         // An older build ends here: it does not say which slots it served.
+        let mut held = 0;
         let slots = if i.end().is_ok() {
             None
         } else {
@@ -374,6 +383,13 @@ impl Answer {
                 }
                 v.push((a, b));
             }
+            if i.end().is_err() {
+                // Written only when some keys are held.
+                held = i.u64()?;
+                if held == 0 {
+                    return Err("bad held count".into());
+                }
+            }
             Some(v)
         };
         i.end()?;
@@ -383,6 +399,7 @@ impl Answer {
             frontier,
             dependencies,
             slots,
+            held,
         })
     }
 }
@@ -776,8 +793,18 @@ mod tests {
             frontier: vec![(b"k".to_vec(), 4)],
             dependencies: true,
             slots: Some(vec![(0, 5460), (5462, 5462)]),
+            held: 0,
         };
         assert_eq!(Answer::decode(&a.encode()), Ok(a.clone()));
+        // Keys held back: one more number at the end; none held reads as before.
+        let holding = Answer {
+            frontier: Vec::new(),
+            held: 200_000,
+            ..a.clone()
+        };
+        let b = holding.encode();
+        assert_eq!(Answer::decode(&b), Ok(holding));
+        assert!(Answer::decode(&[b.clone(), vec![0]].concat()).is_err());
         let bytes = a.encode();
         assert!(Answer::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(Answer::decode(&[bytes.clone(), vec![0]].concat()).is_err());
