@@ -622,7 +622,7 @@ fn apply(
         return 0;
     }
     let started = Instant::now();
-    let seq = crate::history::begin(db, selector);
+    let seq = crate::history::begin(db, selector, access.map(Access::name));
     let mut unread = 0u64;
     let mut denied = 0u64;
     // The deleted keys' strings, kept for the DEL that propagates them.
@@ -656,7 +656,12 @@ fn apply(
         // An entry written later that depends on a removed key (with hops left) would have
         // been reached: the guard refuses it.
         let frontier = reached.frontier(hops);
-        crate::history::removed(db, seq, frontier.iter().map(|(k, _)| k.as_slice()));
+        crate::history::removed(
+            db,
+            seq,
+            access.map(Access::name),
+            frontier.iter().map(|(k, _)| k.as_slice()),
+        );
     }
     let deleted = &reached.keys;
     for chunk in strings.chunks(DEL_CHUNK) {

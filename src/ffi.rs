@@ -396,18 +396,23 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         // An entry a LAZY mark covers that leaves its name by another way than the reclaimer
         // (DEL, expiry, an overwrite, RENAME's source): the guard's history learns that the
         // mark removed it, as the reclaimer would have told it (its cascade goes on from it).
-        // The mark's user is not asked (no call into the server here): recording more only
-        // refuses more.
+        // The marks' users are not asked here (no call into the server): the covering marks are
+        // recorded oldest first up to one whose user may delete every key, each with its user,
+        // whom the guard asks about this key too. Recording more only refuses more.
         if e.born() < state::newest_mark() {
-            let seq = st.lazy().get(db).and_then(|l| {
-                l.marks()
-                    .iter()
-                    .find(|m| m.covers(key, e))
-                    .filter(|m| m.hops > 0 && m.seq > 0)
-                    .map(|m| m.seq)
-            });
-            if let Some(seq) = seq {
-                crate::history::removed(db, seq, [key]);
+            let mut by: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
+            if let Some(l) = st.lazy().get(db) {
+                for m in l.marks().iter().filter(|m| m.covers(key, e)) {
+                    if m.hops > 0 && m.seq > 0 {
+                        by.push((m.seq, m.user.clone()));
+                    }
+                    if m.user.is_none() {
+                        break;
+                    }
+                }
+            }
+            for (seq, user) in by {
+                crate::history::removed(db, seq, user.as_deref(), [key]);
             }
         }
         if quiet == Some(Quiet::Replace) {
@@ -426,7 +431,8 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
 
 /// The command filter (every command a client sends, before it runs; not the module's own
 /// calls): `WATCH`'s keys and `CLIENT TRACKING ON` go to `watch`, which tells them when a mark
-/// covers them. Reads the arguments only, changes nothing.
+/// covers them; `ACL` changes of users (and `MULTI`/`EXEC` around them) go to the guard's
+/// history (`history::acl_seen`). Reads the arguments only, changes nothing.
 unsafe extern "C" fn command_filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     guard((), || {
         let (Some(count), Some(arg)) = (
@@ -435,8 +441,9 @@ unsafe extern "C" fn command_filter(fctx: *mut raw::RedisModuleCommandFilterCtx)
         ) else {
             return;
         };
+        crate::history::command_seen();
         let n = count(fctx);
-        if n < 2 {
+        if n < 1 {
             return;
         }
         let word = |i: c_int| {
@@ -448,7 +455,13 @@ unsafe extern "C" fn command_filter(fctx: *mut raw::RedisModuleCommandFilterCtx)
             }
         };
         let name = word(0);
-        if name.eq_ignore_ascii_case(b"watch") {
+        if n >= 2 && name.eq_ignore_ascii_case(b"acl") {
+            crate::history::acl_seen(word(1));
+        } else if name.eq_ignore_ascii_case(b"multi") {
+            crate::history::multi_seen(true);
+        } else if name.eq_ignore_ascii_case(b"exec") || name.eq_ignore_ascii_case(b"discard") {
+            crate::history::multi_seen(false);
+        } else if n >= 2 && name.eq_ignore_ascii_case(b"watch") {
             crate::watch::watching((1..n).map(word));
         } else if n >= 3
             && name.eq_ignore_ascii_case(b"client")

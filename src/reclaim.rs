@@ -111,10 +111,17 @@ pub fn alias_if_covered(
     with_covering(ctx, db, name, e, |m| m.alias(to))
 }
 
-/// The guard's question of a dependency that still holds an entry: the history number of the
-/// mark covering it whose cascade goes on from it (the mark cascades), if any.
-pub fn covering_seq(ctx: &Context, db: usize, name: &[u8], e: &Entry) -> Option<u64> {
-    with_covering(ctx, db, name, e, |m| (m.hops > 0).then_some(m.seq)).flatten()
+/// The guard's question of a dependency `name` that still holds an entry, for a new entry
+/// `key`: the history number of the mark covering it whose cascade goes on from it (the mark
+/// cascades) and whose user may delete `key`, if any.
+pub fn covering_seq(ctx: &Context, db: usize, name: &[u8], e: &Entry, key: &[u8]) -> Option<u64> {
+    if e.born() >= state::newest_mark() {
+        return None;
+    }
+    let marks = state::lock().lazy().marks(db)?;
+    let mut perms = Permissions::new(ctx);
+    let m = perms.covering(&marks, name, e)?;
+    (m.hops > 0 && perms.allowed(m.user.as_deref(), key)).then_some(m.seq)
 }
 
 /// Whether cache commands see the entry: neither stale (SOFT) nor covered by LAZY.
@@ -360,8 +367,9 @@ fn add(ctx: &Context, db: usize, (mut mark, frontier): (Mark, Vec<Vec<u8>>)) -> 
     mark.gen = gen;
     // The guard's history: the selector now, the cascade's keys now, the selected entries as
     // the reclaimer deletes them (see `reclaim_one`).
-    mark.seq = crate::history::begin(db, &mark.selector);
-    crate::history::removed(db, mark.seq, frontier.iter().map(Vec::as_slice));
+    let user = mark.user.as_deref();
+    mark.seq = crate::history::begin(db, &mark.selector, user);
+    crate::history::removed(db, mark.seq, user, frontier.iter().map(Vec::as_slice));
     let bytes = encode_mark(&mark);
     state::lock().lazy_mut(|l| l.db(db).add(mark));
     server::replicate(
@@ -719,14 +727,17 @@ fn reclaim_one(
     // The mark that covers it, and whether its history must learn that it removed the entry
     // (selected by the mark, which cascades: the cascade's own keys were recorded with it).
     let covering = match key.held() {
-        Held::Entry(e) if marks.last().is_some_and(|m| m.gen > e.born()) => perms
-            .covering(marks, name, e)
-            .map(|m| (m.seq, m.hops > 0 && m.seq > 0 && m.picks(name, e))),
+        Held::Entry(e) if marks.last().is_some_and(|m| m.gen > e.born()) => {
+            perms.covering(marks, name, e).map(|m| {
+                let record = m.hops > 0 && m.seq > 0 && m.picks(name, e);
+                (m.seq, record, m.user.clone())
+            })
+        }
         _ => None,
     };
-    let (seq, record) = covering?;
+    let (seq, record, user) = covering?;
     if record {
-        crate::history::removed(db, seq, [name]);
+        crate::history::removed(db, seq, user.as_deref(), [name]);
     }
     crate::commands::delete_as_del(ctx, db, name, key, &rs);
     Some(rs)

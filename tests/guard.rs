@@ -464,3 +464,95 @@ fn the_history_keeps_to_its_memory_bound() {
     // Past the bound the token is refused, never accepted wrongly.
     assert!(!guarded(&mut c, "y v DEPENDS 1 k5", t));
 }
+
+/// A connection authenticated as `name` (password `pw`).
+fn as_user(s: &Server, name: &str) -> Connection {
+    let mut c = s.conn();
+    let _: Value = redis::cmd("AUTH")
+        .arg(name)
+        .arg("pw")
+        .query(&mut c)
+        .expect("AUTH");
+    c
+}
+
+/// A restricted user's invalidation selects only the keys it may delete: a guarded write of a
+/// key outside its patterns is stored (that invalidation could not have deleted it), one inside
+/// is refused; the same invalidation by a user who may delete every key refuses both. For every
+/// selector, the cascade and every strategy; and narrowing the user's rights afterwards does not
+/// make it refuse less.
+#[test]
+fn a_restricted_users_invalidation_refuses_only_within_its_reach() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(
+        &mut c,
+        &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"),
+    );
+    ok(&mut c, &a("ACL SETUSER wide on >pw ~* +@all -@dangerous"));
+    config_set(&mut c, "cache.batch-delay-ms", "5000");
+    let mut narrow = as_user(&s, "narrow");
+    let mut wide = as_user(&s, "wide");
+    // (the invalidation, the write inside the narrow user's reach, the write outside it)
+    let cases = [
+        ("TAG t", "app:2 v TAGS 1 t", "web:2 v TAGS 1 t"),
+        ("PATTERN *:2", "app:2 v", "web:2 v"),
+        ("ALL", "app:2 v", "web:2 v"),
+        ("KEY app:2 web:2", "app:2 v", "web:2 v"),
+        (
+            "DEPENDENTS row:1",
+            "app:2 v DEPENDS 1 row:1",
+            "web:2 v DEPENDS 1 row:1",
+        ),
+        // The cascade from app:1 (which the narrow user removes).
+        (
+            "KEY app:1",
+            "app:2 v DEPENDS 1 app:1",
+            "web:2 v DEPENDS 1 app:1",
+        ),
+    ];
+    let strategies = ["", "STRATEGY LAZY", "STRATEGY SOFT", "STRATEGY BATCHED"];
+    for strategy in strategies {
+        for (inv, inside, outside) in cases {
+            for (who, refuses_outside) in [("narrow", false), ("wide", true)] {
+                let what = format!("{who} {strategy} {inv}");
+                ok(&mut c, &a("FLUSHALL"));
+                ok(&mut c, &a("CACHE.SET app:1 v TAGS 1 t DEPENDS 1 row:1"));
+                ok(&mut c, &a("CACHE.SET web:1 v TAGS 1 t DEPENDS 1 row:1"));
+                let t = token(&mut c);
+                let inv_conn = if who == "narrow" {
+                    &mut narrow
+                } else {
+                    &mut wide
+                };
+                ok(inv_conn, &a(&format!("CACHE.INVALIDATE {strategy} {inv}")));
+                if strategy.ends_with("BATCHED") {
+                    ok(inv_conn, &a("CACHE.PENDING FLUSH"));
+                }
+                assert!(!guarded(&mut c, inside, t), "{what}: {inside} stored");
+                assert_eq!(
+                    guarded(&mut c, outside, t),
+                    !refuses_outside,
+                    "{what}: {outside}"
+                );
+            }
+        }
+    }
+    // Rights narrowed after the invalidation: it selected app:2, which is refused still.
+    ok(&mut c, &a("FLUSHALL"));
+    ok(&mut c, &a("CACHE.SET app:2 v TAGS 1 t"));
+    let t = token(&mut c);
+    ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
+    ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:1"));
+    assert!(!guarded(&mut c, "app:2 v TAGS 1 t", t), "after ACL SETUSER");
+    // And a user deleted since: refused (the node cannot ask it any more).
+    ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:*"));
+    let t = token(&mut c);
+    ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
+    drop(narrow);
+    ok(&mut c, &a("ACL DELUSER narrow"));
+    assert!(!guarded(&mut c, "app:3 v TAGS 1 t", t), "after ACL DELUSER");
+    let stats = guard_stat(&mut c, "accepted");
+    assert!(stats > 0);
+    verify(&mut c);
+}
