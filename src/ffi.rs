@@ -403,7 +403,9 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
             let mut by: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
             if let Some(l) = st.lazy().get(db) {
                 for m in l.marks().iter().filter(|m| m.covers(key, e)) {
-                    if m.hops > 0 && m.seq > 0 {
+                    // Reached by the cascade, not picked: recorded with the mark if it had
+                    // hops left (see `reclaim::add`), nothing to add here.
+                    if m.hops > 0 && m.seq > 0 && m.picks(key, e) {
                         by.push((m.seq, m.user.clone()));
                     }
                     if m.user.is_none() {

@@ -112,8 +112,11 @@ pub fn alias_if_covered(
 }
 
 /// The guard's question of a dependency `name` that still holds an entry, for a new entry
-/// `key`: the history number of the mark covering it whose cascade goes on from it (the mark
-/// cascades) and whose user may delete `key`, if any.
+/// `key`: the history number of the mark covering it whose cascade goes on from it and whose
+/// user may delete `key`, if any. The cascade goes on from an entry the mark's selector picks
+/// when the mark cascades at all; from one its cascade reached, only with hops left, and those
+/// were recorded when the mark was made (`add`): an entry reached at the last hop refuses
+/// nothing.
 pub fn covering_seq(ctx: &Context, db: usize, name: &[u8], e: &Entry, key: &[u8]) -> Option<u64> {
     if e.born() >= state::newest_mark() {
         return None;
@@ -121,7 +124,7 @@ pub fn covering_seq(ctx: &Context, db: usize, name: &[u8], e: &Entry, key: &[u8]
     let marks = state::lock().lazy().marks(db)?;
     let mut perms = Permissions::new(ctx);
     let m = perms.covering(&marks, name, e)?;
-    (m.hops > 0 && perms.allowed(m.user.as_deref(), key)).then_some(m.seq)
+    (m.hops > 0 && m.picks(name, e) && perms.allowed(m.user.as_deref(), key)).then_some(m.seq)
 }
 
 /// Whether cache commands see the entry: neither stale (SOFT) nor covered by LAZY.

@@ -556,3 +556,49 @@ fn a_restricted_users_invalidation_refuses_only_within_its_reach() {
     assert!(stats > 0);
     verify(&mut c);
 }
+
+/// A LAZY mark's cascade goes on only from what it reached with hops left: an entry it reached
+/// at its last hop, still held (covered) or gone by another way before the reclaimer, refuses
+/// nothing that depends on it (the model's seed 64832051, step 579: `LAZY DEPTH 1 KEY a:2`,
+/// then a guarded write depending on a dependent of a:2). One hop more, it refuses.
+#[test]
+fn a_lazy_cascade_refuses_nothing_past_its_last_hop() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    for (strategy, depth, leave, refused) in [
+        ("LAZY", 1, "", false),
+        ("LAZY", 1, "DEL c", false),
+        ("LAZY", 2, "", true),
+        ("LAZY", 2, "DEL c", true),
+        ("SOFT", 1, "", false),
+        ("SOFT", 2, "", true),
+        ("IMMEDIATE", 1, "", false),
+        ("IMMEDIATE", 2, "", true),
+    ] {
+        let what = format!("{strategy} DEPTH {depth} {leave}");
+        ok(&mut c, &a("FLUSHALL"));
+        entry(&mut c, "a", &[], &[]);
+        entry(&mut c, "c", &[], &["a"]);
+        let t = token(&mut c);
+        let n = int(&ok(
+            &mut c,
+            &a(&format!(
+                "CACHE.INVALIDATE DEPTH {depth} STRATEGY {strategy} KEY a"
+            )),
+        ));
+        assert_eq!(n, 2, "{what}");
+        if !leave.is_empty() {
+            ok(&mut c, &a(leave));
+        }
+        assert!(!guarded(&mut c, "a v", t), "{what}: the key itself");
+        assert!(!guarded(&mut c, "c v DEPENDS 1 a", t), "{what}: hop 1");
+        assert_eq!(
+            guarded(&mut c, "b v DEPENDS 1 c", t),
+            !refused,
+            "{what}: on what hop 1 reached"
+        );
+    }
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    verify(&mut c);
+}
