@@ -538,7 +538,9 @@ impl History {
         let mut since = |slot: Option<&Slot>, also: Option<&[u8]>| {
             slot.is_some_and(|slot| {
                 slot.refuses(from, trust, |u| {
-                    may(u, key) && also.is_none_or(|other| may(u, other))
+                    // Both asked (no short cut): the shell's first pass learns whom to ask.
+                    let of_key = may(u, key);
+                    also.is_none_or(|other| may(u, other)) && of_key
                 })
             })
         };
@@ -869,6 +871,25 @@ mod tests {
         );
         let both = [("narrow", "app:1"), ("narrow", "app:2")];
         assert!(check_as(&h, t, "app:2", &[], &["app:1"], &both).is_err());
+        // Every pair that decides is asked, even when the first one already says no.
+        let mut asked = Vec::new();
+        let r = h.check(
+            0,
+            t,
+            b"app:2",
+            [],
+            [&b"app:1"[..]],
+            |_| None,
+            |u, n| {
+                asked.push((u.to_vec(), n.to_vec()));
+                false
+            },
+        );
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            asked,
+            vec![(b("narrow"), b("app:2")), (b("narrow"), b("app:1"))]
+        );
         // The user's name is counted in the bound, and trimmed with its facts.
         assert_eq!(h.bytes(), cost(b"app:1", &Some(Arc::from(&b"narrow"[..]))));
         h.trim(10, 1, 0);
