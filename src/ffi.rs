@@ -400,19 +400,12 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         // recorded oldest first up to one whose user may delete every key, each with its user,
         // whom the guard asks about this key too. Recording more only refuses more.
         if e.born() < state::newest_mark() {
-            let mut by: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
-            if let Some(l) = st.lazy().get(db) {
-                for m in l.marks().iter().filter(|m| m.covers(key, e)) {
-                    // Reached by the cascade, not picked: recorded with the mark if it had
-                    // hops left (see `reclaim::add`), nothing to add here.
-                    if m.hops > 0 && m.seq > 0 && m.picks(key, e) {
-                        by.push((m.seq, m.user.clone()));
-                    }
-                    if m.user.is_none() {
-                        break;
-                    }
-                }
-            }
+            let by: Vec<(u64, Option<Vec<u8>>)> = st.lazy().get(db).map_or(Vec::new(), |l| {
+                crate::core::lazy::removers(&l.marks(), key, e)
+                    .into_iter()
+                    .map(|m| (m.seq, m.user.clone()))
+                    .collect()
+            });
             for (seq, user) in by {
                 crate::history::removed(db, seq, user.as_deref(), [key]);
             }
@@ -530,10 +523,16 @@ unsafe extern "C" fn on_flush(
     data: *mut c_void,
 ) {
     guard((), || {
+        let info = &*data.cast::<raw::RedisModuleFlushInfoV1>();
+        if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
+            // The entries LAZY marks cover leave without the reclaimer: the guard learns it.
+            let db = usize::try_from(info.dbnum).ok();
+            crate::reclaim::flushing(&Context::new(ctx), db);
+            return;
+        }
         if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
             return;
         }
-        let info = &*data.cast::<raw::RedisModuleFlushInfoV1>();
         let mut st = state::lock();
         let db = usize::try_from(info.dbnum).ok();
         match db {

@@ -2,7 +2,7 @@
 //! the reclaimer that deletes those entries in small timed steps (see `core::lazy`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis_module::{Context, RedisString};
@@ -493,6 +493,45 @@ pub fn swap_waiters(a: usize, b: usize) {
             x.db = a;
         }
     }
+}
+
+/// FLUSHDB (`db`) or FLUSHALL (None) is about to delete every key: the entries LAZY marks cover
+/// leave without the reclaimer, and the guard's history learns which marks removed them (see
+/// `lazy::removers`), as it does for one covered entry leaving its name. Visits the entries
+/// the cascading marks' selectors pick (the flush itself visits every key).
+pub fn flushing(ctx: &Context, db: Option<usize>) {
+    let cascades = |m: &Mark| m.hops > 0 && m.seq > 0;
+    let marked: Vec<(usize, Arc<Vec<Mark>>)> = state::lock()
+        .lazy()
+        .busy()
+        .filter(|(d, l)| db.is_none_or(|x| x == *d) && l.marks().iter().any(cascades))
+        .map(|(d, l)| (d, l.marks()))
+        .collect();
+    let original = server::selected_db(ctx);
+    for (d, marks) in marked {
+        let mut names: Vec<Vec<u8>> = state::with_db(d, |idx| {
+            marks
+                .iter()
+                .filter(|m| cascades(m))
+                .flat_map(|m| idx.select(&m.selector))
+                .collect()
+        });
+        names.sort_unstable();
+        names.dedup();
+        if !server::select_db(ctx, d) {
+            continue;
+        }
+        for name in names {
+            let key = Key::probe(ctx, &server::string(ctx, &name));
+            let Held::Entry(e) = key.held() else {
+                continue;
+            };
+            for m in lazy::removers(&marks, &name, e) {
+                crate::history::removed(d, m.seq, m.user.as_deref(), [name.as_slice()]);
+            }
+        }
+    }
+    server::select_db(ctx, original);
 }
 
 /// Marks are gone without a walk (FLUSHALL, a database dropped), or this server became a

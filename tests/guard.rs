@@ -602,3 +602,41 @@ fn a_lazy_cascade_refuses_nothing_past_its_last_hop() {
     ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
     verify(&mut c);
 }
+
+/// FLUSHDB and FLUSHALL delete what a LAZY mark covers before the reclaimer gets to it: the mark
+/// still removed the entries it selects, so what depends on them is refused (found by the
+/// model: seed 72000008, step 240, with `max-cascade-depth 2`), within its user's reach.
+#[test]
+fn a_flush_before_the_reclaimer_still_refuses_what_the_mark_cascades_to() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(
+        &mut c,
+        &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"),
+    );
+    let mut narrow = as_user(&s, "narrow");
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    for flush in ["FLUSHDB", "FLUSHALL", "FLUSHDB ASYNC"] {
+        // By a user who may delete every key.
+        entry(&mut c, "b:2", &["t"], &[]);
+        let t = token(&mut c);
+        ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY TAG t"));
+        ok(&mut c, &a(flush));
+        assert!(!guarded(&mut c, "c:1 v DEPENDS 1 b:2", t), "{flush}");
+        let after = token(&mut c);
+        assert!(guarded(&mut c, "c:2 v DEPENDS 1 b:2", after), "{flush}");
+        // By the narrow user: its mark covers app:1 only.
+        ok(&mut c, &a("FLUSHALL"));
+        entry(&mut c, "app:1", &["t"], &[]);
+        entry(&mut c, "web:1", &["t"], &[]);
+        let t = token(&mut c);
+        ok(&mut narrow, &a("CACHE.INVALIDATE STRATEGY LAZY TAG t"));
+        ok(&mut c, &a(flush));
+        assert!(!guarded(&mut c, "app:2 v DEPENDS 1 app:1", t), "{flush}");
+        assert!(guarded(&mut c, "web:2 v DEPENDS 1 web:1", t), "{flush}");
+        assert!(guarded(&mut c, "web:3 v DEPENDS 1 app:1", t), "{flush}");
+        ok(&mut c, &a("FLUSHALL"));
+    }
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    verify(&mut c);
+}

@@ -169,6 +169,25 @@ pub fn covering<'m>(
     marks.iter().find(|m| m.covers(name, e) && allowed(m))
 }
 
+/// The marks that the guard's history must credit with removing the entry `e` under `name`
+/// when it leaves by another way than the reclaimer (DEL, expiry, an overwrite, RENAME, a
+/// flush): oldest first, the covering marks that select it and cascade, up to the first
+/// covering mark whose user may delete every key (the users' rights are not asked here:
+/// crediting more marks only makes the guard refuse more). Entries a mark's cascade reached
+/// were recorded when it was made, those with hops left.
+pub fn removers<'m>(marks: &'m [Mark], name: &[u8], e: &Entry) -> Vec<&'m Mark> {
+    let mut out = Vec::new();
+    for m in marks.iter().filter(|m| m.covers(name, e)) {
+        if m.hops > 0 && m.seq > 0 && m.picks(name, e) {
+            out.push(m);
+        }
+        if m.user.is_none() {
+            break;
+        }
+    }
+    out
+}
+
 /// The LAZY state of one database.
 #[derive(Debug, Default, Clone)]
 pub struct LazyDb {
@@ -528,6 +547,31 @@ mod tests {
 
     fn mark(gen: u64, sel: Selector, depth: u32) -> Mark {
         Mark::new(gen, sel, depth, None, None, 0, 0)
+    }
+
+    #[test]
+    fn removers_are_the_covering_marks_that_select_and_cascade_up_to_an_unrestricted_one() {
+        let e = entry(&["t"], &[], 1);
+        let with = |gen: u64, sel: Selector, depth: u32, user: Option<&str>, cascade: &[&str]| {
+            let mut m = Mark::new(gen, sel, depth, user.map(b), None, 0, 0)
+                .with_cascade(cascade.iter().map(|k| b(k)).collect());
+            m.seq = gen;
+            m
+        };
+        let marks = vec![
+            // Reached it through its cascade only: recorded when it was made.
+            with(2, Selector::Keys(vec![b("other")]), 1, None, &["x"]),
+            with(3, Selector::Tags(vec![b("t")]), 0, Some("narrow"), &[]),
+            with(4, Selector::Tags(vec![b("t")]), 2, Some("narrow"), &[]),
+            with(5, Selector::Keys(vec![b("x")]), 2, None, &[]),
+            with(6, Selector::Tags(vec![b("t")]), 2, None, &[]),
+        ];
+        let seqs = |v: Vec<&Mark>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        // Mark 2 covers x but has no user: nothing after it counts, and it selects nothing.
+        assert_eq!(seqs(removers(&marks, b"x", &e)), Vec::<u64>::new());
+        assert_eq!(seqs(removers(&marks[1..], b"x", &e)), vec![4, 5]);
+        // Born after every mark: none.
+        assert!(removers(&marks, b"x", &entry(&["t"], &[], 9)).is_empty());
     }
 
     #[test]
