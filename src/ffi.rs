@@ -401,7 +401,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         // whom the guard asks about this key too. Recording more only refuses more.
         if e.born() < state::newest_mark() {
             let by: Vec<(u64, Option<Vec<u8>>)> = st.lazy().get(db).map_or(Vec::new(), |l| {
-                crate::core::lazy::removers(&l.marks(), key, e)
+                crate::core::lazy::removers(&l.marks(), key, e, l.arrival(key))
                     .into_iter()
                     .map(|m| (m.seq, m.user.clone()))
                     .collect()

@@ -2,7 +2,7 @@
 //! the reclaimer that deletes those entries in small timed steps (see `core::lazy`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis_module::{Context, RedisString};
@@ -10,7 +10,7 @@ use redis_module::{Context, RedisString};
 use crate::config;
 use crate::core::entry::Entry;
 use crate::core::index::{self, PackedNames, Selector};
-use crate::core::lazy::{self, encode_mark, Mark};
+use crate::core::lazy::{self, encode_mark, LazyDb, Mark};
 use crate::core::parse::Strategy;
 use crate::error::Result;
 use crate::server::{self, Access, Blocked, Held, Key};
@@ -124,7 +124,14 @@ pub fn covering_seq(ctx: &Context, db: usize, name: &[u8], e: &Entry, key: &[u8]
     let marks = state::lock().lazy().marks(db)?;
     let mut perms = Permissions::new(ctx);
     let m = perms.covering(&marks, name, e)?;
-    (m.hops > 0 && m.picks(name, e) && perms.allowed(m.user.as_deref(), key)).then_some(m.seq)
+    let credited = lazy::credits(m, name, e, arrival(db, name));
+    (credited && perms.allowed(m.user.as_deref(), key)).then_some(m.seq)
+}
+
+/// The newest mark's generation when a covered entry arrived under `name` in `db` (see
+/// `LazyDb::arrival`).
+fn arrival(db: usize, name: &[u8]) -> Option<u64> {
+    state::lock().lazy().get(db).and_then(|l| l.arrival(name))
 }
 
 /// Whether cache commands see the entry: neither stale (SOFT) nor covered by LAZY.
@@ -501,14 +508,15 @@ pub fn swap_waiters(a: usize, b: usize) {
 /// the cascading marks' selectors pick (the flush itself visits every key).
 pub fn flushing(ctx: &Context, db: Option<usize>) {
     let cascades = |m: &Mark| m.hops > 0 && m.seq > 0;
-    let marked: Vec<(usize, Arc<Vec<Mark>>)> = state::lock()
+    let marked: Vec<(usize, LazyDb)> = state::lock()
         .lazy()
         .busy()
         .filter(|(d, l)| db.is_none_or(|x| x == *d) && l.marks().iter().any(cascades))
-        .map(|(d, l)| (d, l.marks()))
+        .map(|(d, l)| (d, l.clone()))
         .collect();
     let original = server::selected_db(ctx);
-    for (d, marks) in marked {
+    for (d, l) in marked {
+        let marks = l.marks();
         let mut names: Vec<Vec<u8>> = state::with_db(d, |idx| {
             marks
                 .iter()
@@ -526,7 +534,7 @@ pub fn flushing(ctx: &Context, db: Option<usize>) {
             let Held::Entry(e) = key.held() else {
                 continue;
             };
-            for m in lazy::removers(&marks, &name, e) {
+            for m in lazy::removers(&marks, &name, e, l.arrival(&name)) {
                 crate::history::removed(d, m.seq, m.user.as_deref(), [name.as_slice()]);
             }
         }
@@ -771,7 +779,9 @@ fn reclaim_one(
     let covering = match key.held() {
         Held::Entry(e) if marks.last().is_some_and(|m| m.gen > e.born()) => {
             perms.covering(marks, name, e).map(|m| {
-                let record = m.hops > 0 && m.seq > 0 && m.picks(name, e);
+                // Not when the entry arrived here covered, after the mark.
+                let record =
+                    lazy::credits(m, name, e, None) && arrival(db, name).is_none_or(|g| m.gen > g);
                 (m.seq, record, m.user.clone())
             })
         }
