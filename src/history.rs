@@ -175,9 +175,9 @@ pub fn check<'a>(
     tags: &[&'a [u8]],
     deps: &[&'a [u8]],
 ) -> bool {
-    let now = server::now_ms();
     {
-        // The usual case: a fresh token, nothing recorded in this database since.
+        // The usual case: a fresh token, nothing recorded in this database since (no clock
+        // read for it).
         let mut g = history();
         let h = g.get();
         if h.quiet_since(db, token) {
@@ -185,6 +185,7 @@ pub fn check<'a>(
             return true;
         }
     }
+    let now = server::now_ms();
     // Opening keys calls into the server: what the marks say is asked before the lock.
     let covered: Vec<Option<u64>> = if crate::state::lazy_active() {
         deps.iter()
