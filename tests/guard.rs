@@ -545,6 +545,20 @@ fn a_restricted_users_invalidation_refuses_only_within_its_reach() {
     ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
     ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:1"));
     assert!(!guarded(&mut c, "app:2 v TAGS 1 t", t), "after ACL SETUSER");
+    // The same change queued in a transaction, the invalidation made before its EXEC.
+    ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:*"));
+    ok(&mut c, &a("CACHE.SET app:2 v TAGS 1 t"));
+    let t = token(&mut c);
+    let mut admin = s.conn();
+    ok(&mut admin, &a("MULTI"));
+    let queued: Value = redis::cmd("ACL")
+        .arg(&["SETUSER", "narrow", "resetkeys", "~app:1"])
+        .query(&mut admin)
+        .expect("queued");
+    assert_eq!(queued, Value::SimpleString("QUEUED".into()));
+    ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
+    ok(&mut admin, &a("EXEC"));
+    assert!(!guarded(&mut c, "app:2 v TAGS 1 t", t), "after EXEC");
     // And a user deleted since: refused (the node cannot ask it any more).
     ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:*"));
     let t = token(&mut c);
