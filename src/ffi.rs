@@ -399,7 +399,7 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         // The marks' users are not asked here (no call into the server): the covering marks are
         // recorded oldest first up to one whose user may delete every key, each with its user,
         // whom the guard asks about this key too. Recording more only refuses more.
-        if e.born() < state::newest_mark() {
+        if e.born() < state::newest_mark() && !crate::reclaim::reclaiming() {
             let by: Vec<(u64, Option<Vec<u8>>)> = st.lazy().get(db).map_or(Vec::new(), |l| {
                 crate::core::lazy::removers(&l.marks(), key, e, l.arrival(key))
                     .into_iter()

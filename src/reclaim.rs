@@ -791,6 +791,18 @@ fn reclaim_one(
     if record {
         crate::history::removed(db, seq, user.as_deref(), [name]);
     }
+    // The history was told above, with the mark's user asked: the unlink callback is not to
+    // credit the marks again (it cannot ask the users, see `reclaiming`).
+    RECLAIMING.store(true, Ordering::Relaxed);
     crate::commands::delete_as_del(ctx, db, name, key, &rs);
+    RECLAIMING.store(false, Ordering::Relaxed);
     Some(rs)
+}
+
+/// The reclaimer is deleting an entry (main thread, within `reclaim_one`).
+static RECLAIMING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the entry leaving now is the reclaimer's to record (see `reclaim_one`).
+pub fn reclaiming() -> bool {
+    RECLAIMING.load(Ordering::Relaxed)
 }

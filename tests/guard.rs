@@ -693,3 +693,33 @@ fn a_covered_entry_under_a_new_name_refuses_nothing_there() {
     ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
     verify(&mut c);
 }
+
+/// Two LAZY marks cover one entry, the older by a restricted user who may delete it: under
+/// IMMEDIATE the older removed it, and its cascade reaches only what that user may delete. The
+/// reclaimer credits that mark alone (model seed 76000134, step 632, with `max-cascade-depth 2`).
+#[test]
+fn the_reclaimer_credits_only_the_mark_that_removed_the_entry() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(
+        &mut c,
+        &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"),
+    );
+    let mut narrow = as_user(&s, "narrow");
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    entry(&mut c, "app:2", &[], &[]);
+    let t = token(&mut c);
+    ok(
+        &mut narrow,
+        &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN *:2"),
+    );
+    ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN app:?"));
+    assert_eq!(int(&ok(&mut c, &a("CACHE.DEBUG RECLAIM STEP 1"))), 1);
+    assert!(
+        guarded(&mut c, "web:1 v DEPENDS 1 app:2", t),
+        "out of narrow's reach"
+    );
+    assert!(!guarded(&mut c, "app:3 v DEPENDS 1 app:2", t), "within it");
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    verify(&mut c);
+}
