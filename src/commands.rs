@@ -162,17 +162,19 @@ fn store(
             LinkChange::between(old, &entry),
             old.value().len() as u64,
             old.id(),
-            (old.born() < state::newest_mark())
-                .then(|| state::lock().covered_leaving(db, name, old))
-                .flatten(),
+            if old.born() < state::newest_mark() {
+                state::lock().covered_leaving(db, name, old)
+            } else {
+                Vec::new()
+            },
         )
     });
     let had_deadline = change.is_some() && key.deadline().is_some();
     match change {
-        Some((_, _, id, leaving)) => {
+        Some((_, _, id, ref leaving)) => {
             entry.set_id(id);
-            if let Some(seq) = leaving {
-                crate::history::removed(db, seq, [name]);
+            for (seq, user) in leaving {
+                crate::history::removed(db, *seq, user.as_deref(), [name]);
             }
             key.replace_entry(entry)?;
         }
@@ -679,7 +681,7 @@ fn apply(
         return 0;
     }
     let started = Instant::now();
-    let seq = crate::history::begin(db, selector);
+    let seq = crate::history::begin(db, selector, access.map(Access::name));
     let mut unread = 0u64;
     let mut denied = 0u64;
     // The deleted keys' strings, kept for the DEL that propagates them.
@@ -713,7 +715,12 @@ fn apply(
         // An entry written later that depends on a removed key (with hops left) would have
         // been reached: the guard refuses it.
         let frontier = reached.frontier(hops);
-        crate::history::removed(db, seq, frontier.iter().map(|(k, _)| k.as_slice()));
+        crate::history::removed(
+            db,
+            seq,
+            access.map(Access::name),
+            frontier.iter().map(|(k, _)| k.as_slice()),
+        );
     }
     let deleted = &reached.keys;
     for chunk in strings.chunks(DEL_CHUNK) {

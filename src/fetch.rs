@@ -194,7 +194,7 @@ pub fn soft(
     // Keys by the deadline their mark got (an earlier mark keeps its own).
     let mut marked: Vec<(i64, Vec<u8>)> = Vec::new();
     let db = server::selected_db(ctx);
-    let seq = crate::history::begin(db, selector);
+    let seq = crate::history::begin(db, selector, access.map(Access::name));
     let reached = commands::reach(ctx, selector, depth, |name| {
         let rs = server::string(ctx, name);
         if !commands::may_delete(access, &rs, &mut denied) {
@@ -221,7 +221,12 @@ pub fn soft(
     if !matches!(selector, Selector::All) {
         let hops = depth.unwrap_or_else(config::max_cascade_depth);
         let frontier = reached.frontier(hops);
-        crate::history::removed(db, seq, frontier.iter().map(|(k, _)| k.as_slice()));
+        crate::history::removed(
+            db,
+            seq,
+            access.map(Access::name),
+            frontier.iter().map(|(k, _)| k.as_slice()),
+        );
     }
     if denied > 0 {
         ctx.log_notice(&format!(

@@ -393,9 +393,16 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
             }
             _ => None,
         };
-        // A covered entry leaving: the guard's history learns that its mark removed it.
-        if let Some(seq) = st.covered_leaving(db, key, e) {
-            crate::history::removed(db, seq, [key]);
+        // An entry a LAZY mark covers that leaves its name by another way than the reclaimer
+        // (DEL, expiry, RENAME's source): the guard's history learns that the mark removed it,
+        // as the reclaimer would have told it (its cascade goes on from it). The marks' users
+        // are not asked here (no call into the server): the covering marks are recorded oldest
+        // first up to one whose user may delete every key, each with its user, whom the guard
+        // asks about this key too. Recording more only refuses more.
+        if !crate::reclaim::reclaiming() {
+            for (seq, user) in st.covered_leaving(db, key, e) {
+                crate::history::removed(db, seq, user.as_deref(), [key]);
+            }
         }
         if st
             .db(db)
@@ -410,7 +417,8 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
 
 /// The command filter (every command a client sends, before it runs; not the module's own
 /// calls): `WATCH`'s keys and `CLIENT TRACKING ON` go to `watch`, which tells them when a mark
-/// covers them. Reads the arguments only, changes nothing.
+/// covers them; `ACL` changes of users (and `MULTI`/`EXEC` around them) go to the guard's
+/// history (`history::acl_seen`). Reads the arguments only, changes nothing.
 unsafe extern "C" fn command_filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     guard((), || {
         let (Some(count), Some(arg)) = (
@@ -419,8 +427,9 @@ unsafe extern "C" fn command_filter(fctx: *mut raw::RedisModuleCommandFilterCtx)
         ) else {
             return;
         };
+        crate::history::command_seen();
         let n = count(fctx);
-        if n < 2 {
+        if n < 1 {
             return;
         }
         let word = |i: c_int| {
@@ -432,7 +441,13 @@ unsafe extern "C" fn command_filter(fctx: *mut raw::RedisModuleCommandFilterCtx)
             }
         };
         let name = word(0);
-        if name.eq_ignore_ascii_case(b"watch") {
+        if n >= 2 && name.eq_ignore_ascii_case(b"acl") {
+            crate::history::acl_seen(word(1));
+        } else if name.eq_ignore_ascii_case(b"multi") {
+            crate::history::multi_seen(true);
+        } else if name.eq_ignore_ascii_case(b"exec") || name.eq_ignore_ascii_case(b"discard") {
+            crate::history::multi_seen(false);
+        } else if n >= 2 && name.eq_ignore_ascii_case(b"watch") {
             crate::watch::watching((1..n).map(word));
         } else if n >= 3
             && name.eq_ignore_ascii_case(b"client")
@@ -510,10 +525,16 @@ unsafe extern "C" fn on_flush(
     data: *mut c_void,
 ) {
     guard((), || {
+        let info = &*data.cast::<raw::RedisModuleFlushInfoV1>();
+        if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
+            // The entries LAZY marks cover leave without the reclaimer: the guard learns it.
+            let db = usize::try_from(info.dbnum).ok();
+            crate::reclaim::flushing(&Context::new(ctx), db);
+            return;
+        }
         if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
             return;
         }
-        let info = &*data.cast::<raw::RedisModuleFlushInfoV1>();
         let mut st = state::lock();
         let db = usize::try_from(info.dbnum).ok();
         match db {

@@ -7,6 +7,7 @@
 //! node or a promoted replica refuses every older token: more conservative, never wrong. Behind
 //! its own lock, never held while calling into the server.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use redis_module::{Context, RedisString};
@@ -18,7 +19,7 @@ use crate::core::metrics::Field;
 use crate::core::parse;
 use crate::error::Result;
 use crate::reclaim;
-use crate::server::{self, Held, Key, Reply};
+use crate::server::{self, Access, Held, Key, Reply};
 
 static HISTORY: Mutex<Option<History>> = Mutex::new(None);
 
@@ -91,29 +92,85 @@ pub fn token() -> i64 {
     history().get().token()
 }
 
-/// A new invalidation begins in `db` with `selector`: its sequence number, the selector
-/// recorded.
-pub fn begin(db: usize, selector: &Selector) -> u64 {
+/// A new invalidation begins in `db` with `selector`, by `user` (the ACL user whose rights it
+/// has; None: no user): its sequence number, the selector recorded.
+pub fn begin(db: usize, selector: &Selector, user: Option<&[u8]>) -> u64 {
     let (now, seed) = (server::now_ms(), seed());
     let mut g = history();
     let h = g.get();
     trimmed(h, now);
     let seq = h.begin(seed);
-    h.selected(db, seq, selector, now);
+    h.selected(db, seq, selector, user, now);
     seq
 }
 
-/// The invalidation `seq` removed these entries of `db`, each with cascade hops left after it:
-/// an entry depending on one of them would have been reached.
-pub fn removed<'a>(db: usize, seq: u64, keys: impl IntoIterator<Item = &'a [u8]>) {
+/// The invalidation `seq` (by `user`) removed these entries of `db`, each with cascade hops
+/// left after it: an entry depending on one of them that the user may delete would have been
+/// reached.
+pub fn removed<'a>(
+    db: usize,
+    seq: u64,
+    user: Option<&[u8]>,
+    keys: impl IntoIterator<Item = &'a [u8]>,
+) {
     let now = server::now_ms();
     let mut g = history();
     let h = g.get();
     for k in keys {
-        h.removed(db, seq, k, now);
+        h.removed(db, seq, k, user, now);
     }
     // Within the bounds after a large invalidation too.
     trimmed(h, now);
+}
+
+/// The users' rights may have changed (ACL SETUSER, DELUSER, LOAD, seen by the command
+/// filter): the facts recorded so far refuse by their selectors alone from now on.
+pub fn acl_changed() {
+    history().get().acl_changed();
+}
+
+/// Transactions seen open (MULTI, until an EXEC or DISCARD): clients are not told apart, so the
+/// count errs toward more, which only makes the guard refuse more.
+static OPEN_MULTIS: AtomicU64 = AtomicU64::new(0);
+/// An ACL change was seen while a transaction was open: from then on every EXEC may run one.
+static ACL_QUEUED: AtomicBool = AtomicBool::new(false);
+/// An EXEC that may have run an ACL change was seen: the next command counts it as done.
+static AFTER_EXEC: AtomicBool = AtomicBool::new(false);
+
+/// The command filter saw `ACL <sub>`: a change of users' rights (SETUSER, DELUSER, LOAD) counts
+/// from now on, and, seen inside a transaction, again at every EXEC from then on (the filter
+/// does not tell the clients apart).
+pub fn acl_seen(sub: &[u8]) {
+    const CHANGES: [&[u8]; 3] = [b"setuser", b"deluser", b"load"];
+    if CHANGES.iter().any(|c| sub.eq_ignore_ascii_case(c)) {
+        acl_changed();
+        if OPEN_MULTIS.load(Ordering::Relaxed) > 0 {
+            ACL_QUEUED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The command filter saw `MULTI` (`open`), or `EXEC` or `DISCARD`. An EXEC that may run an ACL
+/// change counts as one, before and once it ran (at the next command).
+pub fn multi_seen(open: bool) {
+    if open {
+        OPEN_MULTIS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if ACL_QUEUED.load(Ordering::Relaxed) {
+        acl_changed();
+        AFTER_EXEC.store(true, Ordering::Relaxed);
+    }
+    let _ = OPEN_MULTIS.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        Some(n.saturating_sub(1))
+    });
+}
+
+/// Any command the filter sees: one after an EXEC that may have changed users' rights.
+pub fn command_seen() {
+    if AFTER_EXEC.load(Ordering::Relaxed) && AFTER_EXEC.swap(false, Ordering::Relaxed) {
+        acl_changed();
+    }
 }
 
 /// Every token made so far is refused from now on (loading, a new master).
@@ -129,7 +186,9 @@ pub fn swap(a: usize, b: usize) {
 
 /// `CACHE.SET key ... GUARD token` in `db`: whether the entry may be stored. A dependency that
 /// still holds an entry covered by a LAZY mark made since the token refuses it too (the mark's
-/// cascade goes on from it). Counted.
+/// cascade goes on from it). A restricted user's invalidation refuses only what that user may
+/// delete: the users are asked with the history unlocked (a first pass finds which), then the
+/// check runs again with their answers. Counted.
 pub fn check<'a>(
     ctx: &Context,
     db: usize,
@@ -138,9 +197,9 @@ pub fn check<'a>(
     tags: &[&'a [u8]],
     deps: &[&'a [u8]],
 ) -> bool {
-    let now = server::now_ms();
     {
-        // The usual case: a fresh token, nothing recorded in this database since.
+        // The usual case: a fresh token, nothing recorded in this database since (no clock
+        // read for it).
         let mut g = history();
         let h = g.get();
         if h.quiet_since(db, token) {
@@ -148,13 +207,14 @@ pub fn check<'a>(
             return true;
         }
     }
+    let now = server::now_ms();
     // Opening keys calls into the server: what the marks say is asked before the lock.
     let covered: Vec<Option<u64>> = if crate::state::lazy_active() {
         deps.iter()
             .map(|d| {
                 let k = Key::probe(ctx, &server::string(ctx, d));
                 match k.held() {
-                    Held::Entry(e) => reclaim::covering_seq(ctx, db, d, e),
+                    Held::Entry(e) => reclaim::covering_seq(ctx, db, d, e, key),
                     _ => None,
                 }
             })
@@ -162,6 +222,47 @@ pub fn check<'a>(
     } else {
         Vec::new()
     };
+    let covered_of = |d: &[u8]| {
+        deps.iter()
+            .position(|x| *x == d)
+            .and_then(|i| covered.get(i).copied().flatten())
+    };
+    // First pass: every restricted user's fact counts as not selecting; the users that would
+    // have to be asked are noted.
+    let mut asked: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    {
+        let mut g = history();
+        let h = g.get();
+        trimmed(h, now);
+        let verdict = h.check(
+            db,
+            token,
+            key,
+            tags.iter().copied(),
+            deps.iter().copied(),
+            covered_of,
+            |u, name| {
+                if !asked.iter().any(|(au, an)| au == u && an == name) {
+                    asked.push((u.to_vec(), name.to_vec()));
+                }
+                false
+            },
+        );
+        if verdict.is_err() || asked.is_empty() {
+            h.stats.count(&verdict);
+            return verdict.is_ok();
+        }
+    }
+    // The users' rights, asked with the history unlocked. A user this node does not know any
+    // more (deleted) is taken to have deleted the key: refused.
+    let answers: Vec<(Vec<u8>, Vec<u8>, bool)> = asked
+        .into_iter()
+        .map(|(u, name)| {
+            let may = Access::of_user(ctx, &u)
+                .is_none_or(|a| a.allows(&server::string(ctx, &name), true));
+            (u, name, may)
+        })
+        .collect();
     let mut g = history();
     let h = g.get();
     trimmed(h, now);
@@ -171,10 +272,13 @@ pub fn check<'a>(
         key,
         tags.iter().copied(),
         deps.iter().copied(),
-        |d| {
-            deps.iter()
-                .position(|x| *x == d)
-                .and_then(|i| covered.get(i).copied().flatten())
+        covered_of,
+        |u, name| {
+            // A fact recorded meanwhile, of a user not asked: refused (never a wrong accept).
+            answers
+                .iter()
+                .find(|(au, an, _)| au == u && an == name)
+                .is_none_or(|(_, _, may)| *may)
         },
     );
     h.stats.count(&verdict);

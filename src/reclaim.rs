@@ -10,7 +10,7 @@ use redis_module::{Context, RedisString};
 use crate::config;
 use crate::core::entry::Entry;
 use crate::core::index::{self, PackedNames, Selector};
-use crate::core::lazy::{self, encode_mark, Mark};
+use crate::core::lazy::{self, encode_mark, LazyDb, Mark};
 use crate::core::parse::Strategy;
 use crate::error::Result;
 use crate::server::{self, Access, Blocked, Held, Key};
@@ -111,10 +111,27 @@ pub fn alias_if_covered(
     with_covering(ctx, db, name, e, |m| m.alias(to))
 }
 
-/// The guard's question of a dependency that still holds an entry: the history number of the
-/// mark covering it whose cascade goes on from it (the mark cascades), if any.
-pub fn covering_seq(ctx: &Context, db: usize, name: &[u8], e: &Entry) -> Option<u64> {
-    with_covering(ctx, db, name, e, |m| (m.hops > 0).then_some(m.seq)).flatten()
+/// The guard's question of a dependency `name` that still holds an entry, for a new entry
+/// `key`: the history number of the mark covering it whose cascade goes on from it and whose
+/// user may delete `key`, if any. The cascade goes on from an entry the mark's selector picks
+/// when the mark cascades at all; from one its cascade reached, only with hops left, and those
+/// were recorded when the mark was made (`add`): an entry reached at the last hop refuses
+/// nothing.
+pub fn covering_seq(ctx: &Context, db: usize, name: &[u8], e: &Entry, key: &[u8]) -> Option<u64> {
+    if e.born() >= state::newest_mark() {
+        return None;
+    }
+    let marks = state::lock().lazy().marks(db)?;
+    let mut perms = Permissions::new(ctx);
+    let m = perms.covering(&marks, name, e)?;
+    let credited = lazy::credits(m, name, e, arrival(db, name));
+    (credited && perms.allowed(m.user.as_deref(), key)).then_some(m.seq)
+}
+
+/// The newest mark's generation when a covered entry arrived under `name` in `db` (see
+/// `LazyDb::arrival`).
+fn arrival(db: usize, name: &[u8]) -> Option<u64> {
+    state::lock().lazy().get(db).and_then(|l| l.arrival(name))
 }
 
 /// Whether cache commands see the entry: neither stale (SOFT) nor covered by LAZY.
@@ -360,8 +377,9 @@ fn add(ctx: &Context, db: usize, (mut mark, frontier): (Mark, Vec<Vec<u8>>)) -> 
     mark.gen = gen;
     // The guard's history: the selector now, the cascade's keys now, the selected entries as
     // the reclaimer deletes them (see `reclaim_one`).
-    mark.seq = crate::history::begin(db, &mark.selector);
-    crate::history::removed(db, mark.seq, frontier.iter().map(Vec::as_slice));
+    let user = mark.user.as_deref();
+    mark.seq = crate::history::begin(db, &mark.selector, user);
+    crate::history::removed(db, mark.seq, user, frontier.iter().map(Vec::as_slice));
     let bytes = encode_mark(&mark);
     state::lock().lazy_mut(|l| l.db(db).add(mark));
     server::replicate(
@@ -484,6 +502,46 @@ pub fn swap_waiters(a: usize, b: usize) {
             x.db = a;
         }
     }
+}
+
+/// FLUSHDB (`db`) or FLUSHALL (None) is about to delete every key: the entries LAZY marks cover
+/// leave without the reclaimer, and the guard's history learns which marks removed them (see
+/// `lazy::removers`), as it does for one covered entry leaving its name. Visits the entries
+/// the cascading marks' selectors pick (the flush itself visits every key).
+pub fn flushing(ctx: &Context, db: Option<usize>) {
+    let cascades = |m: &Mark| m.hops > 0 && m.seq > 0;
+    let marked: Vec<(usize, LazyDb)> = state::lock()
+        .lazy()
+        .busy()
+        .filter(|(d, l)| db.is_none_or(|x| x == *d) && l.marks().iter().any(cascades))
+        .map(|(d, l)| (d, l.clone()))
+        .collect();
+    let original = server::selected_db(ctx);
+    for (d, l) in marked {
+        let marks = l.marks();
+        let mut names: Vec<Vec<u8>> = state::with_db(d, |idx| {
+            marks
+                .iter()
+                .filter(|m| cascades(m))
+                .flat_map(|m| idx.select(&m.selector))
+                .collect()
+        });
+        names.sort_unstable();
+        names.dedup();
+        if !server::select_db(ctx, d) {
+            continue;
+        }
+        for name in names {
+            let key = Key::probe(ctx, &server::string(ctx, &name));
+            let Held::Entry(e) = key.held() else {
+                continue;
+            };
+            for m in lazy::removers(&marks, &name, e, l.arrival(&name)) {
+                crate::history::removed(d, m.seq, m.user.as_deref(), [name.as_slice()]);
+            }
+        }
+    }
+    server::select_db(ctx, original);
 }
 
 /// Marks are gone without a walk (FLUSHALL, a database dropped), or this server became a
@@ -721,15 +779,32 @@ fn reclaim_one(
     // The mark that covers it, and whether its history must learn that it removed the entry
     // (selected by the mark, which cascades: the cascade's own keys were recorded with it).
     let covering = match key.held() {
-        Held::Entry(e) if marks.last().is_some_and(|m| m.gen > e.born()) => perms
-            .covering(marks, name, e)
-            .map(|m| (m.seq, m.hops > 0 && m.seq > 0 && m.picks(name, e))),
+        Held::Entry(e) if marks.last().is_some_and(|m| m.gen > e.born()) => {
+            perms.covering(marks, name, e).map(|m| {
+                // Not when the entry arrived here covered, after the mark.
+                let record =
+                    lazy::credits(m, name, e, None) && arrival(db, name).is_none_or(|g| m.gen > g);
+                (m.seq, record, m.user.clone())
+            })
+        }
         _ => None,
     };
-    let (seq, record) = covering?;
+    let (seq, record, user) = covering?;
     if record {
-        crate::history::removed(db, seq, [name]);
+        crate::history::removed(db, seq, user.as_deref(), [name]);
     }
+    // The history was told above, with the mark's user asked: the unlink callback is not to
+    // credit the marks again (it cannot ask the users, see `reclaiming`).
+    RECLAIMING.store(true, Ordering::Relaxed);
     crate::commands::delete_as_del(ctx, db, name, key, &rs);
+    RECLAIMING.store(false, Ordering::Relaxed);
     Some(rs)
+}
+
+/// The reclaimer is deleting an entry (main thread, within `reclaim_one`).
+static RECLAIMING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the entry leaving now is the reclaimer's to record (see `reclaim_one`).
+pub fn reclaiming() -> bool {
+    RECLAIMING.load(Ordering::Relaxed)
 }

@@ -85,20 +85,18 @@ pub fn newest_mark() -> u64 {
 
 impl State {
     /// An entry `e` at `key` of `db` is leaving its name by another way than the reclaimer (DEL,
-    /// expiry, an overwrite, RENAME's source): the sequence number of the LAZY mark that covers
-    /// it with cascade hops left, which the guard's history must learn removed it (the mark's
-    /// cascade goes on from it, as the reclaimer would have told). The mark's user is not asked
-    /// (no call into the server): recording more only refuses more.
-    pub fn covered_leaving(&self, db: usize, key: &[u8], e: &Entry) -> Option<u64> {
+    /// expiry, an overwrite, RENAME's source): the LAZY marks that cover it and must be credited
+    /// with removing it in the guard's history (sequence number and user), oldest first up to
+    /// one whose user may delete every key (`lazy::removers`).
+    pub fn covered_leaving(&self, db: usize, key: &[u8], e: &Entry) -> Vec<(u64, Option<Vec<u8>>)> {
         if e.born() >= newest_mark() {
-            return None;
+            return Vec::new();
         }
-        self.lazy().get(db).and_then(|l| {
-            l.marks()
-                .iter()
-                .find(|m| m.covers(key, e))
-                .filter(|m| m.hops > 0 && m.seq > 0)
-                .map(|m| m.seq)
+        self.lazy().get(db).map_or(Vec::new(), |l| {
+            crate::core::lazy::removers(&l.marks(), key, e, l.arrival(key))
+                .into_iter()
+                .map(|m| (m.seq, m.user.clone()))
+                .collect()
         })
     }
 

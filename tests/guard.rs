@@ -464,3 +464,262 @@ fn the_history_keeps_to_its_memory_bound() {
     // Past the bound the token is refused, never accepted wrongly.
     assert!(!guarded(&mut c, "y v DEPENDS 1 k5", t));
 }
+
+/// A connection authenticated as `name` (password `pw`).
+fn as_user(s: &Server, name: &str) -> Connection {
+    let mut c = s.conn();
+    let _: Value = redis::cmd("AUTH")
+        .arg(name)
+        .arg("pw")
+        .query(&mut c)
+        .expect("AUTH");
+    c
+}
+
+/// A restricted user's invalidation selects only the keys it may delete: a guarded write of a
+/// key outside its patterns is stored (that invalidation could not have deleted it), one inside
+/// is refused; the same invalidation by a user who may delete every key refuses both. For every
+/// selector, the cascade and every strategy; and narrowing the user's rights afterwards does not
+/// make it refuse less.
+#[test]
+fn a_restricted_users_invalidation_refuses_only_within_its_reach() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(
+        &mut c,
+        &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"),
+    );
+    ok(&mut c, &a("ACL SETUSER wide on >pw ~* +@all -@dangerous"));
+    config_set(&mut c, "cache.batch-delay-ms", "5000");
+    let mut narrow = as_user(&s, "narrow");
+    let mut wide = as_user(&s, "wide");
+    // (the invalidation, the write inside the narrow user's reach, the write outside it)
+    let cases = [
+        ("TAG t", "app:2 v TAGS 1 t", "web:2 v TAGS 1 t"),
+        ("PATTERN *:2", "app:2 v", "web:2 v"),
+        ("ALL", "app:2 v", "web:2 v"),
+        ("KEY app:2 web:2", "app:2 v", "web:2 v"),
+        (
+            "DEPENDENTS row:1",
+            "app:2 v DEPENDS 1 row:1",
+            "web:2 v DEPENDS 1 row:1",
+        ),
+        // The cascade from app:1 (which the narrow user removes).
+        (
+            "KEY app:1",
+            "app:2 v DEPENDS 1 app:1",
+            "web:2 v DEPENDS 1 app:1",
+        ),
+    ];
+    let strategies = ["", "STRATEGY LAZY", "STRATEGY SOFT", "STRATEGY BATCHED"];
+    for strategy in strategies {
+        for (inv, inside, outside) in cases {
+            for (who, refuses_outside) in [("narrow", false), ("wide", true)] {
+                let what = format!("{who} {strategy} {inv}");
+                ok(&mut c, &a("FLUSHALL"));
+                ok(&mut c, &a("CACHE.SET app:1 v TAGS 1 t DEPENDS 1 row:1"));
+                ok(&mut c, &a("CACHE.SET web:1 v TAGS 1 t DEPENDS 1 row:1"));
+                let t = token(&mut c);
+                let inv_conn = if who == "narrow" {
+                    &mut narrow
+                } else {
+                    &mut wide
+                };
+                ok(inv_conn, &a(&format!("CACHE.INVALIDATE {strategy} {inv}")));
+                if strategy.ends_with("BATCHED") {
+                    ok(inv_conn, &a("CACHE.PENDING FLUSH"));
+                }
+                assert!(!guarded(&mut c, inside, t), "{what}: {inside} stored");
+                assert_eq!(
+                    guarded(&mut c, outside, t),
+                    !refuses_outside,
+                    "{what}: {outside}"
+                );
+            }
+        }
+    }
+    // Rights narrowed after the invalidation: it selected app:2, which is refused still.
+    ok(&mut c, &a("FLUSHALL"));
+    ok(&mut c, &a("CACHE.SET app:2 v TAGS 1 t"));
+    let t = token(&mut c);
+    ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
+    ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:1"));
+    assert!(!guarded(&mut c, "app:2 v TAGS 1 t", t), "after ACL SETUSER");
+    // The same change queued in a transaction, the invalidation made before its EXEC.
+    ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:*"));
+    ok(&mut c, &a("CACHE.SET app:2 v TAGS 1 t"));
+    let t = token(&mut c);
+    let mut admin = s.conn();
+    ok(&mut admin, &a("MULTI"));
+    let queued: Value = redis::cmd("ACL")
+        .arg(&["SETUSER", "narrow", "resetkeys", "~app:1"])
+        .query(&mut admin)
+        .expect("queued");
+    assert_eq!(queued, Value::SimpleString("QUEUED".into()));
+    ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
+    ok(&mut admin, &a("EXEC"));
+    assert!(!guarded(&mut c, "app:2 v TAGS 1 t", t), "after EXEC");
+    // And a user deleted since: refused (the node cannot ask it any more).
+    ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:*"));
+    let t = token(&mut c);
+    ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
+    drop(narrow);
+    ok(&mut c, &a("ACL DELUSER narrow"));
+    assert!(!guarded(&mut c, "app:3 v TAGS 1 t", t), "after ACL DELUSER");
+    let stats = guard_stat(&mut c, "accepted");
+    assert!(stats > 0);
+    verify(&mut c);
+}
+
+/// A LAZY mark's cascade goes on only from what it reached with hops left: an entry it reached
+/// at its last hop, still held (covered) or gone by another way before the reclaimer, refuses
+/// nothing that depends on it (the model's seed 64832051, step 579: `LAZY DEPTH 1 KEY a:2`,
+/// then a guarded write depending on a dependent of a:2). One hop more, it refuses.
+#[test]
+fn a_lazy_cascade_refuses_nothing_past_its_last_hop() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    for (strategy, depth, leave, refused) in [
+        ("LAZY", 1, "", false),
+        ("LAZY", 1, "DEL c", false),
+        ("LAZY", 2, "", true),
+        ("LAZY", 2, "DEL c", true),
+        ("SOFT", 1, "", false),
+        ("SOFT", 2, "", true),
+        ("IMMEDIATE", 1, "", false),
+        ("IMMEDIATE", 2, "", true),
+    ] {
+        let what = format!("{strategy} DEPTH {depth} {leave}");
+        ok(&mut c, &a("FLUSHALL"));
+        entry(&mut c, "a", &[], &[]);
+        entry(&mut c, "c", &[], &["a"]);
+        let t = token(&mut c);
+        let n = int(&ok(
+            &mut c,
+            &a(&format!(
+                "CACHE.INVALIDATE DEPTH {depth} STRATEGY {strategy} KEY a"
+            )),
+        ));
+        assert_eq!(n, 2, "{what}");
+        if !leave.is_empty() {
+            ok(&mut c, &a(leave));
+        }
+        assert!(!guarded(&mut c, "a v", t), "{what}: the key itself");
+        assert!(!guarded(&mut c, "c v DEPENDS 1 a", t), "{what}: hop 1");
+        assert_eq!(
+            guarded(&mut c, "b v DEPENDS 1 c", t),
+            !refused,
+            "{what}: on what hop 1 reached"
+        );
+    }
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    verify(&mut c);
+}
+
+/// FLUSHDB and FLUSHALL delete what a LAZY mark covers before the reclaimer gets to it: the mark
+/// still removed the entries it selects, so what depends on them is refused (found by the
+/// model: seed 72000008, step 240, with `max-cascade-depth 2`), within its user's reach.
+#[test]
+fn a_flush_before_the_reclaimer_still_refuses_what_the_mark_cascades_to() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(
+        &mut c,
+        &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"),
+    );
+    let mut narrow = as_user(&s, "narrow");
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    for flush in ["FLUSHDB", "FLUSHALL", "FLUSHDB ASYNC"] {
+        // By a user who may delete every key.
+        entry(&mut c, "b:2", &["t"], &[]);
+        let t = token(&mut c);
+        ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY TAG t"));
+        ok(&mut c, &a(flush));
+        assert!(!guarded(&mut c, "c:1 v DEPENDS 1 b:2", t), "{flush}");
+        let after = token(&mut c);
+        assert!(guarded(&mut c, "c:2 v DEPENDS 1 b:2", after), "{flush}");
+        // By the narrow user: its mark covers app:1 only.
+        ok(&mut c, &a("FLUSHALL"));
+        entry(&mut c, "app:1", &["t"], &[]);
+        entry(&mut c, "web:1", &["t"], &[]);
+        let t = token(&mut c);
+        ok(&mut narrow, &a("CACHE.INVALIDATE STRATEGY LAZY TAG t"));
+        ok(&mut c, &a(flush));
+        assert!(!guarded(&mut c, "app:2 v DEPENDS 1 app:1", t), "{flush}");
+        assert!(guarded(&mut c, "web:2 v DEPENDS 1 web:1", t), "{flush}");
+        assert!(guarded(&mut c, "web:3 v DEPENDS 1 app:1", t), "{flush}");
+        ok(&mut c, &a("FLUSHALL"));
+    }
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    verify(&mut c);
+}
+
+/// An entry renamed, copied or moved while a LAZY mark covers it stays covered under its new
+/// name, but the mark removed nothing under that name (under IMMEDIATE the entry was gone and
+/// the RENAME, COPY or MOVE found nothing): what depends on the new name is stored (model seeds
+/// 73000060, 73000374, 73000456, 74000319, 74000359 on valkey-9.1). The old name still refuses.
+#[test]
+fn a_covered_entry_under_a_new_name_refuses_nothing_there() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    for (arrive, new) in [
+        ("COPY b:1 b:2", "b:2"),
+        ("COPY b:1 b:2 REPLACE", "b:2"),
+        ("RENAME b:1 b:2", "b:2"),
+        ("MOVE b:1 1", "b:1"),
+    ] {
+        ok(&mut c, &a("FLUSHALL"));
+        entry(&mut c, "b:1", &["t"], &[]);
+        entry(&mut c, "r", &[], &["b:1"]);
+        if arrive.ends_with("REPLACE") {
+            entry(&mut c, "b:2", &[], &[]);
+        }
+        let t = token(&mut c);
+        ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY TAG t"));
+        ok(&mut c, &a(arrive));
+        if arrive.starts_with("MOVE") {
+            select(&mut c, 1);
+        }
+        assert_eq!(get(&mut c, new), None, "{arrive}: covered under {new}");
+        assert!(
+            guarded(&mut c, &format!("x v DEPENDS 1 {new}"), t),
+            "{arrive}: on {new}"
+        );
+        select(&mut c, 0);
+        assert!(!guarded(&mut c, "y v DEPENDS 1 b:1", t), "{arrive}: on b:1");
+    }
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    verify(&mut c);
+}
+
+/// Two LAZY marks cover one entry, the older by a restricted user who may delete it: under
+/// IMMEDIATE the older removed it, and its cascade reaches only what that user may delete. The
+/// reclaimer credits that mark alone (model seed 76000134, step 632, with `max-cascade-depth 2`).
+#[test]
+fn the_reclaimer_credits_only_the_mark_that_removed_the_entry() {
+    let s = Server::start();
+    let mut c = s.conn();
+    ok(
+        &mut c,
+        &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"),
+    );
+    let mut narrow = as_user(&s, "narrow");
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    entry(&mut c, "app:2", &[], &[]);
+    let t = token(&mut c);
+    ok(
+        &mut narrow,
+        &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN *:2"),
+    );
+    ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN app:?"));
+    assert_eq!(int(&ok(&mut c, &a("CACHE.DEBUG RECLAIM STEP 1"))), 1);
+    assert!(
+        guarded(&mut c, "web:1 v DEPENDS 1 app:2", t),
+        "out of narrow's reach"
+    );
+    assert!(!guarded(&mut c, "app:3 v DEPENDS 1 app:2", t), "within it");
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    verify(&mut c);
+}

@@ -427,11 +427,9 @@ struct Applied {
 impl Applied {
     /// Why it would have selected a new entry `key` with `tags` and `deps`, if it would.
     fn selects(&self, key: &str, tags: &[String], deps: &[String]) -> Option<String> {
-        // A restricted user's invalidation selects only what the user may delete. The module
-        // records its selector without the user's reach and so refuses more (README: never a
-        // wrong accept; issue 25 stays open for it): by default the model refuses as the module
-        // does. TAGCACHE_STRATEGY_GUARD_ANY_USER=0 checks the strict contract.
-        if !self.user.may_delete(key) && env_u64("TAGCACHE_STRATEGY_GUARD_ANY_USER") == Some(0) {
+        // A restricted user's invalidation selects only what the user may delete (the cascade
+        // too: the new entry is the one it would have reached).
+        if !self.user.may_delete(key) {
             return None;
         }
         let e = Entry {

@@ -15,8 +15,17 @@
 //! (hops left), for the cascade question: an entry that depends on one of them would have been
 //! reached. A check costs a few lookups per name of the new entry, plus the patterns since the
 //! token.
+//!
+//! **Users.** An invalidation by a user restricted by ACL key patterns selects only the keys that
+//! user may delete, so each fact keeps its user (None: one who may delete every key, or no
+//! user), and each name keeps its newest sequence number per user. A fact of a user refuses a
+//! new entry only if that user may delete the entry's key (and, for a removed key, that key too):
+//! the shell asks the server (`check`'s `may`). The user's rights are asked when the check runs,
+//! so a change of rights since must not let it refuse less: `acl_changed` makes every fact
+//! recorded before it count as anyone's (refusing whatever its selector picks).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use ahash::AHashMap;
 
@@ -31,11 +40,65 @@ const SEQ_BITS: u32 = 32;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 /// Epochs are 31 bits: a token is a positive 63-bit integer.
 const EPOCH_MASK: u64 = (1 << 31) - 1;
-/// What a remembered name costs besides its bytes, for the memory bound: its FIFO slot (56 B)
-/// and map slot (33 B), each in a table up to twice the room it uses, and the allocator's
-/// rounding of the two copies of the name. Measured: 1 000 000 removed keys of 14 bytes take
-/// about 190 B each in `heap_bytes` (`scripts/bench.sh return`).
+/// What a remembered name costs besides its bytes, for the memory bound: its FIFO slot and map
+/// slot, each in a table up to twice the room it uses, and the allocator's rounding of the two
+/// copies of the name. Measured: 1 000 000 removed keys of 14 bytes take about 190 B each in
+/// `heap_bytes` (`scripts/bench.sh return`).
 const OVERHEAD: u64 = 160;
+/// What a fact's user costs besides its name's bytes (its share of the name, a slot's entry).
+const USER_OVERHEAD: u64 = 24;
+
+/// Who made an invalidation: None for a user who may delete every key (or no user); else the
+/// user's name, shared by the facts of one invalidation.
+pub type User = Option<Arc<[u8]>>;
+
+/// The bytes a fact of `name` by `user` counts for in the memory bound.
+fn cost(name: &[u8], user: &User) -> u64 {
+    2 * name.len() as u64 + OVERHEAD + user.as_ref().map_or(0, |u| u.len() as u64 + USER_OVERHEAD)
+}
+
+/// The newest sequence numbers that selected one name, one per user (None: anyone's).
+#[derive(Debug, Default)]
+struct Slot(Vec<(User, u64)>);
+
+impl Slot {
+    /// Records `seq` by `user`; a restricted user's fact from before `trust_from` (the last ACL
+    /// change) counts as anyone's, and so does the one it replaces.
+    fn record(&mut self, user: &User, seq: u64, trust_from: u64) {
+        let user = if seq < trust_from { &None } else { user };
+        match self.0.iter().position(|(u, _)| u == user) {
+            Some(i) => {
+                let old = self.0[i].1;
+                if seq > old {
+                    if user.is_some() && old < trust_from {
+                        self.record(&None, old, trust_from);
+                    }
+                    // `record` above may have pushed an entry: `i` still names this one.
+                    self.0[i].1 = seq;
+                }
+            }
+            None => self.0.push((user.clone(), seq)),
+        }
+    }
+
+    /// Whether a fact since `from` refuses: anyone's, from before the last ACL change, or of a
+    /// user `may` allows.
+    fn refuses(&self, from: u64, trust_from: u64, mut may: impl FnMut(&[u8]) -> bool) -> bool {
+        self.0.iter().any(|(u, s)| {
+            *s >= from
+                && match u {
+                    None => true,
+                    Some(u) => *s < trust_from || may(u),
+                }
+        })
+    }
+
+    /// Drops the facts at or before `seq`; true when nothing is left.
+    fn trim(&mut self, seq: u64) -> bool {
+        self.0.retain(|(_, s)| *s > seq);
+        self.0.is_empty()
+    }
+}
 
 /// Why a guarded write was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +118,8 @@ struct Trace {
     db: usize,
     kind: Kind,
     name: Vec<u8>,
+    /// What it counts for in the memory bound.
+    cost: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,20 +135,20 @@ enum Kind {
 
 #[derive(Debug, Default)]
 struct DbHistory {
-    keys: AHashMap<Vec<u8>, u64>,
-    tags: AHashMap<Vec<u8>, u64>,
-    resources: AHashMap<Vec<u8>, u64>,
-    namespaces: AHashMap<Vec<u8>, u64>,
-    removed: AHashMap<Vec<u8>, u64>,
-    all: u64,
+    keys: AHashMap<Vec<u8>, Slot>,
+    tags: AHashMap<Vec<u8>, Slot>,
+    resources: AHashMap<Vec<u8>, Slot>,
+    namespaces: AHashMap<Vec<u8>, Slot>,
+    removed: AHashMap<Vec<u8>, Slot>,
+    all: Slot,
     /// Oldest first.
-    patterns: VecDeque<(u64, Vec<u8>)>,
+    patterns: VecDeque<(u64, Vec<u8>, User)>,
     /// The newest sequence number recorded here: a token at or past it has seen everything.
     newest: u64,
 }
 
 impl DbHistory {
-    fn map(&mut self, kind: Kind) -> Option<&mut AHashMap<Vec<u8>, u64>> {
+    fn map(&mut self, kind: Kind) -> Option<&mut AHashMap<Vec<u8>, Slot>> {
         match kind {
             Kind::Key => Some(&mut self.keys),
             Kind::Tag => Some(&mut self.tags),
@@ -201,6 +266,10 @@ pub struct History {
     next: u64,
     /// Tokens below this are refused: the history before them was dropped.
     floor: u64,
+    /// Facts before this sequence number count as anyone's: the users' rights changed since.
+    trust_from: u64,
+    /// The user of the last fact recorded, shared with the next ones of the same user.
+    last_user: User,
     dbs: Vec<DbHistory>,
     fifo: VecDeque<Trace>,
     bytes: u64,
@@ -214,6 +283,8 @@ impl History {
             epoch: 0,
             next: 1,
             floor: 1,
+            trust_from: 0,
+            last_user: None,
             dbs: Vec::new(),
             fifo: VecDeque::new(),
             bytes: 0,
@@ -232,6 +303,7 @@ impl History {
         self.epoch = e;
         self.next = 1;
         self.floor = 1;
+        self.trust_from = 0;
         self.dbs.clear();
         self.fifo.clear();
         self.bytes = 0;
@@ -274,32 +346,63 @@ impl History {
         &mut self.dbs[db]
     }
 
-    fn remember(&mut self, db: usize, seq: u64, kind: Kind, name: &[u8], now_ms: i64) {
+    /// The user as the facts keep it: shared with the last one recorded when it is the same.
+    fn user(&mut self, user: Option<&[u8]>) -> User {
+        let u = user?;
+        match &self.last_user {
+            Some(last) if &last[..] == u => Some(Arc::clone(last)),
+            _ => {
+                let shared: Arc<[u8]> = Arc::from(u);
+                self.last_user = Some(Arc::clone(&shared));
+                Some(shared)
+            }
+        }
+    }
+
+    fn remember(&mut self, db: usize, seq: u64, kind: Kind, name: &[u8], user: &User, now_ms: i64) {
+        let trust_from = self.trust_from;
         let d = self.db(db);
         d.newest = d.newest.max(seq);
         match kind {
-            Kind::All => d.all = d.all.max(seq),
+            Kind::All => d.all.record(user, seq, trust_from),
             // Kept as text: a compiled glob of a long pattern is many times its size.
-            Kind::Pattern => d.patterns.push_back((seq, name.to_vec())),
+            Kind::Pattern => d.patterns.push_back((seq, name.to_vec(), user.clone())),
             _ => {
                 if let Some(m) = d.map(kind) {
-                    let slot = m.entry(name.to_vec()).or_insert(0);
-                    *slot = (*slot).max(seq);
+                    match m.get_mut(name) {
+                        Some(slot) => slot.record(user, seq, trust_from),
+                        None => {
+                            let mut slot = Slot::default();
+                            slot.record(user, seq, trust_from);
+                            m.insert(name.to_vec(), slot);
+                        }
+                    }
                 }
             }
         }
-        self.bytes += 2 * name.len() as u64 + OVERHEAD;
+        let cost = cost(name, user);
+        self.bytes += cost;
         self.fifo.push_back(Trace {
             seq,
             at_ms: now_ms,
             db,
             kind,
             name: name.to_vec(),
+            cost,
         });
     }
 
-    /// What the invalidation `seq` in `db` selects by its selector.
-    pub fn selected(&mut self, db: usize, seq: u64, sel: &Selector, now_ms: i64) {
+    /// What the invalidation `seq` in `db` by `user` (None: one who may delete every key)
+    /// selects by its selector.
+    pub fn selected(
+        &mut self,
+        db: usize,
+        seq: u64,
+        sel: &Selector,
+        user: Option<&[u8]>,
+        now_ms: i64,
+    ) {
+        let user = self.user(user);
         let (kind, names): (Kind, &[Vec<u8>]) = match sel {
             Selector::Keys(v) => (Kind::Key, v),
             Selector::Tags(v) => (Kind::Tag, v),
@@ -309,17 +412,26 @@ impl History {
             Selector::All => (Kind::All, &[]),
         };
         if kind == Kind::All {
-            self.remember(db, seq, Kind::All, b"", now_ms);
+            self.remember(db, seq, Kind::All, b"", &user, now_ms);
         }
         for n in names {
-            self.remember(db, seq, kind, n, now_ms);
+            self.remember(db, seq, kind, n, &user, now_ms);
         }
     }
 
-    /// The invalidation `seq` removed the entry `key`, and its cascade could go on from it (it
-    /// had hops left): an entry depending on `key` would have been reached.
-    pub fn removed(&mut self, db: usize, seq: u64, key: &[u8], now_ms: i64) {
-        self.remember(db, seq, Kind::Removed, key, now_ms);
+    /// The invalidation `seq` by `user` removed the entry `key`, and its cascade could go on
+    /// from it (it had hops left): an entry depending on `key` that the user may delete would
+    /// have been reached.
+    pub fn removed(&mut self, db: usize, seq: u64, key: &[u8], user: Option<&[u8]>, now_ms: i64) {
+        let user = self.user(user);
+        self.remember(db, seq, Kind::Removed, key, &user, now_ms);
+    }
+
+    /// The users' rights may have changed (ACL SETUSER, DELUSER, LOAD): every fact recorded
+    /// until now counts as anyone's from now on (its user is not asked: it refuses what its
+    /// selector picks, more than the user may have deleted then, never less).
+    pub fn acl_changed(&mut self) {
+        self.trust_from = self.next;
     }
 
     /// Drops, oldest first, what is past `max_bytes`, and what is older than `window_ms` up to
@@ -338,25 +450,23 @@ impl History {
             let Some(t) = self.fifo.pop_front() else {
                 break;
             };
-            self.bytes = self
-                .bytes
-                .saturating_sub(2 * t.name.len() as u64 + OVERHEAD);
+            self.bytes = self.bytes.saturating_sub(t.cost);
             self.floor = self.floor.max(t.seq + 1);
+            // Tokens at or before `t.seq` are refused from now on: every fact of the name at or
+            // before it can go.
             if let Some(d) = self.dbs.get_mut(t.db) {
                 match t.kind {
                     Kind::All => {
-                        if d.all <= t.seq {
-                            d.all = 0;
-                        }
+                        d.all.trim(t.seq);
                     }
                     Kind::Pattern => {
-                        if d.patterns.front().is_some_and(|(s, _)| *s <= t.seq) {
+                        if d.patterns.front().is_some_and(|(s, _, _)| *s <= t.seq) {
                             d.patterns.pop_front();
                         }
                     }
                     kind => {
                         if let Some(m) = d.map(kind) {
-                            if m.get(&t.name).is_some_and(|&s| s <= t.seq) {
+                            if m.get_mut(&t.name).is_some_and(|slot| slot.trim(t.seq)) {
                                 m.remove(&t.name);
                             }
                         }
@@ -373,7 +483,7 @@ impl History {
     /// the rehash moves few names), so that memory returns after a large invalidation leaves
     /// the window.
     pub fn shrink(&mut self) {
-        fn map(m: &mut AHashMap<Vec<u8>, u64>) {
+        fn map(m: &mut AHashMap<Vec<u8>, Slot>) {
             let len = m.len();
             if m.capacity() > 64 && len * 8 < m.capacity() {
                 m.shrink_to(len * 2);
@@ -403,17 +513,20 @@ impl History {
     /// The heap the history takes: its names and its tables by capacity (what `bytes` bounds,
     /// with the spare room the tables keep until `shrink`).
     pub fn heap_bytes(&self) -> u64 {
+        // The names (and users) as the bound counts them, without the per-fact estimate.
         let names = self.bytes.saturating_sub(OVERHEAD * self.fifo.len() as u64);
-        let slot = std::mem::size_of::<(Vec<u8>, u64)>() + 1;
+        let slot = std::mem::size_of::<(Vec<u8>, Slot)>() + 1;
+        // A name's users: one (sequence, user) pair each, in an allocation of its own.
+        let pair = std::mem::size_of::<(User, u64)>();
         let tables: usize = self
             .dbs
             .iter()
             .map(|d| {
                 [&d.keys, &d.tags, &d.resources, &d.namespaces, &d.removed]
                     .iter()
-                    .map(|m| m.capacity() * slot)
+                    .map(|m| m.capacity() * slot + m.len() * pair)
                     .sum::<usize>()
-                    + d.patterns.capacity() * std::mem::size_of::<(u64, Vec<u8>)>()
+                    + d.patterns.capacity() * std::mem::size_of::<(u64, Vec<u8>, User)>()
             })
             .sum();
         names + (tables + self.fifo.capacity() * std::mem::size_of::<Trace>()) as u64
@@ -448,7 +561,11 @@ impl History {
     /// Whether the entry `key` (with `tags` and `deps`) may be written in `db` under `token`:
     /// no invalidation since the token would have selected it. `covered` tells, for a
     /// dependency that still holds an entry, the sequence number of the LAZY mark covering it
-    /// (a mark not reclaimed yet) whose cascade goes on from it, if any.
+    /// (a mark not reclaimed yet) whose cascade goes on from it and whose user may delete
+    /// `key`, if any. `may(user, name)` tells whether a restricted user may delete `name`: a
+    /// user's fact refuses only when the user may delete `key` (and, for a removed dependency,
+    /// the dependency).
+    #[allow(clippy::too_many_arguments)]
     pub fn check<'a>(
         &self,
         db: usize,
@@ -457,6 +574,7 @@ impl History {
         tags: impl IntoIterator<Item = &'a [u8]>,
         deps: impl IntoIterator<Item = &'a [u8]>,
         mut covered: impl FnMut(&[u8]) -> Option<u64>,
+        mut may: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), Refusal> {
         let t = u64::try_from(token).map_err(|_| Refusal::Unknown)?;
         let (epoch, from) = (t >> SEQ_BITS, t & SEQ_MASK);
@@ -467,7 +585,7 @@ impl History {
             // Nothing recorded here since the token (a LAZY mark made since would have been).
             return Ok(());
         }
-        let since = |s: Option<&u64>| s.is_some_and(|&s| s >= from);
+        let trust = self.trust_from;
         let refuse = |kind: &'static str, name: &[u8]| Err(Refusal::Selected(kind, name.to_vec()));
         let Some(d) = self.dbs.get(db) else {
             // Nothing was ever recorded here; a LAZY mark may still cover a dependency.
@@ -478,35 +596,49 @@ impl History {
             }
             return Ok(());
         };
-        if d.all >= from {
+        // A fact of a name since the token that selects `key`.
+        let mut since = |slot: Option<&Slot>, also: Option<&[u8]>| {
+            slot.is_some_and(|slot| {
+                slot.refuses(from, trust, |u| {
+                    // Both asked (no short cut): the shell's first pass learns whom to ask.
+                    let of_key = may(u, key);
+                    also.is_none_or(|other| may(u, other)) && of_key
+                })
+            })
+        };
+        if since(Some(&d.all), None) {
             return refuse("all", b"");
         }
-        if since(d.keys.get(key)) {
+        if since(d.keys.get(key), None) {
             return refuse("key", key);
         }
         for tag in tags {
-            if since(d.tags.get(tag)) {
+            if since(d.tags.get(tag), None) {
                 return refuse("tag", tag);
             }
         }
         for (i, _) in key.iter().enumerate().filter(|(_, &b)| b == b':') {
-            if since(d.namespaces.get(&key[..i])) {
+            if since(d.namespaces.get(&key[..i]), None) {
                 return refuse("namespace", &key[..i]);
             }
         }
         for dep in deps {
-            if since(d.resources.get(dep)) {
+            if since(d.resources.get(dep), None) {
                 return refuse("dependents", dep);
             }
-            if since(d.removed.get(dep)) || covered(dep).is_some_and(|s| s >= from) {
+            if since(d.removed.get(dep), Some(dep)) || covered(dep).is_some_and(|s| s >= from) {
                 return refuse("cascade", dep);
             }
         }
-        for (s, p) in d.patterns.iter().rev() {
+        for (s, p, u) in d.patterns.iter().rev() {
             if *s < from {
                 break;
             }
-            if Glob::new(p).matches(key) {
+            let by = |may: &mut dyn FnMut(&[u8], &[u8]) -> bool| match u {
+                None => true,
+                Some(u) => *s < trust || may(u, key),
+            };
+            if Glob::new(p).matches(key) && by(&mut may) {
                 return refuse("pattern", p);
             }
         }
@@ -536,6 +668,7 @@ mod tests {
             tags.iter().map(|t| t.as_bytes()),
             deps.iter().map(|d| d.as_bytes()),
             |_| None,
+            |_, _| true,
         )
     }
 
@@ -585,7 +718,7 @@ mod tests {
             let mut h = History::new(7);
             let before = h.token();
             let s = h.begin(7);
-            h.selected(0, s, &sel, 1000);
+            h.selected(0, s, &sel, None, 1000);
             let after = h.token();
             match check(&h, before, key, &tags, &deps) {
                 Err(Refusal::Selected(k, _)) => assert_eq!(k, kind, "{sel:?}"),
@@ -613,7 +746,7 @@ mod tests {
         let mut h = History::new(2);
         let before = h.token();
         let s = h.begin(2);
-        h.selected(1, s, &Selector::Tags(vec![b("t")]), 0);
+        h.selected(1, s, &Selector::Tags(vec![b("t")]), None, 0);
         let after = h.token();
         assert!(h.quiet_since(0, before), "nothing in db 0");
         assert!(!h.quiet_since(1, before));
@@ -628,8 +761,8 @@ mod tests {
         let mut h = History::new(1);
         let before = h.token();
         let s = h.begin(1);
-        h.selected(0, s, &Selector::Tags(vec![b("t")]), 0);
-        h.removed(0, s, b"parent", 0);
+        h.selected(0, s, &Selector::Tags(vec![b("t")]), None, 0);
+        h.removed(0, s, b"parent", None, 0);
         assert!(matches!(
             check(&h, before, "child", &[], &["parent"]),
             Err(Refusal::Selected("cascade", _))
@@ -637,9 +770,17 @@ mod tests {
         // Its own key is not refused for that (a new entry without tag t was not selected).
         assert_eq!(check(&h, before, "parent", &[], &[]), Ok(()));
         // A covered dependency refuses through the shell's answer.
-        let covered = h.check(0, before, b"x", [], [&b"d"[..]], |_| Some(s));
+        let covered = h.check(0, before, b"x", [], [&b"d"[..]], |_| Some(s), |_, _| true);
         assert!(matches!(covered, Err(Refusal::Selected("cascade", _))));
-        let older = h.check(0, h.token(), b"x", [], [&b"d"[..]], |_| Some(s));
+        let older = h.check(
+            0,
+            h.token(),
+            b"x",
+            [],
+            [&b"d"[..]],
+            |_| Some(s),
+            |_, _| true,
+        );
         assert_eq!(older, Ok(()));
     }
 
@@ -663,7 +804,7 @@ mod tests {
         );
         // Time passes: the facts go, and tokens from before them with them.
         let s = h.begin(5);
-        h.selected(0, s, &Selector::Tags(vec![b("t")]), 1_000);
+        h.selected(0, s, &Selector::Tags(vec![b("t")]), None, 1_000);
         let mid = h.token();
         h.trim(1_500, 1_000, u64::MAX, usize::MAX);
         assert_eq!(h.len(), 1);
@@ -682,7 +823,7 @@ mod tests {
         let empty = h.heap_bytes();
         let s = h.begin(3);
         for i in 0..50_000 {
-            h.removed(0, s, format!("key:{i}").as_bytes(), 1_000);
+            h.removed(0, s, format!("key:{i}").as_bytes(), None, 1_000);
         }
         let t = h.token();
         let full = h.heap_bytes();
@@ -709,7 +850,7 @@ mod tests {
         // A table still well used keeps its room.
         let s = h.begin(3);
         for i in 0..1_000 {
-            h.removed(0, s, format!("key:{i}").as_bytes(), 5_000);
+            h.removed(0, s, format!("key:{i}").as_bytes(), None, 5_000);
         }
         let used = h.heap_bytes();
         h.shrink();
@@ -726,12 +867,13 @@ mod tests {
                 0,
                 s,
                 &Selector::Tags(vec![format!("tag{i}").into_bytes()]),
+                None,
                 0,
             );
         }
         let mid = h.token();
         let s = h.begin(9);
-        h.selected(0, s, &Selector::Tags(vec![b("last")]), 0);
+        h.selected(0, s, &Selector::Tags(vec![b("last")]), None, 0);
         let one = 2 * 4 + OVERHEAD;
         h.trim(0, 60_000, one, usize::MAX);
         assert_eq!(h.len(), 1);
@@ -749,13 +891,132 @@ mod tests {
         let mut h = History::new(3);
         let t = h.token();
         let s = h.begin(3);
-        h.selected(0, s, &Selector::Tags(vec![b("t")]), 0);
+        h.selected(0, s, &Selector::Tags(vec![b("t")]), None, 0);
         h.swap(0, 1);
         assert_eq!(check(&h, t, "k", &["t"], &[]), Ok(()));
-        let in1 = h.check(1, t, b"k", [&b"t"[..]], [], |_| None);
+        let in1 = h.check(1, t, b"k", [&b"t"[..]], [], |_| None, |_, _| true);
         assert!(in1.is_err());
         h.trim(10_000, 1, u64::MAX, usize::MAX);
         assert!(h.is_empty());
+    }
+
+    /// `check` with `may` allowing only the (user, name) pairs in `allowed`.
+    fn check_as(
+        h: &History,
+        token: i64,
+        key: &str,
+        tags: &[&str],
+        deps: &[&str],
+        allowed: &[(&str, &str)],
+    ) -> Result<(), Refusal> {
+        h.check(
+            0,
+            token,
+            key.as_bytes(),
+            tags.iter().map(|t| t.as_bytes()),
+            deps.iter().map(|d| d.as_bytes()),
+            |_| None,
+            |u, n| {
+                allowed
+                    .iter()
+                    .any(|(au, an)| au.as_bytes() == u && an.as_bytes() == n)
+            },
+        )
+    }
+
+    #[test]
+    fn a_users_facts_refuse_only_what_the_user_may_delete() {
+        let sels = [
+            Selector::Tags(vec![b("t")]),
+            Selector::Keys(vec![b("app:2"), b("web:2")]),
+            Selector::Pattern(b("*:2")),
+            Selector::Namespace(b("app")),
+            Selector::All,
+        ];
+        for sel in sels {
+            let mut h = History::new(4);
+            let t = h.token();
+            let s = h.begin(4);
+            h.selected(0, s, &sel, Some(b"narrow"), 0);
+            let inside = [("narrow", "app:2")];
+            let key = if matches!(sel, Selector::Namespace(_)) {
+                "app:2"
+            } else {
+                "web:2"
+            };
+            // The user may not delete it: accepted; may: refused.
+            assert_eq!(check_as(&h, t, key, &["t"], &[], &[]), Ok(()), "{sel:?}");
+            assert!(
+                check_as(&h, t, "app:2", &["t"], &[], &inside).is_err(),
+                "{sel:?}"
+            );
+            // Another user's fact of the same name refuses by its own rights.
+            let s = h.begin(4);
+            h.selected(0, s, &sel, None, 0);
+            assert!(
+                check_as(&h, t, "app:2", &["t"], &[], &[]).is_err(),
+                "{sel:?}"
+            );
+        }
+        // A removed key: the user is asked about the new entry's key and the dependency.
+        let mut h = History::new(4);
+        let t = h.token();
+        let s = h.begin(4);
+        h.removed(0, s, b"app:1", Some(b"narrow"), 0);
+        assert_eq!(
+            check_as(&h, t, "web:2", &[], &["app:1"], &[("narrow", "app:1")]),
+            Ok(())
+        );
+        assert_eq!(
+            check_as(&h, t, "app:2", &[], &["app:1"], &[("narrow", "app:2")]),
+            Ok(())
+        );
+        let both = [("narrow", "app:1"), ("narrow", "app:2")];
+        assert!(check_as(&h, t, "app:2", &[], &["app:1"], &both).is_err());
+        // Every pair that decides is asked, even when the first one already says no.
+        let mut asked = Vec::new();
+        let r = h.check(
+            0,
+            t,
+            b"app:2",
+            [],
+            [&b"app:1"[..]],
+            |_| None,
+            |u, n| {
+                asked.push((u.to_vec(), n.to_vec()));
+                false
+            },
+        );
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            asked,
+            vec![(b("narrow"), b("app:2")), (b("narrow"), b("app:1"))]
+        );
+        // The user's name is counted in the bound, and trimmed with its facts.
+        assert_eq!(h.bytes(), cost(b"app:1", &Some(Arc::from(&b"narrow"[..]))));
+        h.trim(10, 1, 0, usize::MAX);
+        assert_eq!((h.bytes(), h.len()), (0, 0));
+    }
+
+    #[test]
+    fn after_an_acl_change_older_facts_refuse_whoever_made_them() {
+        let mut h = History::new(8);
+        let t = h.token();
+        let s1 = h.begin(8);
+        h.selected(0, s1, &Selector::Tags(vec![b("t")]), Some(b"narrow"), 0);
+        assert_eq!(check_as(&h, t, "web:2", &["t"], &[], &[]), Ok(()));
+        h.acl_changed();
+        assert!(check_as(&h, t, "web:2", &["t"], &[], &[]).is_err());
+        // A newer fact of the same user and name does not hide the older one.
+        let s2 = h.begin(8);
+        h.selected(0, s2, &Selector::Tags(vec![b("t")]), Some(b"narrow"), 0);
+        assert!(check_as(&h, t, "web:2", &["t"], &[], &[]).is_err());
+        // A token after the older one: only the newer fact, by the user's rights.
+        let mid = (((h.token() as u64 >> SEQ_BITS) << SEQ_BITS) | s2) as i64;
+        assert_eq!(check_as(&h, mid, "web:2", &["t"], &[], &[]), Ok(()));
+        // A late fact with a number from before the change (a LAZY mark's reclaimer) too.
+        h.removed(0, s1, b"app:1", Some(b"narrow"), 0);
+        assert!(check_as(&h, t, "web:2", &[], &["app:1"], &[]).is_err());
     }
 
     #[test]

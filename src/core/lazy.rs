@@ -16,6 +16,8 @@
 
 use std::sync::Arc;
 
+use ahash::AHashMap;
+
 use super::batch::{put_selector, read_selector};
 use super::entry::{put_bytes, put_varint, DecodeError, Entry, Reader};
 use super::glob::Glob;
@@ -131,7 +133,10 @@ impl Mark {
             0,
         );
         a.seq = self.seq;
-        a.hops = self.hops;
+        // For the guard it removes nothing: under IMMEDIATE the entry was gone before it
+        // arrived under the new name (the RENAME, MOVE or COPY found nothing), so nothing that
+        // depends on the new name would have been reached.
+        a.hops = 0;
         a
     }
 
@@ -169,6 +174,39 @@ pub fn covering<'m>(
     marks.iter().find(|m| m.covers(name, e) && allowed(m))
 }
 
+/// The marks that the guard's history must credit with removing the entry `e` under `name`
+/// when it leaves by another way than the reclaimer (DEL, expiry, an overwrite, RENAME, a
+/// flush): oldest first, the covering marks that select it and cascade, up to the first
+/// covering mark whose user may delete every key (the users' rights are not asked here:
+/// crediting more marks only makes the guard refuse more). Entries a mark's cascade reached
+/// were recorded when it was made, those with hops left. `arrived`: the newest mark's generation
+/// when the entry arrived under `name` covered (`LazyDb::arrival`): the marks up to it removed
+/// nothing under this name.
+pub fn removers<'m>(
+    marks: &'m [Mark],
+    name: &[u8],
+    e: &Entry,
+    arrived: Option<u64>,
+) -> Vec<&'m Mark> {
+    let mut out = Vec::new();
+    for m in marks.iter().filter(|m| m.covers(name, e)) {
+        if credits(m, name, e, arrived) {
+            out.push(m);
+        }
+        if m.user.is_none() {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether the guard's history credits the mark `m`, which covers the entry `e` under `name`,
+/// with removing it there: its selector picks it, it cascades, and the entry did not arrive
+/// under `name` after the mark (`arrived`, see `removers`).
+pub fn credits(m: &Mark, name: &[u8], e: &Entry, arrived: Option<u64>) -> bool {
+    m.hops > 0 && m.seq > 0 && arrived.is_none_or(|g| m.gen > g) && m.picks(name, e)
+}
+
 /// The LAZY state of one database.
 #[derive(Debug, Default, Clone)]
 pub struct LazyDb {
@@ -176,6 +214,11 @@ pub struct LazyDb {
     marks: Arc<Vec<Mark>>,
     /// The reclaimer's walk, on a master.
     pub walk: Option<Walk>,
+    /// Names a covered entry arrived under (RENAME, MOVE, COPY), with the newest mark's
+    /// generation then: under IMMEDIATE the entry was gone before it arrived, so the marks up to
+    /// that generation removed nothing under the new name (the guard asks; node-local, kept
+    /// while such a mark is).
+    arrivals: AHashMap<Vec<u8>, u64>,
 }
 
 /// A reclaimer's walk over one database.
@@ -209,9 +252,20 @@ impl LazyDb {
         self.marks.iter().map(|m| m.cascade.len()).sum()
     }
 
-    /// Bytes the marks hold.
+    /// Bytes the marks hold (and the names covered entries arrived under).
     pub fn heap_bytes(&self) -> u64 {
-        self.marks.iter().map(Mark::heap_bytes).sum()
+        let arrivals: usize = self
+            .arrivals
+            .keys()
+            .map(|k| k.capacity() + std::mem::size_of::<(Vec<u8>, u64)>())
+            .sum();
+        self.marks.iter().map(Mark::heap_bytes).sum::<u64>() + arrivals as u64
+    }
+
+    /// The newest mark's generation when a covered entry arrived under `name`, if one did
+    /// while a mark of then is still here.
+    pub fn arrival(&self, name: &[u8]) -> Option<u64> {
+        self.arrivals.get(name).copied()
     }
 
     pub fn add(&mut self, mark: Mark) {
@@ -235,6 +289,7 @@ impl LazyDb {
             }
         }
         if born < self.newest() {
+            self.arrivals.insert(name.to_vec(), self.newest());
             if let Some(w) = &mut self.walk {
                 w.recheck.push(name.to_vec());
             }
@@ -257,6 +312,11 @@ impl LazyDb {
         Arc::make_mut(&mut self.marks).retain(|m| m.gen > upto);
         if self.walk.as_ref().is_some_and(|w| w.upto <= upto) {
             self.walk = None;
+        }
+        // An arrival matters while a mark up to its generation is here.
+        match self.marks.first().map(|m| m.gen) {
+            Some(oldest) => self.arrivals.retain(|_, g| *g >= oldest),
+            None => self.arrivals.clear(),
         }
         before - self.marks.len()
     }
@@ -528,6 +588,50 @@ mod tests {
 
     fn mark(gen: u64, sel: Selector, depth: u32) -> Mark {
         Mark::new(gen, sel, depth, None, None, 0, 0)
+    }
+
+    #[test]
+    fn removers_are_the_covering_marks_that_select_and_cascade_up_to_an_unrestricted_one() {
+        let e = entry(&["t"], &[], 1);
+        let with = |gen: u64, sel: Selector, depth: u32, user: Option<&str>, cascade: &[&str]| {
+            let mut m = Mark::new(gen, sel, depth, user.map(b), None, 0, 0)
+                .with_cascade(cascade.iter().map(|k| b(k)).collect());
+            m.seq = gen;
+            m
+        };
+        let marks = vec![
+            // Reached it through its cascade only: recorded when it was made.
+            with(2, Selector::Keys(vec![b("other")]), 1, None, &["x"]),
+            with(3, Selector::Tags(vec![b("t")]), 0, Some("narrow"), &[]),
+            with(4, Selector::Tags(vec![b("t")]), 2, Some("narrow"), &[]),
+            with(5, Selector::Keys(vec![b("x")]), 2, None, &[]),
+            with(6, Selector::Tags(vec![b("t")]), 2, None, &[]),
+        ];
+        let seqs = |v: Vec<&Mark>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        // Mark 2 covers x but has no user: nothing after it counts, and it selects nothing.
+        assert_eq!(seqs(removers(&marks, b"x", &e, None)), Vec::<u64>::new());
+        assert_eq!(seqs(removers(&marks[1..], b"x", &e, None)), vec![4, 5]);
+        // Born after every mark: none.
+        assert!(removers(&marks, b"x", &entry(&["t"], &[], 9), None).is_empty());
+        // An alias (the entry renamed or copied while covered) removed nothing under its name.
+        let alias = [marks[4].alias(b"y")];
+        assert!(alias[0].covers(b"y", &e));
+        assert!(removers(&alias, b"y", &e, None).is_empty());
+        // Arrived under x when mark 4 was the newest: only the newer marks count there.
+        assert_eq!(seqs(removers(&marks[1..], b"x", &e, Some(4))), vec![5]);
+    }
+
+    #[test]
+    fn arrivals_are_kept_while_a_mark_of_then_is() {
+        let mut l = LazyDb::default();
+        l.add(mark(3, Selector::Tags(vec![b("t")]), 1));
+        l.arrived(b"new", 9, Vec::new());
+        assert_eq!(l.arrival(b"new"), None, "born after every mark");
+        l.arrived(b"new", 1, Vec::new());
+        assert_eq!(l.arrival(b"new"), Some(3));
+        l.add(mark(5, Selector::Tags(vec![b("u")]), 1));
+        l.finish(3);
+        assert_eq!(l.arrival(b"new"), None, "the marks of then are done");
     }
 
     #[test]
