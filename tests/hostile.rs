@@ -1178,6 +1178,7 @@ fn command_flags_keep_invalidation_possible_under_oom_and_admin_commands_for_adm
     let write_oom: &[&str] = &["write", "denyoom"];
     let cases: Vec<(&str, &[&str], &[&str])> = vec![
         ("cache.set", write_oom, &["readonly"]),
+        ("cache.mset", write_oom, &["readonly"]),
         ("cache.tag", write_oom, &["readonly"]),
         ("cache.depend", write_oom, &["readonly"]),
         ("cache.get", &["readonly", "fast"], &["write"]),
