@@ -466,6 +466,12 @@ fn the_history_keeps_to_its_memory_bound() {
 }
 
 /// A connection authenticated as `name` (password `pw`).
+/// The user `narrow` (`~app:* +@all -@dangerous`, made through `c`) and a connection as it.
+fn narrow_user(s: &Server, c: &mut Connection) -> Connection {
+    ok(c, &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"));
+    as_user(s, "narrow")
+}
+
 fn as_user(s: &Server, name: &str) -> Connection {
     let mut c = s.conn();
     let _: Value = redis::cmd("AUTH")
@@ -485,13 +491,9 @@ fn as_user(s: &Server, name: &str) -> Connection {
 fn a_restricted_users_invalidation_refuses_only_within_its_reach() {
     let s = Server::start();
     let mut c = s.conn();
-    ok(
-        &mut c,
-        &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"),
-    );
+    let mut narrow = narrow_user(&s, &mut c);
     ok(&mut c, &a("ACL SETUSER wide on >pw ~* +@all -@dangerous"));
     config_set(&mut c, "cache.batch-delay-ms", "5000");
-    let mut narrow = as_user(&s, "narrow");
     let mut wide = as_user(&s, "wide");
     // (the invalidation, the write inside the narrow user's reach, the write outside it)
     let cases = [
@@ -624,11 +626,7 @@ fn a_lazy_cascade_refuses_nothing_past_its_last_hop() {
 fn a_flush_before_the_reclaimer_still_refuses_what_the_mark_cascades_to() {
     let s = Server::start();
     let mut c = s.conn();
-    ok(
-        &mut c,
-        &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"),
-    );
-    let mut narrow = as_user(&s, "narrow");
+    let mut narrow = narrow_user(&s, &mut c);
     ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
     for flush in ["FLUSHDB", "FLUSHALL", "FLUSHDB ASYNC"] {
         // By a user who may delete every key.
@@ -701,11 +699,7 @@ fn a_covered_entry_under_a_new_name_refuses_nothing_there() {
 fn the_reclaimer_credits_only_the_mark_that_removed_the_entry() {
     let s = Server::start();
     let mut c = s.conn();
-    ok(
-        &mut c,
-        &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"),
-    );
-    let mut narrow = as_user(&s, "narrow");
+    let mut narrow = narrow_user(&s, &mut c);
     ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
     entry(&mut c, "app:2", &[], &[]);
     let t = token(&mut c);

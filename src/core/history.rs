@@ -654,6 +654,7 @@ mod tests {
         s.as_bytes().to_vec()
     }
 
+    /// `History::check` in db 0, no LAZY cover, every user allowed everything.
     fn check(
         h: &History,
         token: i64,
@@ -661,15 +662,7 @@ mod tests {
         tags: &[&str],
         deps: &[&str],
     ) -> Result<(), Refusal> {
-        h.check(
-            0,
-            token,
-            key.as_bytes(),
-            tags.iter().map(|t| t.as_bytes()),
-            deps.iter().map(|d| d.as_bytes()),
-            |_| None,
-            |_, _| true,
-        )
+        check_as(h, token, key, tags, deps, None)
     }
 
     #[test]
@@ -900,14 +893,14 @@ mod tests {
         assert!(h.is_empty());
     }
 
-    /// `check` with `may` allowing only the (user, name) pairs in `allowed`.
+    /// `check` with users allowed only the (user, name) pairs in `allowed` (None: everything).
     fn check_as(
         h: &History,
         token: i64,
         key: &str,
         tags: &[&str],
         deps: &[&str],
-        allowed: &[(&str, &str)],
+        allowed: Option<&[(&str, &str)]>,
     ) -> Result<(), Refusal> {
         h.check(
             0,
@@ -917,9 +910,10 @@ mod tests {
             deps.iter().map(|d| d.as_bytes()),
             |_| None,
             |u, n| {
-                allowed
-                    .iter()
-                    .any(|(au, an)| au.as_bytes() == u && an.as_bytes() == n)
+                allowed.is_none_or(|a| {
+                    a.iter()
+                        .any(|(au, an)| au.as_bytes() == u && an.as_bytes() == n)
+                })
             },
         )
     }
@@ -945,16 +939,20 @@ mod tests {
                 "web:2"
             };
             // The user may not delete it: accepted; may: refused.
-            assert_eq!(check_as(&h, t, key, &["t"], &[], &[]), Ok(()), "{sel:?}");
+            assert_eq!(
+                check_as(&h, t, key, &["t"], &[], Some(&[])),
+                Ok(()),
+                "{sel:?}"
+            );
             assert!(
-                check_as(&h, t, "app:2", &["t"], &[], &inside).is_err(),
+                check_as(&h, t, "app:2", &["t"], &[], Some(&inside)).is_err(),
                 "{sel:?}"
             );
             // Another user's fact of the same name refuses by its own rights.
             let s = h.begin(4);
             h.selected(0, s, &sel, None, 0);
             assert!(
-                check_as(&h, t, "app:2", &["t"], &[], &[]).is_err(),
+                check_as(&h, t, "app:2", &["t"], &[], Some(&[])).is_err(),
                 "{sel:?}"
             );
         }
@@ -964,15 +962,29 @@ mod tests {
         let s = h.begin(4);
         h.removed(0, s, b"app:1", Some(b"narrow"), 0);
         assert_eq!(
-            check_as(&h, t, "web:2", &[], &["app:1"], &[("narrow", "app:1")]),
+            check_as(
+                &h,
+                t,
+                "web:2",
+                &[],
+                &["app:1"],
+                Some(&[("narrow", "app:1")])
+            ),
             Ok(())
         );
         assert_eq!(
-            check_as(&h, t, "app:2", &[], &["app:1"], &[("narrow", "app:2")]),
+            check_as(
+                &h,
+                t,
+                "app:2",
+                &[],
+                &["app:1"],
+                Some(&[("narrow", "app:2")])
+            ),
             Ok(())
         );
         let both = [("narrow", "app:1"), ("narrow", "app:2")];
-        assert!(check_as(&h, t, "app:2", &[], &["app:1"], &both).is_err());
+        assert!(check_as(&h, t, "app:2", &[], &["app:1"], Some(&both)).is_err());
         // Every pair that decides is asked, even when the first one already says no.
         let mut asked = Vec::new();
         let r = h.check(
@@ -1004,19 +1016,19 @@ mod tests {
         let t = h.token();
         let s1 = h.begin(8);
         h.selected(0, s1, &Selector::Tags(vec![b("t")]), Some(b"narrow"), 0);
-        assert_eq!(check_as(&h, t, "web:2", &["t"], &[], &[]), Ok(()));
+        assert_eq!(check_as(&h, t, "web:2", &["t"], &[], Some(&[])), Ok(()));
         h.acl_changed();
-        assert!(check_as(&h, t, "web:2", &["t"], &[], &[]).is_err());
+        assert!(check_as(&h, t, "web:2", &["t"], &[], Some(&[])).is_err());
         // A newer fact of the same user and name does not hide the older one.
         let s2 = h.begin(8);
         h.selected(0, s2, &Selector::Tags(vec![b("t")]), Some(b"narrow"), 0);
-        assert!(check_as(&h, t, "web:2", &["t"], &[], &[]).is_err());
+        assert!(check_as(&h, t, "web:2", &["t"], &[], Some(&[])).is_err());
         // A token after the older one: only the newer fact, by the user's rights.
         let mid = (((h.token() as u64 >> SEQ_BITS) << SEQ_BITS) | s2) as i64;
-        assert_eq!(check_as(&h, mid, "web:2", &["t"], &[], &[]), Ok(()));
+        assert_eq!(check_as(&h, mid, "web:2", &["t"], &[], Some(&[])), Ok(()));
         // A late fact with a number from before the change (a LAZY mark's reclaimer) too.
         h.removed(0, s1, b"app:1", Some(b"narrow"), 0);
-        assert!(check_as(&h, t, "web:2", &[], &["app:1"], &[]).is_err());
+        assert!(check_as(&h, t, "web:2", &[], &["app:1"], Some(&[])).is_err());
     }
 
     #[test]
