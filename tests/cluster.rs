@@ -1507,15 +1507,7 @@ fn a_cascade_through_a_silent_master_completes_when_it_answers() {
     put(&mut cc, &a1, &[], &[]);
     put(&mut cc, &c1, &[], &[&a1]);
     put(&mut cc, &b1, &[], &[&c1]);
-    for i in MASTERS {
-        config_set(&mut cl.conn(i), "cache.cluster-timeout-ms", "300");
-    }
-    let port2 = cl.port(2);
-    let sleeper = std::thread::spawn(move || {
-        let mut c = connect(port2).expect("connect");
-        let _ = run(&mut c, &["DEBUG", "SLEEP", "1"]);
-    });
-    std::thread::sleep(Duration::from_millis(100));
+    let sleeper = master_asleep(&cl, 2);
     let e = err(&mut cl.conn(0), &["CACHE.INVALIDATE", "KEY", &a1]);
     assert!(e.contains("reached only part of the cluster"), "{e}");
     sleeper.join().expect("sleeper");
@@ -1724,15 +1716,7 @@ fn a_large_cascade_crosses_from_masters_without_dependencies() {
     fill(&cl);
     put(&mut cc, &d0, &[], &[&a]);
     put(&mut cc, &d1, &[], &[&b]);
-    for i in MASTERS {
-        config_set(&mut cl.conn(i), "cache.cluster-timeout-ms", "300");
-    }
-    let port2 = cl.port(2);
-    let sleeper = std::thread::spawn(move || {
-        let mut c = connect(port2).expect("connect");
-        let _ = run(&mut c, &["DEBUG", "SLEEP", "1"]);
-    });
-    std::thread::sleep(Duration::from_millis(100));
+    let sleeper = master_asleep(&cl, 2);
     let e = err(&mut cl.conn(0), &["CACHE.INVALIDATE", "TAG", "t"]);
     assert!(e.contains("reached only part of the cluster"), "{e}");
     sleeper.join().expect("sleeper");
@@ -1743,4 +1727,19 @@ fn a_large_cascade_crosses_from_masters_without_dependencies() {
         assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
     }
     cl.verify_all();
+}
+
+/// Every master waits 300 ms for the others, and master `i` sleeps for a second (`DEBUG SLEEP`)
+/// from 100 ms before this returns: a cluster-wide command sent now misses it.
+fn master_asleep(cl: &Cluster, i: usize) -> std::thread::JoinHandle<()> {
+    for m in MASTERS {
+        config_set(&mut cl.conn(m), "cache.cluster-timeout-ms", "300");
+    }
+    let port = cl.port(i);
+    let sleeper = std::thread::spawn(move || {
+        let mut c = connect(port).expect("connect");
+        let _ = run(&mut c, &["DEBUG", "SLEEP", "1"]);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    sleeper
 }
