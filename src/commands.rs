@@ -173,9 +173,7 @@ fn store(
     match change {
         Some((_, _, id, ref leaving)) => {
             entry.set_id(id);
-            for (seq, user) in leaving {
-                crate::history::removed(db, *seq, user.as_deref(), [name]);
-            }
+            crate::reclaim::credit_leaving(Some(ctx), db, name, leaving);
             key.replace_entry(entry)?;
         }
         None => key.set_entry(entry)?,

@@ -394,16 +394,14 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
             _ => None,
         };
         // An entry a LAZY mark covers that leaves its name by another way than the reclaimer
-        // (DEL, expiry, RENAME's source): the guard's history learns that the mark removed it,
-        // as the reclaimer would have told it (its cascade goes on from it). The marks' users
-        // are not asked here (no call into the server): the covering marks are recorded oldest
-        // first up to one whose user may delete every key, each with its user, whom the guard
-        // asks about this key too. Recording more only refuses more.
-        if !crate::reclaim::reclaiming() {
-            for (seq, user) in st.covered_leaving(db, key, e) {
-                crate::history::removed(db, seq, user.as_deref(), [key]);
-            }
-        }
+        // (DEL, expiry, RENAME's source): the guard's history learns which mark removed it, as
+        // the reclaimer would have told it (its cascade goes on from it). The marks' users are
+        // asked once the state's lock is released.
+        let leaving = if crate::reclaim::reclaiming() {
+            Vec::new()
+        } else {
+            st.covered_leaving(db, key, e)
+        };
         if st
             .db(db)
             .remove(key, e.id(), e.tags(), e.deps(), e.value().len() as u64)
@@ -412,6 +410,8 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
             st.settle_removal();
             st.last_unlinked = Some((db, hash, e.hits()));
         }
+        drop(st);
+        crate::reclaim::credit_leaving(server::detached().as_ref(), db, key, &leaving);
     })
 }
 

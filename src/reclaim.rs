@@ -14,7 +14,7 @@ use crate::core::lazy::{self, encode_mark, LazyDb, Mark};
 use crate::core::parse::Strategy;
 use crate::error::Result;
 use crate::server::{self, Access, Blocked, Held, Key};
-use crate::state;
+use crate::state::{self, Leaving};
 
 /// The marks' users' permissions, asked once per user while one question or step runs.
 struct Permissions<'a> {
@@ -506,7 +506,7 @@ pub fn swap_waiters(a: usize, b: usize) {
 
 /// FLUSHDB (`db`) or FLUSHALL (None) is about to delete every key: the entries LAZY marks cover
 /// leave without the reclaimer, and the guard's history learns which marks removed them (see
-/// `lazy::removers`), as it does for one covered entry leaving its name. Visits the entries
+/// `lazy::remover`, the users asked), as it does for one covered entry leaving its name. Visits the entries
 /// the cascading marks' selectors pick (the flush itself visits every key).
 pub fn flushing(ctx: &Context, db: Option<usize>) {
     let cascades = |m: &Mark| m.hops > 0 && m.seq > 0;
@@ -531,12 +531,15 @@ pub fn flushing(ctx: &Context, db: Option<usize>) {
         if !server::select_db(ctx, d) {
             continue;
         }
+        let mut perms = Permissions::new(ctx);
         for name in names {
             let key = Key::probe(ctx, &server::string(ctx, &name));
             let Held::Entry(e) = key.held() else {
                 continue;
             };
-            for m in lazy::removers(&marks, &name, e, l.arrival(&name)) {
+            let candidates = lazy::candidates(&marks, &name, e, l.arrival(&name));
+            if let Some(m) = lazy::remover(&candidates, |m| perms.allowed(m.user.as_deref(), &name))
+            {
                 crate::history::removed(d, m.seq, m.user.as_deref(), [name.as_slice()]);
             }
         }
@@ -799,6 +802,30 @@ fn reclaim_one(
     crate::commands::delete_as_del(ctx, db, name, key, &rs);
     RECLAIMING.store(false, Ordering::Relaxed);
     Some(rs)
+}
+
+/// A covered entry left `key` of `db` by another way than the reclaimer (`leaving`, see
+/// `State::covered_leaving`): the history learns that the mark which removed it under
+/// IMMEDIATE did, the first whose user may delete it, as the reclaimer would have told it (its
+/// cascade goes on from it). Without a context to ask the users with, every credited mark up to
+/// an unrestricted one is recorded: that only refuses more. Call without the state's lock.
+pub fn credit_leaving(ctx: Option<&Context>, db: usize, key: &[u8], leaving: &[Leaving]) {
+    if leaving.is_empty() {
+        return;
+    }
+    let Some(ctx) = ctx else {
+        for (seq, user, _) in leaving.iter().filter(|(_, _, credited)| *credited) {
+            crate::history::removed(db, *seq, user.as_deref(), [key]);
+        }
+        return;
+    };
+    let mut perms = Permissions::new(ctx);
+    let first = leaving
+        .iter()
+        .find(|(_, user, _)| perms.allowed(user.as_deref(), key));
+    if let Some((seq, user, true)) = first {
+        crate::history::removed(db, *seq, user.as_deref(), [key]);
+    }
 }
 
 /// The reclaimer is deleting an entry (main thread, within `reclaim_one`).

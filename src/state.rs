@@ -83,19 +83,23 @@ pub fn newest_mark() -> u64 {
     NEWEST_MARK.load(Ordering::Relaxed)
 }
 
+/// A mark that may have removed a covered entry leaving its name: its sequence number, its
+/// user, and whether the guard's history credits it (see `State::covered_leaving`).
+pub type Leaving = (u64, Option<Vec<u8>>, bool);
+
 impl State {
     /// An entry `e` at `key` of `db` is leaving its name by another way than the reclaimer (DEL,
-    /// expiry, an overwrite, RENAME's source): the LAZY marks that cover it and must be credited
-    /// with removing it in the guard's history (sequence number and user), oldest first up to
-    /// one whose user may delete every key (`lazy::removers`).
-    pub fn covered_leaving(&self, db: usize, key: &[u8], e: &Entry) -> Vec<(u64, Option<Vec<u8>>)> {
+    /// expiry, an overwrite, RENAME's source): the LAZY marks that may have removed it
+    /// (`lazy::candidates`: sequence number, user, whether the guard's history credits it),
+    /// for `reclaim::credit_leaving` to ask their users about.
+    pub fn covered_leaving(&self, db: usize, key: &[u8], e: &Entry) -> Vec<Leaving> {
         if e.born() >= newest_mark() {
             return Vec::new();
         }
         self.lazy().get(db).map_or(Vec::new(), |l| {
-            crate::core::lazy::removers(&l.marks(), key, e, l.arrival(key))
+            crate::core::lazy::candidates(&l.marks(), key, e, l.arrival(key))
                 .into_iter()
-                .map(|m| (m.seq, m.user.clone()))
+                .map(|(m, credited)| (m.seq, m.user.clone(), credited))
                 .collect()
         })
     }

@@ -717,3 +717,37 @@ fn the_reclaimer_credits_only_the_mark_that_removed_the_entry() {
     ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
     verify(&mut c);
 }
+
+/// The same two marks, and the entry leaves by another way than the reclaimer (DEL, RENAME, an
+/// overwrite): the mark that removed it under IMMEDIATE is the older one, whose user may delete
+/// it, and only that one refuses (model seed 76000148 refused `web:1` here).
+#[test]
+fn an_entry_leaving_otherwise_credits_only_the_mark_that_removed_it() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut narrow = narrow_user(&s, &mut c);
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    for leave in ["DEL app:2", "RENAME app:2 other:2", "CACHE.SET app:2 new"] {
+        entry(&mut c, "app:2", &[], &[]);
+        let t = token(&mut c);
+        ok(
+            &mut narrow,
+            &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN *:2"),
+        );
+        ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN app:?"));
+        ok(&mut c, &a(leave));
+        assert!(
+            guarded(&mut c, "web:1 v DEPENDS 1 app:2", t),
+            "{leave}: out of narrow's reach"
+        );
+        assert!(
+            !guarded(&mut c, "app:3 v DEPENDS 1 app:2", t),
+            "{leave}: within it"
+        );
+        ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+        ok(&mut c, &a("FLUSHALL"));
+        ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    }
+    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    verify(&mut c);
+}

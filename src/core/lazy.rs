@@ -174,30 +174,57 @@ pub fn covering<'m>(
     marks.iter().find(|m| m.covers(name, e) && allowed(m))
 }
 
-/// The marks that the guard's history must credit with removing the entry `e` under `name`
-/// when it leaves by another way than the reclaimer (DEL, expiry, an overwrite, RENAME, a
-/// flush): oldest first, the covering marks that select it and cascade, up to the first
-/// covering mark whose user may delete every key (the users' rights are not asked here:
-/// crediting more marks only makes the guard refuse more). Entries a mark's cascade reached
-/// were recorded when it was made, those with hops left. `arrived`: the newest mark's generation
-/// when the entry arrived under `name` covered (`LazyDb::arrival`): the marks up to it removed
-/// nothing under this name.
+/// The marks that may have removed the entry `e` under `name` when it leaves by another way
+/// than the reclaimer (DEL, expiry, an overwrite, RENAME, a flush): oldest first, the covering
+/// marks up to the first whose user may delete every key, each with whether the guard's history
+/// credits it (`credits`: it selects the entry and cascades; entries a mark's cascade reached
+/// were recorded when it was made, those with hops left). Under IMMEDIATE the first of them whose
+/// user may delete the entry removed it ([`remover`] picks it once the users are asked).
+/// `arrived`: the newest mark's generation when the entry arrived under `name` covered
+/// (`LazyDb::arrival`): the marks up to it removed nothing under this name.
+pub fn candidates<'m>(
+    marks: &'m [Mark],
+    name: &[u8],
+    e: &Entry,
+    arrived: Option<u64>,
+) -> Vec<(&'m Mark, bool)> {
+    let mut out = Vec::new();
+    for m in marks.iter().filter(|m| m.covers(name, e)) {
+        out.push((m, credits(m, name, e, arrived)));
+        if m.user.is_none() {
+            break;
+        }
+    }
+    out
+}
+
+/// Of the [`candidates`], the mark the history credits with removing the entry: the first whose
+/// user may delete it (`allowed`), if that one is credited.
+pub fn remover<'m>(
+    candidates: &[(&'m Mark, bool)],
+    mut allowed: impl FnMut(&Mark) -> bool,
+) -> Option<&'m Mark> {
+    candidates
+        .iter()
+        .find(|(m, _)| allowed(m))
+        .filter(|(_, credited)| *credited)
+        .map(|(m, _)| *m)
+}
+
+/// Every credited one of the [`candidates`]: what the history is told when the users cannot be
+/// asked (crediting more marks only makes the guard refuse more).
+#[cfg(test)]
 pub fn removers<'m>(
     marks: &'m [Mark],
     name: &[u8],
     e: &Entry,
     arrived: Option<u64>,
 ) -> Vec<&'m Mark> {
-    let mut out = Vec::new();
-    for m in marks.iter().filter(|m| m.covers(name, e)) {
-        if credits(m, name, e, arrived) {
-            out.push(m);
-        }
-        if m.user.is_none() {
-            break;
-        }
-    }
-    out
+    candidates(marks, name, e, arrived)
+        .into_iter()
+        .filter(|(_, credited)| *credited)
+        .map(|(m, _)| m)
+        .collect()
 }
 
 /// Whether the guard's history credits the mark `m`, which covers the entry `e` under `name`,
@@ -619,6 +646,14 @@ mod tests {
         assert!(removers(&alias, b"y", &e, None).is_empty());
         // Arrived under x when mark 4 was the newest: only the newer marks count there.
         assert_eq!(seqs(removers(&marks[1..], b"x", &e, Some(4))), vec![5]);
+        // Asked: the first covering mark whose user may delete it removed it, and is credited
+        // when it selects and cascades (4); one that selects without cascading (3) is not, and
+        // nor is any mark after it.
+        let c = candidates(&marks[1..], b"x", &e, None);
+        let narrow_may = |m: &Mark| m.user.is_none() || m.gen == 4;
+        assert_eq!(remover(&c, narrow_may).map(|m| m.seq), Some(4));
+        assert_eq!(remover(&c, |_| true).map(|m| m.seq), None);
+        assert_eq!(remover(&c, |m| m.user.is_none()).map(|m| m.seq), Some(5));
     }
 
     #[test]
