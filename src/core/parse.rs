@@ -20,15 +20,26 @@ pub fn parse_i64(arg: &[u8]) -> Result<i64> {
     if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
         return Err(CacheError::NotInteger);
     }
+    // Eighteen digits cannot overflow a u64; only those past them are checked. No error is
+    // made unless one is returned (`ok_or` would make and drop one per digit).
+    let (head, tail) = digits.split_at(digits.len().min(18));
     let mut n: u64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
+    for &b in head {
+        let digit = b.wrapping_sub(b'0');
+        if digit >= 10 {
             return Err(CacheError::NotInteger);
         }
-        n = n
+        n = n * 10 + u64::from(digit);
+    }
+    for &b in tail {
+        let digit = b.wrapping_sub(b'0');
+        match n
             .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(b - b'0')))
-            .ok_or(CacheError::NotInteger)?;
+            .and_then(|n| n.checked_add(u64::from(digit)))
+        {
+            Some(next) if digit < 10 => n = next,
+            _ => return Err(CacheError::NotInteger),
+        }
     }
     if negative {
         // Down to i64::MIN, whose magnitude is one past i64::MAX.
@@ -142,7 +153,9 @@ fn set_option<'a>(
     let single = cmd == SET;
     let opt = args[i];
     let next = args.get(i + 1).copied();
-    if ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| eq(opt, w)) {
+    // The first letter picks the one word to compare with (every CACHE.SET parses its options).
+    let first = opt.first().map_or(0, u8::to_ascii_uppercase);
+    if matches!(first, b'E' | b'P') && ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| eq(opt, w)) {
         let n = next.ok_or(CacheError::Syntax)?;
         if seen.ttl {
             return Err(CacheError::Syntax);
@@ -151,14 +164,14 @@ fn set_option<'a>(
         out.expiry = Expiry::At(deadline(opt, n, now_ms, cmd)?);
         out.relative_ttl = eq(opt, "EX") || eq(opt, "PX");
         Ok(i + 2)
-    } else if single && eq(opt, "KEEPTTL") {
+    } else if first == b'K' && single && eq(opt, "KEEPTTL") {
         if seen.ttl {
             return Err(CacheError::Syntax);
         }
         seen.ttl = true;
         out.expiry = Expiry::Keep;
         Ok(i + 1)
-    } else if single && (eq(opt, "NX") || eq(opt, "XX")) {
+    } else if matches!(first, b'N' | b'X') && single && (eq(opt, "NX") || eq(opt, "XX")) {
         if seen.cond {
             return Err(CacheError::Syntax);
         }
@@ -169,8 +182,8 @@ fn set_option<'a>(
             Condition::IfExists
         };
         Ok(i + 1)
-    } else if eq(opt, "TAGS") || eq(opt, "DEPENDS") {
-        let is_tags = eq(opt, "TAGS");
+    } else if (first == b'T' && eq(opt, "TAGS")) || (first == b'D' && eq(opt, "DEPENDS")) {
+        let is_tags = first == b'T';
         let given = if is_tags {
             &mut seen.tags
         } else {
@@ -187,14 +200,14 @@ fn set_option<'a>(
             out.deps = names;
         }
         Ok(i + 1 + used)
-    } else if eq(opt, "META") {
+    } else if first == b'M' && eq(opt, "META") {
         let json = next.ok_or(CacheError::Syntax)?;
         if out.meta.is_some() {
             return Err(CacheError::Syntax);
         }
         out.meta = Some(parse_meta(json)?);
         Ok(i + 2)
-    } else if single && eq(opt, "GUARD") {
+    } else if first == b'G' && single && eq(opt, "GUARD") {
         let token = next.ok_or(CacheError::Syntax)?;
         if out.guard.is_some() {
             return Err(CacheError::Syntax);
