@@ -7,6 +7,8 @@
 #   CALLS=5000 scripts/bench/callgrind.sh
 #   TAGCACHE_SERVER=/path/to/valkey-server scripts/bench/callgrind.sh
 #   TAGCACHE_MODULE=/path/to/other/libtagcache.so scripts/bench/callgrind.sh   # another build
+#   GUARD_FACTS=600000 scripts/bench/callgrind.sh  # then CACHE.SET ... GUARD over a history of
+#                                                  # that many invalidations (60 s at 10 000/s)
 # The last level of the simulated cache is 1 MiB (this machine's L2 per core), so its misses are
 # what does not stay in L2 across 100 000 keys.
 set -euo pipefail
@@ -23,7 +25,8 @@ calls=${CALLS:-20000}
 keys=50000
 port=$(cd scripts && python3 -c 'from bench import free_port; print(free_port())')
 dir=$(mktemp -d)
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+# KEEP=1 keeps the dumps (callgrind_annotate them by function).
+trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; [ -n "${KEEP:-}" ] && echo "dumps kept in $dir" || rm -rf "$dir"' EXIT
 
 valgrind --tool=callgrind --cache-sim=yes --LL=1048576,8,64 --instr-atstart=no \
     --callgrind-out-file="$dir/out" "$server" --port "$port" --save '' --dir "$dir" \
@@ -66,6 +69,51 @@ for name in "${names[@]}"; do
     callgrind_control -d "$name" "$vg" >/dev/null 2>&1
     echo "$name $i" >>"$dir/order"
 done
+
+# The stale-set guard (issue 25): CACHE.SET with and without GUARD once the history holds
+# GUARD_FACTS invalidations (one tag each, none selecting the entries written). A fresh token
+# has seen them all (the check's fast path); an old one, taken before them, is checked against
+# the history: its key, tags and namespaces looked up.
+guard_facts=${GUARD_FACTS:-0}
+if [ "$guard_facts" -gt 0 ]; then
+    # Kept whole however slowly valgrind builds it: the old token stays one the node vouches for.
+    redis-cli -p "$port" config set cache.guard-max-bytes $((1 << 30)) >/dev/null
+    redis-cli -p "$port" config set cache.guard-window-ms 86400000 >/dev/null
+    old_token=$(redis-cli -p "$port" cache.token)
+    python3 - "$port" "$guard_facts" <<'PY'
+import sys
+sys.path.insert(0, "scripts")
+from bench import Resp
+port, n = int(sys.argv[1]), int(sys.argv[2])
+c = Resp(port)
+for start in range(0, n, 10000):
+    c.pipeline([["CACHE.INVALIDATE", "DEPTH", "0", "TAG", "inv:%d" % i]
+                for i in range(start, min(n, start + 10000))])
+PY
+    fresh_token=$(redis-cli -p "$port" cache.token)
+    # Entries rewritten as they are (1 000 keys, the same three tags), so that every call does
+    # the same work: the main runs above draw a new item tag per call, whose relinking moves the
+    # count by a few percent from run to run. The plain CACHE.SET runs before and after the
+    # guarded ones; how far apart they are is the noise.
+    gspec="CACHE.SET g:__rand_int__ $value TAGS 3 tag:a tag:b tag:c"
+    # shellcheck disable=SC2086
+    redis-benchmark -p "$port" -P 16 -c 10 -n 20000 -r 1000 -q $gspec >/dev/null
+    spec["CACHE.SET/history"]="$gspec"
+    spec["CACHE.SET/again"]="$gspec"
+    spec["GUARD/fresh"]="$gspec GUARD $fresh_token"
+    spec["GUARD/old"]="$gspec GUARD $old_token"
+    for name in "CACHE.SET/history" "GUARD/fresh" "GUARD/old" "CACHE.SET/again"; do
+        i=$((i + 1))
+        callgrind_control -i on "$vg" >/dev/null 2>&1
+        # shellcheck disable=SC2086
+        redis-benchmark -p "$port" -P 16 -c 10 -n "$calls" -r 1000 -q ${spec[$name]} >/dev/null
+        callgrind_control -i off "$vg" >/dev/null 2>&1
+        callgrind_control -d "guard$i" "$vg" >/dev/null 2>&1
+        echo "$name $i" >>"$dir/order"
+    done
+    accepted=$(redis-cli -p "$port" cache.stats json | python3 -c 'import json,sys; print(json.load(sys.stdin)["guard"]["accepted"])')
+    echo "guarded sets accepted: $accepted of $((2 * calls))"
+fi
 redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
 wait "$vg" || true
 
@@ -85,8 +133,15 @@ for name, i in order:
     counts = [int(x.replace(",", "")) for x in re.findall(r"([\d,]+) \(", totals)]
     row = dict(zip(events, counts))
     figures[name] = {k: row.get(k, 0) / calls for k in ("Ir", "D1mr", "DLmr")}
-    print("%-10s %8.0f instructions  %6.1f L1 data read misses  %5.1f 1 MiB LL data read misses  per call"
+    print("%-18s %8.0f instructions  %6.1f L1 data read misses  %5.1f 1 MiB LL data read misses  per call"
           % (name, figures[name]["Ir"], figures[name]["D1mr"], figures[name]["DLmr"]))
+if "GUARD/old" in figures:
+    plains = [figures[k]["Ir"] for k in ("CACHE.SET/history", "CACHE.SET/again")]
+    plain = sum(plains) / 2
+    print("instructions GUARD/plain CACHE.SET (goal <= 1.10): fresh token %.3f  old token %.3f"
+          "  (the two plain runs differ by %.1f%%)"
+          % (figures["GUARD/fresh"]["Ir"] / plain, figures["GUARD/old"]["Ir"] / plain,
+             100.0 * abs(plains[0] - plains[1]) / plain))
 for ours, floor, plain in (("CACHE.GET", "FLOOR.GET", "GET"), ("CACHE.SET", "FLOOR.SET", "SET")):
     print("instructions %s/%s %.2f  %s/%s %.2f" % (
         plain, ours, figures[plain]["Ir"] / figures[ours]["Ir"],
