@@ -16,6 +16,11 @@
 //! reached. A check costs a few lookups per name of the new entry, plus the patterns since the
 //! token.
 //!
+//! **Names as hashes.** Every name but a pattern is kept as its 64-bit hash, keyed at random per
+//! node (`NameHash`): a fact then costs the same whatever its name's length, and no name is
+//! copied. Two names with the same hash (about one chance in 2^64 per pair) count as one: a
+//! guarded write may then be refused for the other name's invalidation, never accepted wrongly.
+//!
 //! **Users.** An invalidation by a user restricted by ACL key patterns selects only the keys that
 //! user may delete, so each fact keeps its user (None: one who may delete every key, or no
 //! user), and each name keeps its newest sequence number per user. A fact of a user refuses a
@@ -24,10 +29,11 @@
 //! so a change of rights since must not let it refuse less: `acl_changed` makes every fact
 //! recorded before it count as anyone's (refusing whatever its selector picks).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use ahash::AHashMap;
+use smallvec::SmallVec;
 
 use super::glob::Glob;
 use super::index::Selector;
@@ -40,26 +46,58 @@ const SEQ_BITS: u32 = 32;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 /// Epochs are 31 bits: a token is a positive 63-bit integer.
 const EPOCH_MASK: u64 = (1 << 31) - 1;
-/// What a remembered name costs besides its bytes, for the memory bound: its FIFO slot, its map
-/// slot and the allocation of its users' list, the tables up to twice the room they use, and
-/// the allocator's rounding of the two copies of the name. Measured: removed keys of 14 bytes
-/// take about 270 B each in `heap_bytes` (`scripts/bench.sh return`, 1 000 000 of them).
-const OVERHEAD: u64 = 240;
-/// What a fact's user costs besides its name's bytes (its share of the name, a slot's entry).
+/// What a fact costs for the memory bound (a pattern adds its bytes), at the most its tables
+/// hold for it: its map slot (and control byte) in a map just grown (7/16 full), and its FIFO
+/// slot in a queue just grown (half full). So the history's heap (`heap_bytes`) stays under the
+/// bound. 192 B on x86-64, where the copies of a name made it 240 B and twice its length.
+const OVERHEAD: u64 =
+    ((std::mem::size_of::<(Name, Slot)>() + 1) * 16 / 7 + 2 * std::mem::size_of::<Trace>()) as u64;
+/// What a fact's user costs besides its name's bytes (its share of the name, a slot's entry
+/// spilled out of line).
 const USER_OVERHEAD: u64 = 24;
 
 /// Who made an invalidation: None for a user who may delete every key (or no user); else the
 /// user's name, shared by the facts of one invalidation.
 pub type User = Option<Arc<[u8]>>;
 
-/// The bytes a fact of `name` by `user` counts for in the memory bound.
-fn cost(name: &[u8], user: &User) -> u64 {
-    2 * name.len() as u64 + OVERHEAD + user.as_ref().map_or(0, |u| u.len() as u64 + USER_OVERHEAD)
+/// The bytes a fact of `kind` (`name`: its pattern) by `user` counts for in the memory bound.
+fn cost(kind: Kind, name: &[u8], user: &User) -> u64 {
+    let text = if kind == Kind::Pattern {
+        name.len() as u64
+    } else {
+        0
+    };
+    text + OVERHEAD + user.as_ref().map_or(0, |u| u.len() as u64 + USER_OVERHEAD)
 }
 
-/// The newest sequence numbers that selected one name, one per user (None: anyone's).
+/// A name's key in the history's maps: its hash, keyed at random per node.
+type Name = u64;
+
+/// The maps' keys are hashes already: the map uses them as they are.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the key is a u64); anything else is folded in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type NameMap = HashMap<Name, Slot, BuildHasherDefault<PassThrough>>;
+
+/// The newest sequence numbers that selected one name, one per user (None: anyone's). One user
+/// (the usual case) is kept in line.
 #[derive(Debug, Default)]
-struct Slot(Vec<(User, u64)>);
+struct Slot(SmallVec<[(User, u64); 1]>);
 
 impl Slot {
     /// Records `seq` by `user`; a restricted user's fact from before `trust_from` (the last ACL
@@ -115,11 +153,12 @@ pub enum Refusal {
 struct Trace {
     seq: u64,
     at_ms: i64,
-    db: usize,
+    /// The name's hash (nothing for ALL; a pattern is in `DbHistory::patterns`).
+    name: Name,
+    db: u32,
     kind: Kind,
-    name: Vec<u8>,
     /// What it counts for in the memory bound.
-    cost: u64,
+    cost: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +174,11 @@ enum Kind {
 
 #[derive(Debug, Default)]
 struct DbHistory {
-    keys: AHashMap<Vec<u8>, Slot>,
-    tags: AHashMap<Vec<u8>, Slot>,
-    resources: AHashMap<Vec<u8>, Slot>,
-    namespaces: AHashMap<Vec<u8>, Slot>,
-    removed: AHashMap<Vec<u8>, Slot>,
+    keys: NameMap,
+    tags: NameMap,
+    resources: NameMap,
+    namespaces: NameMap,
+    removed: NameMap,
     all: Slot,
     /// Oldest first.
     patterns: VecDeque<(u64, Vec<u8>, User)>,
@@ -148,7 +187,7 @@ struct DbHistory {
 }
 
 impl DbHistory {
-    fn map(&mut self, kind: Kind) -> Option<&mut AHashMap<Vec<u8>, Slot>> {
+    fn map(&mut self, kind: Kind) -> Option<&mut NameMap> {
         match kind {
             Kind::Key => Some(&mut self.keys),
             Kind::Tag => Some(&mut self.tags),
@@ -273,6 +312,8 @@ pub struct History {
     dbs: Vec<DbHistory>,
     fifo: VecDeque<Trace>,
     bytes: u64,
+    /// Hashes names (`Name`), keyed at random when the history is made.
+    hasher: ahash::RandomState,
     pub stats: GuardStats,
 }
 
@@ -288,6 +329,7 @@ impl History {
             dbs: Vec::new(),
             fifo: VecDeque::new(),
             bytes: 0,
+            hasher: ahash::RandomState::new(),
             stats: GuardStats::default(),
         };
         h.new_epoch(seed);
@@ -359,8 +401,16 @@ impl History {
         }
     }
 
+    fn name(&self, name: &[u8]) -> Name {
+        self.hasher.hash_one(name)
+    }
+
     fn remember(&mut self, db: usize, seq: u64, kind: Kind, name: &[u8], user: &User, now_ms: i64) {
         let trust_from = self.trust_from;
+        let hash = match kind {
+            Kind::Pattern | Kind::All => 0,
+            _ => self.name(name),
+        };
         let d = self.db(db);
         d.newest = d.newest.max(seq);
         match kind {
@@ -369,26 +419,19 @@ impl History {
             Kind::Pattern => d.patterns.push_back((seq, name.to_vec(), user.clone())),
             _ => {
                 if let Some(m) = d.map(kind) {
-                    match m.get_mut(name) {
-                        Some(slot) => slot.record(user, seq, trust_from),
-                        None => {
-                            let mut slot = Slot::default();
-                            slot.record(user, seq, trust_from);
-                            m.insert(name.to_vec(), slot);
-                        }
-                    }
+                    m.entry(hash).or_default().record(user, seq, trust_from);
                 }
             }
         }
-        let cost = cost(name, user);
+        let cost = cost(kind, name, user);
         self.bytes += cost;
         self.fifo.push_back(Trace {
             seq,
             at_ms: now_ms,
-            db,
+            name: hash,
+            db: u32::try_from(db).unwrap_or(u32::MAX),
             kind,
-            name: name.to_vec(),
-            cost,
+            cost: u32::try_from(cost).unwrap_or(u32::MAX),
         });
     }
 
@@ -450,11 +493,11 @@ impl History {
             let Some(t) = self.fifo.pop_front() else {
                 break;
             };
-            self.bytes = self.bytes.saturating_sub(t.cost);
+            self.bytes = self.bytes.saturating_sub(u64::from(t.cost));
             self.floor = self.floor.max(t.seq + 1);
             // Tokens at or before `t.seq` are refused from now on: every fact of the name at or
             // before it can go.
-            if let Some(d) = self.dbs.get_mut(t.db) {
+            if let Some(d) = self.dbs.get_mut(t.db as usize) {
                 match t.kind {
                     Kind::All => {
                         d.all.trim(t.seq);
@@ -483,7 +526,7 @@ impl History {
     /// the rehash moves few names), so that memory returns after a large invalidation leaves
     /// the window.
     pub fn shrink(&mut self) {
-        fn map(m: &mut AHashMap<Vec<u8>, Slot>) {
+        fn map(m: &mut NameMap) {
             let len = m.len();
             if m.capacity() > 64 && len * 8 < m.capacity() {
                 m.shrink_to(len * 2);
@@ -513,18 +556,17 @@ impl History {
     /// The heap the history takes: its names and its tables by capacity (what `bytes` bounds,
     /// with the spare room the tables keep until `shrink`).
     pub fn heap_bytes(&self) -> u64 {
-        // The names (and users) as the bound counts them, without the per-fact estimate.
+        // The patterns and users as the bound counts them, without the per-fact estimate (a
+        // name's second user spills its slot out of line: `USER_OVERHEAD` counts for that).
         let names = self.bytes.saturating_sub(OVERHEAD * self.fifo.len() as u64);
-        let slot = std::mem::size_of::<(Vec<u8>, Slot)>() + 1;
-        // A name's users: one (sequence, user) pair each, in an allocation of its own.
-        let pair = std::mem::size_of::<(User, u64)>();
+        let slot = std::mem::size_of::<(Name, Slot)>() + 1;
         let tables: usize = self
             .dbs
             .iter()
             .map(|d| {
                 [&d.keys, &d.tags, &d.resources, &d.namespaces, &d.removed]
                     .iter()
-                    .map(|m| m.capacity() * slot + m.len() * pair)
+                    .map(|m| m.capacity() * slot)
                     .sum::<usize>()
                     + d.patterns.capacity() * std::mem::size_of::<(u64, Vec<u8>, User)>()
             })
@@ -536,6 +578,7 @@ impl History {
     pub fn swap(&mut self, a: usize, b: usize) {
         self.db(a.max(b));
         self.dbs.swap(a, b);
+        let (a, b) = (a as u32, b as u32);
         for t in self.fifo.iter_mut() {
             if t.db == a {
                 t.db = b;
@@ -566,8 +609,8 @@ impl History {
     /// user's fact refuses only when the user may delete `key` (and, for a removed dependency,
     /// the dependency).
     #[allow(clippy::too_many_arguments)]
-    pub fn check<'a>(
-        &self,
+    pub fn check<'a, 's>(
+        &'s self,
         db: usize,
         token: i64,
         key: &[u8],
@@ -596,6 +639,14 @@ impl History {
             }
             return Ok(());
         };
+        // A name's slot in a map (its hash made only when the map holds any).
+        let look = |m: &'s NameMap, name: &[u8]| {
+            if m.is_empty() {
+                None
+            } else {
+                m.get(&self.name(name))
+            }
+        };
         // A fact of a name since the token that selects `key`.
         let mut since = |slot: Option<&Slot>, also: Option<&[u8]>| {
             slot.is_some_and(|slot| {
@@ -609,24 +660,24 @@ impl History {
         if since(Some(&d.all), None) {
             return refuse("all", b"");
         }
-        if since(d.keys.get(key), None) {
+        if since(look(&d.keys, key), None) {
             return refuse("key", key);
         }
         for tag in tags {
-            if since(d.tags.get(tag), None) {
+            if since(look(&d.tags, tag), None) {
                 return refuse("tag", tag);
             }
         }
         for (i, _) in key.iter().enumerate().filter(|(_, &b)| b == b':') {
-            if since(d.namespaces.get(&key[..i]), None) {
+            if since(look(&d.namespaces, &key[..i]), None) {
                 return refuse("namespace", &key[..i]);
             }
         }
         for dep in deps {
-            if since(d.resources.get(dep), None) {
+            if since(look(&d.resources, dep), None) {
                 return refuse("dependents", dep);
             }
-            if since(d.removed.get(dep), Some(dep)) || covered(dep).is_some_and(|s| s >= from) {
+            if since(look(&d.removed, dep), Some(dep)) || covered(dep).is_some_and(|s| s >= from) {
                 return refuse("cascade", dep);
             }
         }
@@ -851,6 +902,39 @@ mod tests {
     }
 
     #[test]
+    fn a_fact_costs_the_same_whatever_its_names_length() {
+        let mut h = History::new(3);
+        let t = h.token();
+        let s = h.begin(3);
+        let long = vec![b'k'; 4096];
+        h.removed(0, s, &long, None, 0);
+        assert_eq!(h.bytes(), OVERHEAD);
+        h.removed(0, s, b"k", None, 0);
+        assert_eq!(h.bytes(), 2 * OVERHEAD);
+        // A pattern keeps its text.
+        h.selected(0, s, &Selector::Pattern(b("p:*")), None, 0);
+        assert_eq!(h.bytes(), 3 * OVERHEAD + 3);
+        assert!(
+            h.heap_bytes() <= h.bytes() + 64 * OVERHEAD,
+            "{}",
+            h.heap_bytes()
+        );
+        // Kept by hash, found by name.
+        let long = String::from_utf8(long).unwrap();
+        assert!(matches!(
+            check(&h, t, "x", &[], &[&long]),
+            Err(Refusal::Selected("cascade", _))
+        ));
+        assert!(matches!(
+            check(&h, t, "x", &[], &["k"]),
+            Err(Refusal::Selected("cascade", _))
+        ));
+        assert_eq!(check(&h, t, "x", &[], &["kk"]), Ok(()));
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(OVERHEAD, 192);
+    }
+
+    #[test]
     fn the_memory_bound_drops_the_oldest_facts_first() {
         let mut h = History::new(9);
         let first = h.token();
@@ -867,7 +951,7 @@ mod tests {
         let mid = h.token();
         let s = h.begin(9);
         h.selected(0, s, &Selector::Tags(vec![b("last")]), None, 0);
-        let one = 2 * 4 + OVERHEAD;
+        let one = OVERHEAD;
         h.trim(0, 60_000, one, usize::MAX);
         assert_eq!(h.len(), 1);
         assert!(h.bytes() <= one);
@@ -1005,7 +1089,10 @@ mod tests {
             vec![(b("narrow"), b("app:2")), (b("narrow"), b("app:1"))]
         );
         // The user's name is counted in the bound, and trimmed with its facts.
-        assert_eq!(h.bytes(), cost(b"app:1", &Some(Arc::from(&b"narrow"[..]))));
+        assert_eq!(
+            h.bytes(),
+            cost(Kind::Key, b"app:1", &Some(Arc::from(&b"narrow"[..])))
+        );
         h.trim(10, 1, 0, usize::MAX);
         assert_eq!((h.bytes(), h.len()), (0, 0));
     }
