@@ -712,12 +712,11 @@ fn apply(
         cluster::capture(&reached, hops);
         // An entry written later that depends on a removed key (with hops left) would have
         // been reached: the guard refuses it.
-        let frontier = reached.frontier(hops);
         crate::history::removed(
             db,
             seq,
             access.map(Access::name),
-            frontier.iter().map(|(k, _)| k.as_slice()),
+            reached.frontier_keys(hops).map(|(k, _)| k),
         );
     }
     let deleted = &reached.keys;

@@ -220,12 +220,11 @@ pub fn soft(
     replicate_marks(ctx, marked);
     if !matches!(selector, Selector::All) {
         let hops = depth.unwrap_or_else(config::max_cascade_depth);
-        let frontier = reached.frontier(hops);
         crate::history::removed(
             db,
             seq,
             access.map(Access::name),
-            frontier.iter().map(|(k, _)| k.as_slice()),
+            reached.frontier_keys(hops).map(|(k, _)| k),
         );
     }
     if denied > 0 {

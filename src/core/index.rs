@@ -1042,15 +1042,26 @@ impl Reach {
     /// The keys reached with fewer than `depth` hops, each with the hops left after it: the
     /// resources whose dependents elsewhere (on another shard) the cascade still reaches.
     pub fn frontier(&self, depth: u32) -> Vec<(Vec<u8>, u32)> {
-        let mut out = Vec::new();
-        for (hop, &start) in self.hops.iter().enumerate() {
-            let end = self.hops.get(hop + 1).copied().unwrap_or(self.keys.len());
-            let Some(left) = depth.checked_sub(hop as u32).filter(|&l| l > 0) else {
-                break;
-            };
-            out.extend(self.keys[start..end].iter().map(|k| (k.clone(), left)));
-        }
-        out
+        self.frontier_keys(depth)
+            .map(|(k, left)| (k.to_vec(), left))
+            .collect()
+    }
+
+    /// [`Reach::frontier`] without copying the keys.
+    pub fn frontier_keys(&self, depth: u32) -> impl Iterator<Item = (&[u8], u32)> + '_ {
+        self.hops
+            .iter()
+            .enumerate()
+            .map_while(move |(hop, &start)| {
+                let end = self.hops.get(hop + 1).copied().unwrap_or(self.keys.len());
+                let left = depth.checked_sub(hop as u32).filter(|&l| l > 0)?;
+                Some(
+                    self.keys[start..end]
+                        .iter()
+                        .map(move |k| (k.as_slice(), left)),
+                )
+            })
+            .flatten()
     }
 }
 
