@@ -122,12 +122,6 @@ fn sh(db: i64, kind: &str, pattern: &str, depth: i64, ctx: Option<&str>, coalesc
     )
 }
 
-/// `CACHE.STATS JSON`, parsed.
-fn stats(c: &mut Connection) -> J {
-    let raw = text(&ok(c, &["CACHE.STATS", "JSON"]));
-    serde_json::from_str(&raw).unwrap_or_else(|e| panic!("CACHE.STATS JSON: {e}: {raw}"))
-}
-
 /// `patterns.by_strategy.<name>` of CACHE.STATS (0 when the strategy was never counted).
 fn by_strategy(c: &mut Connection, name: &str) -> u64 {
     let j = stats(c);
@@ -144,17 +138,6 @@ fn stat(c: &mut Connection, name: &str) -> u64 {
     j.get(name)
         .and_then(J::as_u64)
         .unwrap_or_else(|| panic!("no {name} in {j}"))
-}
-
-/// A numeric field of `INFO cache`.
-fn info_cache(c: &mut Connection, name: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("cache").query(c).expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-        .unwrap_or_else(|| panic!("no {name} in INFO cache:\n{info}"))
-        .trim()
-        .parse()
-        .expect("a number")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,8 +10,6 @@
 mod common;
 use common::*;
 
-use serde_json::Value as J;
-
 fn a(s: &str) -> Vec<&str> {
     s.split_whitespace().collect()
 }
@@ -44,11 +42,6 @@ fn stale_ms(c: &mut Connection, key: &str) -> i64 {
         .into_iter()
         .find(|(k, _)| k == "stale_ms")
         .map_or(-1, |(_, v)| int(&v))
-}
-
-fn stats(c: &mut Connection) -> J {
-    let s = String::from_utf8(bytes(&ok(c, &["CACHE.STATS", "JSON"])).expect("json")).unwrap();
-    serde_json::from_str(&s).expect("valid JSON")
 }
 
 fn soft_stat(c: &mut Connection, name: &str) -> i64 {

@@ -83,20 +83,20 @@ fn the_cascade_refuses_dependents_of_what_it_removed_within_its_depth() {
     entry(&mut c, "a", &["t"], &[]);
     entry(&mut c, "b", &[], &["a"]);
     let t = token(&mut c);
-    assert_eq!(int(&ok(&mut c, &a("CACHE.INVALIDATE DEPTH 2 TAG t"))), 2);
+    assert_eq!(int(&send(&mut c, "CACHE.INVALIDATE DEPTH 2 TAG t")), 2);
     assert!(!guarded(&mut c, "b v DEPENDS 1 a", t), "depth 1: b again");
     assert!(!guarded(&mut c, "c v DEPENDS 1 b", t), "depth 2: on b");
     // Depth 1 reaches b but not what would depend on b.
     entry(&mut c, "a", &["t"], &[]);
     entry(&mut c, "b", &[], &["a"]);
     let t = token(&mut c);
-    assert_eq!(int(&ok(&mut c, &a("CACHE.INVALIDATE DEPTH 1 TAG t"))), 2);
+    assert_eq!(int(&send(&mut c, "CACHE.INVALIDATE DEPTH 1 TAG t")), 2);
     assert!(!guarded(&mut c, "b v DEPENDS 1 a", t));
     assert!(guarded(&mut c, "c v DEPENDS 1 b", t), "past the depth");
     // DEPTH 0: nothing through dependencies.
     entry(&mut c, "a", &["t"], &[]);
     let t = token(&mut c);
-    ok(&mut c, &a("CACHE.INVALIDATE DEPTH 0 TAG t"));
+    send(&mut c, "CACHE.INVALIDATE DEPTH 0 TAG t");
     assert!(guarded(&mut c, "d v DEPENDS 1 a", t));
     verify(&mut c);
 }
@@ -111,8 +111,8 @@ fn expiry_deletion_and_unrelated_invalidations_do_not_refuse() {
     ok(&mut c, &["DEL", "dep"]);
     ok(&mut c, &["PEXPIRE", "gone", "1"]);
     std::thread::sleep(Duration::from_millis(20));
-    ok(&mut c, &a("CACHE.INVALIDATE TAG other"));
-    ok(&mut c, &a("CACHE.SET x y"));
+    send(&mut c, "CACHE.INVALIDATE TAG other");
+    send(&mut c, "CACHE.SET x y");
     assert!(guarded(&mut c, "e1 v TAGS 1 t DEPENDS 2 dep gone", t));
     assert_eq!(guard_stat(&mut c, "accepted"), 1);
     assert_eq!(guard_stat(&mut c, "refused"), 0);
@@ -122,13 +122,13 @@ fn expiry_deletion_and_unrelated_invalidations_do_not_refuse() {
 fn every_strategy_refuses_from_its_selection_on() {
     let s = Server::start();
     let mut c = s.conn();
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    send(&mut c, "CACHE.DEBUG RECLAIM PAUSE");
     // LAZY: from the command's reply, before the reclaimer ran, and after it.
     entry(&mut c, "l1", &["lt"], &[]);
     entry(&mut c, "l2", &["lt"], &[]);
     let t = token(&mut c);
     assert_eq!(
-        int(&ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY TAG lt"))),
+        int(&send(&mut c, "CACHE.INVALIDATE STRATEGY LAZY TAG lt")),
         2
     );
     assert!(!guarded(&mut c, "l1 v TAGS 1 lt", t));
@@ -136,7 +136,7 @@ fn every_strategy_refuses_from_its_selection_on() {
         !guarded(&mut c, "x1 v DEPENDS 1 l2", t),
         "on a covered entry"
     );
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
     eventually("reclaimed", || exists(&mut c, "l2") == 0);
     assert!(
         !guarded(&mut c, "x1 v DEPENDS 1 l2", t),
@@ -147,19 +147,19 @@ fn every_strategy_refuses_from_its_selection_on() {
     // SOFT: from the command on.
     entry(&mut c, "s1", &["st"], &[]);
     let t = token(&mut c);
-    ok(&mut c, &a("CACHE.INVALIDATE STRATEGY SOFT TAG st"));
+    send(&mut c, "CACHE.INVALIDATE STRATEGY SOFT TAG st");
     assert!(!guarded(&mut c, "s1 v TAGS 1 st", t));
     assert!(!guarded(&mut c, "s2 v DEPENDS 1 s1", t));
     // BATCHED: from when it is applied; a token taken while it waits is before it.
     config_set(&mut c, "cache.batch-delay-ms", "5000");
     entry(&mut c, "b1", &["bt"], &[]);
-    ok(&mut c, &a("CACHE.INVALIDATE STRATEGY BATCHED TAG bt"));
+    send(&mut c, "CACHE.INVALIDATE STRATEGY BATCHED TAG bt");
     let waiting = token(&mut c);
     assert!(
         guarded(&mut c, "b2 v TAGS 1 bt", waiting),
         "not applied yet"
     );
-    ok(&mut c, &a("CACHE.PENDING FLUSH"));
+    send(&mut c, "CACHE.PENDING FLUSH");
     assert!(!guarded(&mut c, "b1 v TAGS 1 bt", waiting));
     let now = token(&mut c);
     assert!(guarded(&mut c, "b1 v TAGS 1 bt", now));
@@ -170,12 +170,9 @@ fn every_strategy_refuses_from_its_selection_on() {
 fn a_rule_fired_by_cache_write_refuses_too() {
     let s = Server::start();
     let mut c = s.conn();
-    ok(
-        &mut c,
-        &a("CACHE.RULE SET r ON user INVALIDATE 1 list:{id}"),
-    );
+    send(&mut c, "CACHE.RULE SET r ON user INVALIDATE 1 list:{id}");
     let t = token(&mut c);
-    ok(&mut c, &a("CACHE.WRITE user 7"));
+    send(&mut c, "CACHE.WRITE user 7");
     assert!(!guarded(&mut c, "page v TAGS 1 list:7", t));
     assert!(
         !guarded(&mut c, "u v TAGS 1 user:7", t),
@@ -199,7 +196,7 @@ fn tokens_the_node_cannot_vouch_for_are_refused() {
     // Older than the window: the facts since it are gone, and so is the token.
     config_set(&mut c, "cache.guard-window-ms", "50");
     let old = token(&mut c);
-    ok(&mut c, &a("CACHE.INVALIDATE TAG t"));
+    send(&mut c, "CACHE.INVALIDATE TAG t");
     std::thread::sleep(Duration::from_millis(120));
     let fresh = token(&mut c);
     assert!(!guarded(&mut c, "k v", old), "older than the window");
@@ -247,20 +244,20 @@ fn guard_with_nx_xx_and_the_fetch_lease() {
     assert!(!guarded(&mut c, "missing v XX", t));
     assert_eq!(guard_stat(&mut c, "refused"), 0);
     // FETCH WITHTOKEN: the lease holder's guarded SET ends its lease, stored or refused.
-    let r = list(&ok(&mut c, &a("CACHE.FETCH f LEASE 10000 WITHTOKEN")));
+    let r = list(&send(&mut c, "CACHE.FETCH f LEASE 10000 WITHTOKEN"));
     assert_eq!(r.len(), 3);
     assert_eq!(r[0], Value::Nil);
     assert_eq!(text(&r[1]), "miss");
     let t = int(&r[2]);
     assert_eq!(t, token(&mut c));
-    assert_eq!(text(&list(&ok(&mut c, &a("CACHE.FETCH f")))[1]), "wait");
-    ok(&mut c, &a("CACHE.INVALIDATE KEY f"));
+    assert_eq!(text(&list(&send(&mut c, "CACHE.FETCH f"))[1]), "wait");
+    send(&mut c, "CACHE.INVALIDATE KEY f");
     assert!(!guarded(&mut c, "f old", t));
     // The lease ended: the next caller gets it.
-    let r = list(&ok(&mut c, &a("CACHE.FETCH f WITHTOKEN LEASE 10000")));
+    let r = list(&send(&mut c, "CACHE.FETCH f WITHTOKEN LEASE 10000"));
     assert_eq!(text(&r[1]), "miss");
     assert!(guarded(&mut c, "f new", int(&r[2])));
-    let r = list(&ok(&mut c, &a("CACHE.FETCH f WITHTOKEN")));
+    let r = list(&send(&mut c, "CACHE.FETCH f WITHTOKEN"));
     assert_eq!(
         (bytes(&r[0]), text(&r[1])),
         (Some(b"new".to_vec()), "hit".into())
@@ -288,7 +285,7 @@ fn many_refusals_on_one_tag_are_advised_on() {
     let mut c = s.conn();
     for _ in 0..25 {
         let t = token(&mut c);
-        ok(&mut c, &a("CACHE.INVALIDATE TAG hot"));
+        send(&mut c, "CACHE.INVALIDATE TAG hot");
         assert!(!guarded(&mut c, "k v TAGS 1 hot", t));
     }
     let advice = list(&ok(&mut c, &["CACHE.RECOMMEND"]));
@@ -342,7 +339,7 @@ fn race(s: &Server, use_guard: bool) -> usize {
     let mut inv = s.conn();
     for i in 1..=200 {
         ok(&mut inv, &["SET", "row", &i.to_string()]);
-        ok(&mut inv, &a("CACHE.INVALIDATE DEPENDENTS row"));
+        send(&mut inv, "CACHE.INVALIDATE DEPENDENTS row");
         std::thread::sleep(Duration::from_micros(300));
     }
     stop.store(true, Ordering::Relaxed);
@@ -419,7 +416,7 @@ fn a_promoted_replica_refuses_its_old_masters_tokens() {
 fn a_covered_entry_that_leaves_before_the_reclaimer_still_refuses_its_dependents() {
     let s = Server::start();
     let mut c = s.conn();
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    send(&mut c, "CACHE.DEBUG RECLAIM PAUSE");
     for (i, leave) in [
         "DEL x0",
         "CACHE.SET x1 new",
@@ -430,13 +427,13 @@ fn a_covered_entry_that_leaves_before_the_reclaimer_still_refuses_its_dependents
     .enumerate()
     {
         let x = format!("x{i}");
-        ok(&mut c, &a(&format!("CACHE.SET {x} v TAGS 1 t{i}")));
+        send(&mut c, &format!("CACHE.SET {x} v TAGS 1 t{i}"));
         let t = token(&mut c);
         ok(
             &mut c,
             &a(&format!("CACHE.INVALIDATE STRATEGY LAZY TAG t{i}")),
         );
-        ok(&mut c, &a(leave));
+        send(&mut c, leave);
         std::thread::sleep(Duration::from_millis(5));
         let _ = get(&mut c, &x);
         assert!(
@@ -444,7 +441,7 @@ fn a_covered_entry_that_leaves_before_the_reclaimer_still_refuses_its_dependents
             "after {leave}"
         );
     }
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
     verify(&mut c);
 }
 
@@ -455,11 +452,11 @@ fn the_history_keeps_to_its_memory_bound() {
     let s = Server::start();
     let mut c = s.conn();
     for i in 0..2000 {
-        ok(&mut c, &a(&format!("CACHE.SET k{i} v TAGS 1 t")));
+        send(&mut c, &format!("CACHE.SET k{i} v TAGS 1 t"));
     }
     config_set(&mut c, "cache.guard-max-bytes", "10000");
     let t = token(&mut c);
-    assert_eq!(int(&ok(&mut c, &a("CACHE.INVALIDATE TAG t"))), 2000);
+    assert_eq!(int(&send(&mut c, "CACHE.INVALIDATE TAG t")), 2000);
     assert!(guard_stat(&mut c, "history_bytes") <= 10_000);
     // Past the bound the token is refused, never accepted wrongly.
     assert!(!guarded(&mut c, "y v DEPENDS 1 k5", t));
@@ -468,7 +465,7 @@ fn the_history_keeps_to_its_memory_bound() {
 /// A connection authenticated as `name` (password `pw`).
 /// The user `narrow` (`~app:* +@all -@dangerous`, made through `c`) and a connection as it.
 fn narrow_user(s: &Server, c: &mut Connection) -> Connection {
-    ok(c, &a("ACL SETUSER narrow on >pw ~app:* +@all -@dangerous"));
+    send(c, "ACL SETUSER narrow on >pw ~app:* +@all -@dangerous");
     as_user(s, "narrow")
 }
 
@@ -492,7 +489,7 @@ fn a_restricted_users_invalidation_refuses_only_within_its_reach() {
     let s = Server::start();
     let mut c = s.conn();
     let mut narrow = narrow_user(&s, &mut c);
-    ok(&mut c, &a("ACL SETUSER wide on >pw ~* +@all -@dangerous"));
+    send(&mut c, "ACL SETUSER wide on >pw ~* +@all -@dangerous");
     config_set(&mut c, "cache.batch-delay-ms", "5000");
     let mut wide = as_user(&s, "wide");
     // (the invalidation, the write inside the narrow user's reach, the write outside it)
@@ -518,18 +515,18 @@ fn a_restricted_users_invalidation_refuses_only_within_its_reach() {
         for (inv, inside, outside) in cases {
             for (who, refuses_outside) in [("narrow", false), ("wide", true)] {
                 let what = format!("{who} {strategy} {inv}");
-                ok(&mut c, &a("FLUSHALL"));
-                ok(&mut c, &a("CACHE.SET app:1 v TAGS 1 t DEPENDS 1 row:1"));
-                ok(&mut c, &a("CACHE.SET web:1 v TAGS 1 t DEPENDS 1 row:1"));
+                send(&mut c, "FLUSHALL");
+                send(&mut c, "CACHE.SET app:1 v TAGS 1 t DEPENDS 1 row:1");
+                send(&mut c, "CACHE.SET web:1 v TAGS 1 t DEPENDS 1 row:1");
                 let t = token(&mut c);
                 let inv_conn = if who == "narrow" {
                     &mut narrow
                 } else {
                     &mut wide
                 };
-                ok(inv_conn, &a(&format!("CACHE.INVALIDATE {strategy} {inv}")));
+                send(inv_conn, &format!("CACHE.INVALIDATE {strategy} {inv}"));
                 if strategy.ends_with("BATCHED") {
-                    ok(inv_conn, &a("CACHE.PENDING FLUSH"));
+                    send(inv_conn, "CACHE.PENDING FLUSH");
                 }
                 assert!(!guarded(&mut c, inside, t), "{what}: {inside} stored");
                 assert_eq!(
@@ -541,32 +538,32 @@ fn a_restricted_users_invalidation_refuses_only_within_its_reach() {
         }
     }
     // Rights narrowed after the invalidation: it selected app:2, which is refused still.
-    ok(&mut c, &a("FLUSHALL"));
-    ok(&mut c, &a("CACHE.SET app:2 v TAGS 1 t"));
+    send(&mut c, "FLUSHALL");
+    send(&mut c, "CACHE.SET app:2 v TAGS 1 t");
     let t = token(&mut c);
-    ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
-    ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:1"));
+    send(&mut narrow, "CACHE.INVALIDATE TAG t");
+    send(&mut c, "ACL SETUSER narrow resetkeys ~app:1");
     assert!(!guarded(&mut c, "app:2 v TAGS 1 t", t), "after ACL SETUSER");
     // The same change queued in a transaction, the invalidation made before its EXEC.
-    ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:*"));
-    ok(&mut c, &a("CACHE.SET app:2 v TAGS 1 t"));
+    send(&mut c, "ACL SETUSER narrow resetkeys ~app:*");
+    send(&mut c, "CACHE.SET app:2 v TAGS 1 t");
     let t = token(&mut c);
     let mut admin = s.conn();
-    ok(&mut admin, &a("MULTI"));
+    send(&mut admin, "MULTI");
     let queued: Value = redis::cmd("ACL")
         .arg(&["SETUSER", "narrow", "resetkeys", "~app:1"])
         .query(&mut admin)
         .expect("queued");
     assert_eq!(queued, Value::SimpleString("QUEUED".into()));
-    ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
-    ok(&mut admin, &a("EXEC"));
+    send(&mut narrow, "CACHE.INVALIDATE TAG t");
+    send(&mut admin, "EXEC");
     assert!(!guarded(&mut c, "app:2 v TAGS 1 t", t), "after EXEC");
     // And a user deleted since: refused (the node cannot ask it any more).
-    ok(&mut c, &a("ACL SETUSER narrow resetkeys ~app:*"));
+    send(&mut c, "ACL SETUSER narrow resetkeys ~app:*");
     let t = token(&mut c);
-    ok(&mut narrow, &a("CACHE.INVALIDATE TAG t"));
+    send(&mut narrow, "CACHE.INVALIDATE TAG t");
     drop(narrow);
-    ok(&mut c, &a("ACL DELUSER narrow"));
+    send(&mut c, "ACL DELUSER narrow");
     assert!(!guarded(&mut c, "app:3 v TAGS 1 t", t), "after ACL DELUSER");
     let stats = guard_stat(&mut c, "accepted");
     assert!(stats > 0);
@@ -581,7 +578,7 @@ fn a_restricted_users_invalidation_refuses_only_within_its_reach() {
 fn a_lazy_cascade_refuses_nothing_past_its_last_hop() {
     let s = Server::start();
     let mut c = s.conn();
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    send(&mut c, "CACHE.DEBUG RECLAIM PAUSE");
     for (strategy, depth, leave, refused) in [
         ("LAZY", 1, "", false),
         ("LAZY", 1, "DEL c", false),
@@ -593,7 +590,7 @@ fn a_lazy_cascade_refuses_nothing_past_its_last_hop() {
         ("IMMEDIATE", 2, "", true),
     ] {
         let what = format!("{strategy} DEPTH {depth} {leave}");
-        ok(&mut c, &a("FLUSHALL"));
+        send(&mut c, "FLUSHALL");
         entry(&mut c, "a", &[], &[]);
         entry(&mut c, "c", &[], &["a"]);
         let t = token(&mut c);
@@ -605,7 +602,7 @@ fn a_lazy_cascade_refuses_nothing_past_its_last_hop() {
         ));
         assert_eq!(n, 2, "{what}");
         if !leave.is_empty() {
-            ok(&mut c, &a(leave));
+            send(&mut c, leave);
         }
         assert!(!guarded(&mut c, "a v", t), "{what}: the key itself");
         assert!(!guarded(&mut c, "c v DEPENDS 1 a", t), "{what}: hop 1");
@@ -615,7 +612,7 @@ fn a_lazy_cascade_refuses_nothing_past_its_last_hop() {
             "{what}: on what hop 1 reached"
         );
     }
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
     verify(&mut c);
 }
 
@@ -627,29 +624,29 @@ fn a_flush_before_the_reclaimer_still_refuses_what_the_mark_cascades_to() {
     let s = Server::start();
     let mut c = s.conn();
     let mut narrow = narrow_user(&s, &mut c);
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    send(&mut c, "CACHE.DEBUG RECLAIM PAUSE");
     for flush in ["FLUSHDB", "FLUSHALL", "FLUSHDB ASYNC"] {
         // By a user who may delete every key.
         entry(&mut c, "b:2", &["t"], &[]);
         let t = token(&mut c);
-        ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY TAG t"));
-        ok(&mut c, &a(flush));
+        send(&mut c, "CACHE.INVALIDATE STRATEGY LAZY TAG t");
+        send(&mut c, flush);
         assert!(!guarded(&mut c, "c:1 v DEPENDS 1 b:2", t), "{flush}");
         let after = token(&mut c);
         assert!(guarded(&mut c, "c:2 v DEPENDS 1 b:2", after), "{flush}");
         // By the narrow user: its mark covers app:1 only.
-        ok(&mut c, &a("FLUSHALL"));
+        send(&mut c, "FLUSHALL");
         entry(&mut c, "app:1", &["t"], &[]);
         entry(&mut c, "web:1", &["t"], &[]);
         let t = token(&mut c);
-        ok(&mut narrow, &a("CACHE.INVALIDATE STRATEGY LAZY TAG t"));
-        ok(&mut c, &a(flush));
+        send(&mut narrow, "CACHE.INVALIDATE STRATEGY LAZY TAG t");
+        send(&mut c, flush);
         assert!(!guarded(&mut c, "app:2 v DEPENDS 1 app:1", t), "{flush}");
         assert!(guarded(&mut c, "web:2 v DEPENDS 1 web:1", t), "{flush}");
         assert!(guarded(&mut c, "web:3 v DEPENDS 1 app:1", t), "{flush}");
-        ok(&mut c, &a("FLUSHALL"));
+        send(&mut c, "FLUSHALL");
     }
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
     verify(&mut c);
 }
 
@@ -661,22 +658,22 @@ fn a_flush_before_the_reclaimer_still_refuses_what_the_mark_cascades_to() {
 fn a_covered_entry_under_a_new_name_refuses_nothing_there() {
     let s = Server::start();
     let mut c = s.conn();
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    send(&mut c, "CACHE.DEBUG RECLAIM PAUSE");
     for (arrive, new) in [
         ("COPY b:1 b:2", "b:2"),
         ("COPY b:1 b:2 REPLACE", "b:2"),
         ("RENAME b:1 b:2", "b:2"),
         ("MOVE b:1 1", "b:1"),
     ] {
-        ok(&mut c, &a("FLUSHALL"));
+        send(&mut c, "FLUSHALL");
         entry(&mut c, "b:1", &["t"], &[]);
         entry(&mut c, "r", &[], &["b:1"]);
         if arrive.ends_with("REPLACE") {
             entry(&mut c, "b:2", &[], &[]);
         }
         let t = token(&mut c);
-        ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY TAG t"));
-        ok(&mut c, &a(arrive));
+        send(&mut c, "CACHE.INVALIDATE STRATEGY LAZY TAG t");
+        send(&mut c, arrive);
         if arrive.starts_with("MOVE") {
             select(&mut c, 1);
         }
@@ -688,7 +685,7 @@ fn a_covered_entry_under_a_new_name_refuses_nothing_there() {
         select(&mut c, 0);
         assert!(!guarded(&mut c, "y v DEPENDS 1 b:1", t), "{arrive}: on b:1");
     }
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
     verify(&mut c);
 }
 
@@ -700,21 +697,18 @@ fn the_reclaimer_credits_only_the_mark_that_removed_the_entry() {
     let s = Server::start();
     let mut c = s.conn();
     let mut narrow = narrow_user(&s, &mut c);
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    send(&mut c, "CACHE.DEBUG RECLAIM PAUSE");
     entry(&mut c, "app:2", &[], &[]);
     let t = token(&mut c);
-    ok(
-        &mut narrow,
-        &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN *:2"),
-    );
-    ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN app:?"));
-    assert_eq!(int(&ok(&mut c, &a("CACHE.DEBUG RECLAIM STEP 1"))), 1);
+    send(&mut narrow, "CACHE.INVALIDATE STRATEGY LAZY PATTERN *:2");
+    send(&mut c, "CACHE.INVALIDATE STRATEGY LAZY PATTERN app:?");
+    assert_eq!(int(&send(&mut c, "CACHE.DEBUG RECLAIM STEP 1")), 1);
     assert!(
         guarded(&mut c, "web:1 v DEPENDS 1 app:2", t),
         "out of narrow's reach"
     );
     assert!(!guarded(&mut c, "app:3 v DEPENDS 1 app:2", t), "within it");
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
     verify(&mut c);
 }
 
@@ -726,16 +720,13 @@ fn an_entry_leaving_otherwise_credits_only_the_mark_that_removed_it() {
     let s = Server::start();
     let mut c = s.conn();
     let mut narrow = narrow_user(&s, &mut c);
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+    send(&mut c, "CACHE.DEBUG RECLAIM PAUSE");
     for leave in ["DEL app:2", "RENAME app:2 other:2", "CACHE.SET app:2 new"] {
         entry(&mut c, "app:2", &[], &[]);
         let t = token(&mut c);
-        ok(
-            &mut narrow,
-            &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN *:2"),
-        );
-        ok(&mut c, &a("CACHE.INVALIDATE STRATEGY LAZY PATTERN app:?"));
-        ok(&mut c, &a(leave));
+        send(&mut narrow, "CACHE.INVALIDATE STRATEGY LAZY PATTERN *:2");
+        send(&mut c, "CACHE.INVALIDATE STRATEGY LAZY PATTERN app:?");
+        send(&mut c, leave);
         assert!(
             guarded(&mut c, "web:1 v DEPENDS 1 app:2", t),
             "{leave}: out of narrow's reach"
@@ -744,10 +735,10 @@ fn an_entry_leaving_otherwise_credits_only_the_mark_that_removed_it() {
             !guarded(&mut c, "app:3 v DEPENDS 1 app:2", t),
             "{leave}: within it"
         );
-        ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
-        ok(&mut c, &a("FLUSHALL"));
-        ok(&mut c, &a("CACHE.DEBUG RECLAIM PAUSE"));
+        send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
+        send(&mut c, "FLUSHALL");
+        send(&mut c, "CACHE.DEBUG RECLAIM PAUSE");
     }
-    ok(&mut c, &a("CACHE.DEBUG RECLAIM RESUME"));
+    send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
     verify(&mut c);
 }

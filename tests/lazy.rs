@@ -176,16 +176,6 @@ fn drained(c: &mut Connection) {
     eventually("CACHE.PENDING LAZY empty", || marks(c).is_empty());
 }
 
-/// `CACHE.STATS JSON`, parsed.
-fn stats(c: &mut Connection) -> J {
-    parse_stats(&ok(c, &["CACHE.STATS", "JSON"]))
-}
-
-fn parse_stats(v: &Value) -> J {
-    let raw = text(v);
-    serde_json::from_str(&raw).unwrap_or_else(|e| panic!("CACHE.STATS JSON: {e}: {raw}"))
-}
-
 /// A number at a path of CACHE.STATS JSON, e.g. `["lazy", "reclaimed"]`.
 fn num(j: &J, path: &[&str]) -> u64 {
     let mut v = j;
@@ -210,11 +200,6 @@ fn by_strategy(c: &mut Connection, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no patterns.by_strategy in {j}"));
     assert!(m.is_object(), "by_strategy is not a map: {m}");
     m.get(name).map_or(0, |v| v.as_u64().expect("a count"))
-}
-
-/// A numeric field of `INFO cache`.
-fn info_cache(c: &mut Connection, name: &str) -> u64 {
-    info_field(c, "cache", name).parse().expect("a number")
 }
 
 /// Entries in database 0 that hold the reclaimer there: `n` filler entries, and steps of

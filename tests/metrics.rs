@@ -77,13 +77,6 @@ fn inv(c: &mut Connection, args: &[&str]) -> i64 {
     int(&ok(c, &parts))
 }
 
-/// `CACHE.STATS JSON`, parsed.
-fn stats(c: &mut Connection) -> J {
-    let raw = text(&ok(c, &["CACHE.STATS", "JSON"]));
-    serde_json::from_str(&raw)
-        .unwrap_or_else(|e| panic!("CACHE.STATS JSON does not parse: {e}: {raw}"))
-}
-
 /// A field of a JSON document by dotted path (`rates.last_hour`).
 fn at<'a>(j: &'a J, path: &str) -> &'a J {
     path.split('.').fold(j, |v, k| {

@@ -472,6 +472,31 @@ pub fn sv(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+/// A command written as one line of text, split at spaces (no quoting): its reply, which must
+/// not be an error. `send(c, "CACHE.SET k v TAGS 1 t")`.
+pub fn send(c: &mut Connection, line: &str) -> Value {
+    ok(c, &line.split_whitespace().collect::<Vec<_>>())
+}
+
+/// `CACHE.STATS JSON`, parsed.
+pub fn stats(c: &mut Connection) -> serde_json::Value {
+    parse_stats(&ok(c, &["CACHE.STATS", "JSON"]))
+}
+
+/// A `CACHE.STATS JSON` reply, parsed.
+pub fn parse_stats(v: &Value) -> serde_json::Value {
+    let raw = text(v);
+    serde_json::from_str(&raw).unwrap_or_else(|e| panic!("CACHE.STATS JSON: {e}: {raw}"))
+}
+
+/// A numeric field of `INFO cache` (`cache_entries`, ...).
+pub fn info_cache(c: &mut Connection, name: &str) -> u64 {
+    let value = info_field(c, "cache", name);
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("INFO cache {name} is not a count: {value}"))
+}
+
 pub fn exists(c: &mut Connection, key: &str) -> i64 {
     int(&ok(c, &["EXISTS", key]))
 }
