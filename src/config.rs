@@ -87,9 +87,12 @@ pub static MAX_CASCADE_ENTRIES: IntConfig =
 pub static MAX_REPLY_KEYS: IntConfig = IntConfig::new("max-reply-keys", 20_000, 0, i32::MAX as i64);
 
 /// IMMEDIATE invalidations selecting (or cascading to) at least this many entries run in the
-/// reclaimer's bounded steps, the client blocked until done (0: never).
+/// reclaimer's bounded steps, the client blocked until done (0: never). At once, an entry costs
+/// the server about 1.2 µs by tag and 1.8 µs through a cascade (measured on Redis 7.0 with the
+/// cores shared: 49 000 took 60 and 90 ms), so 20 000 keeps an invalidation run at once within
+/// the 50 ms bound.
 pub static STEPPED_THRESHOLD: IntConfig =
-    IntConfig::new("stepped-threshold", 50_000, 0, i32::MAX as i64);
+    IntConfig::new("stepped-threshold", 20_000, 0, i32::MAX as i64);
 
 /// How long one step works while a client waits for a stepped IMMEDIATE invalidation.
 pub static STEPPED_STEP_US: IntConfig = IntConfig::new("stepped-step-us", 2_000, 50, 100_000);
