@@ -957,7 +957,7 @@ fn arm(ctx: &Context, ms: u64) {
 
 /// Whether a cluster-wide command changes anything (an unknown one is taken to).
 fn command_writes(name: &[u8]) -> bool {
-    crate::commands::cluster_command(name).is_none_or(|(_, writes)| writes)
+    crate::registry::cluster_command(name).is_none_or(|(_, writes)| writes)
 }
 
 /// Whether the cluster-wide command an answer belongs to writes (false once it is gone).
@@ -1094,7 +1094,7 @@ fn execute(ctx: &Context, req: &Request, holder: Option<&str>) -> Answer {
             let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
             let handler = argv
                 .first()
-                .and_then(|n| crate::commands::cluster_command(n))
+                .and_then(|n| crate::registry::cluster_command(n))
                 .map(|(h, _)| h);
             match handler {
                 None => Err("ERR unknown cluster-wide command".into()),

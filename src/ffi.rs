@@ -2,7 +2,7 @@
 //! notifications. Nothing here may panic across the boundary or touch shared state from a
 //! background thread (`free` may run on the lazy-free thread).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::mem::ManuallyDrop;
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -16,6 +16,7 @@ use crate::core::index::hash_key;
 use crate::core::lazy::Lazy;
 use crate::core::metrics::{Field, Removal};
 use crate::core::rules::Rules;
+use crate::registry::{Command, Form};
 use crate::server;
 use crate::state;
 
@@ -865,141 +866,83 @@ pub unsafe fn call_command(
     raw::REDISMODULE_OK as c_int
 }
 
-/// The server's command callbacks: each runs its handler (in `commands` or `fetch`) through
-/// `commands::run` on borrowed arguments, timing the ones named with an `Op`.
-macro_rules! commands {
-    ($($name:ident => $handler:path $(as $op:ident)?),* $(,)?) => {
-        $(
-        /// # Safety
-        /// Called by the server with a command's arguments.
-        pub unsafe extern "C" fn $name(
-            ctx: *mut raw::RedisModuleCtx,
-            argv: *mut *mut raw::RedisModuleString,
-            argc: c_int,
-        ) -> c_int {
-            call_command(ctx, argv, argc, |ctx, args| {
-                #[allow(unused_mut, unused_assignments)]
-                let mut op = None;
-                $(op = Some(crate::core::metrics::Op::$op);)?
-                crate::commands::run(ctx, args, $handler, op)
-            })
-        })*
-    };
-}
-
-/// CACHE.MSET, whose keys are found by parsing (`getkeys-api`): asked for key positions, it
-/// names each entry's key as read-write (as CACHE.SET's key spec does); else it runs.
+/// Whether the server calls a `getkeys-api` command only to learn its key positions.
 ///
 /// # Safety
-/// Called by the server with a command's arguments.
-pub unsafe extern "C" fn mset(
+/// The server's context of a command call.
+pub unsafe fn keys_position_request(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: the server's context of the current command call.
+    raw::RedisModule_IsKeysPositionRequest.is_some_and(|f| unsafe { f(ctx) } != 0)
+}
+
+/// CACHE.MSET's key positions (its keys are found by parsing, `getkeys-api`): names each
+/// entry's key as read-write, as CACHE.SET's key spec does.
+///
+/// # Safety
+/// Called with the server's arguments of a key-position request.
+pub unsafe fn mset_key_positions(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
 ) -> c_int {
-    if raw::RedisModule_IsKeysPositionRequest.is_some_and(|f| f(ctx) != 0) {
-        guard((), || {
-            let given: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
-                Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
-                _ => &[],
-            };
-            let words: SmallVec<[&[u8]; 16]> = given
-                .iter()
-                .map(|&s| RedisString::string_as_slice(s))
-                .collect();
-            let write = (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
-            for at in crate::commands::mset_keys(&words) {
-                let at = c_int::try_from(at).unwrap_or(c_int::MAX);
-                match (
-                    raw::RedisModule_KeyAtPosWithFlags,
-                    raw::RedisModule_KeyAtPos,
-                ) {
-                    (Some(with_flags), _) => with_flags(ctx, at, write),
-                    (None, Some(plain)) => plain(ctx, at),
-                    (None, None) => {}
-                }
+    guard((), || {
+        let given: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
+            Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
+            _ => &[],
+        };
+        let words: SmallVec<[&[u8]; 16]> = given
+            .iter()
+            .map(|&s| RedisString::string_as_slice(s))
+            .collect();
+        let write = (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
+        for at in crate::commands::mset_keys(&words) {
+            let at = c_int::try_from(at).unwrap_or(c_int::MAX);
+            match (
+                raw::RedisModule_KeyAtPosWithFlags,
+                raw::RedisModule_KeyAtPos,
+            ) {
+                (Some(with_flags), _) => with_flags(ctx, at, write),
+                (None, Some(plain)) => plain(ctx, at),
+                (None, None) => {}
             }
-        });
-        return raw::REDISMODULE_OK as c_int;
-    }
-    call_command(ctx, argv, argc, |ctx, args| {
-        crate::commands::run(
-            ctx,
-            args,
-            crate::commands::cache_mset,
-            Some(crate::core::metrics::Op::Set),
-        )
-    })
+        }
+    });
+    raw::REDISMODULE_OK as c_int
 }
 
-commands! {
-    set => crate::commands::cache_set as Set,
-    get => crate::commands::cache_get,
-    fetch => crate::fetch::cache_fetch,
-    token => crate::history::cache_token,
-    mget => crate::commands::cache_mget,
-    tag => crate::commands::cache_tag,
-    depend => crate::commands::cache_depend,
-    inspect => crate::commands::cache_inspect,
-    invalidate => crate::commands::cache_invalidate as Invalidate,
-    keys => crate::commands::cache_keys,
-    pending => crate::commands::cache_pending,
-    // Every CACHE.RULE subcommand: the handler reads which one from the arguments.
-    rule => crate::commands::cache_rule,
-    relate => crate::commands::cache_relate,
-    write => crate::commands::cache_write as Invalidate,
-    tags => crate::commands::cache_tags,
-    stats => crate::commands::cache_stats,
-    recommend => crate::commands::cache_recommend,
-    events => crate::commands::cache_events,
-    hotkeys => crate::commands::cache_hotkeys,
-    reset => crate::commands::cache_reset,
-    debug => crate::commands::cache_debug,
-}
-
-/// A command to register: name, callback (None: a container of subcommands), flags, first key,
-/// last key, key step, ACL categories.
-pub type CommandRow = (
-    &'static CStr,
-    Option<CommandFn>,
-    &'static CStr,
-    c_int,
-    c_int,
-    c_int,
-    &'static CStr,
-);
-
-/// A subcommand to register: its container's name, its own name, callback, flags, ACL
-/// categories.
-pub type SubcommandRow = (
-    &'static CStr,
-    &'static CStr,
-    CommandFn,
-    &'static CStr,
-    &'static CStr,
-);
-
-/// Registers the commands (from `OnLoad`); false when the server refuses one.
-pub fn create_commands(ctx: &Context, rows: &[CommandRow]) -> bool {
+/// Registers the commands and containers of the table (from `OnLoad`); false when the server
+/// refuses one.
+pub fn create_commands(ctx: &Context, table: &[Command]) -> bool {
     let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
         return false;
     };
-    rows.iter().all(|&(name, f, flags, first, last, step, _)| {
-        let ok = unsafe { create(ctx.ctx, name.as_ptr(), f, flags.as_ptr(), first, last, step) }
-            == raw::REDISMODULE_OK as c_int;
+    let mut rows = table.iter().filter(|c| c.form != Form::Subcommand);
+    rows.all(|c| {
+        let (first, last, step) = c.keys;
+        let ok = unsafe {
+            create(
+                ctx.ctx,
+                c.name.as_ptr(),
+                c.callback,
+                c.flags.as_ptr(),
+                first,
+                last,
+                step,
+            )
+        } == raw::REDISMODULE_OK as c_int;
         if !ok {
             ctx.log_warning(&format!(
                 "tagcache: could not create {}",
-                name.to_string_lossy()
+                c.name.to_string_lossy()
             ));
         }
         ok
     })
 }
 
-/// Registers subcommands under their containers (created by `create_commands`). Redis 7.0
-/// subcommands.
-pub fn create_subcommands(ctx: &Context, rows: &[SubcommandRow]) -> bool {
+/// Registers the table's subcommands under their containers (created by `create_commands`).
+/// Redis 7.0 subcommands.
+pub fn create_subcommands(ctx: &Context, table: &[Command]) -> bool {
     unsafe {
         let (Some(get), Some(sub)) = (
             raw::RedisModule_GetCommand,
@@ -1007,26 +950,29 @@ pub fn create_subcommands(ctx: &Context, rows: &[SubcommandRow]) -> bool {
         ) else {
             return false;
         };
-        rows.iter().all(|&(parent, name, f, flags, _)| {
+        let mut rows = table.iter().filter(|c| c.form == Form::Subcommand);
+        rows.all(|c| {
+            let Some((parent, name)) = c.parent_and_sub() else {
+                return false;
+            };
+            let Ok(parent) = CString::new(parent) else {
+                return false;
+            };
             let cmd = get(ctx.ctx, parent.as_ptr());
             !cmd.is_null()
-                && sub(cmd, name.as_ptr(), Some(f), flags.as_ptr(), 0, 0, 0)
+                && sub(cmd, name.as_ptr(), c.callback, c.flags.as_ptr(), 0, 0, 0)
                     == raw::REDISMODULE_OK as c_int
         })
     }
 }
 
-/// The command info of every command and subcommand (Redis 7.0): its docs from
+/// The command info of every command and subcommand (Redis 7.0): its row's docs from
 /// `core::docs` (summary, since, complexity, arguments, for `COMMAND DOCS` and redis-cli's
 /// hints), and key specs for the keyed commands: reads are read-only access, so an ACL user
 /// with `%R~` patterns may CACHE.GET what it may read, and writes need write access. Without
 /// key specs the server treats the legacy key positions as read-write. Err names a command
-/// that has no docs or that the server refused; on a server without the API nothing is set.
-pub fn set_command_info(
-    ctx: &Context,
-    rows: &[CommandRow],
-    subcommands: &[SubcommandRow],
-) -> Result<(), String> {
+/// that the server refused; on a server without the API nothing is set.
+pub fn set_command_info(ctx: &Context, table: &[Command]) -> Result<(), String> {
     use raw::{
         RedisModuleCommandKeySpec as Spec, RedisModuleCommandKeySpec__bindgen_ty_1 as Begin,
         RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 as Index,
@@ -1074,21 +1020,13 @@ pub fn set_command_info(
         sizeof_keyspec: std::mem::size_of::<Spec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
     };
-    // Every command (the keyed ones with their spec: read-only ones by their flags, a range to
-    // the end for a last key -1), then every subcommand (`container|name`).
-    let commands = rows.iter().map(|&(name, _, flags, first, last, _, _)| {
-        let readonly = flags
-            .to_bytes()
-            .split(|&b| b == b' ')
-            .any(|f| f == b"readonly");
+    // Every command and subcommand; the keyed ones with their spec (read-only ones by their
+    // flags, a range to the end for a last key -1).
+    let key = |c: &Command| {
+        let (first, last, _) = c.keys;
         let lastkey = if last < 0 { last } else { last - first };
-        let key = (first > 0).then_some((if readonly { read } else { write }, first, lastkey));
-        (name.to_string_lossy().into_owned(), key)
-    });
-    let subs = subcommands.iter().map(|&(parent, name, ..)| {
-        let full = format!("{}|{}", parent.to_string_lossy(), name.to_string_lossy());
-        (full, None)
-    });
+        (first > 0).then_some((if c.readonly() { read } else { write }, first, lastkey))
+    };
     // SAFETY: the server's API, called at load time from the main thread with the module's
     // context; every pointer handed over stays alive until SetCommandInfo returns (it copies).
     unsafe {
@@ -1098,10 +1036,9 @@ pub fn set_command_info(
             // An older server: the legacy key positions stay, and no docs.
             return Ok(());
         };
-        for (name, key) in commands.chain(subs) {
-            let doc = crate::core::docs::of(&name).ok_or_else(|| format!("{name} has no docs"))?;
-            let cname = CString::new(name.as_str()).map_err(|_| name.clone())?;
-            let cmd = get(ctx.ctx, cname.as_ptr());
+        for c in table {
+            let (name, doc, key) = (c.name.to_string_lossy(), c.docs, key(c));
+            let cmd = get(ctx.ctx, c.name.as_ptr());
             if cmd.is_null() {
                 return Err(format!("{name} is not registered"));
             }

@@ -1,6 +1,7 @@
 //! tagcache: a Redis module for cache entries with tags, dependencies and metadata, and precise
-//! invalidation. This file only registers; see `commands` (handlers), `core` (pure logic),
-//! `ffi` (callbacks), `server` (module API wrappers).
+//! invalidation. This file only registers, from the tables: `registry` (the commands) and
+//! `config`; see `commands` (handlers), `core` (pure logic), `ffi` (callbacks), `server`
+//! (module API wrappers).
 
 // The unit tests build without the registration (`module`, below), which is what reaches the
 // shell: only the non-test build can tell dead code.
@@ -17,6 +18,7 @@ mod ffi;
 mod guard;
 mod history;
 mod reclaim;
+mod registry;
 mod server;
 mod state;
 mod watch;
@@ -37,67 +39,27 @@ mod module {
         MAX_CASCADE_ENTRIES, MAX_DEPENDS_PER_ENTRY, MAX_META_BYTES, MAX_NAME_BYTES,
         MAX_PATTERN_BYTES, MAX_REPLY_KEYS, MAX_TAGS_PER_ENTRY,
     };
-    use crate::ffi::{self, CommandRow, SubcommandRow, CACHE_TYPE};
-
-    /// The commands: name, callback (none for the container of subcommands), flags, first key,
-    /// last key, key step, ACL categories. The server derives no category from a module
-    /// command's flags (`ACL CAT admin` would not list CACHE.RESET otherwise), so they follow
-    /// the flags here: `write` or `read`, `fast` or `slow`, `admin dangerous` for the admin
-    /// commands, and the module's own `cache` for all.
-    #[rustfmt::skip]
-    const COMMANDS: [CommandRow; 22] = [
-        (c"cache.set", Some(ffi::set), c"write deny-oom", 1, 1, 1, c"cache write slow"),
-        (c"cache.mset", Some(ffi::mset), c"write deny-oom getkeys-api", 0, 0, 0, c"cache write slow"),
-        (c"cache.get", Some(ffi::get), c"readonly fast", 1, 1, 1, c"cache read fast"),
-        (c"cache.fetch", Some(ffi::fetch), c"readonly fast", 1, 1, 1, c"cache read fast"),
-        (c"cache.token", Some(ffi::token), c"readonly fast", 1, 1, 1, c"cache read fast"),
-        (c"cache.mget", Some(ffi::mget), c"readonly fast", 1, -1, 1, c"cache read fast"),
-        (c"cache.tag", Some(ffi::tag), c"write deny-oom", 1, 1, 1, c"cache write slow"),
-        (c"cache.depend", Some(ffi::depend), c"write deny-oom", 1, 1, 1, c"cache write slow"),
-        (c"cache.inspect", Some(ffi::inspect), c"readonly fast", 1, 1, 1, c"cache read fast"),
-        (c"cache.invalidate", Some(ffi::invalidate), c"write", 0, 0, 0, c"cache write slow"),
-        (c"cache.keys", Some(ffi::keys), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.pending", Some(ffi::pending), c"write", 0, 0, 0, c"cache write slow"),
-        (c"cache.rule", None, c"", 0, 0, 0, c"cache slow"),
-        (c"cache.relate", Some(ffi::relate), c"write", 0, 0, 0, c"cache write slow"),
-        (c"cache.write", Some(ffi::write), c"write", 0, 0, 0, c"cache write slow"),
-        (c"cache.tags", Some(ffi::tags), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.stats", Some(ffi::stats), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.recommend", Some(ffi::recommend), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.events", Some(ffi::events), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.hotkeys", Some(ffi::hotkeys), c"readonly", 0, 0, 0, c"cache read slow"),
-        (c"cache.reset", Some(ffi::reset), c"admin", 0, 0, 0, c"cache admin dangerous slow"),
-        (c"cache.debug", Some(ffi::debug), c"admin", 0, 0, 0, c"cache admin dangerous slow"),
-    ];
-
-    /// CACHE.RULE's subcommands, each with its own flags (LIST is a read a replica answers; SET
-    /// is a write it refuses): container, name, callback, flags, ACL categories.
-    #[rustfmt::skip]
-    const SUBCOMMANDS: [SubcommandRow; 4] = [
-        (c"cache.rule", c"set", ffi::rule, c"write deny-oom", c"cache write slow"),
-        (c"cache.rule", c"del", ffi::rule, c"write", c"cache write slow"),
-        (c"cache.rule", c"list", ffi::rule, c"readonly", c"cache read slow"),
-        (c"cache.rule", c"help", ffi::rule, c"readonly", c"cache slow"),
-    ];
+    use crate::ffi::{self, CACHE_TYPE};
+    use crate::registry::COMMANDS;
 
     fn init(ctx: &Context, _args: &[RedisString]) -> Status {
-        if !ffi::create_commands(ctx, &COMMANDS) {
+        if !ffi::create_commands(ctx, COMMANDS) {
             return Status::Err;
         }
         // Replaces the crate's default INFO handler (the last registration wins).
         redis_module::raw::register_info_function(ctx.ctx, Some(ffi::info));
         crate::server::set_module_options(ctx);
         crate::server::keep_detached_context(ctx);
-        if !ffi::create_subcommands(ctx, &SUBCOMMANDS) {
+        if !ffi::create_subcommands(ctx, COMMANDS) {
             ctx.log_warning("tagcache: could not register CACHE.RULE");
             return Status::Err;
         }
-        if let Err(why) = ffi::set_command_info(ctx, &COMMANDS, &SUBCOMMANDS) {
+        if let Err(why) = ffi::set_command_info(ctx, COMMANDS) {
             ctx.log_warning(&format!("tagcache: could not set the command info: {why}"));
             return Status::Err;
         }
         crate::cluster::register(ctx);
-        if let Err(why) = crate::acl::register(ctx, &COMMANDS, &SUBCOMMANDS) {
+        if let Err(why) = crate::acl::register(ctx, COMMANDS) {
             // The commands work without their category: load anyway, and say so.
             ctx.log_warning(&format!("tagcache: {why}"));
         }
