@@ -4,12 +4,13 @@
 
 use std::ffi::CString;
 use std::mem::ManuallyDrop;
-use std::os::raw::{c_char, c_int, c_void};
+use std::os::raw::{c_char, c_int, c_longlong, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use redis_module::{raw, Context, RedisString};
 use smallvec::SmallVec;
 
+use crate::config::IntConfig;
 use crate::core::batch::Batch;
 use crate::core::entry::{Entry, ENCODING_VERSION};
 use crate::core::index::hash_key;
@@ -964,6 +965,83 @@ pub fn create_subcommands(ctx: &Context, table: &[Command]) -> bool {
                     == raw::REDISMODULE_OK as c_int
         })
     }
+}
+
+/// Registers the integer configs as `cache.<name>` and loads their values from the server's
+/// configuration (`RedisModule_LoadConfigs`; from `OnLoad`, before anything reads them). A
+/// `loadmodule` argument pair `<name> <value>` is the config's default, as `redis_module`'s
+/// `module_args_as_configuration` makes it: an unparsable one fails the load, one out of range
+/// is the server's to refuse. Err says what went wrong.
+pub fn register_configs(
+    ctx: &Context,
+    configs: &[&'static IntConfig],
+    args: &[RedisString],
+) -> Result<(), String> {
+    use redis_module::configuration::get_i64_default_config_value;
+    // SAFETY: reads the server's API table, filled in by `RedisModule_Init` before `OnLoad`
+    // goes on.
+    let (Some(register), load) = (unsafe { raw::RedisModule_RegisterNumericConfig }, unsafe {
+        raw::RedisModule_LoadConfigs
+    }) else {
+        return Err("the server has no module configs".into());
+    };
+    for &config in configs {
+        let default = get_i64_default_config_value(args, config.name, config.default)
+            .map_err(|e| e.to_string())?;
+        let name = CString::new(config.name).map_err(|_| config.name.to_owned())?;
+        // SAFETY: the module's context during `OnLoad`; the server copies the name, and the
+        // private data is the config, a static that outlives the module.
+        let registered = unsafe {
+            register(
+                ctx.ctx,
+                name.as_ptr(),
+                default,
+                raw::REDISMODULE_CONFIG_DEFAULT,
+                config.min,
+                config.max,
+                Some(config_get),
+                Some(config_set),
+                None,
+                std::ptr::from_ref::<IntConfig>(config).cast_mut().cast(),
+            )
+        };
+        if registered != raw::REDISMODULE_OK as c_int {
+            return Err(format!(
+                "could not register the config cache.{}",
+                config.name
+            ));
+        }
+    }
+    if let Some(load) = load {
+        // Its result is the server's to act on: a config it could not apply leaves the module
+        // unloaded, and says so.
+        // SAFETY: the module's context during `OnLoad`, after its configs are registered.
+        unsafe { load(ctx.ctx) };
+    }
+    Ok(())
+}
+
+/// `CONFIG GET` of a config `register_configs` registered (`privdata` is its `IntConfig`).
+unsafe extern "C" fn config_get(_name: *const c_char, privdata: *mut c_void) -> c_longlong {
+    // SAFETY: the private data registered with the config: a `&'static IntConfig`.
+    let config = unsafe { &*privdata.cast::<IntConfig>() };
+    guard(config.default, || config.get())
+}
+
+/// `CONFIG SET` (or the configuration at load) of a config `register_configs` registered, with
+/// a value the server checked against its range.
+unsafe extern "C" fn config_set(
+    _name: *const c_char,
+    value: c_longlong,
+    privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    // SAFETY: the private data registered with the config: a `&'static IntConfig`.
+    let config = unsafe { &*privdata.cast::<IntConfig>() };
+    guard(raw::REDISMODULE_ERR as c_int, || {
+        config.set(value);
+        raw::REDISMODULE_OK as c_int
+    })
 }
 
 /// The command info of every command and subcommand (Redis 7.0): its row's docs from
