@@ -18,6 +18,8 @@ pub const CATEGORY: &CStr = c"cache";
 /// calls is no error.
 pub fn register(ctx: &Context, table: &[Command]) -> Result<(), String> {
     let ok = raw::REDISMODULE_OK as c_int;
+    // SAFETY: the module's context during `OnLoad` (main thread); the names and categories are
+    // static C strings, and a command handle is used only once the server returned it non-null.
     unsafe {
         let (Some(add), Some(set), Some(get)) = (
             raw::RedisModule_AddACLCategory,

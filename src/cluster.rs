@@ -221,6 +221,8 @@ const DROP: &[u8] = b"\0drop-frontier";
 
 /// Registers the bus message receivers (the server ignores them outside cluster mode).
 pub fn register(ctx: &Context) {
+    // SAFETY: the module's context during `OnLoad` (main thread); the receiver is a function
+    // of the module, which outlives the registration.
     unsafe {
         if let Some(f) = raw::RedisModule_RegisterClusterMessageReceiver {
             f(ctx.ctx, REQUEST, Some(crate::ffi::cluster_message));
@@ -307,6 +309,8 @@ fn send(ctx: &Context, target: &str, kind: u8, payload: &[u8]) -> bool {
     let (Ok(id), Ok(len)) = (CString::new(target), u32::try_from(payload.len())) else {
         return false;
     };
+    // SAFETY: a command's or timer's context on the main thread; the target id and payload
+    // live until the call returns (the server copies them into the bus message).
     unsafe {
         raw::RedisModule_SendClusterMessage.is_some_and(|f| {
             f(
