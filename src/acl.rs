@@ -3,12 +3,12 @@
 //! flags imply (`@write`, `@read`, `@admin`, ...). Redis 7.0 has neither call: there the
 //! commands are in no category. Raw calls, made only when the server provides them.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::os::raw::c_int;
 
 use redis_module::{raw, Context};
 
-use crate::ffi::{CommandRow, SubcommandRow};
+use crate::registry::Command;
 
 /// The category's name.
 pub const CATEGORY: &CStr = c"cache";
@@ -16,12 +16,10 @@ pub const CATEGORY: &CStr = c"cache";
 /// Adds the category and puts every command and subcommand in the categories its row gives (at
 /// load, after the commands exist). Returns what went wrong, if anything; a server without the
 /// calls is no error.
-pub fn register(
-    ctx: &Context,
-    commands: &[CommandRow],
-    subcommands: &[SubcommandRow],
-) -> Result<(), String> {
+pub fn register(ctx: &Context, table: &[Command]) -> Result<(), String> {
     let ok = raw::REDISMODULE_OK as c_int;
+    // SAFETY: the module's context during `OnLoad` (main thread); the names and categories are
+    // static C strings, and a command handle is used only once the server returned it non-null.
     unsafe {
         let (Some(add), Some(set), Some(get)) = (
             raw::RedisModule_AddACLCategory,
@@ -33,17 +31,12 @@ pub fn register(
         if add(ctx.ctx, CATEGORY.as_ptr()) != ok {
             return Err("could not add the ACL category 'cache'".into());
         }
-        let named = commands
-            .iter()
-            .map(|r| (r.0.to_owned(), r.6))
-            .chain(subcommands.iter().map(|r| {
-                let mut full = r.0.to_bytes().to_vec();
-                full.push(b'|');
-                full.extend_from_slice(r.1.to_bytes());
-                // Both parts are C strings: no NUL inside.
-                (CString::new(full).unwrap_or_default(), r.4)
-            }));
-        for (name, categories) in named {
+        for &Command {
+            name,
+            acl: categories,
+            ..
+        } in table
+        {
             let cmd = get(ctx.ctx, name.as_ptr());
             if cmd.is_null() {
                 return Err(format!("no command {}", name.to_string_lossy()));

@@ -221,6 +221,8 @@ const DROP: &[u8] = b"\0drop-frontier";
 
 /// Registers the bus message receivers (the server ignores them outside cluster mode).
 pub fn register(ctx: &Context) {
+    // SAFETY: the module's context during `OnLoad` (main thread); the receiver is a function
+    // of the module, which outlives the registration.
     unsafe {
         if let Some(f) = raw::RedisModule_RegisterClusterMessageReceiver {
             f(ctx.ctx, REQUEST, Some(crate::ffi::cluster_message));
@@ -307,6 +309,8 @@ fn send(ctx: &Context, target: &str, kind: u8, payload: &[u8]) -> bool {
     let (Ok(id), Ok(len)) = (CString::new(target), u32::try_from(payload.len())) else {
         return false;
     };
+    // SAFETY: a command's or timer's context on the main thread; the target id and payload
+    // live until the call returns (the server copies them into the bus message).
     unsafe {
         raw::RedisModule_SendClusterMessage.is_some_and(|f| {
             f(
@@ -957,7 +961,7 @@ fn arm(ctx: &Context, ms: u64) {
 
 /// Whether a cluster-wide command changes anything (an unknown one is taken to).
 fn command_writes(name: &[u8]) -> bool {
-    crate::commands::cluster_command(name).is_none_or(|(_, writes)| writes)
+    crate::registry::cluster_command(name).is_none_or(|(_, writes)| writes)
 }
 
 /// Whether the cluster-wide command an answer belongs to writes (false once it is gone).
@@ -1094,7 +1098,7 @@ fn execute(ctx: &Context, req: &Request, holder: Option<&str>) -> Answer {
             let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
             let handler = argv
                 .first()
-                .and_then(|n| crate::commands::cluster_command(n))
+                .and_then(|n| crate::registry::cluster_command(n))
                 .map(|(h, _)| h);
             match handler {
                 None => Err("ERR unknown cluster-wide command".into()),

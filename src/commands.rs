@@ -25,7 +25,8 @@ use crate::reclaim;
 use crate::server::{self, Access, Key, Reply, Viewer, NOTIFY_GENERIC, NOTIFY_MODULE};
 use crate::state::{self, Quiet};
 
-type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
+/// A command handler: the context, the arguments as the server gave them and as bytes.
+pub(crate) type Handler = fn(&Context, &[RedisString], &[&[u8]]) -> Result<Reply>;
 
 /// The command boundary: runs a handler, turns its error or any panic into an error reply, and
 /// records the latency of `op` when the command succeeds (CACHE.GET and CACHE.MGET record
@@ -622,26 +623,6 @@ fn invalidate_here(
             Ok(Reply::Int(n as i64))
         }
     }
-}
-
-/// The cluster-wide commands another master may run here: name, handler, and whether the
-/// command changes anything (a write pause holds those back).
-const CLUSTER_COMMANDS: [(&str, Handler, bool); 7] = [
-    ("cache.invalidate", cache_invalidate, true),
-    ("cache.write", cache_write, true),
-    ("cache.keys", cache_keys, false),
-    ("cache.tags", cache_tags, false),
-    ("cache.stats", cache_stats, false),
-    ("cache.rule", cache_rule, true),
-    ("cache.relate", cache_relate, true),
-];
-
-/// The handler of a cluster-wide command, and whether it writes.
-pub fn cluster_command(name: &[u8]) -> Option<(Handler, bool)> {
-    CLUSTER_COMMANDS
-        .iter()
-        .find(|(n, _, _)| name.eq_ignore_ascii_case(n.as_bytes()))
-        .map(|&(_, h, writes)| (h, writes))
 }
 
 /// Whether the user (if any) may delete `key`; a refusal is counted in `denied`, and the first

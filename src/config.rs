@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use crate::core::limits::Limits;
 use crate::core::metrics::Thresholds;
 
-/// One integer config: its name (without the `cache.` prefix), default, range and value.
+/// One integer config: its name (without the `cache.` prefix), default, range and value. Every
+/// one is in [`ALL`], which the registration iterates.
 pub struct IntConfig {
     pub name: &'static str,
     pub default: i64,
@@ -30,6 +31,11 @@ impl IntConfig {
 
     pub fn get(&self) -> i64 {
         self.value.load(Ordering::Relaxed)
+    }
+
+    /// Sets the value (the server checked the range).
+    pub fn set(&self, value: i64) {
+        self.value.store(value, Ordering::Relaxed);
     }
 }
 
@@ -107,6 +113,35 @@ pub static GUARD_WINDOW_MS: IntConfig = IntConfig::new("guard-window-ms", 60_000
 /// first, and tokens from before them are refused).
 pub static GUARD_MAX_BYTES: IntConfig = IntConfig::new("guard-max-bytes", 64 << 20, 0, i64::MAX);
 
+/// Every config, in the order they are registered (`ffi::register_configs`).
+pub static ALL: [&IntConfig; 25] = [
+    &MAX_CASCADE_DEPTH,
+    &DEFAULT_TTL_SECONDS,
+    &WARNING_PER_HOUR,
+    &CRITICAL_PER_HOUR,
+    &EVENT_RETENTION_SECONDS,
+    &MAX_EVENTS,
+    &BATCH_DELAY_MS,
+    &SLOW_OP_US,
+    &LAZY_STEP_US,
+    &SOFT_GRACE_SECONDS,
+    &LEASE_MS,
+    &REFRESH_AHEAD_PERCENT,
+    &HOT_THRESHOLD,
+    &MAX_TAGS_PER_ENTRY,
+    &MAX_DEPENDS_PER_ENTRY,
+    &MAX_NAME_BYTES,
+    &MAX_META_BYTES,
+    &MAX_PATTERN_BYTES,
+    &STEPPED_STEP_US,
+    &STEPPED_THRESHOLD,
+    &CLUSTER_TIMEOUT_MS,
+    &MAX_REPLY_KEYS,
+    &MAX_CASCADE_ENTRIES,
+    &GUARD_WINDOW_MS,
+    &GUARD_MAX_BYTES,
+];
+
 /// The limits in force for commands from clients.
 pub fn limits() -> Limits {
     let u = |c: &IntConfig| usize::try_from(c.get()).unwrap_or(0);
@@ -146,5 +181,22 @@ pub fn thresholds() -> Thresholds {
         slow_op_us: u(&SLOW_OP_US),
         max_events: usize::try_from(MAX_EVENTS.get()).unwrap_or(1),
         event_retention_seconds: EVENT_RETENTION_SECONDS.get(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_config_is_registered_once_with_a_default_in_its_range() {
+        let mut names: Vec<&str> = ALL.iter().map(|c| c.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len(), "a config registered twice");
+        for c in ALL {
+            assert!(c.min <= c.default && c.default <= c.max, "{}", c.name);
+            assert!(!c.name.starts_with("cache."), "{}", c.name);
+        }
     }
 }

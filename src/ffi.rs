@@ -2,20 +2,22 @@
 //! notifications. Nothing here may panic across the boundary or touch shared state from a
 //! background thread (`free` may run on the lazy-free thread).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::mem::ManuallyDrop;
-use std::os::raw::{c_char, c_int, c_void};
+use std::os::raw::{c_char, c_int, c_longlong, c_void};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use redis_module::{raw, Context, RedisString};
 use smallvec::SmallVec;
 
+use crate::config::IntConfig;
 use crate::core::batch::Batch;
 use crate::core::entry::{Entry, ENCODING_VERSION};
 use crate::core::index::hash_key;
 use crate::core::lazy::Lazy;
 use crate::core::metrics::{Field, Removal};
 use crate::core::rules::Rules;
+use crate::registry::{Command, Form};
 use crate::server;
 use crate::state;
 
@@ -86,6 +88,8 @@ fn log_io(io: *mut raw::RedisModuleIO, msg: &str) {
     let Ok(msg) = std::ffi::CString::new(msg) else {
         return;
     };
+    // SAFETY: `io` is the live IO handle of the callback that logs, and the strings are C
+    // strings alive for the call. The module API table is filled by `RedisModule_Init` first.
     unsafe {
         if let Some(f) = raw::RedisModule_LogIOError {
             f(io, c"warning".as_ptr(), c"%s".as_ptr(), msg.as_ptr());
@@ -95,8 +99,13 @@ fn log_io(io: *mut raw::RedisModuleIO, msg: &str) {
 
 unsafe extern "C" fn rdb_save(io: *mut raw::RedisModuleIO, value: *mut c_void) {
     guard((), || {
-        let e = Entry::from_raw_ref(value.cast());
-        raw::save_slice(io, &e.encode());
+        // SAFETY: the server calls with a live RDB handle and a value of this type: an entry from
+        // `into_raw`, which nothing writes while it is saved. The module API table is filled by
+        // `RedisModule_Init` before the server calls back.
+        unsafe {
+            let e = Entry::from_raw_ref(value.cast());
+            raw::save_slice(io, &e.encode());
+        }
     })
 }
 
@@ -108,73 +117,79 @@ unsafe extern "C" fn aof_rewrite(
     value: *mut c_void,
 ) {
     guard((), || {
-        let e = Entry::from_raw_ref(value.cast());
-        let mut args: Vec<*mut raw::RedisModuleString> = Vec::new();
-        let mut push = |b: &[u8]| {
-            if let Some(f) = raw::RedisModule_CreateString {
-                args.push(f(std::ptr::null_mut(), b.as_ptr().cast(), b.len()));
-            }
-        };
-        push(RedisString::string_as_slice(key));
-        push(e.value());
-        for (word, list) in [("TAGS", e.tags()), ("DEPENDS", e.deps())] {
-            let names: Vec<&[u8]> = list.collect();
-            if !names.is_empty() {
-                push(word.as_bytes());
-                push(names.len().to_string().as_bytes());
-                for n in names {
-                    push(n);
+        // SAFETY: the server calls with a live AOF handle, the key's live name and its value, an
+        // entry from `into_raw` that nothing writes meanwhile; the strings made here live until
+        // freed at the end, after the emits that read them. The module API table is filled by
+        // `RedisModule_Init` before the server calls back.
+        unsafe {
+            let e = Entry::from_raw_ref(value.cast());
+            let mut args: Vec<*mut raw::RedisModuleString> = Vec::new();
+            let mut push = |b: &[u8]| {
+                if let Some(f) = raw::RedisModule_CreateString {
+                    args.push(f(std::ptr::null_mut(), b.as_ptr().cast(), b.len()));
+                }
+            };
+            push(RedisString::string_as_slice(key));
+            push(e.value());
+            for (word, list) in [("TAGS", e.tags()), ("DEPENDS", e.deps())] {
+                let names: Vec<&[u8]> = list.collect();
+                if !names.is_empty() {
+                    push(word.as_bytes());
+                    push(names.len().to_string().as_bytes());
+                    for n in names {
+                        push(n);
+                    }
                 }
             }
-        }
-        if let Some(m) = e.meta() {
-            push(b"META");
-            push(m.as_bytes());
-        }
-        let at = e.stale_until().to_string();
-        if e.is_stale() {
-            // The stale mark follows as its own command (replay only).
-            push(b"STALE");
-            push(at.as_bytes());
-            push(RedisString::string_as_slice(key));
-        }
-        let marks = if e.is_stale() { 3 } else { 0 };
-        let set = args.len() - marks;
-        if let Some(emit) = raw::RedisModule_EmitAOF {
-            let newest = emit_state_once(aof);
-            emit(
-                aof,
-                c"CACHE.SET".as_ptr(),
-                c"v".as_ptr(),
-                args.as_mut_ptr(),
-                set,
-            );
-            if marks > 0 {
+            if let Some(m) = e.meta() {
+                push(b"META");
+                push(m.as_bytes());
+            }
+            let at = e.stale_until().to_string();
+            if e.is_stale() {
+                // The stale mark follows as its own command (replay only).
+                push(b"STALE");
+                push(at.as_bytes());
+                push(RedisString::string_as_slice(key));
+            }
+            let marks = if e.is_stale() { 3 } else { 0 };
+            let set = args.len() - marks;
+            if let Some(emit) = raw::RedisModule_EmitAOF {
+                let newest = emit_state_once(aof);
                 emit(
                     aof,
-                    c"CACHE.PENDING".as_ptr(),
+                    c"CACHE.SET".as_ptr(),
                     c"v".as_ptr(),
-                    args[set..].as_mut_ptr(),
-                    marks,
+                    args.as_mut_ptr(),
+                    set,
                 );
+                if marks > 0 {
+                    emit(
+                        aof,
+                        c"CACHE.PENDING".as_ptr(),
+                        c"v".as_ptr(),
+                        args[set..].as_mut_ptr(),
+                        marks,
+                    );
+                }
+                if e.born() < newest {
+                    // A LAZY mark may cover it: it keeps its generation (CACHE.SET gives a new one).
+                    let born = e.born().to_string();
+                    emit(
+                        aof,
+                        c"CACHE.PENDING".as_ptr(),
+                        c"csb".as_ptr(),
+                        c"BORN".as_ptr(),
+                        args[0],
+                        born.as_ptr(),
+                        born.len(),
+                    );
+                }
             }
-            if e.born() < newest {
-                // A LAZY mark may cover it: it keeps its generation (CACHE.SET gives a new one).
-                let born = e.born().to_string();
-                emit(
-                    aof,
-                    c"CACHE.PENDING".as_ptr(),
-                    c"csb".as_ptr(),
-                    c"BORN".as_ptr(),
-                    args[0],
-                    born.as_ptr(),
-                    born.len(),
-                );
-            }
-        }
-        if let Some(free) = raw::RedisModule_FreeString {
-            for s in args {
-                free(std::ptr::null_mut(), s);
+            if let Some(free) = raw::RedisModule_FreeString {
+                for s in args {
+                    free(std::ptr::null_mut(), s);
+                }
             }
         }
     })
@@ -200,7 +215,13 @@ unsafe fn emit_state_once(aof: *mut raw::RedisModuleIO) -> u64 {
     };
     AOF_NEWEST.store(newest, Ordering::Relaxed);
     if any {
-        if let Some(emit) = raw::RedisModule_EmitAOF {
+        // SAFETY: `aof` is the live AOF handle of the rewrite that called (the caller's
+        // promise); every buffer lives until the emit returns. The module API table is filled
+        // by `RedisModule_Init` first.
+        unsafe {
+            let Some(emit) = raw::RedisModule_EmitAOF else {
+                return newest;
+            };
             let [batch, rules, lazy] = &saved;
             emit(
                 aof,
@@ -220,7 +241,11 @@ unsafe fn emit_state_once(aof: *mut raw::RedisModuleIO) -> u64 {
 }
 
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
-    guard(0, || Entry::from_raw_ref(value.cast()).heap_size())
+    guard(0, || {
+        // SAFETY: the server asks about a value of this type: an entry from `into_raw`, which
+        // nothing writes meanwhile.
+        unsafe { Entry::from_raw_ref(value.cast()) }.heap_size()
+    })
 }
 
 /// Module-wide state saved after the keys of an RDB (and DUMP-free): the BATCHED queue.
@@ -240,7 +265,8 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
 /// there is a queue, so an RDB without cache state loads without the module.
 unsafe extern "C" fn aux_save2(rdb: *mut raw::RedisModuleIO, when: c_int) {
     if state::lock().has_saved_state() {
-        aux_save(rdb, when);
+        // SAFETY: the server's arguments of this same callback, passed on unchanged.
+        unsafe { aux_save(rdb, when) };
     }
 }
 
@@ -288,34 +314,41 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
 /// meta are not part of it.
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     guard((), || {
-        let e = Entry::from_raw_ref(value.cast());
-        let (Some(add), Some(end)) = (
-            raw::RedisModule_DigestAddStringBuffer,
-            raw::RedisModule_DigestEndSequence,
-        ) else {
-            return;
-        };
-        let put = |b: &[u8]| add(md, b.as_ptr() as *const c_char, b.len());
-        put(e.value());
-        for list in [e.tags(), e.deps()] {
-            put(list.clone().count().to_string().as_bytes());
-            for n in list {
-                put(n);
+        // SAFETY: the server calls with a live digest and a value of this type, an entry from
+        // `into_raw` that nothing writes meanwhile. The module API table is filled by
+        // `RedisModule_Init` before the server calls back.
+        unsafe {
+            let e = Entry::from_raw_ref(value.cast());
+            let (Some(add), Some(end)) = (
+                raw::RedisModule_DigestAddStringBuffer,
+                raw::RedisModule_DigestEndSequence,
+            ) else {
+                return;
+            };
+            let put = |b: &[u8]| add(md, b.as_ptr() as *const c_char, b.len());
+            put(e.value());
+            for list in [e.tags(), e.deps()] {
+                put(list.clone().count().to_string().as_bytes());
+                for n in list {
+                    put(n);
+                }
             }
+            if e.is_stale() {
+                // Fresh entries digest as before; a stale mark and its deadline are part of it.
+                put(b"stale");
+                put(e.stale_until().to_string().as_bytes());
+            }
+            end(md);
         }
-        if e.is_stale() {
-            // Fresh entries digest as before; a stale mark and its deadline are part of it.
-            put(b"stale");
-            put(e.stale_until().to_string().as_bytes());
-        }
-        end(md);
     })
 }
 
 /// May run on the lazy-free thread: frees the entry's own memory and nothing else.
 unsafe extern "C" fn free(value: *mut c_void) {
     if !value.is_null() {
-        drop(Entry::box_from_raw(value.cast()));
+        // SAFETY: the server frees a value of this type once, when nothing uses it any more:
+        // an entry from `into_raw`, which this takes back.
+        drop(unsafe { Entry::box_from_raw(value.cast()) });
     }
 }
 
@@ -334,19 +367,24 @@ unsafe extern "C" fn copy2(
     value: *const c_void,
 ) -> *mut c_void {
     guard(std::ptr::null_mut(), || {
-        if let Some(f) = raw::RedisModule_GetDbIdFromOptCtx {
-            SOURCE_DB.store(i64::from(f(ctx)), Ordering::Relaxed);
-            if let (true, Some(name)) =
-                (state::lazy_active(), raw::RedisModule_GetKeyNameFromOptCtx)
-            {
-                let from = RedisString::string_as_slice(name(ctx) as *mut _).to_vec();
-                if let Ok(db) = usize::try_from(f(ctx)) {
-                    state::lock().departed = Some((db, from));
+        // SAFETY: the server calls on the main thread with a live key-operation context and the
+        // source value, an entry from `into_raw` that nothing writes while it is copied. The module
+        // API table is filled by `RedisModule_Init` before the server calls back.
+        unsafe {
+            if let Some(f) = raw::RedisModule_GetDbIdFromOptCtx {
+                SOURCE_DB.store(i64::from(f(ctx)), Ordering::Relaxed);
+                if let (true, Some(name)) =
+                    (state::lazy_active(), raw::RedisModule_GetKeyNameFromOptCtx)
+                {
+                    let from = RedisString::string_as_slice(name(ctx) as *mut _).to_vec();
+                    if let Ok(db) = usize::try_from(f(ctx)) {
+                        state::lock().departed = Some((db, from));
+                    }
                 }
             }
+            let e = Entry::from_raw_ref(value.cast()).to_owned();
+            Entry::into_raw(e).cast()
         }
-        let e = Entry::from_raw_ref(value.cast()).to_owned();
-        Entry::into_raw(e).cast()
     })
 }
 
@@ -370,48 +408,53 @@ fn restore_client_db(ctx: &Context) {
 /// removal to classify. Main thread.
 unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     guard((), || {
-        let (Some(name), Some(dbid)) = (
-            raw::RedisModule_GetKeyNameFromOptCtx,
-            raw::RedisModule_GetDbIdFromOptCtx,
-        ) else {
-            return;
-        };
-        let key = RedisString::string_as_slice(name(ctx) as *mut _);
-        let Ok(db) = usize::try_from(dbid(ctx)) else {
-            return;
-        };
-        if value.is_null() {
-            return;
-        }
-        let e = Entry::from_raw_ref(value.cast());
-        let hash = hash_key(key);
-        let mut st = state::lock();
-        let quiet = match st.quiet {
-            Some((d, h, q)) if (d, h) == (db, hash) => {
-                st.quiet = None;
-                Some(q)
+        // SAFETY: the server calls on the main thread with a live key-operation context and the
+        // value leaving (null-checked), an entry from `into_raw` not freed before this returns. The
+        // module API table is filled by `RedisModule_Init` before the server calls back.
+        unsafe {
+            let (Some(name), Some(dbid)) = (
+                raw::RedisModule_GetKeyNameFromOptCtx,
+                raw::RedisModule_GetDbIdFromOptCtx,
+            ) else {
+                return;
+            };
+            let key = RedisString::string_as_slice(name(ctx) as *mut _);
+            let Ok(db) = usize::try_from(dbid(ctx)) else {
+                return;
+            };
+            if value.is_null() {
+                return;
             }
-            _ => None,
-        };
-        // An entry a LAZY mark covers that leaves its name by another way than the reclaimer
-        // (DEL, expiry, RENAME's source): the guard's history learns which mark removed it, as
-        // the reclaimer would have told it (its cascade goes on from it). The marks' users are
-        // asked once the state's lock is released.
-        let leaving = if crate::reclaim::reclaiming() {
-            Vec::new()
-        } else {
-            st.covered_leaving(db, key, e)
-        };
-        if st
-            .db(db)
-            .remove(key, e.id(), e.tags(), e.deps(), e.value().len() as u64)
-            && quiet.is_none()
-        {
-            st.settle_removal();
-            st.last_unlinked = Some((db, hash, e.hits()));
+            let e = Entry::from_raw_ref(value.cast());
+            let hash = hash_key(key);
+            let mut st = state::lock();
+            let quiet = match st.quiet {
+                Some((d, h, q)) if (d, h) == (db, hash) => {
+                    st.quiet = None;
+                    Some(q)
+                }
+                _ => None,
+            };
+            // An entry a LAZY mark covers that leaves its name by another way than the reclaimer
+            // (DEL, expiry, RENAME's source): the guard's history learns which mark removed it,
+            // as the reclaimer would have told it (its cascade goes on from it). The marks' users
+            // are asked once the state's lock is released.
+            let leaving = if crate::reclaim::reclaiming() {
+                Vec::new()
+            } else {
+                st.covered_leaving(db, key, e)
+            };
+            if st
+                .db(db)
+                .remove(key, e.id(), e.tags(), e.deps(), e.value().len() as u64)
+                && quiet.is_none()
+            {
+                st.settle_removal();
+                st.last_unlinked = Some((db, hash, e.hits()));
+            }
+            drop(st);
+            crate::reclaim::credit_leaving(server::detached().as_ref(), db, key, &leaving);
         }
-        drop(st);
-        crate::reclaim::credit_leaving(server::detached().as_ref(), db, key, &leaving);
     })
 }
 
@@ -421,50 +464,58 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
 /// history (`history::acl_seen`). Reads the arguments only, changes nothing.
 unsafe extern "C" fn command_filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     guard((), || {
-        let (Some(count), Some(arg)) = (
-            raw::RedisModule_CommandFilterArgsCount,
-            raw::RedisModule_CommandFilterArgGet,
-        ) else {
-            return;
-        };
-        crate::history::command_seen();
-        let n = count(fctx);
-        if n < 1 {
-            return;
-        }
-        let word = |i: c_int| {
-            let s = arg(fctx, i);
-            if s.is_null() {
-                &[][..]
-            } else {
-                RedisString::string_as_slice(s)
+        // SAFETY: the server calls on the main thread with a live filter context; its arguments
+        // stay alive for the call and are only read. The module API table is filled by
+        // `RedisModule_Init` before the server calls back.
+        unsafe {
+            let (Some(count), Some(arg)) = (
+                raw::RedisModule_CommandFilterArgsCount,
+                raw::RedisModule_CommandFilterArgGet,
+            ) else {
+                return;
+            };
+            crate::history::command_seen();
+            let n = count(fctx);
+            if n < 1 {
+                return;
             }
-        };
-        let name = word(0);
-        if n >= 2 && name.eq_ignore_ascii_case(b"acl") {
-            crate::history::acl_seen(word(1));
-        } else if name.eq_ignore_ascii_case(b"multi") {
-            crate::history::multi_seen(true);
-        } else if name.eq_ignore_ascii_case(b"exec") || name.eq_ignore_ascii_case(b"discard") {
-            crate::history::multi_seen(false);
-        } else if n >= 2 && name.eq_ignore_ascii_case(b"watch") {
-            crate::watch::watching((1..n).map(word));
-        } else if n >= 3
-            && name.eq_ignore_ascii_case(b"client")
-            && word(1).eq_ignore_ascii_case(b"tracking")
-            && word(2).eq_ignore_ascii_case(b"on")
-        {
-            crate::watch::tracking_seen();
+            let word = |i: c_int| {
+                let s = arg(fctx, i);
+                if s.is_null() {
+                    &[][..]
+                } else {
+                    RedisString::string_as_slice(s)
+                }
+            };
+            let name = word(0);
+            if n >= 2 && name.eq_ignore_ascii_case(b"acl") {
+                crate::history::acl_seen(word(1));
+            } else if name.eq_ignore_ascii_case(b"multi") {
+                crate::history::multi_seen(true);
+            } else if name.eq_ignore_ascii_case(b"exec") || name.eq_ignore_ascii_case(b"discard") {
+                crate::history::multi_seen(false);
+            } else if n >= 2 && name.eq_ignore_ascii_case(b"watch") {
+                crate::watch::watching((1..n).map(word));
+            } else if n >= 3
+                && name.eq_ignore_ascii_case(b"client")
+                && word(1).eq_ignore_ascii_case(b"tracking")
+                && word(2).eq_ignore_ascii_case(b"on")
+            {
+                crate::watch::tracking_seen();
+            }
         }
     })
 }
 
 /// Registers the command filter (see `command_filter`); false when the server refuses it.
 pub fn register_command_filter(ctx: &Context) -> bool {
+    // SAFETY: The module API table is filled by `RedisModule_Init` before `OnLoad` goes on.
     let Some(register) = (unsafe { raw::RedisModule_RegisterCommandFilter }) else {
         return false;
     };
     let flags = raw::REDISMODULE_CMDFILTER_NOSELF as c_int;
+    // SAFETY: the module's context during `OnLoad`; the filter is a function of the module,
+    // which outlives it.
     !unsafe { register(ctx.ctx, Some(command_filter), flags) }.is_null()
 }
 
@@ -487,6 +538,7 @@ pub fn subscribe(ctx: &Context) -> bool {
             return false;
         }
     }
+    // SAFETY: The module API table is filled by `RedisModule_Init` before `OnLoad` goes on.
     let Some(sub) = (unsafe { raw::RedisModule_SubscribeToKeyspaceEvents }) else {
         return false;
     };
@@ -495,6 +547,7 @@ pub fn subscribe(ctx: &Context) -> bool {
     let classes = raw::REDISMODULE_NOTIFY_GENERIC
         | raw::REDISMODULE_NOTIFY_EXPIRED as c_int
         | raw::REDISMODULE_NOTIFY_EVICTED as c_int;
+    // SAFETY: the module's context during `OnLoad`; the callback is a function of the module.
     unsafe { sub(ctx.ctx, classes, Some(on_keyspace)) == raw::REDISMODULE_OK as c_int }
 }
 
@@ -525,26 +578,31 @@ unsafe extern "C" fn on_flush(
     data: *mut c_void,
 ) {
     guard((), || {
-        let info = &*data.cast::<raw::RedisModuleFlushInfoV1>();
-        if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
-            // The entries LAZY marks cover leave without the reclaimer: the guard learns it.
+        // SAFETY: the server calls with the FLUSHDB event's data, a live `RedisModuleFlushInfoV1`
+        // (the subscription asked for version 1), on the main thread. The module API table is
+        // filled by `RedisModule_Init` before the server calls back.
+        unsafe {
+            let info = &*data.cast::<raw::RedisModuleFlushInfoV1>();
+            if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
+                // The entries LAZY marks cover leave without the reclaimer: the guard learns it.
+                let db = usize::try_from(info.dbnum).ok();
+                crate::reclaim::flushing(&Context::new(ctx), db);
+                return;
+            }
+            if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
+                return;
+            }
+            let mut st = state::lock();
             let db = usize::try_from(info.dbnum).ok();
-            crate::reclaim::flushing(&Context::new(ctx), db);
-            return;
+            match db {
+                Some(db) => st.db(db).clear(),
+                None => st.clear_all(),
+            }
+            st.lazy_mut(|l| l.clear(db));
+            drop(st);
+            crate::reclaim::release_waiters(&Context::new(ctx), db);
+            crate::fetch::forget(db);
         }
-        if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
-            return;
-        }
-        let mut st = state::lock();
-        let db = usize::try_from(info.dbnum).ok();
-        match db {
-            Some(db) => st.db(db).clear(),
-            None => st.clear_all(),
-        }
-        st.lazy_mut(|l| l.clear(db));
-        drop(st);
-        crate::reclaim::release_waiters(&Context::new(ctx), db);
-        crate::fetch::forget(db);
     })
 }
 
@@ -555,23 +613,28 @@ unsafe extern "C" fn on_swapdb(
     data: *mut c_void,
 ) {
     guard((), || {
-        let info = &*data.cast::<raw::RedisModuleSwapDbInfoV1>();
-        if let (Ok(a), Ok(b)) = (
-            usize::try_from(info.dbnum_first),
-            usize::try_from(info.dbnum_second),
-        ) {
-            let mut st = state::lock();
-            st.swap(a, b);
-            st.lazy_mut(|l| l.swap(a, b));
-            // A BATCHED request is for the data it was queued for: it follows it, as the
-            // marks do (replicas and the AOF replay the same SWAPDB over the same queue).
-            st.batch.swap(a, b);
-            drop(st);
-            crate::reclaim::swap_waiters(a, b);
-            crate::history::swap(a, b);
-            // A lease is for the value its holder is computing for this database's key.
-            crate::fetch::forget(Some(a));
-            crate::fetch::forget(Some(b));
+        // SAFETY: the server calls with the SWAPDB event's data, a live `RedisModuleSwapDbInfoV1`,
+        // on the main thread. The module API table is filled by `RedisModule_Init` before the
+        // server calls back.
+        unsafe {
+            let info = &*data.cast::<raw::RedisModuleSwapDbInfoV1>();
+            if let (Ok(a), Ok(b)) = (
+                usize::try_from(info.dbnum_first),
+                usize::try_from(info.dbnum_second),
+            ) {
+                let mut st = state::lock();
+                st.swap(a, b);
+                st.lazy_mut(|l| l.swap(a, b));
+                // A BATCHED request is for the data it was queued for: it follows it, as the
+                // marks do (replicas and the AOF replay the same SWAPDB over the same queue).
+                st.batch.swap(a, b);
+                drop(st);
+                crate::reclaim::swap_waiters(a, b);
+                crate::history::swap(a, b);
+                // A lease is for the value its holder is computing for this database's key.
+                crate::fetch::forget(Some(a));
+                crate::fetch::forget(Some(b));
+            }
         }
     })
 }
@@ -647,81 +710,87 @@ unsafe extern "C" fn on_keyspace(
     key: *mut raw::RedisModuleString,
 ) -> c_int {
     guard((), || {
-        let event = std::ffi::CStr::from_ptr(event).to_bytes();
-        let arrives = matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore");
-        let classifies = matches!(
-            event,
-            b"expired" | b"evicted" | b"rename_from" | b"move_from"
-        );
-        if !arrives && !classifies && event != b"del" {
-            // Whatever happened, the entry held (if any) was removed for good.
-            let mut st = state::lock();
-            if st.last_unlinked.is_some() {
-                st.settle_removal();
-            }
-            return;
-        }
-        let ctx = Context::new(ctx);
-        let db = server::selected_db(&ctx);
-        let name = RedisString::string_as_slice(key);
-        classify_removal(db, name, event);
-        if event == b"move_from" {
-            SOURCE_DB.store(db as i64, Ordering::Relaxed);
-        }
-        if matches!(event, b"rename_from" | b"move_from") && state::lazy_active() {
-            state::lock().departed = Some((db, name.to_vec()));
-        }
-        if !arrives {
-            return;
-        }
-        let name = name.to_vec();
-        let handle = server::Key::probe(&ctx, &RedisString::create_from_slice(ctx.ctx, &name));
-        // The database the key is in: Valkey 9.1 reports the transaction's database as the
-        // selected one for a MOVE inside MULTI/EXEC, while the key opens in the destination.
-        let db = handle.db().unwrap_or(db);
-        if let server::Held::Entry(e) = handle.held() {
-            if event == b"restore" {
-                // Its generation where it was dumped means nothing here: it is born here as
-                // of when it was written (its `created_ms`), so the marks made here since then
-                // that pick it cover it, as they would have had it been here (a reshard moves
-                // an entry a cluster-wide LAZY mark covers: it stays gone).
-                let born = restored_born(db, e.created_ms());
-                e.set_born(born);
-            }
-            let size = e.value().len() as u64;
-            let departed = {
+        // SAFETY: the server calls on the main thread with a live context, a C string event name
+        // and the key's live name, for the duration of the call. The module API table is filled by
+        // `RedisModule_Init` before the server calls back.
+        unsafe {
+            let event = std::ffi::CStr::from_ptr(event).to_bytes();
+            let arrives = matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore");
+            let classifies = matches!(
+                event,
+                b"expired" | b"evicted" | b"rename_from" | b"move_from"
+            );
+            if !arrives && !classifies && event != b"del" {
+                // Whatever happened, the entry held (if any) was removed for good.
                 let mut st = state::lock();
-                // The id it carries is its source's (or none): a new one here, unless this
-                // entry is in this index already.
-                let idx = st.db(db);
-                if !idx.holds(&name, e.id()) {
-                    let id = idx.insert(&name, e.tags(), e.deps(), size);
-                    e.set_id(id);
+                if st.last_unlinked.is_some() {
+                    st.settle_removal();
                 }
-                st.departed.take()
-            };
-            if event == b"restore" && e.born() < state::newest_mark() {
-                // A walk under way may have passed its name: it looks again.
-                state::lock().lazy_mut(|l| l.db(db).arrived(&name, e.born(), Vec::new()));
+                return;
             }
-            if event != b"restore" && e.born() < state::newest_mark() {
-                // A mark's selection was fixed when it was made. Covered under its old name:
-                // an alias keeps it covered under the new one. Otherwise no mark selected it,
-                // whatever range it arrives in: it is born anew, after every mark.
-                let alias = departed.and_then(|(from, old)| {
-                    crate::reclaim::alias_if_covered(&ctx, from, &old, e, &name)
-                });
-                match alias {
-                    Some(alias) => {
-                        state::lock().lazy_mut(|l| l.db(db).arrived(&name, e.born(), vec![alias]));
+            let ctx = Context::new(ctx);
+            let db = server::selected_db(&ctx);
+            let name = RedisString::string_as_slice(key);
+            classify_removal(db, name, event);
+            if event == b"move_from" {
+                SOURCE_DB.store(db as i64, Ordering::Relaxed);
+            }
+            if matches!(event, b"rename_from" | b"move_from") && state::lazy_active() {
+                state::lock().departed = Some((db, name.to_vec()));
+            }
+            if !arrives {
+                return;
+            }
+            let name = name.to_vec();
+            let handle = server::Key::probe(&ctx, &RedisString::create_from_slice(ctx.ctx, &name));
+            // The database the key is in: Valkey 9.1 reports the transaction's database as the
+            // selected one for a MOVE inside MULTI/EXEC, while the key opens in the destination.
+            let db = handle.db().unwrap_or(db);
+            if let server::Held::Entry(e) = handle.held() {
+                if event == b"restore" {
+                    // Its generation where it was dumped means nothing here: it is born here as
+                    // of when it was written (its `created_ms`), so the marks made here since then
+                    // that pick it cover it, as they would have had it been here (a reshard moves
+                    // an entry a cluster-wide LAZY mark covers: it stays gone).
+                    let born = restored_born(db, e.created_ms());
+                    e.set_born(born);
+                }
+                let size = e.value().len() as u64;
+                let departed = {
+                    let mut st = state::lock();
+                    // The id it carries is its source's (or none): a new one here, unless this
+                    // entry is in this index already.
+                    let idx = st.db(db);
+                    if !idx.holds(&name, e.id()) {
+                        let id = idx.insert(&name, e.tags(), e.deps(), size);
+                        e.set_id(id);
                     }
-                    None => e.set_born(state::generation()),
+                    st.departed.take()
+                };
+                if event == b"restore" && e.born() < state::newest_mark() {
+                    // A walk under way may have passed its name: it looks again.
+                    state::lock().lazy_mut(|l| l.db(db).arrived(&name, e.born(), Vec::new()));
+                }
+                if event != b"restore" && e.born() < state::newest_mark() {
+                    // A mark's selection was fixed when it was made. Covered under its old name:
+                    // an alias keeps it covered under the new one. Otherwise no mark selected it,
+                    // whatever range it arrives in: it is born anew, after every mark.
+                    let alias = departed.and_then(|(from, old)| {
+                        crate::reclaim::alias_if_covered(&ctx, from, &old, e, &name)
+                    });
+                    match alias {
+                        Some(alias) => {
+                            state::lock()
+                                .lazy_mut(|l| l.db(db).arrived(&name, e.born(), vec![alias]));
+                        }
+                        None => e.set_born(state::generation()),
+                    }
                 }
             }
-        }
-        drop(handle);
-        if matches!(event, b"move_to" | b"copy_to") {
-            restore_client_db(&ctx);
+            drop(handle);
+            if matches!(event, b"move_to" | b"copy_to") {
+                restore_client_db(&ctx);
+            }
         }
     });
     raw::REDISMODULE_OK as c_int
@@ -769,62 +838,67 @@ fn classify_removal(db: usize, name: &[u8], event: &[u8]) {
 /// Called by the server with a valid info context.
 pub unsafe extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
     guard((), || {
-        let now = server::now_ms();
-        let th = crate::config::thresholds();
-        let (fields, (expired, evicted, deleted)) = {
-            // A crash report must not wait for a lock the crashing code may hold.
-            let mut st = if for_crash_report != 0 {
-                match state::try_lock() {
-                    Some(st) => st,
-                    None => return,
-                }
-            } else {
-                state::lock()
-            };
-            st.settle_removal();
-            let figures = st.figures(false);
-            let m = st.metrics(now);
-            (m.info(&figures, &th, now), m.removal_counts())
-        };
-        let (Some(section), Some(add_u), Some(add_s), Some(add_d)) = (
-            raw::RedisModule_InfoAddSection,
-            raw::RedisModule_InfoAddFieldULongLong,
-            raw::RedisModule_InfoAddFieldCString,
-            raw::RedisModule_InfoAddFieldDouble,
-        ) else {
-            return;
-        };
-        section(ctx, c"".as_ptr() as *mut c_char);
-        let name = |n: &str| std::ffi::CString::new(n.strip_prefix("cache_").unwrap_or(n)).ok();
-        for (n, v) in fields {
-            let Some(n) = name(n) else { continue };
-            let n = n.as_ptr() as *mut c_char;
-            match v {
-                Field::Int(i) => {
-                    add_u(ctx, n, u64::try_from(i).unwrap_or(0));
-                }
-                Field::Float(x) => {
-                    add_d(ctx, n, x);
-                }
-                Field::Str(s) => {
-                    if let Ok(s) = std::ffi::CString::new(s) {
-                        add_s(ctx, n, s.as_ptr() as *mut c_char);
+        // SAFETY: the server calls with a live INFO context for the call; every name and value
+        // handed over is a C string alive until its call returns (the server copies it). The module
+        // API table is filled by `RedisModule_Init` before the server calls back.
+        unsafe {
+            let now = server::now_ms();
+            let th = crate::config::thresholds();
+            let (fields, (expired, evicted, deleted)) = {
+                // A crash report must not wait for a lock the crashing code may hold.
+                let mut st = if for_crash_report != 0 {
+                    match state::try_lock() {
+                        Some(st) => st,
+                        None => return,
                     }
+                } else {
+                    state::lock()
+                };
+                st.settle_removal();
+                let figures = st.figures(false);
+                let m = st.metrics(now);
+                (m.info(&figures, &th, now), m.removal_counts())
+            };
+            let (Some(section), Some(add_u), Some(add_s), Some(add_d)) = (
+                raw::RedisModule_InfoAddSection,
+                raw::RedisModule_InfoAddFieldULongLong,
+                raw::RedisModule_InfoAddFieldCString,
+                raw::RedisModule_InfoAddFieldDouble,
+            ) else {
+                return;
+            };
+            section(ctx, c"".as_ptr() as *mut c_char);
+            let name = |n: &str| std::ffi::CString::new(n.strip_prefix("cache_").unwrap_or(n)).ok();
+            for (n, v) in fields {
+                let Some(n) = name(n) else { continue };
+                let n = n.as_ptr() as *mut c_char;
+                match v {
+                    Field::Int(i) => {
+                        add_u(ctx, n, u64::try_from(i).unwrap_or(0));
+                    }
+                    Field::Float(x) => {
+                        add_d(ctx, n, x);
+                    }
+                    Field::Str(s) => {
+                        if let Ok(s) = std::ffi::CString::new(s) {
+                            add_s(ctx, n, s.as_ptr() as *mut c_char);
+                        }
+                    }
+                    Field::Nil | Field::Map(_) | Field::List(_) => {}
                 }
-                Field::Nil | Field::Map(_) | Field::List(_) => {}
             }
-        }
-        for (n, v) in [
-            (c"removed_expired", expired),
-            (c"removed_evicted", evicted),
-            (c"removed_deleted", deleted),
-        ] {
-            add_u(ctx, n.as_ptr() as *mut c_char, v);
-        }
-        if for_crash_report == 0 {
-            let (accepted, refused, _) = crate::history::figures();
-            add_u(ctx, c"guard_accepted".as_ptr() as *mut c_char, accepted);
-            add_u(ctx, c"guard_refused".as_ptr() as *mut c_char, refused);
+            for (n, v) in [
+                (c"removed_expired", expired),
+                (c"removed_evicted", evicted),
+                (c"removed_deleted", deleted),
+            ] {
+                add_u(ctx, n.as_ptr() as *mut c_char, v);
+            }
+            if for_crash_report == 0 {
+                let (accepted, refused, _) = crate::history::figures();
+                add_u(ctx, c"guard_accepted".as_ptr() as *mut c_char, accepted);
+                add_u(ctx, c"guard_refused".as_ptr() as *mut c_char, refused);
+            }
         }
     })
 }
@@ -850,7 +924,9 @@ pub unsafe fn call_command(
 ) -> c_int {
     let context = Context::new(ctx);
     let given: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
-        Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
+        // SAFETY: the server passes `argc` live strings at `argv` (non-null here), which it
+        // holds until the command returns.
+        Ok(n) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, n) },
         _ => &[],
     };
     let held: SmallVec<[ManuallyDrop<RedisString>; 16]> = given
@@ -859,57 +935,51 @@ pub unsafe fn call_command(
         .collect();
     // SAFETY: `ManuallyDrop<T>` is `repr(transparent)` over `T`; the strings are never dropped
     // through this view, so the server's references stay as they were.
-    let args = &*(std::ptr::from_ref::<[ManuallyDrop<RedisString>]>(held.as_slice())
-        as *const [RedisString]);
+    let args = unsafe {
+        &*(std::ptr::from_ref::<[ManuallyDrop<RedisString>]>(held.as_slice())
+            as *const [RedisString])
+    };
     run(&context, args);
     raw::REDISMODULE_OK as c_int
 }
 
-/// The server's command callbacks: each runs its handler (in `commands` or `fetch`) through
-/// `commands::run` on borrowed arguments, timing the ones named with an `Op`.
-macro_rules! commands {
-    ($($name:ident => $handler:path $(as $op:ident)?),* $(,)?) => {
-        $(
-        /// # Safety
-        /// Called by the server with a command's arguments.
-        pub unsafe extern "C" fn $name(
-            ctx: *mut raw::RedisModuleCtx,
-            argv: *mut *mut raw::RedisModuleString,
-            argc: c_int,
-        ) -> c_int {
-            call_command(ctx, argv, argc, |ctx, args| {
-                #[allow(unused_mut, unused_assignments)]
-                let mut op = None;
-                $(op = Some(crate::core::metrics::Op::$op);)?
-                crate::commands::run(ctx, args, $handler, op)
-            })
-        })*
-    };
-}
-
-/// CACHE.MSET, whose keys are found by parsing (`getkeys-api`): asked for key positions, it
-/// names each entry's key as read-write (as CACHE.SET's key spec does); else it runs.
+/// Whether the server calls a `getkeys-api` command only to learn its key positions.
 ///
 /// # Safety
-/// Called by the server with a command's arguments.
-pub unsafe extern "C" fn mset(
+/// The server's context of a command call.
+pub unsafe fn keys_position_request(ctx: *mut raw::RedisModuleCtx) -> bool {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before any command runs, and
+    // `ctx` is the server's context of the current command call (the caller's promise).
+    unsafe { raw::RedisModule_IsKeysPositionRequest.is_some_and(|f| f(ctx) != 0) }
+}
+
+/// CACHE.MSET's key positions (its keys are found by parsing, `getkeys-api`): names each
+/// entry's key as read-write, as CACHE.SET's key spec does.
+///
+/// # Safety
+/// Called with the server's arguments of a key-position request.
+pub unsafe fn mset_key_positions(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
 ) -> c_int {
-    if raw::RedisModule_IsKeysPositionRequest.is_some_and(|f| f(ctx) != 0) {
-        guard((), || {
-            let given: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
-                Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
-                _ => &[],
-            };
-            let words: SmallVec<[&[u8]; 16]> = given
-                .iter()
-                .map(|&s| RedisString::string_as_slice(s))
-                .collect();
-            let write = (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
-            for at in crate::commands::mset_keys(&words) {
-                let at = c_int::try_from(at).unwrap_or(c_int::MAX);
+    guard((), || {
+        let given: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
+            // SAFETY: the server passes `argc` live strings at `argv` (non-null here), held
+            // until the call returns.
+            Ok(n) if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, n) },
+            _ => &[],
+        };
+        let words: SmallVec<[&[u8]; 16]> = given
+            .iter()
+            .map(|&s| RedisString::string_as_slice(s))
+            .collect();
+        let write = (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
+        for at in crate::commands::mset_keys(&words) {
+            let at = c_int::try_from(at).unwrap_or(c_int::MAX);
+            // SAFETY: `ctx` is the context of the key-position request (the caller's
+            // promise); the module API table is filled by `RedisModule_Init` first.
+            unsafe {
                 match (
                     raw::RedisModule_KeyAtPosWithFlags,
                     raw::RedisModule_KeyAtPos,
@@ -919,87 +989,50 @@ pub unsafe extern "C" fn mset(
                     (None, None) => {}
                 }
             }
-        });
-        return raw::REDISMODULE_OK as c_int;
-    }
-    call_command(ctx, argv, argc, |ctx, args| {
-        crate::commands::run(
-            ctx,
-            args,
-            crate::commands::cache_mset,
-            Some(crate::core::metrics::Op::Set),
-        )
-    })
+        }
+    });
+    raw::REDISMODULE_OK as c_int
 }
 
-commands! {
-    set => crate::commands::cache_set as Set,
-    get => crate::commands::cache_get,
-    fetch => crate::fetch::cache_fetch,
-    token => crate::history::cache_token,
-    mget => crate::commands::cache_mget,
-    tag => crate::commands::cache_tag,
-    depend => crate::commands::cache_depend,
-    inspect => crate::commands::cache_inspect,
-    invalidate => crate::commands::cache_invalidate as Invalidate,
-    keys => crate::commands::cache_keys,
-    pending => crate::commands::cache_pending,
-    // Every CACHE.RULE subcommand: the handler reads which one from the arguments.
-    rule => crate::commands::cache_rule,
-    relate => crate::commands::cache_relate,
-    write => crate::commands::cache_write as Invalidate,
-    tags => crate::commands::cache_tags,
-    stats => crate::commands::cache_stats,
-    recommend => crate::commands::cache_recommend,
-    events => crate::commands::cache_events,
-    hotkeys => crate::commands::cache_hotkeys,
-    reset => crate::commands::cache_reset,
-    debug => crate::commands::cache_debug,
-}
-
-/// A command to register: name, callback (None: a container of subcommands), flags, first key,
-/// last key, key step, ACL categories.
-pub type CommandRow = (
-    &'static CStr,
-    Option<CommandFn>,
-    &'static CStr,
-    c_int,
-    c_int,
-    c_int,
-    &'static CStr,
-);
-
-/// A subcommand to register: its container's name, its own name, callback, flags, ACL
-/// categories.
-pub type SubcommandRow = (
-    &'static CStr,
-    &'static CStr,
-    CommandFn,
-    &'static CStr,
-    &'static CStr,
-);
-
-/// Registers the commands (from `OnLoad`); false when the server refuses one.
-pub fn create_commands(ctx: &Context, rows: &[CommandRow]) -> bool {
+/// Registers the commands and containers of the table (from `OnLoad`); false when the server
+/// refuses one.
+pub fn create_commands(ctx: &Context, table: &[Command]) -> bool {
+    // SAFETY: The module API table is filled by `RedisModule_Init` before `OnLoad` goes on.
     let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
         return false;
     };
-    rows.iter().all(|&(name, f, flags, first, last, step, _)| {
-        let ok = unsafe { create(ctx.ctx, name.as_ptr(), f, flags.as_ptr(), first, last, step) }
-            == raw::REDISMODULE_OK as c_int;
+    let mut rows = table.iter().filter(|c| c.form != Form::Subcommand);
+    rows.all(|c| {
+        let (first, last, step) = c.keys;
+        // SAFETY: the module's context during `OnLoad`; the name and flags are static C
+        // strings, and the callback a function of the module, which outlives the command.
+        let ok = unsafe {
+            create(
+                ctx.ctx,
+                c.name.as_ptr(),
+                c.callback,
+                c.flags.as_ptr(),
+                first,
+                last,
+                step,
+            )
+        } == raw::REDISMODULE_OK as c_int;
         if !ok {
             ctx.log_warning(&format!(
                 "tagcache: could not create {}",
-                name.to_string_lossy()
+                c.name.to_string_lossy()
             ));
         }
         ok
     })
 }
 
-/// Registers subcommands under their containers (created by `create_commands`). Redis 7.0
-/// subcommands.
-pub fn create_subcommands(ctx: &Context, rows: &[SubcommandRow]) -> bool {
+/// Registers the table's subcommands under their containers (created by `create_commands`).
+/// Redis 7.0 subcommands.
+pub fn create_subcommands(ctx: &Context, table: &[Command]) -> bool {
+    // SAFETY: the module's context during `OnLoad`; the names and flags are C strings alive for
+    // each call (the server copies them), the callbacks functions of the module, and a
+    // container handle is used only once the server returned it non-null.
     unsafe {
         let (Some(get), Some(sub)) = (
             raw::RedisModule_GetCommand,
@@ -1007,26 +1040,106 @@ pub fn create_subcommands(ctx: &Context, rows: &[SubcommandRow]) -> bool {
         ) else {
             return false;
         };
-        rows.iter().all(|&(parent, name, f, flags, _)| {
+        let mut rows = table.iter().filter(|c| c.form == Form::Subcommand);
+        rows.all(|c| {
+            let Some((parent, name)) = c.parent_and_sub() else {
+                return false;
+            };
+            let Ok(parent) = CString::new(parent) else {
+                return false;
+            };
             let cmd = get(ctx.ctx, parent.as_ptr());
             !cmd.is_null()
-                && sub(cmd, name.as_ptr(), Some(f), flags.as_ptr(), 0, 0, 0)
+                && sub(cmd, name.as_ptr(), c.callback, c.flags.as_ptr(), 0, 0, 0)
                     == raw::REDISMODULE_OK as c_int
         })
     }
 }
 
-/// The command info of every command and subcommand (Redis 7.0): its docs from
+/// Registers the integer configs as `cache.<name>` and loads their values from the server's
+/// configuration (`RedisModule_LoadConfigs`; from `OnLoad`, before anything reads them). A
+/// `loadmodule` argument pair `<name> <value>` is the config's default, as `redis_module`'s
+/// `module_args_as_configuration` makes it: an unparsable one fails the load, one out of range
+/// is the server's to refuse. Err says what went wrong.
+pub fn register_configs(
+    ctx: &Context,
+    configs: &[&'static IntConfig],
+    args: &[RedisString],
+) -> Result<(), String> {
+    use redis_module::configuration::get_i64_default_config_value;
+    // SAFETY: reads the server's API table, filled in by `RedisModule_Init` before `OnLoad`
+    // goes on.
+    let (Some(register), load) = (unsafe { raw::RedisModule_RegisterNumericConfig }, unsafe {
+        raw::RedisModule_LoadConfigs
+    }) else {
+        return Err("the server has no module configs".into());
+    };
+    for &config in configs {
+        let default = get_i64_default_config_value(args, config.name, config.default)
+            .map_err(|e| e.to_string())?;
+        let name = CString::new(config.name).map_err(|_| config.name.to_owned())?;
+        // SAFETY: the module's context during `OnLoad`; the server copies the name, and the
+        // private data is the config, a static that outlives the module.
+        let registered = unsafe {
+            register(
+                ctx.ctx,
+                name.as_ptr(),
+                default,
+                raw::REDISMODULE_CONFIG_DEFAULT,
+                config.min,
+                config.max,
+                Some(config_get),
+                Some(config_set),
+                None,
+                std::ptr::from_ref::<IntConfig>(config).cast_mut().cast(),
+            )
+        };
+        if registered != raw::REDISMODULE_OK as c_int {
+            return Err(format!(
+                "could not register the config cache.{}",
+                config.name
+            ));
+        }
+    }
+    if let Some(load) = load {
+        // Its result is the server's to act on: a config it could not apply leaves the module
+        // unloaded, and says so.
+        // SAFETY: the module's context during `OnLoad`, after its configs are registered.
+        unsafe { load(ctx.ctx) };
+    }
+    Ok(())
+}
+
+/// `CONFIG GET` of a config `register_configs` registered (`privdata` is its `IntConfig`).
+unsafe extern "C" fn config_get(_name: *const c_char, privdata: *mut c_void) -> c_longlong {
+    // SAFETY: the private data registered with the config: a `&'static IntConfig`.
+    let config = unsafe { &*privdata.cast::<IntConfig>() };
+    guard(config.default, || config.get())
+}
+
+/// `CONFIG SET` (or the configuration at load) of a config `register_configs` registered, with
+/// a value the server checked against its range.
+unsafe extern "C" fn config_set(
+    _name: *const c_char,
+    value: c_longlong,
+    privdata: *mut c_void,
+    _err: *mut *mut raw::RedisModuleString,
+) -> c_int {
+    // SAFETY: the private data registered with the config: a `&'static IntConfig`.
+    let config = unsafe { &*privdata.cast::<IntConfig>() };
+    guard(raw::REDISMODULE_ERR as c_int, || {
+        config.set(value);
+        raw::REDISMODULE_OK as c_int
+    })
+}
+
+/// The command info of every command and subcommand (Redis 7.0): its row's docs from
 /// `core::docs` (summary, since, complexity, arguments, for `COMMAND DOCS` and redis-cli's
 /// hints), and key specs for the keyed commands: reads are read-only access, so an ACL user
 /// with `%R~` patterns may CACHE.GET what it may read, and writes need write access. Without
 /// key specs the server treats the legacy key positions as read-write. Err names a command
-/// that has no docs or that the server refused; on a server without the API nothing is set.
-pub fn set_command_info(
-    ctx: &Context,
-    rows: &[CommandRow],
-    subcommands: &[SubcommandRow],
-) -> Result<(), String> {
+/// that the server refused; on a server without the API nothing is set.
+pub fn set_command_info(ctx: &Context, table: &[Command]) -> Result<(), String> {
     use raw::{
         RedisModuleCommandKeySpec as Spec, RedisModuleCommandKeySpec__bindgen_ty_1 as Begin,
         RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 as Index,
@@ -1074,21 +1187,13 @@ pub fn set_command_info(
         sizeof_keyspec: std::mem::size_of::<Spec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
     };
-    // Every command (the keyed ones with their spec: read-only ones by their flags, a range to
-    // the end for a last key -1), then every subcommand (`container|name`).
-    let commands = rows.iter().map(|&(name, _, flags, first, last, _, _)| {
-        let readonly = flags
-            .to_bytes()
-            .split(|&b| b == b' ')
-            .any(|f| f == b"readonly");
+    // Every command and subcommand; the keyed ones with their spec (read-only ones by their
+    // flags, a range to the end for a last key -1).
+    let key = |c: &Command| {
+        let (first, last, _) = c.keys;
         let lastkey = if last < 0 { last } else { last - first };
-        let key = (first > 0).then_some((if readonly { read } else { write }, first, lastkey));
-        (name.to_string_lossy().into_owned(), key)
-    });
-    let subs = subcommands.iter().map(|&(parent, name, ..)| {
-        let full = format!("{}|{}", parent.to_string_lossy(), name.to_string_lossy());
-        (full, None)
-    });
+        (first > 0).then_some((if c.readonly() { read } else { write }, first, lastkey))
+    };
     // SAFETY: the server's API, called at load time from the main thread with the module's
     // context; every pointer handed over stays alive until SetCommandInfo returns (it copies).
     unsafe {
@@ -1098,10 +1203,9 @@ pub fn set_command_info(
             // An older server: the legacy key positions stay, and no docs.
             return Ok(());
         };
-        for (name, key) in commands.chain(subs) {
-            let doc = crate::core::docs::of(&name).ok_or_else(|| format!("{name} has no docs"))?;
-            let cname = CString::new(name.as_str()).map_err(|_| name.clone())?;
-            let cmd = get(ctx.ctx, cname.as_ptr());
+        for c in table {
+            let (name, doc, key) = (c.name.to_string_lossy(), c.docs, key(c));
+            let cmd = get(ctx.ctx, c.name.as_ptr());
             if cmd.is_null() {
                 return Err(format!("{name} is not registered"));
             }
@@ -1207,23 +1311,31 @@ pub(crate) unsafe extern "C" fn blocked_reply(
     _argc: c_int,
 ) -> c_int {
     guard(raw::REDISMODULE_OK as c_int, || {
-        let data =
-            raw::RedisModule_GetBlockedClientPrivateData.map_or(std::ptr::null_mut(), |f| f(ctx));
-        if !data.is_null() {
-            let c = Context::new(ctx);
-            match &*data.cast::<server::Answer>() {
-                Ok(r) => server::reply(&c, r),
-                Err(e) => server::reply_error(&c, e),
+        // SAFETY: the server calls with the reply context of a client the module blocked; its
+        // private data is null or the boxed `Answer` `Blocked::answer` gave, freed only by
+        // `blocked_free` after this. The module API table is filled by `RedisModule_Init` before
+        // the server calls back.
+        unsafe {
+            let data = raw::RedisModule_GetBlockedClientPrivateData
+                .map_or(std::ptr::null_mut(), |f| f(ctx));
+            if !data.is_null() {
+                let c = Context::new(ctx);
+                match &*data.cast::<server::Answer>() {
+                    Ok(r) => server::reply(&c, r),
+                    Err(e) => server::reply_error(&c, e),
+                }
             }
+            raw::REDISMODULE_OK as c_int
         }
-        raw::REDISMODULE_OK as c_int
     })
 }
 
 /// Frees a blocked client's answer.
 pub(crate) unsafe extern "C" fn blocked_free(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     if !data.is_null() {
-        drop(Box::from_raw(data.cast::<server::Answer>()));
+        // SAFETY: a blocked client's private data is the boxed `Answer` `Blocked::answer`
+        // gave, freed once, here, after `blocked_reply` read it.
+        drop(unsafe { Box::from_raw(data.cast::<server::Answer>()) });
     }
 }
 
@@ -1240,19 +1352,27 @@ pub(crate) unsafe extern "C" fn cluster_message(
         return;
     }
     guard((), || {
-        let sender =
-            std::slice::from_raw_parts(sender.cast::<u8>(), raw::REDISMODULE_NODE_ID_LEN as usize);
-        let payload = if len == 0 {
-            Vec::new()
-        } else {
-            std::slice::from_raw_parts(payload, len as usize).to_vec()
-        };
-        crate::cluster::received(
-            &Context::new(ctx),
-            kind,
-            String::from_utf8_lossy(sender).into_owned(),
-            payload,
-        );
+        // SAFETY: the server calls with a live context; `sender` points at a node id of
+        // `REDISMODULE_NODE_ID_LEN` bytes and `payload` at `len` bytes (both checked non-null
+        // above), alive for the call and copied here. The module API table is filled by
+        // `RedisModule_Init` before the server calls back.
+        unsafe {
+            let sender = std::slice::from_raw_parts(
+                sender.cast::<u8>(),
+                raw::REDISMODULE_NODE_ID_LEN as usize,
+            );
+            let payload = if len == 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(payload, len as usize).to_vec()
+            };
+            crate::cluster::received(
+                &Context::new(ctx),
+                kind,
+                String::from_utf8_lossy(sender).into_owned(),
+                payload,
+            );
+        }
     })
 }
 

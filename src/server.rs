@@ -18,10 +18,14 @@ use crate::ffi::CACHE_TYPE;
 
 /// The server's clock in Unix milliseconds.
 pub fn now_ms() -> i64 {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; the
+    // clock takes no arguments and may be read from any thread.
     unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
 }
 
 pub fn selected_db(ctx: &Context) -> usize {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the live context of the command, callback or timer that called.
     let db = unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.ctx)) };
     usize::try_from(db).unwrap_or(0)
 }
@@ -31,6 +35,8 @@ pub fn select_db(ctx: &Context, db: usize) -> bool {
     let Ok(id) = c_int::try_from(db) else {
         return false;
     };
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the live context of the caller, on the main thread.
     unsafe {
         raw::RedisModule_SelectDb.is_some_and(|f| f(ctx.ctx, id) == raw::REDISMODULE_OK as c_int)
     }
@@ -44,6 +50,8 @@ pub fn is_replica(ctx: &Context) -> bool {
 /// Writes are paused (`CLIENT PAUSE`, a failover): work the module starts by itself (timers)
 /// must neither write nor propagate until the pause ends.
 pub fn writes_paused() -> bool {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; it
+    // takes no arguments and is called on the main thread.
     unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
 }
 
@@ -53,6 +61,8 @@ pub const OOM_ERROR: &str = "OOM command not allowed when used memory > 'maxmemo
 /// The server is over `maxmemory` now (the test the server makes before a `deny-oom`
 /// command); false without `maxmemory`, and where the API is missing.
 pub fn over_maxmemory() -> bool {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; it
+    // takes no arguments and is called on the main thread.
     unsafe { raw::RedisModule_GetUsedMemoryRatio.is_some_and(|f| f() > 1.0) }
 }
 
@@ -93,6 +103,9 @@ impl Key {
     }
 
     fn open(ctx: &Context, name: &RedisString, mode: u32) -> Key {
+        // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs;
+        // `ctx` is the caller's live context and `name` a live server string; the handle returned
+        // (or null) is closed by `Drop`.
         let key = unsafe {
             raw::RedisModule_OpenKey
                 .map_or(ptr::null_mut(), |f| f(ctx.ctx, name.inner, mode as c_int))
@@ -106,12 +119,13 @@ impl Key {
         if self.key.is_null() {
             return None;
         }
+        // SAFETY: the handle is open (checked non-null above) for as long as `self` lives.
         let id = unsafe { raw::RedisModule_GetDbIdFromModuleKey.map(|f| f(self.key))? };
         usize::try_from(id).ok()
     }
 
     pub fn held(&self) -> Held<'_> {
-        // The handle is open (or null) for as long as `self` lives.
+        // SAFETY: the handle is open (or null) for as long as `self` lives.
         unsafe { held_by(self.key) }
     }
 
@@ -129,6 +143,9 @@ impl Key {
     /// the call.
     pub fn set_entry(&mut self, entry: Box<Entry>) -> Result<()> {
         let value = Entry::into_raw(entry).cast::<c_void>();
+        // SAFETY: the handle is open for writing (or the server refuses a null one), and `value` is
+        // a fresh entry from `into_raw` that the server owns from here on (or hands back, see
+        // `stored`).
         let status = unsafe {
             raw::RedisModule_ModuleTypeSetValue.map_or(raw::REDISMODULE_ERR as c_int, |f| {
                 f(self.key, *CACHE_TYPE.raw_type.borrow(), value)
@@ -144,12 +161,16 @@ impl Key {
     pub fn replace_entry(&mut self, entry: Box<Entry>) -> Result<()> {
         let value = Entry::into_raw(entry).cast::<c_void>();
         let mut old: *mut c_void = ptr::null_mut();
+        // SAFETY: as in `set_entry`; on success the server hands back the old value in `old`, which
+        // is ours to free.
         let status = unsafe {
             raw::RedisModule_ModuleTypeReplaceValue.map_or(raw::REDISMODULE_ERR as c_int, |f| {
                 f(self.key, *CACHE_TYPE.raw_type.borrow(), value, &mut old)
             })
         };
         if !old.is_null() {
+            // SAFETY: `old` is the value the server just released: an entry of this module's type
+            // (from `into_raw`), referenced by nothing else.
             drop(unsafe { Entry::box_from_raw(old.cast()) });
         }
         stored(status, value)
@@ -157,6 +178,8 @@ impl Key {
 
     /// Deletes the key (the server frees its value: `&mut self`, as for `set_entry`).
     pub fn delete(&mut self) {
+        // SAFETY: the handle is open for writing; the server frees the value, and `&mut self` keeps
+        // every reference into it from living on.
         unsafe {
             if let Some(f) = raw::RedisModule_DeleteKey {
                 f(self.key);
@@ -167,6 +190,8 @@ impl Key {
     /// The absolute deadline in Unix ms, if the key has one (as the server stores it, so
     /// KEEPTTL keeps it to the millisecond).
     pub fn deadline(&self) -> Option<i64> {
+        // SAFETY: the handle is open (or null, which these calls accept) for as long as `self`
+        // lives.
         let at = unsafe {
             match raw::RedisModule_GetAbsExpire {
                 Some(f) => f(self.key),
@@ -185,6 +210,7 @@ impl Key {
 
     /// Remaining time to live in ms, -1 when none.
     pub fn ttl_ms(&self) -> i64 {
+        // SAFETY: the handle is open (or null, which the call accepts) for as long as `self` lives.
         let ttl = unsafe { raw::RedisModule_GetExpire.map_or(-1, |f| f(self.key)) };
         if ttl < 0 {
             -1
@@ -195,6 +221,7 @@ impl Key {
 
     /// Drops the key's deadline (as PERSIST does).
     pub fn clear_deadline(&self) {
+        // SAFETY: the handle is open for as long as `self` lives.
         unsafe {
             if let Some(f) = raw::RedisModule_SetExpire {
                 f(self.key, raw::REDISMODULE_NO_EXPIRE.into());
@@ -203,6 +230,7 @@ impl Key {
     }
 
     pub fn set_deadline(&self, at_ms: i64) {
+        // SAFETY: the handle is open for as long as `self` lives.
         unsafe {
             match raw::RedisModule_SetAbsExpire {
                 Some(f) => f(self.key, at_ms),
@@ -217,6 +245,7 @@ impl Key {
 impl Drop for Key {
     fn drop(&mut self) {
         if !self.key.is_null() {
+            // SAFETY: the handle came from `RedisModule_OpenKey` and is closed once, here.
             unsafe {
                 if let Some(f) = raw::RedisModule_CloseKey {
                     f(self.key);
@@ -233,6 +262,7 @@ fn stored(status: c_int, value: *mut c_void) -> Result<()> {
     if status == raw::REDISMODULE_OK as c_int {
         Ok(())
     } else {
+        // SAFETY: the server refused `value`, so the entry from `into_raw` is still ours alone.
         drop(unsafe { Entry::box_from_raw(value.cast()) });
         Err(CacheError::Internal("could not store the entry".into()))
     }
@@ -246,6 +276,9 @@ unsafe fn held_by<'a>(key: *mut raw::RedisModuleKey) -> Held<'a> {
     if key.is_null() {
         return Held::Nothing;
     }
+    // SAFETY: the caller guarantees `key` is an open handle for `'a`; a value of this module's type
+    // is an entry from `into_raw` (the type check above), and the server leaves it in place while
+    // the handle is open.
     unsafe {
         let kind = raw::RedisModule_KeyType.map_or(0, |f| f(key)) as isize;
         if kind == raw::REDISMODULE_KEYTYPE_EMPTY {
@@ -274,6 +307,8 @@ fn probe_mode() -> u32 {
     *MODE.get_or_init(|| {
         let base = raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH;
         let quiet = raw::REDISMODULE_OPEN_KEY_NOSTATS | raw::REDISMODULE_OPEN_KEY_NONOTIFY;
+        // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs;
+        // it takes no arguments.
         let known = unsafe { raw::RedisModule_GetOpenKeyModesAll.map_or(0, |f| f()) } as u32;
         if known & quiet == quiet {
             base | quiet
@@ -291,6 +326,8 @@ pub fn string(ctx: &Context, bytes: &[u8]) -> RedisString {
 /// Tells the server a key changed (WATCH, client-side caching). The module signals only real
 /// changes: implicit signalling on closing a key opened for writing is turned off at load.
 pub fn signal_modified(ctx: &Context, key: &RedisString) {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the caller's live context and `key` a live server string.
     unsafe {
         if let Some(f) = raw::RedisModule_SignalModifiedKey {
             f(ctx.ctx, key.inner);
@@ -301,6 +338,9 @@ pub fn signal_modified(ctx: &Context, key: &RedisString) {
 
 /// Whether the client running the command has CLIENT TRACKING on (false without a client).
 pub fn client_tracks(ctx: &Context) -> bool {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the caller's live context; `info` is a zeroed, versioned struct the server fills, alive
+    // for the call.
     unsafe {
         let (Some(id_of), Some(info_of)) = (
             raw::RedisModule_GetClientId,
@@ -336,6 +376,8 @@ pub fn set_module_options(ctx: &Context) {
         // set only there (Redis gives bit 5 no meaning of its own yet).
         options |= VALKEY_HANDLE_ATOMIC_SLOT_MIGRATION;
     }
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the module's context during `OnLoad`.
     unsafe {
         if let Some(f) = raw::RedisModule_SetModuleOptions {
             f(ctx.ctx, options as c_int);
@@ -372,13 +414,16 @@ pub fn call_text(ctx: &Context, cmd: &str, args: &[&str]) -> Option<String> {
 
 /// The context flags (`REDISMODULE_CTX_FLAGS_*`).
 pub fn flags(ctx: &Context) -> u32 {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the caller's live context.
     (unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) }) as u32
 }
 
 /// A client blocked by a command, to be answered later (once) from the main thread.
 pub struct Blocked(*mut raw::RedisModuleBlockedClient);
 
-// Only the main thread (commands, timers) blocks and answers clients.
+// SAFETY: only the main thread (commands, timers) blocks and answers clients: the handle is
+// moved between the module's own structures, never used on another thread.
 unsafe impl Send for Blocked {}
 
 /// What a blocked client is answered (rendered by `ffi::blocked_reply`).
@@ -388,6 +433,9 @@ impl Blocked {
     /// Blocks the client running `ctx`'s command, without a server timeout; None when the
     /// server refuses.
     pub fn block(ctx: &Context) -> Option<Blocked> {
+        // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs;
+        // `ctx` is a command's live context on the main thread; the callbacks are the module's own
+        // and outlive the blocked client.
         let bc = unsafe {
             raw::RedisModule_BlockClient.map_or(ptr::null_mut(), |f| {
                 f(
@@ -406,6 +454,8 @@ impl Blocked {
     /// frees the reply).
     pub fn answer(self, answer: Answer) {
         let data = Box::into_raw(Box::new(answer)).cast::<c_void>();
+        // SAFETY: the blocked client is answered once (`self` is consumed); `data` is a boxed
+        // `Answer` that `blocked_reply` reads and `blocked_free` frees.
         unsafe {
             if let Some(f) = raw::RedisModule_UnblockClient {
                 f(self.0, data);
@@ -419,7 +469,10 @@ impl Blocked {
 static DETACHED: AtomicPtr<raw::RedisModuleCtx> = AtomicPtr::new(ptr::null_mut());
 
 pub fn keep_detached_context(ctx: &Context) {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before `OnLoad` goes on.
     if let Some(f) = unsafe { raw::RedisModule_GetDetachedThreadSafeContext } {
+        // SAFETY: `ctx` is the module's context during `OnLoad`; the detached context lives
+        // as long as the module, and is used only on the main thread.
         DETACHED.store(unsafe { f(ctx.ctx) }, Ordering::Relaxed);
     }
 }
@@ -436,6 +489,9 @@ pub fn soon(f: unsafe extern "C" fn(*mut c_void)) -> bool {
     if DETACHED.load(Ordering::Relaxed).is_null() {
         return false;
     }
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `f`
+    // is a module function that stays valid for the server's lifetime; the event loop runs it on
+    // the main thread.
     unsafe {
         raw::RedisModule_EventLoopAddOneShot
             .is_some_and(|add| add(Some(f), ptr::null_mut()) == raw::REDISMODULE_OK as c_int)
@@ -468,6 +524,8 @@ pub fn replicate(ctx: &Context, cmd: &str, args: &[&[u8]]) {
 /// retains them instead of copying bytes into new strings (`replicate` makes one per argument).
 pub fn replicate_strings(ctx: &Context, cmd: &CStr, args: &[RedisString]) {
     let mut argv: Vec<*mut raw::RedisModuleString> = args.iter().map(|s| s.inner).collect();
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the caller's live context, and `argv` holds live server strings for the length given.
     unsafe {
         if let Some(f) = raw::RedisModule_Replicate {
             f(
@@ -485,6 +543,8 @@ pub const NOTIFY_GENERIC: c_int = raw::REDISMODULE_NOTIFY_GENERIC;
 pub const NOTIFY_MODULE: c_int = raw::REDISMODULE_NOTIFY_MODULE as c_int;
 
 pub fn notify(ctx: &Context, class: c_int, event: &CStr, key: &RedisString) {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the caller's live context; the event name and key are alive for the call.
     unsafe {
         if let Some(f) = raw::RedisModule_NotifyKeyspaceEvent {
             f(ctx.ctx, class, event.as_ptr(), key.inner);
@@ -509,6 +569,9 @@ fn double_text(x: f64) -> String {
 
 pub fn reply(ctx: &Context, r: &Reply) {
     let c = ctx.ctx;
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the context of the command (or blocked client) being answered, on the main thread; every
+    // buffer handed over lives until its call returns (the server copies it).
     unsafe {
         match r {
             Reply::Ok => {
@@ -563,6 +626,8 @@ pub fn reply(ctx: &Context, r: &Reply) {
 
 /// The header of an array reply of `n` items, which the caller then sends one by one.
 pub fn reply_array_len(ctx: &Context, n: usize) {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the context of the command being answered.
     unsafe {
         if let Some(f) = raw::RedisModule_ReplyWithArray {
             f(ctx.ctx, n as _);
@@ -571,6 +636,8 @@ pub fn reply_array_len(ctx: &Context, n: usize) {
 }
 
 pub fn reply_bulk(ctx: &Context, b: &[u8]) {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the context of the command being answered; the bytes live for the call.
     unsafe {
         if let Some(f) = raw::RedisModule_ReplyWithStringBuffer {
             f(ctx.ctx, b.as_ptr().cast(), b.len());
@@ -584,6 +651,8 @@ pub fn reply_error(ctx: &Context, e: &CacheError) {
     let Ok(text) = CString::new(text.replace('\0', " ")) else {
         return;
     };
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the context of the command being answered; `text` is a C string alive for the call.
     unsafe {
         if let Some(f) = raw::RedisModule_ReplyWithError {
             f(ctx.ctx, text.as_ptr());
@@ -608,6 +677,9 @@ pub fn scan_entries(ctx: &Context) -> Vec<Scanned> {
 /// Calls `f` with every cache entry of the selected database (a key may come more than once,
 /// as with SCAN). `f` may change the entry in place, not the keyspace.
 pub fn scan_with(ctx: &Context, f: &mut dyn FnMut(&[u8], &mut Entry)) {
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the caller's live context on the main thread; the cursor is created, used and destroyed
+    // here, and `f` outlives the scan that hands it to `scan_one`.
     unsafe {
         let (Some(create), Some(scan), Some(destroy)) = (
             raw::RedisModule_ScanCursorCreate,
@@ -635,10 +707,12 @@ extern "C" fn scan_one(
     key: *mut raw::RedisModuleKey,
     f: *mut c_void,
 ) {
+    // SAFETY: `f` is the `&mut dyn FnMut` `scan_with` passed as private data, alive and unaliased
+    // for the whole scan.
     let f = unsafe { &mut *f.cast::<&mut dyn FnMut(&[u8], &mut Entry)>() };
     let name_bytes = RedisString::string_as_slice(name);
-    // The handle is open for the duration of this callback.
     if !key.is_null() {
+        // SAFETY: the server keeps the handle open for the duration of this callback.
         if let Held::Entry(e) = unsafe { held_by(key) } {
             f(name_bytes, e);
         }
@@ -695,6 +769,8 @@ pub fn latency_sample(ctx: &Context, event: &str, ms: u64) {
     let Ok(event) = CString::new(event) else {
         return;
     };
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; the
+    // event name lives for the call.
     unsafe {
         if let Some(f) = raw::RedisModule_LatencyAddSample {
             f(event.as_ptr(), i64::try_from(ms).unwrap_or(i64::MAX));
@@ -758,6 +834,8 @@ pub fn caller_name(ctx: &Context) -> Option<Vec<u8>> {
     if let Some(user) = crate::cluster::acting_user() {
         return user;
     }
+    // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs; `ctx`
+    // is the caller's live context; the name the server returns is ours, and freed here once read.
     unsafe {
         let (Some(name_of), Some(free_string)) = (
             raw::RedisModule_GetCurrentUserName,
@@ -779,6 +857,8 @@ impl Access {
     /// The permissions of a user by name; None when there is no such user.
     pub fn of_user(ctx: &Context, name: &[u8]) -> Option<Access> {
         let name = string(ctx, name);
+        // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs;
+        // `name` is a live server string; the user returned (or null) is freed by `Drop`.
         let user = unsafe {
             raw::RedisModule_GetModuleUserFromUserName.map_or(ptr::null_mut(), |f| f(name.inner))
         };
@@ -806,6 +886,7 @@ impl Access {
         } else {
             raw::REDISMODULE_CMD_KEY_ACCESS
         };
+        // SAFETY: the user is live (freed only by `Drop`) and the key a live server string.
         unsafe {
             raw::RedisModule_ACLCheckKeyPermissions.is_none_or(|f| {
                 f(self.user, key.inner, flags as c_int) == raw::REDISMODULE_OK as c_int
@@ -815,6 +896,8 @@ impl Access {
 
     /// Adds an `ACL LOG` entry: the user was kept from this key.
     pub fn log_denied(&self, key: &RedisString) {
+        // SAFETY: the module API table is filled by `RedisModule_Init` before anything here runs;
+        // `self.ctx` is the context of the command checking access, and the user is live.
         unsafe {
             if let Some(f) = raw::RedisModule_ACLAddLogEntry {
                 f(
@@ -909,6 +992,8 @@ fn every_key(ctx: &Context, name: &[u8], access: char) -> bool {
 
 impl Drop for Access {
     fn drop(&mut self) {
+        // SAFETY: the user came from `RedisModule_GetModuleUserFromUserName` and is freed once,
+        // here.
         unsafe {
             if let Some(f) = raw::RedisModule_FreeModuleUser {
                 f(self.user);

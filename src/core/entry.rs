@@ -449,8 +449,13 @@ impl Entry {
     /// `p` came from `into_raw`, the entry was not freed, and no other reference to it is used
     /// while the returned one lives.
     pub unsafe fn from_raw<'a>(p: *mut u8) -> &'a mut Entry {
-        let len = (*p.cast::<Header>()).len as usize;
-        &mut *(std::ptr::slice_from_raw_parts_mut(p, len) as *mut Entry)
+        // SAFETY: `p` points at a live entry (the caller's promise), which starts with its
+        // header; the header's length is the whole allocation's, so the fat pointer covers
+        // exactly the entry, and the caller guarantees the reference is the only one used.
+        unsafe {
+            let len = (*p.cast::<Header>()).len as usize;
+            &mut *(std::ptr::slice_from_raw_parts_mut(p, len) as *mut Entry)
+        }
     }
 
     /// The entry behind a pointer from [`Entry::into_raw`], to read.
@@ -459,8 +464,11 @@ impl Entry {
     /// `p` came from `into_raw`, the entry was not freed, and it is not written while the
     /// returned reference lives.
     pub unsafe fn from_raw_ref<'a>(p: *const u8) -> &'a Entry {
-        let len = (*p.cast::<Header>()).len as usize;
-        &*(std::ptr::slice_from_raw_parts(p, len) as *const Entry)
+        // SAFETY: as in `from_raw`; the caller guarantees nothing writes the entry meanwhile.
+        unsafe {
+            let len = (*p.cast::<Header>()).len as usize;
+            &*(std::ptr::slice_from_raw_parts(p, len) as *const Entry)
+        }
     }
 
     /// Takes back ownership of the entry behind a pointer from [`Entry::into_raw`].
@@ -468,8 +476,12 @@ impl Entry {
     /// # Safety
     /// As for [`Entry::from_raw`], and the pointer is not used again.
     pub unsafe fn box_from_raw(p: *mut u8) -> Box<Entry> {
-        let len = (*p.cast::<Header>()).len as usize;
-        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len) as *mut Entry)
+        // SAFETY: `p` is `into_raw`'s pointer of a live entry, its header gives the length the
+        // box was allocated with, and the caller gives up the pointer: the box owns it alone.
+        unsafe {
+            let len = (*p.cast::<Header>()).len as usize;
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len) as *mut Entry)
+        }
     }
 
     /// A SOFT invalidation covers it: plain reads see it as missing, CACHE.FETCH serves it as

@@ -31,8 +31,10 @@ pub struct KeyName {
     repr: Repr,
 }
 
-// A KeyName owns its allocation alone, like the `Box<[u8]>` it was made from.
+// SAFETY: a KeyName owns its allocation alone, like the `Box<[u8]>` it was made from, and
+// never writes it after it is made: sending it moves that ownership.
 unsafe impl Send for KeyName {}
+// SAFETY: as above: shared, it is only read.
 unsafe impl Sync for KeyName {}
 
 const _: () = assert!(std::mem::size_of::<KeyName>() == 16);
@@ -69,7 +71,8 @@ impl KeyName {
     }
 
     fn tag(&self) -> u8 {
-        // The last byte is initialized in every form (inline length, or `Boxed::len`'s top byte).
+        // SAFETY: the last byte is initialized in every form (inline length, or `Boxed::len`'s
+        // top byte), and any byte is a valid `u8`.
         unsafe { self.repr.inline[15] }
     }
 
@@ -80,10 +83,14 @@ impl KeyName {
     pub fn as_deref(&self) -> Option<&[u8]> {
         match self.tag() {
             VACANT => None,
+            // SAFETY: the tag says the boxed form is the one written: `ptr` is the live
+            // allocation of `boxed_len` bytes this KeyName owns, borrowed as long as `self`.
             BOXED => Some(unsafe {
                 let b = self.repr.boxed;
                 std::slice::from_raw_parts(b.ptr, boxed_len(&b))
             }),
+            // SAFETY: any other tag is the inline form's length (at most `INLINE`), and its
+            // bytes are initialized.
             n => Some(unsafe { &self.repr.inline[..usize::from(n)] }),
         }
     }
@@ -98,6 +105,8 @@ fn boxed_len(b: &Boxed) -> usize {
 impl Drop for KeyName {
     fn drop(&mut self) {
         if self.tag() == BOXED {
+            // SAFETY: the boxed form holds the `Box<[u8]>` `new` leaked, of `boxed_len` bytes;
+            // it is freed once, here, by its only owner.
             unsafe {
                 let b = self.repr.boxed;
                 drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
