@@ -82,6 +82,10 @@ struct Op {
     /// Masters whose database has dependencies (the only ones a cascade round can reach).
     dependencies: AHashSet<String>,
     frontier: Frontier,
+    /// The frontiers of this round's answers, merged into `frontier` only once every master
+    /// answered and some master has dependencies (else dropped: with no dependency anywhere,
+    /// the keys of a large part would only fill `forwarded`).
+    unmerged: Vec<Frontier>,
     forwarded: AHashSet<Vec<u8>>,
     timer: Option<RedisModuleTimerID>,
     /// The slots the current round must cover (every slot served when the command began; for a
@@ -364,6 +368,7 @@ pub fn heap_bytes() -> u64 {
                     + set_heap(op.waiting.iter().map(String::as_bytes))
                     + set_heap(op.dependencies.iter().map(String::as_bytes))
                     + frontier_heap(&op.frontier)
+                    + op.unmerged.iter().map(frontier_heap).sum::<usize>()
                     + set_heap(op.held.keys().map(String::as_bytes))
                     + op.replies.capacity() * std::mem::size_of::<Outcome>()
             })
@@ -598,6 +603,7 @@ pub fn fan_out_part(
         failed: Vec::new(),
         dependencies: AHashSet::new(),
         frontier: Vec::new(),
+        unmerged: Vec::new(),
         forwarded: AHashSet::new(),
         timer: None,
         expected,
@@ -625,7 +631,7 @@ pub fn fan_out_part(
     if has_dependencies(db) {
         op.dependencies.insert(me);
     }
-    op.add_frontier(frontier);
+    op.unmerged.push(frontier);
     let request = Request {
         id,
         db,
@@ -670,6 +676,13 @@ impl Op {
             if self.forwarded.insert(k.clone()) {
                 self.frontier.push((k, left));
             }
+        }
+    }
+
+    /// The answers' frontiers into `frontier` (see `unmerged`).
+    fn merge_frontiers(&mut self) {
+        for f in std::mem::take(&mut self.unmerged) {
+            self.add_frontier(f);
         }
     }
 
@@ -820,12 +833,14 @@ fn advance(ctx: &Context, id: u64) {
             // A round only reaches masters with dependencies: with none, the frontier is of no
             // use, and the frontiers masters hold are not asked for (issue 23, defect 6).
             if op.dependencies.is_empty() {
+                op.unmerged.clear();
                 op.frontier.clear();
                 unneeded = Some((std::mem::take(&mut op.held), op.db));
             } else if !op.held.is_empty() {
                 let held = std::mem::take(&mut op.held).into_iter().collect();
                 return Next::Fetch(held, op.db, op.user.clone());
             }
+            op.merge_frontiers();
             let commands = op.round();
             if commands.is_empty() {
                 return Next::Finish;
@@ -960,7 +975,7 @@ fn answered(id: u64, from: &str, answer: Answer, counted: bool) -> bool {
         } else {
             op.dependencies.remove(from);
         }
-        op.add_frontier(answer.frontier);
+        op.unmerged.push(answer.frontier);
         if answer.held > 0 {
             op.held.insert(from.to_owned(), id);
         }
@@ -982,6 +997,8 @@ fn finish(ctx: &Context, id: u64) {
             op.failed.push(node);
         }
     }
+    // What the answers reached, for a leftover (empty unless it failed).
+    op.merge_frontiers();
     let merged = wire::combine(&op.job.merge, op.replies);
     let missing = op.expected.minus(&op.covered);
     let answer = if op.failed.is_empty() && missing.is_empty() {
@@ -1161,6 +1178,7 @@ fn resume_late(ctx: &Context, id: u64, from: &str, answer: Answer) {
         failed: Vec::new(),
         dependencies: x.dependencies,
         frontier: Vec::new(),
+        unmerged: Vec::new(),
         forwarded: x.forwarded,
         timer: None,
         expected: SlotSet::default(),
