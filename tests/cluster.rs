@@ -1288,6 +1288,24 @@ fn stepped_everywhere(cl: &Cluster, before: &[u64]) {
     }
 }
 
+/// One hash tag per master (`{<prefix><n>}`, a slot of that master), each with `per` entries
+/// tagged t (`tagged_group`).
+fn groups_tagged_t(cl: &Cluster, prefix: &str, per: usize) -> Vec<String> {
+    let groups: Vec<String> = MASTERS
+        .iter()
+        .map(|&m| cl.names_on(m, 1, |n| format!("{{{prefix}{n}}}")).remove(0))
+        .collect();
+    fill_groups(cl, &groups, per);
+    groups
+}
+
+/// `per` entries tagged t in each of `groups` (master by master).
+fn fill_groups(cl: &Cluster, groups: &[String], per: usize) {
+    for (m, g) in MASTERS.iter().zip(groups) {
+        tagged_group(&mut cl.conn(*m), g, per);
+    }
+}
+
 /// Every IMMEDIATE invalidation of 100 entries or more runs in steps, on one node and
 /// cluster-wide: each master's part (the sender's own too) runs in the reclaimer's steps, and
 /// the reply, the sum, comes when every master is done (issue 23, defect 5).
@@ -1295,13 +1313,7 @@ fn stepped_everywhere(cl: &Cluster, before: &[u64]) {
 fn a_large_cluster_wide_invalidation_runs_in_steps_on_every_master() {
     let cl = Cluster::with(&["stepped-threshold", "100"]);
     const PER: usize = 2000;
-    let groups: Vec<String> = MASTERS
-        .iter()
-        .map(|&m| cl.names_on(m, 1, |n| format!("{{s{n}}}")).remove(0))
-        .collect();
-    for (m, g) in MASTERS.iter().zip(&groups) {
-        tagged_group(&mut cl.conn(*m), g, PER);
-    }
+    let groups = groups_tagged_t(&cl, "s", PER);
     let before = steps_on_masters(&cl);
     let n = int(&must(&mut cl.conn(1), &["CACHE.INVALIDATE", "TAG", "t"]));
     assert_eq!(n, (3 * PER) as i64);
@@ -1324,9 +1336,7 @@ fn a_large_cluster_wide_invalidation_runs_in_steps_on_every_master() {
         15
     );
     // LAZY is no IMMEDIATE: marked everywhere, the reply at once.
-    for (m, g) in MASTERS.iter().zip(&groups) {
-        tagged_group(&mut cl.conn(*m), g, 200);
-    }
+    fill_groups(&cl, &groups, 200);
     assert_eq!(
         int(&must(
             &mut cl.conn(2),
@@ -1352,13 +1362,7 @@ fn a_stepped_cluster_wide_invalidation_cascades_across_shards() {
     let cl = Cluster::with(&["stepped-threshold", "100"]);
     let mut cc = cl.client();
     const PER: usize = 1500;
-    let groups: Vec<String> = MASTERS
-        .iter()
-        .map(|&m| cl.names_on(m, 1, |n| format!("{{c{n}}}")).remove(0))
-        .collect();
-    for (m, g) in MASTERS.iter().zip(&groups) {
-        tagged_group(&mut cl.conn(*m), g, PER);
-    }
+    let groups = groups_tagged_t(&cl, "c", PER);
     let a = format!("{}:7", groups[0]);
     let b = format!("{}:9", groups[1]);
     let d0 = cl.key_on(2, "d0:");
@@ -1382,9 +1386,7 @@ fn a_stepped_cluster_wide_invalidation_cascades_across_shards() {
     stepped_everywhere(&cl, &before);
 
     // DEPTH 1: d0 and d1 go (one hop), e and f stay.
-    for (m, g) in MASTERS.iter().zip(&groups) {
-        tagged_group(&mut cl.conn(*m), g, PER);
-    }
+    fill_groups(&cl, &groups, PER);
     put(&mut cc, &d0, &[], &[&a]);
     put(&mut cc, &d1, &[], &[&b]);
     put(&mut cc, &e, &[], &[&d0]);
@@ -1409,13 +1411,7 @@ fn a_stepped_cluster_wide_invalidation_cascades_across_shards() {
 fn a_stepped_part_longer_than_the_timeout_is_waited_for() {
     let cl = Cluster::with(&["stepped-threshold", "100"]);
     const PER: usize = 1600;
-    let groups: Vec<String> = MASTERS
-        .iter()
-        .map(|&m| cl.names_on(m, 1, |n| format!("{{w{n}}}")).remove(0))
-        .collect();
-    for (m, g) in MASTERS.iter().zip(&groups) {
-        tagged_group(&mut cl.conn(*m), g, PER);
-    }
+    let groups = groups_tagged_t(&cl, "w", PER);
     for m in MASTERS {
         config_set(&mut cl.conn(m), "cache.cluster-timeout-ms", "400");
     }
@@ -1441,9 +1437,7 @@ fn a_stepped_part_longer_than_the_timeout_is_waited_for() {
     }
 
     // Silent: no step at all on master 2.
-    for (m, g) in MASTERS.iter().zip(&groups) {
-        tagged_group(&mut cl.conn(*m), g, PER);
-    }
+    fill_groups(&cl, &groups, PER);
     let e = err(&mut cl.conn(0), &["CACHE.INVALIDATE", "TAG", "t"]);
     assert!(
         e.starts_with("ERR CACHE.INVALIDATE reached only part of the cluster: 2 of 3 masters"),
@@ -1467,13 +1461,7 @@ fn a_stepped_part_longer_than_the_timeout_is_waited_for() {
 fn a_failover_while_a_part_steps_reaches_the_new_master() {
     let cl = Cluster::with(&["stepped-threshold", "100"]);
     const PER: usize = 500;
-    let groups: Vec<String> = MASTERS
-        .iter()
-        .map(|&m| cl.names_on(m, 1, |n| format!("{{f{n}}}")).remove(0))
-        .collect();
-    for (m, g) in MASTERS.iter().zip(&groups) {
-        tagged_group(&mut cl.conn(*m), g, PER);
-    }
+    groups_tagged_t(&cl, "f", PER);
     cl.sync_replica();
     let mut m0 = cl.conn(0);
     must(&mut m0, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
