@@ -569,6 +569,30 @@ def longest_ping(srv, *command):
     return ms, worst, reply
 
 
+def pings_on(ports, conn, *command):
+    """Runs one command on `conn` with a PING client on each of `ports`; returns (its wall ms,
+    the longest PING round trip on each port meanwhile, reply)."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    pingers = []
+    for port in ports:
+        out = ctx.Queue()
+        proc = ctx.Process(target=_pinger, args=(port, stop, out))
+        proc.start()
+        pingers.append((proc, out))
+    time.sleep(0.1)
+    t = time.perf_counter()
+    reply = conn.call(*command)
+    ms = (time.perf_counter() - t) * 1000.0
+    time.sleep(0.05)
+    stop.set()
+    worst = [out.get() for _, out in pingers]
+    for proc, _ in pingers:
+        proc.join()
+    return ms, worst, reply
+
+
 def worst_cases(srv):
     c = srv.conn
 
@@ -1086,6 +1110,23 @@ def cluster_figure(_srv):
             ms, removed = timed(conns[0], "CACHE.INVALIDATE", "TAG", "t")
             assert removed == 3 * count + 1, removed
             rows["dep"].append((ms, cpu(0) - before0, cpu() - before))
+        # The longest PING round trip on each master (a second connection each) while the
+        # cluster-wide invalidation runs: at once (`stepped-threshold 0`, as above), then with
+        # the default threshold, each master's part in the reclaimer's steps (issue 23,
+        # defect 5; goal <= 20 ms).
+        stalls = {}
+        for label, threshold in (("at once", "0"), ("stepped", "50000")):
+            for c in conns:
+                c.call("CONFIG", "SET", "cache.stepped-threshold", threshold)
+            worst = []
+            for _ in range(CLUSTER_ROUNDS):
+                fill()
+                ms, pings, removed = pings_on(ports, conns[0], "CACHE.INVALIDATE", "TAG", "t")
+                assert removed == 3 * count, removed
+                worst.append((ms, pings))
+            stalls[label] = worst
+        for c in conns:
+            c.call("CONFIG", "SET", "cache.stepped-threshold", "0")
         for c in conns:
             assert c.call("CACHE.DEBUG", "VERIFY") == [], "VERIFY"
         med = {k: [statistics.median(r[j] for r in v) for j in range(3)]
@@ -1103,6 +1144,13 @@ def cluster_figure(_srv):
                "x", "no dependency")
         report("ratio sender CPU, one dependency vs LOCAL", med["dep"][1] / med["local"][1], "x",
                "the keys are asked for")
+        for label, worst in stalls.items():
+            for m in range(3):
+                report("ms longest PING on master %d, cluster-wide tag invalidation (3x%d), %s"
+                       % (m, count, label), max(p[m] for _, p in worst), "ms",
+                       "worst of %d; master 0 sends" % CLUSTER_ROUNDS)
+            report("ms cluster-wide tag invalidation (3x%d), %s" % (count, label),
+                   statistics.median(ms for ms, _ in worst), "ms", note)
     finally:
         for proc in procs:
             proc.kill()

@@ -32,11 +32,13 @@ use crate::error::{CacheError, Result};
 use crate::server::{self, Access, Blocked, Reply};
 use crate::state;
 
-/// Keys an invalidation reached, each with the cascade hops left after it.
-type Frontier = Vec<(Vec<u8>, u32)>;
+use crate::reclaim::Frontier;
 
 const REQUEST: u8 = 1;
 const ANSWER: u8 = 2;
+/// A master whose part of a request runs in the reclaimer's steps says that it goes on
+/// (payload: the request id, 8 bytes little-endian): the sender waits on (see `keep_waiting`).
+const PROGRESS: u8 = 3;
 
 /// What one cluster-wide command sends to the other masters, and how their replies combine.
 pub struct Job {
@@ -80,6 +82,10 @@ struct Op {
     /// Masters whose database has dependencies (the only ones a cascade round can reach).
     dependencies: AHashSet<String>,
     frontier: Frontier,
+    /// The frontiers of this round's answers, merged into `frontier` only once every master
+    /// answered and some master has dependencies (else dropped: with no dependency anywhere,
+    /// the keys of a large part would only fill `forwarded`).
+    unmerged: Vec<Frontier>,
     forwarded: AHashSet<Vec<u8>>,
     timer: Option<RedisModuleTimerID>,
     /// The slots the current round must cover (every slot served when the command began; for a
@@ -119,6 +125,216 @@ thread_local! {
     /// Frontiers this master holds for another master's request (see `FRONTIER_INLINE`), by
     /// (that master, request id), with when each is dropped (Unix ms).
     static HELD: RefCell<HashMap<(String, u64), (Frontier, i64)>> = RefCell::new(HashMap::new());
+    /// The part whose command runs now and may step (see `stepping`): its token, the
+    /// command's place in it, and whether a stepped invalidation took it.
+    static OFFERED: Cell<Option<(u64, usize, bool)>> = const { Cell::new(None) };
+    /// Parts of cluster-wide invalidations running in the reclaimer's steps on this master.
+    static PARTS: RefCell<HashMap<u64, Part>> = RefCell::new(HashMap::new());
+}
+
+/// This master's part of a cluster-wide command, some of whose invalidations run in the
+/// reclaimer's steps: answered when the last of them is done.
+struct Part {
+    /// Who is answered: the master that sent the request (None: this node's own command,
+    /// answered to its `Op`), and the request id. None until the sender's own command is sent
+    /// (see `fan_out`).
+    route: Option<(Option<String>, u64)>,
+    /// The replies, None for the commands still stepping.
+    replies: Vec<Option<Outcome>>,
+    frontier: Frontier,
+    slots: Vec<SlotRange>,
+    db: u32,
+    /// How often the sender hears that the part goes on, and when it last did (Unix ms).
+    beat_ms: i64,
+    beat_at: i64,
+}
+
+fn next_id() -> u64 {
+    NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    })
+}
+
+/// The command about to run is command `i` of part `token`: a large IMMEDIATE invalidation
+/// may run in steps and answer later (see `stepping`).
+fn offer(token: u64, i: usize) {
+    OFFERED.with(|o| o.set(Some((token, i, false))));
+}
+
+/// Ends `offer`: whether a stepped invalidation took the command.
+fn taken() -> bool {
+    OFFERED.with(|o| o.take()).is_some_and(|(_, _, t)| t)
+}
+
+/// Whether the command running now is part of a cluster-wide command that can wait for the
+/// reclaimer's steps (see `stepping`).
+pub fn can_step() -> bool {
+    OFFERED.with(Cell::get).is_some_and(|(_, _, t)| !t)
+}
+
+/// A stepped invalidation takes the command running now: the part's token and the command's
+/// place in it, to answer with `part_done`. None outside a cluster-wide command's part.
+pub fn stepping() -> Option<(u64, usize)> {
+    OFFERED.with(|o| {
+        let (token, i, taken) = o.get()?;
+        if taken {
+            return None;
+        }
+        o.set(Some((token, i, true)));
+        Some((token, i))
+    })
+}
+
+/// The sender's own part of an IMMEDIATE invalidation may step: returns the token to pass
+/// `fan_out` (see `own_part`).
+pub fn offer_own() -> u64 {
+    let token = next_id();
+    offer(token, 0);
+    token
+}
+
+/// After the sender's own part ran: Some(token) when it steps (its reply and frontier come
+/// with `part_done`).
+pub fn own_part(ctx: &Context, token: u64) -> Option<u64> {
+    if !taken() {
+        return None;
+    }
+    let part = Part {
+        route: None,
+        replies: vec![None],
+        frontier: Vec::new(),
+        slots: Vec::new(),
+        db: u32::try_from(server::selected_db(ctx)).unwrap_or(0),
+        beat_ms: beat_ms(ctx),
+        beat_at: server::now_ms(),
+    };
+    PARTS.with(|p| p.borrow_mut().insert(token, part));
+    Some(token)
+}
+
+/// How often a stepping part tells its sender that it goes on: a quarter of the wait.
+fn beat_ms(ctx: &Context) -> i64 {
+    i64::try_from(deadline_ms(ctx) / 4)
+        .unwrap_or(250)
+        .clamp(1, 250)
+}
+
+/// A stepped invalidation of part `token` goes on: its sender hears it now and then, and keeps
+/// waiting.
+pub fn part_going(ctx: &Context, token: u64) {
+    let now = server::now_ms();
+    let route = PARTS.with(|p| {
+        let mut p = p.borrow_mut();
+        let part = p.get_mut(&token)?;
+        if now - part.beat_at < part.beat_ms {
+            return None;
+        }
+        part.beat_at = now;
+        part.route.clone()
+    });
+    match route {
+        Some((Some(sender), id)) => {
+            let _ = send(ctx, &sender, PROGRESS, &id.to_le_bytes());
+        }
+        Some((None, id)) => {
+            let me = OPS.with(|ops| ops.borrow().get(&id).map(|op| op.me.clone()));
+            if let Some(me) = me {
+                keep_waiting(ctx, id, &me);
+            }
+        }
+        None => {}
+    }
+}
+
+/// Command `i` of part `token` ran its steps to the end (or was cut short: a flush, this
+/// master became a replica) with `reply` and the `frontier` its cascade goes on from. The
+/// last one answers the part's sender.
+pub fn part_done(ctx: &Context, token: u64, i: usize, reply: Outcome, frontier: Frontier) {
+    // A master that became a replica while stepping: its new master's reclaimer deletes the
+    // rest under the replicated mark, uncounted, so the reply says so rather than fall short.
+    let reply = match reply {
+        Ok(Reply::Int(n)) if server::is_replica(ctx) => Err(format!(
+            "ERR CACHE.INVALIDATE reached only part of the cluster: a master became a replica              while its part ran in steps ({n} entries deleted there); its new master deletes              the rest of what the part covers"
+        )),
+        r => r,
+    };
+    let done = PARTS.with(|p| {
+        let mut p = p.borrow_mut();
+        let part = p.get_mut(&token)?;
+        if let Some(r) = part.replies.get_mut(i) {
+            *r = Some(reply);
+        }
+        part.frontier.extend(frontier);
+        if part.replies.iter().any(Option::is_none) {
+            return None;
+        }
+        p.remove(&token)
+    });
+    let Some(part) = done else {
+        return;
+    };
+    let Some((sender, id)) = part.route else {
+        // The sender's own command failed before it waited (see `fan_out`).
+        return;
+    };
+    let replies = part.replies.into_iter().flatten().collect();
+    // A master that became a replica while stepping covers no slot now: the sender asks the
+    // slots' owners.
+    let slots = if server::is_replica(ctx) {
+        Vec::new()
+    } else {
+        part.slots
+    };
+    let answer = complete(
+        id,
+        sender.as_deref(),
+        replies,
+        part.frontier,
+        slots,
+        part.db,
+    );
+    match sender {
+        Some(sender) => {
+            if !send(ctx, &sender, ANSWER, &answer.encode()) {
+                ctx.log_warning(&format!(
+                    "tagcache: could not answer master {sender} (request {id})"
+                ));
+            }
+        }
+        None => {
+            let me = OPS.with(|ops| ops.borrow().get(&id).map(|op| op.me.clone()));
+            if let Some(me) = me {
+                if answered(id, &me, answer, true) {
+                    advance(ctx, id);
+                }
+            }
+        }
+    }
+}
+
+/// A master waited for (`node`) said that its stepped part goes on: the wait starts again.
+fn keep_waiting(ctx: &Context, id: u64, node: &str) {
+    let Some((timer, ms)) = OPS.with(|ops| {
+        let mut ops = ops.borrow_mut();
+        let op = ops.get_mut(&id)?;
+        if !op.waiting.contains(node) {
+            return None;
+        }
+        Some((op.timer.take(), op.deadline_ms))
+    }) else {
+        return;
+    };
+    if let Some(t) = timer {
+        let _ = ctx.stop_timer::<u64>(t);
+    }
+    let t = ctx.create_timer(Duration::from_millis(ms), on_deadline, id);
+    OPS.with(|ops| {
+        if let Some(op) = ops.borrow_mut().get_mut(&id) {
+            op.timer = Some(t);
+        }
+    });
 }
 
 fn strings_heap(v: &[Vec<u8>]) -> usize {
@@ -152,6 +368,7 @@ pub fn heap_bytes() -> u64 {
                     + set_heap(op.waiting.iter().map(String::as_bytes))
                     + set_heap(op.dependencies.iter().map(String::as_bytes))
                     + frontier_heap(&op.frontier)
+                    + op.unmerged.iter().map(frontier_heap).sum::<usize>()
                     + set_heap(op.held.keys().map(String::as_bytes))
                     + op.replies.capacity() * std::mem::size_of::<Outcome>()
             })
@@ -227,6 +444,7 @@ pub fn register(ctx: &Context) {
         if let Some(f) = raw::RedisModule_RegisterClusterMessageReceiver {
             f(ctx.ctx, REQUEST, Some(crate::ffi::cluster_message));
             f(ctx.ctx, ANSWER, Some(crate::ffi::cluster_message));
+            f(ctx.ctx, PROGRESS, Some(crate::ffi::cluster_message));
         }
     }
 }
@@ -328,6 +546,17 @@ fn send(ctx: &Context, target: &str, kind: u8, payload: &[u8]) -> bool {
 /// frontier recorded since `start_capture`), and blocks the client until they answered. With
 /// no other master the local reply is the reply.
 pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
+    fan_out_part(ctx, job, local, None)
+}
+
+/// `fan_out`, this node's own part still stepping when `pending` (its token, see `own_part`):
+/// then the reply waits for it as for another master.
+pub fn fan_out_part(
+    ctx: &Context,
+    job: Job,
+    local: Outcome,
+    pending: Option<u64>,
+) -> Result<Reply> {
     let frontier = take_capture();
     let render = |o: Outcome, json: bool| match o {
         Ok(v) if json => Ok(wire::as_json(&v)),
@@ -336,9 +565,15 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
     };
     let masters = cluster_masters(ctx)?;
     let Some(me) = masters.iter().find(|m| m.myself).map(|m| m.id.clone()) else {
+        if pending.is_some() {
+            return Err(CacheError::Message(
+                "ERR this node is not among the cluster's masters: its part goes on in steps"
+                    .into(),
+            ));
+        }
         return render(local, job.json);
     };
-    if masters.len() == 1 {
+    if masters.len() == 1 && pending.is_none() {
         return render(wire::combine(&job.merge, vec![local]), job.json);
     }
     let Some(client) = Blocked::block(ctx) else {
@@ -347,11 +582,7 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
         ));
     };
     let db = u32::try_from(server::selected_db(ctx)).unwrap_or(0);
-    let id = NEXT_ID.with(|n| {
-        let id = n.get();
-        n.set(id + 1);
-        id
-    });
+    let id = next_id();
     let mut expected = SlotSet::default();
     for m in &masters {
         expected.add(&m.slots);
@@ -367,15 +598,20 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
         user: server::caller_name(ctx),
         me: me.clone(),
         masters: masters.len(),
-        replies: vec![local],
+        replies: if pending.is_some() {
+            Vec::new()
+        } else {
+            vec![local]
+        },
         waiting: AHashSet::new(),
         failed: Vec::new(),
         dependencies: AHashSet::new(),
         frontier: Vec::new(),
+        unmerged: Vec::new(),
         forwarded: AHashSet::new(),
         timer: None,
         expected,
-        covered: SlotSet::of(&mine),
+        covered: SlotSet::default(),
         round: vec![job.argv.clone()],
         asked: HashMap::new(),
         reroutes: 0,
@@ -383,10 +619,23 @@ pub fn fan_out(ctx: &Context, job: Job, local: Outcome) -> Result<Reply> {
         held: HashMap::new(),
         job,
     };
+    match pending {
+        // Its answer covers this node's slots.
+        Some(token) => {
+            op.waiting.insert(me.clone());
+            PARTS.with(|p| {
+                if let Some(part) = p.borrow_mut().get_mut(&token) {
+                    part.route = Some((None, id));
+                    part.slots = mine;
+                }
+            });
+        }
+        None => op.covered = SlotSet::of(&mine),
+    }
     if has_dependencies(db) {
         op.dependencies.insert(me);
     }
-    op.add_frontier(frontier);
+    op.unmerged.push(frontier);
     let request = Request {
         id,
         db,
@@ -431,6 +680,13 @@ impl Op {
             if self.forwarded.insert(k.clone()) {
                 self.frontier.push((k, left));
             }
+        }
+    }
+
+    /// The answers' frontiers into `frontier` (see `unmerged`).
+    fn merge_frontiers(&mut self) {
+        for f in std::mem::take(&mut self.unmerged) {
+            self.add_frontier(f);
         }
     }
 
@@ -527,8 +783,7 @@ fn reroute(ctx: &Context, id: u64) -> bool {
     let mut sent = false;
     for m in owners {
         if m.id == me {
-            let answer = execute(ctx, &request, None);
-            answered(id, &me, answer, false);
+            own_round(ctx, id, &me, &request);
             sent = true;
         } else if !m.failing && send(ctx, &m.id, REQUEST, &payload) {
             OPS.with(|ops| {
@@ -582,12 +837,14 @@ fn advance(ctx: &Context, id: u64) {
             // A round only reaches masters with dependencies: with none, the frontier is of no
             // use, and the frontiers masters hold are not asked for (issue 23, defect 6).
             if op.dependencies.is_empty() {
+                op.unmerged.clear();
                 op.frontier.clear();
                 unneeded = Some((std::mem::take(&mut op.held), op.db));
             } else if !op.held.is_empty() {
                 let held = std::mem::take(&mut op.held).into_iter().collect();
                 return Next::Fetch(held, op.db, op.user.clone());
             }
+            op.merge_frontiers();
             let commands = op.round();
             if commands.is_empty() {
                 return Next::Finish;
@@ -647,8 +904,7 @@ fn advance(ctx: &Context, id: u64) {
         let payload = request.encode();
         for t in targets {
             if t == me {
-                let answer = execute(ctx, &request, None);
-                answered(id, &me, answer, false);
+                own_round(ctx, id, &me, &request);
             } else if send(ctx, &t, REQUEST, &payload) {
                 let slots = masters
                     .iter()
@@ -669,6 +925,21 @@ fn advance(ctx: &Context, id: u64) {
                 });
             }
         }
+    }
+}
+
+/// Runs a round of command `id` on this node (`me`): its answer now, or, while it steps, the
+/// command waits for this node as for another master.
+fn own_round(ctx: &Context, id: u64, me: &str, request: &Request) {
+    match execute(ctx, request, None) {
+        Some(answer) => {
+            answered(id, me, answer, false);
+        }
+        None => OPS.with(|ops| {
+            if let Some(op) = ops.borrow_mut().get_mut(&id) {
+                op.waiting.insert(me.to_owned());
+            }
+        }),
     }
 }
 
@@ -708,7 +979,7 @@ fn answered(id: u64, from: &str, answer: Answer, counted: bool) -> bool {
         } else {
             op.dependencies.remove(from);
         }
-        op.add_frontier(answer.frontier);
+        op.unmerged.push(answer.frontier);
         if answer.held > 0 {
             op.held.insert(from.to_owned(), id);
         }
@@ -730,6 +1001,8 @@ fn finish(ctx: &Context, id: u64) {
             op.failed.push(node);
         }
     }
+    // What the answers reached, for a leftover (empty unless it failed).
+    op.merge_frontiers();
     let merged = wire::combine(&op.job.merge, op.replies);
     let missing = op.expected.minus(&op.covered);
     let answer = if op.failed.is_empty() && missing.is_empty() {
@@ -887,11 +1160,7 @@ fn resume_late(ctx: &Context, id: u64, from: &str, answer: Answer) {
     if has_dependencies(x.db) {
         x.dependencies.insert(me.clone());
     }
-    let new_id = NEXT_ID.with(|n| {
-        let v = n.get();
-        n.set(v + 1);
-        v
-    });
+    let new_id = next_id();
     let mut op = Op {
         client: None,
         job: Job {
@@ -913,6 +1182,7 @@ fn resume_late(ctx: &Context, id: u64, from: &str, answer: Answer) {
         failed: Vec::new(),
         dependencies: x.dependencies,
         frontier: Vec::new(),
+        unmerged: Vec::new(),
         forwarded: x.forwarded,
         timer: None,
         expected: SlotSet::default(),
@@ -997,7 +1267,10 @@ fn on_pump(ctx: &Context, _: ()) {
                     Some((kind, sender, payload))
                 }
                 Ok(req) => {
-                    let answer = execute(ctx, &req, Some(&sender));
+                    let Some(answer) = execute(ctx, &req, Some(&sender)) else {
+                        // Stepping: `part_done` answers.
+                        return None;
+                    };
                     if !send(ctx, &sender, ANSWER, &answer.encode()) {
                         ctx.log_warning(&format!(
                             "tagcache: could not answer master {sender} (request {})",
@@ -1028,6 +1301,12 @@ fn on_pump(ctx: &Context, _: ()) {
                     None
                 }
             },
+            PROGRESS => {
+                if let Ok(id) = <[u8; 8]>::try_from(payload.as_slice()) {
+                    keep_waiting(ctx, u64::from_le_bytes(id), &sender);
+                }
+                None
+            }
             _ => None,
         });
         match outcome {
@@ -1047,22 +1326,24 @@ fn on_pump(ctx: &Context, _: ()) {
 }
 
 /// Runs another master's request here, as its user, in its database. `holder`: the master
-/// that sent it (None: this node's own round), for which a large frontier may be held.
-fn execute(ctx: &Context, req: &Request, holder: Option<&str>) -> Answer {
+/// that sent it (None: this node's own round), for which a large frontier may be held. None
+/// when a large IMMEDIATE invalidation runs in the reclaimer's steps: the part answers when
+/// they are done (see `part_done`).
+fn execute(ctx: &Context, req: &Request, holder: Option<&str>) -> Option<Answer> {
     if let (Some(FETCH), Some(from)) = (internal(req), holder) {
-        return fetched(req, from);
+        return Some(fetched(req, from));
     }
     if server::is_replica(ctx) {
         // Sent while the sender still saw this node as a master (a node that just joined as a
         // replica, or a failover): it covers no slot, so the sender asks the slots' master.
-        return Answer {
+        return Some(Answer {
             id: req.id,
             replies: Vec::new(),
             frontier: Vec::new(),
             dependencies: false,
             slots: Some(Vec::new()),
             held: 0,
-        };
+        });
     }
     // The slots this node serves now: what running the commands here covers.
     let slots = server::call_text(ctx, "CLUSTER", &["NODES"])
@@ -1078,29 +1359,32 @@ fn execute(ctx: &Context, req: &Request, holder: Option<&str>) -> Answer {
     };
     if let Some(u) = &req.user {
         if Access::of_user(ctx, u).is_none() {
-            return refuse(format!(
+            return Some(refuse(format!(
                 "ERR user '{}' does not exist on this master",
                 String::from_utf8_lossy(u)
-            ));
+            )));
         }
     }
     let original = server::selected_db(ctx);
     if !server::select_db(ctx, req.db as usize) {
-        return refuse("ERR DB index is out of range".into());
+        return Some(refuse("ERR DB index is out of range".into()));
     }
     REMOTE.with(|r| r.set(true));
     USER.with(|u| *u.borrow_mut() = req.user.clone());
     start_capture();
-    let replies = req
+    let token = next_id();
+    let replies: Vec<Option<Outcome>> = req
         .commands
         .iter()
-        .map(|argv| {
+        .enumerate()
+        .map(|(i, argv)| {
             let argv: Vec<&[u8]> = argv.iter().map(Vec::as_slice).collect();
             let handler = argv
                 .first()
                 .and_then(|n| crate::registry::cluster_command(n))
                 .map(|(h, _)| h);
-            match handler {
+            offer(token, i);
+            let reply = match handler {
                 None => Err("ERR unknown cluster-wide command".into()),
                 Some(h) => match crate::error::catch(|| h(ctx, &[], &argv)) {
                     Ok(r) => outcome(r),
@@ -1109,25 +1393,53 @@ fn execute(ctx: &Context, req: &Request, holder: Option<&str>) -> Answer {
                         Err(CacheError::Internal(why).to_string())
                     }
                 },
-            }
+            };
+            // Stepping: the reply comes with `part_done`.
+            (!taken()).then_some(reply)
         })
         .collect();
-    let mut frontier = take_capture();
+    let frontier = take_capture();
     REMOTE.with(|r| r.set(false));
     USER.with(|u| *u.borrow_mut() = None);
-    let dependencies = has_dependencies(req.db);
     server::select_db(ctx, original);
+    if replies.iter().any(Option::is_none) {
+        let part = Part {
+            route: Some((holder.map(str::to_owned), req.id)),
+            replies,
+            frontier,
+            slots,
+            db: req.db,
+            beat_ms: beat_ms(ctx),
+            beat_at: server::now_ms(),
+        };
+        PARTS.with(|p| p.borrow_mut().insert(token, part));
+        return None;
+    }
+    let replies = replies.into_iter().flatten().collect();
+    Some(complete(req.id, holder, replies, frontier, slots, req.db))
+}
+
+/// The answer of a request `id` that ran here: `holder` as for `execute`.
+fn complete(
+    id: u64,
+    holder: Option<&str>,
+    replies: Vec<Outcome>,
+    mut frontier: Frontier,
+    slots: Vec<SlotRange>,
+    db: u32,
+) -> Answer {
+    let dependencies = has_dependencies(db);
     // No entry here depends on anything: the keys matter only if another master has
     // dependencies, which the sender learns from every answer. A large frontier waits here.
     let mut held = 0;
     if let Some(from) = holder {
         let n = frontier.len() as u64;
-        if !dependencies && frontier.len() > FRONTIER_INLINE && hold(from, req.id, &mut frontier) {
+        if !dependencies && frontier.len() > FRONTIER_INLINE && hold(from, id, &mut frontier) {
             held = n;
         }
     }
     Answer {
-        id: req.id,
+        id,
         replies,
         frontier,
         dependencies,

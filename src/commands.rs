@@ -538,9 +538,13 @@ pub(crate) fn cache_invalidate(
     }
     let context = a.context.clone();
     let depth = a.depth;
-    // The stepped form blocks the client: not when the other masters are to be waited for,
-    // nor for another master's request (no client here).
-    let reply = invalidate_here(ctx, a, (!fan && !cluster::remote()).then_some(cascade));
+    // The stepped form blocks the client; for another master's request (no client here), and
+    // for this node's part of a cluster-wide one, the master waiting for it is answered when
+    // the steps are done (see `cluster::stepping`).
+    let own = (fan && immediate).then(cluster::offer_own);
+    let may_step = (!cluster::remote() || cluster::can_step()).then_some(cascade);
+    let reply = invalidate_here(ctx, a, may_step);
+    let pending = own.and_then(|token| cluster::own_part(ctx, token));
     if !fan || reply.is_err() {
         return reply;
     }
@@ -560,7 +564,7 @@ pub(crate) fn cache_invalidate(
             context,
         }),
     };
-    cluster::fan_out(ctx, job, cluster::outcome(reply))
+    cluster::fan_out_part(ctx, job, cluster::outcome(reply), pending)
 }
 
 /// CACHE.INVALIDATE on this node only (`may_step`: a large IMMEDIATE one may run in steps,
@@ -581,7 +585,9 @@ fn invalidate_here(
     }
     let stepped = may_step
         .filter(|_| a.strategy == Strategy::Immediate)
-        .and_then(|cascade| reclaim::steps_pay_off(ctx, db, &a.selector, cascade));
+        .and_then(|cascade| {
+            reclaim::steps_pay_off(ctx, db, &a.selector, cascade, cluster::can_step())
+        });
     if let Some(selected) = stepped {
         // A large invalidation in bounded steps: the reclaimer replies when it is done.
         let user = server::caller_name(ctx);

@@ -650,6 +650,11 @@ unsafe extern "C" fn on_role_change(
         let ctx = Context::new(ctx);
         crate::commands::arm_batch_timer(&ctx);
         crate::reclaim::arm(&ctx);
+        // A master that became a replica takes no step any more: the invalidations waiting for
+        // its steps (clients, other masters' requests) get what was deleted so far.
+        if crate::server::is_replica(&ctx) {
+            crate::reclaim::release_waiters(&ctx, None);
+        }
         // A replica hands out no leases; a new master starts with none.
         crate::fetch::forget(None);
         // A replica does not know what its master invalidated (it replays deletes): a new

@@ -16,6 +16,10 @@ use crate::error::Result;
 use crate::server::{self, Access, Blocked, Held, Key};
 use crate::state::{self, Leaving};
 
+/// Keys an invalidation reached, each with the cascade hops left after it (see
+/// `Reach::frontier`).
+pub type Frontier = Vec<(Vec<u8>, u32)>;
+
 /// The marks' users' permissions, asked once per user while one question or step runs.
 struct Permissions<'a> {
     ctx: &'a Context,
@@ -229,11 +233,7 @@ fn resolve(ctx: &Context, db: usize, mark: &Mark, limit: usize) -> Result<Resolv
         .collect();
     Ok(Resolved {
         cascade,
-        frontier: reach
-            .frontier(mark.depth)
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect(),
+        frontier: reach.frontier(mark.depth),
     })
 }
 
@@ -242,9 +242,9 @@ fn resolve(ctx: &Context, db: usize, mark: &Mark, limit: usize) -> Result<Resolv
 struct Resolved {
     /// The keys reached beyond what the selector picks.
     cascade: Vec<Vec<u8>>,
-    /// The keys reached (selected ones included) from which the cascade could go on: the
-    /// guard's history records them.
-    frontier: Vec<Vec<u8>>,
+    /// The keys reached (selected ones included) from which the cascade could go on, each with
+    /// the hops left after it: the guard's history records them.
+    frontier: Frontier,
 }
 
 /// What an invalidation's event records, taken before its selector moves into a mark.
@@ -307,9 +307,9 @@ pub fn invalidate(
     let selected = state::with_db(db, |idx| idx.count(&picked));
     drop(picked);
     let mark = new_mark(db, selector, selected, depth, context, user);
-    let mark = prepare(ctx, db, mark, limited)?;
-    let n = selected + mark.0.cascade().len() as u64;
-    add(ctx, db, mark);
+    let (mark, frontier) = prepare(ctx, db, mark, limited)?;
+    let n = selected + mark.cascade().len() as u64;
+    add(ctx, db, (mark, &frontier));
     noted.record(ctx, n, Strategy::Lazy);
     Ok(n)
 }
@@ -346,12 +346,7 @@ fn new_mark(
 
 /// The mark with its cascade resolved, not added yet: refused when `limited` and the cascade
 /// is past `cache.max-cascade-entries`.
-fn prepare(
-    ctx: &Context,
-    db: usize,
-    mut mark: Mark,
-    limited: bool,
-) -> Result<(Mark, Vec<Vec<u8>>)> {
+fn prepare(ctx: &Context, db: usize, mut mark: Mark, limited: bool) -> Result<(Mark, Frontier)> {
     // A user who may delete every key covers what the selector picks, whatever happens to the
     // user later (deleted, its rights changed): the mark keeps no user to ask.
     if mark
@@ -371,15 +366,21 @@ fn prepare(
 }
 
 /// Adds a prepared mark with a new generation, replicates it and arms the reclaimer; returns
-/// its generation.
-fn add(ctx: &Context, db: usize, (mut mark, frontier): (Mark, Vec<Vec<u8>>)) -> u64 {
+/// its generation and its history number.
+fn add(ctx: &Context, db: usize, (mut mark, frontier): (Mark, &Frontier)) -> (u64, u64) {
     let gen = state::next_generation();
     mark.gen = gen;
     // The guard's history: the selector now, the cascade's keys now, the selected entries as
     // the reclaimer deletes them (see `reclaim_one`).
     let user = mark.user.as_deref();
     mark.seq = crate::history::begin(db, &mark.selector, user);
-    crate::history::removed(db, mark.seq, user, frontier.iter().map(Vec::as_slice));
+    crate::history::removed(
+        db,
+        mark.seq,
+        user,
+        frontier.iter().map(|(k, _)| k.as_slice()),
+    );
+    let seq = mark.seq;
     let bytes = encode_mark(&mark);
     state::lock().lazy_mut(|l| l.db(db).add(mark));
     server::replicate(
@@ -390,17 +391,33 @@ fn add(ctx: &Context, db: usize, (mut mark, frontier): (Mark, Vec<Vec<u8>>)) -> 
     // WATCH and tracking see what the mark covers now, as they see IMMEDIATE's deletes.
     crate::watch::marked(ctx, db);
     arm(ctx);
-    gen
+    (gen, seq)
 }
 
-/// An IMMEDIATE invalidation running in the reclaimer's steps, its client blocked until done.
+/// An IMMEDIATE invalidation running in the reclaimer's steps, answered when done.
 struct Waiter {
-    client: Blocked,
+    owner: Owner,
     db: usize,
     gen: u64,
     /// Entries the reclaimer deleted in `db` since the invalidation began.
     deleted: u64,
     noted: Noted,
+    /// For another master's request (`Owner::Part`): the mark's history number, the hops its
+    /// selected entries leave, and the keys it removed from which the cascade goes on across
+    /// shards, as IMMEDIATE's would have (the cascade's keys when the mark was made, each
+    /// selected entry as it leaves: wherever the guard's history learns it, see `removed`).
+    seq: u64,
+    hops: u32,
+    frontier: Frontier,
+}
+
+/// Who a stepped invalidation answers.
+enum Owner {
+    /// The client that sent it, blocked.
+    Client(Blocked),
+    /// A cluster-wide invalidation's part on this master (`cluster::stepping`): the part's
+    /// token and the command's place in it.
+    Part(u64, usize),
 }
 
 static WAITERS: Mutex<Vec<Waiter>> = Mutex::new(Vec::new());
@@ -409,15 +426,38 @@ fn waiters() -> std::sync::MutexGuard<'static, Vec<Waiter>> {
     WAITERS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The guard's history learns that the mark `seq` of `db` removed `keys`; a cluster-wide part
+/// stepping under that mark adds them to the frontier it answers with.
+fn removed<'k>(db: usize, seq: u64, user: Option<&[u8]>, keys: impl IntoIterator<Item = &'k [u8]>) {
+    let keys: Vec<&[u8]> = keys.into_iter().collect();
+    crate::history::removed(db, seq, user, keys.iter().copied());
+    let mut w = waiters();
+    if let Some(x) = w
+        .iter_mut()
+        .find(|x| x.seq == seq && matches!(x.owner, Owner::Part(..)))
+    {
+        let hops = x.hops;
+        x.frontier.extend(keys.iter().map(|k| (k.to_vec(), hops)));
+    }
+}
+
 /// Whether an IMMEDIATE invalidation of `selector` in `db` should run in bounded steps: it
 /// selects (or its `cascade`, as measured on the index, reaches) at least
 /// `cache.stepped-threshold` entries, and the client can wait. Some(entries it selects). The
 /// reclaimer walks the whole database, so a small selection in a large database waits for the
 /// walk; but deleting it at once would hold the server for as long as the selection is large
 /// (about 0.8 µs an entry), which the 50 ms bound does not allow past the threshold.
-pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector, cascade: usize) -> Option<u64> {
+/// A cluster-wide invalidation's part (`part`) waits in the same way, answering its sender
+/// when done instead of a client.
+pub fn steps_pay_off(
+    ctx: &Context,
+    db: usize,
+    selector: &Selector,
+    cascade: usize,
+    part: bool,
+) -> Option<u64> {
     let threshold = config::STEPPED_THRESHOLD.get();
-    if threshold == 0 || server::is_replica(ctx) || !server::can_block(ctx) {
+    if threshold == 0 || server::is_replica(ctx) || !(part || server::can_block(ctx)) {
         return None;
     }
     let threshold = u64::try_from(threshold).unwrap_or(u64::MAX);
@@ -441,7 +481,9 @@ pub fn steps_pay_off(ctx: &Context, db: usize, selector: &Selector, cascade: usi
 }
 
 /// An IMMEDIATE invalidation in steps: the entries read as missing at once (a mark, as LAZY);
-/// the client is blocked until the reclaimer deleted them, then gets the number deleted.
+/// the client is blocked until the reclaimer deleted them, then gets the number deleted. Part
+/// of a cluster-wide invalidation (`cluster::stepping`), the master that sent it is answered
+/// instead, with the frontier its cascade goes on from on the other masters.
 pub fn invalidate_stepped(
     ctx: &Context,
     db: usize,
@@ -453,17 +495,29 @@ pub fn invalidate_stepped(
 ) -> Result<bool> {
     let noted = Noted::of(&selector, context.as_deref(), user.as_deref());
     let mark = new_mark(db, selector, selected, depth, context, user);
-    let mark = prepare(ctx, db, mark, true)?;
-    let Some(client) = Blocked::block(ctx) else {
-        return Ok(false);
+    let (mark, frontier) = prepare(ctx, db, mark, true)?;
+    let hops = mark.hops;
+    let owner = match crate::cluster::stepping() {
+        Some((token, i)) => Owner::Part(token, i),
+        None => match Blocked::block(ctx) {
+            Some(client) => Owner::Client(client),
+            None => return Ok(false),
+        },
     };
-    let gen = add(ctx, db, mark);
+    let (gen, seq) = add(ctx, db, (mark, &frontier));
+    let frontier = match owner {
+        Owner::Part(..) => frontier,
+        Owner::Client(_) => Vec::new(),
+    };
     waiters().push(Waiter {
-        client,
+        owner,
         db,
         gen,
         deleted: 0,
         noted,
+        seq,
+        hops,
+        frontier,
     });
     Ok(true)
 }
@@ -489,7 +543,24 @@ fn progress(ctx: &Context, db: usize, n: u64, done_upto: Option<u64>) {
     for x in finished {
         x.noted.record(ctx, x.deleted, Strategy::Immediate);
         let n = i64::try_from(x.deleted).unwrap_or(i64::MAX);
-        x.client.answer(Ok(server::Reply::Int(n)));
+        match x.owner {
+            Owner::Client(client) => client.answer(Ok(server::Reply::Int(n))),
+            Owner::Part(token, i) => {
+                crate::cluster::part_done(ctx, token, i, Ok(server::Reply::Int(n)), x.frontier)
+            }
+        }
+    }
+    // The senders of the parts still stepping learn that they go on (see
+    // `cluster::part_going`).
+    let going: Vec<u64> = waiters()
+        .iter()
+        .filter_map(|x| match x.owner {
+            Owner::Part(token, _) => Some(token),
+            Owner::Client(_) => None,
+        })
+        .collect();
+    for token in going {
+        crate::cluster::part_going(ctx, token);
     }
 }
 
@@ -540,7 +611,7 @@ pub fn flushing(ctx: &Context, db: Option<usize>) {
             let candidates = lazy::candidates(&marks, &name, e, l.arrival(&name));
             if let Some(m) = lazy::remover(&candidates, |m| perms.allowed(m.user.as_deref(), &name))
             {
-                crate::history::removed(d, m.seq, m.user.as_deref(), [name.as_slice()]);
+                removed(d, m.seq, m.user.as_deref(), [name.as_slice()]);
             }
         }
     }
@@ -794,7 +865,7 @@ fn reclaim_one(
     };
     let (seq, record, user) = covering?;
     if record {
-        crate::history::removed(db, seq, user.as_deref(), [name]);
+        removed(db, seq, user.as_deref(), [name]);
     }
     // The history was told above, with the mark's user asked: the unlink callback is not to
     // credit the marks again (it cannot ask the users, see `reclaiming`).
@@ -815,7 +886,7 @@ pub fn credit_leaving(ctx: Option<&Context>, db: usize, key: &[u8], leaving: &[L
     }
     let Some(ctx) = ctx else {
         for (seq, user, _) in leaving.iter().filter(|(_, _, credited)| *credited) {
-            crate::history::removed(db, *seq, user.as_deref(), [key]);
+            removed(db, *seq, user.as_deref(), [key]);
         }
         return;
     };
@@ -824,7 +895,7 @@ pub fn credit_leaving(ctx: Option<&Context>, db: usize, key: &[u8], leaving: &[L
         .iter()
         .find(|(_, user, _)| perms.allowed(user.as_deref(), key));
     if let Some((seq, user, true)) = first {
-        crate::history::removed(db, *seq, user.as_deref(), [key]);
+        removed(db, *seq, user.as_deref(), [key]);
     }
 }
 

@@ -1263,43 +1263,243 @@ fn cluster_wide_commands_refuse_multi_but_local_ones_run_there() {
     cl.verify_all();
 }
 
-#[test]
-fn a_large_cluster_wide_invalidation_runs_at_once_on_every_master() {
-    // Every IMMEDIATE invalidation of 10 entries or more would run in steps on a single node;
-    // cluster-wide, each master does its part at once (the client already waits for them).
-    let cl = Cluster::with(&["stepped-threshold", "10"]);
-    let mut cc = cl.client();
-    let mut total = 0;
-    for m in MASTERS {
-        for k in cl.keys_on(m, "big:", 20) {
-            put(&mut cc, &k, &["big"], &[]);
-            total += 1;
-        }
+/// The reclaimer's steps taken so far on one node (`CACHE.STATS LOCAL JSON`, `lazy.steps`).
+fn reclaim_steps(c: &mut Connection) -> u64 {
+    let j = text(&must(c, &["CACHE.STATS", "LOCAL", "JSON"]));
+    let j: serde_json::Value = serde_json::from_str(&j).expect("json");
+    j["lazy"]["steps"].as_u64().expect("steps")
+}
+
+/// Every master's step count now.
+fn steps_on_masters(cl: &Cluster) -> Vec<u64> {
+    MASTERS
+        .iter()
+        .map(|&m| reclaim_steps(&mut cl.conn(m)))
+        .collect()
+}
+
+/// Asserts that every master took a reclaimer step since `before`.
+fn stepped_everywhere(cl: &Cluster, before: &[u64]) {
+    for (&m, b) in MASTERS.iter().zip(before) {
+        assert!(
+            reclaim_steps(&mut cl.conn(m)) > *b,
+            "master {m} took no reclaimer step: its part ran at once"
+        );
     }
-    let n = int(&must(&mut cl.conn(1), &["CACHE.INVALIDATE", "TAG", "big"]));
-    assert_eq!(n, total);
+}
+
+/// One hash tag per master (`{<prefix><n>}`, a slot of that master), each with `per` entries
+/// tagged t (`tagged_group`).
+fn groups_tagged_t(cl: &Cluster, prefix: &str, per: usize) -> Vec<String> {
+    let groups: Vec<String> = MASTERS
+        .iter()
+        .map(|&m| cl.names_on(m, 1, |n| format!("{{{prefix}{n}}}")).remove(0))
+        .collect();
+    fill_groups(cl, &groups, per);
+    groups
+}
+
+/// `per` entries tagged t in each of `groups` (master by master).
+fn fill_groups(cl: &Cluster, groups: &[String], per: usize) {
+    for (m, g) in MASTERS.iter().zip(groups) {
+        tagged_group(&mut cl.conn(*m), g, per);
+    }
+}
+
+/// Every IMMEDIATE invalidation of 100 entries or more runs in steps, on one node and
+/// cluster-wide: each master's part (the sender's own too) runs in the reclaimer's steps, and
+/// the reply, the sum, comes when every master is done (issue 23, defect 5).
+#[test]
+fn a_large_cluster_wide_invalidation_runs_in_steps_on_every_master() {
+    let cl = Cluster::with(&["stepped-threshold", "100"]);
+    const PER: usize = 2000;
+    let groups = groups_tagged_t(&cl, "s", PER);
+    let before = steps_on_masters(&cl);
+    let n = int(&must(&mut cl.conn(1), &["CACHE.INVALIDATE", "TAG", "t"]));
+    assert_eq!(n, (3 * PER) as i64);
     for m in MASTERS {
         assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
     }
-    // LOCAL on one node: the stepped form (the client waits for the reclaimer there).
-    for k in cl.keys_on(0, "big:", 20) {
-        put(&mut cc, &k, &["big"], &[]);
+    stepped_everywhere(&cl, &before);
+    // A small one runs at once everywhere.
+    let mut cc = cl.client();
+    for m in MASTERS {
+        for k in cl.keys_on(m, "small:", 5) {
+            put(&mut cc, &k, &["small"], &[]);
+        }
     }
-    let mut m0 = cl.conn(0);
-    let steps = |c: &mut Connection| {
-        let j = text(&must(c, &["CACHE.STATS", "LOCAL", "JSON"]));
-        let j: serde_json::Value = serde_json::from_str(&j).expect("json");
-        j["lazy"]["steps"].as_u64().expect("steps")
-    };
-    let before = steps(&mut m0);
     assert_eq!(
-        int(&must(&mut m0, &["CACHE.INVALIDATE", "LOCAL", "TAG", "big"])),
-        20
+        int(&must(
+            &mut cl.conn(0),
+            &["CACHE.INVALIDATE", "TAG", "small"]
+        )),
+        15
     );
-    assert!(steps(&mut m0) > before);
-    assert_eq!(dbsize(&mut m0), 0);
+    // LAZY is no IMMEDIATE: marked everywhere, the reply at once.
+    fill_groups(&cl, &groups, 200);
+    assert_eq!(
+        int(&must(
+            &mut cl.conn(2),
+            &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t"]
+        )),
+        600
+    );
+    eventually("the reclaimers are done", || {
+        MASTERS.iter().all(|&m| dbsize(&mut cl.conn(m)) == 0)
+    });
     cl.sync_replica();
     assert_eq!(dbsize(&mut cl.replica_conn()), 0);
+    cl.verify_all();
+}
+
+/// The cascade crosses shards from stepped parts: 1500 entries tagged t on each master (masters
+/// 0 and 1 have no dependency, so their parts' frontiers are only the selected entries the
+/// reclaimer deleted, and they hold them, over 1024 keys); on master 2, d0 depends on a key of
+/// master 0, d1 on one of master 1, e on d0, f on d1 by two hops. Every part runs in steps and
+/// the next round goes out once they all answered.
+#[test]
+fn a_stepped_cluster_wide_invalidation_cascades_across_shards() {
+    let cl = Cluster::with(&["stepped-threshold", "100"]);
+    let mut cc = cl.client();
+    const PER: usize = 1500;
+    let groups = groups_tagged_t(&cl, "c", PER);
+    let a = format!("{}:7", groups[0]);
+    let b = format!("{}:9", groups[1]);
+    let d0 = cl.key_on(2, "d0:");
+    let d1 = cl.key_on(2, "d1:");
+    let e = cl.key_on(2, "e:");
+    // f on master 0 depends on d1 (master 2): a third round, back on a stepped shard.
+    let f = cl.key_on(0, "f:");
+    put(&mut cc, &d0, &[], &[&a]);
+    put(&mut cc, &d1, &[], &[&b]);
+    put(&mut cc, &e, &[], &[&d0]);
+    put(&mut cc, &f, &[], &[&d1]);
+    let before = steps_on_masters(&cl);
+    let n = int(&must(&mut cl.conn(1), &["CACHE.INVALIDATE", "TAG", "t"]));
+    assert_eq!(n, (3 * PER + 4) as i64);
+    for k in [&a, &b, &d0, &d1, &e, &f] {
+        assert!(!exists(&mut cc, k), "{k} left");
+    }
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    stepped_everywhere(&cl, &before);
+
+    // DEPTH 1: d0 and d1 go (one hop), e and f stay.
+    fill_groups(&cl, &groups, PER);
+    put(&mut cc, &d0, &[], &[&a]);
+    put(&mut cc, &d1, &[], &[&b]);
+    put(&mut cc, &e, &[], &[&d0]);
+    put(&mut cc, &f, &[], &[&d1]);
+    let n = int(&must(
+        &mut cl.conn(0),
+        &["CACHE.INVALIDATE", "DEPTH", "1", "TAG", "t"],
+    ));
+    assert_eq!(n, (3 * PER + 2) as i64);
+    assert!(!exists(&mut cc, &d0) && !exists(&mut cc, &d1));
+    assert!(exists(&mut cc, &e) && exists(&mut cc, &f));
+    cl.sync_replica();
+    cl.verify_all();
+}
+
+/// A stepped part that takes longer than `cache.cluster-timeout-ms` is waited for while its
+/// master reports that it goes on: master 2's reclaimer is paused and stepped by hand, a few
+/// entries at a time, over several times the 400 ms timeout. A master that reports nothing (its
+/// reclaimer paused and not stepped) makes the command fail after the timeout, as a silent
+/// master does, and its part still ends later.
+#[test]
+fn a_stepped_part_longer_than_the_timeout_is_waited_for() {
+    let cl = Cluster::with(&["stepped-threshold", "100"]);
+    const PER: usize = 1600;
+    let groups = groups_tagged_t(&cl, "w", PER);
+    for m in MASTERS {
+        config_set(&mut cl.conn(m), "cache.cluster-timeout-ms", "400");
+    }
+    let mut m2 = cl.conn(2);
+    must(&mut m2, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
+    let port0 = cl.port(0);
+    let sender = std::thread::spawn(move || {
+        let mut c = connect(port0).expect("connect");
+        run(&mut c, &["CACHE.INVALIDATE", "TAG", "t"])
+    });
+    // Steps of 4 entries, 5 ms apart: master 2's part takes two seconds or more.
+    for _ in 0..100_000 {
+        if sender.is_finished() {
+            break;
+        }
+        must(&mut m2, &["CACHE.DEBUG", "RECLAIM", "STEP", "4"]);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reply = sender.join().expect("sender");
+    assert_eq!(int(&reply.expect("the reply")), (3 * PER) as i64);
+    for m in MASTERS {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+
+    // Silent: no step at all on master 2.
+    fill_groups(&cl, &groups, PER);
+    let e = err(&mut cl.conn(0), &["CACHE.INVALIDATE", "TAG", "t"]);
+    assert!(
+        e.starts_with("ERR CACHE.INVALIDATE reached only part of the cluster: 2 of 3 masters"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("{} entries invalidated", 2 * PER)),
+        "{e}"
+    );
+    must(&mut m2, &["CACHE.DEBUG", "RECLAIM", "RESUME"]);
+    eventually("master 2's part ended", || dbsize(&mut cl.conn(2)) == 0);
+    cl.sync_replica();
+    cl.verify_all();
+}
+
+/// A master whose part is stepping becomes a replica (a takeover by its replica): it answers
+/// with what it deleted so far, covering no slot, and the sender asks the new master, whose
+/// reclaimer goes on with the mark it replicated. The reply counts every shard, or fails
+/// loudly.
+#[test]
+fn a_failover_while_a_part_steps_reaches_the_new_master() {
+    let cl = Cluster::with(&["stepped-threshold", "100"]);
+    const PER: usize = 500;
+    groups_tagged_t(&cl, "f", PER);
+    cl.sync_replica();
+    let mut m0 = cl.conn(0);
+    must(&mut m0, &["CACHE.DEBUG", "RECLAIM", "PAUSE"]);
+    let port1 = cl.port(1);
+    let sender = std::thread::spawn(move || {
+        let mut c = connect(port1).expect("connect");
+        run(&mut c, &["CACHE.INVALIDATE", "TAG", "t"])
+    });
+    // Master 0 marked its part (the entries read as missing) and waits for its steps.
+    eventually("master 0 made its mark", || {
+        keys(&mut cl.conn(0), &["LOCAL", "TAG", "t"]).is_empty()
+    });
+    cl.sync_replica();
+    let mut r = cl.conn(REPLICA);
+    assert_eq!(
+        must(&mut r, &["CLUSTER", "FAILOVER", "TAKEOVER"]),
+        Value::Okay
+    );
+    let reply = sender.join().expect("the sending client");
+    match reply {
+        Ok(v) => assert_eq!(int(&v), (3 * PER) as i64, "the reply counts every shard"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("reached only part of the cluster"), "{e}");
+        }
+    }
+    eventually("the new master's reclaimer is done", || {
+        dbsize(&mut cl.conn(REPLICA)) == 0
+    });
+    for m in [1, 2] {
+        assert_eq!(dbsize(&mut cl.conn(m)), 0, "master {m}");
+    }
+    must(&mut cl.conn(0), &["CACHE.DEBUG", "RECLAIM", "RESUME"]);
+    eventually("the old master follows the new one", || {
+        let mut c = cl.conn(0);
+        info_field(&mut c, "replication", "role") == "slave"
+            && digest(&mut c) == digest(&mut cl.conn(REPLICA))
+    });
     cl.verify_all();
 }
 
