@@ -256,7 +256,9 @@ pub fn part_done(ctx: &Context, token: u64, i: usize, reply: Outcome, frontier: 
     // rest under the replicated mark, uncounted, so the reply says so rather than fall short.
     let reply = match reply {
         Ok(Reply::Int(n)) if server::is_replica(ctx) => Err(format!(
-            "ERR CACHE.INVALIDATE reached only part of the cluster: a master became a replica              while its part ran in steps ({n} entries deleted there); its new master deletes              the rest of what the part covers"
+            "ERR CACHE.INVALIDATE reached only part of the cluster: a master became a replica \
+             while its part ran in steps ({n} entries deleted there); its new master deletes \
+             the rest of what the part covers"
         )),
         r => r,
     };
