@@ -30,14 +30,14 @@
 //! recorded before it count as anyone's (refusing whatever its selector picks).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use super::glob::Glob;
 use super::index::Selector;
-use super::metrics::{Recommendation, Severity};
+use super::metrics::{PrehashedHasher, Recommendation, Severity};
 
 pub const ISSUE_GUARD_REFUSED: &str = "Stale sets refused";
 
@@ -74,25 +74,7 @@ fn cost(kind: Kind, name: &[u8], user: &User) -> u64 {
 type Name = u64;
 
 /// The maps' keys are hashes already: the map uses them as they are.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used (the key is a u64); anything else is folded in.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type NameMap = HashMap<Name, Slot, BuildHasherDefault<PassThrough>>;
+type NameMap = HashMap<Name, Slot, BuildHasherDefault<PrehashedHasher>>;
 
 /// The newest sequence numbers that selected one name, one per user (None: anyone's). One user
 /// (the usual case) is kept in line.

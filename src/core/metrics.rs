@@ -934,9 +934,10 @@ impl Histogram {
     }
 }
 
-/// A hasher for keys that already are 64-bit hashes.
+/// A hasher for keys that already are 64-bit hashes (the hot keys here, the guard history's
+/// names).
 #[derive(Default)]
-struct PrehashedHasher(u64);
+pub struct PrehashedHasher(u64);
 
 impl Hasher for PrehashedHasher {
     fn finish(&self) -> u64 {
