@@ -173,6 +173,12 @@ pub fn command_seen() {
     }
 }
 
+/// Whether the users' rights now are what they were at invalidation `seq`: no ACL change was
+/// seen since it.
+pub fn trusted(seq: u64) -> bool {
+    history().get().trusted(seq)
+}
+
 /// Every token made so far is refused from now on (loading, a new master).
 pub fn new_epoch() {
     let seed = seed();

@@ -577,7 +577,7 @@ pub fn swap_waiters(a: usize, b: usize) {
 
 /// FLUSHDB (`db`) or FLUSHALL (None) is about to delete every key: the entries LAZY marks cover
 /// leave without the reclaimer, and the guard's history learns which marks removed them (see
-/// `lazy::remover`, the users asked), as it does for one covered entry leaving its name. Visits the entries
+/// `credit`, the users asked), as it does for one covered entry leaving its name. Visits the entries
 /// the cascading marks' selectors pick (the flush itself visits every key).
 pub fn flushing(ctx: &Context, db: Option<usize>) {
     let cascades = |m: &Mark| m.hops > 0 && m.seq > 0;
@@ -608,11 +608,12 @@ pub fn flushing(ctx: &Context, db: Option<usize>) {
             let Held::Entry(e) = key.held() else {
                 continue;
             };
-            let candidates = lazy::candidates(&marks, &name, e, l.arrival(&name));
-            if let Some(m) = lazy::remover(&candidates, |m| perms.allowed(m.user.as_deref(), &name))
-            {
-                removed(d, m.seq, m.user.as_deref(), [name.as_slice()]);
-            }
+            let candidates: Vec<(u64, Option<&[u8]>, bool)> =
+                lazy::candidates(&marks, &name, e, l.arrival(&name))
+                    .into_iter()
+                    .map(|(m, credited)| (m.seq, m.user.as_deref(), credited))
+                    .collect();
+            credit(&mut perms, d, &name, candidates.into_iter());
         }
     }
     server::select_db(ctx, original);
@@ -850,23 +851,27 @@ fn reclaim_one(
 ) -> Option<RedisString> {
     let rs = perms.string(name).safe_clone(ctx);
     let key = Key::write(ctx, &rs);
-    // The mark that covers it, and whether its history must learn that it removed the entry
-    // (selected by the mark, which cascades: the cascade's own keys were recorded with it).
-    let covering = match key.held() {
+    // Whether a mark covers it, and which marks its history must learn removed the entry
+    // (selected by the mark, which cascades: the cascade's own keys were recorded with it; not
+    // when the entry arrived here covered, after the mark).
+    let candidates: Vec<(u64, Option<Vec<u8>>, bool)> = match key.held() {
         Held::Entry(e) if marks.last().is_some_and(|m| m.gen > e.born()) => {
-            perms.covering(marks, name, e).map(|m| {
-                // Not when the entry arrived here covered, after the mark.
-                let record =
-                    lazy::credits(m, name, e, None) && arrival(db, name).is_none_or(|g| m.gen > g);
-                (m.seq, record, m.user.clone())
-            })
+            perms.covering(marks, name, e)?;
+            lazy::candidates(marks, name, e, arrival(db, name))
+                .into_iter()
+                .map(|(m, credited)| (m.seq, m.user.clone(), credited))
+                .collect()
         }
-        _ => None,
+        _ => return None,
     };
-    let (seq, record, user) = covering?;
-    if record {
-        removed(db, seq, user.as_deref(), [name]);
-    }
+    credit(
+        perms,
+        db,
+        name,
+        candidates
+            .iter()
+            .map(|(seq, user, c)| (*seq, user.as_deref(), *c)),
+    );
     // The history was told above, with the mark's user asked: the unlink callback is not to
     // credit the marks again (it cannot ask the users, see `reclaiming`).
     RECLAIMING.store(true, Ordering::Relaxed);
@@ -876,26 +881,52 @@ fn reclaim_one(
 }
 
 /// A covered entry left `key` of `db` by another way than the reclaimer (`leaving`, see
-/// `State::covered_leaving`): the history learns that the mark which removed it under
-/// IMMEDIATE did, the first whose user may delete it, as the reclaimer would have told it (its
-/// cascade goes on from it). Without a context to ask the users with, every credited mark up to
-/// an unrestricted one is recorded: that only refuses more. Call without the state's lock.
+/// `State::covered_leaving`): the history learns which mark removed it under IMMEDIATE, as the
+/// reclaimer would have told it (its cascade goes on from it; see `credit`). Without a context
+/// to ask the users with, every credited mark up to an unrestricted one is recorded: that only
+/// refuses more. Call without the state's lock.
 pub fn credit_leaving(ctx: Option<&Context>, db: usize, key: &[u8], leaving: &[Leaving]) {
     if leaving.is_empty() {
         return;
     }
-    let Some(ctx) = ctx else {
-        for (seq, user, _) in leaving.iter().filter(|(_, _, credited)| *credited) {
-            removed(db, *seq, user.as_deref(), [key]);
+    let candidates = leaving
+        .iter()
+        .map(|(seq, user, credited)| (*seq, user.as_deref(), *credited));
+    match ctx {
+        Some(ctx) => credit(&mut Permissions::new(ctx), db, key, candidates),
+        None => {
+            for (seq, user, _) in candidates.filter(|(_, _, credited)| *credited) {
+                removed(db, seq, user, [key]);
+            }
+        }
+    }
+}
+
+/// Tells the history which of the marks that may have removed the entry `name` of `db`
+/// (`candidates`, oldest first: sequence number, user, whether it is credited; see
+/// `lazy::candidates`) removed it under IMMEDIATE: the first whose user may delete it. The
+/// users' rights are asked now, so they tell what they were when the marks were made only if
+/// no ACL change came since: when a restricted candidate is from before one, its user may have
+/// been kept from the key then and allowed now (a wrong accept, were it credited alone), so
+/// every credited candidate is recorded instead, which only refuses more.
+fn credit<'u>(
+    perms: &mut Permissions,
+    db: usize,
+    name: &[u8],
+    candidates: impl Iterator<Item = (u64, Option<&'u [u8]>, bool)> + Clone,
+) {
+    let rights_changed = candidates
+        .clone()
+        .any(|(seq, user, _)| user.is_some() && !crate::history::trusted(seq));
+    if rights_changed {
+        for (seq, user, _) in candidates.filter(|(_, _, credited)| *credited) {
+            removed(db, seq, user, [name]);
         }
         return;
-    };
-    let mut perms = Permissions::new(ctx);
-    let first = leaving
-        .iter()
-        .find(|(_, user, _)| perms.allowed(user.as_deref(), key));
-    if let Some((seq, user, true)) = first {
-        removed(db, *seq, user.as_deref(), [key]);
+    }
+    let mut candidates = candidates;
+    if let Some((seq, user, true)) = candidates.find(|(_, user, _)| perms.allowed(*user, name)) {
+        removed(db, seq, user, [name]);
     }
 }
 

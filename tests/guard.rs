@@ -731,3 +731,38 @@ fn the_mark_that_removed_the_entry_is_credited_alone_however_it_leaves() {
     send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
     verify(&mut c);
 }
+
+/// Two LAZY marks cover one entry: the older by a restricted user who may not delete it, the
+/// newer (after the token) by one who may. The user's rights are widened before the entry
+/// leaves: under IMMEDIATE the newer mark removed it all the same, so a guarded write that
+/// depends on it is refused, however it leaves (found by review: the older mark alone was
+/// credited, its user allowed by then, and the write accepted).
+#[test]
+fn rights_widened_after_the_marks_still_refuse_what_the_newer_mark_removed() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let mut narrow = narrow_user(&s, &mut c);
+    let leaving = [
+        "CACHE.DEBUG RECLAIM STEP",
+        "DEL web:1",
+        "CACHE.SET web:1 new",
+        "FLUSHALL",
+    ];
+    for leave in leaving {
+        send(&mut c, "CACHE.DEBUG RECLAIM PAUSE");
+        send(&mut c, "ACL SETUSER narrow resetkeys ~app:*");
+        entry(&mut c, "web:1", &["t"], &[]);
+        send(&mut narrow, "CACHE.INVALIDATE STRATEGY LAZY TAG t");
+        let t = token(&mut c);
+        send(&mut c, "CACHE.INVALIDATE STRATEGY LAZY TAG t");
+        send(&mut c, "ACL SETUSER narrow allkeys");
+        send(&mut c, leave);
+        assert!(
+            !guarded(&mut c, "y v DEPENDS 1 web:1", t),
+            "{leave}: the newer mark removed web:1"
+        );
+        send(&mut c, "CACHE.DEBUG RECLAIM RESUME");
+        send(&mut c, "FLUSHALL");
+    }
+    verify(&mut c);
+}

@@ -452,6 +452,12 @@ impl History {
         self.remember(db, seq, Kind::Removed, key, &user, now_ms);
     }
 
+    /// Whether no ACL change was seen since invalidation `seq` (its user's rights now are
+    /// those it had).
+    pub fn trusted(&self, seq: u64) -> bool {
+        seq >= self.trust_from
+    }
+
     /// The users' rights may have changed (ACL SETUSER, DELUSER, LOAD): every fact recorded
     /// until now counts as anyone's from now on (its user is not asked: it refuses what its
     /// selector picks, more than the user may have deleted then, never less).

@@ -179,7 +179,7 @@ pub fn covering<'m>(
 /// marks up to the first whose user may delete every key, each with whether the guard's history
 /// credits it (`credits`: it selects the entry and cascades; entries a mark's cascade reached
 /// were recorded when it was made, those with hops left). Under IMMEDIATE the first of them whose
-/// user may delete the entry removed it ([`remover`] picks it once the users are asked).
+/// user may delete the entry removed it (the shell asks the users: `reclaim::credit`).
 /// `arrived`: the newest mark's generation when the entry arrived under `name` covered
 /// (`LazyDb::arrival`): the marks up to it removed nothing under this name.
 pub fn candidates<'m>(
@@ -196,19 +196,6 @@ pub fn candidates<'m>(
         }
     }
     out
-}
-
-/// Of the [`candidates`], the mark the history credits with removing the entry: the first whose
-/// user may delete it (`allowed`), if that one is credited.
-pub fn remover<'m>(
-    candidates: &[(&'m Mark, bool)],
-    mut allowed: impl FnMut(&Mark) -> bool,
-) -> Option<&'m Mark> {
-    candidates
-        .iter()
-        .find(|(m, _)| allowed(m))
-        .filter(|(_, credited)| *credited)
-        .map(|(m, _)| *m)
 }
 
 /// Every credited one of the [`candidates`]: what the history is told when the users cannot be
@@ -646,14 +633,13 @@ mod tests {
         assert!(removers(&alias, b"y", &e, None).is_empty());
         // Arrived under x when mark 4 was the newest: only the newer marks count there.
         assert_eq!(seqs(removers(&marks[1..], b"x", &e, Some(4))), vec![5]);
-        // Asked: the first covering mark whose user may delete it removed it, and is credited
-        // when it selects and cascades (4); one that selects without cascading (3) is not, and
-        // nor is any mark after it.
-        let c = candidates(&marks[1..], b"x", &e, None);
-        let narrow_may = |m: &Mark| m.user.is_none() || m.gen == 4;
-        assert_eq!(remover(&c, narrow_may).map(|m| m.seq), Some(4));
-        assert_eq!(remover(&c, |_| true).map(|m| m.seq), None);
-        assert_eq!(remover(&c, |m| m.user.is_none()).map(|m| m.seq), Some(5));
+        // Every covering mark up to the unrestricted one, each with whether it is credited (3
+        // selects without cascading: not).
+        let c: Vec<(u64, bool)> = candidates(&marks[1..], b"x", &e, None)
+            .iter()
+            .map(|(m, credited)| (m.seq, *credited))
+            .collect();
+        assert_eq!(c, vec![(3, false), (4, true), (5, true)]);
     }
 
     #[test]
