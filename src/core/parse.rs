@@ -17,7 +17,8 @@ pub fn parse_i64(arg: &[u8]) -> Result<i64> {
         Some((b'-', rest)) => (true, rest),
         _ => (false, arg),
     };
-    if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+    // As `string2ll`: no leading zero, and no `-0`.
+    if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || negative)) {
         return Err(CacheError::NotInteger);
     }
     // Eighteen digits cannot overflow a u64; only those past them are checked, and the first
@@ -857,7 +858,7 @@ mod tests {
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(CacheError::NotInteger);
         }
-        if digits.len() > 1 && digits.starts_with('0') {
+        if digits.starts_with('0') && (digits.len() > 1 || s.starts_with('-')) {
             return Err(CacheError::NotInteger);
         }
         s.parse::<i64>().map_err(|_| CacheError::NotInteger)
@@ -893,7 +894,7 @@ mod tests {
     fn integers_follow_redis() {
         assert_eq!(parse_i64(b"42"), Ok(42));
         assert_eq!(parse_i64(b"-7"), Ok(-7));
-        assert_eq!(parse_i64(b"-0"), Ok(0));
+        assert_eq!(parse_i64(b"-0"), Err(CacheError::NotInteger));
         assert_eq!(parse_i64(b"9223372036854775807"), Ok(i64::MAX));
         assert_eq!(parse_i64(b"-9223372036854775808"), Ok(i64::MIN));
         assert_eq!(
