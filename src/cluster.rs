@@ -404,7 +404,20 @@ pub fn heap_bytes() -> u64 {
             .map(|(_, from, m)| from.capacity() + m.capacity() + 56)
             .sum::<usize>()
     });
-    (ops + leftovers + held + inbox) as u64
+    // Other masters' requests stepping here, answered when done.
+    let parts = PARTS.with(|p| {
+        p.borrow()
+            .values()
+            .map(|part| {
+                std::mem::size_of::<Part>()
+                    + 8
+                    + part.replies.capacity() * std::mem::size_of::<Option<Outcome>>()
+                    + part.slots.capacity() * std::mem::size_of::<SlotRange>()
+                    + frontier_heap(&part.frontier)
+            })
+            .sum::<usize>()
+    });
+    (ops + leftovers + held + inbox + parts) as u64 + crate::reclaim::waiters_bytes()
 }
 
 /// What a failed cluster-wide invalidation leaves for a late answer to go on with.

@@ -409,6 +409,22 @@ struct Waiter {
     seq: u64,
     hops: u32,
     frontier: Frontier,
+    /// What `frontier` holds on the heap (counted in STATS `memory`).
+    frontier_bytes: usize,
+}
+
+/// The heap a frontier entry takes: the key's bytes and its slot.
+fn frontier_entry_bytes(key: &[u8]) -> usize {
+    key.len() + std::mem::size_of::<(Vec<u8>, u32)>()
+}
+
+/// The heap the stepped invalidations waiting here take (their frontiers for other masters
+/// included): STATS `memory` counts it with the cluster bookkeeping.
+pub fn waiters_bytes() -> u64 {
+    waiters()
+        .iter()
+        .map(|x| std::mem::size_of::<Waiter>() + x.frontier_bytes)
+        .sum::<usize>() as u64
 }
 
 /// Who a stepped invalidation answers.
@@ -437,6 +453,7 @@ fn removed<'k>(db: usize, seq: u64, user: Option<&[u8]>, keys: impl IntoIterator
         .find(|x| x.seq == seq && matches!(x.owner, Owner::Part(..)))
     {
         let hops = x.hops;
+        x.frontier_bytes += keys.iter().map(|k| frontier_entry_bytes(k)).sum::<usize>();
         x.frontier.extend(keys.iter().map(|k| (k.to_vec(), hops)));
     }
 }
@@ -509,6 +526,7 @@ pub fn invalidate_stepped(
         Owner::Part(..) => frontier,
         Owner::Client(_) => Vec::new(),
     };
+    let frontier_bytes = frontier.iter().map(|(k, _)| frontier_entry_bytes(k)).sum();
     waiters().push(Waiter {
         owner,
         db,
@@ -518,6 +536,7 @@ pub fn invalidate_stepped(
         seq,
         hops,
         frontier,
+        frontier_bytes,
     });
     Ok(true)
 }
