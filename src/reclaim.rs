@@ -891,8 +891,8 @@ fn reclaim_one(
             .iter()
             .map(|(seq, user, c)| (*seq, user.as_deref(), *c)),
     );
-    // The history was told above, with the mark's user asked: the unlink callback is not to
-    // credit the marks again (it cannot ask the users, see `reclaiming`).
+    // The history was told above: the unlink callback is not to credit the marks again (see
+    // `reclaiming`).
     RECLAIMING.store(true, Ordering::Relaxed);
     crate::commands::delete_as_del(ctx, db, name, key, &rs);
     RECLAIMING.store(false, Ordering::Relaxed);
