@@ -6,16 +6,6 @@
 mod common;
 use common::*;
 
-fn user(s: &Server, name: &str) -> Connection {
-    let mut c = s.conn();
-    let _: Value = redis::cmd("AUTH")
-        .arg(name)
-        .arg("pw")
-        .query(&mut c)
-        .expect("AUTH");
-    c
-}
-
 /// public:1 and secret:1 carry tag t; public:2 depends on secret:1, public:3 on public:1.
 fn setup(s: &Server) -> Connection {
     let mut c = s.conn();
@@ -51,7 +41,7 @@ fn acl_log_objects(c: &mut Connection) -> Vec<String> {
 fn invalidation_skips_what_the_user_may_not_delete() {
     let s = Server::start();
     let mut admin = setup(&s);
-    let mut alice = user(&s, "alice");
+    let mut alice = as_user(&s, "alice");
     let d = digest(&mut admin);
     // The dry run shows exactly what alice's invalidation removes: secret:1 is skipped, and
     // public:2 (reached only through it) with it.
@@ -75,7 +65,7 @@ fn invalidation_skips_what_the_user_may_not_delete() {
 fn a_read_only_user_invalidates_nothing() {
     let s = Server::start();
     let mut admin = setup(&s);
-    let mut reader = user(&s, "reader");
+    let mut reader = as_user(&s, "reader");
     let d = digest(&mut admin);
     assert!(keys(&mut reader, &["ALL"]).is_empty());
     assert_eq!(int(&ok(&mut reader, &["CACHE.INVALIDATE", "ALL"])), 0);
@@ -87,7 +77,7 @@ fn a_read_only_user_invalidates_nothing() {
 fn inspect_and_hotkeys_hide_keys_the_user_may_not_read() {
     let s = Server::start();
     let mut admin = setup(&s);
-    let mut alice = user(&s, "alice");
+    let mut alice = as_user(&s, "alice");
     for _ in 0..3 {
         ok(&mut admin, &["CACHE.GET", "secret:1"]);
     }
@@ -119,7 +109,7 @@ fn inspect_and_hotkeys_hide_keys_the_user_may_not_read() {
 fn batched_and_write_invalidations_use_the_callers_permissions() {
     let s = Server::start();
     let mut admin = setup(&s);
-    let mut alice = user(&s, "alice");
+    let mut alice = as_user(&s, "alice");
     ok(
         &mut admin,
         &["CONFIG", "SET", "cache.batch-delay-ms", "5000"],
@@ -154,7 +144,7 @@ fn batched_and_write_invalidations_use_the_callers_permissions() {
 fn a_read_only_user_reads_entries_and_cannot_write_them() {
     let s = Server::start();
     let mut admin = setup(&s);
-    let mut reader = user(&s, "reader");
+    let mut reader = as_user(&s, "reader");
     assert_eq!(
         bytes(&ok(&mut reader, &["CACHE.GET", "secret:1"])),
         Some(b"b".to_vec())
@@ -209,7 +199,7 @@ fn a_user_limited_to_app_keys_invalidates_by_tag_pattern_all_and_key_cascade() {
         &mut admin,
         &["ACL", "SETUSER", "app", "on", ">pw", "~app:*", "+@all"],
     );
-    let mut app = user(&s, "app");
+    let mut app = as_user(&s, "app");
     // (selector, what the app user removes, what stays)
     let cases: [(&[&str], &[&str], &[&str]); 5] = [
         (
@@ -269,7 +259,7 @@ fn listings_leave_out_keys_the_app_user_may_not_read() {
         &mut admin,
         &["ACL", "SETUSER", "app", "on", ">pw", "~app:*", "+@all"],
     );
-    let mut app = user(&s, "app");
+    let mut app = as_user(&s, "app");
     app_setup(&mut admin);
     for k in ["other:1", "other:2", "app:1"] {
         ok(&mut admin, &["CACHE.GET", k]);
@@ -314,7 +304,7 @@ fn a_user_with_only_cache_get_and_cache_stats_is_refused_every_write() {
             "+cache.stats",
         ],
     );
-    let mut ro = user(&s, "ro");
+    let mut ro = as_user(&s, "ro");
     assert_eq!(
         bytes(&ok(&mut ro, &["CACHE.GET", "public:1"])),
         Some(b"a".to_vec())
@@ -376,7 +366,7 @@ fn batched_requests_of_different_users_are_not_folded() {
     );
     ok(&mut admin, &["CACHE.SET", "app:1", "a", "TAGS", "1", "t"]);
     ok(&mut admin, &["CACHE.SET", "other:1", "b", "TAGS", "1", "t"]);
-    let mut app = user(&s, "app");
+    let mut app = as_user(&s, "app");
     let batched = ["CACHE.INVALIDATE", "STRATEGY", "BATCHED", "TAG", "t"];
     assert_eq!(int(&ok(&mut app, &batched)), 0);
     assert_eq!(int(&ok(&mut admin, &batched)), 0);
@@ -415,7 +405,7 @@ fn narrow_and_wide(s: &Server) -> (Connection, Connection, Connection) {
     app_setup(&mut admin);
     entry(&mut admin, "other:3", &["u"], &[]);
     entry(&mut admin, "app:4", &["u"], &[]);
-    (admin, user(s, "narrow"), user(s, "wide"))
+    (admin, as_user(s, "narrow"), as_user(s, "wide"))
 }
 
 /// Every string anywhere in a reply, map keys included.
@@ -644,7 +634,7 @@ fn tags_needs_read_access_to_every_key() {
         &mut admin,
         &["ACL", "SETUSER", "reads", "on", ">pw", "%R~*", "+@all"],
     );
-    let mut reads = user(&s, "reads");
+    let mut reads = as_user(&s, "reads");
     // `t` is on app:1 and other:1: a count of 2 would tell of an entry out of reach.
     for line in [&["CACHE.TAGS"][..], &["CACHE.TAGS", "MATCH", "t"]] {
         let e = err(&mut narrow, line);

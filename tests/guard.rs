@@ -469,16 +469,6 @@ fn narrow_user(s: &Server, c: &mut Connection) -> Connection {
     as_user(s, "narrow")
 }
 
-fn as_user(s: &Server, name: &str) -> Connection {
-    let mut c = s.conn();
-    let _: Value = redis::cmd("AUTH")
-        .arg(name)
-        .arg("pw")
-        .query(&mut c)
-        .expect("AUTH");
-    c
-}
-
 /// A restricted user's invalidation selects only the keys it may delete: a guarded write of a
 /// key outside its patterns is stored (that invalidation could not have deleted it), one inside
 /// is refused; the same invalidation by a user who may delete every key refuses both. For every

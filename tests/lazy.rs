@@ -1508,16 +1508,6 @@ fn a_lazy_rule_fired_by_cache_write_invalidates_lazily() {
 // 8. Access control
 // ---------------------------------------------------------------------------------------------
 
-fn user(s: &Server, name: &str) -> Connection {
-    let mut c = s.conn();
-    let _: Value = redis::cmd("AUTH")
-        .arg(name)
-        .arg("pw")
-        .query(&mut c)
-        .expect("AUTH");
-    c
-}
-
 /// app:1, app:4 and other:1 carry tag t; app:2 depends on other:1, app:3 on app:1.
 fn acl_setup(c: &mut Connection) {
     entry(c, "app:1", &["t"], &[]);
@@ -1536,7 +1526,7 @@ fn a_lazy_mark_covers_only_what_its_user_may_delete() {
     let s = Server::start();
     let mut admin = s.conn();
     acl_setup(&mut admin);
-    let mut alice = user(&s, "alice");
+    let mut alice = as_user(&s, "alice");
     assert_eq!(
         keys(&mut alice, &["TAG", "t"]),
         sv(&["app:1", "app:3", "app:4"])
@@ -1593,7 +1583,7 @@ fn the_reclaimer_deletes_what_the_marks_user_may_write() {
         let mut args = vec!["ACL", "SETUSER", "bob", "on", ">pw", "+@all"];
         args.extend(&acl);
         ok(&mut admin, &args);
-        let mut bob = user(&s, "bob");
+        let mut bob = as_user(&s, "bob");
         ok(
             &mut bob,
             &["CACHE.INVALIDATE", "STRATEGY", "LAZY", "TAG", "t"],
@@ -2502,7 +2492,7 @@ fn a_mark_outlives_the_user_who_made_it() {
         &["ACL", "SETUSER", "bob", "on", "nopass", "~*", "+@all"],
     );
     entry(&mut c, "x", &["t"], &[]);
-    let mut bob = user(&s, "bob");
+    let mut bob = as_user(&s, "bob");
     assert_eq!(lazy(&mut bob, "TAG t"), 1);
     assert_eq!(get(&mut c, "x"), None);
     ok(&mut c, &["ACL", "DELUSER", "bob"]);

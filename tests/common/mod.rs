@@ -478,6 +478,13 @@ pub fn send(c: &mut Connection, line: &str) -> Value {
     ok(c, &line.split_whitespace().collect::<Vec<_>>())
 }
 
+/// A connection authenticated as ACL user `name` (password `pw`, as the tests create users).
+pub fn as_user(s: &Server, name: &str) -> Connection {
+    let mut c = s.conn();
+    ok(&mut c, &["AUTH", name, "pw"]);
+    c
+}
+
 /// `CACHE.STATS JSON`, parsed.
 pub fn stats(c: &mut Connection) -> serde_json::Value {
     parse_stats(&ok(c, &["CACHE.STATS", "JSON"]))
