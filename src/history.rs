@@ -233,27 +233,31 @@ pub fn check<'a>(
             .position(|x| *x == d)
             .and_then(|i| covered.get(i).copied().flatten())
     };
+    // One pass of the check over the history trimmed now; `may` answers for restricted users.
+    let pass = |h: &mut History, may: &mut dyn FnMut(&[u8], &[u8]) -> bool| {
+        trimmed(h, now);
+        h.check(
+            db,
+            token,
+            key,
+            tags.iter().copied(),
+            deps.iter().copied(),
+            &covered_of,
+            may,
+        )
+    };
     // First pass: every restricted user's fact counts as not selecting; the users that would
     // have to be asked are noted.
     let mut asked: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     {
         let mut g = history();
         let h = g.get();
-        trimmed(h, now);
-        let verdict = h.check(
-            db,
-            token,
-            key,
-            tags.iter().copied(),
-            deps.iter().copied(),
-            covered_of,
-            |u, name| {
-                if !asked.iter().any(|(au, an)| au == u && an == name) {
-                    asked.push((u.to_vec(), name.to_vec()));
-                }
-                false
-            },
-        );
+        let verdict = pass(h, &mut |u, name| {
+            if !asked.iter().any(|(au, an)| au == u && an == name) {
+                asked.push((u.to_vec(), name.to_vec()));
+            }
+            false
+        });
         if verdict.is_err() || asked.is_empty() {
             h.stats.count(&verdict);
             return verdict.is_ok();
@@ -270,23 +274,14 @@ pub fn check<'a>(
         })
         .collect();
     let mut g = history();
+    let verdict = pass(g.get(), &mut |u, name| {
+        // A fact recorded meanwhile, of a user not asked: refused (never a wrong accept).
+        answers
+            .iter()
+            .find(|(au, an, _)| au == u && an == name)
+            .is_none_or(|(_, _, may)| *may)
+    });
     let h = g.get();
-    trimmed(h, now);
-    let verdict = h.check(
-        db,
-        token,
-        key,
-        tags.iter().copied(),
-        deps.iter().copied(),
-        covered_of,
-        |u, name| {
-            // A fact recorded meanwhile, of a user not asked: refused (never a wrong accept).
-            answers
-                .iter()
-                .find(|(au, an, _)| au == u && an == name)
-                .is_none_or(|(_, _, may)| *may)
-        },
-    );
     h.stats.count(&verdict);
     verdict.is_ok()
 }
