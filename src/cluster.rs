@@ -355,7 +355,8 @@ fn frontier_heap(f: &Frontier) -> usize {
 }
 
 /// The heap the cluster bookkeeping takes (commands waiting for answers, failed invalidations
-/// kept for late answers, messages not handled yet): an estimate, walking the few of them
+/// kept for late answers, messages not handled yet, parts of other masters' requests stepping
+/// here and their frontiers): an estimate, walking the few of them
 /// (at most one per blocked client, and `LEFTOVERS_MAX`).
 pub fn heap_bytes() -> u64 {
     let ops = OPS.with(|o| {

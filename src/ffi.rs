@@ -453,7 +453,9 @@ unsafe extern "C" fn unlink2(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
                 st.last_unlinked = Some((db, hash, e.hits()));
             }
             drop(st);
-            crate::reclaim::credit_leaving(server::detached().as_ref(), db, key, &leaving);
+            if !leaving.is_empty() {
+                crate::reclaim::credit_leaving(server::detached().as_ref(), db, key, &leaving);
+            }
         }
     })
 }
